@@ -1,0 +1,3 @@
+from rollbackd.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""Alertmanager webhook v4 bodies -> Alert records. Strict with the JSON, lenient with new fields.
+
+Every problem is a PayloadError naming the field (``alerts[2].startsAt: ...``), which the API answers
+with 400: invalid UTF-8, duplicate keys, NaN/Infinity, numbers out of range, nesting deeper than 64
+and every shape error. Labels are data: kept exactly as sent (no case folding, no normalisation).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError, field_validator
+
+from rollbackd.errors import PayloadError
+from rollbackd.records import Alert
+from rollbackd.registry import format_loc
+
+MAX_DEPTH = 64
+_RFC3339 = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_GO_ZERO_YEAR = 1
+
+
+def parse_time(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("expected an RFC 3339 time string")
+    m = _RFC3339.match(value)
+    if not m:
+        raise ValueError(f"not an RFC 3339 time with offset: {value[:64]!r}")
+    date, clock, frac, offset = m.groups()
+    micro = (frac or "").ljust(6, "0")[:6]  # Go writes up to 9 digits; Python keeps 6
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        return datetime.fromisoformat(f"{date}T{clock}.{micro}{offset}")
+    except ValueError as exc:
+        raise ValueError(f"not a valid time: {value[:64]!r}") from exc
+
+
+Time = Annotated[datetime, BeforeValidator(parse_time)]
+Labels = dict[StrictStr, StrictStr]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+
+class AlertV4(_Model):
+    status: Literal["firing", "resolved"]
+    labels: Labels
+    annotations: Labels | None = None
+    starts_at: Time = Field(alias="startsAt")
+    ends_at: Time | None = Field(default=None, alias="endsAt")
+    generator_url: StrictStr | None = Field(default=None, alias="generatorURL")
+    fingerprint: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+
+    @field_validator("labels")
+    @classmethod
+    def _has_alertname(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v.get("alertname"):
+            raise ValueError("labels must contain a non-empty alertname")
+        return v
+
+
+class WebhookV4(_Model):
+    version: Literal["4"]
+    status: Literal["firing", "resolved"]
+    receiver: StrictStr
+    group_key: StrictStr = Field(alias="groupKey")
+    external_url: StrictStr = Field(alias="externalURL")
+    group_labels: Labels = Field(alias="groupLabels")
+    common_labels: Labels = Field(alias="commonLabels")
+    common_annotations: Labels | None = Field(default=None, alias="commonAnnotations")
+    truncated_alerts: Annotated[int, Field(ge=0)] | None = Field(default=None, alias="truncatedAlerts")
+    alerts: Annotated[list[AlertV4], Field(min_length=1, max_length=10_000)]
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise PayloadError("", f"duplicate key {key[:64]!r}")
+        out[key] = value
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise PayloadError("", f"{name} is not valid JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise PayloadError("", f"number out of range: {text[:40]}")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 19 or not -(2**63) <= (value := int(text)) < 2**63:
+        raise PayloadError("", f"number out of range: {text[:40]}")
+    return value
+
+
+def _depth(root: Any) -> int:
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            return depth
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def loads_strict(body: bytes) -> Any:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError("", f"body is not valid UTF-8 (byte {exc.start})") from exc
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
+                          parse_float=_finite, parse_int=_bounded_int)
+    except PayloadError:
+        raise
+    except RecursionError as exc:
+        raise PayloadError("", f"JSON nested deeper than {MAX_DEPTH}") from exc
+    except ValueError as exc:  # JSONDecodeError and int-digit limits are ValueErrors
+        raise PayloadError("", f"invalid JSON: {exc}") from exc
+    if _depth(data) > MAX_DEPTH:
+        raise PayloadError("", f"JSON nested deeper than {MAX_DEPTH}")
+    return data
+
+
+def parse_webhook(body: bytes) -> tuple[WebhookV4, list[Alert]]:
+    data = loads_strict(body)
+    if not isinstance(data, dict):
+        raise PayloadError("", "expected a JSON object (Alertmanager webhook v4)")
+    try:
+        payload = WebhookV4.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = format_loc(err["loc"]).lstrip(".")
+        raise PayloadError(field, err["msg"]) from exc
+    return payload, [_to_alert(payload, a) for a in payload.alerts]
+
+
+def _to_alert(payload: WebhookV4, a: AlertV4) -> Alert:
+    ends = a.ends_at if a.ends_at is not None and a.ends_at.year > _GO_ZERO_YEAR else None
+    return Alert(
+        fingerprint=a.fingerprint, status=a.status, alertname=a.labels["alertname"], labels=a.labels,
+        annotations=a.annotations or {}, starts_at=a.starts_at, ends_at=ends, generator_url=a.generator_url,
+        receiver=payload.receiver, group_key=payload.group_key, external_url=payload.external_url,
+    )

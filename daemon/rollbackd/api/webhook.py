@@ -1,0 +1,117 @@
+"""POST /v1/webhook/alertmanager: auth, size, media type, strict parse, journal, 202.
+
+The answer comes as soon as every alert of the notification is journaled, never after the rollback:
+Alertmanager times out and re-sends, so duplicates are normal input and cost no second incident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+
+from aiohttp import web
+
+from rollbackd.alertmanager import parse_webhook
+from rollbackd.api import auth
+from rollbackd.api.keys import CORE
+from rollbackd.api.problems import problem
+from rollbackd.errors import PayloadError
+from rollbackd.reasons import WebhookResult
+from rollbackd.records import Alert
+
+MAX_BODY = 1_048_576
+_SEEN_BODIES = 4096
+
+
+class SeenBodies:
+    """Bodies already parsed and journaled, by digest. Alertmanager re-sends the very same bytes
+    (retries, HA peers), so a storm of duplicates skips parsing and validation: the alerts of an
+    identical body are known, and every one of them is a duplicate now."""
+
+    def __init__(self) -> None:
+        self._bodies: OrderedDict[bytes, list[Alert]] = OrderedDict()
+
+    def get(self, digest: bytes) -> list[Alert] | None:
+        alerts = self._bodies.get(digest)
+        if alerts is not None:
+            self._bodies.move_to_end(digest)
+        return alerts
+
+    def add(self, digest: bytes, alerts: list[Alert]) -> None:
+        self._bodies[digest] = alerts
+        if len(self._bodies) > _SEEN_BODIES:
+            self._bodies.popitem(last=False)
+
+
+SEEN = web.AppKey("seen_bodies", SeenBodies)
+
+
+async def read_limited(request: web.Request, limit: int = MAX_BODY) -> bytes | None:
+    """The body, or None when it is longer than ``limit`` (exactly ``limit`` bytes is fine)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(65536)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+
+
+def media_problem(request: web.Request) -> str | None:
+    ctype = request.headers.get("Content-Type", "")
+    mime, _, params = ctype.partition(";")
+    if mime.strip().lower() != "application/json":
+        return f"Content-Type must be application/json, got {ctype[:80]!r}"
+    charset = params.strip().lower()
+    if charset and charset.replace(" ", "") not in ("charset=utf-8", 'charset="utf-8"'):
+        return f"only charset=utf-8 is accepted, got {params.strip()[:40]!r}"
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        return f"Content-Encoding {encoding[:40]!r} is not accepted (Alertmanager does not compress)"
+    return None
+
+
+async def alertmanager_webhook(request: web.Request) -> web.Response:
+    received_at = time.time()
+    core = request.app[CORE]
+    count = core.metrics.webhook_result
+    token = core.settings.auth.webhook_token
+    if auth.match(auth.bearer(request), [("alertmanager", token)]) is None:
+        count(WebhookResult.UNAUTHORIZED)
+        return problem(401, "missing or wrong webhook token")
+    wrong_media = media_problem(request)
+    if wrong_media:
+        count(WebhookResult.UNSUPPORTED_MEDIA_TYPE)
+        return problem(415, wrong_media)
+    body = await read_limited(request)
+    if body is None:
+        count(WebhookResult.TOO_LARGE)
+        return problem(413, f"body larger than {MAX_BODY} bytes")
+    digest = hashlib.blake2b(body, digest_size=16).digest()
+    seen = request.app[SEEN]
+    known = seen.get(digest)
+    if known is not None:
+        alerts = known
+    else:
+        try:
+            _, alerts = parse_webhook(body)
+        except PayloadError as exc:
+            count(WebhookResult.BAD_REQUEST)
+            return problem(400, str(exc), field=exc.field)
+    decisions = await core.intake.receive(alerts, received_at)
+    if known is None:
+        seen.add(digest, alerts)
+    count(WebhookResult.ACCEPTED)
+    return web.json_response(
+        {"accepted": len(alerts),
+         "decisions": [{"fingerprint": a.fingerprint, "status": a.status, "service": d.service,
+                        "action": d.action.value, "reason": d.reason.value} for a, d in zip(alerts, decisions,
+                                                                                           strict=True)]},
+        status=202,
+    )

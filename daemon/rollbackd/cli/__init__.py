@@ -1,0 +1,1 @@
+"""The `rollbackd` command. Imports only the standard library until a command needs more."""

@@ -1,0 +1,186 @@
+"""`rollbackd snapshot create|list|verify|restore|prune|adopt-alias`: the daemon's /v1/snapshots API.
+
+Only the standard library at module level (`rollbackd --help` must start instantly). A restore first asks
+the daemon what it would replace (a dry run), shows it, and asks before acting unless --yes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+LONG = 6 * 3600.0  # snapshots and restores of big databases take minutes; the client must wait for them
+
+
+def _svc(args: argparse.Namespace) -> dict[str, Any]:
+    return {"service": args.service} if getattr(args, "service", None) else {}
+
+
+def _out(args: argparse.Namespace, body: Any, text: str) -> int:
+    print(json.dumps(body, indent=2) if getattr(args, "json", False) else text)
+    return 0
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(n)
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
+
+
+def _counts(manifests: dict[str, Any]) -> str:
+    parts = []
+    for name, m in manifests.items():
+        if "tables" in m:
+            parts.append(f"{name}: {len(m['tables'])} tables, {sum(t['rows'] for t in m['tables'].values())} rows")
+        elif "collections" in m:
+            parts.append(f"{name}: " + ", ".join(f"{a} {c['points']} points" for a, c in m["collections"].items()))
+    return "; ".join(parts)
+
+
+def cmd_list(args: argparse.Namespace, client: Any) -> int:
+    query = f"?service={args.service}" if args.service else ""
+    body = client.get(f"/v1/snapshots{query}")
+    rows = [f"{s['id']:<20} {_when(s['created_at'])}  release {s.get('release') or '-':<12} "
+            f"{'verified' if s['verified'] else 'UNVERIFIED':<10} {_size(s.get('size_bytes')):>9}  "
+            f"{_counts(s['manifests'])}  ({s.get('reason') or ''})" for s in body["snapshots"]]
+    return _out(args, body, "\n".join(rows) if rows else f"no snapshots of {body['service']}")
+
+
+def cmd_create(args: argparse.Namespace, client: Any) -> int:
+    client.timeout = max(client.timeout, LONG)
+    body = client.post("/v1/snapshots", {**_svc(args), "reason": args.reason})
+    return _out(args, body, f"snapshot set {body['id']} created ({_size(body.get('size_bytes'))}): "
+                f"{_counts(body['manifests'])}")
+
+
+def cmd_verify(args: argparse.Namespace, client: Any) -> int:
+    client.timeout = max(client.timeout, LONG)
+    body = client.post(f"/v1/snapshots/{args.id}/verify", _svc(args))
+    text = (f"{args.id}: ok ({body.get('files')} files re-hashed)" if body["verified"]
+            else f"{args.id}: CORRUPT: {body.get('error')}")
+    _out(args, body, text)
+    return 0 if body["verified"] else 1
+
+
+def describe_plan(plan: dict[str, Any]) -> str:
+    snap = plan["snapshot"]
+    out = [f"restore snapshot {snap['id']} of {plan['service']} (taken {_when(snap['created_at'])}, "
+           f"release {snap.get('release') or '-'}); this REPLACES:"]
+    for name, what in plan["replaces"].items():
+        if "database" in what:
+            sv = what["schema_version"]
+            out.append(f"  {name}: database {what['database']} ({_size(what['bytes'])}), schema version "
+                       f"{sv['live']} -> {sv['snapshot']}")
+            out += [f"    {t}: {c['live']} rows -> {c['snapshot']}" for t, c in what["tables"].items()]
+        else:
+            p = what["points"]
+            out.append(f"  {name}: alias {what['alias']} -> {what['collection']}: {p['live']} points -> "
+                       f"{p['snapshot']}")
+    out.append("steps: " + "; ".join(plan["steps"]))
+    return "\n".join(out)
+
+
+def _ask(question: str) -> bool:
+    if not sys.stdin.isatty():
+        print(f"{question} -- refusing without a terminal; pass --yes", file=sys.stderr)
+        return False
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def cmd_restore(args: argparse.Namespace, client: Any) -> int:
+    path = f"/v1/snapshots/{args.id}/restore"
+    plan = client.post(path, {**_svc(args), "reason": args.reason, "dry_run": True})
+    print(json.dumps(plan, indent=2) if args.json and args.dry_run else describe_plan(plan))
+    if args.dry_run:
+        return 0
+    if not args.yes and not _ask("Restore this snapshot now?"):
+        return 1
+    client.timeout = max(client.timeout, LONG)
+    body = client.post(path, {**_svc(args), "reason": args.reason, "dry_run": False})
+    downtime = ", ".join(f"{n} {d}s" for n, d in body["downtime_s"].items())
+    kept = ", ".join(f"{n}: {s.get('kept')}" for n, s in body["swapped"].items())
+    return _out(args, body, f"restored {body['snapshot_set']} in {body['seconds']}s (downtime {downtime}); "
+                f"safety snapshot {body.get('safety_snapshot') or 'none'}; replaced data kept as {kept}")
+
+
+def cmd_prune(args: argparse.Namespace, client: Any) -> int:
+    body = client.post("/v1/snapshots/prune", {**_svc(args), "reason": args.reason, "dry_run": args.dry_run})
+    verb = "would delete" if args.dry_run else "deleted"
+    lines = [f"{verb} {len(body['deleted'])}: {', '.join(body['deleted']) or '-'}"]
+    lines += [f"kept {k['id']}: {k['why']}" for k in body["kept"]]
+    if body.get("orphan_copies_dropped"):
+        lines.append(f"{verb} leftover restore copies: {', '.join(body['orphan_copies_dropped'])}")
+    return _out(args, body, "\n".join(lines))
+
+
+def cmd_adopt(args: argparse.Namespace, client: Any) -> int:
+    print("adopting an alias: the collection is copied, dropped and replaced by an alias of the same name; "
+          "reads of that name FAIL during the switch (usually well under a second)")
+    if not args.yes and not _ask("Go on?"):
+        return 1
+    client.timeout = max(client.timeout, LONG)
+    body = client.post("/v1/snapshots/adopt-alias", {**_svc(args), "reason": args.reason,
+                                                     **({"store": args.store} if args.store else {})})
+    text = (f"alias {body['alias']} -> {body['collection']} ({body['points']} points); window {body['window_s']}s"
+            if body.get("adopted") else body.get("detail", ""))
+    return _out(args, body, text)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--service", default=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    p.add_argument("--url", default=argparse.SUPPRESS, help="daemon URL (env ROLLBACKD_URL)")
+    p.add_argument("--token", default=argparse.SUPPRESS, help="API token (env ROLLBACKD_API_TOKEN)")
+    p.add_argument("--config", default=argparse.SUPPRESS, help="read URL and token from this config file")
+
+
+def dispatch(args: argparse.Namespace, client: Any) -> int:
+    fn = getattr(args, "snapshot_fn", None)
+    if fn is None:
+        print("usage: rollbackd snapshot {create,list,verify,restore,prune,adopt-alias} ...", file=sys.stderr)
+        return 2
+    code: int = fn(args, client)
+    return code
+
+
+def register(sub: Any, remote: Any) -> None:
+    parser = remote("snapshot", dispatch, "data snapshots: create, list, verify, restore, prune, adopt-alias")
+    parser.add_argument("--service")
+    parser.add_argument("--json", action="store_true")
+    cmds = parser.add_subparsers(dest="snapshot_command", metavar="SUBCOMMAND")
+
+    def add(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = cmds.add_parser(name, help=help_)
+        _common(p)
+        p.set_defaults(snapshot_fn=fn)
+        return p
+
+    add("list", cmd_list, "snapshot sets, newest first")
+    p = add("create", cmd_create, "snapshot every store now")
+    p.add_argument("--reason", default="manual snapshot")
+    p = add("verify", cmd_verify, "re-hash a set's files against its manifest")
+    p.add_argument("id")
+    p = add("restore", cmd_restore, "restore a set (shows what it replaces, asks first)")
+    p.add_argument("id")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--dry-run", action="store_true", help="only show what would be replaced")
+    p.add_argument("--yes", action="store_true", help="do not ask")
+    p = add("prune", cmd_prune, "apply retention now")
+    p.add_argument("--reason", default="manual prune")
+    p.add_argument("--dry-run", action="store_true")
+    p = add("adopt-alias", cmd_adopt, "put a Qdrant collection behind an alias of its own name")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--store", help="the qdrant store (when there are several)")
+    p.add_argument("--yes", action="store_true")

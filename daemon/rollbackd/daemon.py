@@ -1,0 +1,114 @@
+"""`rollbackd serve`: config -> core -> API on the listen address; resume open incidents; tell systemd.
+
+Start order: journal open, notifier queue, incidents resumed, HTTP listening, READY=1. Stop order
+(SIGTERM/SIGINT): stop taking requests, interrupt running incidents where they are (the journal lets
+the next start resume them), drain notifications, close the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from rollbackd import logs, plugins, sdnotify, status
+from rollbackd.api.app import create_app
+from rollbackd.config import Settings, split_listen
+from rollbackd.scheduler import Scheduler
+from rollbackd.wiring import Core, build_core
+
+log = logging.getLogger(__name__)
+
+
+async def _every(seconds: float, job: Callable[[], Awaitable[None]], name: str) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await job()
+        except Exception:  # a housekeeping job must never stop the daemon
+            log.exception("periodic_job_failed", extra={"job": name})
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, listen: str | None = None) -> None:
+        self.settings = settings
+        self.listen = listen or settings.listen
+        self.core: Core | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.port: int | None = None
+        self.scheduler: Scheduler | None = None
+
+    async def start(self) -> Core:
+        core = build_core(self.settings)
+        self.core = core
+        await core.start()
+        self.scheduler = Scheduler()
+        for plugin in plugins.having("jobs"):
+            plugin.jobs(core, self.scheduler)
+        self.scheduler.start()
+        resumed = await core.runner.resume_open()
+        app = create_app(core)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host, port = split_listen(self.listen)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        self._tasks = [
+            asyncio.create_task(_every(1.0, core.intake.flush_duplicates, "flush_duplicates")),
+            asyncio.create_task(_every(5.0, self._refresh_gauges, "refresh_gauges")),
+        ]
+        interval = sdnotify.watchdog_interval()
+        if interval:
+            self._tasks.append(asyncio.create_task(_every(interval, self._watchdog, "watchdog")))
+        await self._refresh_gauges()
+        sdnotify.notify(f"READY=1\nSTATUS=listening on {host}:{self.port}")
+        log.info("daemon_started", extra={"listen": f"{host}:{self.port}", "resumed": resumed,
+                                          "services": sorted(core.services), "mode": self.settings.mode})
+        return core
+
+    async def _refresh_gauges(self) -> None:
+        assert self.core is not None
+        core = self.core
+        await status.build(core, now=core.runner.clock(), update_metrics=True)
+
+    async def _watchdog(self) -> None:
+        assert self.core is not None
+        await self.core.store.ping()  # only a daemon whose journal answers is alive
+        sdnotify.notify("WATCHDOG=1")
+
+    async def stop(self) -> None:
+        sdnotify.notify("STOPPING=1")
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.core is not None:
+            await self.core.close()
+        log.info("daemon_stopped")
+
+
+async def serve(settings: Settings, *, listen: str | None = None) -> None:
+    logs.setup(settings.log.level)
+    daemon = Daemon(settings, listen=listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await daemon.start()
+    try:
+        await stop.wait()
+    finally:
+        await daemon.stop()

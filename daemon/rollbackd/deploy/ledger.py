@@ -1,0 +1,244 @@
+"""The release registry of one service (``runtime.resources["releases"]``): record, mark green (by
+hand, or automatically after ``releases.green_after`` without a firing RAG alert and with verification
+passing), notice running images no release describes, keep statuses as a rollback moves them, measure
+and export the baseline, and list the compatibility matrix (releases with their snapshots).
+
+History is append-only (rb_release_history); every write is also a journal event with who and why.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rollbackd import releases
+from rollbackd.deploy import BaselineOptions, Deployer, same_digest
+from rollbackd.deploy.baseline import measure, window_text
+from rollbackd.errors import NotFoundError, PayloadError, RollbackdError
+from rollbackd.metrics import Metrics
+from rollbackd.prom import Prometheus, selector
+from rollbackd.records import JSON, Event, Release, iso
+from rollbackd.state import StateStore
+
+log = logging.getLogger(__name__)
+
+
+def release_json(r: Release) -> JSON:
+    return {"id": r.id, "version": r.version, "image": r.image, "digest": r.digest, "config_digest": r.config_digest,
+            "schema_version": r.schema_version, "source": r.source, "recorded_by": r.recorded_by,
+            "live_at": iso(r.live_at), "status": r.status, "green": r.green, "green_at": iso(r.green_at),
+            "green_by": r.green_by, "green_reason": r.green_reason, "baseline_p95_s": r.baseline_p95}
+
+
+def release_from_target(service: str, target: JSON) -> Release:
+    return Release(service=service, version=str(target["version"]), image=target.get("image"),
+                   digest=target.get("digest"), schema_version=target.get("schema_version"),
+                   id=target.get("release_id"))
+
+
+class Ledger:
+    def __init__(self, *, service: str, store: StateStore, metrics: Metrics, prometheus: Prometheus | None,
+                 baseline: BaselineOptions, green_after: float | None, service_label: str = "service",
+                 deployer: Deployer | None = None, resources: dict[str, Any] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.service = service
+        self.store = store
+        self.metrics = metrics
+        self.prometheus = prometheus
+        self.baseline = baseline
+        self.green_after = green_after
+        self.service_label = service_label
+        self.deployer = deployer
+        self.resources = resources if resources is not None else {}
+        self.clock = clock
+
+    # ---- reading --------------------------------------------------------------------------------
+    async def history(self) -> list[Release]:
+        return await self.store.releases(self.service, 500)
+
+    async def live(self) -> Release | None:
+        return releases.live_release(await self.history())
+
+    async def find(self, version: str) -> Release:
+        found = next((r for r in await self.history() if r.version == version), None)
+        if found is None:
+            raise NotFoundError(f"service {self.service} has no release {version!r}")
+        return found
+
+    async def by_id(self, release_id: int) -> Release | None:
+        return next((r for r in await self.history() if r.id == release_id), None)
+
+    async def matrix(self, limit: int = 50) -> JSON:
+        """Releases newest first, each with its snapshot sets and baseline: the compatibility matrix."""
+        history = (await self.history())[:limit]
+        snaps: list[Any] = []
+        source = self.resources.get("snapshots")
+        if source is not None:
+            try:
+                snaps = list(await source.list())
+            except Exception as exc:  # the registry is still worth showing without its snapshots
+                log.warning("matrix_snapshots_failed", extra={"error": str(exc)})
+        rows = []
+        for r in history:
+            mine = [s for s in snaps if getattr(s, "release", None) == r.version]
+            rows.append({**release_json(r), "snapshots": [
+                {"id": str(s.id), "created_at": _ts(getattr(s, "created_at", None)),
+                 "verified": bool(getattr(s, "verified", False))} for s in mine]})
+        live = releases.live_release(history)
+        green = next((r for r in history if r.green), None)
+        return {"service": self.service, "live": live.version if live else None,
+                "last_green": green.version if green else None, "releases": rows}
+
+    # ---- writing --------------------------------------------------------------------------------
+    async def record(self, *, version: str, image: str | None, digest: str | None, config_digest: str | None,
+                     schema_version: str | None, source: str, actor: str, reason: str,
+                     live_at: float | None = None) -> Release:
+        """Append a deployed release. A tag alone is refused unless the deployer resolves its digest."""
+        if image and not digest and self.deployer is not None:
+            digest = await self.deployer.resolve(image)
+        if not digest:
+            what = f"image {image!r} is a tag the deployer cannot resolve" if image else "no image digest was given"
+            raise PayloadError("digest", f"{what}: a release needs a digest (a tag can move)")
+        release = await self.store.record_release(Release(
+            service=self.service, version=version, image=image, digest=digest, config_digest=config_digest,
+            schema_version=schema_version, source=source, recorded_by=actor,  # type: ignore[arg-type]
+            live_at=live_at if live_at is not None else self.clock(), status="deployed"))
+        await self._event("release_recorded", actor, reason, release)
+        return release
+
+    async def mark_green(self, version: str, *, actor: str, reason: str) -> Release:
+        """Mark the newest record of ``version`` green; measure its baseline when it is live."""
+        release = await self.find(version)
+        if release.green:
+            return release
+        fields: dict[str, Any] = {"green_at": self.clock(), "green_by": actor, "green_reason": reason}
+        live = await self.live()
+        if live is not None and live.id == release.id:
+            p95 = await self._measure()
+            if p95 is not None:
+                fields["baseline_p95"] = p95
+        release = await self.store.change_release(release.id or 0, change="green", actor=actor, note=reason,
+                                                  ts=self.clock(), **fields)
+        await self._event("release_green", actor, reason, release)
+        await self.export_baseline()
+        return release
+
+    async def set_status(self, release: Release, status: str, *, actor: str, note: str, **fields: Any) -> Release:
+        if release.id is None:
+            raise NotFoundError(f"release {release.version} has no record")
+        return await self.store.change_release(release.id, change=status, actor=actor, note=note, ts=self.clock(),
+                                               **fields)
+
+    async def moved(self, to: Release, *, actor: str, note: str, old_status: str) -> None:
+        """``to`` runs now: the release that was live becomes ``old_status``; idempotent."""
+        history = await self.history()
+        live = releases.live_release(history)
+        target = next((r for r in history if r.id == to.id), None) or await self.find(to.version)
+        if live is not None and live.id != target.id:
+            await self.set_status(live, old_status, actor=actor, note=note)
+        if target.status != "deployed":
+            await self.set_status(target, "deployed", actor=actor, note=note, live_at=self.clock())
+
+    async def observe(self) -> Release | None:
+        """Record the running image as an ``observed`` release when no release describes it."""
+        if self.deployer is None:
+            return None
+        current = await self.deployer.current()
+        if not current.image_id:
+            return None
+        if any(r.digest and same_digest(r.digest, current.image_id) for r in await self.history()):
+            return None
+        version = current.version or current.image_id.removeprefix("sha256:")[:12]
+        log.info("release_observed", extra={"service": self.service, "version": version})
+        return await self.record(version=version, image=current.image, digest=current.image_id, config_digest=None,
+                                 schema_version=None, source="observed", actor="rollbackd",
+                                 reason="a running image that no release described")
+
+    # ---- green and baseline ---------------------------------------------------------------------
+    async def auto_green(self) -> Release | None:
+        """Mark the live release green once it ran ``green_after`` with no RAG alert of the service
+        firing (Prometheus ALERTS) and verification passing (when the service has verification)."""
+        live = await self.live()
+        if self.green_after is None or live is None or live.green or self.prometheus is None:
+            return None
+        if live.live_at is None or self.clock() - live.live_at < self.green_after:
+            return None
+        alerts = selector("ALERTS", {"alertstate": "firing", self.service_label: self.service})
+        expr = f'max_over_time({alerts[:-1]},alertname=~"RAG.*"}}[{window_text(self.green_after)}])'
+        firing = await self.prometheus.query(expr)
+        if firing:
+            names = sorted({str(f["metric"].get("alertname")) for f in firing})
+            log.info("auto_green_blocked", extra={"service": self.service, "alerts": names})
+            return None
+        if not await self._verified():
+            return None
+        return await self.mark_green(live.version, actor="rollbackd",
+                                     reason=f"live for {window_text(self.green_after)} with no RAG alert firing")
+
+    async def _verified(self) -> bool:
+        verify = self.resources.get("verify")
+        run = getattr(verify, "run", None)
+        if run is None:
+            return True
+        # every configured check but alert_cleared (no incident here: there is no alert to clear)
+        checks = [c.name for c in getattr(verify, "checks", []) if getattr(c, "type", "") != "alert_cleared"]
+        if hasattr(verify, "checks") and not checks:
+            return True
+        result = run(only=checks) if hasattr(verify, "checks") else run()
+        if inspect.isawaitable(result):
+            result = await result
+        return _passed(result)
+
+    async def _measure(self) -> float | None:
+        if self.prometheus is None:
+            return None
+        try:
+            return await measure(self.prometheus, self.baseline, self.service)
+        except RollbackdError as exc:
+            log.warning("baseline_failed", extra={"service": self.service, "error": str(exc)})
+            return None
+
+    async def refresh_baseline(self) -> float | None:
+        """Re-measure the live release's baseline, only while it is green (a bad release never moves it)."""
+        live = await self.live()
+        if live is None or not live.green:
+            await self.export_baseline()
+            return None
+        p95 = await self._measure()
+        if p95 is not None:
+            await self.store.change_release(live.id or 0, change="baseline", actor="rollbackd",
+                                            note=f"refreshed: {p95:.4f}s", ts=self.clock(), baseline_p95=p95)
+        await self.export_baseline()
+        return p95
+
+    async def export_baseline(self) -> float | None:
+        green = next((r for r in await self.history() if r.green and r.baseline_p95 is not None), None)
+        if green is None or green.baseline_p95 is None:
+            return None
+        self.metrics.baseline_p95.labels(self.service).set(green.baseline_p95)
+        return green.baseline_p95
+
+    async def _event(self, kind: str, actor: str, reason: str, release: Release) -> None:
+        await self.store.append_event(Event(kind=kind, service=self.service, actor=actor,
+                                            data={"why": reason, "release": release_json(release)}))
+
+
+def _passed(result: Any) -> bool:
+    """A verification result (bool, dict, CheckResult, or a list of them) as pass or not."""
+    if isinstance(result, bool):
+        return result
+    if isinstance(result, list | tuple):
+        counted = [r for r in result if not getattr(r, "dry_run", False)]
+        return all(_passed(r) for r in counted)
+    if isinstance(result, dict):
+        verdict = result.get("verdict", result.get("ok", result.get("passed")))
+    else:
+        verdict = getattr(result, "verdict", getattr(result, "ok", getattr(result, "passed", None)))
+    return verdict is True or str(getattr(verdict, "value", verdict)).lower() == "pass"
+
+
+def _ts(value: Any) -> Any:
+    return iso(value) if isinstance(value, int | float) else (str(value) if value is not None else None)

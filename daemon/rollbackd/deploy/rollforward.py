@@ -1,0 +1,65 @@
+"""`rollbackd rollforward ID`: a new manual incident that undoes incident ID from what it kept: the
+data's ``__pre_`` copies (``data.roll_forward``) and the replaced container (``deploy.roll_forward``),
+with the service's traffic and verify steps around them when its plan has them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rollbackd.errors import NotFoundError
+from rollbackd.incidents.controls import Refused
+from rollbackd.reasons import IncidentState, Reason
+from rollbackd.records import Event, Incident, Trigger, new_incident_id
+
+if TYPE_CHECKING:
+    from rollbackd.plan import ServiceRuntime
+    from rollbackd.wiring import Core
+
+
+def rollforward_plan(runtime: ServiceRuntime) -> list[dict[str, Any]]:
+    """traffic.cut, data.roll_forward, deploy.roll_forward, verify, traffic.restore: each only when
+    the service has that capability (traffic and verify entries are copied from its plan)."""
+    cfg = runtime.config
+    configured: dict[str, dict[str, Any]] = {}
+    for entry in cfg.plan:
+        for spec in getattr(entry, "parallel", None) or [entry]:
+            configured.setdefault(spec.type, spec.model_dump(mode="json", exclude_none=True))
+    plan: list[dict[str, Any]] = []
+    if "traffic.cut" in configured:
+        plan.append(configured["traffic.cut"])
+    if cfg.snapshots is not None:
+        plan.append({"type": "data.roll_forward"})
+    if cfg.deploy is not None:
+        plan.append({"type": "deploy.roll_forward"})
+    if "verify" in configured:
+        plan.append(configured["verify"])
+    if "traffic.restore" in configured:
+        plan.append(configured["traffic.restore"])
+    return plan
+
+
+async def open_rollforward(core: Core, incident_id: str, *, actor: str, reason: str) -> Incident:
+    original = await core.store.get_incident(incident_id)
+    if original is None:
+        raise NotFoundError(f"no incident {incident_id}")
+    if original.active:
+        raise Refused(Reason.INCIDENT_ACTIVE, f"incident {incident_id} is still {original.state.value}")
+    runtime = core.services[original.service]
+    before = original.context.get("deploy_from") or {}
+    now = core.runner.clock()
+    async with core.intake.lock(runtime.name):
+        incident = Incident(
+            id=new_incident_id(now), service=runtime.name, state=IncidentState.PENDING,
+            trigger=Trigger(kind="manual", reason=f"roll forward {incident_id}: {reason}", requested_by=actor,
+                            received_at=now),
+            dry_run=False, created_at=now, plan=rollforward_plan(runtime),
+            context={"rollforward_of": incident_id,
+                     "target": {"version": before.get("version"), "release_id": before.get("release_id"),
+                                "why": f"roll-forward of incident {incident_id}: back to what ran before it"}},
+        )
+        if not await core.store.create_incident(incident):
+            raise Refused(Reason.INCIDENT_ACTIVE)
+        await core.store.append_event(Event(kind="rollforward", service=runtime.name, incident_id=incident.id,
+                                            actor=actor, data={"why": reason, "rollforward_of": incident_id}))
+    core.runner.start(incident.id)
+    return incident

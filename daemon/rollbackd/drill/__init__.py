@@ -1,0 +1,1 @@
+"""drill (filled by its capability)."""

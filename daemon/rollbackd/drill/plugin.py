@@ -1,0 +1,172 @@
+"""The drill capability's hooks into the core (rollbackd.plugins): the ``drill:`` section's validation,
+a Drill per service in ``runtime.resources["drill"]``, ``POST /v1/drill`` and ``GET /v1/drills``, the
+weekly (or configured) schedule, and the last drill in `status`.
+
+A drill is refused (409) while an incident of the service is active or another drill of it runs;
+``POST /v1/drill`` answers when the drill has finished (200 with the report, GO or NO-GO).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rollbackd.drill.options import parse
+from rollbackd.errors import ConfigError, PayloadError
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from rollbackd.config import Settings
+    from rollbackd.drill.runner import Drill
+    from rollbackd.plan import ServiceRuntime
+    from rollbackd.scheduler import Scheduler
+    from rollbackd.wiring import Core
+
+log = logging.getLogger(__name__)
+
+
+def validate(settings: Settings) -> list[str]:
+    problems: list[str] = []
+    for name, svc in settings.services.items():
+        if svc.drill is not None:
+            problems += parse(name, svc)[1]
+    return problems
+
+
+def build(core: Core) -> None:
+    from rollbackd.drill.runner import Drill
+
+    for name, runtime in core.services.items():
+        if runtime.config.drill is None:
+            continue
+        opts, problems = parse(name, runtime.config)
+        if problems or opts is None:
+            raise ConfigError(problems[0].split(":")[0], problems[0], problems=problems)
+        runtime.resources["drill"] = Drill(core, runtime, opts, clock=core.runner.clock)
+
+
+def _drills(core: Core) -> list[Drill]:
+    from rollbackd.drill.runner import Drill
+
+    return [rt.resources["drill"] for rt in core.services.values() if isinstance(rt.resources.get("drill"), Drill)]
+
+
+async def start(core: Core) -> None:
+    """The last GO back into the gauge; scratch containers a crashed daemon left behind removed."""
+    for drill in _drills(core):
+        from rollbackd.deploy.docker import DockerDeployer
+        from rollbackd.drill import scratch
+        from rollbackd.drill.runner import last_go_key
+
+        last_go = await core.store.get_kv(last_go_key(drill.service))
+        if isinstance(last_go, int | float):
+            core.metrics.drill_last_success.labels(drill.service).set(last_go)
+        deployer = drill.runtime.resources.get("deployer")
+        if isinstance(deployer, DockerDeployer):
+            try:
+                removed = await scratch.sweep(deployer, drill.service)
+            except Exception as exc:  # the container engine may be down: the daemon starts anyway
+                log.warning("drill_sweep_failed", extra={"service": drill.service, "error": str(exc)})
+            else:
+                if removed:
+                    log.warning("drill_leftovers_removed", extra={"service": drill.service, "containers": removed})
+
+
+async def close(core: Core) -> None:
+    for drill in _drills(core):
+        await drill.close()
+
+
+def jobs(core: Core, scheduler: Scheduler) -> None:
+    for drill in _drills(core):
+        if drill.options.schedule is not None:
+            scheduler.add(f"drill-{drill.service}", drill.options.schedule, drill.scheduled)
+
+
+async def status(core: Core, runtime: ServiceRuntime) -> dict[str, Any]:
+    from rollbackd.drill.runner import Drill, last_key
+
+    drill = runtime.resources.get("drill")
+    if not isinstance(drill, Drill):
+        return {}
+    last = await core.store.get_kv(last_key(runtime.name))
+    schedule = drill.options.schedule
+    return {"drill": {"last": last, "running": drill.running_id,
+                      "schedule": schedule.model_dump(exclude_none=True) if schedule else None}}
+
+
+# ---- API ------------------------------------------------------------------------------------------
+class DrillBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    service: str | None = None
+    reason: Annotated[str, Field(min_length=1, max_length=500)] = "drill requested"
+
+
+def _drill_for(core: Core, service: str | None) -> Drill:
+    from rollbackd.drill.runner import Drill
+
+    runtime = core.controls.service(service)  # one service may go unnamed; an unknown one is a 400
+    drill = runtime.resources.get("drill")
+    if not isinstance(drill, Drill):
+        raise PayloadError("service", f"service {runtime.name!r} has no `drill:` section configured")
+    return drill
+
+
+async def post_drill(request: web.Request) -> web.StreamResponse:
+    """Run a drill now and answer with its report (200 for GO and NO-GO alike)."""
+    from aiohttp import web
+
+    from rollbackd.api.keys import CORE
+    from rollbackd.api.problems import problem
+    from rollbackd.api.v1 import ACTOR, body_of
+    from rollbackd.incidents.controls import Refused
+    from rollbackd.reasons import Reason
+
+    core = request.app[CORE]
+    body = await body_of(request, DrillBody)
+    drill = _drill_for(core, body.service)
+    incident = await drill.active_incident()
+    if incident is not None:
+        raise Refused(Reason.INCIDENT_ACTIVE, f"incident {incident} of {drill.service} is active; no drill now")
+    if drill.task is not None and not drill.task.done():
+        return problem(409, f"a drill of {drill.service} is running ({drill.running_id})",
+                       reason=Reason.DRILL_RUNNING.value, drill_id=drill.running_id)
+    task = drill.start(reason=body.reason, actor=request[ACTOR])
+    report = await asyncio.shield(task)  # the drill finishes (and tears down) even if the client goes away
+    return web.json_response(report)
+
+
+async def list_drills(request: web.Request) -> web.Response:
+    from aiohttp import web
+
+    from rollbackd.api.keys import CORE
+    from rollbackd.api.v1 import query_int, query_service
+
+    core = request.app[CORE]
+    limit = query_int(request, "limit", 20, 1, 500)
+    events = await core.store.events(service=query_service(request), kinds=("drill",), limit=limit)
+    return web.json_response({"drills": [e.data for e in events]})
+
+
+def routes(app: web.Application) -> None:
+    app.router.add_post("/v1/drill", post_drill)
+    app.router.add_get("/v1/drills", list_drills)
+
+
+def openapi() -> tuple[dict[str, Any], list[type[BaseModel]]]:
+    from rollbackd.api.openapi import op
+
+    service = {"name": "service", "in": "query", "schema": {"type": "string"}}
+    limit = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}
+    paths = {
+        "/v1/drill": {"post": op(
+            "Rehearse the rollback on scratch copies (latest snapshot, green image on another port), verify, "
+            "tear down; answers the report when done: verdict GO or NO-GO, stages timed, time_to_restore_s. "
+            "409 while an incident of the service is active or another drill of it runs", body=DrillBody)},
+        "/v1/drills": {"get": op("Drill reports, newest first", params=[service, limit])},
+    }
+    return paths, [DrillBody]

@@ -1,0 +1,286 @@
+"""One drill of one service: the rollback plan rehearsed on scratch copies, every stage timed.
+
+    pick      the newest green release (its image) and the latest verified snapshot set (the green
+              release's own, else the newest)
+    prepare   DataSet.prepare(set): every store restored aside (<db>__rb_<set>, <collection>__rb_<set>),
+              the set re-hashed, row and point counts checked against the manifest
+    deploy    the green image in <container>__drill_<id> on the drill port, env pointed at the copies;
+              healthy at drill.health_url
+    verify    the service's checks rewritten to the scratch URL and database (default: all but counts,
+              which prepare already enforced, and alert_cleared, which needs an incident)
+    teardown  ALWAYS: the container removed, the copies discarded; its errors are in the report
+
+The data lock (``DataSet.lock``) is held from prepare to teardown: the copies' names are the ones an
+incident's data.prepare of the same set would use, and retention would sweep them as orphans. A drill
+never waits on an incident: it is refused while one is active, and one that opens while it runs
+pre-empts it (the drill stops, tears down, releases the lock: NO-GO "pre-empted").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from rollbackd import logs
+from rollbackd.drill import scratch
+from rollbackd.drill.options import DrillOptions
+from rollbackd.records import JSON, Event, iso
+
+if TYPE_CHECKING:
+    from rollbackd.plan import ServiceRuntime
+    from rollbackd.wiring import Core
+
+log = logging.getLogger(__name__)
+GO, NO_GO = "GO", "NO-GO"
+RESTORE_STAGES = ("prepare", "deploy", "verify")
+COUNTS_NOTE = ("row and point counts were checked against the snapshot manifest by prepare (the `counts` "
+               "check is not run again)")
+
+
+def last_key(service: str) -> str:
+    return f"drill.last.{service}"
+
+
+def last_go_key(service: str) -> str:
+    return f"drill.last_go.{service}"
+
+
+def new_drill_id(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y%m%d_%H%M%S") + "_" + secrets.token_hex(2)
+
+
+class StageFailed(Exception):
+    """A stage's verdict is NO-GO; the message is the report's reason."""
+
+
+@dataclass
+class DrillState:
+    """What the stages found and made, for the teardown and the report."""
+
+    id: str
+    reason: str
+    actor: str
+    started_at: float
+    stages: list[JSON] = field(default_factory=list)
+    results: list[JSON] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    snapshot_set: str | None = None
+    release: JSON | None = None
+    prepared: dict[str, JSON] = field(default_factory=dict)
+    container: scratch.ScratchContainer | None = None
+    scratch: JSON = field(default_factory=dict)
+
+
+class Drill:
+    """The drills of one service (``runtime.resources["drill"]``): one at a time."""
+
+    def __init__(self, core: Core, runtime: ServiceRuntime, options: DrillOptions,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.core = core
+        self.runtime = runtime
+        self.service = runtime.name
+        self.options = options
+        self.clock = clock
+        self.task: asyncio.Task[JSON] | None = None
+        self.running_id: str | None = None
+
+    # ---- entry points ------------------------------------------------------------------------------
+    async def active_incident(self) -> str | None:
+        for incident in await self.core.store.active_incidents():
+            if incident.service == self.service:
+                return incident.id
+        return None
+
+    def start(self, *, reason: str, actor: str) -> asyncio.Task[JSON]:
+        """Start a drill in its own task (a caller that goes away does not stop it halfway)."""
+        state = DrillState(id=new_drill_id(self.clock()), reason=reason, actor=actor, started_at=self.clock())
+        self.running_id = state.id
+        self.task = asyncio.create_task(self.run(state), name=f"drill-{self.service}-{state.id}")
+        return self.task
+
+    async def scheduled(self) -> None:
+        if self.task is not None and not self.task.done():
+            log.warning("drill_skipped", extra={"service": self.service, "why": "a drill is running"})
+            return
+        incident = await self.active_incident()
+        if incident is not None:
+            log.warning("drill_skipped", extra={"service": self.service, "why": f"incident {incident} is active"})
+            return
+        await self.start(reason="scheduled drill", actor="scheduler")
+
+    async def close(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    # ---- the drill -------------------------------------------------------------------------------
+    async def run(self, state: DrillState) -> JSON:
+        with logs.bound(svc=self.service):
+            log.info("drill_started", extra={"drill_id": state.id, "reason": state.reason, "actor": state.actor})
+            verdict, why = NO_GO, ""
+            data = self.runtime.resources.get("snapshots")
+            try:
+                async with data.lock if data is not None else contextlib.nullcontext():
+                    try:
+                        verdict, why = await self._preemptible(state)
+                    except Exception as exc:  # a bug here is still a NO-GO with a report, and a teardown
+                        log.exception("drill_crashed", extra={"drill_id": state.id})
+                        verdict, why = NO_GO, f"internal error: {type(exc).__name__}: {exc}"
+                    finally:
+                        torn_down = await self._shielded(self._teardown(state))
+            except asyncio.CancelledError:
+                why = "the daemon stopped during the drill"
+                torn_down = bool(state.stages and state.stages[-1]["name"] == "teardown" and state.stages[-1]["ok"])
+                await self._shielded(self._record(self._report(state, NO_GO, why, torn_down)))
+                raise
+            finally:
+                self.running_id = None
+            report = self._report(state, verdict if torn_down else NO_GO,
+                                  why if torn_down or verdict != GO else "teardown incomplete", torn_down)
+            await self._record(report)
+            return report
+
+    async def _shielded(self, coro: Awaitable[Any]) -> Any:
+        """Run to the end even if the drill is cancelled meanwhile (teardown, the record)."""
+        task = asyncio.ensure_future(coro)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+
+    async def _preemptible(self, state: DrillState) -> tuple[str, str]:
+        work = asyncio.create_task(self._stages(state))
+        watch = asyncio.create_task(self._watch_incidents())
+        try:
+            await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+                incident = watch.result()
+                self._stage_cut(state, f"pre-empted by incident {incident}")
+                return NO_GO, f"pre-empted by incident {incident}; torn down so the rollback can run"
+            return work.result()
+        finally:
+            for task in (work, watch):
+                task.cancel()
+            await asyncio.gather(work, watch, return_exceptions=True)
+
+    async def _watch_incidents(self) -> str:
+        while True:
+            await asyncio.sleep(self.options.incident_poll)
+            try:
+                incident = await self.active_incident()
+            except Exception:  # the journal hiccuped: look again
+                log.warning("drill_incident_poll_failed", exc_info=True)
+                continue
+            if incident is not None:
+                return incident
+
+    def _stage_cut(self, state: DrillState, why: str) -> None:
+        if state.stages and state.stages[-1].get("running"):
+            stage = state.stages[-1]
+            stage.pop("running")
+            stage.update(ok=False, detail=why, seconds=round(time.monotonic() - stage["_t0"], 3))
+
+    async def _stages(self, state: DrillState) -> tuple[str, str]:
+        from rollbackd.drill import stages
+
+        for name, fn in (("pick", stages.pick), ("prepare", stages.prepare), ("deploy", stages.deploy),
+                         ("verify", stages.verify)):
+            stage: JSON = {"name": name, "seconds": 0.0, "ok": False, "detail": "", "running": True,
+                           "_t0": time.monotonic()}
+            state.stages.append(stage)
+            with logs.bound(step_name=f"drill.{name}"):
+                try:
+                    detail = await fn(self, state)
+                except StageFailed as exc:
+                    stage.update(ok=False, detail=str(exc))
+                except Exception as exc:  # any failure of a stage is its NO-GO, with the error as the reason
+                    log.warning("drill_stage_failed", exc_info=True, extra={"drill_id": state.id, "stage": name})
+                    stage.update(ok=False, detail=f"{type(exc).__name__}: {exc}")
+                else:
+                    stage.update(ok=True, detail=detail)
+                stage.pop("running")
+                stage["seconds"] = round(time.monotonic() - stage["_t0"], 3)
+                log.info("drill_stage", extra={"drill_id": state.id, "stage": name, "ok": stage["ok"],
+                                               "seconds": stage["seconds"]})
+            if not stage["ok"]:
+                return NO_GO, f"{name}: {stage['detail']}"
+        return GO, "the snapshot restored, the green release served it and every check passed"
+
+    async def _teardown(self, state: DrillState) -> bool:
+        """Remove the scratch container, discard the copies; every error named in the stage's detail."""
+        self._stage_cut(state, "interrupted")
+        started = time.monotonic()
+        done, errors = [], []
+        if state.container is not None:
+            try:
+                removed = await state.container.remove()
+                done.append(f"container {state.container.name} {'removed' if removed else 'never created'}")
+                if await state.container.exists():
+                    errors.append(f"container {state.container.name} still exists")
+            except Exception as exc:
+                errors.append(f"container {state.container.name}: {exc}")
+        data = self.runtime.resources.get("snapshots")
+        if state.prepared and data is not None:
+            dropped = await data.discard(state.prepared)
+            done += [f"{n} copy {_copy_name(r)} dropped" for n, r in state.prepared.items() if n in dropped]
+            for name, restored in state.prepared.items():
+                try:
+                    still = await data.snapshotters[name].is_prepared(restored)
+                except Exception as exc:
+                    errors.append(f"{name} copy {_copy_name(restored)}: cannot tell if it is gone ({exc})")
+                    continue
+                if still:
+                    errors.append(f"{name} copy {_copy_name(restored)} NOT dropped (see the daemon log)")
+        ok = not errors
+        detail = "; ".join(errors + done) or "nothing to tear down"
+        state.stages.append({"name": "teardown", "seconds": round(time.monotonic() - started, 3), "ok": ok,
+                             "detail": detail})
+        (log.info if ok else log.error)("drill_teardown", extra={"drill_id": state.id, "ok": ok, "detail": detail})
+        return ok
+
+    # ---- report ----------------------------------------------------------------------------------
+    def _report(self, state: DrillState, verdict: str, reason: str, torn_down: bool) -> JSON:
+        stages = [{k: v for k, v in s.items() if not k.startswith("_") and k != "running"} for s in state.stages]
+        timed = {s["name"]: s for s in stages}
+        restore = (round(sum(timed[n]["seconds"] for n in RESTORE_STAGES), 3)
+                   if all(n in timed and timed[n]["ok"] for n in RESTORE_STAGES) else None)
+        finished = self.clock()
+        return {"id": state.id, "service": self.service, "verdict": verdict, "reason": reason,
+                "snapshot_set": state.snapshot_set, "release": state.release, "stages": stages,
+                "time_to_restore_s": restore, "results": state.results, "torn_down": torn_down,
+                "scratch": state.scratch, "notes": state.notes, "requested_by": state.actor,
+                "why": state.reason, "started_at": iso(state.started_at), "finished_at": iso(finished),
+                "duration_s": round(finished - state.started_at, 3)}
+
+    async def _record(self, report: JSON) -> None:
+        """The last drill (status), a journal event (history), the metric on GO; failures logged only."""
+        log.info("drill_finished", extra={"drill_id": report["id"], "verdict": report["verdict"],
+                                          "reason": report["reason"], "time_to_restore_s": report["time_to_restore_s"],
+                                          "torn_down": report["torn_down"]})
+        try:
+            await self.core.store.set_kv(last_key(self.service), report)
+            await self.core.store.append_event(Event(kind="drill", service=self.service, data=report,
+                                                     reason=report["verdict"], actor=report["requested_by"]))
+            if report["verdict"] == GO:
+                now = self.clock()
+                await self.core.store.set_kv(last_go_key(self.service), now)
+                self.core.metrics.drill_last_success.labels(self.service).set(now)
+        except Exception:
+            log.exception("drill_record_failed", extra={"drill_id": report["id"]})
+
+
+def _copy_name(restored: JSON) -> str:
+    return str(restored.get("database") or restored.get("collection") or "?")
+

@@ -1,0 +1,212 @@
+"""The drill's scratch things that are not data: a container of the green image beside the live one,
+and a copy of the service's checks pointed at it.
+
+The container is created from the LIVE container's operator config (deploy.docker.creation_body, so the
+green image brings its own env and labels) with what must differ for a rehearsal: its own name
+``<name>__drill_<id>``, the ``drill.env`` overrides, no published ports but ``container_port`` on
+127.0.0.1 and the drill port, no network aliases (a shared alias would send live traffic to it), no
+restart policy, and the ``rollbackd.drill`` labels. Nothing here writes to the live container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import docker
+import requests
+
+from rollbackd.deploy.docker import DockerDeployer, creation_body
+from rollbackd.drill.options import SKIPPED_BY_DEFAULT, DrillOptions, render
+from rollbackd.errors import BackendError, FatalError
+from rollbackd.records import JSON
+
+if TYPE_CHECKING:
+    from rollbackd.config import ServiceConfig
+    from rollbackd.verify import Verifier
+
+LABEL = "rollbackd.drill"
+SERVICE_LABEL = "rollbackd.drill.service"
+_DOCKER_ERRORS = (docker.errors.DockerException, requests.RequestException)
+
+
+def base_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def live_urls(deployer: DockerDeployer) -> list[str]:
+    return [u for u in (s.health_url or deployer.options.health_url for s in deployer.options.containers) if u]
+
+
+def live_ports(deployer: DockerDeployer, inspection: dict[str, Any] | None = None) -> set[int]:
+    """Ports the live service answers on: its health URLs' and its published host ports."""
+    ports = {urlsplit(u).port or (443 if u.startswith("https") else 80) for u in live_urls(deployer)}
+    bindings = ((inspection or {}).get("HostConfig") or {}).get("PortBindings") or {}
+    for hosts in bindings.values():
+        ports |= {int(h["HostPort"]) for h in hosts or [] if str(h.get("HostPort") or "").isdigit()}
+    return ports
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def derived_rewrite(deployer: DockerDeployer) -> dict[str, str]:
+    """The live base URL(s) -> the scratch container's (``http://127.0.0.1:{port}``)."""
+    out = {}
+    for url in live_urls(deployer):
+        parts = urlsplit(url)
+        out[base_of(url)] = f"{parts.scheme}://127.0.0.1:{{port}}"
+    return out
+
+
+def dsn_rewrite(snapshots_cfg: dict[str, Any], prepared: dict[str, JSON]) -> dict[str, str]:
+    """A Postgres store's DSN as written in config -> the same DSN on the scratch database."""
+    out = {}
+    for name, store in (snapshots_cfg.get("stores") or {}).items():
+        restored = prepared.get(name) or {}
+        dsn = store.get("dsn") if isinstance(store, dict) else None
+        if restored.get("kind") != "postgres" or not isinstance(dsn, str):
+            continue
+        head, sep, tail = dsn.partition("?")
+        if head.endswith("/" + str(restored["live"])):
+            out[dsn] = head[: -len(str(restored["live"]))] + str(restored["database"]) + sep + tail
+    return out
+
+
+def rewrite_strings(value: Any, mapping: dict[str, str], exact: dict[str, str] | None = None) -> Any:
+    """Every string of a structure with each ``mapping`` key replaced (URL bases), and the strings
+    equal to an ``exact`` key swapped whole (DSNs: ``.../rag`` must not match ``.../rag_audit``)."""
+    if isinstance(value, str):
+        if exact and value in exact:
+            return exact[value]
+        for old, new in mapping.items():
+            value = value.replace(old, new)
+        return value
+    if isinstance(value, list):
+        return [rewrite_strings(v, mapping, exact) for v in value]
+    if isinstance(value, dict):
+        return {k: rewrite_strings(v, mapping, exact) for k, v in value.items()}
+    return value
+
+
+def scratch_checks(name: str, svc: ServiceConfig, opts: DrillOptions, mapping: dict[str, str],
+                   exact: dict[str, str] | None = None) -> list[Verifier]:
+    """The service's checks, every string option rewritten, those chosen by ``drill.checks``."""
+    from rollbackd.verify.plugin import _checks_of
+
+    patched = rewrite_strings(dict(svc.verify or {}), mapping, exact)
+    checks, problems = _checks_of(name, svc.model_copy(update={"verify": patched}))
+    if problems:
+        raise FatalError(f"the drill's rewritten checks are invalid: {problems[0]}")
+    wanted = opts.checks
+    return [c for c in checks if (c.name in wanted if wanted is not None else c.type not in SKIPPED_BY_DEFAULT)]
+
+
+class ScratchContainer:
+    """Create, start and remove ``<live>__drill_<id>``; every Docker call in a thread."""
+
+    def __init__(self, deployer: DockerDeployer, live_name: str, drill_id: str, service: str) -> None:
+        self.deployer = deployer
+        self.live_name = live_name
+        self.name = f"{live_name}__drill_{drill_id}"
+        self.drill_id = drill_id
+        self.service = service
+
+    def _fail(self, exc: Exception, image: str, doing: str) -> BackendError:
+        return self.deployer._error(exc, self.name, image, doing)
+
+    async def inspect_live(self) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            found = self.deployer._inspect(self.live_name)
+            if found is None:
+                raise FatalError(f"no live container {self.live_name}: nothing to copy the configuration from")
+            return found
+        try:
+            return await asyncio.to_thread(run)
+        except _DOCKER_ERRORS as exc:
+            raise self._fail(exc, "-", "inspecting the live container") from exc
+
+    async def create_and_start(self, live: dict[str, Any], image_ref: str, env: dict[str, str], port: int,
+                               container_port: int | None) -> JSON:
+        return await asyncio.to_thread(self._create, live, image_ref, env, port, container_port)
+
+    def _create(self, live: dict[str, Any], image_ref: str, env: dict[str, str], port: int,
+                container_port: int | None) -> JSON:
+        api = self.deployer.api()
+        try:
+            image_id = str(self.deployer._image(image_ref, self.name)["Id"])
+            try:
+                live_image = self.deployer._image(live["Image"], self.live_name).get("Config") or {}
+            except BackendError:
+                live_image = {}
+            body = self.body(creation_body(live, live_image, image_id), env, port, container_port)
+            created = str(api.create_container_from_config(body, self.name)["Id"])
+            api.start(created)
+        except _DOCKER_ERRORS as exc:
+            raise self._fail(exc, image_ref, "creating and starting the scratch container") from exc
+        return {"container": self.name, "id": created, "image_id": image_id, "port": port}
+
+    def body(self, body: dict[str, Any], env: dict[str, str], port: int, container_port: int | None) -> dict[str, Any]:
+        body["Env"] = [e for e in body.get("Env") or [] if e.partition("=")[0] not in env]
+        body["Env"] += [f"{k}={v}" for k, v in env.items()]
+        body["Labels"] = {**(body.get("Labels") or {}), LABEL: self.drill_id, SERVICE_LABEL: self.service}
+        body.pop("Hostname", None)
+        host = body.setdefault("HostConfig", {})
+        host.pop("PortBindings", None)
+        host.pop("RestartPolicy", None)
+        if container_port is not None:
+            key = f"{container_port}/tcp"
+            host["PortBindings"] = {key: [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+            body["ExposedPorts"] = {**(body.get("ExposedPorts") or {}), key: {}}
+        endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+        for endpoint in endpoints.values():
+            endpoint["Aliases"] = []
+        return body
+
+    async def remove(self) -> bool:
+        """Remove it (stopped or not); False when there was nothing to remove."""
+        def run() -> bool:
+            try:
+                self.deployer.api().remove_container(self.name, force=True, v=True)
+                return True
+            except docker.errors.NotFound:
+                return False
+        try:
+            return await asyncio.to_thread(run)
+        except _DOCKER_ERRORS as exc:
+            raise self._fail(exc, "-", "removing the scratch container") from exc
+
+    async def exists(self) -> bool:
+        return await asyncio.to_thread(self.deployer._inspect, self.name) is not None
+
+
+async def sweep(deployer: DockerDeployer, service: str) -> list[str]:
+    """Scratch containers a crashed daemon left behind (found by label; never a live container)."""
+    def run() -> list[str]:
+        api = deployer.api()
+        removed = []
+        for c in api.containers(all=True, filters={"label": f"{SERVICE_LABEL}={service}"}):
+            names = [str(n).lstrip("/") for n in c.get("Names") or []]
+            if any("__drill_" in n for n in names):
+                api.remove_container(c["Id"], force=True)
+                removed.extend(names)
+        return removed
+    return await asyncio.to_thread(run)
+
+
+def health_url(opts: DrillOptions, deployer: DockerDeployer, values: dict[str, str]) -> str:
+    if opts.health_url is not None:
+        return render(opts.health_url, values)
+    urls = live_urls(deployer)
+    if not urls:
+        raise FatalError("no health_url: set drill.health_url (with {port})")
+    parts = urlsplit(urls[0])
+    rest = parts.path + (f"?{parts.query}" if parts.query else "")
+    return f"{parts.scheme}://127.0.0.1:{values['port']}{rest}"

@@ -1,0 +1,72 @@
+"""The one exception tree of rollbackd. Backends translate library errors at their boundary,
+so the incident runner only ever catches RollbackdError.
+
+    RollbackdError
+    ├── ConfigError            bad configuration; names the key path (``services.rag.plan[2].type``)
+    ├── PayloadError           a request body that is not what the API expects; names the field
+    ├── StateError             the state store failed (unreachable, constraint, corrupt row)
+    ├── StepError              a plan step failed
+    │   ├── RetryableError     worth another attempt (timeouts, 5xx, connection refused)
+    │   └── FatalError         retrying cannot help (bad input, 4xx, precondition not met)
+    ├── BackendError           a backend (snapshot, deploy, traffic, verify, notify) failed;
+    │                          ``retryable`` says whether another attempt may help
+    └── NotFoundError          an incident, release or snapshot that does not exist
+"""
+
+from __future__ import annotations
+
+
+class RollbackdError(Exception):
+    """Base of every error rollbackd raises on purpose."""
+
+    retryable: bool = False
+
+
+class ConfigError(RollbackdError):
+    """Configuration is invalid. ``path`` is the dotted key path, ``problems`` every error found."""
+
+    def __init__(self, path: str, message: str, *, problems: list[str] | None = None) -> None:
+        self.path = path
+        self.message = message
+        self.problems = problems or [f"{path}: {message}" if path else message]
+        super().__init__("\n".join(self.problems))
+
+
+class PayloadError(RollbackdError):
+    """A request body is invalid; ``field`` names where (``alerts[2].startsAt``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class StateError(RollbackdError):
+    """The state store could not do what was asked."""
+
+    retryable = True
+
+
+class NotFoundError(RollbackdError):
+    """The thing asked for does not exist."""
+
+
+class StepError(RollbackdError):
+    """A plan step failed."""
+
+
+class RetryableError(StepError):
+    retryable = True
+
+
+class FatalError(StepError):
+    retryable = False
+
+
+class BackendError(RollbackdError):
+    """A backend failed. ``backend`` names it (``postgres``, ``slack``), ``retryable`` whether to retry."""
+
+    def __init__(self, backend: str, message: str, *, retryable: bool = False) -> None:
+        self.backend = backend
+        self.retryable = retryable
+        super().__init__(f"{backend}: {message}")

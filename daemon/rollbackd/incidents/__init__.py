@@ -1,0 +1,1 @@
+"""Incidents: intake (alert -> decision -> journaled incident) and the runner (the runbook)."""

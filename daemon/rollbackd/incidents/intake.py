@@ -1,0 +1,205 @@
+"""Alert in, decision journaled, incident opened: what happens before the webhook answers 202.
+
+Each alert of a grouped notification is handled on its own, under its service's lock, so the policy
+reads a consistent view. The alert, its decision, the incident and the journal line are written in
+one transaction before the webhook answers; the rollback itself runs later, in the runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rollbackd import policy, releases
+from rollbackd.config import Settings
+from rollbackd.errors import StateError
+from rollbackd.incidents import messages
+from rollbackd.incidents.runner import Runner
+from rollbackd.metrics import Metrics
+from rollbackd.notify.queue import NotifyQueue
+from rollbackd.plan import ServiceRuntime, plan_to_json
+from rollbackd.reasons import Action, IncidentState, Reason
+from rollbackd.records import Alert, Decision, Event, Incident, Pause, PolicyView, Trigger, new_incident_id
+from rollbackd.state import StateStore
+
+log = logging.getLogger(__name__)
+
+_SEEN_MAX = 20_000  # alert keys known to be journaled: duplicates answered without a write
+_QUIET = frozenset({Reason.DUPLICATE, Reason.INCIDENT_ACTIVE, Reason.RESOLVED, Reason.NOT_IN_POLICY})
+
+
+class Intake:
+    def __init__(self, *, settings: Settings, store: StateStore, services: Mapping[str, ServiceRuntime],
+                 runner: Runner, notify: NotifyQueue, metrics: Metrics,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.store = store
+        self.services = services
+        self.runner = runner
+        self.notify = notify
+        self.metrics = metrics
+        self.clock = clock
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._duplicates: Counter[str] = Counter()
+        self._dup_counters: dict[str, Any] = {}
+
+    def lock(self, service: str) -> asyncio.Lock:
+        """The service's lock: decisions about one service are taken one at a time."""
+        return self._locks[service]
+
+    async def receive(self, alerts: list[Alert], received_at: float) -> list[Decision]:
+        return [await self.one(alert, received_at) for alert in alerts]
+
+    async def one(self, alert: Alert, received_at: float) -> Decision:
+        label = alert.labels.get(self.settings.service_label)
+        runtime = self.services.get(label) if label is not None else None
+        if alert.key in self._seen:
+            return self._duplicate(alert, runtime)
+        async with self._locks[runtime.name if runtime else ""]:
+            if alert.key in self._seen or await self.store.seen_alert(alert.key):
+                self._remember(alert.key)
+                return self._duplicate(alert, runtime)
+            decision, incident = await self._decide(alert, runtime, received_at)
+            decision, incident = await self._journal(alert, runtime, received_at, decision, incident)
+            self._remember(alert.key)
+            if alert.status == "resolved" and runtime is not None:
+                await self._cancel_pending(runtime.name, alert)
+        self._report(alert, decision, incident)
+        if incident is not None:
+            self.runner.start(incident.id)
+        return decision
+
+    async def _decide(self, alert: Alert, runtime: ServiceRuntime | None,
+                      received_at: float) -> tuple[Decision, Incident | None]:
+        found = await self.target(runtime, None) if runtime is not None and alert.status == "firing" else None
+        view = await self.view(runtime, found) if runtime is not None and found is not None else None
+        decision = policy.decide(
+            alert, service=runtime.name if runtime else None, policy=runtime.config.policy if runtime else None,
+            view=view or (_empty_view(runtime.name) if runtime else None), now=self.clock(), duplicate=False,
+            global_dry_run=self.settings.mode == "dry_run",
+        )
+        if runtime is not None and found is not None and decision.reason is Reason.NOTHING_TO_ROLL_BACK_TO:
+            decision = await self._no_target(runtime, decision, found[1])
+        if runtime is None or not (decision.acts or decision.reason is Reason.DRY_RUN):
+            return decision, None
+        trigger = Trigger(kind="alert", reason=alert.alertname, requested_by="alertmanager",
+                          alertname=alert.alertname, fingerprint=alert.fingerprint, labels=alert.labels,
+                          annotations=alert.annotations, received_at=received_at)
+        return decision, await self.new_incident(runtime, trigger, dry_run=not decision.acts, found=found)
+
+    async def target(self, runtime: ServiceRuntime,
+                     to_release: str | None) -> tuple[releases.Target | None, releases.NoTarget | None]:
+        """The rollback target, or why there is none (None, None: the service tracks no releases)."""
+        try:
+            return await releases.target_for(self.store, runtime, to_release), None
+        except releases.NoTarget as refused:
+            return None, refused
+
+    async def new_incident(self, runtime: ServiceRuntime, trigger: Trigger, *, dry_run: bool,
+                           found: tuple[releases.Target | None, releases.NoTarget | None] | None = None
+                           ) -> Incident:
+        target, refused = found if found is not None else await self.target(runtime, trigger.to_release)
+        context: dict[str, object] = {"target": target.to_json() if target else None}
+        if refused is not None:
+            context["no_target"] = refused.to_json()
+        return Incident(
+            id=new_incident_id(self.clock()), service=runtime.name, state=IncidentState.PENDING, trigger=trigger,
+            dry_run=dry_run, created_at=self.clock(), plan=plan_to_json(runtime.config.plan), context=context,
+        )
+
+    async def _no_target(self, runtime: ServiceRuntime, decision: Decision,
+                         refused: releases.NoTarget | None) -> Decision:
+        """Name why there is no target (nothing green, or a schema mismatch). A schema mismatch
+        freezes the service (a hold, lifted by `rollbackd resume`) and pages: a human decides."""
+        if refused is None:
+            return decision
+        if refused.reason is Reason.SCHEMA_MISMATCH:
+            await self.store.set_pause(Pause(service=runtime.name, kind="hold", reason=str(refused),
+                                             actor="rollbackd", created_at=self.clock()))
+            self.metrics.held.labels(runtime.name).set(1)
+        return Decision(Action.SUPPRESSED, refused.reason, runtime.name, refused.detail)
+
+    async def _journal(self, alert: Alert, runtime: ServiceRuntime | None, received_at: float,
+                       decision: Decision, incident: Incident | None) -> tuple[Decision, Incident | None]:
+        service = runtime.name if runtime else None
+        try:
+            await self.store.journal_alert(alert, service, received_at, decision, incident,
+                                           _decision_event(alert, decision, incident))
+        except StateError:
+            if incident is None:
+                raise
+            # Another incident became active meanwhile (an HA peer): journal the alert as suppressed.
+            decision = Decision(Action.SUPPRESSED, Reason.INCIDENT_ACTIVE, service, "opened concurrently")
+            incident = None
+            await self.store.journal_alert(alert, service, received_at, decision, None,
+                                           _decision_event(alert, decision, None))
+        return decision, incident
+
+    async def view(self, runtime: ServiceRuntime,
+                   found: tuple[releases.Target | None, releases.NoTarget | None] | None = None) -> PolicyView:
+        pol = runtime.config.policy
+        view = await self.store.policy_view(runtime.name, self.clock(), pol.budget.window)
+        if not runtime.config.releases.track:
+            return view
+        target, _ = found if found is not None else await self.target(runtime, None)
+        return dataclasses.replace(view, has_target=target is not None)
+
+    async def _cancel_pending(self, service: str, alert: Alert) -> None:
+        """A resolved alert cancels a rollback that has not started; never one in progress."""
+        for incident in await self.store.active_incidents():
+            if (incident.service == service and incident.state is IncidentState.PENDING
+                    and incident.trigger.fingerprint == alert.fingerprint):
+                await self.runner.finish(incident, IncidentState.CANCELLED, Reason.CANCELLED_BY_RESOLVE.sentence)
+
+    def _duplicate(self, alert: Alert, runtime: ServiceRuntime | None) -> Decision:
+        self._duplicates[alert.key] += 1
+        service = runtime.name if runtime else ""
+        counter = self._dup_counters.get(service)
+        if counter is None:  # label lookups cost; a duplicate storm takes this path thousands of times a second
+            counter = self._dup_counters[service] = self.metrics.alerts.labels(
+                service, Action.SUPPRESSED.value, Reason.DUPLICATE.value)
+        counter.inc()
+        return Decision(Action.SUPPRESSED, Reason.DUPLICATE, runtime.name if runtime else None)
+
+    async def flush_duplicates(self) -> None:
+        """Duplicates are journaled as a count on the original alert, in batches (storms stay cheap)."""
+        counts, self._duplicates = dict(self._duplicates), Counter()
+        if counts:
+            await self.store.add_duplicates(counts)
+
+    def _remember(self, key: str) -> None:
+        self._seen[key] = None
+        if len(self._seen) > _SEEN_MAX:
+            self._seen.popitem(last=False)
+
+    def _report(self, alert: Alert, decision: Decision, incident: Incident | None) -> None:
+        self.metrics.alerts.labels(decision.service or "", decision.action.value, decision.reason.value).inc()
+        log.info("alert_decided", extra={
+            "alertname": alert.alertname, "status": alert.status, "fingerprint": alert.fingerprint,
+            "service": decision.service, "decision": decision.action.value, "reason": decision.reason.value,
+            "detail": decision.detail, "incident_id": incident.id if incident else None,
+        })
+        if decision.reason in _QUIET or decision.acts or alert.status == "resolved":
+            return
+        runtime = self.services.get(decision.service or "")
+        mention = runtime.config.escalate_mention if runtime else None
+        self.notify.post(messages.decision(alert, decision, mention))
+
+
+def _decision_event(alert: Alert, decision: Decision, incident: Incident | None) -> Event:
+    return Event(
+        kind="decision", service=decision.service, incident_id=incident.id if incident else None,
+        reason=decision.reason.value, actor="alertmanager",
+        data={"alertname": alert.alertname, "status": alert.status, "fingerprint": alert.fingerprint,
+              "action": decision.action.value, "detail": decision.detail, "sentence": decision.reason.sentence},
+    )
+
+
+def _empty_view(service: str) -> PolicyView:
+    return PolicyView(service, None, None, None, 0, None, None)

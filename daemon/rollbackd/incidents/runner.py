@@ -1,0 +1,217 @@
+"""The runbook, in code: run an incident's plan stage by stage, journaled, resumable, abortable.
+
+    pending   wait the start delay; confirm the alert still fires (Prometheus); a resolved alert
+              cancels it here, never later
+    running   each stage in order (a parallel group runs its steps together); a step the journal
+              (or the world) shows done is skipped; abort takes effect between stages
+    finished  resolved | failed | verification_* | aborted | cancelled | dry_run; a failure holds
+              automatic actions for the service until `rollbackd resume`, and escalates
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from rollbackd import logs
+from rollbackd.incidents import escalate, messages
+from rollbackd.incidents.execute import StepExecutor, StepFailed
+from rollbackd.metrics import Metrics
+from rollbackd.notify.queue import NotifyQueue
+from rollbackd.plan import ServiceRuntime, Stage, StepContext, build_plan
+from rollbackd.reasons import HOLDING_STATES, IncidentState, Reason, StepState
+from rollbackd.records import JSON, Event, Incident, Pause, StepRecord
+from rollbackd.state import StateStore
+
+log = logging.getLogger(__name__)
+
+# None: go on; otherwise the state to end in and why (the alert no longer fires, Prometheus is unreachable)
+Confirm = Callable[[Incident], Awaitable[tuple[IncidentState, Reason] | None]]
+P, R = IncidentState.PENDING, IncidentState.RUNNING
+
+
+class Runner:
+    def __init__(self, *, store: StateStore, services: Mapping[str, ServiceRuntime], notify: NotifyQueue,
+                 metrics: Metrics, confirm: Confirm | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.services = services
+        self.notify = notify
+        self.metrics = metrics
+        self.confirm = confirm
+        self.clock = clock
+        self.executor = StepExecutor(store=store, notify=notify, metrics=metrics, clock=clock)
+        self._tasks: dict[str, asyncio.Task[IncidentState]] = {}
+        self._pages: set[asyncio.Task[bool]] = set()
+
+    # ---- scheduling ---------------------------------------------------------------------------
+    def start(self, incident_id: str) -> asyncio.Task[IncidentState]:
+        task = self._tasks.get(incident_id)
+        if task is None or task.done():
+            task = asyncio.create_task(self.run(incident_id), name=f"incident-{incident_id}")
+            self._tasks[incident_id] = task
+            task.add_done_callback(lambda t: self._tasks.pop(incident_id, None) if self._tasks.get(
+                incident_id) is t else None)
+        return task
+
+    async def resume_open(self) -> list[str]:
+        """After a crash or restart: pick up every incident the journal shows in progress."""
+        open_ids = [inc.id for inc in await self.store.active_incidents()]
+        for incident_id in open_ids:
+            log.info("incident_resumed", extra={"incident_id": incident_id})
+            self.start(incident_id)
+        return open_ids
+
+    async def wait(self, incident_id: str) -> IncidentState | None:
+        task = self._tasks.get(incident_id)
+        return await task if task is not None else None
+
+    async def shutdown(self) -> None:
+        """Stop running incidents where they are; the journal lets the next start resume them."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # ---- the runbook --------------------------------------------------------------------------
+    async def run(self, incident_id: str) -> IncidentState:
+        incident = await self.store.get_incident(incident_id)
+        if incident is None or not incident.active:
+            return incident.state if incident else IncidentState.CANCELLED
+        with logs.bound(incident=incident.id, svc=incident.service):
+            self.metrics.incident_active.labels(incident.service).set(1)
+            try:
+                return await self._run(incident)
+            except asyncio.CancelledError:
+                log.info("incident_interrupted")  # daemon stopping: resumed on next start
+                raise
+            except Exception as exc:  # the runner itself failed: end the incident, never leave it hanging
+                log.exception("incident_crashed")
+                return await self.finish(incident, IncidentState.FAILED, f"rollbackd error: {exc}")
+
+    async def _run(self, incident: Incident) -> IncidentState:
+        if incident.state is P:
+            started = await self._leave_pending(incident)
+            if started is None:
+                current = await self.store.get_incident(incident.id)
+                return current.state if current else IncidentState.CANCELLED
+            incident = started
+        runtime = self.services[incident.service]
+        stages = build_plan(incident.plan, f"incident {incident.id} plan")
+        journal = {r.index: r for r in await self.store.steps(incident.id)}
+        outputs: dict[str, JSON] = {r.name: r.output for r in journal.values() if r.state is StepState.DONE}
+        index = 0
+        for stage in stages:
+            current = await self.store.get_incident(incident.id)
+            if current is not None and current.abort_requested:
+                return await self.finish(incident, IncidentState.ABORTED, "aborted by request")
+            if incident.dry_run:
+                await self._dry_run(incident, stage, index)
+            else:
+                try:
+                    await self._stage(incident, runtime, stage, index, journal, outputs)
+                except StepFailed as failed:
+                    return await self.finish(incident, failed.outcome, str(failed))
+            index += len(stage)
+        final = IncidentState.DRY_RUN if incident.dry_run else IncidentState.RESOLVED
+        return await self.finish(incident, final, None)
+
+    async def _leave_pending(self, incident: Incident) -> Incident | None:
+        """Start delay and confirmation; returns the running incident, or None if it ended here."""
+        delay = self.services[incident.service].config.policy.start_delay
+        if incident.trigger.kind == "alert" and delay > 0:
+            await asyncio.sleep(max(0.0, incident.created_at + delay - self.clock()))
+        if incident.trigger.kind == "alert" and self.confirm is not None:
+            verdict = await self.confirm(incident)
+            if verdict is not None:
+                state, reason = verdict
+                await self.store.append_event(Event(
+                    kind="decision", service=incident.service, incident_id=incident.id, reason=reason.value,
+                    actor="rollbackd", data={"action": "suppressed", "sentence": reason.sentence,
+                                             "alertname": incident.trigger.alertname},
+                ))
+                await self.finish(incident, state, reason.sentence)
+                return None
+        running = await self.store.transition(incident.id, (P,), R, started_at=self.clock())
+        if running is not None:
+            self.notify.opened(messages.opened(running))
+            log.info("incident_started", extra={"dry_run": running.dry_run})
+        return running
+
+    async def _stage(self, incident: Incident, runtime: ServiceRuntime, stage: Stage, first: int,
+                     journal: dict[int, StepRecord], outputs: dict[str, JSON]) -> None:
+        async def one(offset: int) -> tuple[str, JSON]:
+            step = stage[offset]
+            ctx = StepContext(incident=incident, runtime=runtime, step_name=step.name, attempt=0,
+                              dry_run=False, outputs=outputs, log=logging.LoggerAdapter(log, {}),
+                              save=self._saver(incident))
+            return step.name, await self.executor.execute(incident, step, first + offset,
+                                                          journal.get(first + offset), ctx)
+
+        results = await asyncio.gather(*(one(i) for i in range(len(stage))), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        for result in results:
+            if not isinstance(result, BaseException):
+                outputs[result[0]] = result[1]
+        if failures:
+            first_failure = failures[0]
+            if isinstance(first_failure, StepFailed):
+                raise first_failure
+            raise first_failure
+
+    async def _dry_run(self, incident: Incident, stage: Stage, first: int) -> None:
+        for offset, step in enumerate(stage):
+            now = self.clock()
+            await self.store.step_started(incident.id, first + offset, step.name, step.type, 0, now)
+            await self.store.step_finished(incident.id, first + offset, StepState.SKIPPED, now,
+                                           {"would": step.describe()}, None)
+
+    def _saver(self, incident: Incident) -> Callable[[str, Any], Awaitable[None]]:
+        async def save(key: str, value: Any) -> None:
+            incident.context[key] = value
+            await self.store.update_incident(incident.id, context=incident.context)
+        return save
+
+    # ---- endings ------------------------------------------------------------------------------
+    async def finish(self, incident: Incident, state: IncidentState, error: str | None) -> IncidentState:
+        ended = await self.store.transition(incident.id, (P, R), state, finished_at=self.clock(), error=error)
+        if ended is not None:
+            await self._after_finish(ended)
+        return state
+
+    async def _after_finish(self, incident: Incident) -> None:
+        self.metrics.incident_active.labels(incident.service).set(0)
+        self.metrics.incidents.labels(incident.service, incident.state.value).inc()
+        runtime = self.services.get(incident.service)
+        if incident.state in HOLDING_STATES:
+            await self.store.set_pause(Pause(
+                service=incident.service, kind="hold", actor="rollbackd", created_at=self.clock(),
+                reason=f"incident {incident.id} ended {incident.state.value}", incident_id=incident.id,
+            ))
+            self.metrics.held.labels(incident.service).set(1)
+        steps = await self.store.steps(incident.id)
+        if incident.state in HOLDING_STATES and runtime and runtime.config.page_webhook:
+            task = asyncio.create_task(escalate.page(runtime.config.page_webhook, escalate.page_body(incident, steps)))
+            self._pages.add(task)
+            task.add_done_callback(self._pages.discard)
+        mention = runtime.config.escalate_mention if runtime else None
+        self.notify.update_root(messages.finished(incident, steps, mention))
+        log.info("incident_finished", extra={"outcome": incident.state.value, "error": incident.error})
+
+    async def abort(self, incident_id: str) -> Incident | None:
+        """Ask a running incident to stop after its current step; a pending one stops at once."""
+        incident = await self.store.get_incident(incident_id)
+        if incident is None or not incident.active:
+            return incident
+        incident = await self.store.update_incident(incident_id, abort_requested=True)
+        if incident.state is P:
+            task = self._tasks.get(incident_id)
+            if task is not None:
+                task.cancel()
+            await self.finish(incident, IncidentState.ABORTED, "aborted before it started")
+        return await self.store.get_incident(incident_id)

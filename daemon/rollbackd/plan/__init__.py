@@ -1,0 +1,164 @@
+"""A plan is an ordered list of stages; a stage is one step or a parallel group of steps.
+
+Every step type has an idempotent ``run`` and an ``is_done`` check that looks at the real world, so
+an incident interrupted by a crash resumes from its first unfinished step and never re-runs a
+finished one. Step types are registered by their config ``type:`` in STEP_TYPES (lazy import).
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from rollbackd.config import ParallelGroup, ServiceConfig, StepConfig
+from rollbackd.records import JSON, Incident
+
+STEP_TYPES: Final[Mapping[str, str]] = {
+    "command": "rollbackd.plan.command:CommandStep",
+    "http": "rollbackd.plan.http:HttpStep",
+    "snapshot.safety": "rollbackd.snapshots.steps:SafetySnapshot",
+    "data.prepare": "rollbackd.snapshots.steps:PrepareData",
+    "data.swap": "rollbackd.snapshots.steps:SwapData",
+    "data.roll_forward": "rollbackd.snapshots.steps:RollForwardData",
+    "deploy.revert": "rollbackd.deploy.steps:Redeploy",
+    "deploy.roll_forward": "rollbackd.deploy.steps:RollForwardDeploy",
+    "traffic.cut": "rollbackd.traffic.steps:CutTraffic",
+    "traffic.restore": "rollbackd.traffic.steps:RestoreTraffic",
+    "verify": "rollbackd.verify.step:Verify",
+}
+
+
+class StepOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class ServiceRuntime:
+    """A guarded service with its built backends. ``resources`` holds each concern's backend by
+    name (``snapshots``, ``deployer``, ``traffic``, ``verifiers``...), filled by the wiring."""
+
+    name: str
+    config: ServiceConfig
+    resources: dict[str, Any] = field(default_factory=dict)
+
+
+ContextSaver = Callable[[str, Any], Awaitable[None]]
+
+
+@dataclass
+class StepContext:
+    incident: Incident
+    runtime: ServiceRuntime
+    step_name: str
+    attempt: int
+    dry_run: bool
+    outputs: dict[str, JSON]  # outputs of the steps already finished, by step name
+    log: logging.LoggerAdapter[logging.Logger]
+    save: ContextSaver  # persist a value in the incident's context (survives a restart)
+
+    @property
+    def service(self) -> str:
+        return self.incident.service
+
+    def env(self) -> dict[str, str]:
+        """Alert and incident fields for child processes: passed as environment, never in a command line."""
+        trig = self.incident.trigger
+        env = {
+            "ROLLBACKD_INCIDENT_ID": self.incident.id,
+            "ROLLBACKD_SERVICE": self.incident.service,
+            "ROLLBACKD_STEP": self.step_name,
+            "ROLLBACKD_ATTEMPT": str(self.attempt),
+            "ROLLBACKD_DRY_RUN": "1" if self.dry_run else "0",
+            "ROLLBACKD_TRIGGER": trig.kind,
+            "ROLLBACKD_REASON": trig.reason,
+            "ROLLBACKD_ALERTNAME": trig.alertname or "",
+            "ROLLBACKD_ALERT_FINGERPRINT": trig.fingerprint or "",
+        }
+        target = self.incident.context.get("target") or {}
+        if target.get("version"):
+            env["ROLLBACKD_TARGET_VERSION"] = str(target["version"])
+        for name, value in trig.labels.items():
+            env[f"ROLLBACKD_LABEL_{name.upper()}"] = value  # label names are [a-zA-Z_][a-zA-Z0-9_]*
+        return env
+
+    def template_vars(self) -> dict[str, str]:
+        """The same fields for templates (http bodies): lower-case keys without the prefix."""
+        return {k.removeprefix("ROLLBACKD_").lower(): v for k, v in self.env().items()}
+
+
+class Step(Protocol):
+    type: ClassVar[str]
+    name: str
+    spec: StepConfig
+
+    def describe(self) -> str:
+        """One line for dry-runs, Slack and `rollbackd show`: what this step will do."""
+        ...
+
+    async def is_done(self, ctx: StepContext) -> bool:
+        """True when the world already shows this step's effect (checked on resume)."""
+        ...
+
+    async def run(self, ctx: StepContext) -> JSON:
+        """Do the step; idempotent. Returns figures to journal (durations, ids, counts)."""
+        ...
+
+
+class BaseStep:
+    """Shared constructor: every step is built from its StepConfig and validated Options."""
+
+    type: ClassVar[str] = ""
+    Options: ClassVar[builtins.type[BaseModel]] = StepOptions
+
+    def __init__(self, spec: StepConfig, options: BaseModel) -> None:
+        self.spec = spec
+        self.name = spec.step_name
+        self.options = options
+
+    def describe(self) -> str:
+        return self.type
+
+    async def is_done(self, ctx: StepContext) -> bool:
+        return False
+
+
+Stage = tuple[Step, ...]
+
+
+def build_plan(entries: list[ParallelGroup | StepConfig] | list[JSON], path: str) -> list[Stage]:
+    """Build the stages of a plan from config (or from the plan an incident journaled).
+    Raises one ConfigError listing every problem of every step."""
+    from rollbackd.errors import ConfigError
+    from rollbackd.registry import resolve, validate_options
+
+    stages: list[Stage] = []
+    problems: list[str] = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, dict):
+            entry = ParallelGroup.model_validate(entry) if "parallel" in entry else StepConfig.model_validate(entry)
+        specs = entry.parallel if isinstance(entry, ParallelGroup) else [entry]
+        stage: list[Step] = []
+        for j, spec in enumerate(specs):
+            where = f"{path}[{i}]" + (f".parallel[{j}]" if isinstance(entry, ParallelGroup) else "")
+            try:
+                cls = resolve(STEP_TYPES, spec.type, where)
+                stage.append(cls(spec, validate_options(cls, spec.options(), where)))
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        stages.append(tuple(stage))
+    names = [s.name for st in stages for s in st]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        problems.append(f"{path}: step names must be unique; give `name:` to repeated steps: {', '.join(dupes)}")
+    if problems:
+        raise ConfigError(path, problems[0], problems=problems)
+    return stages
+
+
+def plan_to_json(entries: list[ParallelGroup | StepConfig]) -> list[JSON]:
+    return [e.model_dump(mode="json", exclude_none=True) for e in entries]

@@ -1,0 +1,131 @@
+"""Every reason, state and outcome as one enum value that is at once metric label, log field,
+API field and Slack text (``.sentence`` is the human form)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    ROLLBACK = "rollback"
+    NOTIFY = "notify"
+    IGNORE = "ignore"
+    SUPPRESSED = "suppressed"
+
+
+class Reason(StrEnum):
+    # why an action was chosen
+    ROLLBACK_RULE = "rollback_rule"
+    NOTIFY_RULE = "notify_rule"
+    MANUAL = "manual"
+    RESOLVED = "resolved"
+    UNKNOWN_SERVICE = "unknown_service"
+    NOT_IN_POLICY = "not_in_policy"
+    # guardrails: why an action was held back
+    DUPLICATE = "duplicate"
+    INCIDENT_ACTIVE = "incident_active"
+    PAUSED = "paused"
+    HELD = "held"
+    COOLDOWN = "cooldown"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    NOT_CONFIRMED = "not_confirmed"
+    CONFIRM_FAILED = "confirm_failed"
+    NOTHING_TO_ROLL_BACK_TO = "nothing_to_roll_back_to"
+    SCHEMA_MISMATCH = "schema_mismatch"
+    DRY_RUN = "dry_run"
+    CANCELLED_BY_RESOLVE = "cancelled_by_resolve"
+    DRILL_RUNNING = "drill_running"
+
+    @property
+    def sentence(self) -> str:
+        return _SENTENCES[self]
+
+
+_SENTENCES: dict[Reason, str] = {
+    Reason.ROLLBACK_RULE: "the alert is on the service's automatic-rollback list",
+    Reason.NOTIFY_RULE: "the alert is reported, not acted on",
+    Reason.MANUAL: "a human asked for a rollback",
+    Reason.RESOLVED: "the alert resolved",
+    Reason.UNKNOWN_SERVICE: "the alert names no service that rollbackd guards",
+    Reason.NOT_IN_POLICY: "the alert is in no list of the service's policy",
+    Reason.DUPLICATE: "the same alert (fingerprint and start) was already handled",
+    Reason.INCIDENT_ACTIVE: "an incident is already running for this service",
+    Reason.PAUSED: "automatic actions are paused",
+    Reason.HELD: "automatic actions are held after a failed rollback until someone runs `rollbackd resume`",
+    Reason.COOLDOWN: "the service is in its cooldown after the last automatic rollback",
+    Reason.BUDGET_EXHAUSTED: "the budget of automatic rollbacks for this window is used up",
+    Reason.NOT_CONFIRMED: "Prometheus no longer reports the alert as firing",
+    Reason.CONFIRM_FAILED: "Prometheus could not be asked whether the alert still fires",
+    Reason.NOTHING_TO_ROLL_BACK_TO: "there is no green release to roll back to",
+    Reason.SCHEMA_MISMATCH: (
+        "the green release would run code-only on data of another schema version: frozen, a human must decide"
+    ),
+    Reason.DRY_RUN: "dry-run mode: the plan is shown, nothing is changed",
+    Reason.CANCELLED_BY_RESOLVE: "the alert resolved before the rollback started",
+    Reason.DRILL_RUNNING: "a drill of this service is running",
+}
+
+GUARDRAILS: frozenset[Reason] = frozenset(
+    {
+        Reason.DUPLICATE,
+        Reason.INCIDENT_ACTIVE,
+        Reason.PAUSED,
+        Reason.HELD,
+        Reason.COOLDOWN,
+        Reason.BUDGET_EXHAUSTED,
+        Reason.NOT_CONFIRMED,
+        Reason.CONFIRM_FAILED,
+        Reason.NOTHING_TO_ROLL_BACK_TO,
+        Reason.SCHEMA_MISMATCH,
+        Reason.DRY_RUN,
+        Reason.CANCELLED_BY_RESOLVE,
+    }
+)
+
+
+class IncidentState(StrEnum):
+    PENDING = "pending"  # decided, not started (confirming, waiting its start delay)
+    RUNNING = "running"
+    RESOLVED = "resolved"  # rolled back and verified
+    FAILED = "failed"
+    VERIFICATION_FAILED = "verification_failed"
+    VERIFICATION_INCONCLUSIVE = "verification_inconclusive"
+    ABORTED = "aborted"
+    CANCELLED = "cancelled"
+    DRY_RUN = "dry_run"
+
+    @property
+    def active(self) -> bool:
+        return self in ACTIVE_STATES
+
+
+ACTIVE_STATES: frozenset[IncidentState] = frozenset({IncidentState.PENDING, IncidentState.RUNNING})
+TERMINAL_STATES: frozenset[IncidentState] = frozenset(set(IncidentState) - ACTIVE_STATES)
+# Outcomes after which automatic actions for the service stay held until `rollbackd resume`.
+HOLDING_STATES: frozenset[IncidentState] = frozenset(
+    {IncidentState.FAILED, IncidentState.VERIFICATION_FAILED, IncidentState.VERIFICATION_INCONCLUSIVE}
+)
+
+
+class StepState(StrEnum):
+    PENDING = "pending"
+    STARTED = "started"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class WebhookResult(StrEnum):
+    ACCEPTED = "accepted"
+    UNAUTHORIZED = "unauthorized"
+    TOO_LARGE = "too_large"
+    BAD_REQUEST = "bad_request"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    ERROR = "error"
+    INCONCLUSIVE = "inconclusive"

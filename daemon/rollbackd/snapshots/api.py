@@ -1,0 +1,228 @@
+"""/v1/snapshots: list, create, verify, restore (with dry_run), prune, adopt-alias. Every write is journaled
+with who asked (the token's name) and why. A restore here is the two-phase operation run directly
+(safety snapshot -> prepare all stores -> swap all), refused while an incident of the service runs."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import BaseModel, ConfigDict, Field
+
+from rollbackd.api.keys import CORE
+from rollbackd.api.openapi import op
+from rollbackd.api.problems import problem
+from rollbackd.api.v1 import ACTOR, body_of, query_service
+from rollbackd.errors import ConfigError, NotFoundError, PayloadError, RollbackdError
+from rollbackd.incidents.controls import Refused
+from rollbackd.reasons import Reason
+from rollbackd.records import JSON, Event, new_incident_id
+from rollbackd.snapshots.dataset import DataSet
+from rollbackd.snapshots.retention import prune
+from rollbackd.wiring import Core
+
+Reason_ = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    service: str | None = None
+
+
+class SnapshotCreateBody(_Body):
+    reason: Reason_ = "manual snapshot"
+
+
+class SnapshotVerifyBody(_Body):
+    pass
+
+
+class SnapshotRestoreBody(_Body):
+    reason: Reason_
+    dry_run: bool = False
+
+
+class SnapshotPruneBody(_Body):
+    reason: Reason_ = "manual prune"
+    dry_run: bool = False
+
+
+class AdoptAliasBody(_Body):
+    reason: Reason_
+    store: str | None = None
+
+
+def _dataset(core: Core, service: str | None) -> DataSet:
+    runtime = core.controls.service(service)
+    data = runtime.resources.get("snapshots")
+    if not isinstance(data, DataSet):
+        raise PayloadError("service", f"service {runtime.name} has no `snapshots:` configured")
+    return data
+
+
+async def _journal(core: Core, kind: str, data: DataSet, actor: str, why: str, **fields: Any) -> None:
+    await core.store.append_event(Event(kind=kind, service=data.service, actor=actor, data={"why": why, **fields}))
+
+
+async def list_snapshots(request: web.Request) -> web.Response:
+    data = _dataset(request.app[CORE], query_service(request))
+    return web.json_response({"service": data.service, "snapshots": [s.to_json() for s in await data.list()]})
+
+
+async def create_snapshot(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    body = await body_of(request, SnapshotCreateBody)
+    data = _dataset(core, body.service)
+    snap = await data.create(reason=body.reason)
+    await _journal(core, "snapshot", data, request[ACTOR], body.reason, snapshot_set=snap.id)
+    return web.json_response(snap.to_json(), status=201)
+
+
+async def verify_snapshot(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    body = await body_of(request, SnapshotVerifyBody)
+    data = _dataset(core, body.service)
+    result = await data.verify(request.match_info["id"])
+    await _journal(core, "snapshot_verify", data, request[ACTOR], "verify", **result)
+    return web.json_response(result)
+
+
+async def restore_plan(data: DataSet, set_id: str) -> JSON:
+    """What a restore would do and replace (the dry run, and the CLI's question)."""
+    snap = await data.get(set_id)
+    live = await data.live()
+    replaces: dict[str, JSON] = {}
+    for name, now in live.items():
+        then = snap.manifests.get(name, {})
+        if now.get("kind") == "postgres":
+            replaces[name] = {"database": now["database"], "bytes": now["bytes"],
+                              "schema_version": {"live": now.get("schema_version"),
+                                                 "snapshot": then.get("schema_version")},
+                              "tables": {t: {"live": (now["tables"].get(t) or {}).get("rows"),
+                                             "snapshot": (then.get("tables", {}).get(t) or {}).get("rows")}
+                                         for t in sorted(set(now["tables"]) | set(then.get("tables", {})))}}
+        else:
+            alias = now.get("alias")
+            replaces[name] = {"alias": alias, "collection": now.get("collection"),
+                              "points": {"live": now["collections"][alias]["points"],
+                                         "snapshot": then.get("collections", {}).get(alias, {}).get("points")}}
+    return {"service": data.service, "snapshot": snap.to_json(), "replaces": replaces,
+            "steps": (["safety snapshot of the live data"] if data.safety_snapshot else [])
+            + ["restore every store aside (parallel), counts checked",
+               "swap all stores (database rename, alias switch); replaced copies kept"]}
+
+
+async def restore_snapshot(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    body = await body_of(request, SnapshotRestoreBody)
+    data = _dataset(core, body.service)
+    set_id = request.match_info["id"]
+    plan = await restore_plan(data, set_id)
+    if body.dry_run:
+        return web.json_response({"dry_run": True, **plan})
+    view = await core.intake.view(core.services[data.service])
+    if view.active_incident:
+        raise Refused(Reason.INCIDENT_ACTIVE, view.active_incident)
+    tag = new_incident_id()
+    actor = request[ACTOR]
+    await _journal(core, "snapshot_restore_started", data, actor, body.reason, snapshot_set=set_id, op=tag)
+    try:
+        result = await run_restore(data, set_id, tag)
+    except RollbackdError as exc:
+        await _journal(core, "snapshot_restore_failed", data, actor, body.reason, snapshot_set=set_id, op=tag,
+                       error=str(exc))
+        raise
+    await _journal(core, "snapshot_restore", data, actor, body.reason, **result)
+    return web.json_response(result)
+
+
+async def run_restore(data: DataSet, set_id: str, tag: str) -> JSON:
+    started = time.monotonic()
+    safety = None
+    if data.safety_snapshot:
+        safety = (await data.create(reason=f"safety snapshot before restore {tag}")).id
+    async with data.lock:
+        prepared = await data.prepare(set_id)
+        swapped = await data.swap(prepared, tag)
+    return {"op": tag, "snapshot_set": set_id, "safety_snapshot": safety, "restored": prepared,
+            "swapped": swapped, "downtime_s": {n: s.get("downtime_s") for n, s in swapped.items()},
+            "seconds": round(time.monotonic() - started, 3)}
+
+
+async def prune_snapshots(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    body = await body_of(request, SnapshotPruneBody)
+    data = _dataset(core, body.service)
+    runtime = core.services[data.service]
+    assert runtime.config.snapshots is not None
+    keep = int((runtime.config.snapshots.get("retention") or {}).get("keep_last", 10))
+    async with data.lock:
+        result = await prune(data, keep_last=keep, dry_run=body.dry_run)
+    if not body.dry_run:
+        await _journal(core, "snapshot_prune", data, request[ACTOR], body.reason, deleted=result["deleted"])
+    return web.json_response(result)
+
+
+async def adopt_alias(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    body = await body_of(request, AdoptAliasBody)
+    data = _dataset(core, body.service)
+    qdrant = [n for n, s in data.snapshotters.items() if s.kind == "qdrant" and body.store in (None, n)]
+    if not qdrant:
+        raise PayloadError("store", "no qdrant store of that name")
+    snapshotter: Any = data.snapshotters[qdrant[0]]
+    await _journal(core, "alias_adopt_started", data, request[ACTOR], body.reason, store=qdrant[0],
+                   alias=snapshotter.alias, announce=f"reads of {snapshotter.alias!r} fail for a short window")
+    async with data.lock:
+        with tempfile.TemporaryDirectory(prefix="rollbackd-adopt-") as tmp:
+            result = await snapshotter.adopt_alias(Path(tmp))
+    await _journal(core, "alias_adopt", data, request[ACTOR], body.reason, store=qdrant[0], **result)
+    return web.json_response(result)
+
+
+def _errors(handler: Handler) -> Handler:
+    """A store that fails answers 502 (its message names the store and what failed), never a traceback."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except (PayloadError, NotFoundError, ConfigError):
+            raise
+        except RollbackdError as exc:
+            return problem(502, str(exc), retryable=exc.retryable)
+
+    return wrapped
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/snapshots", _errors(list_snapshots))
+    app.router.add_post("/v1/snapshots", _errors(create_snapshot))
+    app.router.add_post("/v1/snapshots/prune", _errors(prune_snapshots))
+    app.router.add_post("/v1/snapshots/adopt-alias", _errors(adopt_alias))
+    app.router.add_post("/v1/snapshots/{id}/verify", _errors(verify_snapshot))
+    app.router.add_post("/v1/snapshots/{id}/restore", _errors(restore_snapshot))
+
+
+def openapi() -> tuple[dict[str, Any], list[type[BaseModel]]]:
+    service = {"name": "service", "in": "query", "schema": {"type": "string"}}
+    ident = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    paths = {
+        "/v1/snapshots": {
+            "get": op("Snapshot sets of a service, newest first", params=[service]),
+            "post": op("Take a snapshot set of every store now", body=SnapshotCreateBody, ok="201"),
+        },
+        "/v1/snapshots/{id}/verify": {"post": op("Re-hash every file against the manifest",
+                                                 body=SnapshotVerifyBody, params=[ident])},
+        "/v1/snapshots/{id}/restore": {"post": op(
+            "Restore a set: safety snapshot, prepare aside, swap (dry_run: what would be replaced)",
+            body=SnapshotRestoreBody, params=[ident])},
+        "/v1/snapshots/prune": {"post": op("Apply retention (keep last N and green releases' sets)",
+                                           body=SnapshotPruneBody)},
+        "/v1/snapshots/adopt-alias": {"post": op("Move a Qdrant collection behind an alias of its name",
+                                                 body=AdoptAliasBody)},
+    }
+    return paths, [SnapshotCreateBody, SnapshotVerifyBody, SnapshotRestoreBody, SnapshotPruneBody, AdoptAliasBody]

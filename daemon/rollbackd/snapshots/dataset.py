@@ -1,0 +1,211 @@
+"""DataSet: a service's stores together (``runtime.resources["snapshots"]``). Snapshot sets are taken of
+all stores at once; a restore is two-phase: every store prepares aside in parallel, and the swaps start
+only when all are ready. If one prepare fails, the others are discarded and the live data stays as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from rollbackd.errors import FatalError
+from rollbackd.records import JSON
+from rollbackd.snapshots import SnapshotSet, Snapshotter
+from rollbackd.snapshots.store import SnapshotStore, new_set_id
+
+if TYPE_CHECKING:
+    from rollbackd.state import StateStore
+
+log = logging.getLogger(__name__)
+
+
+class DataSet:
+    def __init__(self, *, service: str, store: SnapshotStore, snapshotters: Mapping[str, Snapshotter],
+                 state: StateStore | None = None, on_success: Callable[[str, float], None] | None = None) -> None:
+        self.service = service
+        self.store = store
+        self.snapshotters = dict(snapshotters)
+        self.state = state
+        self.on_success = on_success
+        self.safety_snapshot = True
+        self.lock = asyncio.Lock()  # one data operation of a service at a time (create, restore, prune)
+
+    # ---- reading ----------------------------------------------------------------------------------
+    async def list(self) -> builtins.list[SnapshotSet]:
+        return await asyncio.to_thread(self.store.list)
+
+    async def get(self, set_id: str) -> SnapshotSet:
+        return await asyncio.to_thread(self.store.get, set_id)
+
+    async def latest(self, *, release: str | None = None, verified_only: bool = True) -> SnapshotSet | None:
+        for snap in await self.list():
+            if verified_only and not snap.verified:
+                continue
+            if release is not None and snap.release != release:
+                continue
+            return snap
+        return None
+
+    async def live_release(self) -> str | None:
+        if self.state is None:
+            return None
+        try:
+            history = await self.state.releases(self.service)
+        except Exception:  # the snapshot matters more than its label
+            log.warning("snapshot_release_unknown", exc_info=True)
+            return None
+        live = next((r for r in history if r.status == "deployed"), None)
+        return live.version if live else None
+
+    # ---- create and verify ------------------------------------------------------------------------
+    async def create(self, *, reason: str) -> SnapshotSet:
+        """Snapshot every store (in parallel) into one set; atomic: all stores or no set at all."""
+        async with self.lock:
+            return await self._create(reason)
+
+    async def _create(self, reason: str) -> SnapshotSet:
+        estimates = await asyncio.gather(*(s.estimate_bytes() for s in self.snapshotters.values()))
+        free = await asyncio.to_thread(self.store.free_bytes)
+        if sum(estimates) * 1.1 > free:
+            raise FatalError(f"too little disk in {self.store.root}: {free} bytes free, the snapshot needs about "
+                             f"{sum(estimates)} (database and collection sizes)")
+        created_at = time.time()
+        set_id = new_set_id(created_at)
+        release = await self.live_release()
+        tmp = await asyncio.to_thread(self.store.begin, set_id)
+        try:
+            for name in self.snapshotters:
+                (tmp / name).mkdir()
+            parts = await asyncio.gather(*(s.create(tmp / name) for name, s in self.snapshotters.items()))
+            manifests = {name: {**part, "release": release} for name, part in
+                         zip(self.snapshotters, parts, strict=True)}
+            snap = await asyncio.to_thread(self.store.commit, tmp, set_id, created_at=created_at,
+                                           release=release, reason=reason, manifests=manifests)
+        except BaseException:
+            await asyncio.to_thread(self.store.abort, tmp)
+            raise
+        for name in self.snapshotters:
+            if self.on_success is not None:
+                self.on_success(name, created_at)
+        log.info("snapshot_created", extra={"set_id": snap.id, "bytes": snap.size_bytes, "release": release})
+        return snap
+
+    async def verify(self, set_id: str) -> JSON:
+        return await asyncio.to_thread(self.store.verify, set_id)
+
+    # ---- two-phase restore ------------------------------------------------------------------------
+    async def prepare(self, set_id: str) -> dict[str, JSON]:
+        """Re-hash the set (a corrupt one is refused before anything is created), then restore every
+        store aside in parallel. If any fails, the prepared others are dropped and the error raised."""
+        snap = await self.get(set_id)
+        missing = sorted(set(self.snapshotters) - set(snap.manifests))
+        if missing:
+            raise FatalError(f"snapshot set {set_id} has no snapshot of store(s) {', '.join(missing)}")
+        assert snap.path is not None
+        names = list(self.snapshotters)
+        # The re-hash runs alongside the restores (it reads the same files); a mismatch discards them all.
+        results = await asyncio.gather(self._verified(set_id), *(
+            self.snapshotters[n].prepare(snap.manifests[n], snap.path / n, set_id) for n in names),
+            return_exceptions=True)
+        check, results = results[0], results[1:]
+        failures = [(n, r) for n, r in zip(names, results, strict=True) if isinstance(r, BaseException)]
+        prepared = {n: r for n, r in zip(names, results, strict=True) if isinstance(r, dict)}
+        if isinstance(check, BaseException):
+            failures.insert(0, ("store", check))
+        if failures:
+            await self.discard(prepared)
+            name, exc = failures[0]
+            log.warning("data_prepare_failed", extra={"store": name, "error": str(exc)})
+            if isinstance(exc, Exception):
+                raise exc
+            raise exc
+        return prepared
+
+    async def _verified(self, set_id: str) -> None:
+        result = await self.verify(set_id)
+        if not result["verified"]:
+            raise FatalError(f"snapshot set {set_id} failed verification ({result['error']}); refused, the live "
+                             "data is untouched")
+
+    async def discard(self, prepared: Mapping[str, JSON]) -> builtins.list[str]:
+        dropped = []
+        for name, restored in prepared.items():
+            try:
+                await self.snapshotters[name].discard(restored)
+                dropped.append(name)
+            except Exception:  # discarding is best effort; the retention job sweeps what is left
+                log.exception("data_discard_failed", extra={"store": name})
+        return dropped
+
+    async def swap(self, prepared: Mapping[str, JSON], tag: str,
+                   done: Mapping[str, JSON] | None = None) -> dict[str, JSON]:
+        """Swap every store; all checks first, so a refusal changes nothing; if a swap fails after others
+        succeeded, those are put back. ``done``: stores already swapped (on resume; the world is asked too)."""
+        done = dict(done or {})
+        todo = {n: r for n, r in prepared.items() if n not in done}
+        for name, restored in todo.items():
+            if await self.snapshotters[name].is_swapped(restored, tag):
+                done[name] = {"resumed": True, "found_swapped": True, **_kept_of(restored, tag)}
+        todo = {n: r for n, r in todo.items() if n not in done}
+        await asyncio.gather(*(self.snapshotters[n].check_swap(r, tag) for n, r in todo.items()))
+        now: dict[str, JSON] = {}
+        for name, restored in todo.items():
+            try:
+                done[name] = now[name] = await self.snapshotters[name].swap(restored, tag)
+            except Exception as exc:
+                raise await self._undo(name, exc, now, tag) from exc
+        return done
+
+    async def _undo(self, failed: str, exc: Exception, swapped: dict[str, JSON], tag: str) -> Exception:
+        """A swap failed after others succeeded: put those back, so the live data stays one consistent pair."""
+        if not swapped:
+            return exc
+        undone, stuck = [], []
+        for name, info in swapped.items():
+            try:
+                await self.snapshotters[name].roll_forward(info, tag)
+                undone.append(name)
+            except Exception as undo_exc:  # report it; a human must look
+                stuck.append(f"{name} ({undo_exc})")
+        log.error("data_swap_failed", extra={"store": failed, "undone": undone, "stuck": stuck})
+        state = f"swapped back: {', '.join(undone) or 'none'}" + (f"; STILL SWAPPED: {', '.join(stuck)}"
+                                                                    if stuck else "; live data as before")
+        return FatalError(f"swap of {failed} failed: {exc} ({state})")
+
+    async def roll_forward(self, swapped: Mapping[str, JSON], tag: str) -> dict[str, JSON]:
+        out: dict[str, JSON] = {}
+        for name, info in swapped.items():
+            snapshotter = self.snapshotters[name]
+            if await snapshotter.is_rolled_forward(info, tag):
+                out[name] = {"found_done": True}
+            else:
+                out[name] = await snapshotter.roll_forward(info, tag)
+        return out
+
+    async def live(self) -> dict[str, JSON]:
+        names = list(self.snapshotters)
+        parts = await asyncio.gather(*(self.snapshotters[n].live() for n in names))
+        return dict(zip(names, parts, strict=True))
+
+    async def close(self) -> None:
+        for snapshotter in self.snapshotters.values():
+            await snapshotter.close()
+
+
+def _kept_of(restored: JSON, tag: str) -> JSON:
+    """What a swap found already done keeps, reconstructed from the names (for roll-forward)."""
+    from rollbackd.snapshots import pre_name
+
+    if restored.get("mode") == "in_place":
+        return {"kind": "postgres", "mode": "in_place", "live": restored["live"], "kept": None}
+    if restored.get("kind") == "postgres":
+        live = restored["live"]
+        return {"kind": "postgres", "mode": "rename", "live": live, "kept": pre_name(live, tag),
+                "restored": restored["database"]}
+    return {"kind": restored.get("kind"), "alias": restored.get("alias"), "current": restored.get("collection"),
+            "previous": restored.get("previous"), "kept": restored.get("previous")}
+

@@ -1,0 +1,311 @@
+"""PostgresSnapshotter (``type: postgres``): pg_dump -Fd -j N, restore aside with pg_restore -j N, swap by
+rename (or, for chosen tables, in place: rollbackd.snapshots.pginplace).
+
+The dump runs on a snapshot exported from a REPEATABLE READ transaction, and the manifest's row counts are
+read in that same snapshot, so they match the dump exactly while writers go on (pg_dump takes only
+ACCESS SHARE locks). The swap window: disallow connections, terminate backends, rename live to
+``<db>__pre_<tag>`` (kept for roll-forward) and the restored copy to live in one transaction, allow
+connections. Before it, the live database's own properties go onto the copy (rollbackd.snapshots.pgprops)
+and ANALYZE has run on it (a restored database has no planner statistics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from rollbackd.errors import FatalError
+from rollbackd.records import JSON
+from rollbackd.snapshots import pgprops, pre_name, restored_name, rollforward_name
+from rollbackd.snapshots.pgtools import Dsn, check_tool, connect, ident, run_tool
+
+DUMP_DIR = "dump"
+_TABLES_SQL = """
+SELECT n.nspname AS schema, c.relname AS name, pg_total_relation_size(c.oid) AS bytes
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+ORDER BY 1, 2"""
+
+
+class PostgresOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    dsn: SecretStr  # postgresql://user@host:port/database (with the password: from ${ENV} only)
+    password: SecretStr | None = None  # overrides the DSN's; a secret key: ${ENV} or password_file
+    jobs: int = Field(default=2, ge=1, le=32)
+    schema_version_sql: str | None = None  # e.g. "SELECT max(version) FROM schema_version"
+    in_place_tables: list[str] | None = None  # restore only these tables, in place (others are kept)
+    pg_bin_dir: str | None = None
+    terminate_wait: float = Field(default=10.0, gt=0)
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, v: SecretStr) -> SecretStr:
+        Dsn.parse(v.get_secret_value())
+        return v
+
+
+class PostgresSnapshotter:
+    kind = "postgres"
+    Options = PostgresOptions
+
+    def __init__(self, options: PostgresOptions, *, name: str = "postgres") -> None:
+        self.options = options
+        self.name = name
+        self.dsn = Dsn.parse(options.dsn.get_secret_value())
+        if options.password is not None:
+            self.dsn = dataclasses.replace(self.dsn, password=options.password.get_secret_value())
+        self.database = self.dsn.database
+
+    # ---- snapshot ---------------------------------------------------------------------------------
+    async def server_major(self) -> int:
+        async with connect(self.dsn) as conn:
+            return int(await conn.fetchval("SHOW server_version_num")) // 10000
+
+    async def estimate_bytes(self) -> int:
+        async with connect(self.dsn) as conn:
+            return int(await conn.fetchval("SELECT pg_database_size(current_database())"))
+
+    async def create(self, dest: Path) -> JSON:
+        started = time.monotonic()
+        async with connect(self.dsn) as conn:
+            major = int(await conn.fetchval("SHOW server_version_num")) // 10000
+            pg_dump = await check_tool("pg_dump", self.options.pg_bin_dir, major)
+            server_version = str(await conn.fetchval("SHOW server_version"))
+            props = await pgprops.read(conn, self.database)
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                snapshot_id = str(await conn.fetchval("SELECT pg_export_snapshot()"))
+                argv = [pg_dump, "-Fd", "-j", str(self.options.jobs), "--snapshot", snapshot_id,
+                        "-f", str(dest / DUMP_DIR), *self.dsn.argv(self.database)]
+                dump = asyncio.create_task(run_tool(argv, self.dsn.env(), f"pg_dump of {self.dsn.where()}"))
+                try:  # counted in the dump's own snapshot while it runs: exact, and no extra wall time
+                    schema_version = await self._schema_version(conn)
+                    tables = await self._tables(conn)
+                except BaseException:
+                    dump.cancel()
+                    await asyncio.gather(dump, return_exceptions=True)
+                    raise
+                dump_s = await dump
+        return {"kind": self.kind, "database": self.database, "server_version": server_version,
+                "server_major": major, "schema_version": schema_version, "tables": tables,
+                "database_properties": props, "dump_format": "directory", "jobs": self.options.jobs,
+                "bytes": sum(t["bytes"] for t in tables.values()),
+                "durations": {"dump_s": round(dump_s, 3), "total_s": round(time.monotonic() - started, 3)}}
+
+    async def _schema_version(self, conn: Any) -> str | None:
+        if not self.options.schema_version_sql:
+            return None
+        value = await conn.fetchval(self.options.schema_version_sql)
+        return None if value is None else str(value)
+
+    async def _tables(self, conn: Any) -> dict[str, JSON]:
+        out: dict[str, JSON] = {}
+        for row in await conn.fetch(_TABLES_SQL):
+            rows = await conn.fetchval(f"SELECT count(*) FROM {ident(row['schema'])}.{ident(row['name'])}")
+            out[f"{row['schema']}.{row['name']}"] = {"rows": int(rows), "bytes": int(row["bytes"])}
+        return out
+
+    # ---- restore aside ----------------------------------------------------------------------------
+    def _restored(self, set_id: str) -> str:
+        name = restored_name(self.database, set_id)
+        if len(name.encode()) > 63:
+            raise FatalError(f"database name {name!r} is longer than PostgreSQL's 63 bytes; shorten the database "
+                             "name or use in_place_tables")
+        return name
+
+    async def prepare(self, manifest: JSON, src: Path, set_id: str) -> JSON:
+        target = self._restored(set_id)
+        started = time.monotonic()
+        async with connect(self.dsn, "postgres") as admin:
+            major = int(await admin.fetchval("SHOW server_version_num")) // 10000
+            pg_restore = await check_tool("pg_restore", self.options.pg_bin_dir, major)
+            await self._check_server_disk(admin, int(manifest.get("bytes", 0)))
+            await _drop(admin, target)
+            await admin.execute(f"CREATE DATABASE {ident(target)} TEMPLATE template0")
+        try:
+            restore_s, counts = await self._restore(pg_restore, src / DUMP_DIR, target, manifest)
+            analyze_s = await self._analyze(target)
+        except BaseException:
+            await self.discard({"database": target})
+            raise
+        return {"kind": self.kind, "database": target, "live": self.database, "set_id": set_id,
+                "mode": "in_place" if self.options.in_place_tables else "rename",
+                "expected": {"tables": {k: {"rows": v["rows"]} for k, v in manifest["tables"].items()}},
+                "counts_checked": counts, "durations": {"restore_s": round(restore_s, 3),
+                                                        "analyze_s": round(analyze_s, 3),
+                                                        "total_s": round(time.monotonic() - started, 3)}}
+
+    async def _restore(self, pg_restore: str, dump: Path, target: str, manifest: JSON) -> tuple[float, JSON]:
+        started = time.monotonic()
+        argv = [pg_restore, "-j", str(self.options.jobs), "--exit-on-error", *self.dsn.argv(target), str(dump)]
+        await run_tool(argv, self.dsn.env(), f"pg_restore into {self.dsn.where(target)}")
+        return time.monotonic() - started, await self._check_counts(target, manifest)
+
+    async def _analyze(self, database: str) -> float:
+        """A restored database has no planner statistics: without them the first minutes are slow."""
+        started = time.monotonic()
+        async with connect(self.dsn, database) as conn:
+            await conn.execute("ANALYZE")
+        return time.monotonic() - started
+
+    async def _check_counts(self, database: str, manifest: JSON) -> JSON:
+        """Rows per table against the manifest. A database that only pg_restore wrote to has, per table,
+        inserted-minus-deleted rows equal to its row count in the server's statistics (flushed as the
+        restore's sessions end): checked first, without a scan. Anything else falls back to count(*)."""
+        expected = {t: int(m["rows"]) for t, m in manifest["tables"].items()}
+        async with connect(self.dsn, database) as conn:
+            previous: dict[str, int] | None = None
+            stable = 0
+            for _ in range(40):
+                rows = await conn.fetch("SELECT schemaname || '.' || relname AS t, n_tup_ins - n_tup_del AS n "
+                                        "FROM pg_stat_user_tables")
+                seen = {r["t"]: int(r["n"]) for r in rows}
+                if all(seen.get(t) == n for t, n in expected.items()):
+                    return {"tables": len(expected), "by": "statistics"}
+                stable = stable + 1 if seen == previous else 0
+                if stable >= 4:
+                    break  # settled and different (e.g. partitioned tables): count for real
+                previous = seen
+                await asyncio.sleep(0.025)
+            actual = await self._tables(conn)
+        wrong = [f"{t}: {actual.get(t, {}).get('rows')} rows, manifest {n}" for t, n in expected.items()
+                 if actual.get(t, {}).get("rows") != n]
+        if wrong:
+            raise FatalError("restored copy does not match the snapshot manifest: " + "; ".join(wrong[:5]))
+        return {"tables": len(expected), "by": "count(*)"}
+
+    async def _check_server_disk(self, admin: Any, needed: int) -> None:
+        """When the server is on this machine, its data directory needs room for the copy."""
+        if self.dsn.host not in ("127.0.0.1", "localhost", "::1") and not self.dsn.host.startswith("/"):
+            return
+        try:
+            data_dir = str(await admin.fetchval("SHOW data_directory"))
+            import shutil
+
+            free = shutil.disk_usage(data_dir).free
+        except Exception:  # not superuser, or another filesystem namespace: the restore will tell
+            return
+        if needed and free < needed * 1.1:
+            raise FatalError(f"too little disk for the restored copy: {free} bytes free in {data_dir}, "
+                             f"about {needed} needed")
+
+    async def is_prepared(self, restored: JSON) -> bool:
+        async with connect(self.dsn, "postgres") as admin:
+            return bool(await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", restored["database"]))
+
+    async def discard(self, restored: JSON) -> None:
+        async with connect(self.dsn, "postgres") as admin:
+            await _drop(admin, restored["database"])
+
+    # ---- swap -------------------------------------------------------------------------------------
+    async def check_swap(self, restored: JSON, tag: str = "") -> None:
+        async with connect(self.dsn, "postgres") as admin:
+            if restored.get("mode") == "in_place":
+                if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", restored["database"]):
+                    raise FatalError(f"the restored copy {restored['database']} is gone")
+                return
+            for name in (pre_name(self.database, tag), rollforward_name(self.database, tag)):
+                if len(name.encode()) > 63:  # PostgreSQL would silently truncate it: refuse before acting
+                    raise FatalError(f"database name {name!r} is longer than PostgreSQL's 63 bytes")
+            blockers = await pgprops.swap_blockers(admin, self.database)
+            if blockers:
+                raise FatalError(f"refusing the rename swap of {self.database}: it has "
+                                 + "; ".join(blockers) + " (they stay with the old database); use "
+                                 "`in_place_tables` for this database")
+            if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", restored["database"]):
+                raise FatalError(f"the restored copy {restored['database']} is gone")
+
+    async def swap(self, restored: JSON, tag: str) -> JSON:
+        if restored.get("mode") == "in_place":
+            from rollbackd.snapshots.pginplace import swap_in_place
+
+            return await swap_in_place(self, restored)
+        await self.check_swap(restored, tag)
+        kept, copy = pre_name(self.database, tag), restored["database"]
+        async with connect(self.dsn, "postgres") as admin:
+            props = await pgprops.read(admin, self.database)
+            async with connect(self.dsn, copy) as conn:  # settings apply to the copy even while connected
+                applied = await pgprops.apply(conn, copy, props)
+            downtime = await self._rename(admin, self.database, kept, copy)
+        return {"kind": self.kind, "mode": "rename", "live": self.database, "kept": kept, "restored": copy,
+                "properties_applied": applied, "downtime_s": round(downtime, 4)}
+
+    async def _rename(self, admin: Any, live: str, kept: str, incoming: str) -> float:
+        """The window: no connections, backends ended, the two renames in one transaction."""
+        started = time.monotonic()
+        await admin.execute(f"ALTER DATABASE {ident(live)} WITH ALLOW_CONNECTIONS false")
+        try:
+            await self._terminate(admin, (live, incoming))
+            async with admin.transaction():
+                await admin.execute(f"ALTER DATABASE {ident(live)} RENAME TO {ident(kept)}")
+                await admin.execute(f"ALTER DATABASE {ident(incoming)} RENAME TO {ident(live)}")
+                await admin.execute(f"ALTER DATABASE {ident(live)} WITH ALLOW_CONNECTIONS true")
+        except BaseException:
+            await admin.execute(f"ALTER DATABASE {ident(live)} WITH ALLOW_CONNECTIONS true")
+            raise
+        downtime = time.monotonic() - started
+        await admin.execute(f"ALTER DATABASE {ident(kept)} WITH ALLOW_CONNECTIONS true")
+        return downtime
+
+    async def _terminate(self, admin: Any, databases: tuple[str, ...]) -> None:
+        deadline = time.monotonic() + self.options.terminate_wait
+        sql = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+               "WHERE datname = ANY($1::text[]) AND pid <> pg_backend_pid()")
+        while await admin.fetchval(sql, list(databases)):
+            if time.monotonic() > deadline:
+                raise FatalError(f"sessions of {', '.join(databases)} did not end in "
+                                 f"{self.options.terminate_wait:g}s")
+            await asyncio.sleep(0.01)
+
+    async def is_swapped(self, restored: JSON, tag: str) -> bool:
+        async with connect(self.dsn, "postgres") as admin:
+            if restored.get("mode") == "in_place":  # the copy is dropped only after the tables went in
+                return not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
+                                                restored["database"])
+            names = {r["datname"] for r in await admin.fetch(
+                "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])",
+                [pre_name(self.database, tag), restored["database"]])}
+        return pre_name(self.database, tag) in names and restored["database"] not in names
+
+    async def roll_forward(self, swapped: JSON, tag: str) -> JSON:
+        if swapped.get("mode") != "rename":
+            raise FatalError("an in-place restore keeps no pre-rollback database; restore its safety snapshot")
+        kept, aside = swapped["kept"], rollforward_name(self.database, tag)
+        async with connect(self.dsn, "postgres") as admin:
+            if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", kept):
+                raise FatalError(f"the pre-rollback copy {kept} is gone (pruned?)")
+            downtime = await self._rename(admin, self.database, aside, kept)
+        return {"kind": self.kind, "live": self.database, "restored": kept, "kept": aside,
+                "downtime_s": round(downtime, 4)}
+
+    async def is_rolled_forward(self, swapped: JSON, tag: str) -> bool:
+        async with connect(self.dsn, "postgres") as admin:
+            names = {r["datname"] for r in await admin.fetch(
+                "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])",
+                [swapped["kept"], rollforward_name(self.database, tag)])}
+        return rollforward_name(self.database, tag) in names and swapped["kept"] not in names
+
+    async def live(self) -> JSON:
+        async with connect(self.dsn) as conn:
+            return {"kind": self.kind, "database": self.database, "tables": await self._tables(conn),
+                    "schema_version": await self._schema_version(conn),
+                    "bytes": int(await conn.fetchval("SELECT pg_database_size(current_database())"))}
+
+    async def copies(self) -> list[str]:
+        """Restore-aside copies that exist now (for discarding orphans)."""
+        async with connect(self.dsn, "postgres") as admin:
+            pattern = self.database.replace("_", r"\_") + r"\_\_rb\_%"
+            return [r["datname"] for r in await admin.fetch(
+                "SELECT datname FROM pg_database WHERE datname LIKE $1", pattern)]
+
+    async def close(self) -> None:
+        return None
+
+
+async def _drop(admin: Any, database: str) -> None:
+    await admin.execute(f"DROP DATABASE IF EXISTS {ident(database)} WITH (FORCE)")

@@ -1,0 +1,182 @@
+"""Plan steps of the data rollback: ``snapshot.safety`` -> ``data.prepare`` -> (traffic.cut) -> ``data.swap``,
+and ``data.roll_forward``. Each is idempotent and has an is_done check against the real world, so a crash
+between prepare and swap resumes (the prepared copies are found and swapped) or, if the incident is
+aborted, leaves copies that the retention job discards (they belong to no active incident).
+
+What they keep in the incident's context (survives a restart):
+    data_target       the snapshot set to restore (chosen once, before the safety snapshot exists)
+    safety_snapshot   the set taken of the live data before anything changed
+    data_prepared     {"snapshot_set", "restored": {store: restored record}}
+    data_swapped      {store: what its swap did (kept copy, downtime)}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from rollbackd.errors import FatalError, NotFoundError
+from rollbackd.plan import BaseStep, StepContext
+from rollbackd.records import JSON
+from rollbackd.snapshots.dataset import DataSet
+
+CODE_ONLY = {"skipped": "code-only target"}
+
+
+def dataset(ctx: StepContext) -> DataSet:
+    data = ctx.runtime.resources.get("snapshots")
+    if not isinstance(data, DataSet):
+        raise FatalError(f"service {ctx.service} has no `snapshots:` configured; data steps cannot run")
+    return data
+
+
+async def target_set(ctx: StepContext, data: DataSet) -> str | None:
+    """The set to restore: the target's ``snapshot_set``; without one, the newest verified set when the
+    service tracks no releases; else None (a code-only target). Chosen once and kept."""
+    saved = ctx.incident.context.get("data_target")
+    if isinstance(saved, dict):
+        return saved.get("snapshot_set")
+    target = ctx.incident.context.get("target") or {}
+    chosen: str | None = target.get("snapshot_set") if isinstance(target, dict) else None
+    if chosen is None and not ctx.runtime.config.releases.track:
+        latest = await data.latest(verified_only=True)
+        if latest is None:
+            raise FatalError(f"no verified snapshot set of {ctx.service} to restore")
+        chosen = latest.id
+    await ctx.save("data_target", {"snapshot_set": chosen})
+    return chosen
+
+
+async def _exists(data: DataSet, set_id: Any) -> bool:
+    if not isinstance(set_id, str):
+        return False
+    try:
+        await data.get(set_id)
+    except NotFoundError:
+        return False
+    return True
+
+
+class SafetySnapshot(BaseStep):
+    type = "snapshot.safety"
+
+    def describe(self) -> str:
+        return "snapshot the live data (kept for roll-forward) before anything changes"
+
+    async def is_done(self, ctx: StepContext) -> bool:
+        return await _exists(dataset(ctx), ctx.incident.context.get("safety_snapshot"))
+
+    async def run(self, ctx: StepContext) -> JSON:
+        data = dataset(ctx)
+        target = await target_set(ctx, data)
+        if target is None:
+            return dict(CODE_ONLY)
+        if not data.safety_snapshot:
+            return {"skipped": "safety_snapshot: false", "target": target}
+        if await self.is_done(ctx):
+            return {"snapshot_set": ctx.incident.context["safety_snapshot"], "target": target, "found": True}
+        snap = await data.create(reason=f"safety snapshot before incident {ctx.incident.id}")
+        await ctx.save("safety_snapshot", snap.id)
+        return {"snapshot_set": snap.id, "target": target, "bytes": snap.size_bytes,
+                "summary": f"safety snapshot {snap.id} ({snap.size_bytes} bytes)"}
+
+
+async def _every_store(ctx: StepContext, check: Callable[[Any, JSON], Awaitable[bool]]) -> bool:
+    """True when this incident prepared its copies and ``check`` holds for every store's copy."""
+    prepared = ctx.incident.context.get("data_prepared")
+    if not isinstance(prepared, dict):
+        return False
+    data = dataset(ctx)
+    for name, restored in prepared["restored"].items():
+        if not await check(data.snapshotters[name], restored):
+            return False
+    return True
+
+
+class PrepareData(BaseStep):
+    type = "data.prepare"
+
+    def describe(self) -> str:
+        return "restore the target snapshot aside (all stores in parallel), counts checked, ANALYZE"
+
+    async def is_done(self, ctx: StepContext) -> bool:
+        return await _every_store(ctx, lambda snapshotter, restored: snapshotter.is_prepared(restored))
+
+    async def run(self, ctx: StepContext) -> JSON:
+        data = dataset(ctx)
+        target = await target_set(ctx, data)
+        if target is None:
+            return dict(CODE_ONLY)
+        saved = ctx.incident.context.get("data_prepared")
+        if isinstance(saved, dict) and saved.get("snapshot_set") == target and await self.is_done(ctx):
+            return {**saved, "found": True}
+        async with data.lock:
+            restored = await data.prepare(target)
+        out = {"snapshot_set": target, "restored": restored}
+        await ctx.save("data_prepared", out)
+        return {**out, "summary": f"snapshot {target} restored aside: "
+                + ", ".join(f"{n} -> {r.get('database') or r.get('collection')}" for n, r in restored.items())}
+
+
+class SwapData(BaseStep):
+    type = "data.swap"
+
+    def describe(self) -> str:
+        return "swap the restored copies in (database rename, alias switch); the replaced ones are kept"
+
+    async def is_done(self, ctx: StepContext) -> bool:
+        return await _every_store(ctx, lambda snapshotter, restored: snapshotter.is_swapped(restored, ctx.incident.id))
+
+    async def run(self, ctx: StepContext) -> JSON:
+        data = dataset(ctx)
+        if await target_set(ctx, data) is None:
+            return dict(CODE_ONLY)
+        prepared = ctx.incident.context.get("data_prepared")
+        if not isinstance(prepared, dict):
+            raise FatalError("nothing prepared to swap: data.prepare must run before data.swap")
+        done: dict[str, JSON] = dict(ctx.incident.context.get("data_swapped") or {})
+        async with data.lock:  # a store swapped before a crash is found by is_swapped and not swapped again
+            swapped = await data.swap(prepared["restored"], ctx.incident.id, done=done)
+        await ctx.save("data_swapped", swapped)
+        downtime = {n: s.get("downtime_s") for n, s in swapped.items()}
+        return {"snapshot_set": prepared["snapshot_set"], "swapped": swapped, "downtime_s": downtime,
+                "summary": "swapped " + ", ".join(f"{n} ({d}s)" for n, d in downtime.items())}
+
+
+class RollForwardData(BaseStep):
+    type = "data.roll_forward"
+
+    def describe(self) -> str:
+        return "put the data a rollback replaced back live (the kept pre-rollback copies)"
+
+    async def _swapped(self, ctx: StepContext, data: DataSet) -> JSON | None:
+        of = ctx.incident.context.get("rollforward_of")
+        if not of:
+            raise FatalError("data.roll_forward needs `rollforward_of` (the incident to undo) in the context")
+        if data.state is None:
+            raise FatalError("no state store to read incident " + str(of))
+        original = await data.state.get_incident(str(of))
+        if original is None:
+            raise FatalError(f"no incident {of}")
+        swapped = original.context.get("data_swapped")
+        return swapped if isinstance(swapped, dict) and swapped else None
+
+    async def is_done(self, ctx: StepContext) -> bool:
+        data = dataset(ctx)
+        swapped = await self._swapped(ctx, data)
+        if swapped is None:
+            return False
+        for name, info in swapped.items():
+            if not await data.snapshotters[name].is_rolled_forward(info, ctx.incident.id):
+                return False
+        return True
+
+    async def run(self, ctx: StepContext) -> JSON:
+        data = dataset(ctx)
+        swapped = await self._swapped(ctx, data)
+        if swapped is None:
+            return {"skipped": f"incident {ctx.incident.context.get('rollforward_of')} swapped no data"}
+        async with data.lock:
+            result = await data.roll_forward(swapped, ctx.incident.id)
+        await ctx.save("data_rolled_forward", result)
+        return {"rolled_forward": result, "of": ctx.incident.context.get("rollforward_of")}

@@ -1,0 +1,107 @@
+"""StateStore: the journal. Everything rollbackd decides or does is written here first.
+
+Backends: ``sqlite`` (embedded default, WAL) and ``postgres`` (asyncpg; for a shared, HA-ready state).
+Both run the same SQL (rollbackd.state.sql); only the driver differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, Protocol
+
+from rollbackd.reasons import IncidentState, StepState
+from rollbackd.records import Alert, Decision, Event, Incident, Pause, PolicyView, Release, StepRecord
+
+BACKENDS: Final[Mapping[str, str]] = {
+    "sqlite": "rollbackd.state.sqlite:SqliteStateStore",
+    "postgres": "rollbackd.state.postgres:PostgresStateStore",
+}
+
+
+class StateStore(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+
+    # alerts and decisions
+    async def seen_alert(self, key: str) -> bool:
+        """True when the same alert (fingerprint, start, status) was journaled before."""
+        ...
+
+    async def journal_alert(
+        self, alert: Alert, service: str | None, received_at: float, decision: Decision,
+        incident: Incident | None, event: Event,
+    ) -> None:
+        """Alert, decision, incident and journal line in one transaction (StateError if another
+        incident of the service is active)."""
+        ...
+
+    async def set_alert_decision(self, key: str, decision: Decision, incident_id: str | None) -> None: ...
+    async def add_duplicates(self, counts: Mapping[str, int]) -> None: ...
+    async def recent_alerts(self, service: str | None, limit: int) -> list[dict[str, Any]]: ...
+
+    # incidents and their steps
+    async def create_incident(self, incident: Incident) -> bool:
+        """False when the service already has an active incident (one at a time, enforced by the store)."""
+        ...
+
+    async def transition(
+        self, incident_id: str, from_states: tuple[IncidentState, ...], to: IncidentState, **fields: Any
+    ) -> Incident | None:
+        """Compare-and-set of the incident's state; None when it was no longer in ``from_states``."""
+        ...
+
+    async def get_incident(self, incident_id: str) -> Incident | None: ...
+    async def list_incidents(self, service: str | None, limit: int) -> list[Incident]: ...
+    async def active_incidents(self) -> list[Incident]: ...
+    async def update_incident(self, incident_id: str, **fields: Any) -> Incident: ...
+    async def step_started(
+        self, incident_id: str, index: int, name: str, type_: str, attempt: int, ts: float
+    ) -> None: ...
+    async def step_finished(
+        self,
+        incident_id: str,
+        index: int,
+        state: StepState,
+        ts: float,
+        output: Mapping[str, Any],
+        error: str | None,
+    ) -> None: ...
+    async def steps(self, incident_id: str) -> list[StepRecord]: ...
+
+    # journal events (decisions, pauses, releases marked green, ...)
+    async def append_event(self, event: Event) -> int: ...
+    async def events(
+        self,
+        *,
+        service: str | None = None,
+        kinds: tuple[str, ...] = (),
+        incident_id: str | None = None,
+        limit: int = 50,
+    ) -> list[Event]: ...
+
+    # pauses and holds
+    async def set_pause(self, pause: Pause) -> None: ...
+    async def clear_pauses(self, service: str, kinds: tuple[str, ...] = ("pause", "hold")) -> int: ...
+    async def pauses(self) -> list[Pause]: ...
+    async def policy_view(self, service: str, now: float, window: float) -> PolicyView: ...
+
+    # releases
+    async def record_release(self, release: Release) -> Release: ...
+    async def releases(self, service: str, limit: int = 100) -> list[Release]: ...
+    async def update_release(self, release_id: int, **fields: Any) -> Release: ...
+    async def change_release(self, release_id: int, *, change: str, actor: str, note: str, ts: float,
+                             **fields: Any) -> Release:
+        """Update a release and append ``change`` (a status, ``green`` or ``baseline``) to its history."""
+        ...
+
+    async def release_history(self, service: str, limit: int = 200) -> list[dict[str, Any]]:
+        """Append-only history of the service's releases (id, release_id, version, ts, change, actor, note)."""
+        ...
+
+    # small named values (notifier threads, baselines, schedules)
+    async def get_kv(self, key: str) -> Any: ...
+    async def set_kv(self, key: str, value: Any) -> None: ...
+
+
+__all__ = ["BACKENDS", "IncidentState", "StateStore"]

@@ -1,0 +1,76 @@
+"""PostgreSQL journal through asyncpg: for a state that outlives the host, shared by HA peers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field
+
+from rollbackd.errors import StateError
+from rollbackd.state.sql import SqlStateStore, Statement
+
+
+class PostgresStateStore(SqlStateStore):
+    serial_type = "BIGSERIAL PRIMARY KEY"
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        dsn: str
+        min_size: int = Field(default=1, ge=1)
+        max_size: int = Field(default=5, ge=1)
+        timeout: float = 10.0
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self._pool: asyncpg.Pool | None = None
+
+    def _where(self) -> str:
+        # Never log the DSN: it may carry a password.
+        return "postgres state store"
+
+    async def _connect(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.options.dsn,
+                min_size=self.options.min_size,
+                max_size=self.options.max_size,
+                timeout=self.options.timeout,
+                command_timeout=self.options.timeout,
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StateError(f"{self._where()}: cannot connect: {exc}") from exc
+
+    async def _close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StateError(f"{self._where()} is not open")
+        return self._pool
+
+    async def _execute(self, sql: str, *args: Any) -> None:
+        try:
+            await self.pool.execute(sql, *args)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StateError(f"{self._where()}: {exc}") from exc
+
+    async def _fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        try:
+            return [dict(r) for r in await self.pool.fetch(sql, *args)]
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StateError(f"{self._where()}: {exc}") from exc
+
+    async def _atomic(self, statements: Sequence[Statement]) -> list[dict[str, Any]]:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                rows: list[dict[str, Any]] = []
+                for sql, args in statements:
+                    rows = [dict(r) for r in await conn.fetch(sql, *args)]
+                return rows
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StateError(f"{self._where()}: {exc}") from exc

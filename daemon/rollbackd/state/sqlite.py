@@ -1,0 +1,97 @@
+"""SQLite journal: the embedded default. WAL mode; one connection on one dedicated thread, so calls
+are ordered and never block the event loop. ``synchronous=NORMAL`` survives a crash of the daemon
+(kill -9); a power cut may lose the last transactions: use ``synchronous: full`` to pay for that."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from rollbackd.errors import StateError
+from rollbackd.state.sql import SqlStateStore, Statement
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+class SqliteStateStore(SqlStateStore):
+    serial_type = "INTEGER PRIMARY KEY AUTOINCREMENT"
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        path: str = "./var/rollbackd.db"
+        synchronous: Literal["normal", "full"] = "normal"
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self._conn: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollbackd-sqlite")
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise StateError(f"sqlite {self.options.path}: {exc}") from exc
+
+    async def _connect(self) -> None:
+        def connect() -> sqlite3.Connection:
+            path = Path(self.options.path)
+            if str(path) != ":memory:":
+                path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.options.synchronous.upper()}")
+            conn.execute("PRAGMA busy_timeout=5000")
+            return conn
+
+        self._conn = await self._run(connect)
+
+    async def _close(self) -> None:
+        if self._conn is not None:
+            await self._run(self._conn.close)
+            self._conn = None
+        self._executor.shutdown(wait=True)
+
+    def _sql(self, sql: str) -> str:
+        return _PLACEHOLDER.sub(r"?\1", sql)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StateError("the sqlite state store is not open")
+        return self._conn
+
+    async def _execute(self, sql: str, *args: Any) -> None:
+        await self._run(self.conn.execute, self._sql(sql), args)
+
+    async def _fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        def fetch() -> list[dict[str, Any]]:
+            return [dict(r) for r in self.conn.execute(self._sql(sql), args).fetchall()]
+
+        result: list[dict[str, Any]] = await self._run(fetch)
+        return result
+
+    async def _atomic(self, statements: Sequence[Statement]) -> list[dict[str, Any]]:
+        def run() -> list[dict[str, Any]]:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows: list[dict[str, Any]] = []
+                for sql, args in statements:
+                    rows = [dict(r) for r in conn.execute(self._sql(sql), tuple(args)).fetchall()]
+                conn.execute("COMMIT")
+                return rows
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        result: list[dict[str, Any]] = await self._run(run)
+        return result

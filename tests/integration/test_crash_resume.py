@@ -1,0 +1,85 @@
+"""kill -9 of the daemon while a `command` step runs; the restarted daemon resumes the incident from the
+journal without re-running the steps that finished (real subprocess daemon, real SQLite journal)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.support.daemon import DaemonProcess, command_service, write_config
+
+
+def wait_file(path: Path, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def test_kill9_mid_step_then_resume_without_rerunning(tmp_path: Path) -> None:
+    log = tmp_path / "steps.log"
+    gate = tmp_path / "gate"
+    sleeping = tmp_path / "sleeping"
+    plan = [
+        {"type": "command", "name": "first", "argv": ["/bin/sh", "-c", f"echo first >> {log}"]},
+        # Sleeps until the gate file exists: long enough to kill the daemon inside it, short after restart.
+        {"type": "command", "name": "slow", "argv": [
+            "/bin/sh", "-c", f"echo slow-start >> {log}; touch {sleeping}; "
+                             f"while [ ! -f {gate} ]; do sleep 0.05; done; echo slow-end >> {log}"]},
+        {"type": "command", "name": "last", "argv": ["/bin/sh", "-c", f"echo last >> {log}"]},
+    ]
+    cfg = write_config(tmp_path, services={"rag": command_service(plan)})
+    payload: dict[str, Any] = json.loads((Path(__file__).parents[1] / "fixtures" /
+                                          "alertmanager-0.25-firing.json").read_text())
+    for a in payload["alerts"]:
+        a["labels"].update(alertname="RAGGateFailRateHigh", service="rag")
+    daemon = DaemonProcess(cfg)
+    try:
+        daemon.start()
+        status, body = daemon.api.webhook(payload)
+        assert status == 202 and body["decisions"][0]["action"] == "rollback"
+        wait_file(sleeping)
+        daemon.kill9()  # the step's child dies with it (PR_SET_PDEATHSIG): no leftover racing the resume
+        assert log.read_text().splitlines() == ["first", "slow-start"]
+
+        gate.touch()
+        daemon.start()
+        (incident,) = daemon.api.call("GET", "/v1/incidents")[1]["incidents"]
+        final = daemon.api.wait_incident(incident["id"], ("resolved", "failed"))
+        assert final["state"] == "resolved", final
+        lines = log.read_text().splitlines()
+        assert lines.count("first") == 1  # finished before the crash: never re-run
+        assert lines[-2:] == ["slow-end", "last"]
+        first, slow, last = final["steps"]
+        assert (first["attempts"], slow["attempts"], last["attempts"]) == (1, 2, 1)
+        assert all(s["state"] == "done" for s in final["steps"])
+        assert "incident_resumed" in daemon.log.read_text()
+        # Alertmanager re-sends after the restart: the journal knows it, so still one incident.
+        status, body = daemon.api.webhook(payload)
+        assert body["decisions"][0]["reason"] == "duplicate"
+        assert len(daemon.api.call("GET", "/v1/incidents")[1]["incidents"]) == 1
+    finally:
+        daemon.stop()
+
+
+def test_sigterm_interrupts_and_the_next_start_resumes(tmp_path: Path) -> None:
+    log = tmp_path / "steps.log"
+    gate = tmp_path / "gate"
+    plan = [{"type": "command", "name": "wait", "argv": [
+        "/bin/sh", "-c", f"echo start >> {log}; while [ ! -f {gate} ]; do sleep 0.05; done; echo end >> {log}"]}]
+    cfg = write_config(tmp_path, services={"rag": command_service(plan)})
+    daemon = DaemonProcess(cfg)
+    try:
+        daemon.start()
+        status, body = daemon.api.call("POST", "/v1/trigger", {"reason": "test: manual", "service": "rag"})
+        assert status == 202, body
+        wait_file(log)
+        daemon.stop()  # SIGTERM: graceful, the step is interrupted and stays journaled as started
+        gate.touch()
+        daemon.start()
+        final = daemon.api.wait_incident(body["id"], ("resolved", "failed"))
+        assert final["state"] == "resolved" and final["steps"][0]["attempts"] == 2
+    finally:
+        daemon.stop()

@@ -1,0 +1,192 @@
+"""Run rollbackd for tests: in-process (``running_daemon``) or as a real subprocess that can be
+killed with SIGKILL and restarted (``DaemonProcess``). Both serve real HTTP on 127.0.0.1.
+
+    cfg = write_config(tmp_path, services={...})            # a valid config with test tokens
+    async with running_daemon(cfg) as d:                      # in-process
+        await d.post_webhook(payload)                         # -> aiohttp response status, json
+    with DaemonProcess(cfg) as proc:                          # subprocess
+        proc.kill9(); proc.start()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+WEBHOOK_TOKEN = "test-webhook-token-0123456789"
+API_TOKEN = "test-api-token-0123456789abcdef"
+TEST_ENV = {"ROLLBACKD_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "ROLLBACKD_API_TOKEN": API_TOKEN}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def config_dict(tmp_path: Path, *, services: Mapping[str, Any], **top: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "listen": f"127.0.0.1:{free_port()}",
+        "state": {"type": "sqlite", "path": str(tmp_path / "state.db")},
+        "auth": {"webhook_token": "${ROLLBACKD_WEBHOOK_TOKEN}",
+                 "api_tokens": [{"name": "tester", "token": "${ROLLBACKD_API_TOKEN}"}]},
+        "services": dict(services),
+    }
+    cfg.update(top)
+    return cfg
+
+
+def write_config(tmp_path: Path, *, services: Mapping[str, Any], **top: Any) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "rollbackd.yaml"
+    path.write_text(yaml.safe_dump(config_dict(tmp_path, services=services, **top), sort_keys=False))
+    return path
+
+
+def command_service(plan: list[dict[str, Any]], **policy: Any) -> dict[str, Any]:
+    """A service whose plan is the given steps, confirm off and no release tracking (unless overridden)."""
+    return {"policy": {"confirm": "off", **policy}, "releases": {"track": False}, "plan": plan}
+
+
+def load_settings(path: Path) -> Any:
+    from rollbackd.config import load
+
+    return load(path, env={**os.environ, **TEST_ENV})
+
+
+class Api:
+    """Blocking JSON client for tests (urllib)."""
+
+    def __init__(self, url: str, token: str = API_TOKEN) -> None:
+        self.url = url
+        self.token = token
+
+    def call(self, method: str, path: str, body: Any = None, *, token: str | None = None,
+             headers: Mapping[str, str] | None = None, raw: bytes | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        tok = self.token if token is None else token
+        if tok:
+            req.add_header("Authorization", f"Bearer {tok}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                text = resp.read()
+                return resp.status, json.loads(text) if text.strip().startswith((b"{", b"[")) else text
+        except urllib.error.HTTPError as exc:
+            text = exc.read()
+            try:
+                return exc.code, json.loads(text)
+            except ValueError:
+                return exc.code, text
+
+    def webhook(self, payload: Any) -> tuple[int, Any]:
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        return self.call("POST", "/v1/webhook/alertmanager", raw=raw, token=WEBHOOK_TOKEN)
+
+    def wait_incident(self, incident_id: str, states: tuple[str, ...], timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        body: Any = None
+        while time.monotonic() < deadline:
+            status, body = self.call("GET", f"/v1/incidents/{incident_id}")
+            if status == 200 and body["state"] in states:
+                return dict(body)
+            time.sleep(0.05)
+        raise AssertionError(f"incident {incident_id} did not reach {states}: {body}")
+
+
+class DaemonProcess:
+    """`python -m rollbackd serve` as a child process; ``kill9()`` then ``start()`` is a crash + restart."""
+
+    def __init__(self, config: Path, env: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        self.env = {**os.environ, **TEST_ENV, **(env or {}),
+                    "PYTHONPATH": str(REPO / "daemon") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        settings = yaml.safe_load(config.read_text())
+        self.url = f"http://{settings['listen']}"
+        self.api = Api(self.url)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = config.parent / "daemon.log"
+
+    def start(self, timeout: float = 20) -> None:
+        log = self.log.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "rollbackd", "serve", "--config", str(self.config)],
+                                     env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"rollbackd exited {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            with contextlib.suppress(OSError):
+                status, _ = self.api.call("GET", "/readyz")
+                if status == 200:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"rollbackd not ready: {self.log.read_text()[-2000:]}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def __enter__(self) -> DaemonProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(config: Path, **overrides: Any) -> AsyncIterator[Any]:
+    """The daemon in this event loop; yields the Daemon (``.core``, ``.port``, ``.url``)."""
+    from rollbackd.daemon import Daemon
+
+    daemon = Daemon(load_settings(config), **overrides)
+    await daemon.start()
+    daemon.url = f"http://127.0.0.1:{daemon.port}"  # type: ignore[attr-defined]
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()
+
+
+@contextlib.contextmanager
+def env(values: Mapping[str, str]) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

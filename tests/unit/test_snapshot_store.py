@@ -1,0 +1,209 @@
+"""The filesystem snapshot store, database-property SQL, retention planning and config validation: no I/O
+beyond tmp_path."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from rollbackd.errors import ConfigError, NotFoundError
+from rollbackd.snapshots import pre_name, restored_name
+from rollbackd.snapshots.pgprops import apply_statements, set_clause, split_list
+from rollbackd.snapshots.pgtools import Dsn
+from rollbackd.snapshots.retention import plan
+from rollbackd.snapshots.store import SnapshotStore, new_set_id
+
+
+def _write_set(store: SnapshotStore, set_id: str, created_at: float, release: str | None = None) -> None:
+    tmp = store.begin(set_id)
+    (tmp / "postgres").mkdir()
+    (tmp / "postgres" / "toc.dat").write_bytes(b"dump bytes " + set_id.encode())
+    store.commit(tmp, set_id, created_at=created_at, release=release, reason="test",
+                 manifests={"postgres": {"kind": "postgres", "tables": {"public.docs": {"rows": 3, "bytes": 1}}}})
+
+
+def test_commit_is_atomic_and_lists_newest_first(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path, "rag")
+    _write_set(store, "20260101_000000_aa", 1.0, "v1")
+    _write_set(store, "20260102_000000_bb", 2.0, "v2")
+    half = store.begin("20260103_000000_cc")  # a snapshot interrupted while writing
+    (half / "postgres").mkdir()
+    assert [s.id for s in store.list()] == ["20260102_000000_bb", "20260101_000000_aa"]
+    with pytest.raises(NotFoundError):
+        store.get("20260103_000000_cc")
+    snap = store.get("20260101_000000_aa")
+    assert snap.verified and snap.release == "v1" and snap.files["postgres/toc.dat"]
+    manifest = json.loads((tmp_path / "20260101_000000_aa" / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"postgres/toc.dat"}
+    assert store.sweep() == [".tmp-20260103_000000_cc"]
+    assert not half.exists()
+
+
+def test_verify_refuses_changed_missing_and_extra_files(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path, "rag")
+    _write_set(store, "s1", 1.0)
+    assert store.verify("s1")["verified"]
+    path = tmp_path / "s1" / "postgres" / "toc.dat"
+    path.write_bytes(b"dump bytes tampered")
+    result = store.verify("s1")
+    assert not result["verified"] and "postgres/toc.dat: sha256 mismatch" in result["error"]
+    assert not store.get("s1").verified
+    path.unlink()
+    (tmp_path / "s1" / "postgres" / "extra").write_text("x")
+    error = store.verify("s1")["error"]
+    assert "postgres/toc.dat: missing" in error and "postgres/extra: not in the manifest" in error
+
+
+def test_delete_and_bad_ids(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path, "rag")
+    _write_set(store, "s1", 1.0)
+    store.delete("s1")
+    assert store.list() == []
+    for bad in ("../etc", ".tmp-x", "nope"):
+        with pytest.raises(NotFoundError):
+            store.get(bad)
+
+
+def test_ids_and_names_fit_postgres() -> None:
+    set_id = new_set_id(0)
+    assert re.fullmatch(r"19700101_000000_[0-9a-f]{2}", set_id)
+    assert restored_name("rag", set_id) == f"rag__rb_{set_id}"
+    assert pre_name("rag", "20261122-031502-A1b2") == "rag__pre_20261122_031502_a1b2"
+
+
+def test_list_settings_are_split_and_quoted_like_pg_dump() -> None:
+    assert split_list('"$user", public') == ["$user", "public"]
+    assert split_list('app, "we""ird, x"') == ["app", 'we"ird, x']
+    assert set_clause("search_path=app, public") == "\"search_path\" = 'app', 'public'"
+    assert set_clause("statement_timeout=5s") == "\"statement_timeout\" = '5s'"
+    assert set_clause("application_name=it's") == "\"application_name\" = 'it''s'"
+
+
+def test_apply_statements_cover_every_database_property() -> None:
+    props = {"owner": "app_owner", "connection_limit": 50, "comment": "the RAG corpus",
+             "grants": [{"grantee": "app", "privilege": "CONNECT", "grantable": False},
+                        {"grantee": "app_owner", "privilege": "CREATE", "grantable": True}],
+             "settings": {"*": ["search_path=app, public"], "app": ["statement_timeout=5s"]}}
+    sql = apply_statements("rag__rb_x", props, {"owner": "postgres", "settings": {"*": ["work_mem=1MB"]}})
+    assert sql[:3] == ['ALTER DATABASE "rag__rb_x" OWNER TO "app_owner"',
+                       'ALTER DATABASE "rag__rb_x" CONNECTION LIMIT 50',
+                       "COMMENT ON DATABASE \"rag__rb_x\" IS 'the RAG corpus'"]
+    assert 'REVOKE ALL ON DATABASE "rag__rb_x" FROM PUBLIC' in sql
+    assert 'GRANT CONNECT ON DATABASE "rag__rb_x" TO "app"' in sql
+    assert 'GRANT CREATE ON DATABASE "rag__rb_x" TO "app_owner" WITH GRANT OPTION' in sql
+    assert sql.index('ALTER DATABASE "rag__rb_x" RESET ALL') < sql.index(
+        "ALTER DATABASE \"rag__rb_x\" SET \"search_path\" = 'app', 'public'")
+    assert "ALTER ROLE \"app\" IN DATABASE \"rag__rb_x\" SET \"statement_timeout\" = '5s'" in sql
+
+
+def test_default_acl_is_left_alone() -> None:
+    props = {"owner": "o", "connection_limit": -1, "comment": None, "grants": None, "settings": {}}
+    sql = apply_statements("d", props, {})
+    assert not any(s.startswith(("REVOKE", "GRANT")) for s in sql)
+    assert 'COMMENT ON DATABASE "d" IS NULL' in sql
+
+
+@pytest.mark.parametrize(("keep_last", "green", "in_use", "deleted"), [
+    (2, set(), set(), ["s3", "s4"]),
+    (1, {"v3"}, set(), ["s2", "s4"]),
+    (1, set(), {"s4"}, ["s2", "s3"]),
+    (10, set(), set(), []),
+])
+def test_retention_plan(keep_last: int, green: set[str], in_use: set[str], deleted: list[str]) -> None:
+    sets = [SimpleNamespace(id=f"s{i}", release=f"v{i}") for i in range(1, 5)]
+    keep, delete = plan(sets, keep_last, green, in_use)
+    assert delete == deleted
+    assert {k["id"] for k in keep} | set(delete) == {"s1", "s2", "s3", "s4"}
+
+
+def test_dsn_password_never_in_argv() -> None:
+    dsn = Dsn.parse("postgresql://app:s3cr%40t@db.example:6543/rag?sslmode=require")
+    assert dsn.argv("rag__rb_x") == ["-h", "db.example", "-p", "6543", "-d", "rag__rb_x", "-U", "app"]
+    env = dsn.env()
+    assert env["PGPASSWORD"] == "s3cr@t" and env["PGSSLMODE"] == "require"
+    assert "s3cr" not in dsn.where() and dsn.where("x") == "db.example:6543/x"
+    with pytest.raises(ValueError):
+        Dsn.parse("mysql://x/y")
+
+
+def _settings(snapshots: object, plan_types: tuple[str, ...] = ("data.prepare",)) -> object:
+    svc = SimpleNamespace(snapshots=snapshots, plan=[SimpleNamespace(type=t) for t in plan_types])
+    return SimpleNamespace(services={"rag": svc})
+
+
+def test_validate_names_the_key_path() -> None:
+    from rollbackd.snapshots.plugin import validate
+
+    good = {"dir": "/tmp/x", "stores": {"postgres": {"type": "postgres", "dsn": "postgresql://u@h/db"},
+                                        "qdrant": {"type": "qdrant", "url": "http://127.0.0.1:6333", "alias": "docs"}}}
+    assert validate(_settings(good)) == []
+    bad = {"dir": "/tmp/x", "schedule": {"interval": "6h", "cron": "0 3 * * *"}, "stores": {
+        "postgres": {"type": "postgres", "dsn": "mysql://x", "jobs": 0},
+        "q": {"type": "qdrnt"}}}
+    problems = validate(_settings(bad))
+    assert any(p.startswith("services.rag.snapshots.schedule: ") for p in problems), problems
+    bad["schedule"] = {"interval": "6h"}
+    problems = validate(_settings(bad))
+    assert any(p.startswith("services.rag.snapshots.stores.postgres.dsn: ") for p in problems), problems
+    assert any(p.startswith("services.rag.snapshots.stores.postgres.jobs: ") for p in problems), problems
+    assert any(p.startswith("services.rag.snapshots.stores.q.type: unknown type 'qdrnt'") for p in problems)
+    assert validate(_settings(None)) == ["services.rag.plan: step data.prepare needs `services.rag.snapshots` "
+                                         "to be configured"]
+    assert validate(_settings(None, ("command",))) == []
+
+
+def test_parse_error_is_config_error() -> None:
+    from rollbackd.snapshots.plugin import parse
+
+    with pytest.raises(ConfigError) as info:
+        parse({"stores": {}}, "services.rag.snapshots")
+    assert any(p.startswith("services.rag.snapshots.dir: ") for p in info.value.problems)
+
+
+def test_jobs_are_scheduled_per_service(tmp_path: Path) -> None:
+    from rollbackd.plan import ServiceRuntime
+    from rollbackd.snapshots.plugin import build_dataset, jobs
+
+    cfg = {"dir": str(tmp_path), "schedule": {"cron": "0 3 * * *"}, "retention": {"keep_last": 4},
+           "stores": {"postgres": {"type": "postgres", "dsn": "postgresql://u@127.0.0.1/db",
+                                   "password": "from-env"}}}
+    runtime = ServiceRuntime(name="rag", config=SimpleNamespace(snapshots=cfg))  # type: ignore[arg-type]
+    runtime.resources["snapshots"] = data = build_dataset(runtime, None)
+    assert data.snapshotters["postgres"].dsn.password == "from-env"  # type: ignore[attr-defined]
+    added: list[tuple[str, object]] = []
+    scheduler = SimpleNamespace(add=lambda name, schedule, job: added.append((name, schedule)))
+    core = SimpleNamespace(services={"rag": runtime, "other": ServiceRuntime(
+        name="other", config=SimpleNamespace(snapshots=None))})  # type: ignore[arg-type]
+    jobs(core, scheduler)  # type: ignore[arg-type]
+    assert [(n, s.cron, s.interval) for n, s in added] == [  # type: ignore[attr-defined]
+        ("snapshot:rag", "0 3 * * *", None), ("snapshot-retention:rag", None, 3600.0)]
+
+
+async def test_prune_keeps_last_n_green_releases_and_sets_in_use(tmp_path: Path) -> None:
+    from rollbackd.records import Release
+    from rollbackd.snapshots.dataset import DataSet
+    from rollbackd.snapshots.retention import prune
+
+    store = SnapshotStore(tmp_path, "rag")
+    for i in range(1, 6):  # s5 is the newest
+        _write_set(store, f"s{i}", float(i), release=f"v{i}")
+
+    class State:
+        async def releases(self, service: str, limit: int = 100) -> list[Release]:
+            return [Release(service, "v2", green_at=10.0), Release(service, "v3", status="superseded")]
+
+        async def active_incidents(self) -> list[object]:
+            return [SimpleNamespace(service="rag", context={"data_target": {"snapshot_set": "s1"}}),
+                    SimpleNamespace(service="other", context={"data_target": {"snapshot_set": "s3"}})]
+
+    data = DataSet(service="rag", store=store, snapshotters={}, state=State())  # type: ignore[arg-type]
+    dry = await prune(data, keep_last=1, dry_run=True)
+    assert dry["deleted"] == ["s4", "s3"] and len(await data.list()) == 5
+    result = await prune(data, keep_last=1)
+    assert {k["id"]: k["why"] for k in result["kept"]} == {
+        "s5": "one of the last 1", "s2": "belongs to green release v2", "s1": "used by an active incident"}
+    assert [s.id for s in await data.list()] == ["s5", "s2", "s1"]
