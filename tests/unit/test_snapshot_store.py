@@ -75,6 +75,27 @@ def test_ids_and_names_fit_postgres() -> None:
     assert pre_name("rag", "20261122-031502-A1b2") == "rag__pre_20261122_031502_a1b2"
 
 
+def test_sets_made_in_the_same_second_get_distinct_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The random suffix is one byte: force it to repeat, as it did once in CI (a manual snapshot and the safety
+    # snapshot before its restore, in one second), and the reservation must still hand out distinct ids.
+    suffixes = iter(["65", "65", "65", "66"])
+    monkeypatch.setattr("rollbackd.snapshots.store.secrets.token_hex", lambda n: next(suffixes))
+    store = SnapshotStore(tmp_path, "rag")
+    first, tmp = store.reserve(0.0)
+    store.commit(tmp, first, created_at=0.0, release=None, reason="manual", manifests={})
+    second, tmp2 = store.reserve(0.0)
+    assert (first, second) == ("19700101_000000_65", "19700101_000000_66")
+    assert tmp2.is_dir() and tmp2.name == ".tmp-19700101_000000_66"
+
+
+def test_reserve_gives_up_with_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rollbackd.snapshots.store.secrets.token_hex", lambda n: "aa")
+    store = SnapshotStore(tmp_path, "rag")
+    store.reserve(0.0)
+    with pytest.raises(FileExistsError, match="no free snapshot set id"):
+        store.reserve(0.0, attempts=3)
+
+
 def test_list_settings_are_split_and_quoted_like_pg_dump() -> None:
     assert split_list('"$user", public') == ["$user", "public"]
     assert split_list('app, "we""ird, x"') == ["app", 'we"ird, x']

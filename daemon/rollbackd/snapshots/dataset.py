@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from rollbackd.errors import FatalError
 from rollbackd.records import JSON
 from rollbackd.snapshots import SnapshotSet, Snapshotter
-from rollbackd.snapshots.store import SnapshotStore, new_set_id
+from rollbackd.snapshots.store import SnapshotStore
 
 if TYPE_CHECKING:
     from rollbackd.state import StateStore
@@ -74,9 +74,8 @@ class DataSet:
             raise FatalError(f"too little disk in {self.store.root}: {free} bytes free, the snapshot needs about "
                              f"{sum(estimates)} (database and collection sizes)")
         created_at = time.time()
-        set_id = new_set_id(created_at)
         release = await self.live_release()
-        tmp = await asyncio.to_thread(self.store.begin, set_id)
+        set_id, tmp = await asyncio.to_thread(self.store.reserve, created_at)
         try:
             for name in self.snapshotters:
                 (tmp / name).mkdir()

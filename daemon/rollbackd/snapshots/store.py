@@ -85,6 +85,23 @@ class SnapshotStore:
         tmp.mkdir()
         return tmp
 
+    def reserve(self, created_at: float, attempts: int = 64) -> tuple[str, Path]:
+        """A new set id and its temporary directory, unique even for sets made in the same second (a safety
+        snapshot right after a manual one): the exclusive mkdir is the reservation, so two writers, in one
+        process or two, never share an id."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for _ in range(attempts):
+            set_id = new_set_id(created_at)
+            if (self.root / set_id).exists():
+                continue
+            tmp = self.root / f"{TMP_PREFIX}{set_id}"
+            try:
+                tmp.mkdir()
+            except FileExistsError:
+                continue
+            return set_id, tmp
+        raise FileExistsError(f"no free snapshot set id in {self.root} after {attempts} attempts")
+
     def commit(self, tmp: Path, set_id: str, *, created_at: float, release: str | None, reason: str,
                manifests: dict[str, JSON]) -> SnapshotSet:
         """Hash every file, write the manifest, rename the set into place (atomic)."""
