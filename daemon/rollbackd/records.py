@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,10 +25,23 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# Ids this process handed out, for the last few seconds: two incidents of two services opened in one second must
+# not share an id (the insert would conflict and read as "another incident is active").
+_ISSUED: OrderedDict[str, set[str]] = OrderedDict()
+_ISSUED_SECONDS = 8
+
+
 def new_incident_id(ts: float | None = None) -> str:
-    """Sortable, short, unguessable enough to type: ``20261122-031502-a1b2``."""
+    """Sortable, short, unguessable enough to type: ``20261122-031502-a1b2``; never repeated by one process."""
     stamp = datetime.fromtimestamp(ts if ts is not None else now(), UTC).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{secrets.token_hex(2)}"
+    taken = _ISSUED.setdefault(stamp, set())
+    _ISSUED.move_to_end(stamp)
+    while len(_ISSUED) > _ISSUED_SECONDS:
+        _ISSUED.popitem(last=False)
+    while (candidate := f"{stamp}-{secrets.token_hex(2)}") in taken:
+        pass
+    taken.add(candidate)
+    return candidate
 
 
 @dataclass(frozen=True, slots=True)
