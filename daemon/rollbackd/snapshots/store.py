@@ -78,28 +78,24 @@ class SnapshotStore:
 
     # ---- writing ----------------------------------------------------------------------------------
     def begin(self, set_id: str) -> Path:
-        """A fresh temporary directory for a set being written."""
+        """Claim ``set_id`` by creating its temporary directory; the exclusive mkdir is the claim, so two writers,
+        in one process or two, never share an id (FileExistsError if the set or its directory exists)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        if (self.root / set_id).exists():
+            raise FileExistsError(f"snapshot set {set_id} exists")
         tmp = self.root / f"{TMP_PREFIX}{set_id}"
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         return tmp
 
     def reserve(self, created_at: float, attempts: int = 64) -> tuple[str, Path]:
-        """A new set id and its temporary directory, unique even for sets made in the same second (a safety
-        snapshot right after a manual one): the exclusive mkdir is the reservation, so two writers, in one
-        process or two, never share an id."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """A new set id and its claimed temporary directory, unique even for sets made in the same second (a
+        safety snapshot right after a manual one)."""
         for _ in range(attempts):
             set_id = new_set_id(created_at)
-            if (self.root / set_id).exists():
-                continue
-            tmp = self.root / f"{TMP_PREFIX}{set_id}"
             try:
-                tmp.mkdir()
+                return set_id, self.begin(set_id)
             except FileExistsError:
                 continue
-            return set_id, tmp
         raise FileExistsError(f"no free snapshot set id in {self.root} after {attempts} attempts")
 
     def commit(self, tmp: Path, set_id: str, *, created_at: float, release: str | None, reason: str,
