@@ -14,6 +14,7 @@ NoTarget with the reason (nothing to roll back to, schema mismatch) and a detail
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -27,6 +28,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _BAD = ("failed", "rolled_back")
+VERSION_RULE = ("1 to 128 characters: letters, digits and . _ + - : @, starting with a letter or digit, "
+                "without '..'")
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:@-]{0,127}")
+
+
+def version_problem(version: str) -> str | None:
+    """None when ``version`` is a valid release version, else why not (no '/', control characters,
+    bidi overrides or '..': a version is shown in status tables and used in names and paths)."""
+    if _VERSION.fullmatch(version) is None or ".." in version:
+        return f"release version {version!r} is invalid: {VERSION_RULE}"
+    return None
 
 
 class SnapshotLookup(Protocol):

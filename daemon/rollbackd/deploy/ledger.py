@@ -12,6 +12,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from rollbackd import releases
@@ -96,18 +97,64 @@ class Ledger:
     async def record(self, *, version: str, image: str | None, digest: str | None, config_digest: str | None,
                      schema_version: str | None, source: str, actor: str, reason: str,
                      live_at: float | None = None) -> Release:
-        """Append a deployed release. A tag alone is refused unless the deployer resolves its digest."""
-        if image and not digest and self.deployer is not None:
-            digest = await self.deployer.resolve(image)
-        if not digest:
-            what = f"image {image!r} is a tag the deployer cannot resolve" if image else "no image digest was given"
-            raise PayloadError("digest", f"{what}: a release needs a digest (a tag can move)")
+        """Append a deployed release. A tag alone is refused unless the deployer resolves its digest; a
+        deployer that runs images (docker) must find the image on its host (else it could never deploy it)."""
+        problem = releases.version_problem(version)
+        if problem is not None:
+            raise PayloadError("version", problem)
+        digest = await self._resolve(image, digest)
         release = await self.store.record_release(Release(
             service=self.service, version=version, image=image, digest=digest, config_digest=config_digest,
             schema_version=schema_version, source=source, recorded_by=actor,  # type: ignore[arg-type]
             live_at=live_at if live_at is not None else self.clock(), status="deployed"))
         await self._event("release_recorded", actor, reason, release)
-        return release
+        return await self.capture(release)
+
+    async def _resolve(self, image: str | None, digest: str | None) -> str:
+        if self.deployer is not None and getattr(self.deployer, "resolves_images", False) and (digest or image):
+            ref = str(digest or image)
+            found = await self.deployer.resolve(ref)
+            if found is None:
+                raise PayloadError("digest" if digest else "image",
+                                   f"{ref!r} does not resolve on the Docker host: a release must name an image the "
+                                   "host has (its image id, or repo@sha256 manifest digest of a pulled image)")
+            return found
+        if image and not digest and self.deployer is not None:
+            digest = await self.deployer.resolve(image)
+        if not digest:
+            what = f"image {image!r} is a tag the deployer cannot resolve" if image else "no image digest was given"
+            raise PayloadError("digest", f"{what}: a release needs a digest (a tag can move)")
+        return digest
+
+    # ---- container specs (kept beside the release row: rb_kv, no schema change) --------------------
+    def _spec_key(self, release_id: int) -> str:
+        return f"release_spec:{self.service}:{release_id}"
+
+    async def spec_of(self, release: Release) -> JSON | None:
+        if release.id is None:
+            return None
+        found = await self.store.get_kv(self._spec_key(release.id))
+        return found if isinstance(found, dict) else None
+
+    async def with_spec(self, release: Release) -> Release:
+        return release if release.spec is not None else replace(release, spec=await self.spec_of(release))
+
+    async def capture(self, release: Release) -> Release:
+        """Store the spec of the containers running ``release`` now (when they run it); best effort."""
+        capture = getattr(self.deployer, "capture", None)
+        if capture is None or release.id is None or not release.digest:
+            return release
+        try:
+            specs = await capture()
+        except RollbackdError as exc:
+            log.warning("release_spec_failed", extra={"service": self.service, "error": str(exc)})
+            return release
+        if not specs or not all(same_digest(str(s.get("image_id") or ""), release.digest) for s in specs.values()):
+            return release  # it does not run (yet): the observe job captures it once it does
+        await self.store.set_kv(self._spec_key(release.id), specs)
+        log.info("release_spec_captured", extra={"service": self.service, "version": release.version,
+                                                 "containers": sorted(specs)})
+        return replace(release, spec=specs)
 
     async def mark_green(self, version: str, *, actor: str, reason: str) -> Release:
         """Mark the newest record of ``version`` green; measure its baseline when it is live."""
@@ -124,7 +171,7 @@ class Ledger:
                                                   ts=self.clock(), **fields)
         await self._event("release_green", actor, reason, release)
         await self.export_baseline()
-        return release
+        return await self.capture(release)
 
     async def set_status(self, release: Release, status: str, *, actor: str, note: str, **fields: Any) -> Release:
         if release.id is None:
@@ -149,9 +196,14 @@ class Ledger:
         current = await self.deployer.current()
         if not current.image_id:
             return None
-        if any(r.digest and same_digest(r.digest, current.image_id) for r in await self.history()):
+        known = next((r for r in await self.history() if r.digest and same_digest(r.digest, current.image_id)), None)
+        if known is not None:
+            if known.status == "deployed" and await self.spec_of(known) is None:
+                await self.capture(known)  # recorded before it ran: its spec, now that it runs
             return None
-        version = current.version or current.image_id.removeprefix("sha256:")[:12]
+        version = current.version
+        if version is None or releases.version_problem(version) is not None:
+            version = current.image_id.removeprefix("sha256:")[:12]
         log.info("release_observed", extra={"service": self.service, "version": version})
         return await self.record(version=version, image=current.image, digest=current.image_id, config_digest=None,
                                  schema_version=None, source="observed", actor="rollbackd",

@@ -54,8 +54,9 @@ def _config(compat: dict[str, Any], libpod: dict[str, Any]) -> dict[str, Any]:
     if _own_name(ident, hostname):
         out.pop("Hostname", None)
     # the engine adds these at start; they are not part of what the operator asked for
-    out["Env"] = [e for e in cfg.get("Env") or []
-                  if e != "container=podman" and not (e.startswith("HOSTNAME=") and e[9:] == hostname)]
+    # (sorted: the engine's order varies and one key appears once)
+    out["Env"] = sorted(e for e in cfg.get("Env") or []
+                        if e != "container=podman" and not (e.startswith("HOSTNAME=") and e[9:] == hostname))
     if cfg.get("StopTimeout") == 0:
         out["StopTimeout"] = 0
     return out
