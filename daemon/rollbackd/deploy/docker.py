@@ -240,7 +240,8 @@ class DockerDeployer:
             self.engine.start(new_id)
             started = time.monotonic()
         except (docker.errors.DockerException, requests.RequestException) as exc:
-            self._fail(name, source, new_id, str(self._error(exc, name, ref, "creating and starting it")))
+            self._fail(name, source, new_id,
+                       f"the new container did not start: {self._error(exc, name, ref, 'creating and starting it')}")
         health = self._judge(name, source, new_id)
         return {"container": name, "action": "recreated", "image_id": image_id, "kept": kept, "spec": how,
                 "stop_start_s": round(started - stopped, 3), "id": new_id, "health": health}
@@ -298,6 +299,19 @@ class DockerDeployer:
         if not _running(cur):
             self.engine.start(cur["Id"])
         return {"container": name, "action": "noop", "image_id": cur["Image"], "started": not _running(cur)}
+
+    async def serving(self) -> JSON:
+        """Which configured containers run now (for status): ``note`` is NO RUNNING CONTAINER when none."""
+        def run() -> JSON:
+            found = {c.name: self._inspect(c.name) for c in self.options.containers}
+            containers = {n: {"running": _running(f), "image_id": f["Image"]} for n, f in found.items() if f}
+            serving = [n for n, c in containers.items() if c["running"]]
+            return {"serving": serving, "containers": containers,
+                    "note": None if serving else "NO RUNNING CONTAINER"}
+        try:
+            return await self._thread(run)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise self._error(exc, self.options.containers[0].name, "-", "inspecting the containers") from exc
 
     def _urls(self) -> list[str]:
         return [u for u in (self._url(s.name) for s in self.options.containers) if u]

@@ -2,13 +2,14 @@
 deadline) and, when it fails, put the previous one back running under its name and prove it serves.
 
 "Serving" is an HTTP answer of any status from the container's health URL (the previous release may be
-the bad one: it answers, badly, which beats no answer); "healthy" is a 2xx. Podman can hold a stopped
-container's port for a moment, so a start refused with "address already in use" is retried until
-``port_release_timeout``.
+the bad one: it answers, badly, which beats no answer); "healthy" is a 2xx. Podman can hold the port (a failed
+start leaks its listener until the failed container is stopped), so the new one is stopped before it is
+removed and a start refused with "address already in use" is retried until ``port_release_timeout``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import urllib.error
 import urllib.request
@@ -55,7 +56,7 @@ def await_healthy(engine: Engine, ident: str, url: str | None, deadline: float, 
             return Verdict(False, f"exited (code {state.get('ExitCode')}, {state.get('Status')}) before it was "
                                   f"healthy; {url}: {last}")
         if time.monotonic() >= deadline:
-            return Verdict(False, f"not healthy within its health timeout: {url}: {last}")
+            return Verdict(False, f"was not healthy within its health timeout: {url}: {last}")
         time.sleep(interval)
 
 
@@ -89,6 +90,10 @@ def put_back(engine: Engine, *, name: str, old: dict[str, Any], new_id: str | No
     """Remove the new container, give the old one its name back, start it and prove it serves."""
     try:
         if new_id is not None:
+            # a stop first: after a failed start Podman 4.3 keeps the port open in its API service until
+            # the container is stopped (a remove alone leaks it, and the old container cannot bind it)
+            with contextlib.suppress(docker.errors.APIError):
+                engine.stop(new_id, 1)
             engine.remove(new_id)
         if engine.id_of(name) != old["Id"]:
             engine.rename(old["Id"], name)
