@@ -23,6 +23,7 @@ from rollbackd.deploy.docker import NO_SPEC, DockerDeployer
 from rollbackd.deploy.engine import LIBPOD
 from rollbackd.deploy.ledger import Ledger
 from rollbackd.deploy.spec import read_sysctls
+from rollbackd.errors import PayloadError
 from rollbackd.metrics import Metrics
 from rollbackd.records import Release
 from rollbackd.state.sqlite import SqliteStateStore
@@ -173,3 +174,20 @@ async def test_a_release_without_spec_falls_back_and_says_so(
         assert (await asyncio.to_thread(images.wait_http, f"http://127.0.0.1:{port}/version")).strip() == b"v1"
     finally:
         podman.remove_containers()
+
+
+async def test_record_refuses_what_the_docker_host_cannot_resolve(
+        podman: PodmanService, imgs: Images, ledger: tuple[Ledger, str, int]) -> None:
+    led, _, _ = ledger
+    manifest = "sha256:" + "ab" * 32  # a registry manifest digest: never an image id on this host
+    for kwargs in ({"image": None, "digest": manifest}, {"image": "localhost/no-such:v9", "digest": None},
+                   {"image": "localhost/rag@" + manifest, "digest": None}):
+        with pytest.raises(PayloadError) as info:
+            await led.record(version="v9", config_digest=None, schema_version=None, source="pipeline", actor="t",
+                             reason="t", **kwargs)  # type: ignore[arg-type]
+        assert "does not resolve on the Docker host" in str(info.value)
+    assert await led.history() == []
+    tag = images.session_tag(podman, "sweb", "v1")
+    release = await led.record(version="v1", image=f"localhost/{tag}", digest=None, config_digest=None,
+                               schema_version=None, source="pipeline", actor="t", reason="t")
+    assert release.digest == imgs.v1

@@ -50,6 +50,16 @@ def text(body: dict[str, Any]) -> str:
     return head + "\n" + (render.table(HEADERS, rows) if rows else "no releases recorded")
 
 
+def release_version(text: str) -> str:
+    """argparse type: a release version of the documented character set (rollbackd.releases)."""
+    from rollbackd.releases import version_problem
+
+    problem = version_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def cmd_list(args: argparse.Namespace, client: Client) -> int:
     body = client.get("/v1/releases" + _query(service=args.service, limit=args.limit))
     if args.json:
@@ -110,7 +120,8 @@ def register(sub: Any, remote: Any) -> None:
         return p
 
     p = action(rsub, "record", cmd_record, "record a deployed release (the pipeline calls this)")
-    p.add_argument("version")
+    p.add_argument("version", type=release_version,
+                   help="letters, digits and . _ + - : @ (1-128, starting with a letter or digit, no '..')")
     p.add_argument("--image", help="image reference; its digest is resolved if --digest is not given")
     p.add_argument("--digest", help="image digest / id (sha256:...) or artefact id")
     p.add_argument("--config-digest")
@@ -118,7 +129,7 @@ def register(sub: Any, remote: Any) -> None:
     p.add_argument("--source", choices=["pipeline", "manual"], default="manual")
     p.add_argument("--reason", default="recorded from the CLI")
     p = action(rsub, "mark-green", cmd_green, "mark a release green (known good; measures its baseline)")
-    p.add_argument("version")
+    p.add_argument("version", type=release_version)
     p.add_argument("--reason", required=True)
     p = action(rsub, "list", cmd_list, "releases with green marks, baselines and snapshots")
     p.add_argument("--limit", type=int, default=50)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from rollbackd import status
+from rollbackd import releases, status
 from rollbackd.api.keys import CORE
 from rollbackd.api.openapi import op
 from rollbackd.api.v1 import ACTOR, body_of, query_int
@@ -26,9 +26,19 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _version(value: str) -> str:
+    problem = releases.version_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+Version = Annotated[str, AfterValidator(_version)]
+
+
 class ReleaseBody(_Body):
     service: str | None = None
-    version: Text
+    version: Version
     image: Text | None = None
     digest: Text | None = None
     config_digest: Text | None = None
