@@ -1,4 +1,4 @@
-"""CLI commands of the code capability: `release record|mark-green|list`, `traffic get|set`,
+"""CLI commands of the code capability: `release record|mark-green|diff|list`, `traffic get|set`,
 `rollforward ID`. Standard library only (the CLI must start instantly)."""
 
 from __future__ import annotations
@@ -87,6 +87,13 @@ def cmd_green(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
+def cmd_diff(args: argparse.Namespace, client: Client) -> int:
+    body = client.get("/v1/releases/diff" + _query(service=args.service, **{"from": args.a, "to": args.b}))
+    print(f"{body['service']}: from {body['from']} to {body['to']}")
+    print("\n".join(f"  {line}" for line in body["changes"]))
+    return EXIT_OK
+
+
 def cmd_traffic_get(args: argparse.Namespace, client: Client) -> int:
     body = client.get("/v1/traffic" + _query(service=args.service))
     print(f"{body['service']}: weight {body['weight']} ({body['switch']} switch)")
@@ -131,6 +138,9 @@ def register(sub: Any, remote: Any) -> None:
     p = action(rsub, "mark-green", cmd_green, "mark a release green (known good; measures its baseline)")
     p.add_argument("version", type=release_version)
     p.add_argument("--reason", required=True)
+    p = action(rsub, "diff", cmd_diff, "what changes from release A to release B (the rollback's direction)")
+    p.add_argument("a", type=release_version, metavar="A")
+    p.add_argument("b", type=release_version, metavar="B")
     p = action(rsub, "list", cmd_list, "releases with green marks, baselines and snapshots")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--markdown", action="store_true", help="a Markdown table for a postmortem")

@@ -111,6 +111,8 @@ def incident(body: dict[str, Any]) -> str:
     ]
     if body.get("target"):
         out.append(f"target:   {body['target'].get('version')} ({body['target'].get('why', '')})")
+        changed = body["target"].get("what_changed") or []
+        out += ["what changed:", *(f"  {line}" for line in changed)] if changed else []
     if body.get("error"):
         out.append(f"error:    {body['error']}")
     rows = [[str(s["index"]), s["name"], s["state"], str(s["attempts"]),

@@ -78,6 +78,14 @@ async def list_releases(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+async def diff_releases(request: web.Request) -> web.Response:
+    ledger = _ledger(request, request.query.get("service"))
+    a, b = request.query.get("from"), request.query.get("to")
+    if not a or not b:
+        raise PayloadError("from" if not a else "to", "both `from` and `to` release versions are required")
+    return web.json_response({"service": ledger.service, "from": a, "to": b, "changes": await ledger.diff(a, b)})
+
+
 async def record_release(request: web.Request) -> web.Response:
     body = await body_of(request, ReleaseBody)
     ledger = _ledger(request, body.service)
@@ -123,6 +131,7 @@ async def set_traffic(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/releases", list_releases)
     app.router.add_post("/v1/releases", record_release)
+    app.router.add_get("/v1/releases/diff", diff_releases)
     app.router.add_post("/v1/releases/{version}/green", mark_green)
     app.router.add_post("/v1/incidents/{id}/rollforward", rollforward)
     app.router.add_get("/v1/traffic", get_traffic)
@@ -134,12 +143,15 @@ def openapi() -> tuple[dict[str, Any], list[type[BaseModel]]]:
     limit = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}
     version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
     ident = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    pair = [{"name": n, "in": "query", "required": True, "schema": {"type": "string"}} for n in ("from", "to")]
     paths = {
         "/v1/releases": {
             "get": op("Release history with snapshots and baselines (compatibility matrix)", params=[service, limit]),
             "post": op("Record a deployed release (a digest, or an image the deployer resolves)", body=ReleaseBody,
                        ok="201"),
         },
+        "/v1/releases/diff": {"get": op("What changes from one release to another (image, env, user, cmd, "
+                                        "resources, mounts, schema, data)", params=[service, *pair])},
         "/v1/releases/{version}/green": {"post": op("Mark a release green (measures its baseline)",
                                                      body=GreenBody, params=[version])},
         "/v1/incidents/{id}/rollforward": {"post": op("Undo a rollback from the kept copies", body=RollForwardBody,

@@ -144,6 +144,15 @@ class DockerDeployer:
         return DeployedRelease(version=labels.get(self.options.version_label), image=tags[0] if tags else None,
                                image_id=image["Id"], containers=containers)
 
+    async def running_image(self) -> str | None:
+        """The image id of the first configured container (one inspect), None when there is none."""
+        name = self.options.containers[0].name
+        try:
+            found = await self._thread(self._inspect, name)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise self._error(exc, name, "-", "inspecting the container") from exc
+        return None if found is None else str(found["Image"])
+
     async def resolve(self, image: str) -> str | None:
         def run() -> str | None:
             try:

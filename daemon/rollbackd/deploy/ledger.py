@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from rollbackd import releases
+from rollbackd import release_diff, releases
 from rollbackd.deploy import BaselineOptions, Deployer, same_digest
 from rollbackd.deploy.baseline import measure, window_text
 from rollbackd.errors import NotFoundError, PayloadError, RollbackdError
@@ -25,6 +25,7 @@ from rollbackd.records import JSON, Event, Release, iso
 from rollbackd.state import StateStore
 
 log = logging.getLogger(__name__)
+OBSERVE_CACHE_S = 5.0
 
 
 def release_json(r: Release) -> JSON:
@@ -55,6 +56,7 @@ class Ledger:
         self.deployer = deployer
         self.resources = resources if resources is not None else {}
         self.clock = clock
+        self._observed_at = -OBSERVE_CACHE_S
 
     # ---- reading --------------------------------------------------------------------------------
     async def history(self) -> list[Release]:
@@ -92,6 +94,21 @@ class Ledger:
         green = next((r for r in history if r.green), None)
         return {"service": self.service, "live": live.version if live else None,
                 "last_green": green.version if green else None, "releases": rows}
+
+    async def diff(self, from_version: str, to_version: str) -> list[str]:
+        """What going from ``from_version`` to ``to_version`` changes (rollbackd.release_diff)."""
+        bad, green = await self.find(from_version), await self.find(to_version)
+        data = None
+        source = self.resources.get("snapshots")
+        if source is not None:
+            try:
+                snap = await source.latest(release=to_version, verified_only=True)
+            except Exception as exc:  # the diff is still worth showing without the data line
+                log.warning("diff_snapshot_failed", extra={"service": self.service, "error": str(exc)})
+                snap = None
+            if snap is not None:
+                data = {"set": str(snap.id), "counts": release_diff.data_counts(getattr(snap, "manifests", {}))}
+        return release_diff.changes(await self.with_spec(bad), await self.with_spec(green), data)
 
     # ---- writing --------------------------------------------------------------------------------
     async def record(self, *, version: str, image: str | None, digest: str | None, config_digest: str | None,
@@ -208,6 +225,22 @@ class Ledger:
         return await self.record(version=version, image=current.image, digest=current.image_id, config_digest=None,
                                  schema_version=None, source="observed", actor="rollbackd",
                                  reason="a running image that no release described")
+
+    async def observe_now(self) -> None:
+        """At decision time: record an unrecorded live container before it is judged. One container
+        inspect when the running image is known; cached for OBSERVE_CACHE_S (an alert storm asks once)."""
+        if self.deployer is None or time.monotonic() - self._observed_at < OBSERVE_CACHE_S:
+            return
+        self._observed_at = time.monotonic()
+        try:
+            running = getattr(self.deployer, "running_image", None)
+            image_id = await running() if running is not None else None
+            if image_id is not None and any(r.digest and same_digest(r.digest, image_id)
+                                            for r in await self.history()):
+                return
+            await self.observe()
+        except RollbackdError as exc:  # the decision goes on with what the registry knows
+            log.warning("release_observe_failed", extra={"service": self.service, "error": str(exc)})
 
     # ---- green and baseline ---------------------------------------------------------------------
     async def auto_green(self) -> Release | None:
