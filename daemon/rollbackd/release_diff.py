@@ -25,6 +25,11 @@ def _short(digest: str | None) -> str:
     return (digest or "-").removeprefix("sha256:")[:12] or "-"
 
 
+def _image(release: Release) -> str:
+    named = [s.get("image") for s in (release.spec or {}).values() if s.get("image")]
+    return release.image or (str(named[0]) if named else "-")
+
+
 def _value(key: str, value: str | None) -> str:
     if value is None:
         return "(unset)"
@@ -82,7 +87,7 @@ def changes(bad: Release, green: Release, data: JSON | None = None) -> list[str]
     """What a rollback from ``bad`` to ``green`` changes, one line each (bad -> green)."""
     out = [f"release: {bad.version} -> {green.version}"]
     if bad.digest != green.digest:
-        out.append(f"image: {bad.image or '-'} ({_short(bad.digest)}) -> {green.image or '-'} ({_short(green.digest)})")
+        out.append(f"image: {_image(bad)} ({_short(bad.digest)}) -> {_image(green)} ({_short(green.digest)})")
     out += _pair("schema version", bad.schema_version, green.schema_version)
     out += _specs(bad, green)
     if data:

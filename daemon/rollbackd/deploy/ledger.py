@@ -25,7 +25,7 @@ from rollbackd.records import JSON, Event, Release, iso
 from rollbackd.state import StateStore
 
 log = logging.getLogger(__name__)
-OBSERVE_CACHE_S = 5.0
+OBSERVE_CACHE_S = 0.5
 
 
 def release_json(r: Release) -> JSON:
@@ -57,6 +57,8 @@ class Ledger:
         self.resources = resources if resources is not None else {}
         self.clock = clock
         self._observed_at = -OBSERVE_CACHE_S
+        self._observed_image: str | None = None
+        self._known: set[str] = set()  # digests of recorded releases (append-only: never stale)
 
     # ---- reading --------------------------------------------------------------------------------
     async def history(self) -> list[Release]:
@@ -228,17 +230,20 @@ class Ledger:
 
     async def observe_now(self) -> None:
         """At decision time: record an unrecorded live container before it is judged. One container
-        inspect when the running image is known; cached for OBSERVE_CACHE_S (an alert storm asks once)."""
-        if self.deployer is None or time.monotonic() - self._observed_at < OBSERVE_CACHE_S:
+        inspect (its answer reused for OBSERVE_CACHE_S: an alert storm asks once); a full observe
+        only when the running image is one no release describes."""
+        running = getattr(self.deployer, "running_image", None)
+        if running is None:
             return
-        self._observed_at = time.monotonic()
         try:
-            running = getattr(self.deployer, "running_image", None)
-            image_id = await running() if running is not None else None
-            if image_id is not None and any(r.digest and same_digest(r.digest, image_id)
-                                            for r in await self.history()):
+            if time.monotonic() - self._observed_at >= OBSERVE_CACHE_S:
+                self._observed_image, self._observed_at = await running(), time.monotonic()
+            image_id = self._observed_image
+            if image_id is None or image_id.removeprefix("sha256:") in self._known:
                 return
-            await self.observe()
+            self._known.update(r.digest.removeprefix("sha256:") for r in await self.history() if r.digest)
+            if image_id.removeprefix("sha256:") not in self._known:
+                await self.observe()
         except RollbackdError as exc:  # the decision goes on with what the registry knows
             log.warning("release_observe_failed", extra={"service": self.service, "error": str(exc)})
 
