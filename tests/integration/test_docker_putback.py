@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from rollbackd.cli import render
 from rollbackd.deploy.docker import DockerDeployer
 from rollbackd.errors import BackendError
 from rollbackd.records import JSON, Release
@@ -25,6 +26,7 @@ from tests.support.podman import PodmanService
 from tests.support.podman import podman as podman
 
 pytestmark = pytest.mark.integration
+SVC = {"budget": {"remaining": 1, "max": 1, "window_s": 60}, "cooldown_remaining_s": 0}
 FAILURES = {
     "start_fails": (["/nonexistent"], "did not start"),
     "exits": (["/bin/sh", "-c", "exit 3"], "exited (code 3"),
@@ -169,8 +171,13 @@ async def test_status_of_what_serves(world: World) -> None:
         body = await deployer.serving()
         assert body["serving"] == [name] and body["containers"][name]["image_id"] == world.v2
         assert body["note"] is None
+        assert "serving:      " + name in render.status({"mode": "auto", "services": {"web": {
+            **SVC, "containers": body}}})
         world.podman.client().api.stop(name, timeout=2)
-        assert (await deployer.serving())["note"] == "NO RUNNING CONTAINER"
+        body = await deployer.serving()
+        assert body["note"] == "NO RUNNING CONTAINER"
+        assert "serving:      NO RUNNING CONTAINER" in render.status({"mode": "auto", "services": {"web": {
+            **SVC, "containers": body}}})
     finally:
         await deployer.close()
         world.podman.remove_containers()

@@ -53,6 +53,9 @@ def status(body: dict[str, Any]) -> str:
         cooldown = svc["cooldown_remaining_s"]
         out.append(f"  cooldown:     {_short(int(cooldown)) + ' left' if cooldown else 'none'}")
         out.append(f"  releases:     live {svc.get('live_release') or '-'}, last green {svc.get('last_green') or '-'}")
+        running = svc.get("containers") or {}
+        if "serving" in running:  # which container serves (a failed revert puts the previous one back)
+            out.append(f"  serving:      {', '.join(running['serving']) or running.get('note')}")
         snaps = svc.get("snapshots")
         if snaps is not None:
             latest = snaps.get("latest")
