@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -18,14 +19,18 @@ from typing import Any
 
 import pytest
 
+from rollbackd.config import StepConfig
 from rollbackd.deploy import BaselineOptions
 from rollbackd.deploy.docker import NO_SPEC, DockerDeployer
 from rollbackd.deploy.engine import LIBPOD
 from rollbackd.deploy.ledger import Ledger
 from rollbackd.deploy.spec import read_sysctls
+from rollbackd.deploy.steps import Redeploy
 from rollbackd.errors import PayloadError
 from rollbackd.metrics import Metrics
-from rollbackd.records import Release
+from rollbackd.plan import ServiceRuntime, StepContext
+from rollbackd.reasons import IncidentState
+from rollbackd.records import Incident, Release, Trigger
 from rollbackd.state.sqlite import SqliteStateStore
 from tests.support import images
 from tests.support.podman import PodmanService
@@ -191,3 +196,47 @@ async def test_record_refuses_what_the_docker_host_cannot_resolve(
     release = await led.record(version="v1", image=f"localhost/{tag}", digest=None, config_digest=None,
                                schema_version=None, source="pipeline", actor="t", reason="t")
     assert release.digest == imgs.v1
+
+
+def step_context(led: Ledger, target: Release, incident: str) -> tuple[StepContext, dict[str, Any]]:
+    context: dict[str, Any] = {"target": {"version": target.version, "digest": target.digest,
+                                          "release_id": target.id, "why": "the last green"}}
+
+    async def save(key: str, value: Any) -> None:
+        context[key] = value
+
+    inc = Incident(id=incident, service=led.service, state=IncidentState.RUNNING, dry_run=False,
+                   trigger=Trigger(kind="manual", reason="t", requested_by="t"), created_at=time.time(), plan=[],
+                   context=context)
+    runtime = ServiceRuntime(name=led.service, config=None,  # type: ignore[arg-type]
+                             resources={"deployer": led.deployer, "releases": led})
+    return StepContext(incident=inc, runtime=runtime, step_name="deploy.revert", attempt=1, dry_run=False,
+                       outputs={}, log=logging.LoggerAdapter(logging.getLogger("t"), {}), save=save), context
+
+
+@pytest.mark.parametrize("with_spec", [True, False], ids=["spec", "no_spec"])
+async def test_the_revert_step_uses_the_recorded_spec_or_says_it_had_none(
+        podman: PodmanService, imgs: Images, ledger: tuple[Ledger, str, int], with_spec: bool) -> None:
+    led, name, port = ledger
+    flags = [*labels(podman), "-p", f"127.0.0.1:{port}:8080", "--user", "1000"]
+    try:
+        if with_spec:
+            podman.cli("run", "-d", "--name", name, *flags, imgs.v1)
+            await asyncio.to_thread(images.wait_http, f"http://127.0.0.1:{port}/health")
+        green = await led.record(version="v1", image=None, digest=imgs.v1, config_digest=None, schema_version=None,
+                                 source="pipeline", actor="t", reason="t")
+        await led.mark_green("v1", actor="t", reason="t")
+        assert (green.spec is not None) is with_spec
+        podman.cli("rm", "-f", "-t", "1", name, check=False)
+        podman.cli("run", "-d", "--name", name, *flags, imgs.v2)  # v2's USER is 1000 too: the root trap
+        await asyncio.to_thread(images.wait_http, f"http://127.0.0.1:{port}/version")
+        ctx, _ = step_context(led, green, "st1")
+        output = await Redeploy(StepConfig(type="deploy.revert"), Redeploy.Options()).run(ctx)
+        print("\n" + output["summary"])
+        assert (NO_SPEC in output["summary"]) is not with_spec and output["spec"] == ("recorded" if with_spec
+                                                                                       else NO_SPEC)
+        user = podman.client().api.inspect_container(name)["Config"]["User"]
+        assert user == "1000" if with_spec else user in ("", "0", "root")  # the old inference loses it
+        assert (await led.live()).version == "v1"  # type: ignore[union-attr]
+    finally:
+        podman.remove_containers()
