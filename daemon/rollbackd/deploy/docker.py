@@ -190,9 +190,11 @@ class DockerDeployer:
         for container in self.options.containers:
             spec = (release.spec or {}).get(container.name)
             results.append(await self._thread(self._recreate, container.name, ref, incident, spec))
+        gaps = sorted({g for r in results for g in r.get("gaps") or []})
         return {"containers": results, "deploy_s": round(time.monotonic() - started, 3),
                 "noop": all(r["action"] == "noop" for r in results),
-                "spec": "recorded" if all(r.get("spec") != NO_SPEC for r in results) else NO_SPEC}
+                "spec": ("recorded" + (f", except {'; '.join(gaps)}" if gaps else ""))
+                if all(r.get("spec") != NO_SPEC for r in results) else NO_SPEC}
 
     def _recreate(self, name: str, ref: str, incident: str, spec: JSON | None) -> JSON:
         image_id = str(self._image(ref, name)["Id"])
@@ -253,6 +255,7 @@ class DockerDeployer:
                        f"the new container did not start: {self._error(exc, name, ref, 'creating and starting it')}")
         health = self._judge(name, source, new_id)
         return {"container": name, "action": "recreated", "image_id": image_id, "kept": kept, "spec": how,
+                "gaps": list((spec or {}).get("gaps") or []) if how == "recorded" else [],
                 "stop_start_s": round(started - stopped, 3), "id": new_id, "health": health}
 
     def _judge(self, name: str, old: JSON, new_id: str) -> str:
