@@ -10,15 +10,19 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from rollbackd.deploy.docker import DockerDeployer
+from rollbackd.deploy.ledger import OBSERVE_CACHE_S
 from rollbackd.records import Release
 from tests.support import images
+from tests.support.daemon import DaemonProcess, write_config
 from tests.support.podman import PodmanService
 from tests.support.podman import podman as podman
 
@@ -157,4 +161,37 @@ def test_a_kill_9_between_sub_operations_resumes(world: World, after: int) -> No
         world.assert_one_serving_v1(name, port, "k1")
     finally:
         asyncio.run(deployer.close())
+        world.podman.remove_containers()
+
+
+def test_kill_9_of_the_daemon_during_the_revert_resumes_to_one_container(world: World, tmp_path: Path) -> None:
+    """The real daemon killed -9 at several moments of its revert, restarted each time: it ends resolved
+    with exactly one container serving v1 (the kept v2 stopped beside it)."""
+    name, port = world.podman.name("rs"), images.free_port()
+    images.start_container(world.podman, world.v1, name=name, **images.web_container_kwargs(world.podman, port=port))
+    images.wait_http(f"http://127.0.0.1:{port}/health")
+    # retries: a kill -9 still counts as an attempt in this runner (the incident engine's concern, not the step's)
+    svc = {"policy": {"confirm": "off"}, "releases": {"data": "optional"},
+           "plan": [{"type": "deploy.revert", "retries": 3}],
+           "deploy": {**world.options(name, port), "stop_timeout": 1}}
+    daemon = DaemonProcess(write_config(tmp_path, services={"web": svc}))
+    try:
+        daemon.start()
+        assert daemon.api.call("POST", "/v1/releases/v1/green", {"service": "web", "reason": "ok"})[0] == 200
+        world.podman.client().api.remove_container(name, force=True)
+        images.start_container(world.podman, world.v2, name=name,
+                               **images.web_container_kwargs(world.podman, port=port))
+        images.wait_http(f"http://127.0.0.1:{port}/health")
+        time.sleep(OBSERVE_CACHE_S)  # the decision-time inspect may be cached that long (readyz asked)
+        status, inc = daemon.api.call("POST", "/v1/trigger", {"service": "web", "reason": "bad"})
+        assert status == 202, inc
+        for delay in (0.15, 0.05, 0.3):
+            time.sleep(delay)
+            daemon.kill9()
+            daemon.start()
+        final = daemon.api.wait_incident(inc["id"], ("resolved", "failed"))
+        assert final["state"] == "resolved", final
+        world.assert_one_serving_v1(name, port, inc["id"])
+    finally:
+        daemon.stop()
         world.podman.remove_containers()

@@ -13,6 +13,7 @@ import pytest
 
 from rollbackd.cli import render
 from rollbackd.cli.main import main
+from rollbackd.deploy.ledger import OBSERVE_CACHE_S
 from tests.support import images
 from tests.support.daemon import API_TOKEN, Api, running_daemon, write_config
 from tests.support.podman import PodmanService
@@ -57,6 +58,7 @@ async def test_first_alert_after_a_hand_made_deploy_is_acted_on_and_says_what_ch
             await asyncio.to_thread(images.start_container, podman, v2, name=name, mem_limit="256m",
                                     environment={"WORKERS": "2", "FEATURE_X": "on", "DB_PASSWORD": "hunter2"},
                                     **kwargs)
+            await asyncio.sleep(OBSERVE_CACHE_S)  # the decision-time inspect may be cached that long
             status, body = await asyncio.to_thread(api.webhook, firing_payload)
             assert status == 202
             decision = body["decisions"][0]

@@ -25,7 +25,7 @@ from rollbackd.records import JSON, Event, Release, iso
 from rollbackd.state import StateStore
 
 log = logging.getLogger(__name__)
-OBSERVE_CACHE_S = 0.5
+OBSERVE_CACHE_S = 0.2  # one inspect per alert burst; a deploy is never within 0.2 s of its alert
 
 
 def release_json(r: Release) -> JSON:
