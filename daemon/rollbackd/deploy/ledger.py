@@ -3,6 +3,10 @@ hand, or automatically after ``releases.green_after`` without a firing RAG alert
 passing), notice running images no release describes, keep statuses as a rollback moves them, measure
 and export the baseline, and list the compatibility matrix (releases with their snapshots).
 
+A release is a container spec: when it is recorded, marked green or observed live, the spec of the
+containers running it (rollbackd.deploy.spec) is kept beside its row (rb_kv ``release_spec:<service>:<id>``:
+no schema change), and the revert recreates it. At decision time ``observe_now`` asks the engine once.
+
 History is append-only (rb_release_history); every write is also a journal event with who and why.
 """
 
