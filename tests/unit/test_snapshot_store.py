@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from rollbackd.errors import ConfigError, NotFoundError
-from rollbackd.snapshots import pre_name, restored_name
+from rollbackd.snapshots import aside_name, pre_name, restored_name
 from rollbackd.snapshots.pgprops import apply_statements, set_clause, split_list
 from rollbackd.snapshots.pgtools import Dsn
 from rollbackd.snapshots.retention import plan
@@ -72,6 +72,7 @@ def test_ids_and_names_fit_postgres() -> None:
     set_id = new_set_id(0)
     assert re.fullmatch(r"19700101_000000_[0-9a-f]{2}", set_id)
     assert restored_name("rag", set_id) == f"rag__rb_{set_id}"
+    assert re.fullmatch(rf"rag__rb_{set_id}_[0-9a-f]{{4}}", aside_name("rag", set_id))
     assert pre_name("rag", "20261122-031502-A1b2") == "rag__pre_20261122_031502_a1b2"
 
 

@@ -15,6 +15,7 @@ was replaced is kept (``<db>__pre_<incident>``, the collection the alias pointed
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,19 @@ def restored_name(base: str, set_id: str) -> str:
     return f"{base}__rb_{safe_tag(set_id)}"
 
 
+def aside_name(base: str, set_id: str) -> str:
+    """A fresh restore-aside name per attempt, ``<base>__rb_<set>_<4 hex>``: restoring a set whose earlier copy
+    is live (or kept) must never reuse, and so replace, that copy. Callers also check the server."""
+    return f"{restored_name(base, set_id)}_{secrets.token_hex(2)}"
+
+
+def kept_alias(alias: str, tag: str) -> str:
+    """The alias that marks a Qdrant collection a swap replaced as kept (``<alias>__kept_<tag>``): Qdrant
+    cannot rename a collection, so "kept" is recorded on the server itself, and deletion (which never
+    touches a collection an alias points at) leaves it alone until retention lets it go."""
+    return f"{alias}__kept_{safe_tag(tag)}"
+
+
 def pre_name(base: str, tag: str) -> str:
     return f"{base}__pre_{safe_tag(tag)}"
 
@@ -117,5 +131,5 @@ def rollforward_name(base: str, tag: str) -> str:
     return f"{base}__rf_{safe_tag(tag)}"
 
 
-__all__ = ["BACKENDS", "JSON", "SnapshotSet", "Snapshotter", "pre_name", "restored_name", "rollforward_name",
-           "safe_tag"]
+__all__ = ["BACKENDS", "JSON", "SnapshotSet", "Snapshotter", "aside_name", "kept_alias", "pre_name",
+           "restored_name", "rollforward_name", "safe_tag"]

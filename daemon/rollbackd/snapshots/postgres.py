@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from rollbackd.errors import FatalError
 from rollbackd.records import JSON
-from rollbackd.snapshots import pgprops, pre_name, restored_name, rollforward_name
+from rollbackd.snapshots import aside_name, pgprops, pre_name, rollforward_name
 from rollbackd.snapshots.pgtools import Dsn, check_tool, connect, ident, run_tool
 
 DUMP_DIR = "dump"
@@ -111,21 +111,24 @@ class PostgresSnapshotter:
         return out
 
     # ---- restore aside ----------------------------------------------------------------------------
-    def _restored(self, set_id: str) -> str:
-        name = restored_name(self.database, set_id)
-        if len(name.encode()) > 63:
-            raise FatalError(f"database name {name!r} is longer than PostgreSQL's 63 bytes; shorten the database "
-                             "name or use in_place_tables")
-        return name
+    async def _fresh_name(self, admin: Any, set_id: str) -> str:
+        """A restore-aside name no database has on the server now (never a live or kept copy's)."""
+        for _ in range(32):
+            name = aside_name(self.database, set_id)
+            if len(name.encode()) > 63:
+                raise FatalError(f"database name {name!r} is longer than PostgreSQL's 63 bytes; shorten the "
+                                 "database name or use in_place_tables")
+            if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                return name
+        raise FatalError(f"no free restore-aside database name for set {set_id}")
 
     async def prepare(self, manifest: JSON, src: Path, set_id: str) -> JSON:
-        target = self._restored(set_id)
         started = time.monotonic()
         async with connect(self.dsn, "postgres") as admin:
             major = int(await admin.fetchval("SHOW server_version_num")) // 10000
             pg_restore = await check_tool("pg_restore", self.options.pg_bin_dir, major)
             await self._check_server_disk(admin, int(manifest.get("bytes", 0)))
-            await _drop(admin, target)
+            target = await self._fresh_name(admin, set_id)
             await admin.execute(f"CREATE DATABASE {ident(target)} TEMPLATE template0")
         try:
             restore_s, counts = await self._restore(pg_restore, src / DUMP_DIR, target, manifest)
@@ -200,7 +203,7 @@ class PostgresSnapshotter:
 
     async def discard(self, restored: JSON) -> None:
         async with connect(self.dsn, "postgres") as admin:
-            await _drop(admin, restored["database"])
+            await drop_copy(admin, self.database, restored["database"])
 
     # ---- swap -------------------------------------------------------------------------------------
     async def check_swap(self, restored: JSON, tag: str = "") -> None:
@@ -297,15 +300,38 @@ class PostgresSnapshotter:
                     "bytes": int(await conn.fetchval("SELECT pg_database_size(current_database())"))}
 
     async def copies(self) -> list[str]:
-        """Restore-aside copies that exist now (for discarding orphans)."""
+        """Restore-aside copies that exist now (for discarding orphans; a swapped-in one was renamed)."""
+        return [name for name, _ in await self._named("rb")]
+
+    async def kept(self) -> list[JSON]:
+        """Databases kept for roll-forward (``__pre_<tag>``, ``__rf_<tag>``; ``tag`` sorts by time)."""
+        return [{"name": name, "tag": tag} for kind in ("pre", "rf") for name, tag in await self._named(kind)]
+
+    async def drop_kept(self, kept: JSON) -> bool:
+        await self.discard({"database": kept["name"]})
+        return True
+
+    async def _named(self, kind: str) -> list[tuple[str, str]]:
+        prefix = f"{self.database}__{kind}_"
         async with connect(self.dsn, "postgres") as admin:
-            pattern = self.database.replace("_", r"\_") + r"\_\_rb\_%"
-            return [r["datname"] for r in await admin.fetch(
+            pattern = prefix.replace("_", r"\_") + "%"
+            return [(r["datname"], r["datname"][len(prefix):]) for r in await admin.fetch(
                 "SELECT datname FROM pg_database WHERE datname LIKE $1", pattern)]
 
     async def close(self) -> None:
         return None
 
 
-async def _drop(admin: Any, database: str) -> None:
+async def drop_copy(admin: Any, live: str, database: str) -> None:
+    """Drop one of rollbackd's copies of ``live``, asking the server first: never the live database (by its
+    name and by the oid of the database that has that name now), never one that is not ``<live>__...``.
+    Missing is fine."""
+    if database == live or not database.startswith(f"{live}__"):
+        raise FatalError(f"refusing to drop database {database!r}: it is not a copy of {live!r}")
+    row = await admin.fetchrow("SELECT d.oid, (SELECT l.oid FROM pg_database l WHERE l.datname = $2) AS live_oid"
+                               " FROM pg_database d WHERE d.datname = $1", database, live)
+    if row is None:
+        return
+    if row["oid"] == row["live_oid"]:
+        raise FatalError(f"refusing to drop database {database!r}: it is the live database {live!r}")
     await admin.execute(f"DROP DATABASE IF EXISTS {ident(database)} WITH (FORCE)")

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from typing import Any
 
+from rollbackd.errors import RollbackdError
 from rollbackd.records import JSON
 from rollbackd.snapshots.dataset import DataSet
 
@@ -82,6 +83,10 @@ async def discard_orphans(data: DataSet, owned: set[str], *, dry_run: bool) -> l
             if copy in owned:
                 continue
             if not dry_run:
-                await snapshotter.discard({"database": copy, "collection": copy})
+                try:
+                    await snapshotter.discard({"database": copy, "collection": copy})
+                except RollbackdError as exc:  # the server said it is live or kept: it stays
+                    log.warning("snapshot_copy_kept", extra={"store": name, "copy": copy, "error": str(exc)})
+                    continue
             dropped.append(f"{name}:{copy}")
     return dropped

@@ -1,0 +1,137 @@
+"""Nothing live is ever deleted (issue 11, point 1): retention, prune, a second prepare of the same set and a
+drill's teardown ask the server (Qdrant's aliases, Postgres's live database) before any drop, and
+restore-aside copies get fresh names that never collide with a live or kept one."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from rollbackd.errors import FatalError
+from rollbackd.snapshots.api import run_restore
+from rollbackd.snapshots.dataset import DataSet
+from rollbackd.snapshots.retention import prune
+from tests.integration.test_data_steps import bad_deploy, points, world  # noqa: F401 (fixture)
+from tests.support.corpus import create_corpus, load_points, table_counts
+from tests.support.daemon import Api, command_service, running_daemon, write_config
+from tests.support.pg import database_exists, db_name
+from tests.support.poller import Poller
+from tests.support.qdrant import QdrantTestServer
+
+pytestmark = pytest.mark.integration
+
+
+async def aliases(url: str) -> dict[str, str]:
+    from qdrant_client import AsyncQdrantClient
+
+    client = AsyncQdrantClient(url=url, check_compatibility=False)
+    try:
+        return {a.alias_name: a.collection_name for a in (await client.get_aliases()).aliases}
+    finally:
+        await client.close()
+
+
+async def test_restore_prune_and_scheduled_retention_leave_the_alias_serving(
+        pg_dsn: str, qdrant_server: QdrantTestServer, tmp_path: Path) -> None:
+    await create_corpus(pg_dsn, docs=200)
+    await load_points(qdrant_server.url, "docs_v1", dsn=pg_dsn, alias="docs")
+    service = command_service([{"type": "command", "argv": ["true"]}])
+    service["snapshots"] = {"dir": str(tmp_path / "snaps"),
+                            "retention": {"keep_last": 3, "schedule": {"interval": "1s"}}, "stores": {
+        "postgres": {"type": "postgres", "dsn": pg_dsn},
+        "qdrant": {"type": "qdrant", "url": qdrant_server.url, "alias": "docs"}}}
+    cfg = write_config(tmp_path, services={"rag": service})
+    async with running_daemon(cfg) as daemon:
+        api = Api(daemon.url)
+
+        async def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+            return await asyncio.to_thread(api.call, method, path, body)
+
+        status, snap = await call("POST", "/v1/snapshots", {"reason": "green"})
+        assert status == 201, snap
+        await bad_deploy(pg_dsn, qdrant_server.url)
+        status, body = await call("POST", f"/v1/snapshots/{snap['id']}/restore", {"reason": "bad deploy"})
+        assert status == 200, body
+        live = (await aliases(qdrant_server.url))["docs"]
+        assert live.startswith(f"docs__rb_{snap['id']}_")
+        status, pruned = await call("POST", "/v1/snapshots/prune", {"reason": "tidy"})
+        assert status == 200 and pruned["orphan_copies_dropped"] == [], pruned
+        await asyncio.sleep(3.5)  # at least two scheduled retention runs (interval 1 s)
+        found = await aliases(qdrant_server.url)
+        assert found["docs"] == live and await points(qdrant_server.url) == 200
+        assert found[f"docs__kept_{body['op'].replace('-', '_')}"] == "docs_v2"  # the replaced one is kept
+        assert (await table_counts(pg_dsn))["docs"] == 200
+        # a later restore is not refused: the alias is intact
+        status, again = await call("POST", f"/v1/snapshots/{snap['id']}/restore", {"reason": "again"})
+        assert status == 200, again
+
+
+async def test_the_same_set_restored_twice_never_fails_a_reader(world: DataSet, pg_dsn: str,  # noqa: F811
+                                                                 qdrant_server: QdrantTestServer) -> None:
+    good = await world.create(reason="green")
+    await bad_deploy(pg_dsn, qdrant_server.url)
+    port = urlsplit(qdrant_server.url).port
+    assert port is not None
+    with Poller(port, "/collections/docs") as reader:  # every 20 ms through the alias
+        first = await run_restore(world, good.id, "20261122-031502-a1b2")
+        second = await run_restore(world, good.id, "20261122-031600-c3d4")
+    assert reader.failures == 0 and len(reader.ok_at) > 10
+    copies = (first["restored"]["qdrant"]["collection"], second["restored"]["qdrant"]["collection"])
+    assert copies[0] != copies[1]
+    assert second["swapped"]["qdrant"]["kept"] == copies[0]  # the first restore's copy is kept, not deleted
+    found = await aliases(qdrant_server.url)
+    assert found["docs"] == copies[1] and found["docs__kept_20261122_031600_c3d4"] == copies[0]
+    assert first["restored"]["postgres"]["database"] != second["restored"]["postgres"]["database"]
+    assert await points(qdrant_server.url) == 200 and (await table_counts(pg_dsn))["docs"] == 200
+    # retention neither takes the live copy nor the kept one for an orphan
+    result = await prune(world, keep_last=5)
+    assert result["orphan_copies_dropped"] == []
+    assert (await aliases(qdrant_server.url))["docs"] == copies[1]
+
+
+async def test_a_drill_after_a_rollback_of_the_same_set_leaves_live_alone(
+        world: DataSet, pg_dsn: str, qdrant_server: QdrantTestServer) -> None:  # noqa: F811
+    good = await world.create(reason="green")
+    await bad_deploy(pg_dsn, qdrant_server.url)
+    await run_restore(world, good.id, "20261122-031502-a1b2")
+    live = (await aliases(qdrant_server.url))["docs"]
+    # what the drill does with the data: prepare the same set aside, then discard it in teardown
+    scratch = await world.prepare(good.id)
+    assert scratch["qdrant"]["collection"] != live
+    assert await world.discard(scratch) == ["postgres", "qdrant"]
+    assert (await aliases(qdrant_server.url))["docs"] == live and await points(qdrant_server.url) == 200
+    assert (await table_counts(pg_dsn))["docs"] == 200
+
+
+async def test_deletion_asks_the_server_not_the_name(world: DataSet, pg_dsn: str,  # noqa: F811
+                                                      qdrant_server: QdrantTestServer) -> None:
+    good = await world.create(reason="green")
+    prepared = await world.prepare(good.id)
+    qdrant, postgres = world.snapshotters["qdrant"], world.snapshotters["postgres"]
+    # a copy an alias reads (here: someone pointed a second alias at it) is never deleted
+    from qdrant_client import AsyncQdrantClient, models
+
+    client = AsyncQdrantClient(url=qdrant_server.url, check_compatibility=False)
+    try:
+        await client.update_collection_aliases(change_aliases_operations=[models.CreateAliasOperation(
+            create_alias=models.CreateAlias(collection_name=prepared["qdrant"]["collection"],
+                                            alias_name="docs_preview"))])
+    finally:
+        await client.close()
+    with pytest.raises(FatalError, match="docs_preview point at it"):
+        await qdrant.discard(prepared["qdrant"])
+    with pytest.raises(FatalError, match="docs point at it"):
+        await qdrant.discard({"collection": "docs_v1"})
+    assert "docs_v1" in await qdrant.http.collections()  # type: ignore[attr-defined]
+    assert prepared["qdrant"]["collection"] not in await qdrant.copies()  # type: ignore[attr-defined]
+    live = db_name(pg_dsn)
+    for name in (live, "postgres", f"other_{live}"):
+        with pytest.raises(FatalError, match="refusing to drop database"):
+            await postgres.discard({"database": name})
+    assert await database_exists(live) and (await table_counts(pg_dsn))["docs"] == 200
+    await postgres.discard(prepared["postgres"])
+    assert not await database_exists(prepared["postgres"]["database"])
