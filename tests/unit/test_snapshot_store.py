@@ -229,3 +229,35 @@ async def test_prune_keeps_last_n_green_releases_and_sets_in_use(tmp_path: Path)
     assert {k["id"]: k["why"] for k in result["kept"]} == {
         "s5": "one of the last 1", "s2": "belongs to green release v2", "s1": "used by an active incident"}
     assert [s.id for s in await data.list()] == ["s5", "s2", "s1"]
+
+
+def test_grants_keep_their_grantor_chain_in_order() -> None:
+    from rollbackd.snapshots.pgprops import ordered_grants
+
+    grants = [{"grantee": "reader", "privilege": "CONNECT", "grantable": False, "grantor": "app"},
+              {"grantee": "app", "privilege": "CONNECT", "grantable": True, "grantor": "owner"},
+              {"grantee": "x", "privilege": "CREATE", "grantable": False, "grantor": "nobody"}]
+    assert [(g["grantee"], role) for g, role in ordered_grants(grants, "owner")] == [
+        ("app", None), ("reader", "app"), ("x", None)]  # a grantor without the option: granted by the owner
+
+
+def test_the_copy_is_created_like_the_snapshots_database() -> None:
+    from rollbackd.snapshots.pglocale import create_sql
+
+    icu = {"encoding": "UTF8", "lc_collate": "C.UTF-8", "lc_ctype": "C.UTF-8", "locale_provider": "icu",
+           "icu_locale": "en-US"}
+    assert create_sql("rag__rb_x", icu, 15) == (
+        "CREATE DATABASE \"rag__rb_x\" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' "
+        "LOCALE_PROVIDER icu ICU_LOCALE 'en-US'")
+    assert create_sql("d", {"encoding": "SQL_ASCII", "lc_collate": "C", "lc_ctype": "C"}, 14) == (
+        "CREATE DATABASE \"d\" TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'")
+
+
+def test_property_changes_name_live_and_snapshot() -> None:
+    from rollbackd.snapshots.pgprops import changes
+
+    live = {"owner": "o", "acl": ["b=c/o", "a=c/o"], "settings": {"*": ["search_path=public"]}}
+    snap = {"owner": "o", "acl": ["a=c/o", "b=c/o"], "settings": {"*": ["search_path=app, public"], "r": ["x=1"]}}
+    assert changes(live, snap) == {
+        "settings": {"live": ["search_path=public"], "snapshot": ["search_path=app, public"]},
+        "settings of r": {"live": [], "snapshot": ["x=1"]}}

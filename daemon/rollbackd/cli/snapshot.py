@@ -111,8 +111,11 @@ def cmd_restore(args: argparse.Namespace, client: Any) -> int:
     body = client.post(path, {**_svc(args), "reason": args.reason, "dry_run": False})
     downtime = ", ".join(f"{n} {d}s" for n, d in body["downtime_s"].items())
     kept = ", ".join(f"{n}: {s.get('kept')}" for n, s in body["swapped"].items())
+    changed = [f"{n} {prop}: {c['live']} -> {c['snapshot']}" for n, s in body["swapped"].items()
+               for prop, c in (s.get("properties_changed") or {}).items()]
     return _out(args, body, f"restored {body['snapshot_set']} in {body['seconds']}s (downtime {downtime}); "
-                f"safety snapshot {body.get('safety_snapshot') or 'none'}; replaced data kept as {kept}")
+                f"safety snapshot {body.get('safety_snapshot') or 'none'}; replaced data kept as {kept}"
+                + ("\ndatabase properties changed (live -> snapshot):\n  " + "\n  ".join(changed) if changed else ""))
 
 
 def cmd_prune(args: argparse.Namespace, client: Any) -> int:

@@ -15,13 +15,13 @@ import asyncio
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from rollbackd.errors import FatalError
 from rollbackd.records import JSON
-from rollbackd.snapshots import aside_name, pgprops, pre_name, rollforward_name
+from rollbackd.snapshots import aside_name, pglocale, pgprops, pre_name, rollforward_name
 from rollbackd.snapshots.pgtools import Dsn, check_tool, connect, ident, run_tool
 
 DUMP_DIR = "dump"
@@ -42,6 +42,9 @@ class PostgresOptions(BaseModel):
     in_place_tables: list[str] | None = None  # restore only these tables, in place (others are kept)
     pg_bin_dir: str | None = None
     terminate_wait: float = Field(default=10.0, gt=0)
+    # snapshot: the database's own properties (settings, owner, ACL, comment, connection limit) come back as
+    # recorded with the snapshot (a rollback rolls them back too); live: the live database's are kept
+    properties: Literal["snapshot", "live"] = "snapshot"
 
     @field_validator("dsn")
     @classmethod
@@ -78,6 +81,7 @@ class PostgresSnapshotter:
             pg_dump = await check_tool("pg_dump", self.options.pg_bin_dir, major)
             server_version = str(await conn.fetchval("SHOW server_version"))
             props = await pgprops.read(conn, self.database)
+            locale = await pglocale.read(conn, self.database)
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 snapshot_id = str(await conn.fetchval("SELECT pg_export_snapshot()"))
                 argv = [pg_dump, "-Fd", "-j", str(self.options.jobs), "--snapshot", snapshot_id,
@@ -93,7 +97,8 @@ class PostgresSnapshotter:
                 dump_s = await dump
         return {"kind": self.kind, "database": self.database, "server_version": server_version,
                 "server_major": major, "schema_version": schema_version, "tables": tables,
-                "database_properties": props, "dump_format": "directory", "jobs": self.options.jobs,
+                "database_properties": props, "database_locale": locale, "dump_format": "directory",
+                "jobs": self.options.jobs,
                 "bytes": sum(t["bytes"] for t in tables.values()),
                 "durations": {"dump_s": round(dump_s, 3), "total_s": round(time.monotonic() - started, 3)}}
 
@@ -129,19 +134,32 @@ class PostgresSnapshotter:
             pg_restore = await check_tool("pg_restore", self.options.pg_bin_dir, major)
             await self._check_server_disk(admin, int(manifest.get("bytes", 0)))
             target = await self._fresh_name(admin, set_id)
-            await admin.execute(f"CREATE DATABASE {ident(target)} TEMPLATE template0")
+            # an older manifest has no locale: the live database's is the best guess left
+            locale = manifest.get("database_locale") or await pglocale.read(admin, self.database)
+            await pglocale.create(admin, target, locale, major)
         try:
             restore_s, counts = await self._restore(pg_restore, src / DUMP_DIR, target, manifest)
-            analyze_s = await self._analyze(target)
+            properties = await self._snapshot_properties(target, manifest)
+            vacuum_s = await self._vacuum_analyze(target)
         except BaseException:
             await self.discard({"database": target})
             raise
         return {"kind": self.kind, "database": target, "live": self.database, "set_id": set_id,
-                "mode": "in_place" if self.options.in_place_tables else "rename",
+                "mode": "in_place" if self.options.in_place_tables else "rename", "locale": locale,
                 "expected": {"tables": {k: {"rows": v["rows"]} for k, v in manifest["tables"].items()}},
-                "counts_checked": counts, "durations": {"restore_s": round(restore_s, 3),
-                                                        "analyze_s": round(analyze_s, 3),
-                                                        "total_s": round(time.monotonic() - started, 3)}}
+                "counts_checked": counts, **properties,
+                "durations": {"restore_s": round(restore_s, 3), "vacuum_analyze_s": round(vacuum_s, 3),
+                              "total_s": round(time.monotonic() - started, 3)}}
+
+    async def _snapshot_properties(self, target: str, manifest: JSON) -> JSON:
+        """The snapshot's database properties onto the copy, off the downtime path (``properties: snapshot``,
+        rename mode, a manifest that recorded them); else they are taken from the live database at the swap."""
+        props = manifest.get("database_properties")
+        if self.options.properties != "snapshot" or self.options.in_place_tables or not props:
+            return {"properties_from": "live"}
+        async with connect(self.dsn, target) as conn:
+            applied = await pgprops.apply(conn, target, props)
+        return {"properties_from": "snapshot", "properties_applied": applied}
 
     async def _restore(self, pg_restore: str, dump: Path, target: str, manifest: JSON) -> tuple[float, JSON]:
         started = time.monotonic()
@@ -149,11 +167,12 @@ class PostgresSnapshotter:
         await run_tool(argv, self.dsn.env(), f"pg_restore into {self.dsn.where(target)}")
         return time.monotonic() - started, await self._check_counts(target, manifest)
 
-    async def _analyze(self, database: str) -> float:
-        """A restored database has no planner statistics: without them the first minutes are slow."""
+    async def _vacuum_analyze(self, database: str) -> float:
+        """A restored database has no planner statistics and no visibility map: without them the first minutes
+        are slow (index-only scans fetch every heap page). Runs in prepare, off the downtime path."""
         started = time.monotonic()
         async with connect(self.dsn, database) as conn:
-            await conn.execute("ANALYZE")
+            await conn.execute("VACUUM (ANALYZE)")
         return time.monotonic() - started
 
     async def _check_counts(self, database: str, manifest: JSON) -> JSON:
@@ -231,12 +250,16 @@ class PostgresSnapshotter:
         await self.check_swap(restored, tag)
         kept, copy = pre_name(self.database, tag), restored["database"]
         async with connect(self.dsn, "postgres") as admin:
-            props = await pgprops.read(admin, self.database)
-            async with connect(self.dsn, copy) as conn:  # settings apply to the copy even while connected
-                applied = await pgprops.apply(conn, copy, props)
+            live = await pgprops.read(admin, self.database)
+            applied = restored.get("properties_applied")
+            if restored.get("properties_from") != "snapshot":
+                async with connect(self.dsn, copy) as conn:  # settings apply to the copy even while connected
+                    applied = await pgprops.apply(conn, copy, live)
+            changed = pgprops.changes(live, await pgprops.read(admin, copy))
             downtime = await self._rename(admin, self.database, kept, copy)
         return {"kind": self.kind, "mode": "rename", "live": self.database, "kept": kept, "restored": copy,
-                "properties_applied": applied, "downtime_s": round(downtime, 4)}
+                "properties_from": restored.get("properties_from", "live"), "properties_applied": applied,
+                "properties_changed": changed, "downtime_s": round(downtime, 4)}
 
     async def _rename(self, admin: Any, live: str, kept: str, incoming: str) -> float:
         """The window: no connections, backends ended, the two renames in one transaction."""

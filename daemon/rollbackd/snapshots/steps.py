@@ -139,8 +139,23 @@ class SwapData(BaseStep):
             swapped = await data.swap(prepared["restored"], ctx.incident.id, done=done)
         await ctx.save("data_swapped", swapped)
         downtime = {n: s.get("downtime_s") for n, s in swapped.items()}
+        changed = properties_changed(swapped)
         return {"snapshot_set": prepared["snapshot_set"], "swapped": swapped, "downtime_s": downtime,
-                "summary": "swapped " + ", ".join(f"{n} ({d}s)" for n, d in downtime.items())}
+                "properties_changed": changed,
+                "summary": "swapped " + ", ".join(f"{n} ({d}s)" for n, d in downtime.items())
+                + describe_changes(changed)}
+
+
+def properties_changed(swapped: JSON) -> JSON:
+    """Database properties each store's swap changed (live -> snapshot), by store."""
+    return {n: s["properties_changed"] for n, s in swapped.items() if s.get("properties_changed")}
+
+
+def describe_changes(changed: JSON) -> str:
+    """``; database properties changed (live -> snapshot): postgres settings [...] -> [...]`` or nothing."""
+    parts = [f"{store} {prop} {c['live']} -> {c['snapshot']}" for store, props in changed.items()
+             for prop, c in props.items()]
+    return "; database properties changed (live -> snapshot): " + "; ".join(parts) if parts else ""
 
 
 class RollForwardData(BaseStep):
