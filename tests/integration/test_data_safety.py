@@ -135,3 +135,58 @@ async def test_deletion_asks_the_server_not_the_name(world: DataSet, pg_dsn: str
     assert await database_exists(live) and (await table_counts(pg_dsn))["docs"] == 200
     await postgres.discard(prepared["postgres"])
     assert not await database_exists(prepared["postgres"]["database"])
+
+
+async def test_a_refused_restore_takes_no_safety_snapshot(qdrant_server: QdrantTestServer, tmp_path: Path) -> None:
+    """"alias is a collection" is refused before any safety snapshot or restore-aside copy is made."""
+    from rollbackd.snapshots.qdrant import QdrantOptions, QdrantSnapshotter
+    from rollbackd.snapshots.store import SnapshotStore
+
+    await load_points(qdrant_server.url, "docs", count=30)  # a plain collection, no alias
+    data = DataSet(service="rag", store=SnapshotStore(tmp_path / "store", "rag"), snapshotters={
+        "qdrant": QdrantSnapshotter(QdrantOptions(url=qdrant_server.url, alias="docs"), name="qdrant")})
+    try:
+        good = await data.create(reason="green")
+        for attempt in range(3):
+            with pytest.raises(FatalError, match="is a collection, not an alias"):
+                await run_restore(data, good.id, f"20261122-03150{attempt}-a1b2")
+        assert [s.id for s in await data.list()] == [good.id]  # no safety snapshots piled up
+        assert await data.snapshotters["qdrant"].copies() == []  # type: ignore[attr-defined]
+    finally:
+        await data.close()
+
+
+async def test_untracked_releases_restore_the_good_set_not_a_safety_snapshot(
+        world: DataSet, pg_dsn: str, qdrant_server: QdrantTestServer) -> None:  # noqa: F811
+    from rollbackd.snapshots.steps import SafetySnapshot
+    from tests.integration.test_data_steps import make_ctx, step
+
+    good = await world.create(reason="green")
+    await bad_deploy(pg_dsn, qdrant_server.url)
+    first = await run_restore(world, good.id, "20261122-031502-a1b2")  # leaves a safety set of the damage
+    assert (await world.list())[0].id == first["safety_snapshot"]
+    context: dict[str, Any] = {"target": None}
+    await step(SafetySnapshot).run(make_ctx(world, context, incident_id="20261122-040000-beef"))
+    assert context["data_target"] == {"snapshot_set": good.id}
+
+
+async def test_kept_copies_fall_under_retention_and_are_listed(world: DataSet, pg_dsn: str,  # noqa: F811
+                                                               qdrant_server: QdrantTestServer) -> None:
+    from rollbackd.snapshots.retention import kept_copies
+
+    good = await world.create(reason="green")
+    world.safety_snapshot = False
+    tags = ["20261122-031502-a1b2", "20261122-031600-c3d4", "20261122-031700-e5f6"]
+    for tag in tags:
+        await run_restore(world, good.id, tag)
+    listed = await kept_copies(world)
+    assert [k["tag"] for k in listed["postgres"]] == [t.replace("-", "_") for t in reversed(tags)]
+    assert len(listed["qdrant"]) == 3
+    result = await prune(world, keep_last=5, keep_kept=1)
+    assert len(result["kept_copies_dropped"]) == 4, result
+    listed = await kept_copies(world)
+    assert [k["name"] for k in listed["postgres"]] == [f"{db_name(pg_dsn)}__pre_20261122_031700_e5f6"]
+    assert [k["tag"] for k in listed["qdrant"]] == ["20261122_031700_e5f6"]
+    live = (await aliases(qdrant_server.url))["docs"]
+    assert live not in [k["name"] for k in listed["qdrant"]]
+    assert await points(qdrant_server.url) == 200 and (await table_counts(pg_dsn))["docs"] == 200

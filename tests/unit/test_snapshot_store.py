@@ -18,11 +18,12 @@ from rollbackd.snapshots.retention import plan
 from rollbackd.snapshots.store import SnapshotStore, new_set_id
 
 
-def _write_set(store: SnapshotStore, set_id: str, created_at: float, release: str | None = None) -> None:
+def _write_set(store: SnapshotStore, set_id: str, created_at: float, release: str | None = None,
+               kind: str = "manual") -> None:
     tmp = store.begin(set_id)
     (tmp / "postgres").mkdir()
     (tmp / "postgres" / "toc.dat").write_bytes(b"dump bytes " + set_id.encode())
-    store.commit(tmp, set_id, created_at=created_at, release=release, reason="test",
+    store.commit(tmp, set_id, created_at=created_at, release=release, reason="test", kind=kind,
                  manifests={"postgres": {"kind": "postgres", "tables": {"public.docs": {"rows": 3, "bytes": 1}}}})
 
 
@@ -227,7 +228,8 @@ async def test_prune_keeps_last_n_green_releases_and_sets_in_use(tmp_path: Path)
     assert dry["deleted"] == ["s4", "s3"] and len(await data.list()) == 5
     result = await prune(data, keep_last=1)
     assert {k["id"]: k["why"] for k in result["kept"]} == {
-        "s5": "one of the last 1", "s2": "belongs to green release v2", "s1": "used by an active incident"}
+        "s5": "one of the last 1, the newest verified set that is not a safety snapshot",
+        "s2": "belongs to green release v2", "s1": "used by an active incident"}
     assert [s.id for s in await data.list()] == ["s5", "s2", "s1"]
 
 
@@ -261,3 +263,42 @@ def test_property_changes_name_live_and_snapshot() -> None:
     assert changes(live, snap) == {
         "settings": {"live": ["search_path=public"], "snapshot": ["search_path=app, public"]},
         "settings of r": {"live": [], "snapshot": ["x=1"]}}
+
+
+async def test_safety_snapshots_are_never_the_restore_target_nor_push_the_good_set_out(tmp_path: Path) -> None:
+    """Releases untracked: one good set, then eight safety snapshots of damaged state (refused or repeated
+    restores): the target stays the good set and retention keeps it whatever keep_last says."""
+    from rollbackd.snapshots.dataset import DataSet
+    from rollbackd.snapshots.retention import prune
+
+    store = SnapshotStore(tmp_path, "rag")
+    _write_set(store, "good", 1.0)
+    for i in range(8):
+        _write_set(store, f"safety{i}", 10.0 + i, kind="safety")
+    data = DataSet(service="rag", store=store, snapshotters={})
+    target = await data.restore_target()
+    assert target is not None and target.id == "good"
+    result = await prune(data, keep_last=3)
+    assert "good" not in result["deleted"] and len(result["deleted"]) == 5
+    assert {k["id"]: k["why"] for k in result["kept"]}["good"] == (
+        "the newest verified set that is not a safety snapshot")
+
+
+def test_old_manifests_get_their_kind_from_the_reason(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path, "rag")
+    tmp = store.begin("old")
+    store.commit(tmp, "old", created_at=1.0, release=None, reason="safety snapshot before incident x", manifests={})
+    manifest = json.loads((tmp_path / "old" / "manifest.json").read_text())
+    del manifest["kind"]
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps(manifest))
+    assert store.get("old").is_safety
+
+
+def test_kept_copies_have_their_own_bound() -> None:
+    from rollbackd.snapshots.retention import plan_kept
+
+    kept = [{"name": f"rag__pre_2026112{i}_000000_aaaa", "tag": f"2026112{i}_000000_aaaa"} for i in range(5)]
+    stay, go = plan_kept(kept, 2, {"rag__pre_20261120_000000_aaaa"})
+    assert [k["name"] for k in stay] == ["rag__pre_20261124_000000_aaaa", "rag__pre_20261123_000000_aaaa",
+                                         "rag__pre_20261120_000000_aaaa"]
+    assert [k["name"] for k in go] == ["rag__pre_20261122_000000_aaaa", "rag__pre_20261121_000000_aaaa"]

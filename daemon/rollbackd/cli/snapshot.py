@@ -53,9 +53,12 @@ def cmd_list(args: argparse.Namespace, client: Any) -> int:
     query = f"?service={args.service}" if args.service else ""
     body = client.get(f"/v1/snapshots{query}")
     rows = [f"{s['id']:<20} {_when(s['created_at'])}  release {s.get('release') or '-':<12} "
-            f"{'verified' if s['verified'] else 'UNVERIFIED':<10} {_size(s.get('size_bytes')):>9}  "
+            f"{'verified' if s['verified'] else 'UNVERIFIED':<10} {s.get('kind', ''):<9} "
+            f"{_size(s.get('size_bytes')):>9}  "
             f"{_counts(s['manifests'])}  ({s.get('reason') or ''})" for s in body["snapshots"]]
-    return _out(args, body, "\n".join(rows) if rows else f"no snapshots of {body['service']}")
+    kept = [f"kept copy {store}: {k['name']}" for store, copies in (body.get("kept_copies") or {}).items()
+            for k in copies]
+    return _out(args, body, "\n".join(rows + kept) if rows or kept else f"no snapshots of {body['service']}")
 
 
 def cmd_create(args: argparse.Namespace, client: Any) -> int:
@@ -125,6 +128,8 @@ def cmd_prune(args: argparse.Namespace, client: Any) -> int:
     lines += [f"kept {k['id']}: {k['why']}" for k in body["kept"]]
     if body.get("orphan_copies_dropped"):
         lines.append(f"{verb} leftover restore copies: {', '.join(body['orphan_copies_dropped'])}")
+    if body.get("kept_copies_dropped"):
+        lines.append(f"{verb} old kept copies: {', '.join(body['kept_copies_dropped'])}")
     return _out(args, body, "\n".join(lines))
 
 

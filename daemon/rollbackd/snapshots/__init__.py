@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 JSON = dict[str, Any]
+SAFETY: Final = "safety"
 
 BACKENDS: Final[Mapping[str, str]] = {
     "postgres": "rollbackd.snapshots.postgres:PostgresSnapshotter",
@@ -43,10 +44,15 @@ class SnapshotSet:
     path: Path | None = field(default=None, compare=False)
     size_bytes: int = 0
     files: dict[str, str] = field(default_factory=dict, compare=False)  # relative path -> sha256
+    kind: str = "manual"  # manual | scheduled | safety (a safety set holds the state a rollback replaced)
+
+    @property
+    def is_safety(self) -> bool:
+        return self.kind == SAFETY
 
     def to_json(self) -> JSON:
         return {"id": self.id, "service": self.service, "created_at": self.created_at, "release": self.release,
-                "verified": self.verified, "reason": self.reason, "size_bytes": self.size_bytes,
+                "verified": self.verified, "reason": self.reason, "kind": self.kind, "size_bytes": self.size_bytes,
                 "manifests": self.manifests}
 
 
@@ -131,5 +137,5 @@ def rollforward_name(base: str, tag: str) -> str:
     return f"{base}__rf_{safe_tag(tag)}"
 
 
-__all__ = ["BACKENDS", "JSON", "SnapshotSet", "Snapshotter", "aside_name", "kept_alias", "pre_name",
+__all__ = ["BACKENDS", "JSON", "SAFETY", "SnapshotSet", "Snapshotter", "aside_name", "kept_alias", "pre_name",
            "restored_name", "rollforward_name", "safe_tag"]

@@ -21,8 +21,10 @@ from rollbackd.errors import ConfigError, NotFoundError, PayloadError, Rollbackd
 from rollbackd.incidents.controls import Refused
 from rollbackd.reasons import Reason
 from rollbackd.records import JSON, Event, new_incident_id
+from rollbackd.snapshots import SAFETY
 from rollbackd.snapshots.dataset import DataSet
-from rollbackd.snapshots.retention import prune
+from rollbackd.snapshots.plugin import parse
+from rollbackd.snapshots.retention import kept_copies, prune
 from rollbackd.wiring import Core
 
 Reason_ = Annotated[str, Field(min_length=1, max_length=500)]
@@ -70,7 +72,8 @@ async def _journal(core: Core, kind: str, data: DataSet, actor: str, why: str, *
 
 async def list_snapshots(request: web.Request) -> web.Response:
     data = _dataset(request.app[CORE], query_service(request))
-    return web.json_response({"service": data.service, "snapshots": [s.to_json() for s in await data.list()]})
+    return web.json_response({"service": data.service, "snapshots": [s.to_json() for s in await data.list()],
+                              "kept_copies": await kept_copies(data)})
 
 
 async def create_snapshot(request: web.Request) -> web.Response:
@@ -143,8 +146,9 @@ async def restore_snapshot(request: web.Request) -> web.Response:
 async def run_restore(data: DataSet, set_id: str, tag: str) -> JSON:
     started = time.monotonic()
     safety = None
+    await data.preflight(set_id, tag)  # a restore that will be refused takes no safety snapshot
     if data.safety_snapshot:
-        safety = (await data.create(reason=f"safety snapshot before restore {tag}")).id
+        safety = (await data.create(reason=f"safety snapshot before restore {tag}", kind=SAFETY)).id
     async with data.lock:
         prepared = await data.prepare(set_id)
         swapped = await data.swap(prepared, tag)
@@ -159,9 +163,10 @@ async def prune_snapshots(request: web.Request) -> web.Response:
     data = _dataset(core, body.service)
     runtime = core.services[data.service]
     assert runtime.config.snapshots is not None
-    keep = int((runtime.config.snapshots.get("retention") or {}).get("keep_last", 10))
+    retention = parse(runtime.config.snapshots, f"services.{data.service}.snapshots").retention
     async with data.lock:
-        result = await prune(data, keep_last=keep, dry_run=body.dry_run)
+        result = await prune(data, keep_last=retention.keep_last, keep_kept=retention.keep_kept,
+                             dry_run=body.dry_run)
     if not body.dry_run:
         await _journal(core, "snapshot_prune", data, request[ACTOR], body.reason, deleted=result["deleted"])
     return web.json_response(result)

@@ -50,6 +50,19 @@ class DataSet:
             return snap
         return None
 
+    async def restore_target(self) -> SnapshotSet | None:
+        """The set a rollback restores when none is named: the newest verified set that is not a safety
+        snapshot (those hold the state a rollback replaced: for roll-forward, or by explicit id), preferring
+        sets taken while a green release was live."""
+        good = [s for s in await self.list() if s.verified and not s.is_safety]
+        green = await self.green_releases()
+        return next((s for s in good if s.release in green), good[0] if good else None)
+
+    async def green_releases(self) -> set[str]:
+        if self.state is None:
+            return set()
+        return {r.version for r in await self.state.releases(self.service, 10_000) if r.green_at is not None}
+
     async def live_release(self) -> str | None:
         if self.state is None:
             return None
@@ -62,12 +75,12 @@ class DataSet:
         return live.version if live else None
 
     # ---- create and verify ------------------------------------------------------------------------
-    async def create(self, *, reason: str) -> SnapshotSet:
+    async def create(self, *, reason: str, kind: str = "manual") -> SnapshotSet:
         """Snapshot every store (in parallel) into one set; atomic: all stores or no set at all."""
         async with self.lock:
-            return await self._create(reason)
+            return await self._create(reason, kind)
 
-    async def _create(self, reason: str) -> SnapshotSet:
+    async def _create(self, reason: str, kind: str) -> SnapshotSet:
         estimates = await asyncio.gather(*(s.estimate_bytes() for s in self.snapshotters.values()))
         free = await asyncio.to_thread(self.store.free_bytes)
         if sum(estimates) * 1.1 > free:
@@ -83,7 +96,7 @@ class DataSet:
             manifests = {name: {**part, "release": release} for name, part in
                          zip(self.snapshotters, parts, strict=True)}
             snap = await asyncio.to_thread(self.store.commit, tmp, set_id, created_at=created_at,
-                                           release=release, reason=reason, manifests=manifests)
+                                           release=release, reason=reason, manifests=manifests, kind=kind)
         except BaseException:
             await asyncio.to_thread(self.store.abort, tmp)
             raise
@@ -97,6 +110,21 @@ class DataSet:
         return await asyncio.to_thread(self.store.verify, set_id)
 
     # ---- two-phase restore ------------------------------------------------------------------------
+    async def preflight(self, set_id: str, tag: str) -> SnapshotSet:
+        """Everything that would refuse a restore of ``set_id``, checked before anything is written (no
+        safety snapshot is taken for a restore that will be refused): the set is complete and re-hashes,
+        and every store accepts it (its own ``preflight``: a swap it would refuse, a foreign snapshot)."""
+        snap = await self.get(set_id)
+        missing = sorted(set(self.snapshotters) - set(snap.manifests))
+        if missing:
+            raise FatalError(f"snapshot set {set_id} has no snapshot of store(s) {', '.join(missing)}")
+        await self._verified(set_id)
+        for name, snapshotter in self.snapshotters.items():
+            check = getattr(snapshotter, "preflight", None)
+            if check is not None:
+                await check(snap.manifests[name], tag)
+        return snap
+
     async def prepare(self, set_id: str) -> dict[str, JSON]:
         """Re-hash the set (a corrupt one is refused before anything is created), then restore every
         store aside in parallel. If any fails, the prepared others are dropped and the error raised."""

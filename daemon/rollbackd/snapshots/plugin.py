@@ -46,6 +46,7 @@ class _Strict(BaseModel):
 
 class RetentionConfig(_Strict):
     keep_last: Annotated[int, Field(ge=1, le=10_000)] = 10
+    keep_kept: Annotated[int, Field(ge=0, le=1_000)] = 2  # kept pre-rollback copies per store (__pre_, __rf_)
     schedule: Schedule = Schedule(interval=3600.0)
 
 
@@ -176,13 +177,14 @@ def jobs(core: Core, scheduler: Scheduler) -> None:
         cfg = parse(runtime.config.snapshots, f"services.{name}.snapshots")
 
         async def snapshot(data: DataSet = data) -> None:
-            snap = await data.create(reason="scheduled")
+            snap = await data.create(reason="scheduled", kind="scheduled")
             await core.store.append_event(Event(kind="snapshot", service=data.service, actor="scheduler",
                                                 data={"why": "scheduled", "snapshot_set": snap.id}))
 
-        async def retention(data: DataSet = data, keep: int = cfg.retention.keep_last) -> None:
+        async def retention(data: DataSet = data, keep: int = cfg.retention.keep_last,
+                            keep_kept: int = cfg.retention.keep_kept) -> None:
             async with data.lock:
-                await prune(data, keep_last=keep)
+                await prune(data, keep_last=keep, keep_kept=keep_kept)
 
         if cfg.schedule is not None:
             scheduler.add(f"snapshot:{name}", cfg.schedule, snapshot)

@@ -231,16 +231,26 @@ class PostgresSnapshotter:
                 if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", restored["database"]):
                     raise FatalError(f"the restored copy {restored['database']} is gone")
                 return
-            for name in (pre_name(self.database, tag), rollforward_name(self.database, tag)):
-                if len(name.encode()) > 63:  # PostgreSQL would silently truncate it: refuse before acting
-                    raise FatalError(f"database name {name!r} is longer than PostgreSQL's 63 bytes")
-            blockers = await pgprops.swap_blockers(admin, self.database)
-            if blockers:
-                raise FatalError(f"refusing the rename swap of {self.database}: it has "
-                                 + "; ".join(blockers) + " (they stay with the old database); use "
-                                 "`in_place_tables` for this database")
+            await self._rename_checks(admin, tag)
             if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", restored["database"]):
                 raise FatalError(f"the restored copy {restored['database']} is gone")
+
+    async def _rename_checks(self, admin: Any, tag: str) -> None:
+        for name in (pre_name(self.database, tag), rollforward_name(self.database, tag)):
+            if len(name.encode()) > 63:  # PostgreSQL would silently truncate it: refuse before acting
+                raise FatalError(f"database name {name!r} is longer than PostgreSQL's 63 bytes")
+        blockers = await pgprops.swap_blockers(admin, self.database)
+        if blockers:
+            raise FatalError(f"refusing the rename swap of {self.database}: it has "
+                             + "; ".join(blockers) + " (they stay with the old database); use "
+                             "`in_place_tables` for this database")
+
+    async def preflight(self, manifest: JSON, tag: str) -> None:
+        """What would refuse the swap of this snapshot, checked before anything is written."""
+        if self.options.in_place_tables:
+            return
+        async with connect(self.dsn, "postgres") as admin:
+            await self._rename_checks(admin, tag)
 
     async def swap(self, restored: JSON, tag: str) -> JSON:
         if restored.get("mode") == "in_place":

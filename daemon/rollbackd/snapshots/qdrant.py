@@ -134,10 +134,14 @@ class QdrantSnapshotter:
         if name in await self.http.collections():
             await self.http.delete_collection(name)
 
-    async def check_swap(self, restored: JSON, tag: str = "") -> None:
+    async def preflight(self, manifest: JSON, tag: str) -> None:
+        """What would refuse the swap, checked before anything is written (no safety snapshot, no copy)."""
         if await self.target() is None and await self.http.exists(self.alias):
             raise FatalError(f"qdrant: {self.alias!r} is a collection, not an alias; run "
                              "`rollbackd snapshot adopt-alias` first (the application must read through an alias)")
+
+    async def check_swap(self, restored: JSON, tag: str = "") -> None:
+        await self.preflight({}, tag)
         if not await self.http.exists(restored["collection"]):
             raise FatalError(f"qdrant: the restored collection {restored['collection']} is gone")
 

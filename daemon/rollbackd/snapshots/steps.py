@@ -18,6 +18,7 @@ from typing import Any
 from rollbackd.errors import FatalError, NotFoundError
 from rollbackd.plan import BaseStep, StepContext
 from rollbackd.records import JSON
+from rollbackd.snapshots import SAFETY
 from rollbackd.snapshots.dataset import DataSet
 
 CODE_ONLY = {"skipped": "code-only target"}
@@ -39,10 +40,11 @@ async def target_set(ctx: StepContext, data: DataSet) -> str | None:
     target = ctx.incident.context.get("target") or {}
     chosen: str | None = target.get("snapshot_set") if isinstance(target, dict) else None
     if chosen is None and not ctx.runtime.config.releases.track:
-        latest = await data.latest(verified_only=True)
-        if latest is None:
-            raise FatalError(f"no verified snapshot set of {ctx.service} to restore")
-        chosen = latest.id
+        good = await data.restore_target()
+        if good is None:
+            raise FatalError(f"no verified snapshot set of {ctx.service} to restore (safety snapshots are "
+                             "restored only by explicit id)")
+        chosen = good.id
     await ctx.save("data_target", {"snapshot_set": chosen})
     return chosen
 
@@ -75,7 +77,8 @@ class SafetySnapshot(BaseStep):
             return {"skipped": "safety_snapshot: false", "target": target}
         if await self.is_done(ctx):
             return {"snapshot_set": ctx.incident.context["safety_snapshot"], "target": target, "found": True}
-        snap = await data.create(reason=f"safety snapshot before incident {ctx.incident.id}")
+        await data.preflight(target, ctx.incident.id)  # a restore that will be refused takes no safety snapshot
+        snap = await data.create(reason=f"safety snapshot before incident {ctx.incident.id}", kind=SAFETY)
         await ctx.save("safety_snapshot", snap.id)
         return {"snapshot_set": snap.id, "target": target, "bytes": snap.size_bytes,
                 "summary": f"safety snapshot {snap.id} ({snap.size_bytes} bytes)"}
