@@ -302,3 +302,16 @@ def test_kept_copies_have_their_own_bound() -> None:
     assert [k["name"] for k in stay] == ["rag__pre_20261124_000000_aaaa", "rag__pre_20261123_000000_aaaa",
                                          "rag__pre_20261120_000000_aaaa"]
     assert [k["name"] for k in go] == ["rag__pre_20261122_000000_aaaa", "rag__pre_20261121_000000_aaaa"]
+
+
+def test_two_services_may_not_share_a_snapshot_directory(tmp_path: Path) -> None:
+    from rollbackd.snapshots.plugin import validate
+
+    def svc(d: str) -> object:
+        return SimpleNamespace(plan=[], snapshots={"dir": d, "stores": {
+            "postgres": {"type": "postgres", "dsn": "postgresql://u@h/db"}}})
+
+    shared = SimpleNamespace(services={"a": svc(str(tmp_path / "s")), "b": svc(str(tmp_path / "x" / ".." / "s")),
+                                       "c": svc(str(tmp_path / "c"))})
+    assert validate(shared) == [f"services.b.snapshots.dir: {tmp_path / 's'} is also services.a's; two services "
+                                "may not share a snapshot directory"]

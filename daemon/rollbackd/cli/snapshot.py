@@ -111,7 +111,8 @@ def cmd_restore(args: argparse.Namespace, client: Any) -> int:
     if not args.yes and not _ask("Restore this snapshot now?"):
         return 1
     client.timeout = max(client.timeout, LONG)
-    body = client.post(path, {**_svc(args), "reason": args.reason, "dry_run": False})
+    force = {"allow_foreign": args.allow_foreign} if args.allow_foreign else {}
+    body = client.post(path, {**_svc(args), "reason": args.reason, "dry_run": False, **force})
     downtime = ", ".join(f"{n} {d}s" for n, d in body["downtime_s"].items())
     kept = ", ".join(f"{n}: {s.get('kept')}" for n, s in body["swapped"].items())
     changed = [f"{n} {prop}: {c['live']} -> {c['snapshot']}" for n, s in body["swapped"].items()
@@ -185,6 +186,8 @@ def register(sub: Any, remote: Any) -> None:
     p.add_argument("--reason", required=True)
     p.add_argument("--dry-run", action="store_true", help="only show what would be replaced")
     p.add_argument("--yes", action="store_true", help="do not ask")
+    p.add_argument("--allow-foreign", metavar="SERVICE",
+                   help="restore a set taken of another service, database or server (name that service)")
     p = add("prune", cmd_prune, "apply retention now")
     p.add_argument("--reason", default="manual prune")
     p.add_argument("--dry-run", action="store_true")

@@ -46,6 +46,7 @@ class SnapshotVerifyBody(_Body):
 class SnapshotRestoreBody(_Body):
     reason: Reason_
     dry_run: bool = False
+    allow_foreign: str | None = None  # the service a set of another service/database/server was taken of
 
 
 class SnapshotPruneBody(_Body):
@@ -134,7 +135,7 @@ async def restore_snapshot(request: web.Request) -> web.Response:
     actor = request[ACTOR]
     await _journal(core, "snapshot_restore_started", data, actor, body.reason, snapshot_set=set_id, op=tag)
     try:
-        result = await run_restore(data, set_id, tag)
+        result = await run_restore(data, set_id, tag, allow_foreign=body.allow_foreign)
     except RollbackdError as exc:
         await _journal(core, "snapshot_restore_failed", data, actor, body.reason, snapshot_set=set_id, op=tag,
                        error=str(exc))
@@ -143,10 +144,10 @@ async def restore_snapshot(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
-async def run_restore(data: DataSet, set_id: str, tag: str) -> JSON:
+async def run_restore(data: DataSet, set_id: str, tag: str, *, allow_foreign: str | None = None) -> JSON:
     started = time.monotonic()
     safety = None
-    await data.preflight(set_id, tag)  # a restore that will be refused takes no safety snapshot
+    await data.preflight(set_id, tag, allow_foreign=allow_foreign)  # refused: no safety snapshot taken
     if data.safety_snapshot:
         safety = (await data.create(reason=f"safety snapshot before restore {tag}", kind=SAFETY)).id
     async with data.lock:

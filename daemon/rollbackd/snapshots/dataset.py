@@ -110,14 +110,16 @@ class DataSet:
         return await asyncio.to_thread(self.store.verify, set_id)
 
     # ---- two-phase restore ------------------------------------------------------------------------
-    async def preflight(self, set_id: str, tag: str) -> SnapshotSet:
+    async def preflight(self, set_id: str, tag: str, *, allow_foreign: str | None = None) -> SnapshotSet:
         """Everything that would refuse a restore of ``set_id``, checked before anything is written (no
-        safety snapshot is taken for a restore that will be refused): the set is complete and re-hashes,
-        and every store accepts it (its own ``preflight``: a swap it would refuse, a foreign snapshot)."""
+        safety snapshot is taken for a restore that will be refused): the set is complete, is this
+        service's (same stores, databases, servers: else refused unless ``allow_foreign`` names the
+        service it was taken of), re-hashes, and every store accepts it (a swap it would refuse)."""
         snap = await self.get(set_id)
         missing = sorted(set(self.snapshotters) - set(snap.manifests))
         if missing:
             raise FatalError(f"snapshot set {set_id} has no snapshot of store(s) {', '.join(missing)}")
+        await self._check_origin(snap, allow_foreign)
         await self._verified(set_id)
         for name, snapshotter in self.snapshotters.items():
             check = getattr(snapshotter, "preflight", None)
@@ -151,6 +153,18 @@ class DataSet:
                 raise exc
             raise exc
         return prepared
+
+    async def _check_origin(self, snap: SnapshotSet, allow_foreign: str | None) -> None:
+        problems = [] if snap.service == self.service else [f"service {snap.service} (this is {self.service})"]
+        for name, snapshotter in self.snapshotters.items():
+            origin = getattr(snapshotter, "origin_problems", None)
+            if origin is not None:
+                problems += [f"{name}: {p}" for p in await origin(snap.manifests[name])]
+        if problems and allow_foreign != snap.service:
+            raise FatalError(f"snapshot set {snap.id} was taken of " + "; ".join(problems) + "; refused, nothing "
+                             f"changed (to restore it anyway, name its service: allow_foreign={snap.service!r})")
+        if problems:
+            log.warning("snapshot_foreign_restore", extra={"set_id": snap.id, "problems": problems})
 
     async def _verified(self, set_id: str) -> None:
         result = await self.verify(set_id)

@@ -93,8 +93,24 @@ def _plan_types(entries: list[Any]) -> list[str]:
     return out
 
 
+def shared_dirs(dirs: dict[str, str]) -> list[str]:
+    """Two services in one snapshot directory would list, prune and restore each other's sets."""
+    seen: dict[Path, str] = {}
+    problems = []
+    for name, raw in dirs.items():
+        where = Path(raw).expanduser().resolve()
+        if where in seen:
+            problems.append(f"services.{name}.snapshots.dir: {where} is also services.{seen[where]}'s; two "
+                            "services may not share a snapshot directory")
+        seen.setdefault(where, name)
+    return problems
+
+
 def validate(settings: Any) -> list[str]:
     problems: list[str] = []
+    dirs = {name: str(svc.snapshots["dir"]) for name, svc in settings.services.items()
+            if isinstance(svc.snapshots, dict) and isinstance(svc.snapshots.get("dir"), str)}
+    problems += shared_dirs(dirs)
     for name, svc in settings.services.items():
         path = f"services.{name}.snapshots"
         if svc.snapshots is None:

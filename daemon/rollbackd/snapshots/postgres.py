@@ -82,6 +82,7 @@ class PostgresSnapshotter:
             server_version = str(await conn.fetchval("SHOW server_version"))
             props = await pgprops.read(conn, self.database)
             locale = await pglocale.read(conn, self.database)
+            server = await self._server(conn)
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 snapshot_id = str(await conn.fetchval("SELECT pg_export_snapshot()"))
                 argv = [pg_dump, "-Fd", "-j", str(self.options.jobs), "--snapshot", snapshot_id,
@@ -95,12 +96,33 @@ class PostgresSnapshotter:
                     await asyncio.gather(dump, return_exceptions=True)
                     raise
                 dump_s = await dump
-        return {"kind": self.kind, "database": self.database, "server_version": server_version,
+        return {"kind": self.kind, "store": self.name, "database": self.database, "server": server,
+                "server_version": server_version,
                 "server_major": major, "schema_version": schema_version, "tables": tables,
                 "database_properties": props, "database_locale": locale, "dump_format": "directory",
                 "jobs": self.options.jobs,
                 "bytes": sum(t["bytes"] for t in tables.values()),
                 "durations": {"dump_s": round(dump_s, 3), "total_s": round(time.monotonic() - started, 3)}}
+
+    async def _server(self, conn: Any) -> JSON:
+        """Which server this is: its system identifier (the same for a server and its physical replicas,
+        different for any other cluster) and the address it was reached at."""
+        sysid = await conn.fetchval("SELECT system_identifier::text FROM pg_control_system()")
+        return {"system_identifier": sysid, "address": f"{self.dsn.host}:{self.dsn.port}"}
+
+    async def origin_problems(self, manifest: JSON) -> list[str]:
+        """How the snapshot's origin differs from this store (another database, another server)."""
+        problems = []
+        if manifest.get("database") not in (None, self.database):
+            problems.append(f"database {manifest['database']} (this store's is {self.database})")
+        then = (manifest.get("server") or {}).get("system_identifier")
+        if then is not None:
+            async with connect(self.dsn) as conn:
+                now = (await self._server(conn))["system_identifier"]
+            if now != then:
+                problems.append(f"PostgreSQL server {then} at {manifest['server'].get('address')} (this store's "
+                                f"is {now} at {self.dsn.host}:{self.dsn.port})")
+        return problems
 
     async def _schema_version(self, conn: Any) -> str | None:
         if not self.options.schema_version_sql:

@@ -83,7 +83,8 @@ class QdrantSnapshotter:
         if desc.get("checksum") and desc["checksum"] != digest:
             raise FatalError(f"qdrant snapshot {desc['name']}: downloaded sha256 {digest} differs from Qdrant's "
                              f"checksum {desc['checksum']}")
-        return {"kind": self.kind, "alias": self.alias, "collection": collection, "aliased": aliased,
+        return {"kind": self.kind, "store": self.name, "server": self.http.url, "alias": self.alias,
+                "collection": collection, "aliased": aliased,
                 "collections": {self.alias: {"points": points}}, "snapshot": desc["name"], "sha256": digest,
                 "bytes": size, "durations": {"create_s": round(created_s, 3),
                                              "total_s": round(time.monotonic() - started, 3)}}
@@ -133,6 +134,15 @@ class QdrantSnapshotter:
                                 "it is the collection the application reads"))
         if name in await self.http.collections():
             await self.http.delete_collection(name)
+
+    async def origin_problems(self, manifest: JSON) -> list[str]:
+        """How the snapshot's origin differs from this store (another alias, another Qdrant)."""
+        problems = []
+        if manifest.get("alias") not in (None, self.alias):
+            problems.append(f"alias {manifest['alias']} (this store's is {self.alias})")
+        if manifest.get("server") not in (None, self.http.url):
+            problems.append(f"Qdrant at {manifest['server']} (this store's is {self.http.url})")
+        return problems
 
     async def preflight(self, manifest: JSON, tag: str) -> None:
         """What would refuse the swap, checked before anything is written (no safety snapshot, no copy)."""

@@ -73,11 +73,11 @@ class SafetySnapshot(BaseStep):
         target = await target_set(ctx, data)
         if target is None:
             return dict(CODE_ONLY)
-        if not data.safety_snapshot:
-            return {"skipped": "safety_snapshot: false", "target": target}
         if await self.is_done(ctx):
             return {"snapshot_set": ctx.incident.context["safety_snapshot"], "target": target, "found": True}
         await data.preflight(target, ctx.incident.id)  # a restore that will be refused takes no safety snapshot
+        if not data.safety_snapshot:
+            return {"skipped": "safety_snapshot: false", "target": target}
         snap = await data.create(reason=f"safety snapshot before incident {ctx.incident.id}", kind=SAFETY)
         await ctx.save("safety_snapshot", snap.id)
         return {"snapshot_set": snap.id, "target": target, "bytes": snap.size_bytes,
