@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import secrets
 import time
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from rollbackd.errors import FatalError
 from rollbackd.records import JSON
-from rollbackd.snapshots import aside_name, pglocale, pgprops, pre_name, rollforward_name
+from rollbackd.snapshots import aside_name, pglocale, pgprops, pgwait
+from rollbackd.snapshots.pgswap import RenameSwap
 from rollbackd.snapshots.pgtools import Dsn, check_tool, connect, ident, run_tool
 
 DUMP_DIR = "dump"
@@ -42,6 +45,10 @@ class PostgresOptions(BaseModel):
     in_place_tables: list[str] | None = None  # restore only these tables, in place (others are kept)
     pg_bin_dir: str | None = None
     terminate_wait: float = Field(default=10.0, gt=0)
+    # every statement against the live database (and the maintenance database) waits at most this long for a
+    # lock (pg_dump: --lock-wait-timeout), and runs at most statement_timeout (0: no bound)
+    lock_timeout: float = Field(default=10.0, gt=0)
+    statement_timeout: float = Field(default=600.0, ge=0)
     # snapshot: the database's own properties (settings, owner, ACL, comment, connection limit) come back as
     # recorded with the snapshot (a rollback rolls them back too); live: the live database's are kept
     properties: Literal["snapshot", "live"] = "snapshot"
@@ -53,7 +60,7 @@ class PostgresOptions(BaseModel):
         return v
 
 
-class PostgresSnapshotter:
+class PostgresSnapshotter(RenameSwap):
     kind = "postgres"
     Options = PostgresOptions
 
@@ -64,19 +71,32 @@ class PostgresSnapshotter:
         if options.password is not None:
             self.dsn = dataclasses.replace(self.dsn, password=options.password.get_secret_value())
         self.database = self.dsn.database
+        self.app_name = f"rollbackd-{name}-{secrets.token_hex(3)}"  # how its sessions are found (blockers)
+
+    def bounded(self, database: str | None = None) -> AbstractAsyncContextManager[Any]:
+        """A session on the live database (or another of the server) with lock and statement timeouts."""
+        return connect(self.dsn, database, settings=pgwait.settings(
+            self.app_name, self.options.lock_timeout, self.options.statement_timeout))
+
+    def plain(self, database: str) -> AbstractAsyncContextManager[Any]:
+        """A session on a copy rollbackd made (restore checks, VACUUM: no bound but the step's own)."""
+        return connect(self.dsn, database)
+
+    def naming_blockers(self, what: str) -> AbstractAsyncContextManager[Any]:
+        return pgwait.naming_blockers(self.dsn, self.app_name, what, self.options.lock_timeout)
 
     # ---- snapshot ---------------------------------------------------------------------------------
     async def server_major(self) -> int:
-        async with connect(self.dsn) as conn:
+        async with self.bounded() as conn:
             return int(await conn.fetchval("SHOW server_version_num")) // 10000
 
     async def estimate_bytes(self) -> int:
-        async with connect(self.dsn) as conn:
+        async with self.bounded() as conn:
             return int(await conn.fetchval("SELECT pg_database_size(current_database())"))
 
     async def create(self, dest: Path) -> JSON:
         started = time.monotonic()
-        async with connect(self.dsn) as conn:
+        async with self.naming_blockers(f"the snapshot of {self.dsn.where()}"), self.bounded() as conn:
             major = int(await conn.fetchval("SHOW server_version_num")) // 10000
             pg_dump = await check_tool("pg_dump", self.options.pg_bin_dir, major)
             server_version = str(await conn.fetchval("SHOW server_version"))
@@ -86,8 +106,10 @@ class PostgresSnapshotter:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 snapshot_id = str(await conn.fetchval("SELECT pg_export_snapshot()"))
                 argv = [pg_dump, "-Fd", "-j", str(self.options.jobs), "--snapshot", snapshot_id,
+                        f"--lock-wait-timeout={int(self.options.lock_timeout * 1000)}",
                         "-f", str(dest / DUMP_DIR), *self.dsn.argv(self.database)]
-                dump = asyncio.create_task(run_tool(argv, self.dsn.env(), f"pg_dump of {self.dsn.where()}"))
+                env = {**self.dsn.env(), "PGAPPNAME": self.app_name}
+                dump = asyncio.create_task(run_tool(argv, env, f"pg_dump of {self.dsn.where()}"))
                 try:  # counted in the dump's own snapshot while it runs: exact, and no extra wall time
                     schema_version = await self._schema_version(conn)
                     tables = await self._tables(conn)
@@ -117,7 +139,7 @@ class PostgresSnapshotter:
             problems.append(f"database {manifest['database']} (this store's is {self.database})")
         then = (manifest.get("server") or {}).get("system_identifier")
         if then is not None:
-            async with connect(self.dsn) as conn:
+            async with self.bounded() as conn:
                 now = (await self._server(conn))["system_identifier"]
             if now != then:
                 problems.append(f"PostgreSQL server {then} at {manifest['server'].get('address')} (this store's "
@@ -151,7 +173,7 @@ class PostgresSnapshotter:
 
     async def prepare(self, manifest: JSON, src: Path, set_id: str) -> JSON:
         started = time.monotonic()
-        async with connect(self.dsn, "postgres") as admin:
+        async with self.bounded("postgres") as admin:
             major = int(await admin.fetchval("SHOW server_version_num")) // 10000
             pg_restore = await check_tool("pg_restore", self.options.pg_bin_dir, major)
             await self._check_server_disk(admin, int(manifest.get("bytes", 0)))
@@ -179,7 +201,7 @@ class PostgresSnapshotter:
         props = manifest.get("database_properties")
         if self.options.properties != "snapshot" or self.options.in_place_tables or not props:
             return {"properties_from": "live"}
-        async with connect(self.dsn, target) as conn:
+        async with self.plain(target) as conn:
             applied = await pgprops.apply(conn, target, props)
         return {"properties_from": "snapshot", "properties_applied": applied}
 
@@ -193,7 +215,7 @@ class PostgresSnapshotter:
         """A restored database has no planner statistics and no visibility map: without them the first minutes
         are slow (index-only scans fetch every heap page). Runs in prepare, off the downtime path."""
         started = time.monotonic()
-        async with connect(self.dsn, database) as conn:
+        async with self.plain(database) as conn:
             await conn.execute("VACUUM (ANALYZE)")
         return time.monotonic() - started
 
@@ -202,7 +224,7 @@ class PostgresSnapshotter:
         inserted-minus-deleted rows equal to its row count in the server's statistics (flushed as the
         restore's sessions end): checked first, without a scan. Anything else falls back to count(*)."""
         expected = {t: int(m["rows"]) for t, m in manifest["tables"].items()}
-        async with connect(self.dsn, database) as conn:
+        async with self.plain(database) as conn:
             previous: dict[str, int] | None = None
             stable = 0
             for _ in range(40):
@@ -239,117 +261,22 @@ class PostgresSnapshotter:
                              f"about {needed} needed")
 
     async def is_prepared(self, restored: JSON) -> bool:
-        async with connect(self.dsn, "postgres") as admin:
+        async with self.bounded("postgres") as admin:
             return bool(await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", restored["database"]))
 
     async def discard(self, restored: JSON) -> None:
-        async with connect(self.dsn, "postgres") as admin:
+        async with self.bounded("postgres") as admin:
             await drop_copy(admin, self.database, restored["database"])
-
-    # ---- swap -------------------------------------------------------------------------------------
-    async def check_swap(self, restored: JSON, tag: str = "") -> None:
-        async with connect(self.dsn, "postgres") as admin:
-            if restored.get("mode") == "in_place":
-                if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", restored["database"]):
-                    raise FatalError(f"the restored copy {restored['database']} is gone")
-                return
-            await self._rename_checks(admin, tag)
-            if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", restored["database"]):
-                raise FatalError(f"the restored copy {restored['database']} is gone")
-
-    async def _rename_checks(self, admin: Any, tag: str) -> None:
-        for name in (pre_name(self.database, tag), rollforward_name(self.database, tag)):
-            if len(name.encode()) > 63:  # PostgreSQL would silently truncate it: refuse before acting
-                raise FatalError(f"database name {name!r} is longer than PostgreSQL's 63 bytes")
-        blockers = await pgprops.swap_blockers(admin, self.database)
-        if blockers:
-            raise FatalError(f"refusing the rename swap of {self.database}: it has "
-                             + "; ".join(blockers) + " (they stay with the old database); use "
-                             "`in_place_tables` for this database")
-
-    async def preflight(self, manifest: JSON, tag: str) -> None:
-        """What would refuse the swap of this snapshot, checked before anything is written."""
-        if self.options.in_place_tables:
-            return
-        async with connect(self.dsn, "postgres") as admin:
-            await self._rename_checks(admin, tag)
 
     async def swap(self, restored: JSON, tag: str) -> JSON:
         if restored.get("mode") == "in_place":
             from rollbackd.snapshots.pginplace import swap_in_place
 
             return await swap_in_place(self, restored)
-        await self.check_swap(restored, tag)
-        kept, copy = pre_name(self.database, tag), restored["database"]
-        async with connect(self.dsn, "postgres") as admin:
-            live = await pgprops.read(admin, self.database)
-            applied = restored.get("properties_applied")
-            if restored.get("properties_from") != "snapshot":
-                async with connect(self.dsn, copy) as conn:  # settings apply to the copy even while connected
-                    applied = await pgprops.apply(conn, copy, live)
-            changed = pgprops.changes(live, await pgprops.read(admin, copy))
-            downtime = await self._rename(admin, self.database, kept, copy)
-        return {"kind": self.kind, "mode": "rename", "live": self.database, "kept": kept, "restored": copy,
-                "properties_from": restored.get("properties_from", "live"), "properties_applied": applied,
-                "properties_changed": changed, "downtime_s": round(downtime, 4)}
-
-    async def _rename(self, admin: Any, live: str, kept: str, incoming: str) -> float:
-        """The window: no connections, backends ended, the two renames in one transaction."""
-        started = time.monotonic()
-        await admin.execute(f"ALTER DATABASE {ident(live)} WITH ALLOW_CONNECTIONS false")
-        try:
-            await self._terminate(admin, (live, incoming))
-            async with admin.transaction():
-                await admin.execute(f"ALTER DATABASE {ident(live)} RENAME TO {ident(kept)}")
-                await admin.execute(f"ALTER DATABASE {ident(incoming)} RENAME TO {ident(live)}")
-                await admin.execute(f"ALTER DATABASE {ident(live)} WITH ALLOW_CONNECTIONS true")
-        except BaseException:
-            await admin.execute(f"ALTER DATABASE {ident(live)} WITH ALLOW_CONNECTIONS true")
-            raise
-        downtime = time.monotonic() - started
-        await admin.execute(f"ALTER DATABASE {ident(kept)} WITH ALLOW_CONNECTIONS true")
-        return downtime
-
-    async def _terminate(self, admin: Any, databases: tuple[str, ...]) -> None:
-        deadline = time.monotonic() + self.options.terminate_wait
-        sql = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-               "WHERE datname = ANY($1::text[]) AND pid <> pg_backend_pid()")
-        while await admin.fetchval(sql, list(databases)):
-            if time.monotonic() > deadline:
-                raise FatalError(f"sessions of {', '.join(databases)} did not end in "
-                                 f"{self.options.terminate_wait:g}s")
-            await asyncio.sleep(0.01)
-
-    async def is_swapped(self, restored: JSON, tag: str) -> bool:
-        async with connect(self.dsn, "postgres") as admin:
-            if restored.get("mode") == "in_place":  # the copy is dropped only after the tables went in
-                return not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
-                                                restored["database"])
-            names = {r["datname"] for r in await admin.fetch(
-                "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])",
-                [pre_name(self.database, tag), restored["database"]])}
-        return pre_name(self.database, tag) in names and restored["database"] not in names
-
-    async def roll_forward(self, swapped: JSON, tag: str) -> JSON:
-        if swapped.get("mode") != "rename":
-            raise FatalError("an in-place restore keeps no pre-rollback database; restore its safety snapshot")
-        kept, aside = swapped["kept"], rollforward_name(self.database, tag)
-        async with connect(self.dsn, "postgres") as admin:
-            if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", kept):
-                raise FatalError(f"the pre-rollback copy {kept} is gone (pruned?)")
-            downtime = await self._rename(admin, self.database, aside, kept)
-        return {"kind": self.kind, "live": self.database, "restored": kept, "kept": aside,
-                "downtime_s": round(downtime, 4)}
-
-    async def is_rolled_forward(self, swapped: JSON, tag: str) -> bool:
-        async with connect(self.dsn, "postgres") as admin:
-            names = {r["datname"] for r in await admin.fetch(
-                "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])",
-                [swapped["kept"], rollforward_name(self.database, tag)])}
-        return rollforward_name(self.database, tag) in names and swapped["kept"] not in names
+        return await self.rename_swap(restored, tag)
 
     async def live(self) -> JSON:
-        async with connect(self.dsn) as conn:
+        async with self.bounded() as conn:
             return {"kind": self.kind, "database": self.database, "tables": await self._tables(conn),
                     "schema_version": await self._schema_version(conn),
                     "bytes": int(await conn.fetchval("SELECT pg_database_size(current_database())"))}
@@ -368,7 +295,7 @@ class PostgresSnapshotter:
 
     async def _named(self, kind: str) -> list[tuple[str, str]]:
         prefix = f"{self.database}__{kind}_"
-        async with connect(self.dsn, "postgres") as admin:
+        async with self.bounded("postgres") as admin:
             pattern = prefix.replace("_", r"\_") + "%"
             return [(r["datname"], r["datname"][len(prefix):]) for r in await admin.fetch(
                 "SELECT datname FROM pg_database WHERE datname LIKE $1", pattern)]
