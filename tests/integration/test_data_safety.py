@@ -55,7 +55,9 @@ async def test_restore_prune_and_scheduled_retention_leave_the_alias_serving(
         assert status == 201, snap
         await bad_deploy(pg_dsn, qdrant_server.url)
         status, body = await call("POST", f"/v1/snapshots/{snap['id']}/restore", {"reason": "bad deploy"})
-        assert status == 200, body
+        assert status == 202, body
+        done = await asyncio.to_thread(api.wait_incident, body["incident"], ("resolved", "failed"), 90)
+        assert done["state"] == "resolved", done
         live = (await aliases(qdrant_server.url))["docs"]
         assert live.startswith(f"docs__rb_{snap['id']}_")
         status, pruned = await call("POST", "/v1/snapshots/prune", {"reason": "tidy"})
@@ -63,11 +65,13 @@ async def test_restore_prune_and_scheduled_retention_leave_the_alias_serving(
         await asyncio.sleep(3.5)  # at least two scheduled retention runs (interval 1 s)
         found = await aliases(qdrant_server.url)
         assert found["docs"] == live and await points(qdrant_server.url) == 200
-        assert found[f"docs__kept_{body['op'].replace('-', '_')}"] == "docs_v2"  # the replaced one is kept
+        assert found[f"docs__kept_{body['incident'].replace('-', '_')}"] == "docs_v2"  # the replaced one is kept
         assert (await table_counts(pg_dsn))["docs"] == 200
         # a later restore is not refused: the alias is intact
         status, again = await call("POST", f"/v1/snapshots/{snap['id']}/restore", {"reason": "again"})
-        assert status == 200, again
+        assert status == 202, again
+        done = await asyncio.to_thread(api.wait_incident, again["incident"], ("resolved", "failed"), 90)
+        assert done["state"] == "resolved", done
 
 
 async def test_the_same_set_restored_twice_never_fails_a_reader(world: DataSet, pg_dsn: str,  # noqa: F811

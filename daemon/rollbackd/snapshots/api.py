@@ -18,11 +18,10 @@ from rollbackd.api.openapi import op
 from rollbackd.api.problems import problem
 from rollbackd.api.v1 import ACTOR, body_of, query_service
 from rollbackd.errors import ConfigError, NotFoundError, PayloadError, RollbackdError
-from rollbackd.incidents.controls import Refused
-from rollbackd.reasons import Reason
-from rollbackd.records import JSON, Event, new_incident_id
+from rollbackd.records import JSON, Event
 from rollbackd.snapshots import SAFETY
 from rollbackd.snapshots.dataset import DataSet
+from rollbackd.snapshots.manual import open_restore
 from rollbackd.snapshots.plugin import parse
 from rollbackd.snapshots.retention import kept_copies, prune
 from rollbackd.wiring import Core
@@ -37,6 +36,7 @@ class _Body(BaseModel):
 
 class SnapshotCreateBody(_Body):
     reason: Reason_ = "manual snapshot"
+    background: bool = False  # answer 202 with a job to follow (GET /v1/snapshots/jobs/{id}) at once
 
 
 class SnapshotVerifyBody(_Body):
@@ -81,9 +81,24 @@ async def create_snapshot(request: web.Request) -> web.Response:
     core = request.app[CORE]
     body = await body_of(request, SnapshotCreateBody)
     data = _dataset(core, body.service)
-    snap = await data.create(reason=body.reason)
-    await _journal(core, "snapshot", data, request[ACTOR], body.reason, snapshot_set=snap.id)
-    return web.json_response(snap.to_json(), status=201)
+    actor = request[ACTOR]
+
+    async def create() -> JSON:
+        snap = await data.create(reason=body.reason)
+        await _journal(core, "snapshot", data, actor, body.reason, snapshot_set=snap.id)
+        return snap.to_json()
+
+    if body.background and data.jobs is not None:
+        return web.json_response(await data.jobs.start("snapshot", create(), actor=actor, why=body.reason),
+                                 status=202)
+    return web.json_response(await create(), status=201)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    data = _dataset(request.app[CORE], query_service(request))
+    if data.jobs is None:
+        raise NotFoundError("this daemon runs no snapshot jobs")
+    return web.json_response(await data.jobs.get(request.match_info["id"]))
 
 
 async def verify_snapshot(request: web.Request) -> web.Response:
@@ -128,20 +143,11 @@ async def restore_snapshot(request: web.Request) -> web.Response:
     plan = await restore_plan(data, set_id)
     if body.dry_run:
         return web.json_response({"dry_run": True, **plan})
-    view = await core.intake.view(core.services[data.service])
-    if view.active_incident:
-        raise Refused(Reason.INCIDENT_ACTIVE, view.active_incident)
-    tag = new_incident_id()
-    actor = request[ACTOR]
-    await _journal(core, "snapshot_restore_started", data, actor, body.reason, snapshot_set=set_id, op=tag)
-    try:
-        result = await run_restore(data, set_id, tag, allow_foreign=body.allow_foreign)
-    except RollbackdError as exc:
-        await _journal(core, "snapshot_restore_failed", data, actor, body.reason, snapshot_set=set_id, op=tag,
-                       error=str(exc))
-        raise
-    await _journal(core, "snapshot_restore", data, actor, body.reason, **result)
-    return web.json_response(result)
+    incident = await open_restore(core, data, set_id, actor=request[ACTOR], reason=body.reason,
+                                  allow_foreign=body.allow_foreign)
+    return web.json_response({"incident": incident.id, "service": data.service, "snapshot_set": set_id,
+                              "state": incident.state.value, "follow": f"/v1/incidents/{incident.id}"},
+                             status=202)
 
 
 async def run_restore(data: DataSet, set_id: str, tag: str, *, allow_foreign: str | None = None) -> JSON:
@@ -209,6 +215,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/snapshots", _errors(create_snapshot))
     app.router.add_post("/v1/snapshots/prune", _errors(prune_snapshots))
     app.router.add_post("/v1/snapshots/adopt-alias", _errors(adopt_alias))
+    app.router.add_get("/v1/snapshots/jobs/{id}", _errors(get_job))
     app.router.add_post("/v1/snapshots/{id}/verify", _errors(verify_snapshot))
     app.router.add_post("/v1/snapshots/{id}/restore", _errors(restore_snapshot))
 
@@ -224,8 +231,11 @@ def openapi() -> tuple[dict[str, Any], list[type[BaseModel]]]:
         "/v1/snapshots/{id}/verify": {"post": op("Re-hash every file against the manifest",
                                                  body=SnapshotVerifyBody, params=[ident])},
         "/v1/snapshots/{id}/restore": {"post": op(
-            "Restore a set: safety snapshot, prepare aside, swap (dry_run: what would be replaced)",
+            "Restore a set as an incident (safety snapshot, prepare aside, swap; 202, follow the incident); "
+            "dry_run: what would be replaced",
             body=SnapshotRestoreBody, params=[ident])},
+        "/v1/snapshots/jobs/{id}": {"get": op("A snapshot job (background create): running, done, failed or "
+                                              "interrupted, with its result", params=[service, ident])},
         "/v1/snapshots/prune": {"post": op("Apply retention (keep last N and green releases' sets)",
                                            body=SnapshotPruneBody)},
         "/v1/snapshots/adopt-alias": {"post": op("Move a Qdrant collection behind an alias of its name",

@@ -18,6 +18,7 @@ from rollbackd.snapshots import SnapshotSet, Snapshotter
 from rollbackd.snapshots.store import SnapshotStore
 
 if TYPE_CHECKING:
+    from rollbackd.snapshots.jobs import Jobs
     from rollbackd.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class DataSet:
         self.on_success = on_success
         self.safety_snapshot = True
         self.lock = asyncio.Lock()  # one data operation of a service at a time (create, restore, prune)
+        self.jobs: Jobs | None = None  # long operations the CLI follows (rollbackd.snapshots.jobs)
 
     # ---- reading ----------------------------------------------------------------------------------
     async def list(self) -> builtins.list[SnapshotSet]:
@@ -110,7 +112,8 @@ class DataSet:
         return await asyncio.to_thread(self.store.verify, set_id)
 
     # ---- two-phase restore ------------------------------------------------------------------------
-    async def preflight(self, set_id: str, tag: str, *, allow_foreign: str | None = None) -> SnapshotSet:
+    async def preflight(self, set_id: str, tag: str, *, allow_foreign: str | None = None,
+                        rehash: bool = True) -> SnapshotSet:
         """Everything that would refuse a restore of ``set_id``, checked before anything is written (no
         safety snapshot is taken for a restore that will be refused): the set is complete, is this
         service's (same stores, databases, servers: else refused unless ``allow_foreign`` names the
@@ -120,7 +123,8 @@ class DataSet:
         if missing:
             raise FatalError(f"snapshot set {set_id} has no snapshot of store(s) {', '.join(missing)}")
         await self._check_origin(snap, allow_foreign)
-        await self._verified(set_id)
+        if rehash:
+            await self._verified(set_id)
         for name, snapshotter in self.snapshotters.items():
             check = getattr(snapshotter, "preflight", None)
             if check is not None:
@@ -233,6 +237,8 @@ class DataSet:
         return dict(zip(names, parts, strict=True))
 
     async def close(self) -> None:
+        if self.jobs is not None:
+            await self.jobs.close()
         for snapshotter in self.snapshotters.values():
             await snapshotter.close()
 

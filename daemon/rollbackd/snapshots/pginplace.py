@@ -35,7 +35,7 @@ async def swap_in_place(snap: PostgresSnapshotter, restored: JSON) -> JSON:
     tables = [qualified(t) for t in snap.options.in_place_tables or []]
     copy = restored["database"]
     with tempfile.TemporaryDirectory(prefix="rollbackd-inplace-") as tmp:
-        async with snap.plain(copy) as src, snap.naming_blockers("the in-place swap"), snap.bounded() as live:
+        async with snap.plain(copy) as src, snap.bounded(what="the in-place swap") as live:
             spooled: list[tuple[str, str, list[str], Path]] = []
             sequences: list[tuple[str, int, bool]] = []
             for schema, name in tables:

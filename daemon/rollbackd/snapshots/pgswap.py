@@ -23,14 +23,12 @@ class RenameSwap:
     database: str
     options: PostgresOptions
 
-    def bounded(self, database: str | None = None) -> AbstractAsyncContextManager[Any]:
+    def bounded(self, database: str | None = None, what: str | None = None) -> AbstractAsyncContextManager[Any]:
         raise NotImplementedError
 
     def plain(self, database: str) -> AbstractAsyncContextManager[Any]:
         raise NotImplementedError
 
-    def naming_blockers(self, what: str) -> AbstractAsyncContextManager[Any]:
-        raise NotImplementedError
 
     async def check_swap(self, restored: JSON, tag: str = "") -> None:
         async with self.bounded("postgres") as admin:
@@ -62,7 +60,7 @@ class RenameSwap:
     async def rename_swap(self, restored: JSON, tag: str) -> JSON:
         await self.check_swap(restored, tag)
         kept, copy = pre_name(self.database, tag), restored["database"]
-        async with self.naming_blockers(f"the swap of {self.database}"), self.bounded("postgres") as admin:
+        async with self.bounded("postgres", what=f"the swap of {self.database}") as admin:
             live = await pgprops.read(admin, self.database)
             applied = restored.get("properties_applied")
             if restored.get("properties_from") != "snapshot":

@@ -9,15 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 from rollbackd.errors import FatalError
 from rollbackd.records import JSON
 from rollbackd.snapshots.pgtools import Dsn, connect
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 BLOCKERS_SQL = """
 SELECT DISTINCT b.pid, b.application_name, b.state, left(b.query, 200) AS query
@@ -88,9 +87,13 @@ async def naming_blockers(dsn: Dsn, app_name: str, what: str, lock_timeout: floa
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def bounded(dsn: Dsn, app_name: str, what: str, lock_timeout: float, work: Awaitable[T]) -> T:
-    async with naming_blockers(dsn, app_name, what, lock_timeout):
-        return await work
+@contextlib.asynccontextmanager
+async def session(dsn: Dsn, database: str | None, *, app_name: str, lock_timeout: float, statement_timeout: float,
+                  what: str) -> AsyncIterator[Any]:
+    """A bounded session (lock and statement timeouts) whose timeouts name the blockers."""
+    async with naming_blockers(dsn, app_name, what, lock_timeout), connect(
+            dsn, database, settings=settings(app_name, lock_timeout, statement_timeout)) as conn:
+        yield conn
 
 
-__all__ = ["Blockers", "bounded", "describe", "is_wait_failure", "naming_blockers", "settings"]
+__all__ = ["Blockers", "describe", "is_wait_failure", "naming_blockers", "session", "settings"]

@@ -149,7 +149,11 @@ def build(core: Core) -> None:
         def on_success(store: str, ts: float, service: str = runtime.name) -> None:
             core.metrics.snapshot_last_success.labels(service, store).set(ts)
 
-        runtime.resources["snapshots"] = build_dataset(runtime, core.store, on_success)
+        from rollbackd.snapshots.jobs import Jobs
+
+        data = build_dataset(runtime, core.store, on_success)
+        data.jobs = Jobs(core.store, runtime.name)
+        runtime.resources["snapshots"] = data
 
 
 def datasets(core: Core) -> dict[str, DataSet]:

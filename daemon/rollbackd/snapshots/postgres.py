@@ -17,10 +17,11 @@ import secrets
 import time
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from rollbackd.config import Duration
 from rollbackd.errors import FatalError
 from rollbackd.records import JSON
 from rollbackd.snapshots import aside_name, pglocale, pgprops, pgwait
@@ -47,8 +48,8 @@ class PostgresOptions(BaseModel):
     terminate_wait: float = Field(default=10.0, gt=0)
     # every statement against the live database (and the maintenance database) waits at most this long for a
     # lock (pg_dump: --lock-wait-timeout), and runs at most statement_timeout (0: no bound)
-    lock_timeout: float = Field(default=10.0, gt=0)
-    statement_timeout: float = Field(default=600.0, ge=0)
+    lock_timeout: Annotated[Duration, Field(gt=0)] = 10.0
+    statement_timeout: Annotated[Duration, Field(ge=0)] = 600.0
     # snapshot: the database's own properties (settings, owner, ACL, comment, connection limit) come back as
     # recorded with the snapshot (a rollback rolls them back too); live: the live database's are kept
     properties: Literal["snapshot", "live"] = "snapshot"
@@ -73,17 +74,16 @@ class PostgresSnapshotter(RenameSwap):
         self.database = self.dsn.database
         self.app_name = f"rollbackd-{name}-{secrets.token_hex(3)}"  # how its sessions are found (blockers)
 
-    def bounded(self, database: str | None = None) -> AbstractAsyncContextManager[Any]:
-        """A session on the live database (or another of the server) with lock and statement timeouts."""
-        return connect(self.dsn, database, settings=pgwait.settings(
-            self.app_name, self.options.lock_timeout, self.options.statement_timeout))
+    def bounded(self, database: str | None = None, what: str | None = None) -> AbstractAsyncContextManager[Any]:
+        """A session on the live database (or another of the server) with lock and statement timeouts; a
+        timeout names the sessions that blocked it."""
+        return pgwait.session(self.dsn, database, app_name=self.app_name, lock_timeout=self.options.lock_timeout,
+                              statement_timeout=self.options.statement_timeout,
+                              what=what or f"{self.name}: a statement on {self.dsn.where(database)}")
 
     def plain(self, database: str) -> AbstractAsyncContextManager[Any]:
         """A session on a copy rollbackd made (restore checks, VACUUM: no bound but the step's own)."""
         return connect(self.dsn, database)
-
-    def naming_blockers(self, what: str) -> AbstractAsyncContextManager[Any]:
-        return pgwait.naming_blockers(self.dsn, self.app_name, what, self.options.lock_timeout)
 
     # ---- snapshot ---------------------------------------------------------------------------------
     async def server_major(self) -> int:
@@ -96,7 +96,7 @@ class PostgresSnapshotter(RenameSwap):
 
     async def create(self, dest: Path) -> JSON:
         started = time.monotonic()
-        async with self.naming_blockers(f"the snapshot of {self.dsn.where()}"), self.bounded() as conn:
+        async with self.bounded(what=f"the snapshot of {self.dsn.where()}") as conn:
             major = int(await conn.fetchval("SHOW server_version_num")) // 10000
             pg_dump = await check_tool("pg_dump", self.options.pg_bin_dir, major)
             server_version = str(await conn.fetchval("SHOW server_version"))

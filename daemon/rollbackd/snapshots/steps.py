@@ -75,7 +75,8 @@ class SafetySnapshot(BaseStep):
             return dict(CODE_ONLY)
         if await self.is_done(ctx):
             return {"snapshot_set": ctx.incident.context["safety_snapshot"], "target": target, "found": True}
-        await data.preflight(target, ctx.incident.id)  # a restore that will be refused takes no safety snapshot
+        # a restore that will be refused takes no safety snapshot
+        await data.preflight(target, ctx.incident.id, allow_foreign=ctx.incident.context.get("allow_foreign"))
         if not data.safety_snapshot:
             return {"skipped": "safety_snapshot: false", "target": target}
         snap = await data.create(reason=f"safety snapshot before incident {ctx.incident.id}", kind=SAFETY)
