@@ -194,3 +194,41 @@ async def test_kept_copies_fall_under_retention_and_are_listed(world: DataSet, p
     live = (await aliases(qdrant_server.url))["docs"]
     assert live not in [k["name"] for k in listed["qdrant"]]
     assert await points(qdrant_server.url) == 200 and (await table_counts(pg_dsn))["docs"] == 200
+
+
+async def test_every_alias_of_the_live_collection_is_switched_and_switched_back(
+        world: DataSet, pg_dsn: str, qdrant_server: QdrantTestServer) -> None:  # noqa: F811
+    from qdrant_client import AsyncQdrantClient, models
+
+    good = await world.create(reason="green")
+    await bad_deploy(pg_dsn, qdrant_server.url)
+    client = AsyncQdrantClient(url=qdrant_server.url, check_compatibility=False)
+    try:  # a second reader of the same collection (another app, a dashboard)
+        await client.update_collection_aliases(change_aliases_operations=[models.CreateAliasOperation(
+            create_alias=models.CreateAlias(collection_name="docs_v2", alias_name="docs_read"))])
+    finally:
+        await client.close()
+    done = await run_restore(world, good.id, "20261122-031502-a1b2")
+    found = await aliases(qdrant_server.url)
+    assert found["docs"] == found["docs_read"] == done["restored"]["qdrant"]["collection"]
+    assert done["swapped"]["qdrant"]["aliases"] == ["docs", "docs_read"]
+    assert await points(qdrant_server.url, "docs_read") == 200
+    await world.roll_forward(done["swapped"], "20261122-040000-beef")
+    found = await aliases(qdrant_server.url)
+    assert found["docs"] == found["docs_read"] == "docs_v2"
+    assert found["docs__kept_20261122_040000_beef"] == done["restored"]["qdrant"]["collection"]
+    assert "docs__kept_20261122_031502_a1b2" not in found  # docs_v2 is live again, no longer a kept copy
+
+
+async def test_a_snapshot_directory_that_cannot_be_written_names_the_path_and_errno(
+        pg_dsn: str, qdrant_server: QdrantTestServer, tmp_path: Path) -> None:
+    await create_corpus(pg_dsn, docs=20)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the snapshot directory's parent should be")
+    service = command_service([{"type": "command", "argv": ["true"]}])
+    service["snapshots"] = {"dir": str(blocker / "snaps"), "stores": {"postgres": {"type": "postgres",
+                                                                                   "dsn": pg_dsn}}}
+    async with running_daemon(write_config(tmp_path, services={"rag": service})) as daemon:
+        status, body = await asyncio.to_thread(Api(daemon.url).call, "POST", "/v1/snapshots", {"reason": "x"})
+    assert status == 502, body
+    assert str(blocker) in body["detail"] and "ENOTDIR" in body["detail"] and "errno 20" in body["detail"], body

@@ -10,18 +10,19 @@ import builtins
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rollbackd.errors import FatalError
 from rollbackd.records import JSON
 from rollbackd.snapshots import SnapshotSet, Snapshotter
-from rollbackd.snapshots.store import SnapshotStore
+from rollbackd.snapshots.store import SnapshotStore, fs_error
 
 if TYPE_CHECKING:
     from rollbackd.snapshots.jobs import Jobs
     from rollbackd.state import StateStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class DataSet:
@@ -38,10 +39,17 @@ class DataSet:
 
     # ---- reading ----------------------------------------------------------------------------------
     async def list(self) -> builtins.list[SnapshotSet]:
-        return await asyncio.to_thread(self.store.list)
+        return await self.fs(self.store.list)
 
     async def get(self, set_id: str) -> SnapshotSet:
-        return await asyncio.to_thread(self.store.get, set_id)
+        return await self.fs(self.store.get, set_id)
+
+    async def fs(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A snapshot-store call in a thread; an OS error comes out naming the path and the errno."""
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except OSError as exc:
+            raise fs_error(exc, self.store.root) from exc
 
     async def latest(self, *, release: str | None = None, verified_only: bool = True) -> SnapshotSet | None:
         for snap in await self.list():
@@ -80,11 +88,14 @@ class DataSet:
     async def create(self, *, reason: str, kind: str = "manual") -> SnapshotSet:
         """Snapshot every store (in parallel) into one set; atomic: all stores or no set at all."""
         async with self.lock:
-            return await self._create(reason, kind)
+            try:
+                return await self._create(reason, kind)
+            except OSError as exc:  # the set's directory itself (mkdir, a store writing its files)
+                raise fs_error(exc, self.store.root) from exc
 
     async def _create(self, reason: str, kind: str) -> SnapshotSet:
         estimates = await asyncio.gather(*(s.estimate_bytes() for s in self.snapshotters.values()))
-        free = await asyncio.to_thread(self.store.free_bytes)
+        free = await self.fs(self.store.free_bytes)
         if sum(estimates) * 1.1 > free:
             raise FatalError(f"too little disk in {self.store.root}: {free} bytes free, the snapshot needs about "
                              f"{sum(estimates)} (database and collection sizes)")
@@ -109,7 +120,7 @@ class DataSet:
         return snap
 
     async def verify(self, set_id: str) -> JSON:
-        return await asyncio.to_thread(self.store.verify, set_id)
+        return await self.fs(self.store.verify, set_id)
 
     # ---- two-phase restore ------------------------------------------------------------------------
     async def preflight(self, set_id: str, tag: str, *, allow_foreign: str | None = None,

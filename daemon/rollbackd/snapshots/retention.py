@@ -10,7 +10,6 @@ Nothing here decides from a name alone that a copy may go: each store's drop ask
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -100,8 +99,8 @@ async def prune(data: DataSet, *, keep_last: int, keep_kept: int = 2, dry_run: b
     keep, delete = plan(sets, keep_last, green, in_use)
     if not dry_run:
         for set_id in delete:
-            await asyncio.to_thread(data.store.delete, set_id)
-        await asyncio.to_thread(data.store.sweep)
+            await data.fs(data.store.delete, set_id)
+        await data.fs(data.store.sweep)
     orphans = await discard_orphans(data, owned, dry_run=dry_run)
     kept_dropped = await prune_kept(data, keep_kept, owned, dry_run=dry_run)
     log.info("snapshot_prune", extra={"deleted": delete, "kept": len(keep), "dry_run": dry_run,

@@ -11,6 +11,7 @@ hashed, so a half-written set is never listed or used; leftovers of a crash are 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rollbackd.errors import NotFoundError
+from rollbackd.errors import FatalError, NotFoundError
 from rollbackd.snapshots import JSON, SAFETY, SnapshotSet
 
 MANIFEST = "manifest.json"
@@ -52,6 +53,14 @@ def hash_tree(root: Path) -> dict[str, str]:
         if path.is_file() and rel not in (MANIFEST, STATE):
             out[rel] = sha256_file(path)
     return out
+
+
+def fs_error(exc: OSError, root: Path) -> FatalError:
+    """A file-system failure of the snapshot store, naming the path and the errno (a read-only or full
+    snapshot directory must be a clear refusal, not a bare 500)."""
+    code = errno.errorcode.get(exc.errno or 0, "?")
+    return FatalError(f"snapshot directory {root}: {exc.strerror or type(exc).__name__} ({code}, errno {exc.errno})"
+                      f" at {exc.filename or root}")
 
 
 def _kind_of(reason: str) -> str:
