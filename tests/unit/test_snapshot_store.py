@@ -315,3 +315,18 @@ def test_two_services_may_not_share_a_snapshot_directory(tmp_path: Path) -> None
                                        "c": svc(str(tmp_path / "c"))})
     assert validate(shared) == [f"services.b.snapshots.dir: {tmp_path / 's'} is also services.a's; two services "
                                 "may not share a snapshot directory"]
+
+
+async def test_the_green_releases_set_is_never_a_safety_snapshot_labelled_with_it(tmp_path: Path) -> None:
+    """After a rollback to v1, a later incident's safety snapshot is labelled v1 (then live) but holds the
+    damage: target selection by release must not pick it."""
+    from rollbackd.snapshots.dataset import DataSet
+
+    store = SnapshotStore(tmp_path, "rag")
+    _write_set(store, "good-v1", 1.0, release="v1")
+    _write_set(store, "safety-later", 2.0, release="v1", kind="safety")
+    data = DataSet(service="rag", store=store, snapshotters={})
+    found = await data.latest(release="v1", verified_only=True)
+    assert found is not None and found.id == "good-v1"
+    newest = await data.latest(verified_only=False, include_safety=True)
+    assert newest is not None and newest.id == "safety-later"

@@ -51,9 +51,12 @@ class DataSet:
         except OSError as exc:
             raise fs_error(exc, self.store.root) from exc
 
-    async def latest(self, *, release: str | None = None, verified_only: bool = True) -> SnapshotSet | None:
+    async def latest(self, *, release: str | None = None, verified_only: bool = True,
+                     include_safety: bool = False) -> SnapshotSet | None:
+        """The newest set (of ``release``); never a safety snapshot unless asked: one taken during a later
+        incident is labelled with the release then live, yet holds the damaged data it was taken to keep."""
         for snap in await self.list():
-            if verified_only and not snap.verified:
+            if (verified_only and not snap.verified) or (snap.is_safety and not include_safety):
                 continue
             if release is not None and snap.release != release:
                 continue

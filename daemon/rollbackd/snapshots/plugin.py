@@ -165,7 +165,7 @@ async def start(core: Core) -> None:
 
     for data in datasets(core).values():
         await asyncio.to_thread(data.store.sweep)
-        latest = await data.latest(verified_only=False)
+        latest = await data.latest(verified_only=False, include_safety=True)
         if latest is not None and data.on_success is not None:
             for store in latest.manifests:
                 data.on_success(store, latest.created_at)
