@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 import pytest
 
 from rollbackd.errors import FatalError
-from rollbackd.snapshots.api import run_restore
 from rollbackd.snapshots.dataset import DataSet
 from rollbackd.snapshots.retention import prune
 from tests.integration.test_data_steps import bad_deploy, points, world  # noqa: F401 (fixture)
@@ -81,8 +80,8 @@ async def test_the_same_set_restored_twice_never_fails_a_reader(world: DataSet, 
     port = urlsplit(qdrant_server.url).port
     assert port is not None
     with Poller(port, "/collections/docs") as reader:  # every 20 ms through the alias
-        first = await run_restore(world, good.id, "20261122-031502-a1b2")
-        second = await run_restore(world, good.id, "20261122-031600-c3d4")
+        first = await world.restore(good.id, "20261122-031502-a1b2")
+        second = await world.restore(good.id, "20261122-031600-c3d4")
     assert reader.failures == 0 and len(reader.ok_at) > 10
     copies = (first["restored"]["qdrant"]["collection"], second["restored"]["qdrant"]["collection"])
     assert copies[0] != copies[1]
@@ -101,7 +100,7 @@ async def test_a_drill_after_a_rollback_of_the_same_set_leaves_live_alone(
         world: DataSet, pg_dsn: str, qdrant_server: QdrantTestServer) -> None:  # noqa: F811
     good = await world.create(reason="green")
     await bad_deploy(pg_dsn, qdrant_server.url)
-    await run_restore(world, good.id, "20261122-031502-a1b2")
+    await world.restore(good.id, "20261122-031502-a1b2")
     live = (await aliases(qdrant_server.url))["docs"]
     # what the drill does with the data: prepare the same set aside, then discard it in teardown
     scratch = await world.prepare(good.id)
@@ -153,7 +152,7 @@ async def test_a_refused_restore_takes_no_safety_snapshot(qdrant_server: QdrantT
         good = await data.create(reason="green")
         for attempt in range(3):
             with pytest.raises(FatalError, match="is a collection, not an alias"):
-                await run_restore(data, good.id, f"20261122-03150{attempt}-a1b2")
+                await data.restore(good.id, f"20261122-03150{attempt}-a1b2")
         assert [s.id for s in await data.list()] == [good.id]  # no safety snapshots piled up
         assert await data.snapshotters["qdrant"].copies() == []  # type: ignore[attr-defined]
     finally:
@@ -167,7 +166,7 @@ async def test_untracked_releases_restore_the_good_set_not_a_safety_snapshot(
 
     good = await world.create(reason="green")
     await bad_deploy(pg_dsn, qdrant_server.url)
-    first = await run_restore(world, good.id, "20261122-031502-a1b2")  # leaves a safety set of the damage
+    first = await world.restore(good.id, "20261122-031502-a1b2")  # leaves a safety set of the damage
     assert (await world.list())[0].id == first["safety_snapshot"]
     context: dict[str, Any] = {"target": None}
     await step(SafetySnapshot).run(make_ctx(world, context, incident_id="20261122-040000-beef"))
@@ -182,7 +181,7 @@ async def test_kept_copies_fall_under_retention_and_are_listed(world: DataSet, p
     world.safety_snapshot = False
     tags = ["20261122-031502-a1b2", "20261122-031600-c3d4", "20261122-031700-e5f6"]
     for tag in tags:
-        await run_restore(world, good.id, tag)
+        await world.restore(good.id, tag)
     listed = await kept_copies(world)
     assert [k["tag"] for k in listed["postgres"]] == [t.replace("-", "_") for t in reversed(tags)]
     assert len(listed["qdrant"]) == 3
@@ -208,7 +207,7 @@ async def test_every_alias_of_the_live_collection_is_switched_and_switched_back(
             create_alias=models.CreateAlias(collection_name="docs_v2", alias_name="docs_read"))])
     finally:
         await client.close()
-    done = await run_restore(world, good.id, "20261122-031502-a1b2")
+    done = await world.restore(good.id, "20261122-031502-a1b2")
     found = await aliases(qdrant_server.url)
     assert found["docs"] == found["docs_read"] == done["restored"]["qdrant"]["collection"]
     assert done["swapped"]["qdrant"]["aliases"] == ["docs", "docs_read"]

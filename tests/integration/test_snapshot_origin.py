@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from rollbackd.errors import FatalError
-from rollbackd.snapshots.api import run_restore
 from rollbackd.snapshots.dataset import DataSet
 from rollbackd.snapshots.postgres import PostgresOptions, PostgresSnapshotter
 from rollbackd.snapshots.qdrant import QdrantOptions, QdrantSnapshotter
@@ -44,11 +43,11 @@ async def test_a_set_of_another_service_and_database_is_refused_unless_named(pg_
     assert snap.manifests["postgres"]["server"]["system_identifier"]
     assert snap.manifests["postgres"]["store"] == "postgres"
     with pytest.raises(FatalError, match=r"taken of service a \(this is b\); postgres: database .*allow_foreign='a'"):
-        await run_restore(b, snap.id, "20261122-031502-a1b2")
+        await b.restore(snap.id, "20261122-031502-a1b2")
     assert (await table_counts(other_dsn))["docs"] == 80 and [s.id for s in await b.list()] == [snap.id]
     with pytest.raises(FatalError, match="refused"):
-        await run_restore(b, snap.id, "20261122-031502-a1b3", allow_foreign="b")  # the wrong name
-    done = await run_restore(b, snap.id, "20261122-031502-a1b4", allow_foreign="a")
+        await b.restore(snap.id, "20261122-031502-a1b3", allow_foreign="b")  # the wrong name
+    done = await b.restore(snap.id, "20261122-031502-a1b4", allow_foreign="a")
     assert done["snapshot_set"] == snap.id and (await table_counts(other_dsn))["docs"] == 120
 
 
@@ -61,7 +60,7 @@ async def test_a_set_of_another_server_is_refused(pg_dsn: str, tmp_path: Path) -
     manifest["stores"]["postgres"]["server"] = {"system_identifier": "1234", "address": "elsewhere:5432"}
     (snap.path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(FatalError, match="PostgreSQL server 1234 at elsewhere:5432"):
-        await run_restore(data, snap.id, "20261122-031502-a1b2")
+        await data.restore(snap.id, "20261122-031502-a1b2")
     assert len(await data.list()) == 1  # no safety snapshot
 
 

@@ -5,7 +5,6 @@ with who asked (the token's name) and why. A restore here is the two-phase opera
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +18,6 @@ from rollbackd.api.problems import problem
 from rollbackd.api.v1 import ACTOR, body_of, query_service
 from rollbackd.errors import ConfigError, NotFoundError, PayloadError, RollbackdError
 from rollbackd.records import JSON, Event
-from rollbackd.snapshots import SAFETY
 from rollbackd.snapshots.dataset import DataSet
 from rollbackd.snapshots.manual import open_restore
 from rollbackd.snapshots.plugin import parse
@@ -148,20 +146,6 @@ async def restore_snapshot(request: web.Request) -> web.Response:
     return web.json_response({"incident": incident.id, "service": data.service, "snapshot_set": set_id,
                               "state": incident.state.value, "follow": f"/v1/incidents/{incident.id}"},
                              status=202)
-
-
-async def run_restore(data: DataSet, set_id: str, tag: str, *, allow_foreign: str | None = None) -> JSON:
-    started = time.monotonic()
-    safety = None
-    await data.preflight(set_id, tag, allow_foreign=allow_foreign)  # refused: no safety snapshot taken
-    if data.safety_snapshot:
-        safety = (await data.create(reason=f"safety snapshot before restore {tag}", kind=SAFETY)).id
-    async with data.lock:
-        prepared = await data.prepare(set_id)
-        swapped = await data.swap(prepared, tag)
-    return {"op": tag, "snapshot_set": set_id, "safety_snapshot": safety, "restored": prepared,
-            "swapped": swapped, "downtime_s": {n: s.get("downtime_s") for n, s in swapped.items()},
-            "seconds": round(time.monotonic() - started, 3)}
 
 
 async def prune_snapshots(request: web.Request) -> web.Response:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from rollbackd.errors import FatalError
 from rollbackd.records import JSON
-from rollbackd.snapshots import SnapshotSet, Snapshotter
+from rollbackd.snapshots import SAFETY, SnapshotSet, Snapshotter
 from rollbackd.snapshots.store import SnapshotStore, fs_error
 
 if TYPE_CHECKING:
@@ -234,6 +234,21 @@ class DataSet:
         state = f"swapped back: {', '.join(undone) or 'none'}" + (f"; STILL SWAPPED: {', '.join(stuck)}"
                                                                     if stuck else "; live data as before")
         return FatalError(f"swap of {failed} failed: {exc} ({state})")
+
+    async def restore(self, set_id: str, tag: str, *, allow_foreign: str | None = None) -> JSON:
+        """The whole restore in one call, without the incident engine (tests, benchmarks): refusals first,
+        then the safety snapshot, prepare and swap under the lock."""
+        started = time.monotonic()
+        await self.preflight(set_id, tag, allow_foreign=allow_foreign)  # refused: no safety snapshot taken
+        safety = None
+        if self.safety_snapshot:
+            safety = (await self.create(reason=f"safety snapshot before restore {tag}", kind=SAFETY)).id
+        async with self.lock:
+            prepared = await self.prepare(set_id)
+            swapped = await self.swap(prepared, tag)
+        return {"op": tag, "snapshot_set": set_id, "safety_snapshot": safety, "restored": prepared,
+                "swapped": swapped, "downtime_s": {n: s.get("downtime_s") for n, s in swapped.items()},
+                "seconds": round(time.monotonic() - started, 3)}
 
     async def roll_forward(self, swapped: Mapping[str, JSON], tag: str) -> dict[str, JSON]:
         out: dict[str, JSON] = {}

@@ -13,6 +13,7 @@ from rollbackd.errors import FatalError
 from rollbackd.records import JSON
 from rollbackd.snapshots import pgprops, pre_name, rollforward_name
 from rollbackd.snapshots.pgtools import ident
+from rollbackd.snapshots.pgwait import describe
 
 if TYPE_CHECKING:
     from rollbackd.snapshots.postgres import PostgresOptions
@@ -95,8 +96,11 @@ class RenameSwap:
                "WHERE datname = ANY($1::text[]) AND pid <> pg_backend_pid()")
         while await admin.fetchval(sql, list(databases)):
             if time.monotonic() > deadline:
+                left = await admin.fetch("SELECT pid, application_name, state, left(query, 200) AS query FROM "
+                                         "pg_stat_activity WHERE datname = ANY($1::text[]) AND pid <> "
+                                         "pg_backend_pid() ORDER BY pid", list(databases))
                 raise FatalError(f"sessions of {', '.join(databases)} did not end in "
-                                 f"{self.options.terminate_wait:g}s")
+                                 f"{self.options.terminate_wait:g}s: {describe([dict(r) for r in left])}")
             await asyncio.sleep(0.01)
 
     async def is_swapped(self, restored: JSON, tag: str) -> bool:
