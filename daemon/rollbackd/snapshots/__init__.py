@@ -103,6 +103,26 @@ class Snapshotter(Protocol):
         """What is live now (for a restore's dry-run: what would be replaced)."""
         ...
 
+    async def preflight(self, manifest: JSON, tag: str) -> None:
+        """Raise FatalError when a swap of this snapshot would be refused; before anything is written."""
+        ...
+
+    async def origin_problems(self, manifest: JSON) -> list[str]:
+        """How the snapshot's origin (database or alias, server) differs from this store; empty when not."""
+        ...
+
+    async def copies(self) -> list[str]:
+        """Restore-aside copies on the server that are neither live nor kept (orphans, for retention)."""
+        ...
+
+    async def kept(self) -> list[JSON]:
+        """Copies kept for roll-forward: ``{"name", "tag", ...}``; ``tag`` sorts by time."""
+        ...
+
+    async def drop_kept(self, kept: JSON) -> bool:
+        """Let a kept copy go (the server is asked first: a live one stays); True when it was deleted."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -140,9 +140,7 @@ class DataSet:
         if rehash:
             await self._verified(set_id)
         for name, snapshotter in self.snapshotters.items():
-            check = getattr(snapshotter, "preflight", None)
-            if check is not None:
-                await check(snap.manifests[name], tag)
+            await snapshotter.preflight(snap.manifests[name], tag)
         return snap
 
     async def prepare(self, set_id: str) -> dict[str, JSON]:
@@ -175,9 +173,7 @@ class DataSet:
     async def _check_origin(self, snap: SnapshotSet, allow_foreign: str | None) -> None:
         problems = [] if snap.service == self.service else [f"service {snap.service} (this is {self.service})"]
         for name, snapshotter in self.snapshotters.items():
-            origin = getattr(snapshotter, "origin_problems", None)
-            if origin is not None:
-                problems += [f"{name}: {p}" for p in await origin(snap.manifests[name])]
+            problems += [f"{name}: {p}" for p in await snapshotter.origin_problems(snap.manifests[name])]
         if problems and allow_foreign != snap.service:
             raise FatalError(f"snapshot set {snap.id} was taken of " + "; ".join(problems) + "; refused, nothing "
                              f"changed (to restore it anyway, name its service: allow_foreign={snap.service!r})")

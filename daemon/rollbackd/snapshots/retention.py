@@ -112,10 +112,7 @@ async def prune(data: DataSet, *, keep_last: int, keep_kept: int = 2, dry_run: b
 async def discard_orphans(data: DataSet, owned: set[str], *, dry_run: bool) -> list[str]:
     dropped: list[str] = []
     for name, snapshotter in data.snapshotters.items():
-        copies = getattr(snapshotter, "copies", None)
-        if copies is None:
-            continue
-        for copy in await copies():
+        for copy in await snapshotter.copies():
             if copy in owned:
                 continue
             if not dry_run:
@@ -131,14 +128,11 @@ async def discard_orphans(data: DataSet, owned: set[str], *, dry_run: bool) -> l
 async def prune_kept(data: DataSet, keep_kept: int, owned: set[str], *, dry_run: bool) -> list[str]:
     dropped: list[str] = []
     for name, snapshotter in data.snapshotters.items():
-        listing, drop = getattr(snapshotter, "kept", None), getattr(snapshotter, "drop_kept", None)
-        if listing is None or drop is None:
-            continue
-        _, go = plan_kept(await listing(), keep_kept, owned)
+        _, go = plan_kept(await snapshotter.kept(), keep_kept, owned)
         for kept in go:
             if not dry_run:
                 try:
-                    await drop(kept)
+                    await snapshotter.drop_kept(kept)
                 except RollbackdError as exc:
                     log.warning("snapshot_kept_copy_stays", extra={"store": name, "copy": kept["name"],
                                                                    "error": str(exc)})
@@ -149,9 +143,5 @@ async def prune_kept(data: DataSet, keep_kept: int, owned: set[str], *, dry_run:
 
 async def kept_copies(data: DataSet) -> JSON:
     """The kept copies of every store, newest first (for `snapshot list`)."""
-    out: JSON = {}
-    for name, snapshotter in data.snapshotters.items():
-        listing = getattr(snapshotter, "kept", None)
-        if listing is not None:
-            out[name] = sorted(await listing(), key=lambda k: str(k["tag"]), reverse=True)
-    return out
+    return {name: sorted(await snapshotter.kept(), key=lambda k: str(k["tag"]), reverse=True)
+            for name, snapshotter in data.snapshotters.items()}
