@@ -214,3 +214,22 @@ async def test_prepare_vacuums_the_copy(make_db: Make, tmp_path: Path) -> None:
     copy = dsn_for(prepared["postgres"]["database"])
     row = (await run(copy, "SELECT relpages, relallvisible FROM pg_class WHERE relname = 't'"))[0]
     assert row["relpages"] > 0 and row["relallvisible"] == row["relpages"]  # index-only scans skip the heap
+
+
+async def test_the_incident_step_reports_the_properties_it_changed(make_db: Make, roles: dict[str, str],
+                                                                   tmp_path: Path) -> None:
+    """The data.swap step's summary (what `show` and the Slack thread print) lists live -> snapshot."""
+    from rollbackd.snapshots.steps import PrepareData, SwapData
+    from tests.integration.test_data_steps import make_ctx, step
+
+    dsn = await damaged(make_db, roles)
+    name = dsn.rpartition("/")[2]
+    data = dataset(tmp_path, dsn)
+    snap = await data.create(reason="green")
+    await run(dsn, f"ALTER DATABASE {name} SET search_path = public")
+    ctx = make_ctx(data, {"target": {"snapshot_set": snap.id}}, track=True)
+    await step(PrepareData).run(ctx)
+    out = await step(SwapData).run(ctx)
+    assert out["properties_changed"]["postgres"]["settings"]["snapshot"] == ["search_path=app, public"]
+    assert ("database properties changed (live -> snapshot): postgres settings ['search_path=public'] -> "
+            "['search_path=app, public']") in out["summary"]

@@ -13,6 +13,7 @@ from rollbackd.errors import FatalError
 from rollbackd.snapshots.dataset import DataSet
 from rollbackd.snapshots.postgres import PostgresOptions, PostgresSnapshotter
 from rollbackd.snapshots.qdrant import QdrantOptions, QdrantSnapshotter
+from rollbackd.snapshots.retention import prune
 from rollbackd.snapshots.store import SnapshotStore
 from tests.support.corpus import create_corpus, table_counts
 from tests.support.pg import drop_database, fresh_database
@@ -47,6 +48,9 @@ async def test_a_set_of_another_service_and_database_is_refused_unless_named(pg_
     assert (await table_counts(other_dsn))["docs"] == 80 and [s.id for s in await b.list()] == [snap.id]
     with pytest.raises(FatalError, match="refused"):
         await b.restore(snap.id, "20261122-031502-a1b3", allow_foreign="b")  # the wrong name
+    assert await b.restore_target() is None and await b.latest() is None  # never chosen by itself
+    pruned = await prune(b, keep_last=1)
+    assert pruned["deleted"] == [] and [s.id for s in await a.list()] == [snap.id]  # nor pruned by b
     done = await b.restore(snap.id, "20261122-031502-a1b4", allow_foreign="a")
     assert done["snapshot_set"] == snap.id and (await table_counts(other_dsn))["docs"] == 120
 

@@ -41,6 +41,11 @@ class DataSet:
     async def list(self) -> builtins.list[SnapshotSet]:
         return await self.fs(self.store.list)
 
+    async def own(self) -> builtins.list[SnapshotSet]:
+        """The sets taken of this service (a directory shared by mistake holds others too: never chosen,
+        never pruned here)."""
+        return [s for s in await self.list() if s.service == self.service]
+
     async def get(self, set_id: str) -> SnapshotSet:
         return await self.fs(self.store.get, set_id)
 
@@ -55,7 +60,7 @@ class DataSet:
                      include_safety: bool = False) -> SnapshotSet | None:
         """The newest set (of ``release``); never a safety snapshot unless asked: one taken during a later
         incident is labelled with the release then live, yet holds the damaged data it was taken to keep."""
-        for snap in await self.list():
+        for snap in await self.own():
             if (verified_only and not snap.verified) or (snap.is_safety and not include_safety):
                 continue
             if release is not None and snap.release != release:
@@ -67,7 +72,7 @@ class DataSet:
         """The set a rollback restores when none is named: the newest verified set that is not a safety
         snapshot (those hold the state a rollback replaced: for roll-forward, or by explicit id), preferring
         sets taken while a green release was live."""
-        good = [s for s in await self.list() if s.verified and not s.is_safety]
+        good = [s for s in await self.own() if s.verified and not s.is_safety]
         green = await self.green_releases()
         return next((s for s in good if s.release in green), good[0] if good else None)
 

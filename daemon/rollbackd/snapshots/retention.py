@@ -95,7 +95,7 @@ async def _in_use(data: DataSet) -> tuple[set[str], set[str]]:
 async def prune(data: DataSet, *, keep_last: int, keep_kept: int = 2, dry_run: bool = False) -> JSON:
     green = await data.green_releases()
     in_use, owned = await _in_use(data)
-    sets = await data.list()
+    sets = await data.own()
     keep, delete = plan(sets, keep_last, green, in_use)
     if not dry_run:
         for set_id in delete:
