@@ -1,12 +1,14 @@
 """PostgresSnapshotter (``type: postgres``): pg_dump -Fd -j N, restore aside with pg_restore -j N, swap by
-rename (or, for chosen tables, in place: rollbackd.snapshots.pginplace).
+rename (rollbackd.snapshots.pgswap; or, for chosen tables, in place: rollbackd.snapshots.pginplace).
 
 The dump runs on a snapshot exported from a REPEATABLE READ transaction, and the manifest's row counts are
 read in that same snapshot, so they match the dump exactly while writers go on (pg_dump takes only
-ACCESS SHARE locks). The swap window: disallow connections, terminate backends, rename live to
-``<db>__pre_<tag>`` (kept for roll-forward) and the restored copy to live in one transaction, allow
-connections. Before it, the live database's own properties go onto the copy (rollbackd.snapshots.pgprops)
-and ANALYZE has run on it (a restored database has no planner statistics).
+ACCESS SHARE locks). The manifest also records the database's locale (rollbackd.snapshots.pglocale), its
+own properties (rollbackd.snapshots.pgprops) and the server's identity. The copy is created like the
+snapshot's database, gets the snapshot's properties and a VACUUM (ANALYZE) before the swap window
+(disallow connections, terminate backends, rename live to ``<db>__pre_<tag>`` and the copy to live in one
+transaction, allow connections). Sessions on the live and maintenance databases are bounded and name
+their blockers (rollbackd.snapshots.pgwait); a copy is dropped only after the server says it is not live.
 """
 
 from __future__ import annotations

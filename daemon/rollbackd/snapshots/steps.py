@@ -101,7 +101,7 @@ class PrepareData(BaseStep):
     type = "data.prepare"
 
     def describe(self) -> str:
-        return "restore the target snapshot aside (all stores in parallel), counts checked, ANALYZE"
+        return "restore the target snapshot aside (all stores in parallel), counts checked, VACUUM ANALYZE"
 
     async def is_done(self, ctx: StepContext) -> bool:
         return await _every_store(ctx, lambda snapshotter, restored: snapshotter.is_prepared(restored))
