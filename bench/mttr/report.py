@@ -129,8 +129,9 @@ class Breakdown:
         pg = (restored.get("postgres") or {}).get("durations") or {}
         qd = (restored.get("qdrant") or {}).get("durations") or {}
         if pg:
-            rows.append(Row("  . Postgres pg_restore -j2 + counts + ANALYZE", None, pg.get("total_s"),
-                            f"restore {pg.get('restore_s')} s, analyze {pg.get('analyze_s')} s"))
+            vacuum = pg.get("vacuum_analyze_s", pg.get("analyze_s"))
+            rows.append(Row("  . Postgres pg_restore -j2 + counts + VACUUM ANALYZE", None, pg.get("total_s"),
+                            f"restore {pg.get('restore_s')} s, vacuum analyze {vacuum} s"))
         if qd:
             rows.append(Row("  . Qdrant snapshot recover + point count", None, qd.get("restore_s"), QDRANT_NOTE))
         return rows

@@ -71,6 +71,26 @@ class SnapshotterContract:
         with pytest.raises((FatalError, BackendError)):
             await snapshotter.check_swap(restored)
 
+    async def test_nothing_live_or_kept_is_ever_dropped(self, snapshotter: Snapshotter, live_count: Count,
+                                                         tmp_path: Path) -> None:
+        """Restore the same set twice: fresh copy names, the live one never dropped (asked of the server), the
+        replaced ones kept and listed, never orphans."""
+        manifest = await snapshotter.create(tmp_path)
+        first = await snapshotter.prepare(manifest, tmp_path, "20260101_000000_c4")
+        swapped = await snapshotter.swap(first, "20261122-031502-a1b2")
+        second = await snapshotter.prepare(manifest, tmp_path, "20260101_000000_c4")
+        assert (second.get("database") or second["collection"]) != (first.get("database") or first["collection"])
+        await snapshotter.swap(second, "20261122-031600-c3d4")
+        now = await snapshotter.live()
+        live = now.get("database") or now["collection"]
+        with pytest.raises(FatalError, match="refusing"):
+            await snapshotter.discard({"database": live, "collection": live})
+        assert await snapshotter.copies() == []
+        kept = await snapshotter.kept()
+        assert {k["tag"] for k in kept} >= {"20261122_031502_a1b2", "20261122_031600_c3d4"}
+        assert swapped["kept"] in {k["name"] for k in kept}
+        assert await live_count() == self.manifest_count(manifest)
+
     async def test_live_describes_what_a_restore_replaces(self, snapshotter: Snapshotter) -> None:
         live = await snapshotter.live()
         assert live["kind"] == snapshotter.kind

@@ -24,7 +24,7 @@ from rollbackd.snapshots.steps import PrepareData, RollForwardData, SafetySnapsh
 from rollbackd.snapshots.store import SnapshotStore
 from tests.support.corpus import change_corpus, create_corpus, load_points, table_counts
 from tests.support.daemon import Api, command_service, running_daemon, write_config
-from tests.support.pg import database_exists, db_name
+from tests.support.pg import database_exists
 from tests.support.qdrant import QdrantTestServer
 
 pytestmark = pytest.mark.integration
@@ -64,7 +64,7 @@ async def test_qdrant_fault_leaves_postgres_live_untouched(world: DataSet, pg_ds
     qdrant_server.inject_fault(r"/snapshots/upload$", method="POST", status=500, message="injected")
     with pytest.raises(BackendError, match="upload: 500 injected"):
         await world.prepare(snap.id)
-    assert not await database_exists(f"{db_name(pg_dsn)}__rb_{snap.id}")  # the prepared copy was dropped
+    assert not [d for d in await world.snapshotters["postgres"].copies()]  # type: ignore[attr-defined]  # dropped
     assert (await table_counts(pg_dsn))["docs"] == 230 and await points(qdrant_server.url) == 230
     prepared = await world.prepare(snap.id)  # the same set prepares once Qdrant is healthy
     swapped = await world.swap(prepared, "inc-ok")
@@ -115,7 +115,7 @@ async def test_steps_resume_after_a_crash_between_prepare_and_swap(world: DataSe
     assert out["snapshot_set"] == good.id
     assert out["restored"]["postgres"]["expected"]["tables"]["public.docs"] == {"rows": 200}
     assert out["restored"]["qdrant"]["expected"] == {"collections": {"docs": 200}}
-    assert out["restored"]["qdrant"]["collection"] == f"docs__rb_{good.id}"
+    assert out["restored"]["qdrant"]["collection"].startswith(f"docs__rb_{good.id}_")
     # the daemon dies here; after the restart fresh step objects read the journaled context
     ctx = make_ctx(world, dict(context))
     assert await step(PrepareData).is_done(ctx)
@@ -232,20 +232,28 @@ async def test_api_restore_verify_and_adopt_alias(pg_dsn: str, qdrant_server: Qd
         assert (await call("POST", "/v1/snapshots/nope/verify", {}))[0] == 404
         await change_corpus(pg_dsn)
         status, body = await call("POST", f"/v1/snapshots/{snap['id']}/restore", {"reason": "bad deploy"})
-        assert status == 200, body
-        print(f"API restore: {body['seconds']}s, downtime {body['downtime_s']}")
-        assert body["safety_snapshot"] and set(body["downtime_s"]) == {"postgres", "qdrant"}
+        assert status == 202, body  # a restore runs as an incident the caller follows
+        done = await asyncio.to_thread(api.wait_incident, body["incident"], ("resolved", "failed"), 90)
+        assert done["state"] == "resolved", done
+        swap = next(s for s in done["steps"] if s["name"] == "data.swap")["output"]
+        print(f"API restore: downtime {swap['downtime_s']}")
+        assert set(swap["downtime_s"]) == {"postgres", "qdrant"}
+        assert next(s for s in done["steps"] if s["name"] == "snapshot.safety")["output"]["snapshot_set"]
         assert (await table_counts(pg_dsn))["docs"] == 200
-        events = await daemon.core.store.events(service="rag", kinds=("snapshot_restore", "alias_adopt"))
+        events = await daemon.core.store.events(service="rag", kinds=("snapshot_restore_started", "alias_adopt"))
         assert {(e.kind, e.actor, e.data["why"]) for e in events} == {
-            ("snapshot_restore", "tester", "bad deploy"), ("alias_adopt", "tester", "read through an alias")}
-        # a corrupt set is refused through the API too, and nothing live changes
+            ("snapshot_restore_started", "tester", "bad deploy"), ("alias_adopt", "tester", "read through an alias")}
+        # a corrupt set is refused before any safety snapshot, and nothing live changes
         victim = next(p for p in (tmp_path / "snaps" / snap["id"] / "postgres").rglob("*") if p.is_file())
         victim.write_bytes(victim.read_bytes() + b"x")
         await change_corpus(pg_dsn, junk=3, delete=[], rewrite=[])
+        sets = len((await call("GET", "/v1/snapshots"))[1]["snapshots"])
         status, body = await call("POST", f"/v1/snapshots/{snap['id']}/restore", {"reason": "again"})
-        assert status == 502 and "failed verification" in body["detail"]
+        assert status == 202, body
+        failed = await asyncio.to_thread(api.wait_incident, body["incident"], ("resolved", "failed"), 90)
+        assert failed["state"] == "failed" and "failed verification" in failed["error"], failed
         assert (await table_counts(pg_dsn))["docs"] == 203
+        assert len((await call("GET", "/v1/snapshots"))[1]["snapshots"]) == sets
         status, body = await call("POST", "/v1/snapshots", {"reason": "x", "service": "nope"})
         assert status == 400 and body["field"] == "service"
 

@@ -154,11 +154,12 @@ def test_go_drill_restores_scratch_copies_and_leaves_the_live_service_alone(stac
     assert scratch["container"] == f"{stack.container_name}__drill_{report['id']}"
     assert scratch["image_id"].removeprefix("sha256:") == stack.image_v1.removeprefix("sha256:")
     assert scratch["live_container"] == before["container"]["id"] and scratch["port"] != stack.rag_port
-    assert set(report["scratch"]["data"].values()) == {f"{db_name(stack.dsn)}__rb_{report['snapshot_set']}",
-                                                        f"docs__rb_{report['snapshot_set']}"}
+    copies = sorted(report["scratch"]["data"].values())  # fresh names: <base>__rb_<set>_<4 hex>
+    assert [c.rpartition("_")[0] for c in copies] == sorted([f"{db_name(stack.dsn)}__rb_{report['snapshot_set']}",
+                                                             f"docs__rb_{report['snapshot_set']}"])
     rewrite = report["scratch"]["rewrite"]  # the checks looked at the scratch container and database
     assert rewrite[stack.rag_url] == f"http://127.0.0.1:{scratch['port']}"
-    assert rewrite[stack.dsn].endswith(f"__rb_{report['snapshot_set']}")
+    assert rewrite[stack.dsn].rpartition("_")[0].endswith(f"__rb_{report['snapshot_set']}")
     assert_scratch_gone(stack, report)
     assert_untouched(stack, before)
     assert stack.rag_version() == "v2" and stack.running_image() == stack.image_v2

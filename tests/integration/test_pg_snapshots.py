@@ -213,7 +213,7 @@ async def test_app_role_sees_the_same_database_after_the_swap(roles: dict[str, s
     finally:
         await conn.close()
     swapped = await data.swap(await data.prepare(snap.id), "inc-props")
-    assert swapped["postgres"]["properties_applied"] > 5
+    assert swapped["postgres"]["properties_applied"]["statements"] > 5
     after = await _observe(pg_dsn, roles)
     assert before.pop("docs") == 50 and after.pop("docs") == 50
     assert after == before

@@ -158,18 +158,19 @@ class FakeClient:
         self.posted: list[Any] = []
 
     def post(self, path: str, body: Any = None) -> dict[str, Any]:
-        self.posted.append((path, body))
-        return self.report
+        self.posted.append((path, body))  # the drill runs in the daemon; the CLI follows its journal
+        return {"id": self.report["id"], "service": "rag", "state": "running", "follow": "/v1/drills?service=rag"}
 
     def get(self, path: str) -> dict[str, Any]:
-        return {"drills": [self.report]}
+        return {"drills": [{**self.report, "id": "an-older-drill"}, self.report]}
 
 
 def test_cli_renders_the_report_and_exits_4_on_no_go(capsys: pytest.CaptureFixture[str]) -> None:
     args = build_parser().parse_args(["drill", "--service", "rag", "--reason", "weekly"])
     client = FakeClient(REPORT)
     assert cli_drill.cmd_drill(args, client) == EXIT_VERIFY_FAILED  # type: ignore[arg-type]
-    assert client.posted == [("/v1/drill", {"service": "rag", "reason": "weekly"})] and client.timeout >= 3600
+    assert client.posted == [("/v1/drill", {"service": "rag", "reason": "weekly", "background": True})]
+    assert client.timeout == 30  # no request held open for the whole drill
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "drill 20261122_040000_ab12 of rag: NO-GO"
     assert "    deploy    FAIL    3.20s  not healthy" in out and "time to restore: -" in out

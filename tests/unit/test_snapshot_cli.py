@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from rollbackd.cli import snapshot
 from rollbackd.cli.main import build_parser
@@ -29,8 +32,20 @@ class FakeClient:
         self.calls.append(("POST", path, body))
         if body.get("dry_run"):
             return PLAN
-        return {"snapshot_set": "20260101_000000_aa", "seconds": 1.5, "downtime_s": {"postgres": 0.02},
-                "swapped": {"postgres": {"kept": "rag__pre_x"}}, "safety_snapshot": "s2"}
+        return {"incident": "I1", "service": "rag", "snapshot_set": "20260101_000000_aa", "state": "pending",
+                "follow": "/v1/incidents/I1"}
+
+    def get(self, path: str) -> dict[str, Any]:
+        self.calls.append(("GET", path, None))
+        if len([c for c in self.calls if c[0] == "GET"]) < 2:
+            return {"id": "I1", "state": "running", "steps": []}
+        swap = {"snapshot_set": "20260101_000000_aa", "downtime_s": {"postgres": 0.02},
+                "swapped": {"postgres": {"kept": "rag__pre_x"}},
+                "properties_changed": {"postgres": {"settings": {"live": ["search_path=public"],
+                                                                "snapshot": ["search_path=app, public"]}}}}
+        return {"id": "I1", "state": "resolved", "steps": [
+            {"name": "snapshot.safety", "state": "done", "duration_s": 1.0, "output": {"snapshot_set": "s2"}},
+            {"name": "data.swap", "state": "done", "duration_s": 0.1, "output": swap}]}
 
 
 def test_parses_every_subcommand() -> None:
@@ -53,16 +68,48 @@ def test_restore_dry_run_shows_what_is_replaced_and_does_nothing(capsys: Any) ->
     assert [c[2]["dry_run"] for c in client.calls] == [True]
 
 
-def test_restore_asks_and_refuses_without_a_terminal(capsys: Any) -> None:
+def test_restore_asks_and_refuses_without_a_terminal(capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     client = FakeClient()
     args = build_parser().parse_args(["snapshot", "restore", "ID", "--reason", "r"])
     assert snapshot.cmd_restore(args, client) == 1  # stdin is not a tty under pytest
     assert "pass --yes" in capsys.readouterr().err
     assert len(client.calls) == 1
     args = build_parser().parse_args(["snapshot", "restore", "ID", "--reason", "r", "--yes"])
+    monkeypatch.setattr(snapshot, "follow", functools.partial(snapshot.follow, interval=0))
     assert snapshot.cmd_restore(args, client) == 0
-    assert client.calls[-1][2]["dry_run"] is False and client.timeout > 30
-    assert "downtime postgres 0.02s" in capsys.readouterr().out
+    posts = [c for c in client.calls if c[0] == "POST"]
+    assert posts[-1][2]["dry_run"] is False and client.timeout == 30  # no long request: it follows the incident
+    out = capsys.readouterr().out
+    assert "runs as incident I1" in out and "downtime postgres 0.02s" in out and "rollforward I1" in out
+    assert "postgres settings: ['search_path=public'] -> ['search_path=app, public']" in out
+
+
+def test_following_says_unreachable_only_after_the_daemon_stays_silent() -> None:
+    from rollbackd.cli.client import Unreachable
+    from rollbackd.cli.follow import follow
+
+    class Flaky:
+        def __init__(self, answers: list[Any]) -> None:
+            self.answers = answers
+
+        def get(self, path: str) -> dict[str, Any]:
+            answer = self.answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return dict(answer)
+
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += 10
+
+    timeout = Unreachable("cannot reach rollbackd at http://x: timed out")
+    flaky = Flaky([timeout, timeout, {"state": "running"}, timeout, {"state": "done"}])
+    assert follow(flaky, "/p", lambda b: b["state"] == "done", clock=lambda: now[0], sleep=sleep) == {
+        "state": "done"}
+    silent = Flaky([timeout] * 20)
+    with pytest.raises(Unreachable, match=r"no answer for 60s while following /p .*goes on in the daemon"):
+        follow(silent, "/p", lambda b: True, clock=lambda: now[0], sleep=sleep)
 
 
 def test_module_imports_only_the_standard_library() -> None:

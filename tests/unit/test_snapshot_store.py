@@ -11,18 +11,19 @@ from types import SimpleNamespace
 import pytest
 
 from rollbackd.errors import ConfigError, NotFoundError
-from rollbackd.snapshots import pre_name, restored_name
+from rollbackd.snapshots import aside_name, pre_name, restored_name
 from rollbackd.snapshots.pgprops import apply_statements, set_clause, split_list
 from rollbackd.snapshots.pgtools import Dsn
 from rollbackd.snapshots.retention import plan
 from rollbackd.snapshots.store import SnapshotStore, new_set_id
 
 
-def _write_set(store: SnapshotStore, set_id: str, created_at: float, release: str | None = None) -> None:
+def _write_set(store: SnapshotStore, set_id: str, created_at: float, release: str | None = None,
+               kind: str = "manual") -> None:
     tmp = store.begin(set_id)
     (tmp / "postgres").mkdir()
     (tmp / "postgres" / "toc.dat").write_bytes(b"dump bytes " + set_id.encode())
-    store.commit(tmp, set_id, created_at=created_at, release=release, reason="test",
+    store.commit(tmp, set_id, created_at=created_at, release=release, reason="test", kind=kind,
                  manifests={"postgres": {"kind": "postgres", "tables": {"public.docs": {"rows": 3, "bytes": 1}}}})
 
 
@@ -72,6 +73,7 @@ def test_ids_and_names_fit_postgres() -> None:
     set_id = new_set_id(0)
     assert re.fullmatch(r"19700101_000000_[0-9a-f]{2}", set_id)
     assert restored_name("rag", set_id) == f"rag__rb_{set_id}"
+    assert re.fullmatch(rf"rag__rb_{set_id}_[0-9a-f]{{4}}", aside_name("rag", set_id))
     assert pre_name("rag", "20261122-031502-A1b2") == "rag__pre_20261122_031502_a1b2"
 
 
@@ -226,5 +228,105 @@ async def test_prune_keeps_last_n_green_releases_and_sets_in_use(tmp_path: Path)
     assert dry["deleted"] == ["s4", "s3"] and len(await data.list()) == 5
     result = await prune(data, keep_last=1)
     assert {k["id"]: k["why"] for k in result["kept"]} == {
-        "s5": "one of the last 1", "s2": "belongs to green release v2", "s1": "used by an active incident"}
+        "s5": "one of the last 1, the newest verified set that is not a safety snapshot",
+        "s2": "belongs to green release v2", "s1": "used by an active incident"}
     assert [s.id for s in await data.list()] == ["s5", "s2", "s1"]
+
+
+def test_grants_keep_their_grantor_chain_in_order() -> None:
+    from rollbackd.snapshots.pgprops import ordered_grants
+
+    grants = [{"grantee": "reader", "privilege": "CONNECT", "grantable": False, "grantor": "app"},
+              {"grantee": "app", "privilege": "CONNECT", "grantable": True, "grantor": "owner"},
+              {"grantee": "x", "privilege": "CREATE", "grantable": False, "grantor": "nobody"}]
+    assert [(g["grantee"], role) for g, role in ordered_grants(grants, "owner")] == [
+        ("app", None), ("reader", "app"), ("x", None)]  # a grantor without the option: granted by the owner
+
+
+def test_the_copy_is_created_like_the_snapshots_database() -> None:
+    from rollbackd.snapshots.pglocale import create_sql
+
+    icu = {"encoding": "UTF8", "lc_collate": "C.UTF-8", "lc_ctype": "C.UTF-8", "locale_provider": "icu",
+           "icu_locale": "en-US"}
+    assert create_sql("rag__rb_x", icu, 15) == (
+        "CREATE DATABASE \"rag__rb_x\" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' "
+        "LOCALE_PROVIDER icu ICU_LOCALE 'en-US'")
+    assert create_sql("d", {"encoding": "SQL_ASCII", "lc_collate": "C", "lc_ctype": "C"}, 14) == (
+        "CREATE DATABASE \"d\" TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'")
+
+
+def test_property_changes_name_live_and_snapshot() -> None:
+    from rollbackd.snapshots.pgprops import changes
+
+    live = {"owner": "o", "acl": ["b=c/o", "a=c/o"], "settings": {"*": ["search_path=public"]}}
+    snap = {"owner": "o", "acl": ["a=c/o", "b=c/o"], "settings": {"*": ["search_path=app, public"], "r": ["x=1"]}}
+    assert changes(live, snap) == {
+        "settings": {"live": ["search_path=public"], "snapshot": ["search_path=app, public"]},
+        "settings of r": {"live": [], "snapshot": ["x=1"]}}
+
+
+async def test_safety_snapshots_are_never_the_restore_target_nor_push_the_good_set_out(tmp_path: Path) -> None:
+    """Releases untracked: one good set, then eight safety snapshots of damaged state (refused or repeated
+    restores): the target stays the good set and retention keeps it whatever keep_last says."""
+    from rollbackd.snapshots.dataset import DataSet
+    from rollbackd.snapshots.retention import prune
+
+    store = SnapshotStore(tmp_path, "rag")
+    _write_set(store, "good", 1.0)
+    for i in range(8):
+        _write_set(store, f"safety{i}", 10.0 + i, kind="safety")
+    data = DataSet(service="rag", store=store, snapshotters={})
+    target = await data.restore_target()
+    assert target is not None and target.id == "good"
+    result = await prune(data, keep_last=3)
+    assert "good" not in result["deleted"] and len(result["deleted"]) == 5
+    assert {k["id"]: k["why"] for k in result["kept"]}["good"] == (
+        "the newest verified set that is not a safety snapshot")
+
+
+def test_old_manifests_get_their_kind_from_the_reason(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path, "rag")
+    tmp = store.begin("old")
+    store.commit(tmp, "old", created_at=1.0, release=None, reason="safety snapshot before incident x", manifests={})
+    manifest = json.loads((tmp_path / "old" / "manifest.json").read_text())
+    del manifest["kind"]
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps(manifest))
+    assert store.get("old").is_safety
+
+
+def test_kept_copies_have_their_own_bound() -> None:
+    from rollbackd.snapshots.retention import plan_kept
+
+    kept = [{"name": f"rag__pre_2026112{i}_000000_aaaa", "tag": f"2026112{i}_000000_aaaa"} for i in range(5)]
+    stay, go = plan_kept(kept, 2, {"rag__pre_20261120_000000_aaaa"})
+    assert [k["name"] for k in stay] == ["rag__pre_20261124_000000_aaaa", "rag__pre_20261123_000000_aaaa",
+                                         "rag__pre_20261120_000000_aaaa"]
+    assert [k["name"] for k in go] == ["rag__pre_20261122_000000_aaaa", "rag__pre_20261121_000000_aaaa"]
+
+
+def test_two_services_may_not_share_a_snapshot_directory(tmp_path: Path) -> None:
+    from rollbackd.snapshots.plugin import validate
+
+    def svc(d: str) -> object:
+        return SimpleNamespace(plan=[], snapshots={"dir": d, "stores": {
+            "postgres": {"type": "postgres", "dsn": "postgresql://u@h/db"}}})
+
+    shared = SimpleNamespace(services={"a": svc(str(tmp_path / "s")), "b": svc(str(tmp_path / "x" / ".." / "s")),
+                                       "c": svc(str(tmp_path / "c"))})
+    assert validate(shared) == [f"services.b.snapshots.dir: {tmp_path / 's'} is also services.a's; two services "
+                                "may not share a snapshot directory"]
+
+
+async def test_the_green_releases_set_is_never_a_safety_snapshot_labelled_with_it(tmp_path: Path) -> None:
+    """After a rollback to v1, a later incident's safety snapshot is labelled v1 (then live) but holds the
+    damage: target selection by release must not pick it."""
+    from rollbackd.snapshots.dataset import DataSet
+
+    store = SnapshotStore(tmp_path, "rag")
+    _write_set(store, "good-v1", 1.0, release="v1")
+    _write_set(store, "safety-later", 2.0, release="v1", kind="safety")
+    data = DataSet(service="rag", store=store, snapshotters={})
+    found = await data.latest(release="v1", verified_only=True)
+    assert found is not None and found.id == "good-v1"
+    newest = await data.latest(verified_only=False, include_safety=True)
+    assert newest is not None and newest.id == "safety-later"

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
 from rollbackd.cli.client import EXIT_OK, EXIT_VERIFY_FAILED, Client
+from rollbackd.cli.follow import follow
 
 
 def _seconds(value: Any) -> str:
@@ -56,8 +58,18 @@ def cmd_drill(args: argparse.Namespace, client: Client) -> int:
         body = client.get(f"/v1/drills{query}")
         print(json.dumps(body, indent=2) if args.json else render_history(body["drills"]))
         return EXIT_OK
-    client.timeout = max(client.timeout, args.timeout)
-    report = client.post("/v1/drill", {"service": args.service, "reason": args.reason})
+    started = client.post("/v1/drill", {"service": args.service, "reason": args.reason, "background": True})
+    report = started
+    if started.get("state") == "running":  # follow the journal with short polls, up to --timeout
+        def reported(body: dict[str, Any]) -> bool:
+            return any(d.get("id") == started["id"] for d in body.get("drills", []))
+
+        deadline = time.monotonic() + args.timeout
+        body = follow(client, started["follow"] + "&limit=50",
+                      lambda b: reported(b) or time.monotonic() > deadline)
+        found = [d for d in body["drills"] if d.get("id") == started["id"]]
+        report = found[0] if found else {**started, "verdict": "UNKNOWN",
+                                         "notes": [f"no report within {args.timeout:g}s; see drill --history"]}
     print(json.dumps(report, indent=2) if args.json else render(report))
     return EXIT_OK if report.get("verdict") == "GO" else EXIT_VERIFY_FAILED
 

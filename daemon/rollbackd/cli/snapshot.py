@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any
 
+from rollbackd.cli.follow import follow
+
 LONG = 6 * 3600.0  # snapshots and restores of big databases take minutes; the client must wait for them
 
 
@@ -53,16 +55,26 @@ def cmd_list(args: argparse.Namespace, client: Any) -> int:
     query = f"?service={args.service}" if args.service else ""
     body = client.get(f"/v1/snapshots{query}")
     rows = [f"{s['id']:<20} {_when(s['created_at'])}  release {s.get('release') or '-':<12} "
-            f"{'verified' if s['verified'] else 'UNVERIFIED':<10} {_size(s.get('size_bytes')):>9}  "
+            f"{'verified' if s['verified'] else 'UNVERIFIED':<10} {s.get('kind', ''):<9} "
+            f"{_size(s.get('size_bytes')):>9}  "
             f"{_counts(s['manifests'])}  ({s.get('reason') or ''})" for s in body["snapshots"]]
-    return _out(args, body, "\n".join(rows) if rows else f"no snapshots of {body['service']}")
+    kept = [f"kept copy {store}: {k['name']}" for store, copies in (body.get("kept_copies") or {}).items()
+            for k in copies]
+    return _out(args, body, "\n".join(rows + kept) if rows or kept else f"no snapshots of {body['service']}")
 
 
 def cmd_create(args: argparse.Namespace, client: Any) -> int:
-    client.timeout = max(client.timeout, LONG)
-    body = client.post("/v1/snapshots", {**_svc(args), "reason": args.reason})
-    return _out(args, body, f"snapshot set {body['id']} created ({_size(body.get('size_bytes'))}): "
-                f"{_counts(body['manifests'])}")
+    job = client.post("/v1/snapshots", {**_svc(args), "reason": args.reason, "background": True})
+    if "state" in job:  # a job to follow (a daemon without jobs answers the set itself)
+        query = f"?service={job['service']}"
+        job = follow(client, f"/v1/snapshots/jobs/{job['id']}{query}", lambda b: b["state"] != "running")
+        if job["state"] != "done":
+            print(f"snapshot {job['state']}: {job.get('error') or 'the daemon stopped while it ran'}",
+                  file=sys.stderr)
+            return 1
+        job = job["result"]
+    return _out(args, job, f"snapshot set {job['id']} created ({_size(job.get('size_bytes'))}): "
+                f"{_counts(job['manifests'])}")
 
 
 def cmd_verify(args: argparse.Namespace, client: Any) -> int:
@@ -107,12 +119,38 @@ def cmd_restore(args: argparse.Namespace, client: Any) -> int:
         return 0
     if not args.yes and not _ask("Restore this snapshot now?"):
         return 1
-    client.timeout = max(client.timeout, LONG)
-    body = client.post(path, {**_svc(args), "reason": args.reason, "dry_run": False})
-    downtime = ", ".join(f"{n} {d}s" for n, d in body["downtime_s"].items())
-    kept = ", ".join(f"{n}: {s.get('kept')}" for n, s in body["swapped"].items())
-    return _out(args, body, f"restored {body['snapshot_set']} in {body['seconds']}s (downtime {downtime}); "
-                f"safety snapshot {body.get('safety_snapshot') or 'none'}; replaced data kept as {kept}")
+    force = {"allow_foreign": args.allow_foreign} if args.allow_foreign else {}
+    opened = client.post(path, {**_svc(args), "reason": args.reason, "dry_run": False, **force})
+    print(f"restore of {opened['snapshot_set']} runs as incident {opened['incident']}; following it")
+    seen: set[str] = set()
+
+    def progress(body: dict[str, Any]) -> None:
+        for step in body.get("steps", []):
+            if step["state"] in ("done", "failed") and step["name"] not in seen:
+                seen.add(step["name"])
+                print(f"  {step['name']}: {step['state']} ({step.get('duration_s') or 0:.1f}s)")
+
+    done = follow(client, opened["follow"], lambda b: b["state"] not in ("pending", "running"), on_update=progress)
+    _out(args, done, describe_restore(done))
+    return 0 if done["state"] == "resolved" else 1
+
+
+def describe_restore(incident: dict[str, Any]) -> str:
+    """The outcome of a restore incident: safety set, downtime, what was kept, properties changed, the undo."""
+    outputs = {s["name"]: s.get("output") or {} for s in incident.get("steps", [])}
+    if incident["state"] != "resolved":
+        return f"restore incident {incident['id']} {incident['state']}: {incident.get('error') or '-'}"
+    swap = outputs.get("data.swap", {})
+    downtime = ", ".join(f"{n} {d}s" for n, d in (swap.get("downtime_s") or {}).items())
+    kept = ", ".join(f"{n}: {s.get('kept')}" for n, s in (swap.get("swapped") or {}).items())
+    changed = [f"{n} {prop}: {c['live']} -> {c['snapshot']}" for n, props in
+               (swap.get("properties_changed") or {}).items() for prop, c in props.items()]
+    lines = [f"restored {swap.get('snapshot_set')} (incident {incident['id']}, downtime {downtime}); safety "
+             f"snapshot {outputs.get('snapshot.safety', {}).get('snapshot_set') or 'none'}; replaced data kept as "
+             f"{kept}; undo with `rollbackd rollforward {incident['id']}`"]
+    if changed:
+        lines += ["database properties changed (live -> snapshot):", *(f"  {c}" for c in changed)]
+    return "\n".join(lines)
 
 
 def cmd_prune(args: argparse.Namespace, client: Any) -> int:
@@ -122,6 +160,8 @@ def cmd_prune(args: argparse.Namespace, client: Any) -> int:
     lines += [f"kept {k['id']}: {k['why']}" for k in body["kept"]]
     if body.get("orphan_copies_dropped"):
         lines.append(f"{verb} leftover restore copies: {', '.join(body['orphan_copies_dropped'])}")
+    if body.get("kept_copies_dropped"):
+        lines.append(f"{verb} old kept copies: {', '.join(body['kept_copies_dropped'])}")
     return _out(args, body, "\n".join(lines))
 
 
@@ -177,6 +217,8 @@ def register(sub: Any, remote: Any) -> None:
     p.add_argument("--reason", required=True)
     p.add_argument("--dry-run", action="store_true", help="only show what would be replaced")
     p.add_argument("--yes", action="store_true", help="do not ask")
+    p.add_argument("--allow-foreign", metavar="SERVICE",
+                   help="restore a set taken of another service, database or server (name that service)")
     p = add("prune", cmd_prune, "apply retention now")
     p.add_argument("--reason", default="manual prune")
     p.add_argument("--dry-run", action="store_true")

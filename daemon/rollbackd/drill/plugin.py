@@ -104,6 +104,7 @@ class DrillBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     service: str | None = None
     reason: Annotated[str, Field(min_length=1, max_length=500)] = "drill requested"
+    background: bool = False  # answer 202 at once; the report is journaled (GET /v1/drills) when it ends
 
 
 def _drill_for(core: Core, service: str | None) -> Drill:
@@ -136,6 +137,9 @@ async def post_drill(request: web.Request) -> web.StreamResponse:
         return problem(409, f"a drill of {drill.service} is running ({drill.running_id})",
                        reason=Reason.DRILL_RUNNING.value, drill_id=drill.running_id)
     task = drill.start(reason=body.reason, actor=request[ACTOR])
+    if body.background:  # the CLI follows the journal instead of holding this request open
+        return web.json_response({"id": drill.running_id, "service": drill.service, "state": "running",
+                                  "follow": f"/v1/drills?service={drill.service}"}, status=202)
     report = await asyncio.shield(task)  # the drill finishes (and tears down) even if the client goes away
     return web.json_response(report)
 

@@ -15,12 +15,14 @@ was replaced is kept (``<db>__pre_<incident>``, the collection the alias pointed
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 JSON = dict[str, Any]
+SAFETY: Final = "safety"
 
 BACKENDS: Final[Mapping[str, str]] = {
     "postgres": "rollbackd.snapshots.postgres:PostgresSnapshotter",
@@ -42,10 +44,15 @@ class SnapshotSet:
     path: Path | None = field(default=None, compare=False)
     size_bytes: int = 0
     files: dict[str, str] = field(default_factory=dict, compare=False)  # relative path -> sha256
+    kind: str = "manual"  # manual | scheduled | safety (a safety set holds the state a rollback replaced)
+
+    @property
+    def is_safety(self) -> bool:
+        return self.kind == SAFETY
 
     def to_json(self) -> JSON:
         return {"id": self.id, "service": self.service, "created_at": self.created_at, "release": self.release,
-                "verified": self.verified, "reason": self.reason, "size_bytes": self.size_bytes,
+                "verified": self.verified, "reason": self.reason, "kind": self.kind, "size_bytes": self.size_bytes,
                 "manifests": self.manifests}
 
 
@@ -96,6 +103,26 @@ class Snapshotter(Protocol):
         """What is live now (for a restore's dry-run: what would be replaced)."""
         ...
 
+    async def preflight(self, manifest: JSON, tag: str) -> None:
+        """Raise FatalError when a swap of this snapshot would be refused; before anything is written."""
+        ...
+
+    async def origin_problems(self, manifest: JSON) -> list[str]:
+        """How the snapshot's origin (database or alias, server) differs from this store; empty when not."""
+        ...
+
+    async def copies(self) -> list[str]:
+        """Restore-aside copies on the server that are neither live nor kept (orphans, for retention)."""
+        ...
+
+    async def kept(self) -> list[JSON]:
+        """Copies kept for roll-forward: ``{"name", "tag", ...}``; ``tag`` sorts by time."""
+        ...
+
+    async def drop_kept(self, kept: JSON) -> bool:
+        """Let a kept copy go (the server is asked first: a live one stays); True when it was deleted."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -109,6 +136,19 @@ def restored_name(base: str, set_id: str) -> str:
     return f"{base}__rb_{safe_tag(set_id)}"
 
 
+def aside_name(base: str, set_id: str) -> str:
+    """A fresh restore-aside name per attempt, ``<base>__rb_<set>_<4 hex>``: restoring a set whose earlier copy
+    is live (or kept) must never reuse, and so replace, that copy. Callers also check the server."""
+    return f"{restored_name(base, set_id)}_{secrets.token_hex(2)}"
+
+
+def kept_alias(alias: str, tag: str) -> str:
+    """The alias that marks a Qdrant collection a swap replaced as kept (``<alias>__kept_<tag>``): Qdrant
+    cannot rename a collection, so "kept" is recorded on the server itself, and deletion (which never
+    touches a collection an alias points at) leaves it alone until retention lets it go."""
+    return f"{alias}__kept_{safe_tag(tag)}"
+
+
 def pre_name(base: str, tag: str) -> str:
     return f"{base}__pre_{safe_tag(tag)}"
 
@@ -117,5 +157,5 @@ def rollforward_name(base: str, tag: str) -> str:
     return f"{base}__rf_{safe_tag(tag)}"
 
 
-__all__ = ["BACKENDS", "JSON", "SnapshotSet", "Snapshotter", "pre_name", "restored_name", "rollforward_name",
-           "safe_tag"]
+__all__ = ["BACKENDS", "JSON", "SAFETY", "SnapshotSet", "Snapshotter", "aside_name", "kept_alias", "pre_name",
+           "restored_name", "rollforward_name", "safe_tag"]

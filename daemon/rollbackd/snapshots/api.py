@@ -5,7 +5,6 @@ with who asked (the token's name) and why. A restore here is the two-phase opera
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,11 +17,11 @@ from rollbackd.api.openapi import op
 from rollbackd.api.problems import problem
 from rollbackd.api.v1 import ACTOR, body_of, query_service
 from rollbackd.errors import ConfigError, NotFoundError, PayloadError, RollbackdError
-from rollbackd.incidents.controls import Refused
-from rollbackd.reasons import Reason
-from rollbackd.records import JSON, Event, new_incident_id
+from rollbackd.records import JSON, Event
 from rollbackd.snapshots.dataset import DataSet
-from rollbackd.snapshots.retention import prune
+from rollbackd.snapshots.manual import open_restore
+from rollbackd.snapshots.plugin import parse
+from rollbackd.snapshots.retention import kept_copies, prune
 from rollbackd.wiring import Core
 
 Reason_ = Annotated[str, Field(min_length=1, max_length=500)]
@@ -35,6 +34,7 @@ class _Body(BaseModel):
 
 class SnapshotCreateBody(_Body):
     reason: Reason_ = "manual snapshot"
+    background: bool = False  # answer 202 with a job to follow (GET /v1/snapshots/jobs/{id}) at once
 
 
 class SnapshotVerifyBody(_Body):
@@ -44,6 +44,7 @@ class SnapshotVerifyBody(_Body):
 class SnapshotRestoreBody(_Body):
     reason: Reason_
     dry_run: bool = False
+    allow_foreign: str | None = None  # the service a set of another service/database/server was taken of
 
 
 class SnapshotPruneBody(_Body):
@@ -70,16 +71,32 @@ async def _journal(core: Core, kind: str, data: DataSet, actor: str, why: str, *
 
 async def list_snapshots(request: web.Request) -> web.Response:
     data = _dataset(request.app[CORE], query_service(request))
-    return web.json_response({"service": data.service, "snapshots": [s.to_json() for s in await data.list()]})
+    return web.json_response({"service": data.service, "snapshots": [s.to_json() for s in await data.list()],
+                              "kept_copies": await kept_copies(data)})
 
 
 async def create_snapshot(request: web.Request) -> web.Response:
     core = request.app[CORE]
     body = await body_of(request, SnapshotCreateBody)
     data = _dataset(core, body.service)
-    snap = await data.create(reason=body.reason)
-    await _journal(core, "snapshot", data, request[ACTOR], body.reason, snapshot_set=snap.id)
-    return web.json_response(snap.to_json(), status=201)
+    actor = request[ACTOR]
+
+    async def create() -> JSON:
+        snap = await data.create(reason=body.reason)
+        await _journal(core, "snapshot", data, actor, body.reason, snapshot_set=snap.id)
+        return snap.to_json()
+
+    if body.background and data.jobs is not None:
+        return web.json_response(await data.jobs.start("snapshot", create(), actor=actor, why=body.reason),
+                                 status=202)
+    return web.json_response(await create(), status=201)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    data = _dataset(request.app[CORE], query_service(request))
+    if data.jobs is None:
+        raise NotFoundError("this daemon runs no snapshot jobs")
+    return web.json_response(await data.jobs.get(request.match_info["id"]))
 
 
 async def verify_snapshot(request: web.Request) -> web.Response:
@@ -124,33 +141,11 @@ async def restore_snapshot(request: web.Request) -> web.Response:
     plan = await restore_plan(data, set_id)
     if body.dry_run:
         return web.json_response({"dry_run": True, **plan})
-    view = await core.intake.view(core.services[data.service])
-    if view.active_incident:
-        raise Refused(Reason.INCIDENT_ACTIVE, view.active_incident)
-    tag = new_incident_id()
-    actor = request[ACTOR]
-    await _journal(core, "snapshot_restore_started", data, actor, body.reason, snapshot_set=set_id, op=tag)
-    try:
-        result = await run_restore(data, set_id, tag)
-    except RollbackdError as exc:
-        await _journal(core, "snapshot_restore_failed", data, actor, body.reason, snapshot_set=set_id, op=tag,
-                       error=str(exc))
-        raise
-    await _journal(core, "snapshot_restore", data, actor, body.reason, **result)
-    return web.json_response(result)
-
-
-async def run_restore(data: DataSet, set_id: str, tag: str) -> JSON:
-    started = time.monotonic()
-    safety = None
-    if data.safety_snapshot:
-        safety = (await data.create(reason=f"safety snapshot before restore {tag}")).id
-    async with data.lock:
-        prepared = await data.prepare(set_id)
-        swapped = await data.swap(prepared, tag)
-    return {"op": tag, "snapshot_set": set_id, "safety_snapshot": safety, "restored": prepared,
-            "swapped": swapped, "downtime_s": {n: s.get("downtime_s") for n, s in swapped.items()},
-            "seconds": round(time.monotonic() - started, 3)}
+    incident = await open_restore(core, data, set_id, actor=request[ACTOR], reason=body.reason,
+                                  allow_foreign=body.allow_foreign)
+    return web.json_response({"incident": incident.id, "service": data.service, "snapshot_set": set_id,
+                              "state": incident.state.value, "follow": f"/v1/incidents/{incident.id}"},
+                             status=202)
 
 
 async def prune_snapshots(request: web.Request) -> web.Response:
@@ -159,9 +154,10 @@ async def prune_snapshots(request: web.Request) -> web.Response:
     data = _dataset(core, body.service)
     runtime = core.services[data.service]
     assert runtime.config.snapshots is not None
-    keep = int((runtime.config.snapshots.get("retention") or {}).get("keep_last", 10))
+    retention = parse(runtime.config.snapshots, f"services.{data.service}.snapshots").retention
     async with data.lock:
-        result = await prune(data, keep_last=keep, dry_run=body.dry_run)
+        result = await prune(data, keep_last=retention.keep_last, keep_kept=retention.keep_kept,
+                             dry_run=body.dry_run)
     if not body.dry_run:
         await _journal(core, "snapshot_prune", data, request[ACTOR], body.reason, deleted=result["deleted"])
     return web.json_response(result)
@@ -203,6 +199,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/snapshots", _errors(create_snapshot))
     app.router.add_post("/v1/snapshots/prune", _errors(prune_snapshots))
     app.router.add_post("/v1/snapshots/adopt-alias", _errors(adopt_alias))
+    app.router.add_get("/v1/snapshots/jobs/{id}", _errors(get_job))
     app.router.add_post("/v1/snapshots/{id}/verify", _errors(verify_snapshot))
     app.router.add_post("/v1/snapshots/{id}/restore", _errors(restore_snapshot))
 
@@ -218,8 +215,11 @@ def openapi() -> tuple[dict[str, Any], list[type[BaseModel]]]:
         "/v1/snapshots/{id}/verify": {"post": op("Re-hash every file against the manifest",
                                                  body=SnapshotVerifyBody, params=[ident])},
         "/v1/snapshots/{id}/restore": {"post": op(
-            "Restore a set: safety snapshot, prepare aside, swap (dry_run: what would be replaced)",
+            "Restore a set as an incident (safety snapshot, prepare aside, swap; 202, follow the incident); "
+            "dry_run: what would be replaced",
             body=SnapshotRestoreBody, params=[ident])},
+        "/v1/snapshots/jobs/{id}": {"get": op("A snapshot job (background create): running, done, failed or "
+                                              "interrupted, with its result", params=[service, ident])},
         "/v1/snapshots/prune": {"post": op("Apply retention (keep last N and green releases' sets)",
                                            body=SnapshotPruneBody)},
         "/v1/snapshots/adopt-alias": {"post": op("Move a Qdrant collection behind an alias of its name",

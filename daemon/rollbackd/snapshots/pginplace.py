@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from rollbackd.errors import FatalError
 from rollbackd.records import JSON
-from rollbackd.snapshots.pgtools import connect, ident
+from rollbackd.snapshots.pgtools import ident
 
 if TYPE_CHECKING:
     from rollbackd.snapshots.postgres import PostgresSnapshotter
@@ -35,7 +35,7 @@ async def swap_in_place(snap: PostgresSnapshotter, restored: JSON) -> JSON:
     tables = [qualified(t) for t in snap.options.in_place_tables or []]
     copy = restored["database"]
     with tempfile.TemporaryDirectory(prefix="rollbackd-inplace-") as tmp:
-        async with connect(snap.dsn, copy) as src, connect(snap.dsn) as live:
+        async with snap.plain(copy) as src, snap.bounded(what="the in-place swap") as live:
             spooled: list[tuple[str, str, list[str], Path]] = []
             sequences: list[tuple[str, int, bool]] = []
             for schema, name in tables:

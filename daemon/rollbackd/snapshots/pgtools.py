@@ -158,12 +158,14 @@ def map_pg_error(exc: BaseException, dsn: Dsn, database: str | None = None) -> E
 
 
 @contextlib.asynccontextmanager
-async def connect(dsn: Dsn, database: str | None = None, *, timeout: float = 10.0) -> AsyncIterator[Any]:
-    """An asyncpg connection; every asyncpg/OS error inside the block comes out translated."""
+async def connect(dsn: Dsn, database: str | None = None, *, timeout: float = 10.0,
+                  settings: dict[str, str] | None = None) -> AsyncIterator[Any]:
+    """An asyncpg connection (``settings``: server settings such as lock_timeout); every asyncpg/OS error
+    inside the block comes out translated."""
     import asyncpg
 
     try:
-        conn = await asyncpg.connect(dsn.url(database), timeout=timeout)
+        conn = await asyncpg.connect(dsn.url(database), timeout=timeout, server_settings=settings)
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         raise map_pg_error(exc, dsn, database) from exc
     try:

@@ -46,6 +46,7 @@ class _Strict(BaseModel):
 
 class RetentionConfig(_Strict):
     keep_last: Annotated[int, Field(ge=1, le=10_000)] = 10
+    keep_kept: Annotated[int, Field(ge=0, le=1_000)] = 2  # kept pre-rollback copies per store (__pre_, __rf_)
     schedule: Schedule = Schedule(interval=3600.0)
 
 
@@ -92,8 +93,24 @@ def _plan_types(entries: list[Any]) -> list[str]:
     return out
 
 
+def shared_dirs(dirs: dict[str, str]) -> list[str]:
+    """Two services in one snapshot directory would list, prune and restore each other's sets."""
+    seen: dict[Path, str] = {}
+    problems = []
+    for name, raw in dirs.items():
+        where = Path(raw).expanduser().resolve()
+        if where in seen:
+            problems.append(f"services.{name}.snapshots.dir: {where} is also services.{seen[where]}'s; two "
+                            "services may not share a snapshot directory")
+        seen.setdefault(where, name)
+    return problems
+
+
 def validate(settings: Any) -> list[str]:
     problems: list[str] = []
+    dirs = {name: str(svc.snapshots["dir"]) for name, svc in settings.services.items()
+            if isinstance(svc.snapshots, dict) and isinstance(svc.snapshots.get("dir"), str)}
+    problems += shared_dirs(dirs)
     for name, svc in settings.services.items():
         path = f"services.{name}.snapshots"
         if svc.snapshots is None:
@@ -132,7 +149,11 @@ def build(core: Core) -> None:
         def on_success(store: str, ts: float, service: str = runtime.name) -> None:
             core.metrics.snapshot_last_success.labels(service, store).set(ts)
 
-        runtime.resources["snapshots"] = build_dataset(runtime, core.store, on_success)
+        from rollbackd.snapshots.jobs import Jobs
+
+        data = build_dataset(runtime, core.store, on_success)
+        data.jobs = Jobs(core.store, runtime.name)
+        runtime.resources["snapshots"] = data
 
 
 def datasets(core: Core) -> dict[str, DataSet]:
@@ -144,7 +165,7 @@ async def start(core: Core) -> None:
 
     for data in datasets(core).values():
         await asyncio.to_thread(data.store.sweep)
-        latest = await data.latest(verified_only=False)
+        latest = await data.latest(verified_only=False, include_safety=True)
         if latest is not None and data.on_success is not None:
             for store in latest.manifests:
                 data.on_success(store, latest.created_at)
@@ -176,13 +197,14 @@ def jobs(core: Core, scheduler: Scheduler) -> None:
         cfg = parse(runtime.config.snapshots, f"services.{name}.snapshots")
 
         async def snapshot(data: DataSet = data) -> None:
-            snap = await data.create(reason="scheduled")
+            snap = await data.create(reason="scheduled", kind="scheduled")
             await core.store.append_event(Event(kind="snapshot", service=data.service, actor="scheduler",
                                                 data={"why": "scheduled", "snapshot_set": snap.id}))
 
-        async def retention(data: DataSet = data, keep: int = cfg.retention.keep_last) -> None:
+        async def retention(data: DataSet = data, keep: int = cfg.retention.keep_last,
+                            keep_kept: int = cfg.retention.keep_kept) -> None:
             async with data.lock:
-                await prune(data, keep_last=keep)
+                await prune(data, keep_last=keep, keep_kept=keep_kept)
 
         if cfg.schedule is not None:
             scheduler.add(f"snapshot:{name}", cfg.schedule, snapshot)

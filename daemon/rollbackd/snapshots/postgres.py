@@ -1,27 +1,33 @@
 """PostgresSnapshotter (``type: postgres``): pg_dump -Fd -j N, restore aside with pg_restore -j N, swap by
-rename (or, for chosen tables, in place: rollbackd.snapshots.pginplace).
+rename (rollbackd.snapshots.pgswap; or, for chosen tables, in place: rollbackd.snapshots.pginplace).
 
 The dump runs on a snapshot exported from a REPEATABLE READ transaction, and the manifest's row counts are
 read in that same snapshot, so they match the dump exactly while writers go on (pg_dump takes only
-ACCESS SHARE locks). The swap window: disallow connections, terminate backends, rename live to
-``<db>__pre_<tag>`` (kept for roll-forward) and the restored copy to live in one transaction, allow
-connections. Before it, the live database's own properties go onto the copy (rollbackd.snapshots.pgprops)
-and ANALYZE has run on it (a restored database has no planner statistics).
+ACCESS SHARE locks). The manifest also records the database's locale (rollbackd.snapshots.pglocale), its
+own properties (rollbackd.snapshots.pgprops) and the server's identity. The copy is created like the
+snapshot's database, gets the snapshot's properties and a VACUUM (ANALYZE) before the swap window
+(disallow connections, terminate backends, rename live to ``<db>__pre_<tag>`` and the copy to live in one
+transaction, allow connections). Sessions on the live and maintenance databases are bounded and name
+their blockers (rollbackd.snapshots.pgwait); a copy is dropped only after the server says it is not live.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import secrets
 import time
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from rollbackd.config import Duration
 from rollbackd.errors import FatalError
 from rollbackd.records import JSON
-from rollbackd.snapshots import pgprops, pre_name, restored_name, rollforward_name
+from rollbackd.snapshots import aside_name, pglocale, pgprops, pgwait
+from rollbackd.snapshots.pgswap import RenameSwap
 from rollbackd.snapshots.pgtools import Dsn, check_tool, connect, ident, run_tool
 
 DUMP_DIR = "dump"
@@ -42,6 +48,13 @@ class PostgresOptions(BaseModel):
     in_place_tables: list[str] | None = None  # restore only these tables, in place (others are kept)
     pg_bin_dir: str | None = None
     terminate_wait: float = Field(default=10.0, gt=0)
+    # every statement against the live database (and the maintenance database) waits at most this long for a
+    # lock (pg_dump: --lock-wait-timeout), and runs at most statement_timeout (0: no bound)
+    lock_timeout: Annotated[Duration, Field(gt=0)] = 10.0
+    statement_timeout: Annotated[Duration, Field(ge=0)] = 600.0
+    # snapshot: the database's own properties (settings, owner, ACL, comment, connection limit) come back as
+    # recorded with the snapshot (a rollback rolls them back too); live: the live database's are kept
+    properties: Literal["snapshot", "live"] = "snapshot"
 
     @field_validator("dsn")
     @classmethod
@@ -50,7 +63,7 @@ class PostgresOptions(BaseModel):
         return v
 
 
-class PostgresSnapshotter:
+class PostgresSnapshotter(RenameSwap):
     kind = "postgres"
     Options = PostgresOptions
 
@@ -61,28 +74,44 @@ class PostgresSnapshotter:
         if options.password is not None:
             self.dsn = dataclasses.replace(self.dsn, password=options.password.get_secret_value())
         self.database = self.dsn.database
+        self.app_name = f"rollbackd-{name}-{secrets.token_hex(3)}"  # how its sessions are found (blockers)
+
+    def bounded(self, database: str | None = None, what: str | None = None) -> AbstractAsyncContextManager[Any]:
+        """A session on the live database (or another of the server) with lock and statement timeouts; a
+        timeout names the sessions that blocked it."""
+        return pgwait.session(self.dsn, database, app_name=self.app_name, lock_timeout=self.options.lock_timeout,
+                              statement_timeout=self.options.statement_timeout,
+                              what=what or f"{self.name}: a statement on {self.dsn.where(database)}")
+
+    def plain(self, database: str) -> AbstractAsyncContextManager[Any]:
+        """A session on a copy rollbackd made (restore checks, VACUUM: no bound but the step's own)."""
+        return connect(self.dsn, database)
 
     # ---- snapshot ---------------------------------------------------------------------------------
     async def server_major(self) -> int:
-        async with connect(self.dsn) as conn:
+        async with self.bounded() as conn:
             return int(await conn.fetchval("SHOW server_version_num")) // 10000
 
     async def estimate_bytes(self) -> int:
-        async with connect(self.dsn) as conn:
+        async with self.bounded() as conn:
             return int(await conn.fetchval("SELECT pg_database_size(current_database())"))
 
     async def create(self, dest: Path) -> JSON:
         started = time.monotonic()
-        async with connect(self.dsn) as conn:
+        async with self.bounded(what=f"the snapshot of {self.dsn.where()}") as conn:
             major = int(await conn.fetchval("SHOW server_version_num")) // 10000
             pg_dump = await check_tool("pg_dump", self.options.pg_bin_dir, major)
             server_version = str(await conn.fetchval("SHOW server_version"))
             props = await pgprops.read(conn, self.database)
+            locale = await pglocale.read(conn, self.database)
+            server = await self._server(conn)
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 snapshot_id = str(await conn.fetchval("SELECT pg_export_snapshot()"))
                 argv = [pg_dump, "-Fd", "-j", str(self.options.jobs), "--snapshot", snapshot_id,
+                        f"--lock-wait-timeout={int(self.options.lock_timeout * 1000)}",
                         "-f", str(dest / DUMP_DIR), *self.dsn.argv(self.database)]
-                dump = asyncio.create_task(run_tool(argv, self.dsn.env(), f"pg_dump of {self.dsn.where()}"))
+                env = {**self.dsn.env(), "PGAPPNAME": self.app_name}
+                dump = asyncio.create_task(run_tool(argv, env, f"pg_dump of {self.dsn.where()}"))
                 try:  # counted in the dump's own snapshot while it runs: exact, and no extra wall time
                     schema_version = await self._schema_version(conn)
                     tables = await self._tables(conn)
@@ -91,11 +120,33 @@ class PostgresSnapshotter:
                     await asyncio.gather(dump, return_exceptions=True)
                     raise
                 dump_s = await dump
-        return {"kind": self.kind, "database": self.database, "server_version": server_version,
+        return {"kind": self.kind, "store": self.name, "database": self.database, "server": server,
+                "server_version": server_version,
                 "server_major": major, "schema_version": schema_version, "tables": tables,
-                "database_properties": props, "dump_format": "directory", "jobs": self.options.jobs,
+                "database_properties": props, "database_locale": locale, "dump_format": "directory",
+                "jobs": self.options.jobs,
                 "bytes": sum(t["bytes"] for t in tables.values()),
                 "durations": {"dump_s": round(dump_s, 3), "total_s": round(time.monotonic() - started, 3)}}
+
+    async def _server(self, conn: Any) -> JSON:
+        """Which server this is: its system identifier (the same for a server and its physical replicas,
+        different for any other cluster) and the address it was reached at."""
+        sysid = await conn.fetchval("SELECT system_identifier::text FROM pg_control_system()")
+        return {"system_identifier": sysid, "address": f"{self.dsn.host}:{self.dsn.port}"}
+
+    async def origin_problems(self, manifest: JSON) -> list[str]:
+        """How the snapshot's origin differs from this store (another database, another server)."""
+        problems = []
+        if manifest.get("database") not in (None, self.database):
+            problems.append(f"database {manifest['database']} (this store's is {self.database})")
+        then = (manifest.get("server") or {}).get("system_identifier")
+        if then is not None:
+            async with self.bounded() as conn:
+                now = (await self._server(conn))["system_identifier"]
+            if now != then:
+                problems.append(f"PostgreSQL server {then} at {manifest['server'].get('address')} (this store's "
+                                f"is {now} at {self.dsn.host}:{self.dsn.port})")
+        return problems
 
     async def _schema_version(self, conn: Any) -> str | None:
         if not self.options.schema_version_sql:
@@ -111,34 +162,50 @@ class PostgresSnapshotter:
         return out
 
     # ---- restore aside ----------------------------------------------------------------------------
-    def _restored(self, set_id: str) -> str:
-        name = restored_name(self.database, set_id)
-        if len(name.encode()) > 63:
-            raise FatalError(f"database name {name!r} is longer than PostgreSQL's 63 bytes; shorten the database "
-                             "name or use in_place_tables")
-        return name
+    async def _fresh_name(self, admin: Any, set_id: str) -> str:
+        """A restore-aside name no database has on the server now (never a live or kept copy's)."""
+        for _ in range(32):
+            name = aside_name(self.database, set_id)
+            if len(name.encode()) > 63:
+                raise FatalError(f"database name {name!r} is longer than PostgreSQL's 63 bytes; shorten the "
+                                 "database name or use in_place_tables")
+            if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                return name
+        raise FatalError(f"no free restore-aside database name for set {set_id}")
 
     async def prepare(self, manifest: JSON, src: Path, set_id: str) -> JSON:
-        target = self._restored(set_id)
         started = time.monotonic()
-        async with connect(self.dsn, "postgres") as admin:
+        async with self.bounded("postgres") as admin:
             major = int(await admin.fetchval("SHOW server_version_num")) // 10000
             pg_restore = await check_tool("pg_restore", self.options.pg_bin_dir, major)
             await self._check_server_disk(admin, int(manifest.get("bytes", 0)))
-            await _drop(admin, target)
-            await admin.execute(f"CREATE DATABASE {ident(target)} TEMPLATE template0")
+            target = await self._fresh_name(admin, set_id)
+            # an older manifest has no locale: the live database's is the best guess left
+            locale = manifest.get("database_locale") or await pglocale.read(admin, self.database)
+            await pglocale.create(admin, target, locale, major)
         try:
             restore_s, counts = await self._restore(pg_restore, src / DUMP_DIR, target, manifest)
-            analyze_s = await self._analyze(target)
+            properties = await self._snapshot_properties(target, manifest)
+            vacuum_s = await self._vacuum_analyze(target)
         except BaseException:
             await self.discard({"database": target})
             raise
         return {"kind": self.kind, "database": target, "live": self.database, "set_id": set_id,
-                "mode": "in_place" if self.options.in_place_tables else "rename",
+                "mode": "in_place" if self.options.in_place_tables else "rename", "locale": locale,
                 "expected": {"tables": {k: {"rows": v["rows"]} for k, v in manifest["tables"].items()}},
-                "counts_checked": counts, "durations": {"restore_s": round(restore_s, 3),
-                                                        "analyze_s": round(analyze_s, 3),
-                                                        "total_s": round(time.monotonic() - started, 3)}}
+                "counts_checked": counts, **properties,
+                "durations": {"restore_s": round(restore_s, 3), "vacuum_analyze_s": round(vacuum_s, 3),
+                              "total_s": round(time.monotonic() - started, 3)}}
+
+    async def _snapshot_properties(self, target: str, manifest: JSON) -> JSON:
+        """The snapshot's database properties onto the copy, off the downtime path (``properties: snapshot``,
+        rename mode, a manifest that recorded them); else they are taken from the live database at the swap."""
+        props = manifest.get("database_properties")
+        if self.options.properties != "snapshot" or self.options.in_place_tables or not props:
+            return {"properties_from": "live"}
+        async with self.plain(target) as conn:
+            applied = await pgprops.apply(conn, target, props)
+        return {"properties_from": "snapshot", "properties_applied": applied}
 
     async def _restore(self, pg_restore: str, dump: Path, target: str, manifest: JSON) -> tuple[float, JSON]:
         started = time.monotonic()
@@ -146,11 +213,12 @@ class PostgresSnapshotter:
         await run_tool(argv, self.dsn.env(), f"pg_restore into {self.dsn.where(target)}")
         return time.monotonic() - started, await self._check_counts(target, manifest)
 
-    async def _analyze(self, database: str) -> float:
-        """A restored database has no planner statistics: without them the first minutes are slow."""
+    async def _vacuum_analyze(self, database: str) -> float:
+        """A restored database has no planner statistics and no visibility map: without them the first minutes
+        are slow (index-only scans fetch every heap page). Runs in prepare, off the downtime path."""
         started = time.monotonic()
-        async with connect(self.dsn, database) as conn:
-            await conn.execute("ANALYZE")
+        async with self.plain(database) as conn:
+            await conn.execute("VACUUM (ANALYZE)")
         return time.monotonic() - started
 
     async def _check_counts(self, database: str, manifest: JSON) -> JSON:
@@ -158,7 +226,7 @@ class PostgresSnapshotter:
         inserted-minus-deleted rows equal to its row count in the server's statistics (flushed as the
         restore's sessions end): checked first, without a scan. Anything else falls back to count(*)."""
         expected = {t: int(m["rows"]) for t, m in manifest["tables"].items()}
-        async with connect(self.dsn, database) as conn:
+        async with self.plain(database) as conn:
             previous: dict[str, int] | None = None
             stable = 0
             for _ in range(40):
@@ -195,117 +263,59 @@ class PostgresSnapshotter:
                              f"about {needed} needed")
 
     async def is_prepared(self, restored: JSON) -> bool:
-        async with connect(self.dsn, "postgres") as admin:
+        async with self.bounded("postgres") as admin:
             return bool(await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", restored["database"]))
 
     async def discard(self, restored: JSON) -> None:
-        async with connect(self.dsn, "postgres") as admin:
-            await _drop(admin, restored["database"])
-
-    # ---- swap -------------------------------------------------------------------------------------
-    async def check_swap(self, restored: JSON, tag: str = "") -> None:
-        async with connect(self.dsn, "postgres") as admin:
-            if restored.get("mode") == "in_place":
-                if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", restored["database"]):
-                    raise FatalError(f"the restored copy {restored['database']} is gone")
-                return
-            for name in (pre_name(self.database, tag), rollforward_name(self.database, tag)):
-                if len(name.encode()) > 63:  # PostgreSQL would silently truncate it: refuse before acting
-                    raise FatalError(f"database name {name!r} is longer than PostgreSQL's 63 bytes")
-            blockers = await pgprops.swap_blockers(admin, self.database)
-            if blockers:
-                raise FatalError(f"refusing the rename swap of {self.database}: it has "
-                                 + "; ".join(blockers) + " (they stay with the old database); use "
-                                 "`in_place_tables` for this database")
-            if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", restored["database"]):
-                raise FatalError(f"the restored copy {restored['database']} is gone")
+        async with self.bounded("postgres") as admin:
+            await drop_copy(admin, self.database, restored["database"])
 
     async def swap(self, restored: JSON, tag: str) -> JSON:
         if restored.get("mode") == "in_place":
             from rollbackd.snapshots.pginplace import swap_in_place
 
             return await swap_in_place(self, restored)
-        await self.check_swap(restored, tag)
-        kept, copy = pre_name(self.database, tag), restored["database"]
-        async with connect(self.dsn, "postgres") as admin:
-            props = await pgprops.read(admin, self.database)
-            async with connect(self.dsn, copy) as conn:  # settings apply to the copy even while connected
-                applied = await pgprops.apply(conn, copy, props)
-            downtime = await self._rename(admin, self.database, kept, copy)
-        return {"kind": self.kind, "mode": "rename", "live": self.database, "kept": kept, "restored": copy,
-                "properties_applied": applied, "downtime_s": round(downtime, 4)}
-
-    async def _rename(self, admin: Any, live: str, kept: str, incoming: str) -> float:
-        """The window: no connections, backends ended, the two renames in one transaction."""
-        started = time.monotonic()
-        await admin.execute(f"ALTER DATABASE {ident(live)} WITH ALLOW_CONNECTIONS false")
-        try:
-            await self._terminate(admin, (live, incoming))
-            async with admin.transaction():
-                await admin.execute(f"ALTER DATABASE {ident(live)} RENAME TO {ident(kept)}")
-                await admin.execute(f"ALTER DATABASE {ident(incoming)} RENAME TO {ident(live)}")
-                await admin.execute(f"ALTER DATABASE {ident(live)} WITH ALLOW_CONNECTIONS true")
-        except BaseException:
-            await admin.execute(f"ALTER DATABASE {ident(live)} WITH ALLOW_CONNECTIONS true")
-            raise
-        downtime = time.monotonic() - started
-        await admin.execute(f"ALTER DATABASE {ident(kept)} WITH ALLOW_CONNECTIONS true")
-        return downtime
-
-    async def _terminate(self, admin: Any, databases: tuple[str, ...]) -> None:
-        deadline = time.monotonic() + self.options.terminate_wait
-        sql = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-               "WHERE datname = ANY($1::text[]) AND pid <> pg_backend_pid()")
-        while await admin.fetchval(sql, list(databases)):
-            if time.monotonic() > deadline:
-                raise FatalError(f"sessions of {', '.join(databases)} did not end in "
-                                 f"{self.options.terminate_wait:g}s")
-            await asyncio.sleep(0.01)
-
-    async def is_swapped(self, restored: JSON, tag: str) -> bool:
-        async with connect(self.dsn, "postgres") as admin:
-            if restored.get("mode") == "in_place":  # the copy is dropped only after the tables went in
-                return not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
-                                                restored["database"])
-            names = {r["datname"] for r in await admin.fetch(
-                "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])",
-                [pre_name(self.database, tag), restored["database"]])}
-        return pre_name(self.database, tag) in names and restored["database"] not in names
-
-    async def roll_forward(self, swapped: JSON, tag: str) -> JSON:
-        if swapped.get("mode") != "rename":
-            raise FatalError("an in-place restore keeps no pre-rollback database; restore its safety snapshot")
-        kept, aside = swapped["kept"], rollforward_name(self.database, tag)
-        async with connect(self.dsn, "postgres") as admin:
-            if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", kept):
-                raise FatalError(f"the pre-rollback copy {kept} is gone (pruned?)")
-            downtime = await self._rename(admin, self.database, aside, kept)
-        return {"kind": self.kind, "live": self.database, "restored": kept, "kept": aside,
-                "downtime_s": round(downtime, 4)}
-
-    async def is_rolled_forward(self, swapped: JSON, tag: str) -> bool:
-        async with connect(self.dsn, "postgres") as admin:
-            names = {r["datname"] for r in await admin.fetch(
-                "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])",
-                [swapped["kept"], rollforward_name(self.database, tag)])}
-        return rollforward_name(self.database, tag) in names and swapped["kept"] not in names
+        return await self.rename_swap(restored, tag)
 
     async def live(self) -> JSON:
-        async with connect(self.dsn) as conn:
+        async with self.bounded() as conn:
             return {"kind": self.kind, "database": self.database, "tables": await self._tables(conn),
                     "schema_version": await self._schema_version(conn),
                     "bytes": int(await conn.fetchval("SELECT pg_database_size(current_database())"))}
 
     async def copies(self) -> list[str]:
-        """Restore-aside copies that exist now (for discarding orphans)."""
-        async with connect(self.dsn, "postgres") as admin:
-            pattern = self.database.replace("_", r"\_") + r"\_\_rb\_%"
-            return [r["datname"] for r in await admin.fetch(
+        """Restore-aside copies that exist now (for discarding orphans; a swapped-in one was renamed)."""
+        return [name for name, _ in await self._named("rb")]
+
+    async def kept(self) -> list[JSON]:
+        """Databases kept for roll-forward (``__pre_<tag>``, ``__rf_<tag>``; ``tag`` sorts by time)."""
+        return [{"name": name, "tag": tag} for kind in ("pre", "rf") for name, tag in await self._named(kind)]
+
+    async def drop_kept(self, kept: JSON) -> bool:
+        await self.discard({"database": kept["name"]})
+        return True
+
+    async def _named(self, kind: str) -> list[tuple[str, str]]:
+        prefix = f"{self.database}__{kind}_"
+        async with self.bounded("postgres") as admin:
+            pattern = prefix.replace("_", r"\_") + "%"
+            return [(r["datname"], r["datname"][len(prefix):]) for r in await admin.fetch(
                 "SELECT datname FROM pg_database WHERE datname LIKE $1", pattern)]
 
     async def close(self) -> None:
         return None
 
 
-async def _drop(admin: Any, database: str) -> None:
+async def drop_copy(admin: Any, live: str, database: str) -> None:
+    """Drop one of rollbackd's copies of ``live``, asking the server first: never the live database (by its
+    name and by the oid of the database that has that name now), never one that is not ``<live>__...``.
+    Missing is fine."""
+    if database == live or not database.startswith(f"{live}__"):
+        raise FatalError(f"refusing to drop database {database!r}: it is not a copy of {live!r}")
+    row = await admin.fetchrow("SELECT d.oid, (SELECT l.oid FROM pg_database l WHERE l.datname = $2) AS live_oid"
+                               " FROM pg_database d WHERE d.datname = $1", database, live)
+    if row is None:
+        return
+    if row["oid"] == row["live_oid"]:
+        raise FatalError(f"refusing to drop database {database!r}: it is the live database {live!r}")
     await admin.execute(f"DROP DATABASE IF EXISTS {ident(database)} WITH (FORCE)")

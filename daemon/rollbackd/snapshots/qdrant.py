@@ -1,8 +1,12 @@
 """QdrantSnapshotter (``type: qdrant``): the collection behind an alias, snapshotted and downloaded into the
-store; restored aside by upload into ``<alias>__rb_<id>`` (priority ``snapshot``, checksum given);
-swapped by ONE ``create_alias`` in one update_collection_aliases request (it re-points the alias; a
-delete + create would leave no alias if the create failed: Qdrant applies actions in order without
-rollback). The collection the alias pointed at before is kept for roll-forward.
+store; restored aside by upload into a fresh ``<alias>__rb_<id>_<4 hex>`` (priority ``snapshot``, checksum
+given); swapped by ``create_alias`` actions in ONE update_collection_aliases request (each re-points an alias
+in place; a delete + create would leave no alias if the create failed: Qdrant applies actions in order
+without rollback): every alias that read the replaced collection, and a ``<alias>__kept_<tag>`` marker on
+the replaced collection, kept for roll-forward.
+
+Nothing an alias points at is ever deleted: the check is made against the server's aliases at the moment of
+deletion (retention, prune, prepare, drill teardown), never inferred from a name.
 
 qdrant-client has no download or upload: those are plain aiohttp with the same ``api-key`` header. Every
 error names the endpoint and Qdrant's own message (rollbackd.snapshots.qdrant_http).
@@ -18,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from rollbackd.errors import FatalError
 from rollbackd.records import JSON
-from rollbackd.snapshots import restored_name
+from rollbackd.snapshots import aside_name, kept_alias, restored_name
 from rollbackd.snapshots.qdrant_http import QdrantHttp
 
 SNAPSHOT_FILE = "collection.snapshot"
@@ -79,16 +83,24 @@ class QdrantSnapshotter:
         if desc.get("checksum") and desc["checksum"] != digest:
             raise FatalError(f"qdrant snapshot {desc['name']}: downloaded sha256 {digest} differs from Qdrant's "
                              f"checksum {desc['checksum']}")
-        return {"kind": self.kind, "alias": self.alias, "collection": collection, "aliased": aliased,
+        return {"kind": self.kind, "store": self.name, "server": self.http.url, "alias": self.alias,
+                "collection": collection, "aliased": aliased,
                 "collections": {self.alias: {"points": points}}, "snapshot": desc["name"], "sha256": digest,
                 "bytes": size, "durations": {"create_s": round(created_s, 3),
                                              "total_s": round(time.monotonic() - started, 3)}}
 
+    async def _fresh_name(self, set_id: str) -> str:
+        """A restore-aside name no collection or alias has on the server now."""
+        taken = set(await self.http.collections()) | {a["alias_name"] for a in await self.http.aliases()}
+        for _ in range(32):
+            name = aside_name(self.alias, set_id)
+            if name not in taken:
+                return name
+        raise FatalError(f"qdrant: no free restore-aside name for set {set_id}")
+
     async def prepare(self, manifest: JSON, src: Path, set_id: str) -> JSON:
         started = time.monotonic()
-        target = restored_name(self.alias, set_id)
-        if await self.http.exists(target):
-            await self.http.delete_collection(target)
+        target = await self._fresh_name(set_id)
         try:
             if self.options.restore_via == "recover":
                 await self.http.recover(target, (src / SNAPSHOT_FILE).resolve().as_uri(), manifest["sha256"])
@@ -110,35 +122,77 @@ class QdrantSnapshotter:
         return await self.http.exists(restored["collection"])
 
     async def discard(self, restored: JSON) -> None:
-        if await self.http.exists(restored["collection"]):
-            await self.http.delete_collection(restored["collection"])
+        await self.drop(restored["collection"])
 
-    async def check_swap(self, restored: JSON, tag: str = "") -> None:
+    async def drop(self, name: str) -> None:
+        """Delete a collection rollbackd made, asking the server first: one that any alias points at is live
+        (or kept for roll-forward) and is refused, whatever its name says. Missing is fine."""
+        holders = await self.http.holders(name)
+        if holders or name == self.alias:
+            raise FatalError(f"qdrant: refusing to delete collection {name!r}: "
+                             + (f"alias(es) {', '.join(holders)} point at it" if holders else
+                                "it is the collection the application reads"))
+        if name in await self.http.collections():
+            await self.http.delete_collection(name)
+
+    async def origin_problems(self, manifest: JSON) -> list[str]:
+        """How the snapshot's origin differs from this store (another alias, another Qdrant)."""
+        problems = []
+        if manifest.get("alias") not in (None, self.alias):
+            problems.append(f"alias {manifest['alias']} (this store's is {self.alias})")
+        if manifest.get("server") not in (None, self.http.url):
+            problems.append(f"Qdrant at {manifest['server']} (this store's is {self.http.url})")
+        return problems
+
+    async def preflight(self, manifest: JSON, tag: str) -> None:
+        """What would refuse the swap, checked before anything is written (no safety snapshot, no copy)."""
         if await self.target() is None and await self.http.exists(self.alias):
             raise FatalError(f"qdrant: {self.alias!r} is a collection, not an alias; run "
                              "`rollbackd snapshot adopt-alias` first (the application must read through an alias)")
+
+    async def check_swap(self, restored: JSON, tag: str = "") -> None:
+        await self.preflight({}, tag)
         if not await self.http.exists(restored["collection"]):
             raise FatalError(f"qdrant: the restored collection {restored['collection']} is gone")
+
+    async def readers(self, collection: str | None) -> list[str]:
+        """The aliases the application may read ``collection`` through (all but rollbackd's kept markers)."""
+        if collection is None:
+            return [self.alias]
+        marker = kept_alias(self.alias, "")
+        return [a for a in await self.http.holders(collection) if not a.startswith(marker)] or [self.alias]
 
     async def swap(self, restored: JSON, tag: str) -> JSON:
         await self.check_swap(restored, tag)
         previous = await self.target()
+        aliases = await self.readers(previous)
+        point = dict.fromkeys(aliases, str(restored["collection"]))
+        marker = kept_alias(self.alias, tag)
+        if previous is not None:  # the replaced collection is kept: an alias marks it, in the same request
+            point[marker] = previous
         started = time.monotonic()
-        await self.http.point_alias(self.alias, restored["collection"])
+        await self.http.update_aliases(point)
         downtime = time.monotonic() - started
-        return {"kind": self.kind, "alias": self.alias, "previous": previous, "current": restored["collection"],
-                "kept": previous, "downtime_s": round(downtime, 4)}
+        return {"kind": self.kind, "alias": self.alias, "aliases": aliases, "previous": previous,
+                "current": restored["collection"], "kept": previous,
+                "kept_alias": marker if previous is not None else None, "downtime_s": round(downtime, 4)}
 
     async def is_swapped(self, restored: JSON, tag: str) -> bool:
         return bool(await self.target() == restored["collection"])
 
     async def roll_forward(self, swapped: JSON, tag: str) -> JSON:
-        previous = swapped.get("previous")
-        if not previous or not await self.http.exists(previous):
+        previous, current = swapped.get("previous"), swapped.get("current")
+        if not previous or previous not in await self.http.collections():
             raise FatalError(f"qdrant: the pre-rollback collection {previous!r} is gone")
+        marker = kept_alias(self.alias, "")
+        point = dict.fromkeys(swapped.get("aliases") or [self.alias], str(previous))
+        if current and current in await self.http.collections():
+            point[kept_alias(self.alias, tag)] = str(current)
+        unmark = tuple(a for a in await self.http.holders(str(previous)) if a.startswith(marker))
         started = time.monotonic()
-        await self.http.point_alias(self.alias, previous)
-        return {"kind": self.kind, "alias": self.alias, "current": previous, "kept": swapped.get("current"),
+        await self.http.update_aliases(point, unmark)
+        return {"kind": self.kind, "alias": self.alias, "aliases": list(swapped.get("aliases") or [self.alias]),
+                "current": previous, "previous": current, "kept": current,
                 "downtime_s": round(time.monotonic() - started, 4)}
 
     async def is_rolled_forward(self, swapped: JSON, tag: str) -> bool:
@@ -167,6 +221,10 @@ class QdrantSnapshotter:
             await self.http.delete_collection(copy)
             raise FatalError(f"qdrant: the copy {copy} has {points} points, the original had "
                              f"{manifest['collections'][self.alias]['points']}; nothing changed")
+        holders = await self.http.holders(self.alias)
+        if holders:
+            await self.http.delete_collection(copy)
+            raise FatalError(f"qdrant: alias(es) {', '.join(holders)} read {self.alias!r}; nothing changed")
         started = time.monotonic()
         await self.http.delete_collection(self.alias)
         await self.http.point_alias(self.alias, copy)
@@ -175,9 +233,26 @@ class QdrantSnapshotter:
                 "window_s": round(window, 4)}
 
     async def copies(self) -> list[str]:
-        """Restore-aside collections that exist now (for discarding orphans)."""
+        """Restore-aside collections no alias points at (prepared, never swapped in): orphans to discard. A
+        swapped-in copy is live (the alias points at it) or kept (a kept marker does)."""
         prefix = restored_name(self.alias, "")
-        return [c for c in await self.http.collections() if c.startswith(prefix)]
+        held = {a["collection_name"] for a in await self.http.aliases()}
+        return [c for c in await self.http.collections() if c.startswith(prefix) and c not in held]
+
+    async def kept(self) -> list[JSON]:
+        """Collections kept for roll-forward, by their marker alias (``tag`` sorts by time)."""
+        marker = kept_alias(self.alias, "")
+        return [{"name": a["collection_name"], "tag": a["alias_name"][len(marker):], "marker": a["alias_name"]}
+                for a in await self.http.aliases() if a["alias_name"].startswith(marker)]
+
+    async def drop_kept(self, kept: JSON) -> bool:
+        """Let a kept collection go: its marker first, then the collection unless another alias (live) still
+        points at it. True when the collection was deleted."""
+        await self.http.update_aliases({}, (str(kept["marker"]),))
+        if await self.http.holders(str(kept["name"])):
+            return False
+        await self.drop(str(kept["name"]))
+        return True
 
     async def close(self) -> None:
         await self.http.close()

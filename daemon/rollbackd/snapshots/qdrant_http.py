@@ -104,12 +104,22 @@ class QdrantHttp:
 
     async def point_alias(self, alias: str, collection: str) -> None:
         """ONE create_alias: re-points an existing alias atomically (readers see old or new, never none)."""
+        await self.update_aliases({alias: collection})
+
+    async def update_aliases(self, point: dict[str, str], delete: tuple[str, ...] = ()) -> None:
+        """One request: every alias of ``point`` (re)pointed at its collection, then ``delete`` removed. A
+        create_alias re-points in place, so readers of each alias see the old collection or the new one."""
         from qdrant_client import models
 
-        op = models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=collection,
-                                                                         alias_name=alias))
+        ops: list[Any] = [models.CreateAliasOperation(create_alias=models.CreateAlias(
+            collection_name=collection, alias_name=alias)) for alias, collection in point.items()]
+        ops += [models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)) for alias in delete]
         await self._call("POST /collections/aliases", self.client.update_collection_aliases(
-            change_aliases_operations=[op]))
+            change_aliases_operations=ops))
+
+    async def holders(self, collection: str) -> list[str]:
+        """The aliases pointing at ``collection`` now, asked of the server (sorted)."""
+        return sorted(a["alias_name"] for a in await self.aliases() if a["collection_name"] == collection)
 
     # ---- plain HTTP -------------------------------------------------------------------------------
     def _session(self) -> Any:

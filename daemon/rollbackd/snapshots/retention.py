@@ -1,30 +1,42 @@
 """Retention: keep the last N snapshot sets, every set that belongs to a green release (a release with
-``green_at`` set: that is the known-good data of known-good code), and every set an active incident uses.
-Also discards restore-aside copies left by an interrupted or aborted rollback (no active incident owns them).
+``green_at`` set: that is the known-good data of known-good code), the newest verified set that is not a
+safety snapshot (what a rollback restores: safety snapshots of damaged state never push it out), and every
+set an active incident uses. Kept copies (``<db>__pre_<tag>`` / ``__rf_<tag>``, Qdrant collections marked
+``<alias>__kept_<tag>``) have their own bound, ``keep_kept`` per store, newest first. Also discards
+restore-aside copies left by an interrupted or aborted rollback (no active incident owns them).
+
+Nothing here decides from a name alone that a copy may go: each store's drop asks its server first.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
+from rollbackd.errors import RollbackdError
 from rollbackd.records import JSON
 from rollbackd.snapshots.dataset import DataSet
 
 log = logging.getLogger(__name__)
 
 
+def _newest_good(sets: list[Any]) -> str | None:
+    return next((s.id for s in sets if getattr(s, "verified", True) and not getattr(s, "is_safety", False)), None)
+
+
 def plan(sets: list[Any], keep_last: int, green: set[str], in_use: set[str]) -> tuple[list[JSON], list[str]]:
     """Pure: which sets stay (with why) and which go. ``sets`` newest first."""
     keep: list[JSON] = []
     delete: list[str] = []
+    newest_good = _newest_good(sets)
     for i, snap in enumerate(sets):
         why = []
         if i < keep_last:
             why.append(f"one of the last {keep_last}")
         if snap.release is not None and snap.release in green:
             why.append(f"belongs to green release {snap.release}")
+        if snap.id == newest_good:
+            why.append("the newest verified set that is not a safety snapshot")
         if snap.id in in_use:
             why.append("used by an active incident")
         if why:
@@ -32,6 +44,14 @@ def plan(sets: list[Any], keep_last: int, green: set[str], in_use: set[str]) -> 
         else:
             delete.append(snap.id)
     return keep, delete
+
+
+def plan_kept(kept: list[JSON], keep_kept: int, in_use: set[str]) -> tuple[list[JSON], list[JSON]]:
+    """Pure: kept copies of one store, newest (by tag) first: the first ``keep_kept`` and those an active
+    incident names stay."""
+    ordered = sorted(kept, key=lambda k: str(k["tag"]), reverse=True)
+    stay = [k for i, k in enumerate(ordered) if i < keep_kept or k["name"] in in_use]
+    return stay, [k for k in ordered if k not in stay]
 
 
 def _used_sets(context: JSON) -> set[str]:
@@ -48,40 +68,80 @@ def _used_sets(context: JSON) -> set[str]:
     return out
 
 
-async def prune(data: DataSet, *, keep_last: int, dry_run: bool = False) -> JSON:
-    green: set[str] = set()
-    in_use: set[str] = set()
-    owned: set[str] = set()
+def _used_copies(context: JSON) -> set[str]:
+    """Names of the copies an incident's context holds (prepared, swapped in, kept)."""
+    out: set[str] = set()
+    prepared = context.get("data_prepared")
+    if isinstance(prepared, dict):
+        out |= {str(r.get("database") or r.get("collection")) for r in prepared["restored"].values()}
+    for key in ("data_swapped", "data_rolled_forward"):
+        for info in (context.get(key) or {}).values():
+            if isinstance(info, dict):
+                out |= {str(info[k]) for k in ("kept", "previous", "current", "restored") if info.get(k)}
+    return out
+
+
+async def _in_use(data: DataSet) -> tuple[set[str], set[str]]:
+    sets: set[str] = set()
+    copies: set[str] = set()
     if data.state is not None:
-        green = {r.version for r in await data.state.releases(data.service, 10_000) if r.green_at is not None}
         for incident in await data.state.active_incidents():
             if incident.service == data.service:
-                in_use |= _used_sets(incident.context)
-                prepared = incident.context.get("data_prepared")
-                if isinstance(prepared, dict):
-                    owned |= {str(r.get("database") or r.get("collection")) for r in prepared["restored"].values()}
-    sets = await data.list()
+                sets |= _used_sets(incident.context)
+                copies |= _used_copies(incident.context)
+    return sets, copies
+
+
+async def prune(data: DataSet, *, keep_last: int, keep_kept: int = 2, dry_run: bool = False) -> JSON:
+    green = await data.green_releases()
+    in_use, owned = await _in_use(data)
+    sets = await data.own()
     keep, delete = plan(sets, keep_last, green, in_use)
     if not dry_run:
         for set_id in delete:
-            await asyncio.to_thread(data.store.delete, set_id)
-        await asyncio.to_thread(data.store.sweep)
+            await data.fs(data.store.delete, set_id)
+        await data.fs(data.store.sweep)
     orphans = await discard_orphans(data, owned, dry_run=dry_run)
-    log.info("snapshot_prune", extra={"deleted": delete, "kept": len(keep), "dry_run": dry_run})
+    kept_dropped = await prune_kept(data, keep_kept, owned, dry_run=dry_run)
+    log.info("snapshot_prune", extra={"deleted": delete, "kept": len(keep), "dry_run": dry_run,
+                                      "kept_copies_dropped": kept_dropped})
     return {"service": data.service, "dry_run": dry_run, "deleted": delete, "kept": keep,
-            "orphan_copies_dropped": orphans}
+            "orphan_copies_dropped": orphans, "kept_copies_dropped": kept_dropped}
 
 
 async def discard_orphans(data: DataSet, owned: set[str], *, dry_run: bool) -> list[str]:
     dropped: list[str] = []
     for name, snapshotter in data.snapshotters.items():
-        copies = getattr(snapshotter, "copies", None)
-        if copies is None:
-            continue
-        for copy in await copies():
+        for copy in await snapshotter.copies():
             if copy in owned:
                 continue
             if not dry_run:
-                await snapshotter.discard({"database": copy, "collection": copy})
+                try:
+                    await snapshotter.discard({"database": copy, "collection": copy})
+                except RollbackdError as exc:  # the server said it is live or kept: it stays
+                    log.warning("snapshot_copy_kept", extra={"store": name, "copy": copy, "error": str(exc)})
+                    continue
             dropped.append(f"{name}:{copy}")
     return dropped
+
+
+async def prune_kept(data: DataSet, keep_kept: int, owned: set[str], *, dry_run: bool) -> list[str]:
+    dropped: list[str] = []
+    for name, snapshotter in data.snapshotters.items():
+        _, go = plan_kept(await snapshotter.kept(), keep_kept, owned)
+        for kept in go:
+            if not dry_run:
+                try:
+                    await snapshotter.drop_kept(kept)
+                except RollbackdError as exc:
+                    log.warning("snapshot_kept_copy_stays", extra={"store": name, "copy": kept["name"],
+                                                                   "error": str(exc)})
+                    continue
+            dropped.append(f"{name}:{kept['name']}")
+    return dropped
+
+
+async def kept_copies(data: DataSet) -> JSON:
+    """The kept copies of every store, newest first (for `snapshot list`)."""
+    return {name: sorted(await snapshotter.kept(), key=lambda k: str(k["tag"]), reverse=True)
+            for name, snapshotter in data.snapshotters.items()}

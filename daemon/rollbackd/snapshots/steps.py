@@ -18,6 +18,7 @@ from typing import Any
 from rollbackd.errors import FatalError, NotFoundError
 from rollbackd.plan import BaseStep, StepContext
 from rollbackd.records import JSON
+from rollbackd.snapshots import SAFETY
 from rollbackd.snapshots.dataset import DataSet
 
 CODE_ONLY = {"skipped": "code-only target"}
@@ -39,10 +40,11 @@ async def target_set(ctx: StepContext, data: DataSet) -> str | None:
     target = ctx.incident.context.get("target") or {}
     chosen: str | None = target.get("snapshot_set") if isinstance(target, dict) else None
     if chosen is None and not ctx.runtime.config.releases.track:
-        latest = await data.latest(verified_only=True)
-        if latest is None:
-            raise FatalError(f"no verified snapshot set of {ctx.service} to restore")
-        chosen = latest.id
+        good = await data.restore_target()
+        if good is None:
+            raise FatalError(f"no verified snapshot set of {ctx.service} to restore (safety snapshots are "
+                             "restored only by explicit id)")
+        chosen = good.id
     await ctx.save("data_target", {"snapshot_set": chosen})
     return chosen
 
@@ -71,11 +73,13 @@ class SafetySnapshot(BaseStep):
         target = await target_set(ctx, data)
         if target is None:
             return dict(CODE_ONLY)
-        if not data.safety_snapshot:
-            return {"skipped": "safety_snapshot: false", "target": target}
         if await self.is_done(ctx):
             return {"snapshot_set": ctx.incident.context["safety_snapshot"], "target": target, "found": True}
-        snap = await data.create(reason=f"safety snapshot before incident {ctx.incident.id}")
+        # a restore that will be refused takes no safety snapshot
+        await data.preflight(target, ctx.incident.id, allow_foreign=ctx.incident.context.get("allow_foreign"))
+        if not data.safety_snapshot:
+            return {"skipped": "safety_snapshot: false", "target": target}
+        snap = await data.create(reason=f"safety snapshot before incident {ctx.incident.id}", kind=SAFETY)
         await ctx.save("safety_snapshot", snap.id)
         return {"snapshot_set": snap.id, "target": target, "bytes": snap.size_bytes,
                 "summary": f"safety snapshot {snap.id} ({snap.size_bytes} bytes)"}
@@ -97,7 +101,7 @@ class PrepareData(BaseStep):
     type = "data.prepare"
 
     def describe(self) -> str:
-        return "restore the target snapshot aside (all stores in parallel), counts checked, ANALYZE"
+        return "restore the target snapshot aside (all stores in parallel), counts checked, VACUUM ANALYZE"
 
     async def is_done(self, ctx: StepContext) -> bool:
         return await _every_store(ctx, lambda snapshotter, restored: snapshotter.is_prepared(restored))
@@ -139,8 +143,23 @@ class SwapData(BaseStep):
             swapped = await data.swap(prepared["restored"], ctx.incident.id, done=done)
         await ctx.save("data_swapped", swapped)
         downtime = {n: s.get("downtime_s") for n, s in swapped.items()}
+        changed = properties_changed(swapped)
         return {"snapshot_set": prepared["snapshot_set"], "swapped": swapped, "downtime_s": downtime,
-                "summary": "swapped " + ", ".join(f"{n} ({d}s)" for n, d in downtime.items())}
+                "properties_changed": changed,
+                "summary": "swapped " + ", ".join(f"{n} ({d}s)" for n, d in downtime.items())
+                + describe_changes(changed)}
+
+
+def properties_changed(swapped: JSON) -> JSON:
+    """Database properties each store's swap changed (live -> snapshot), by store."""
+    return {n: s["properties_changed"] for n, s in swapped.items() if s.get("properties_changed")}
+
+
+def describe_changes(changed: JSON) -> str:
+    """``; database properties changed (live -> snapshot): postgres settings [...] -> [...]`` or nothing."""
+    parts = [f"{store} {prop} {c['live']} -> {c['snapshot']}" for store, props in changed.items()
+             for prop, c in props.items()]
+    return "; database properties changed (live -> snapshot): " + "; ".join(parts) if parts else ""
 
 
 class RollForwardData(BaseStep):

@@ -11,6 +11,7 @@ hashed, so a half-written set is never listed or used; leftovers of a crash are 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -21,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rollbackd.errors import NotFoundError
-from rollbackd.snapshots import JSON, SnapshotSet
+from rollbackd.errors import FatalError, NotFoundError
+from rollbackd.snapshots import JSON, SAFETY, SnapshotSet
 
 MANIFEST = "manifest.json"
 STATE = "state.json"
@@ -52,6 +53,21 @@ def hash_tree(root: Path) -> dict[str, str]:
         if path.is_file() and rel not in (MANIFEST, STATE):
             out[rel] = sha256_file(path)
     return out
+
+
+def fs_error(exc: OSError, root: Path) -> FatalError:
+    """A file-system failure of the snapshot store, naming the path and the errno (a read-only or full
+    snapshot directory must be a clear refusal, not a bare 500)."""
+    code = errno.errorcode.get(exc.errno or 0, "?")
+    return FatalError(f"snapshot directory {root}: {exc.strerror or type(exc).__name__} ({code}, errno {exc.errno})"
+                      f" at {exc.filename or root}")
+
+
+def _kind_of(reason: str) -> str:
+    """The kind of a set written before manifests recorded it, from the reason rollbackd wrote."""
+    if reason.startswith("safety snapshot"):
+        return SAFETY
+    return "scheduled" if reason == "scheduled" else "manual"
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -99,12 +115,13 @@ class SnapshotStore:
         raise FileExistsError(f"no free snapshot set id in {self.root} after {attempts} attempts")
 
     def commit(self, tmp: Path, set_id: str, *, created_at: float, release: str | None, reason: str,
-               manifests: dict[str, JSON]) -> SnapshotSet:
+               manifests: dict[str, JSON], kind: str = "manual") -> SnapshotSet:
         """Hash every file, write the manifest, rename the set into place (atomic)."""
         files = hash_tree(tmp)
         size = sum((tmp / rel).stat().st_size for rel in files)
         manifest = {"id": set_id, "service": self.service, "created_at": created_at, "release": release,
-                    "reason": reason, "stores": manifests, "files": files, "size_bytes": size, "format": 1}
+                    "reason": reason, "kind": kind, "stores": manifests, "files": files, "size_bytes": size,
+                    "format": 1}
         _write_json(tmp / MANIFEST, manifest)
         _write_json(tmp / STATE, {"verified": True, "verified_at": time.time(), "error": None})
         final = self.root / set_id
@@ -136,7 +153,8 @@ class SnapshotStore:
         return SnapshotSet(id=manifest["id"], service=manifest["service"], created_at=manifest["created_at"],
                            release=manifest.get("release"), verified=bool(state.get("verified")),
                            manifests=manifest["stores"], reason=manifest.get("reason", ""), path=path,
-                           size_bytes=int(manifest.get("size_bytes", 0)), files=manifest.get("files", {}))
+                           size_bytes=int(manifest.get("size_bytes", 0)), files=manifest.get("files", {}),
+                           kind=manifest.get("kind") or _kind_of(manifest.get("reason", "")))
 
     def list(self) -> list[SnapshotSet]:
         """Every complete set, newest first (a set without a readable manifest is not listed)."""

@@ -1,0 +1,47 @@
+"""A restore asked for by hand (`rollbackd snapshot restore ID`) runs as an incident: the same journal,
+runner, Slack thread and `show` as a rollback, with the data-only plan ``snapshot.safety -> data.prepare ->
+data.swap``. So it outlives the HTTP request (the CLI follows the incident), survives a daemon restart (the
+runner resumes it from the journal), and `rollbackd rollforward <incident>` undoes it from the kept copies."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rollbackd.incidents.controls import Refused
+from rollbackd.reasons import IncidentState, Reason
+from rollbackd.records import Event, Incident, Trigger, new_incident_id
+
+if TYPE_CHECKING:
+    from rollbackd.snapshots.dataset import DataSet
+    from rollbackd.wiring import Core
+
+RESTORE_PLAN = ({"type": "snapshot.safety"}, {"type": "data.prepare"}, {"type": "data.swap"})
+
+
+async def open_restore(core: Core, data: DataSet, set_id: str, *, actor: str, reason: str,
+                       allow_foreign: str | None = None) -> Incident:
+    """Check what can refuse the restore now (set, origin, swap blockers; the re-hash runs in the safety
+    step), then open the incident and start it. Refused while another incident of the service is active."""
+    runtime = core.services[data.service]
+    now = core.runner.clock()
+    async with core.intake.lock(runtime.name):
+        view = await core.intake.view(runtime)
+        if view.active_incident:
+            raise Refused(Reason.INCIDENT_ACTIVE, view.active_incident)
+        incident_id = new_incident_id(now)
+        await data.preflight(set_id, incident_id, allow_foreign=allow_foreign, rehash=False)
+        context: dict[str, object] = {"target": {"snapshot_set": set_id, "why": f"restore by hand: {reason}"}}
+        if allow_foreign:
+            context["allow_foreign"] = allow_foreign
+        incident = Incident(
+            id=incident_id, service=runtime.name, state=IncidentState.PENDING,
+            trigger=Trigger(kind="manual", reason=f"restore snapshot {set_id}: {reason}", requested_by=actor,
+                            received_at=now),
+            dry_run=False, created_at=now, plan=[dict(step) for step in RESTORE_PLAN], context=context)
+        if not await core.store.create_incident(incident):
+            raise Refused(Reason.INCIDENT_ACTIVE)
+        await core.store.append_event(Event(kind="snapshot_restore_started", service=runtime.name,
+                                            incident_id=incident.id, actor=actor,
+                                            data={"why": reason, "snapshot_set": set_id}))
+    core.runner.start(incident.id)
+    return incident
