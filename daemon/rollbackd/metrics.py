@@ -13,11 +13,11 @@ from rollbackd.reasons import ACTIVE_STATES, Action, IncidentState, Reason, Verd
 _DECISION_REASONS: dict[Action, tuple[Reason, ...]] = {
     Action.ROLLBACK: (Reason.ROLLBACK_RULE, Reason.MANUAL),
     Action.NOTIFY: (Reason.NOTIFY_RULE,),
-    Action.IGNORE: (Reason.RESOLVED, Reason.UNKNOWN_SERVICE, Reason.NOT_IN_POLICY),
+    Action.IGNORE: (Reason.RESOLVED, Reason.UNKNOWN_SERVICE, Reason.NOT_IN_POLICY, Reason.TEST_ALERT),
     Action.SUPPRESSED: tuple(
         r for r in Reason
         if r not in (Reason.ROLLBACK_RULE, Reason.MANUAL, Reason.NOTIFY_RULE, Reason.RESOLVED,
-                     Reason.UNKNOWN_SERVICE, Reason.NOT_IN_POLICY)
+                     Reason.UNKNOWN_SERVICE, Reason.NOT_IN_POLICY, Reason.TEST_ALERT)
     ),
 }
 
