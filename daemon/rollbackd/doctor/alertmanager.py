@@ -132,10 +132,11 @@ def _iso(at: datetime) -> str:
     return at.isoformat().replace("+00:00", "Z")
 
 
-def test_alert(ctx: Context, service: str, run_id: str, rule_labels: dict[str, str], *, ends: datetime) -> Any:
+def test_alert(ctx: Context, service: str, run_id: str, rule_labels: dict[str, str], *, starts: datetime,
+               ends: datetime) -> Any:
     labels = {**rule_labels, "alertname": TEST_ALERTNAME, ctx.settings.service_label: service,
               TEST_LABEL: "true", TEST_ID_LABEL: run_id}
-    return {"labels": labels, "startsAt": _iso(datetime.now(UTC)), "endsAt": _iso(ends),
+    return {"labels": labels, "startsAt": _iso(starts), "endsAt": _iso(ends),
             "annotations": {"summary": f"rollbackd doctor test alert for {service}: recorded, never acted on"}}
 
 
@@ -162,13 +163,13 @@ async def _post(ctx: Context, alert: Any) -> None:
 
 async def _one_test(ctx: Context, service: str, rule_labels: dict[str, str]) -> Finding:
     run_id = f"doctor-{int(time.time())}-{secrets.token_hex(3)}"
-    started = time.monotonic()
-    await _post(ctx, test_alert(ctx, service, run_id, rule_labels,
-                                ends=datetime.now(UTC) + timedelta(seconds=ctx.test_timeout + 60)))
+    started, starts = time.monotonic(), datetime.now(UTC)
+    await _post(ctx, test_alert(ctx, service, run_id, rule_labels, starts=starts,
+                                ends=starts + timedelta(seconds=ctx.test_timeout + 60)))
     try:
         decision = await _wait_decision(ctx, service, run_id, started + ctx.test_timeout)
-    finally:
-        await _post(ctx, test_alert(ctx, service, run_id, rule_labels, ends=datetime.now(UTC)))  # resolve it
+    finally:  # resolve it: the same alert, ending now
+        await _post(ctx, test_alert(ctx, service, run_id, rule_labels, starts=starts, ends=datetime.now(UTC)))
     waited = time.monotonic() - started
     if decision is None:
         return fail("test_alert", f"a test alert posted to Alertmanager did not reach rollbackd in {waited:.0f}s",

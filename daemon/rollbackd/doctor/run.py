@@ -46,8 +46,8 @@ async def run_checks(ctx: Context, checks: Sequence[tuple[str, Check]] = CHECKS)
         except Skipped as exc:
             findings.append(skip(name, str(exc)))
         except RollbackdError as exc:
-            backend = getattr(exc, "backend", "")
-            findings.append(fail(name, str(exc), _UNREACHABLE_FIX.get(backend, "see the detail")))
+            fix = _UNREACHABLE_FIX.get(getattr(exc, "backend", "")) if exc.retryable else None
+            findings.append(fail(name, str(exc), fix or "see the detail"))
         except Exception as exc:  # a check's own bug must not hide the other checks
             log.exception("doctor_check_crashed", extra={"check": name})
             findings.append(fail(name, f"the check crashed: {type(exc).__name__}: {exc}", "report this bug"))
