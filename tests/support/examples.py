@@ -58,8 +58,8 @@ def rag_metrics() -> Callable[[], str]:
         route = 'route="/query"'
         lines = [f'rag_http_requests_total{{{route},code="200"}} {100 * n}',
                  f'rag_gate_checks_total{{gate="grounding",result="pass"}} {100 * n}',
-                 f'rag_gate_checks_total{{gate="grounding",result="fail"}} 0',
-                 f'rag_ragas_score{{metric="faithfulness"}} 0.95',
+                 'rag_gate_checks_total{gate="grounding",result="fail"} 0',
+                 'rag_ragas_score{metric="faithfulness"} 0.95',
                  'rag_ragas_window_queries 100']
         lines += [f'rag_http_request_duration_seconds_bucket{{{route},le="{le}"}} {count * n}'
                   for le, count in LATENCY_BUCKETS.items()]
