@@ -58,9 +58,10 @@ class Context:
 
     # ---- HTTP ----------------------------------------------------------------------------------------
     async def request(self, backend: str, method: str, url: str, *, token: str | None = None,
-                      body: Any = None, params: dict[str, str] | None = None) -> tuple[int, Any]:
+                      body: Any = None, params: dict[str, str] | None = None,
+                      headers: dict[str, str] | None = None) -> tuple[int, Any]:
         """Status and decoded body (JSON when it parses, else text); BackendError when unreachable."""
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
         try:
             async with self.session.request(method, url, headers=headers, json=body, params=params) as resp:
                 raw = await resp.text()

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from rollbackd.doctor import Check, Finding, Status, daemon, fail, prometheus, skip
+from rollbackd.doctor import Check, Finding, Status, backends, daemon, fail, prometheus, skip
 from rollbackd.doctor import alertmanager as am
 from rollbackd.doctor.context import Context, Skipped
 from rollbackd.errors import RollbackdError
@@ -29,6 +29,10 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("releases", daemon.check_releases),
     ("snapshots", daemon.check_snapshots),
     ("drill", daemon.check_drill),
+    ("slack", backends.check_slack),
+    ("docker", backends.check_docker),
+    ("postgres", backends.check_postgres),
+    ("qdrant", backends.check_qdrant),
 )
 
 _UNREACHABLE_FIX = {
