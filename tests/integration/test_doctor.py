@@ -125,15 +125,30 @@ def test_text_output_is_one_line_per_check_with_the_fix(stack: Stack) -> None:
 
 
 def test_without_the_service_label_doctor_names_the_scrape_job(tmp_path: Path) -> None:
+    """Three faults of a first hour at once: the RAG job without its service label, only the RAG rule
+    file loaded, rollbackd not running where Prometheus scrapes it."""
     listen = f"127.0.0.1:{free_port()}"
     with MetricsExporter() as rag, PrometheusServer(config=prometheus_config(
-            rag=rag.address, rollbackd=listen, alertmanager="127.0.0.1:9", drop_service_label=True)) as prom:
+            rag=rag.address, rollbackd=listen, alertmanager="127.0.0.1:9", drop_service_label=True,
+            rule_glob="rag.rules.yml")) as prom:
         rag.set_render(rag_metrics())
         prom.wait_for('rag_http_requests_total{job="rag"}', timeout=WAIT)
+        prom.wait_for('up{job="rollbackd"} == 0', timeout=WAIT)
         config = rollbackd_config(tmp_path, listen=listen, prometheus=prom.url, alertmanager="http://127.0.0.1:9")
         code, body, text = doctor(config, "--json")
     assert code == 1
-    series = by_name(body)["series[rag]"]
+    checks = by_name(body)
+    series = checks["series[rag]"]
     assert series["status"] == "fail", text
     assert "scrape job 'rag' have no `service` label" in series["detail"]
     assert "give job 'rag' the target label `service: rag`" in series["fix"]
+    rules = checks["rules"]
+    assert rules["status"] == "fail" and "missing: RollbackdBudgetExhausted, RollbackdDown," in rules["detail"]
+    assert "RAGGateFailRateHigh" not in rules["detail"]
+    scraped = checks["scraped"]
+    assert scraped["status"] == "fail" and f"job rollbackd scrapes http://{listen}/metrics but it is down" in \
+        scraped["detail"]
+    # The daemon and Alertmanager are not running: said once each, and what needs them is skipped.
+    assert checks["rollbackd"]["status"] == "fail" and "start the daemon" in checks["rollbackd"]["fix"]
+    assert checks["alertmanager"]["status"] == "fail" and checks["routing"]["status"] == "skip"
+    assert checks["releases"]["status"] == "skip" and checks["test_alert"]["status"] == "skip"

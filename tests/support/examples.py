@@ -20,11 +20,14 @@ ROLLBACKD_EXAMPLE = REPO / "config" / "rollbackd.example.yaml"
 LATENCY_BUCKETS = {"0.1": 50, "0.25": 90, "0.5": 97, "1": 100, "+Inf": 100}
 
 
-def prometheus_config(*, rag: str, rollbackd: str, alertmanager: str,
-                      drop_service_label: bool = False) -> dict[str, Any]:
-    """The example with its rule files made absolute and its targets pointed at these addresses."""
+def prometheus_config(*, rag: str, rollbackd: str, alertmanager: str, drop_service_label: bool = False,
+                      rule_glob: str | None = None) -> dict[str, Any]:
+    """The example with its rule files made absolute and its targets pointed at these addresses
+    (a fault to show: without the RAG job's service label, or only the rule files of `rule_glob`)."""
     config: dict[str, Any] = yaml.safe_load(PROMETHEUS_EXAMPLE.read_text())
     config["rule_files"] = [str((PROMETHEUS_EXAMPLE.parent / p).resolve()) for p in config["rule_files"]]
+    if rule_glob is not None:
+        config["rule_files"] = [str(Path(p).parent / rule_glob) for p in config["rule_files"]]
     config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [alertmanager]
     for job in config["scrape_configs"]:
         (group,) = job["static_configs"]

@@ -130,3 +130,37 @@ def test_only_services_with_a_drill_schedule_export_drill_scheduled_1(tmp_path: 
     samples = {labels["service"]: value for name, labels, value in parse_metrics(exposition)
                if name == "rollbackd_drill_scheduled"}
     assert samples == {"weekly": 1.0, "by_hand": 0.0, "plain": 0.0}
+
+
+def _settings(tmp_path: Path, **top: Any) -> Any:
+    config = {"listen": "127.0.0.1:8085", "state": {"type": "sqlite", "path": str(tmp_path / "s.db")},
+              "auth": {"webhook_token": "${W}", "api_tokens": [{"name": "t", "token": "${A}"}]},
+              "services": {"rag": {"policy": {"confirm": "off"}, "plan": [{"type": "command", "argv": ["/bin/true"]}]}},
+              **top}
+    return parse(yaml.safe_dump(config), {"W": TOKEN, "A": "a" * 24})
+
+
+async def test_routing_names_the_alert_and_the_receivers_it_goes_to_instead(tmp_path: Path) -> None:
+    from rollbackd.doctor.alertmanager import check_routing
+    from rollbackd.doctor.context import Context
+
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    hook = {"url": "http://127.0.0.1:8085/v1/webhook/alertmanager",
+            "http_config": {"authorization": {"credentials_file": str(token_file)}}}
+    config = {"route": {"receiver": "humans", "routes": [
+        {"receiver": "rollbackd", "matchers": ['alertname=~"RAGGateFailRateHigh|RAGHTTP5xxRateHigh"']}]},
+        "receivers": [{"name": "humans"}, {"name": "rollbackd", "webhook_configs": [hook]}]}
+    ctx = Context(settings=_settings(tmp_path), session=None)  # type: ignore[arg-type]  # no HTTP needed here
+    ctx.cache["am_config"] = config
+    (finding,) = await check_routing(ctx)
+    assert finding.status is Status.FAIL and finding.subject == "rag"
+    assert "RAGLatencyP95Regression goes to receiver(s) humans, none posting to " \
+           "http://127.0.0.1:8085/v1/webhook/alertmanager" in finding.detail
+    assert "RAGGateFailRateHigh" not in finding.detail  # routed right, with the right token
+    config["route"]["routes"][0]["matchers"] = ['alertname=~"RAG.*"']
+    (finding,) = await check_routing(ctx)
+    assert finding.status is Status.OK and "4 rollback alert(s) reach" in finding.detail
+    token_file.unlink()
+    (finding,) = await check_routing(ctx)
+    assert finding.status is Status.FAIL and "does not exist" in finding.detail
