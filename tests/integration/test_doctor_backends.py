@@ -15,11 +15,12 @@ import yaml
 
 from rollbackd.config import Settings, parse
 from rollbackd.doctor import Finding, Status, backends
+from rollbackd.doctor import daemon as daemon_checks
 from rollbackd.doctor.context import Context
 from rollbackd.doctor.run import run_checks
 from tests.support import images
 from tests.support.corpus import load_points
-from tests.support.daemon import TEST_ENV, config_dict
+from tests.support.daemon import TEST_ENV, DaemonProcess, config_dict, load_settings, write_config
 from tests.support.pg import admin_connect
 from tests.support.podman import PodmanService
 from tests.support.podman import podman as podman
@@ -138,3 +139,30 @@ async def test_docker_api_and_the_service_container(tmp_path: Path, podman: Podm
         assert down.status is Status.FAIL and "does not answer" in down.detail
     finally:
         podman.remove_containers()
+
+
+async def test_snapshots_fresh_and_verified_per_store_through_the_daemon(tmp_path: Path, pg_dsn: str) -> None:
+    """The snapshot check reads the daemon's status and its per-store gauge, before and after a set."""
+    service = {"policy": {"confirm": "off"}, "releases": {"track": False}, "plan": [{"type": "snapshot.safety"}],
+               "snapshots": {"dir": str(tmp_path / "snaps"), "stores": {
+                   "postgres": {"type": "postgres", "dsn": pg_dsn}}}}
+    config = write_config(tmp_path, services={"rag": service})
+    s = load_settings(config)
+    with DaemonProcess(config) as daemon:
+        findings = await check(s, daemon_checks.check_daemon) + await _after_daemon(s, daemon_checks.check_snapshots)
+        assert [f.status for f in findings] == [Status.OK, Status.FAIL], findings
+        assert "rollbackd snapshot create --service rag" in findings[1].fix
+        status, body = daemon.api.call("POST", "/v1/snapshots", {"service": "rag", "reason": "doctor test"})
+        assert status in (200, 201), body
+        set_id = body["id"]
+        status, body = daemon.api.call("POST", f"/v1/snapshots/{set_id}/verify", {"service": "rag"})
+        assert status == 200, body
+        (snapshots,) = await _after_daemon(s, daemon_checks.check_snapshots)
+    assert snapshots.status is Status.OK, snapshots
+    assert f"latest {set_id} verified (postgres " in snapshots.detail and " ago)" in snapshots.detail
+
+
+async def _after_daemon(s: Settings, fn: Any) -> list[Finding]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        checks = [("rollbackd", daemon_checks.check_daemon), (fn.__name__, fn)]
+        return (await run_checks(Context(settings=s, session=session), checks))[1:]
