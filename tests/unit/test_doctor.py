@@ -164,3 +164,13 @@ async def test_routing_names_the_alert_and_the_receivers_it_goes_to_instead(tmp_
     token_file.unlink()
     (finding,) = await check_routing(ctx)
     assert finding.status is Status.FAIL and "does not exist" in finding.detail
+
+
+def test_cli_doctor_refuses_an_invalid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rollbackd.cli.main import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("services: {}\n")
+    assert main(["doctor", "--config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: invalid configuration" in err and "auth: Field required" in err
