@@ -103,6 +103,7 @@ def test_every_check_is_green_with_the_shipped_configs_and_the_test_alert_is_nev
     assert {c["status"] for n, c in checks.items() if n not in green} <= {"skip"}, text
     assert "job 'rag'" not in checks["series[rag]"]["detail"] and "job rag" in checks["series[rag]"]["detail"]
     assert "matches auth.webhook_token" in checks["routing[rag]"]["detail"]
+    assert "also sent to receiver(s) humans" in checks["test_alert[rag]"]["detail"]
 
     # The test alert was recorded as a test, and nothing was acted on.
     status, incidents = stack.daemon.api.call("GET", "/v1/incidents")

@@ -178,7 +178,17 @@ async def _one_test(ctx: Context, service: str, rule_labels: dict[str, str]) -> 
     if decision.get("reason") != Reason.TEST_ALERT.value:
         return fail("test_alert", f"the test alert arrived but was decided {decision.get('action')}/"
                     f"{decision.get('reason')}, not recognised as a test", "upgrade rollbackd", service)
-    return ok("test_alert", f"arrived after {waited:.1f}s and was recognised as a test (ignored, recorded)", service)
+    return ok("test_alert", f"arrived after {waited:.1f}s and was recognised as a test (ignored, recorded)"
+              f"{_also_to(ctx, test_alert(ctx, service, run_id, rule_labels, starts=starts, ends=starts))}", service)
+
+
+def _also_to(ctx: Context, alert: Any) -> str:
+    """The other receivers Alertmanager sent the test alert to: the humans should know why they got it."""
+    config: dict[str, Any] = ctx.cache.get("am_config") or {}
+    here = {name for name in receivers_for(config.get("route") or {}, alert["labels"])
+            if any(_points_here(str(h.get("url", "")), ctx) for h in webhooks_of(config, name))}
+    others = [r for r in receivers_for(config.get("route") or {}, alert["labels"]) if r not in here]
+    return f"; also sent to receiver(s) {', '.join(others)} (its summary says it is a test)" if others else ""
 
 
 async def _wait_decision(ctx: Context, service: str, run_id: str, deadline: float) -> dict[str, Any] | None:
