@@ -158,6 +158,7 @@ async def test_routing_names_the_alert_and_the_receivers_it_goes_to_instead(tmp_
     assert "RAGLatencyP95Regression goes to receiver(s) humans, none posting to " \
            "http://127.0.0.1:8085/v1/webhook/alertmanager" in finding.detail
     assert "RAGGateFailRateHigh" not in finding.detail  # routed right, with the right token
+    assert finding.detail.endswith("routed on alertname and service)")  # no Prometheus here: no rule labels
     config["route"]["routes"][0]["matchers"] = ['alertname=~"RAG.*"']
     (finding,) = await check_routing(ctx)
     assert finding.status is Status.OK and "4 rollback alert(s) reach" in finding.detail
