@@ -160,7 +160,9 @@ async def check_test_alert(ctx: Context) -> list[Finding]:
 async def _post(ctx: Context, alert: Any) -> None:
     cfg = ctx.settings.alertmanager
     assert cfg is not None  # ctx.need("alertmanager") passed
-    status, body = await ctx.request("alertmanager", "POST", f"{cfg.url.rstrip('/')}/api/v2/alerts", body=[alert])
+    token = cfg.bearer_token.get_secret_value() if cfg.bearer_token else None
+    status, body = await ctx.request("alertmanager", "POST", f"{cfg.url.rstrip('/')}/api/v2/alerts", body=[alert],
+                                     token=token, timeout=cfg.timeout)
     if status != 200:
         raise BackendError("alertmanager", f"POST /api/v2/alerts answered {status}: {str(body)[:200]}")
 

@@ -59,11 +59,13 @@ class Context:
     # ---- HTTP ----------------------------------------------------------------------------------------
     async def request(self, backend: str, method: str, url: str, *, token: str | None = None,
                       body: Any = None, params: dict[str, str] | None = None,
-                      headers: dict[str, str] | None = None) -> tuple[int, Any]:
+                      headers: dict[str, str] | None = None, timeout: float | None = None) -> tuple[int, Any]:
         """Status and decoded body (JSON when it parses, else text); BackendError when unreachable."""
         headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
+        limit = aiohttp.ClientTimeout(total=timeout) if timeout else None
         try:
-            async with self.session.request(method, url, headers=headers, json=body, params=params) as resp:
+            async with self.session.request(method, url, headers=headers, json=body, params=params,
+                                            timeout=limit) as resp:
                 raw = await resp.text()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -75,8 +77,8 @@ class Context:
             return status, raw
 
     async def get_ok(self, backend: str, url: str, *, token: str | None = None,
-                     params: dict[str, str] | None = None) -> Any:
-        status, body = await self.request(backend, "GET", url, token=token, params=params)
+                     params: dict[str, str] | None = None, timeout: float | None = None) -> Any:
+        status, body = await self.request(backend, "GET", url, token=token, params=params, timeout=timeout)
         if status != 200:
             raise BackendError(backend, f"GET {url} answered {status}: {str(body)[:200]}")
         return body
@@ -93,7 +95,7 @@ class Context:
         if cfg is None:
             raise Skipped("prometheus.url is not set")
         body = await self.get_ok("prometheus", f"{cfg.url.rstrip('/')}/api/v1/{path}", token=self._prom_token(),
-                                 params=params)
+                                 params=params, timeout=cfg.timeout)
         if not isinstance(body, dict) or body.get("status") != "success":
             raise BackendError("prometheus", f"/api/v1/{path}: {str(body)[:200]}")
         return body.get("data")
@@ -132,7 +134,8 @@ class Context:
         if cfg is None:
             raise Skipped("alertmanager.url is not set")
         token = cfg.bearer_token.get_secret_value() if cfg.bearer_token else None
-        return await self.get_ok("alertmanager", f"{cfg.url.rstrip('/')}/api/v2/{path}", token=token)
+        return await self.get_ok("alertmanager", f"{cfg.url.rstrip('/')}/api/v2/{path}", token=token,
+                                 timeout=cfg.timeout)
 
     async def daemon(self, path: str) -> Any:
         self.need("rollbackd")
