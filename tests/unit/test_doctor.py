@@ -162,6 +162,10 @@ async def test_routing_names_the_alert_and_the_receivers_it_goes_to_instead(tmp_
     config["route"]["routes"][0]["matchers"] = ['alertname=~"RAG.*"']
     (finding,) = await check_routing(ctx)
     assert finding.status is Status.OK and "4 rollback alert(s) reach" in finding.detail
+    hook["send_resolved"] = False
+    (finding,) = await check_routing(ctx)
+    assert finding.status is Status.WARN and "send_resolved is false" in finding.detail
+    hook["send_resolved"] = True
     token_file.unlink()
     (finding,) = await check_routing(ctx)
     assert finding.status is Status.FAIL and "does not exist" in finding.detail

@@ -110,12 +110,20 @@ def _route_problems(ctx: Context, config: dict[str, Any], alert: str, labels: di
         return [(Status.FAIL, f"{alert} goes to receiver(s) {', '.join(receivers)}, none posting to "
                  f"{ctx.webhook_url}", f"route it to a receiver whose webhook_configs url is {ctx.webhook_url} "
                  f"({_EXAMPLE}: receiver rollbackd)")]
-    verdicts = [bearer(h.get("http_config") or {}, ctx.webhook_token) for h in hooks]
+    verdicts = [_hook_verdict(h, ctx.webhook_token) for h in hooks]
     best = min(verdicts, key=lambda v: [Status.OK, Status.WARN, Status.FAIL].index(v[0]))
     if best[0] is Status.OK:
         good.add(best[1])
         return []
     return [(best[0], f"{alert}: {best[1]}", best[2])]
+
+
+def _hook_verdict(hook: dict[str, Any], token: str) -> tuple[Status, str, str]:
+    verdict = bearer(hook.get("http_config") or {}, token)
+    if verdict[0] is Status.OK and hook.get("send_resolved", True) is False:
+        return (Status.WARN, "send_resolved is false: rollbackd never hears an alert resolve (alert_cleared "
+                "waits in vain, a pending rollback is not cancelled)", "set send_resolved: true on the webhook")
+    return verdict
 
 
 def _routing_finding(ctx: Context, service: str, alerts: list[str], problems: list[tuple[Status, str, str]],
