@@ -148,6 +148,14 @@ class PrometheusConfig(Strict):
     bearer_token: SecretStr | None = None
 
 
+class AlertmanagerConfig(Strict):
+    """Where Alertmanager answers: `rollbackd doctor` reads its routing and posts its test alert there."""
+
+    url: str
+    timeout: Duration = 5.0
+    bearer_token: SecretStr | None = None
+
+
 class LogConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -159,6 +167,7 @@ class Settings(Strict):
     state: BackendRef = BackendRef(type="sqlite", path="./var/rollbackd.db")  # type: ignore[call-arg]
     auth: AuthConfig
     prometheus: PrometheusConfig | None = None
+    alertmanager: AlertmanagerConfig | None = None
     notify: BackendRef | None = None
     notify_queue_size: Annotated[int, Field(ge=10)] = 1000
     log: LogConfig = LogConfig()

@@ -21,6 +21,7 @@ class Reason(StrEnum):
     RESOLVED = "resolved"
     UNKNOWN_SERVICE = "unknown_service"
     NOT_IN_POLICY = "not_in_policy"
+    TEST_ALERT = "test_alert"
     # guardrails: why an action was held back
     DUPLICATE = "duplicate"
     INCIDENT_ACTIVE = "incident_active"
@@ -48,6 +49,7 @@ _SENTENCES: dict[Reason, str] = {
     Reason.RESOLVED: "the alert resolved",
     Reason.UNKNOWN_SERVICE: "the alert names no service that rollbackd guards",
     Reason.NOT_IN_POLICY: "the alert is in no list of the service's policy",
+    Reason.TEST_ALERT: "a test alert (rollbackd_test=\"true\", from `rollbackd doctor`): recorded, never acted on",
     Reason.DUPLICATE: "the same alert (fingerprint and start) was already handled",
     Reason.INCIDENT_ACTIVE: "an incident is already running for this service",
     Reason.PAUSED: "automatic actions are paused",

@@ -125,4 +125,7 @@ def build_core(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                 intake=intake, controls=controls, prometheus=prometheus, started_at=clock())
     for plugin in plugins.having("build"):
         plugin.build(core)
+    for name, runtime in services.items():
+        options = getattr(runtime.resources.get("drill"), "options", None)
+        metrics.drill_scheduled.labels(name).set(1 if getattr(options, "schedule", None) is not None else 0)
     return core

@@ -78,6 +78,7 @@ ROLLBACKD_METRICS: dict[str, tuple[str, ...]] = {
     "rollbackd_baseline_latency_p95_seconds": ("service",),
     "rollbackd_notify_failures_total": ("notifier",),
     "rollbackd_drill_last_success_timestamp_seconds": ("service",),
+    "rollbackd_drill_scheduled": ("service",),
 }
 # The metric contract of the RAG service (DESIGN.md): name -> labels (histograms by base name).
 RAG_METRICS: dict[str, tuple[str, ...]] = {
