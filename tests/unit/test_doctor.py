@@ -103,11 +103,11 @@ def test_render_one_line_per_finding_with_the_fix_and_json() -> None:
     assert failed(findings) and not failed(findings[2:])
 
 
-def _drilled_service(schedule: Any) -> dict[str, Any]:
+def _drilled_service(schedule: Any, snapshots: str) -> dict[str, Any]:
     return {
         "policy": {"confirm": "off"},
         "plan": [{"type": "deploy.revert"}],
-        "snapshots": {"dir": "/tmp/rbt-doctor-snaps", "stores": {
+        "snapshots": {"dir": snapshots, "stores": {
             "postgres": {"type": "postgres", "dsn": "postgresql://postgres@127.0.0.1:5432/rag"}}},
         "deploy": {"type": "docker", "containers": [{"name": "rag", "health_url": "http://127.0.0.1:8000/healthz"}]},
         "verify": {"checks": [{"type": "smoke", "requests": [{"name": "h", "url": "http://127.0.0.1:8000/healthz"}]}]},
@@ -120,8 +120,8 @@ def test_only_services_with_a_drill_schedule_export_drill_scheduled_1(tmp_path: 
         "state": {"type": "sqlite", "path": str(tmp_path / "s.db")},
         "auth": {"webhook_token": "${W}", "api_tokens": [{"name": "t", "token": "${A}"}]},
         "services": {
-            "weekly": _drilled_service("weekly"),
-            "by_hand": {**_drilled_service(None), "drill": {"checks": ["smoke"]}},
+            "weekly": _drilled_service("weekly", str(tmp_path / "weekly")),
+            "by_hand": {**_drilled_service(None, str(tmp_path / "by_hand")), "drill": {"checks": ["smoke"]}},
             "plain": {"policy": {"confirm": "off"}, "plan": [{"type": "command", "argv": ["/bin/true"]}]},
         },
     }
