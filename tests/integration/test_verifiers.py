@@ -244,7 +244,7 @@ async def test_ragas_quick_endpoint_scorer_reads_the_service_scores(rag: World, 
     assert bad.verdict is Verdict.FAIL and bad.summary.startswith("faithfulness 0.00 < 0.85")
     rag.fault()
     missing = await quick(rag.url, scorer={"type": "endpoint", "paths": {"faithfulness": "nope"}},
-                          limit=2).verify(ctx(deadline=60))
+                          limit=5).verify(ctx(deadline=60))
     assert missing.verdict is Verdict.INCONCLUSIVE and "no numeric nope" in missing.summary
 
 
@@ -252,7 +252,43 @@ async def test_ragas_quick_without_questions_is_inconclusive(rag: World, tmp_pat
     empty = tmp_path / "golden_empty.jsonl"
     empty.write_text("")
     result = await quick(rag.url, golden=str(empty)).verify(ctx())
-    assert result.verdict is Verdict.INCONCLUSIVE and result.summary.startswith("no golden question")
+    assert result.verdict is Verdict.INCONCLUSIVE and result.summary.startswith("0 golden question(s) in")
+
+
+def small_golden(tmp_path: Path, n: int) -> str:
+    path = tmp_path / f"golden_{n}.yaml"
+    path.write_text(yaml.safe_dump(yaml.safe_load((DATA / "golden.yaml").read_text())[:n]))
+    return str(path)
+
+
+async def test_ragas_quick_no_pass_without_enough_answers(rag: World, tmp_path: Path) -> None:
+    """0/3 answered with 3 errors tolerated, a golden set of 1 or 3, 1 of 20 answered: never PASS."""
+    rag.fault(error_fraction=1.0)
+    none = await quick(rag.url, golden=small_golden(tmp_path, 3), max_error_answers=3).verify(ctx(deadline=60))
+    assert none.verdict is Verdict.INCONCLUSIVE, none.summary
+    assert none.summary.startswith("3 golden question(s) in") and "at least 5 must be answered" in none.summary
+    all_20 = await quick(rag.url, max_error_answers=20).verify(ctx(deadline=60))
+    assert all_20.verdict is Verdict.INCONCLUSIVE and all_20.summary.startswith("only 0/20 questions answered; 16 "
+                                                                                 "needed"), all_20.summary
+    rag.fault(error_fraction=0.95)
+    one = await quick(rag.url, max_error_answers=20, concurrency=1).verify(ctx(deadline=60))
+    assert one.verdict is Verdict.INCONCLUSIVE and one.summary.startswith("only 1/20 questions answered"), one.summary
+    rag.fault()
+    single = await quick(rag.url, golden=small_golden(tmp_path, 1)).verify(ctx(deadline=60))
+    assert single.verdict is Verdict.INCONCLUSIVE and single.summary.startswith("1 golden question(s)")
+    enough = await quick(rag.url, golden=small_golden(tmp_path, 5)).verify(ctx(deadline=60))
+    assert enough.verdict is Verdict.PASS, enough.summary
+    with pytest.raises(ValueError, match="limit 3 is below min_answered 5"):
+        quick(rag.url, limit=3)
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity", 7.0, -0.5])
+async def test_ragas_quick_endpoint_scores_out_of_range_are_an_error(rag: World, bad: Any) -> None:
+    """One question scored NaN (or 7.0...) among good ones: ERROR naming it, never a mean that passes."""
+    rag.fault(scores={"faithfulness": bad})
+    result = await quick(rag.url, scorer={"type": "endpoint"}, limit=5).verify(ctx(deadline=60))
+    assert result.verdict is Verdict.ERROR, result.summary
+    assert "invalid score: q01: faithfulness = " in result.summary and "finite numbers in [0, 1]" in result.summary
 
 
 # ---------------------------------------------------------------------------------------------- governance
@@ -285,6 +321,19 @@ async def test_governance_names_a_missing_owner_an_overdue_review_and_an_undecla
     assert result.summary == ("engineering-wiki: critical source without an owner; support-kb: review overdue "
                               "since 2020-01-31 (2487 days); release-notes: found in the corpus but not declared")
     assert result.figures["violations"] == 3
+
+
+async def test_governance_without_a_critical_source_is_inconclusive(tmp_path: Path) -> None:
+    sources = yaml.safe_load((DATA / "sources.yaml").read_text())["sources"]
+    hollow = [{**s, "critical": False} for s in sources]
+    check = GovernanceVerifier(GovernanceOptions(type="governance", sources_file=write_sources(tmp_path, hollow)))
+    result = await check.verify(ctx())
+    assert result.verdict is Verdict.INCONCLUSIVE, result.summary
+    assert result.summary.startswith("no source of 5 in") and "is marked critical" in result.summary
+    loose = [{**s, "critical": "no"} for s in sources]
+    check = GovernanceVerifier(GovernanceOptions(type="governance", sources_file=write_sources(tmp_path, loose)))
+    result = await check.verify(ctx())
+    assert result.verdict is Verdict.ERROR and "`critical` must be true or false" in result.summary
 
 
 async def test_governance_error_and_inconclusive(tmp_path: Path) -> None:
