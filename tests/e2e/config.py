@@ -56,7 +56,7 @@ def rollbackd_config(stack: Any) -> dict[str, Any]:
              "request": {"url": f"{rag}/query"}, "deadline": "120s"},
             {"type": "governance", "sources_file": str(sources),
              "corpus": {"dsn": stack.dsn, "query": "SELECT DISTINCT source FROM docs"}},
-            {"type": "alert_cleared", "deadline": "120s", "interval": "1s"},
+            {"type": "alert_cleared", "deadline": "120s", "interval": "1s", "stable_for": "5s"},
         ]},
         # The rehearsal (rollbackd drill): the rest is derived (health URL and check URLs on the drill's
         # port, the corpus DSN on the scratch database; checks: all but counts and alert_cleared).
