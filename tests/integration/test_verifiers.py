@@ -227,6 +227,19 @@ async def test_ragas_quick_fails_on_hallucinated_answers(rag: World) -> None:
     assert "answer_relevancy 0.00 < 0.78" in result.summary and "context_recall 0.00 < 0.70" in result.summary
 
 
+@pytest.mark.parametrize(("mode", "failing"), [
+    ("dump", "answer_relevancy"), ("negate", "faithfulness"), ("wrong_number", "faithfulness"),
+    ("echo", "answer_relevancy"), ("canned", "faithfulness"), ("foreign", "faithfulness"),
+])
+async def test_ragas_quick_lexical_is_not_fooled(rag: World, mode: str, failing: str) -> None:
+    """The reference service games the lexical scorer: the same corpus dump for every question, negated
+    answers, wrong numbers, the question echoed, canned text, another language: never PASS."""
+    rag.fault(answer_mode=mode)
+    result = await quick(rag.url).verify(ctx(deadline=60))
+    assert result.verdict is Verdict.FAIL, result.summary
+    assert f"{failing} " in result.summary and result.figures["answered"] == 20, result.summary
+
+
 async def test_ragas_quick_fails_on_500s_and_errors_when_refused(rag: World) -> None:
     rag.fault(error_fraction=0.1)
     result = await quick(rag.url, concurrency=1).verify(ctx(deadline=60))
