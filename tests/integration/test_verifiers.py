@@ -183,18 +183,46 @@ async def test_counts_without_a_manifest_are_inconclusive(rag: World) -> None:
     assert result.verdict is Verdict.INCONCLUSIVE and result.summary == "no manifest to compare with"
 
 
-async def test_counts_on_demand_use_the_newest_snapshot_manifest(rag: World) -> None:
-    class Latest:
-        id = "snap-7"
-        manifests = {"pg": {"tables": {t: {"rows": n} for t, n in EXPECTED_TABLES.items()}},
-                     "qdrant": {"collections": {"docs": {"points": 201}}}}
+@dataclass
+class FakeSet:
+    id: str
+    release: str | None
+    reason: str
+    points: int
+    verified: bool = True
 
-    class Snapshots:
-        async def latest(self) -> Latest:
-            return Latest()
+    @property
+    def manifests(self) -> dict[str, Any]:
+        return {"pg": {"tables": {t: {"rows": n} for t, n in EXPECTED_TABLES.items()}},
+                "qdrant": {"collections": {"docs": {"points": self.points}}}}
 
-    result = await counts(rag).verify(ctx(resources={"snapshots": Snapshots()}))
-    assert result.verdict is Verdict.FAIL and result.summary.startswith("docs: 200 live, 201 expected")
+
+class Sets:
+    """The snapshot sets as DataSet lists them (newest first), and the live release."""
+
+    def __init__(self, live: str | None, *sets: FakeSet) -> None:
+        self.live, self.sets = live, list(sets)
+
+    async def list(self) -> list[FakeSet]:
+        return self.sets
+
+    async def live_release(self) -> str | None:
+        return self.live
+
+
+async def test_counts_on_demand_compare_with_the_live_release_set(rag: World) -> None:
+    """Right after a good rollback to v1, the newest set is v2's safety snapshot (230 points): counts
+    compare with v1's own set, never with that."""
+    safety = FakeSet("s3", "v2", "safety snapshot before incident inc-9", 230)
+    unverified = FakeSet("s2", "v1", "scheduled", 999, verified=False)
+    v1 = FakeSet("s1", "v1", "scheduled", 200)
+    result = await counts(rag).verify(ctx(resources={"snapshots": Sets("v1", safety, unverified, v1)}))
+    assert result.verdict is Verdict.PASS, result.summary
+    assert result.summary == "5 tables/collections match snapshot set s1 of the live release v1"
+    wrong = await counts(rag).verify(ctx(resources={"snapshots": Sets("v1", safety, FakeSet("s0", "v1", "", 201))}))
+    assert wrong.verdict is Verdict.FAIL and wrong.summary.startswith("docs: 200 live, 201 expected")
+    none = await counts(rag).verify(ctx(resources={"snapshots": Sets("v1", safety)}))
+    assert none.verdict is Verdict.INCONCLUSIVE and none.summary == "no manifest to compare with"
 
 
 async def test_counts_are_an_error_when_the_database_is_unreachable(rag: World) -> None:

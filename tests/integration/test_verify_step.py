@@ -189,6 +189,8 @@ async def test_unreachable_service_ends_inconclusive(tmp_path: Path, rag_url: st
         assert body["state"] == "verification_inconclusive", body
         assert "smoke: ERROR no answer" in body["error"] and "connection refused" in body["error"]
         assert not (tmp_path / "restored").exists()
+        gate = await asyncio.to_thread(cli, d.url, "--only", "smoke")  # the gate contract: 5 ERROR
+        assert gate.returncode == 5 and "ERROR" in gate.stdout, (gate.stdout, gate.stderr)
 
 
 def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -221,7 +223,7 @@ async def test_on_demand_api_and_cli_gate(tmp_path: Path, rag_url: str) -> None:
         assert failed.returncode == 4, failed.stderr
         assert '"verdict": "fail"' in failed.stdout
         manual = await asyncio.to_thread(cli, d.url, "--only", "alert_cleared")  # no incident, no Prometheus
-        assert manual.returncode == 1 and "INCONCLUSIVE" in manual.stdout
+        assert manual.returncode == 6 and "INCONCLUSIVE" in manual.stdout  # the gate contract: 6 INCONCLUSIVE
         _, incidents = await call(api, "GET", "/v1/incidents")
         assert incidents["incidents"] == []  # on demand never opens an incident or changes anything
         assert not (tmp_path / "cut").exists()

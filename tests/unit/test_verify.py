@@ -390,7 +390,9 @@ def test_cli_exit_codes_and_text() -> None:
 
     assert exit_code(body("pass", "pass")) == 0
     assert exit_code(body("pass", "fail", "error")) == 4
-    assert exit_code(body("pass", "error")) == 1
+    assert exit_code(body("pass", "error", "inconclusive")) == 5
+    assert exit_code(body("pass", "inconclusive")) == 6
+    assert exit_code(body()) == 6  # nothing counted is never a pass
     assert render(body("pass", "fail")).splitlines() == [
         "verification of rag: FAIL", "  c0             PASS         s", "  c1             FAIL         s"]
 
