@@ -218,3 +218,33 @@ def test_after_kill9_the_next_start_sweeps_and_reports_interrupted(stack: Stack,
     assert "dropped" in report["stages"][-1]["detail"], report["stages"]
     assert scratch_containers(stack) == [] and scratch_databases(stack) == [] and scratch_collections(stack) == []
     assert_untouched(stack, before)
+
+
+def _alias_target(stack: Stack) -> str:
+    aliases = {a["alias_name"]: a["collection_name"] for a in _qdrant(stack, "/aliases")["aliases"]}
+    return aliases["docs"]
+
+
+def test_a_drill_after_a_rollback_to_the_same_set_never_touches_the_live_collection(stack: Stack) -> None:
+    """Last (it rolls the live service back). After a rollback the live alias points at the restored
+    copy of the set a drill would restore: the drill must not start a container on it, nor drop it.
+    (Copy naming that cannot collide is the data-fidelity issue's fix; this proves the drill's own
+    guards whatever the names.)"""
+    incident = api(stack, "POST", "/v1/trigger", {"reason": "roll back to v1, then drill"})
+    assert stack.daemon is not None
+    final = stack.daemon.api.wait_incident(incident["id"], ("resolved", "failed", "verification_failed",
+                                                            "verification_inconclusive"), timeout=180)
+    assert any(s["name"] == "data.swap" and s["state"] == "done" for s in final["steps"]), final["steps"]
+    live = _alias_target(stack)
+    points = _qdrant(stack, f"/collections/{live}")["points_count"]
+    api(stack, "POST", "/v1/resume", {"reason": "drill after the rollback"})
+    api(stack, "POST", "/v1/pause", {"reason": "drill tests: no automatic rollback"})
+    run = cli(stack, "drill", "--json")
+    report = json.loads(run.stdout)
+    assert _alias_target(stack) == live, ("the live alias moved", report["reason"])
+    assert _qdrant(stack, f"/collections/{live}")["points_count"] == points, "the live collection changed"
+    if live == f"docs__rb_{report['snapshot_set']}":  # a copy of this set would be named like the live data
+        assert report["verdict"] == "NO-GO" and report["reason"].startswith("prepare: not isolated: "), report
+        assert f"would reuse the live name {live}" in report["reason"] and "container" not in report["scratch"]
+    else:
+        assert report["verdict"] == "GO", report["reason"]

@@ -287,6 +287,10 @@ class Drill:
                 errors.append(f"container {state.container.name}: {exc}")
         data = self.runtime.resources.get("snapshots")
         if state.prepared and data is not None:
+            keep = await self._live_copies(data, state.prepared)  # deletion asks the servers, never the name
+            errors += [f"{n} copy {_copy_name(r)} is live (or the servers could not say): not dropped"
+                       for n, r in state.prepared.items() if n in keep]
+            state.prepared = {n: r for n, r in state.prepared.items() if n not in keep}
             dropped = await data.discard(state.prepared)
             done += [f"{n} copy {_copy_name(r)} dropped" for n, r in state.prepared.items() if n in dropped]
             for name, restored in state.prepared.items():
@@ -306,6 +310,16 @@ class Drill:
                              "detail": detail})
         (log.info if ok else log.error)("drill_teardown", extra={"drill_id": state.id, "ok": ok, "detail": detail})
         return ok
+
+    async def _live_copies(self, data: Any, prepared: dict[str, JSON]) -> set[str]:
+        """Stores whose "copy" the servers report as live (a copy named like the live data, after a
+        rollback to the same set); all of them when the servers cannot say."""
+        try:
+            live = await journal.live_names(data)
+        except Exception:
+            log.exception("drill_live_names_failed")
+            return set(prepared)
+        return {n for n, r in prepared.items() if _copy_name(r) in live}
 
     # ---- report ----------------------------------------------------------------------------------
     def report(self, state: DrillState, verdict: str, reason: str, torn_down: bool) -> JSON:
