@@ -156,7 +156,8 @@ class Drill:
             finally:
                 self.running_id = None
             if breach:
-                verdict, why = NO_GO, "the live data changed during the drill: " + "; ".join(breach)
+                verdict, why = NO_GO, ("the live data changed during the drill: " + "; ".join(breach) +
+                                       " (a table the live service writes by itself belongs in drill.live_writes)")
             report = self.report(state, verdict if torn_down else NO_GO,
                                  why if torn_down or verdict != GO else "teardown incomplete", torn_down)
             await self._finish(report=report, state=state)
