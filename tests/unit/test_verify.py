@@ -237,6 +237,17 @@ def test_the_step_timeout_must_cover_the_slowest_check() -> None:
                      "its delay and the checks it runs after)"]
 
 
+def test_alert_cleared_must_run_after_traffic_is_back() -> None:
+    """With users cut off the alert's rule has nothing to judge: a quiet rule is not a cleared alert."""
+    checks = {"checks": [{"type": "governance", "sources_file": "s.yaml"}, {"type": "alert_cleared"}]}
+    found = problems(checks, plan=[{"type": "verify"}, {"type": "traffic.restore"}])
+    assert found == ["services.rag.plan[0].only: alert_cleared runs before traffic.restore (plan[1]); give it its "
+                     "own verify step after it"]
+    ok = [{"type": "verify", "only": ["governance"]}, {"type": "traffic.restore"},
+          {"type": "verify", "name": "alert_cleared", "only": ["alert_cleared"]}]
+    assert parse(config(checks, ok), ENV).services["rag"].plan
+
+
 def test_valid_config_builds() -> None:
     settings = parse(config({"checks": [{"type": "governance", "sources_file": "s.yaml", "dry_run": True}]}), ENV)
     assert settings.services["rag"].verify is not None
