@@ -124,6 +124,22 @@ def test_a_scratch_container_reaching_live_data_is_never_started(stack: Stack, t
     assert_untouched(stack, before)
 
 
+def test_checks_the_rewrite_missed_would_verify_the_live_service(stack: Stack, tmp_path: Path) -> None:
+    """A `drill.rewrite` that misses the checks' URLs: they would verify the live service and call it
+    the rehearsal's GO. NO-GO before they run."""
+    before = fingerprint(stack)
+    with other_daemon(stack, tmp_path, rewrite={"http://127.0.0.1:1": "http://127.0.0.1:{port}"}) as other:
+        register_green(other, stack)
+        run = cli(stack, "drill", "--json", url=other.url)
+    report = json.loads(run.stdout)
+    assert run.returncode == 4 and report["verdict"] == "NO-GO", report
+    assert report["reason"].startswith("verify: not isolated, the checks would look at the live service: check "
+                                       "smoke: requests[0].url reaches the live service at "), report["reason"]
+    assert report["results"] == []  # no check ran
+    assert_scratch_gone(stack, report)
+    assert_untouched(stack, before)
+
+
 # ---- isolation after: live fingerprints -----------------------------------------------------------
 async def _touch_live_docs(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
@@ -140,7 +156,7 @@ def test_live_data_changing_during_a_drill_is_no_go_with_a_page(stack: Stack) ->
     stack.qdrant.inject_fault(r"/snapshots/upload", status=None, delay_s=4.0, times=1)
     drill = drill_in_background(stack.daemon_url)
     try:
-        wait_until(lambda: api(stack, "GET", "/v1/status")["services"]["rag"]["drill"]["running"], 60, "a drill")
+        wait_until(lambda: scratch_databases(stack), 60, "prepare (after pick fingerprinted the live data)")
         asyncio.run(_touch_live_docs(stack.dsn))
         out, err = drill.communicate(timeout=180)
     finally:

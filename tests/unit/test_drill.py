@@ -252,3 +252,17 @@ def test_isolation_changes_name_each_difference() -> None:
         "postgres: table public.docs written (ins/upd/del/filenode [1, 0, 0, 9] -> [2, 0, 1, 9])",
         "qdrant: collection docs__v1 -> docs__rb_s1",
     ]
+
+
+def test_check_options_are_scanned_for_live_references_but_not_sql_table_names() -> None:
+    from rollbackd.drill.isolation import live_references, option_strings
+
+    opts = {"requests": [{"url": "http://127.0.0.1:8000/healthz"}], "corpus": {"dsn": "postgresql://db/rag",
+                                                                            "query": "SELECT source FROM docs"}}
+    strings = option_strings(opts)
+    assert strings == [("requests[0].url", "http://127.0.0.1:8000/healthz"), ("corpus.dsn", "postgresql://db/rag"),
+                       ("corpus.query", "SELECT source FROM docs")]
+    live = {"pg": {"kind": "postgres", "database": "rag"}, "q": {"kind": "qdrant", "alias": "docs"}}
+    problems, _ = live_references(strings, live, ["http://127.0.0.1:8000/healthz"], collections=False)
+    assert problems == ["requests[0].url reaches the live service at 127.0.0.1:8000",
+                        "corpus.dsn points at the live database rag"]

@@ -55,28 +55,47 @@ def strings_of(body: Mapping[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def references(body: Mapping[str, Any], live: Mapping[str, JSON], copies: Mapping[str, JSON],
-               live_urls: Iterable[str]) -> list[str]:
-    """What is wrong with the scratch container's creation body; [] when it reaches scratch copies only."""
+def live_references(strings: Iterable[tuple[str, str]], live: Mapping[str, JSON], live_urls: Iterable[str], *,
+                    collections: bool = True) -> tuple[list[str], set[str]]:
+    """(one sentence per live reference in the strings, every database/collection name they give).
+    ``collections``: look for bare collection names too (not in SQL text, where ``docs`` is a table)."""
     live_dbs = {str(v["database"]) for v in live.values() if v.get("kind") == "postgres"}
     live_names = {str(v[k]) for v in live.values() if v.get("kind") == "qdrant" for k in ("alias", "collection")
                   if v.get(k)}
     netlocs = {urlsplit(u).netloc for u in live_urls if urlsplit(u).netloc}
     problems: list[str] = []
     seen: set[str] = set()
-    for where, value in strings_of(body):
+    for where, value in strings:
         dbs = databases_named(value) | ({value} & live_dbs)
         names = names_in(value)
         seen |= dbs | names
         problems += [f"{where} points at the live database {db}" for db in sorted(dbs & live_dbs)]
-        problems += [f"{where} names the live collection {n}" for n in sorted(names & live_names)]
+        problems += [f"{where} names the live collection {n}" for n in sorted(names & live_names) if collections]
         problems += [f"{where} reaches the live service at {n}" for n in sorted(netlocs)
                      if re.search(re.escape(n) + r"(?![0-9])", value)]
+    return problems, seen
+
+
+def references(body: Mapping[str, Any], live: Mapping[str, JSON], copies: Mapping[str, JSON],
+               live_urls: Iterable[str]) -> list[str]:
+    """What is wrong with the scratch container's creation body; [] when it reaches scratch copies only."""
+    problems, seen = live_references(strings_of(body), live, live_urls)
     for store, restored in copies.items():
         copy = str(restored.get("database") or restored.get("collection") or "")
         if copy and copy not in seen:
             problems.append(f"nothing points the container at the scratch copy {copy} ({store}): set drill.env")
     return problems
+
+
+def option_strings(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """(key path, string) for every string in a check's options: what the drill's checks will reach."""
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, list):
+        return [s for i, v in enumerate(value) for s in option_strings(v, f"{path}[{i}]")]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in option_strings(v, f"{path}.{k}" if path else str(k))]
+    return []
 
 
 # ---- around the drill -----------------------------------------------------------------------------

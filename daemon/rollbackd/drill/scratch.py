@@ -11,6 +11,7 @@ restart policy, and the ``rollbackd.drill`` labels. Nothing here writes to the l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -118,6 +119,7 @@ class ScratchContainer:
         self.name = f"{live_name}__drill_{drill_id}"
         self.drill_id = drill_id
         self.service = service
+        self._starting: asyncio.Future[str] | None = None
 
     def _fail(self, exc: Exception, image: str, doing: str) -> BackendError:
         return self.deployer._error(exc, self.name, image, doing)
@@ -165,8 +167,11 @@ class ScratchContainer:
             created = str(api.create_container_from_config(body, self.name)["Id"])
             api.start(created)
             return created
+        # A cancelled await leaves the thread running: remove() waits for it, or the container would be
+        # created after the teardown removed "nothing".
+        self._starting = asyncio.ensure_future(asyncio.to_thread(run))
         try:
-            created = await asyncio.to_thread(run)
+            created = await asyncio.shield(self._starting)
         except _DOCKER_ERRORS as exc:
             raise self._fail(exc, image_id, "creating and starting the scratch container") from exc
         return {"container": self.name, "id": created, "image_id": image_id, "port": port}
@@ -189,7 +194,11 @@ class ScratchContainer:
         return body
 
     async def remove(self) -> bool:
-        """Remove it (stopped or not); False when there was nothing to remove."""
+        """Remove it (stopped or not), once a create still under way has finished; False when there was
+        nothing to remove."""
+        if self._starting is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._starting)
         try:
             return await remove_named(self.deployer, self.name)
         except _DOCKER_ERRORS as exc:

@@ -143,6 +143,14 @@ async def verify(drill: Drill, state: DrillState) -> str:
     checks = scratch.scratch_checks(drill.service, cfg, drill.options, mapping, exact)
     if not checks:
         raise StageFailed("no check to run against the scratch copies (drill.checks)")
+    # A check the rewrite missed would verify the LIVE service and call it the rehearsal's GO.
+    strings = [(f"check {c.name}: {where}", v) for c in checks
+               for where, v in isolation.option_strings(c.options.model_dump(mode="json"))]
+    problems, _ = isolation.live_references(strings, state.live_before or {}, scratch.live_urls(deployer),
+                                            collections=False)
+    if problems:
+        raise StageFailed("not isolated, the checks would look at the live service: " + "; ".join(problems) +
+                          " (set drill.rewrite)")
     state.scratch["rewrite"] = {**mapping, **{_no_password(k): _no_password(v) for k, v in exact.items()}}
     suite = VerifySuite(service=drill.service, checks=checks, resources=drill.runtime.resources,
                         prometheus=drill.core.prometheus, store=None, metrics=None,
