@@ -108,15 +108,18 @@ async def recover(drill: Drill) -> JSON | None:
     state = DrillState(id=str(record["id"]), reason=str(record.get("reason") or ""),
                        actor=str(record.get("actor") or ""), started_at=float(record.get("started_at") or 0))
     state.snapshot_set = record.get("snapshot_set")
-    done, errors = await sweep_data(drill, dict(record.get("prepared") or {}), state.snapshot_set,
-                                    bool(record.get("preparing")))
+    done: list[str] = []
+    errors: list[str] = []
     deployer = deployer_or_none(drill)
-    if record.get("container") and deployer is not None:
+    if record.get("container") and deployer is not None:  # first: nothing may use the copies while they go
         try:
             removed = await scratch.remove_named(deployer, str(record["container"]))
             done.append(f"container {record['container']} {'removed' if removed else 'already gone'}")
         except Exception as exc:
             errors.append(f"container {record['container']}: {exc}")
+    swept, failed = await sweep_data(drill, dict(record.get("prepared") or {}), state.snapshot_set,
+                                     bool(record.get("preparing")))
+    done, errors = done + swept, errors + failed
     state.stages.append({"name": "teardown", "seconds": 0.0, "ok": not errors,
                          "detail": "; ".join(errors + done) or "nothing was left"})
     report = drill.report(state, NO_GO, "interrupted: the daemon stopped during the drill (swept on the next "
