@@ -93,6 +93,9 @@ class Daemon:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.core is not None:  # before the API drains: an open request may be waiting for this work
+            for plugin in plugins.having("stopping"):
+                await plugin.stopping(self.core)
         if self._runner is not None:
             await self._runner.cleanup()
         if self.core is not None:
