@@ -77,7 +77,7 @@ def register_green(daemon: DaemonProcess, stack: Stack) -> None:
 
 
 def scratch_containers(stack: Stack) -> list[str]:
-    return [c.name for c in stack.podman.client().containers.list(all=True) if "__drill_" in c.name]
+    return [n for n in stack.podman.container_names() if "__drill_" in n]
 
 
 def scratch_databases(stack: Stack) -> list[str]:

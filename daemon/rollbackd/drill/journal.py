@@ -49,17 +49,22 @@ async def live_names(data: Any) -> set[str]:
     return names
 
 
-def set_copies(data: Any, set_id: str) -> dict[str, JSON]:
-    """The copies a prepare of ``set_id`` creates, by the snapshots' naming (for a prepare cut short:
-    it returned nothing, but may have created them)."""
+async def set_copies(data: Any, set_id: str) -> dict[str, JSON]:
+    """The copies a prepare of ``set_id`` left on the servers (for a prepare cut short: it returned nothing, but
+    may have created them). Copy names are fresh per attempt (``<base>__rb_<set>_<hex>``), so they are found
+    by asking each server for its orphan copies (neither live nor kept) of this set."""
     from rollbackd.snapshots import restored_name
 
     out: dict[str, JSON] = {}
     for name, snap in data.snapshotters.items():
-        if getattr(snap, "kind", "") == "postgres":
-            out[name] = {"kind": "postgres", "database": restored_name(snap.database, set_id)}
-        elif getattr(snap, "kind", "") == "qdrant":
-            out[name] = {"kind": "qdrant", "collection": restored_name(snap.alias, set_id)}
+        kind = getattr(snap, "kind", "")
+        base = snap.database if kind == "postgres" else snap.alias if kind == "qdrant" else None
+        if base is None:
+            continue
+        prefix = restored_name(base, set_id) + "_"
+        for index, copy in enumerate(c for c in await snap.copies() if c.startswith(prefix)):
+            key = name if index == 0 else f"{name}#{index}"
+            out[key] = {"kind": kind, "database" if kind == "postgres" else "collection": copy, "store": name}
     return out
 
 
@@ -68,7 +73,7 @@ async def sweep_data(drill: Drill, prepared: dict[str, JSON], set_id: str | None
     """Drop the drill's data copies (recorded, or by name when prepare was cut short); (done, errors).
     ``guard_incident``: false only for the drill's own teardown, which holds the data lock."""
     data = drill.runtime.resources.get("snapshots")
-    copies = dict(prepared) or (set_copies(data, set_id) if data is not None and set_id and preparing else {})
+    copies = dict(prepared) or (await set_copies(data, set_id) if data is not None and set_id and preparing else {})
     if data is None or not copies:
         return [], []
     incident = await drill.active_incident() if guard_incident else None
@@ -83,8 +88,9 @@ async def sweep_data(drill: Drill, prepared: dict[str, JSON], set_id: str | None
             errors.append(f"{store} copy {name} is LIVE now: not dropped")
             continue
         try:
-            if await data.snapshotters[store].is_prepared(restored):
-                await data.snapshotters[store].discard(restored)
+            snapshotter = data.snapshotters[str(restored.get("store") or store)]
+            if await snapshotter.is_prepared(restored):
+                await snapshotter.discard(restored)
                 done.append(f"{store} copy {name} dropped")
         except Exception as exc:
             errors.append(f"{store} copy {name}: {exc}")

@@ -57,14 +57,8 @@ async def pick(drill: Drill, state: DrillState) -> str:
 async def prepare(drill: Drill, state: DrillState) -> str:
     data = drill.runtime.resources["snapshots"]
     assert state.snapshot_set is not None
-    # After a rollback to this very set, its restored copy IS the live data: restoring it aside again
-    # would drop and replace it. Refuse before anything is restored.
-    names = {_copy(r) for r in journal.set_copies(data, state.snapshot_set).values()}
-    collide = sorted(names & await journal.live_names(data))
-    if collide:
-        raise StageFailed(f"not isolated: a scratch copy of set {state.snapshot_set} would reuse the live name "
-                          f"{', '.join(collide)} (a rollback restored this set); refused before anything was "
-                          "restored")
+    # Copies get fresh names per attempt and the snapshotters ask the servers before dropping anything, so
+    # a drill of the set a rollback restored (whose copy is live) never touches the live copy.
     state.preparing = True  # from here a crash or the teardown sweeps the set's copies by name
     await journal.write(drill, state)
     try:
