@@ -63,6 +63,9 @@ class StepConfig(BaseModel):
     timeout: Duration = 600.0
     retries: Annotated[int, Field(ge=0, le=20)] = 0
     backoff: Duration = 2.0
+    # Attempts cut short by a crash or stop of the daemon are not failed attempts (they do not use up
+    # `retries`); this bounds how often one step may be resumed that way before the incident fails.
+    crash_resumes: Annotated[int, Field(ge=0, le=100)] = 3
 
     @property
     def step_name(self) -> str:
@@ -148,6 +151,16 @@ class PrometheusConfig(Strict):
     bearer_token: SecretStr | None = None
 
 
+class IncidentsConfig(Strict):
+    """How the runner lives through trouble of its own (README: "Store outages and crashes")."""
+
+    # A journal write that fails is retried with backoff while the store is unreachable; after this
+    # long the incident is given up: paged at once, ended `failed` (and held) as soon as the store answers.
+    store_outage_limit: Duration = 300.0
+    # Stopping a step's process group: SIGTERM, then SIGKILL after this grace.
+    kill_grace: Duration = 5.0
+
+
 class LogConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -161,6 +174,7 @@ class Settings(Strict):
     prometheus: PrometheusConfig | None = None
     notify: BackendRef | None = None
     notify_queue_size: Annotated[int, Field(ge=10)] = 1000
+    incidents: IncidentsConfig = IncidentsConfig()
     log: LogConfig = LogConfig()
     services: Annotated[dict[str, ServiceConfig], Field(min_length=1)]
 

@@ -4,7 +4,8 @@ so the incident runner only ever catches RollbackdError.
     RollbackdError
     ├── ConfigError            bad configuration; names the key path (``services.rag.plan[2].type``)
     ├── PayloadError           a request body that is not what the API expects; names the field
-    ├── StateError             the state store failed (unreachable, constraint, corrupt row)
+    ├── StateError             the state store failed (unreachable, locked, corrupt row): retryable
+    │   └── IncidentActiveError  the one-active-incident constraint refused a new incident (not retryable)
     ├── StepError              a plan step failed
     │   ├── RetryableError     worth another attempt (timeouts, 5xx, connection refused)
     │   └── FatalError         retrying cannot help (bad input, 4xx, precondition not met)
@@ -45,6 +46,17 @@ class StateError(RollbackdError):
     """The state store could not do what was asked."""
 
     retryable = True
+
+
+class IncidentActiveError(StateError):
+    """The store's one-active-incident constraint refused a new incident: another one of the same
+    service is active. The only store error that means "incident active"; every other is an outage."""
+
+    retryable = False
+
+
+class StoreUnavailable(RollbackdError):
+    """The state store stayed unreachable longer than the runner may wait (``incidents.store_outage_limit``)."""
 
 
 class NotFoundError(RollbackdError):

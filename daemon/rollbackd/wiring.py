@@ -117,7 +117,9 @@ def build_core(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                              bearer_token=prom_cfg.bearer_token.get_secret_value() if prom_cfg.bearer_token else None)
                   if prom_cfg else None)
     confirm = Confirmer(prometheus, services, settings.service_label)
-    runner = Runner(store=store, services=services, notify=notify, metrics=metrics, confirm=confirm, clock=clock)
+    runner = Runner(store=store, services=services, notify=notify, metrics=metrics, confirm=confirm, clock=clock,
+                    store_outage_limit=settings.incidents.store_outage_limit,
+                    kill_grace=settings.incidents.kill_grace)
     intake = Intake(settings=settings, store=store, services=services, runner=runner, notify=notify,
                     metrics=metrics, clock=clock)
     controls = Controls(store=store, services=services, intake=intake, runner=runner, metrics=metrics, clock=clock)

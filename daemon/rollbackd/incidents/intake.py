@@ -17,7 +17,7 @@ from typing import Any
 
 from rollbackd import policy, releases
 from rollbackd.config import Settings
-from rollbackd.errors import StateError
+from rollbackd.errors import IncidentActiveError
 from rollbackd.incidents import messages
 from rollbackd.incidents.runner import Runner
 from rollbackd.metrics import Metrics
@@ -131,10 +131,12 @@ class Intake:
         try:
             await self.store.journal_alert(alert, service, received_at, decision, incident,
                                            _decision_event(alert, decision, incident))
-        except StateError:
+        except IncidentActiveError:
             if incident is None:
                 raise
-            # Another incident became active meanwhile (an HA peer): journal the alert as suppressed.
+            # Only the store's one-active-incident constraint lands here: another incident of the service
+            # became active meanwhile (an HA peer). Any other store error propagates: the webhook answers
+            # 503 and Alertmanager re-sends, so an outage never reads as "incident active".
             decision = Decision(Action.SUPPRESSED, Reason.INCIDENT_ACTIVE, service, "opened concurrently")
             incident = None
             await self.store.journal_alert(alert, service, received_at, decision, None,
