@@ -19,7 +19,9 @@ _ONE_ACTIVE = "rb_incidents_one_active"
 def _translate(where: str, exc: BaseException) -> StateError:
     if isinstance(exc, asyncpg.UniqueViolationError) and exc.constraint_name == _ONE_ACTIVE:
         return IncidentActiveError(f"{where}: {exc}")
-    return StateError(f"{where}: {type(exc).__name__}: {exc}" if not str(exc) else f"{where}: {exc}")
+    if isinstance(exc, TimeoutError):
+        return StateError(f"{where}: no answer in time (timeout)")
+    return StateError(f"{where}: {exc}" if str(exc) else f"{where}: {type(exc).__name__}")
 
 
 class PostgresStateStore(SqlStateStore):
