@@ -86,3 +86,104 @@ def test_sigterm_interrupts_and_the_next_start_resumes(tmp_path: Path) -> None:
         assert final["state"] == "resolved" and final["steps"][0]["attempts"] == 1
     finally:
         daemon.stop()
+
+
+def firing(service: str = "rag") -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads((Path(__file__).parents[1] / "fixtures" /
+                                          "alertmanager-0.25-firing.json").read_text())
+    for a in payload["alerts"]:
+        a["labels"].update(alertname="RAGGateFailRateHigh", service=service)
+    return payload
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def test_a_resumed_step_first_kills_what_the_crashed_daemon_left_of_it(tmp_path: Path) -> None:
+    # The step's shell dies with the daemon; its grandchild does not (die-with-parent is not inherited).
+    # The restarted daemon finds the group journaled for the step and kills it before the step runs again.
+    leftover, again = tmp_path / "leftover", tmp_path / "again"
+    script = (f"if [ -f {again} ]; then echo resumed >> {again}; exit 0; fi; touch {again}; "
+              f"sleep 300 & echo $! > {leftover}.tmp; mv {leftover}.tmp {leftover}; wait")
+    plan = [{"type": "command", "name": "spawns", "argv": ["/bin/sh", "-c", script]}]
+    cfg = write_config(tmp_path, services={"rag": command_service(plan)})
+    daemon = DaemonProcess(cfg)
+    try:
+        daemon.start()
+        assert daemon.api.webhook(firing())[0] == 202
+        wait_file(leftover)
+        sleeper = int(leftover.read_text())
+        daemon.kill9()
+        time.sleep(0.3)
+        assert alive(sleeper)  # what the old code left racing the resumed attempt
+        daemon.start()
+        (incident,) = daemon.api.call("GET", "/v1/incidents")[1]["incidents"]
+        final = daemon.api.wait_incident(incident["id"], ("resolved", "failed"))
+        assert final["state"] == "resolved", final
+        assert not alive(sleeper)
+        (interrupted,) = [e for e in final["events"] if e["kind"] == "step_interrupted"]
+        assert sleeper in interrupted["data"]["killed"]
+        (process, *_) = [e for e in final["events"] if e["kind"] == "step_process"]
+        assert process["data"]["step"] == "spawns" and process["data"]["pgid"] > 0
+    finally:
+        daemon.stop()
+
+
+def test_two_crashes_inside_one_step_do_not_use_up_its_retries(tmp_path: Path) -> None:
+    log, gate = tmp_path / "steps.log", tmp_path / "gate"
+    count = tmp_path / "runs"
+    script = (f"echo run >> {count}; n=$(wc -l < {count}); echo start-$n >> {log}; "
+              f"while [ ! -f {gate}-$n ] && [ ! -f {gate} ]; do sleep 0.02; done; echo end >> {log}")
+    plan = [{"type": "command", "name": "long", "argv": ["/bin/sh", "-c", script], "retries": 0},
+            {"type": "command", "name": "last", "argv": ["/bin/sh", "-c", f"echo last >> {log}"]}]
+    cfg = write_config(tmp_path, services={"rag": command_service(plan)})
+    daemon = DaemonProcess(cfg)
+    try:
+        daemon.start()
+        assert daemon.api.webhook(firing())[0] == 202
+        for n in (1, 2):
+            while f"start-{n}" not in (log.read_text() if log.exists() else ""):
+                time.sleep(0.02)
+            daemon.kill9()
+            daemon.start()
+        while "start-3" not in (log.read_text() if log.exists() else ""):
+            time.sleep(0.02)
+        gate.touch()
+        (incident,) = daemon.api.call("GET", "/v1/incidents")[1]["incidents"]
+        final = daemon.api.wait_incident(incident["id"], ("resolved", "failed"))
+        assert final["state"] == "resolved", final
+        assert [(s["name"], s["state"], s["attempts"]) for s in final["steps"]] == [("long", "done", 1),
+                                                                                  ("last", "done", 1)]
+        resumes = [e["data"]["resumes"] for e in final["events"] if e["kind"] == "step_interrupted"]
+        assert resumes == [1, 2]
+        assert log.read_text().splitlines() == ["start-1", "start-2", "start-3", "end", "last"]
+    finally:
+        daemon.stop()
+
+
+def test_crash_resumes_are_bounded_per_step(tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    plan = [{"type": "command", "name": "crashy", "crash_resumes": 1,
+             "argv": ["/bin/sh", "-c", f"echo x >> {started}; sleep 30"]}]
+    cfg = write_config(tmp_path, services={"rag": command_service(plan)})
+    daemon = DaemonProcess(cfg)
+    try:
+        daemon.start()
+        assert daemon.api.webhook(firing())[0] == 202
+        for n in (1, 2):
+            while len(started.read_text().split() if started.exists() else []) < n:
+                time.sleep(0.02)
+            daemon.kill9()
+            daemon.start()
+        (incident,) = daemon.api.call("GET", "/v1/incidents")[1]["incidents"]
+        final = daemon.api.wait_incident(incident["id"], ("resolved", "failed"))
+        assert final["state"] == "failed"
+        assert "interrupted 2 times by a crash or stop of rollbackd (crash_resumes: 1)" in final["error"]
+        assert len(started.read_text().split()) == 2
+    finally:
+        daemon.stop()
