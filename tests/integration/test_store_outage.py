@@ -54,9 +54,9 @@ def proxied(pg_dsn: str, proxy: TcpProxy) -> str:
 
 def gated_plan(tmp_path: Path) -> list[dict[str, Any]]:
     log, gate = tmp_path / "steps.log", tmp_path / "gate"
+    slow = f"echo slow-start >> {log}; while [ ! -f {gate} ]; do sleep 0.05; done; echo slow-end >> {log}"
     return [
-        {"type": "command", "name": "slow", "argv": ["/bin/sh", "-c", f"echo slow-start >> {log}; "
-                                                     f"while [ ! -f {gate} ]; do sleep 0.05; done; echo slow-end >> {log}"]},
+        {"type": "command", "name": "slow", "argv": ["/bin/sh", "-c", slow]},
         {"type": "command", "name": "after", "argv": ["/bin/sh", "-c", f"echo after >> {log}"]},
     ]
 
