@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from rollbackd.errors import RollbackdError
 from rollbackd.notify import Message, Notifier, ThreadRef
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,9 @@ class NotifyQueue:
             except Exception as exc:  # a notifier must never take the daemon down
                 notifier = self._notifier(item.service)
                 self._on_failure(notifier.name)
+                expected = isinstance(exc, RollbackdError)  # anything else is a bug: keep its traceback
                 log.warning(
-                    "notify_failed",
+                    "notify_failed", exc_info=None if expected else exc,
                     extra={"notifier": notifier.name, "incident_id": item.message.incident_id,
                            "error": f"{type(exc).__name__}: {exc}"},
                 )
