@@ -174,6 +174,7 @@ class Settings(Strict):
     prometheus: PrometheusConfig | None = None
     notify: BackendRef | None = None
     notify_queue_size: Annotated[int, Field(ge=10)] = 1000
+    notify_backoff_max: Duration = 300.0  # longest wait of one notifier after a failure or a Retry-After
     incidents: IncidentsConfig = IncidentsConfig()
     log: LogConfig = LogConfig()
     services: Annotated[dict[str, ServiceConfig], Field(min_length=1)]

@@ -111,7 +111,8 @@ def build_core(settings: Settings, *, clock: Callable[[], float] = time.time) ->
 
     notify = NotifyQueue(notifiers, default=default, maxsize=settings.notify_queue_size, save_thread=save_thread,
                          load_thread=load_thread,
-                         on_failure=lambda name: metrics.notify_failures.labels(name).inc())
+                         on_failure=lambda name: metrics.notify_failures.labels(name).inc(),
+                         backoff_max=settings.notify_backoff_max)
     prom_cfg = settings.prometheus
     prometheus = (Prometheus(prom_cfg.url, timeout=prom_cfg.timeout,
                              bearer_token=prom_cfg.bearer_token.get_secret_value() if prom_cfg.bearer_token else None)
