@@ -128,6 +128,9 @@ class PageWebhook(Strict):
     headers: dict[str, str] = {}
     timeout: Duration = 10.0
     retries: Annotated[int, Field(ge=0, le=10)] = 3
+    # A page is journaled and re-sent (across restarts) until delivered; after this long it is given
+    # up and logged as an error.
+    give_up_after: Duration = 86400.0
 
 
 class ServiceConfig(Strict):

@@ -1,6 +1,6 @@
 """Paging: when a rollback fails or its verification does, POST a JSON body to the configured paging
-webhook (PagerDuty/Opsgenie bridges, an on-call router). Runs in the background with a few retries:
-paging must never hold up the daemon. The body (documented in the README):
+webhook (PagerDuty/Opsgenie bridges, an on-call router). ``page`` is one round of a few quick tries;
+rollbackd.incidents.pager journals the page and runs rounds in the background until it is delivered. The body (documented in the README):
 
     {"event": "rollbackd.escalation", "service": "rag", "incident_id": "...", "state": "verification_failed",
      "error": "...", "summary": "...", "alertname": "...", "opened_at": "...", "finished_at": "...",
@@ -49,5 +49,6 @@ async def page(hook: PageWebhook, body: dict[str, Any]) -> bool:
         except (aiohttp.ClientError, TimeoutError) as exc:
             error = type(exc).__name__
         log.warning("page_failed", extra={"incident_id": body["incident_id"], "attempt": attempt, "error": error})
-        await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
+        if attempt <= hook.retries:  # no pause after the last try: the pager decides what comes next
+            await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
     return False

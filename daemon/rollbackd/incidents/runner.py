@@ -21,11 +21,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from rollbackd import logs
-from rollbackd.config import PageWebhook
 from rollbackd.errors import StoreUnavailable
 from rollbackd.incidents import escalate, messages
 from rollbackd.incidents.execute import StepExecutor, StepFailed
 from rollbackd.incidents.journal import Journal
+from rollbackd.incidents.pager import Pager
 from rollbackd.metrics import Metrics
 from rollbackd.notify.queue import NotifyQueue
 from rollbackd.plan import ServiceRuntime, Stage, StepContext, build_plan
@@ -54,7 +54,7 @@ class Runner:
         self.executor = StepExecutor(journal=self.journal, notify=notify, metrics=metrics, grace=kill_grace,
                                      clock=clock)
         self._tasks: dict[str, asyncio.Task[IncidentState]] = {}
-        self._pages: set[asyncio.Task[bool]] = set()
+        self.pager = Pager(store, services, clock=clock)
         self._aborting: set[str] = set()
         self._stopping = False
 
@@ -70,6 +70,7 @@ class Runner:
 
     async def resume_open(self) -> list[str]:
         """After a crash or restart: pick up every incident the journal shows in progress."""
+        await self.pager.resume()
         open_ids = [inc.id for inc in await self.store.active_incidents()]
         for incident_id in open_ids:
             log.info("incident_resumed", extra={"incident_id": incident_id})
@@ -89,6 +90,7 @@ class Runner:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.pager.close()  # what is not delivered stays journaled: sent after the next start
 
     # ---- the runbook --------------------------------------------------------------------------
     async def run(self, incident_id: str) -> IncidentState:
@@ -214,8 +216,8 @@ class Runner:
             ), bounded=False)
             self.metrics.held.labels(incident.service).set(1)
         steps = await self.journal.steps(incident.id, bounded=False)
-        if incident.state in HOLDING_STATES and runtime and runtime.config.page_webhook:
-            self._page(runtime.config.page_webhook, escalate.page_body(incident, steps))
+        if incident.state in HOLDING_STATES:
+            await self.pager.page(incident.service, escalate.page_body(incident, steps))
         mention = runtime.config.escalate_mention if runtime else None
         self.notify.update_root(messages.finished(incident, steps, mention))
         log.info("incident_finished", extra={"outcome": incident.state.value, "error": incident.error})
@@ -249,13 +251,7 @@ class Runner:
         """The store stayed away past the bound: page now (the page needs no store), then end the
         incident failed (and held) as soon as the store answers again."""
         log.error("incident_store_outage", exc_info=exc)
-        runtime = self.services.get(incident.service)
-        if runtime is not None and runtime.config.page_webhook:
-            body = escalate.page_body(dataclasses.replace(incident, state=IncidentState.FAILED, error=str(exc)), [])
-            self._page(runtime.config.page_webhook, body)
+        body = escalate.page_body(dataclasses.replace(incident, state=IncidentState.FAILED, error=str(exc)), [])
+        await self.pager.page(incident.service, body)
         return await self.finish(incident, IncidentState.FAILED, f"rollbackd error: {exc}")
 
-    def _page(self, hook: PageWebhook, body: dict[str, Any]) -> None:
-        task = asyncio.create_task(escalate.page(hook, body))
-        self._pages.add(task)
-        task.add_done_callback(self._pages.discard)
