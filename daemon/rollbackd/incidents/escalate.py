@@ -1,6 +1,7 @@
 """Paging: when a rollback fails or its verification does, POST a JSON body to the configured paging
 webhook (PagerDuty/Opsgenie bridges, an on-call router). ``page`` is one round of a few quick tries;
-rollbackd.incidents.pager journals the page and runs rounds in the background until it is delivered. The body (documented in the README):
+rollbackd.incidents.pager journals the page and runs rounds in the background until it is delivered.
+The body (documented in the README):
 
     {"event": "rollbackd.escalation", "service": "rag", "incident_id": "...", "state": "verification_failed",
      "error": "...", "summary": "...", "alertname": "...", "opened_at": "...", "finished_at": "...",
