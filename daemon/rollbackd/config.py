@@ -178,6 +178,7 @@ class Settings(Strict):
     notify: BackendRef | None = None
     notify_queue_size: Annotated[int, Field(ge=10)] = 1000
     notify_backoff_max: Duration = 300.0  # longest wait of one notifier after a failure or a Retry-After
+    notify_coalesce_window: Duration = 3600.0  # one message per service and suppression reason per window
     incidents: IncidentsConfig = IncidentsConfig()
     log: LogConfig = LogConfig()
     services: Annotated[dict[str, ServiceConfig], Field(min_length=1)]

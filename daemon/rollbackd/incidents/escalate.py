@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from rollbackd.config import PageWebhook
-from rollbackd.records import Incident, StepRecord, iso
+from rollbackd.records import Alert, Decision, Incident, StepRecord, iso
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,23 @@ def page_body(incident: Incident, steps: list[StepRecord]) -> dict[str, Any]:
         "opened_at": iso(incident.created_at),
         "finished_at": iso(incident.finished_at),
         "steps": [{"name": s.name, "state": s.state.value, "error": s.error} for s in steps],
+    }
+
+
+def refusal_body(alert: Alert, decision: Decision, now: float) -> dict[str, Any]:
+    """The same shape for an automatic rollback the guardrails refused (budget exhausted): no incident."""
+    return {
+        "event": "rollbackd.escalation",
+        "service": decision.service,
+        "incident_id": None,
+        "state": decision.reason.value,
+        "error": decision.reason.sentence + (f" ({decision.detail})" if decision.detail else ""),
+        "summary": f"{decision.service}: {alert.alertname} fires but no automatic rollback: "
+                   f"{decision.reason.sentence}",
+        "alertname": alert.alertname,
+        "opened_at": iso(now),
+        "finished_at": None,
+        "steps": [],
     }
 
 

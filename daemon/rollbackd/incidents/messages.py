@@ -88,13 +88,15 @@ def finished(incident: Incident, steps: list[StepRecord], mention: str | None) -
     )
 
 
-def decision(alert: Alert, dec: Decision, mention: str | None = None) -> Message:
+def decision(alert: Alert, dec: Decision, mention: str | None = None, held_back: int = 0) -> Message:
     service = dec.service or alert.labels.get("service") or "?"
     if dec.action is Action.NOTIFY:
         title = f"{alert.alertname} firing on {service} (reported, no automatic action)"
     else:
         title = f"{alert.alertname} on {service}: no automatic rollback"
     text = dec.reason.sentence + (f" ({dec.detail})" if dec.detail else "")
+    if held_back:
+        text += f"\n{held_back} more suppression(s) for the same reason since the last message were not posted."
     escalate = dec.reason in (Reason.BUDGET_EXHAUSTED, Reason.HELD, Reason.NOTHING_TO_ROLL_BACK_TO,
                               Reason.SCHEMA_MISMATCH)
     return Message(
