@@ -111,6 +111,7 @@ class PolicyConfig(Strict):
     cooldown: Duration = 1800.0
     budget: BudgetConfig = BudgetConfig()
     confirm: Literal["required", "best_effort", "off"] = "required"
+    confirm_window: Duration = 60.0  # `required`: how long a Prometheus error is asked again before cancelling
     start_delay: Duration = 0.0
     dry_run: bool = False
 

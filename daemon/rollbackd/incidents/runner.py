@@ -35,8 +35,9 @@ from rollbackd.state import StateStore
 
 log = logging.getLogger(__name__)
 
-# None: go on; otherwise the state to end in and why (the alert no longer fires, Prometheus is unreachable)
-Confirm = Callable[[Incident], Awaitable[tuple[IncidentState, Reason] | None]]
+# None: go on; otherwise the state to end in, why (the alert no longer fires, Prometheus is unreachable)
+# and a detail for the announcement
+Confirm = Callable[[Incident], Awaitable[tuple[IncidentState, Reason, str] | None]]
 P, R = IncidentState.PENDING, IncidentState.RUNNING
 
 
@@ -150,13 +151,14 @@ class Runner:
         if incident.trigger.kind == "alert" and self.confirm is not None:
             verdict = await self.confirm(incident)
             if verdict is not None:
-                state, reason = verdict
+                state, reason, detail = verdict
                 await self.journal.append_event(Event(
                     kind="decision", service=incident.service, incident_id=incident.id, reason=reason.value,
                     actor="rollbackd", data={"action": "suppressed", "sentence": reason.sentence,
-                                             "alertname": incident.trigger.alertname},
+                                             "alertname": incident.trigger.alertname, "detail": detail},
                 ))
-                await self.finish(incident, state, reason.sentence)
+                # The outcome message (rollbackd.incidents.messages.finished) announces it with this reason.
+                await self.finish(incident, state, reason.sentence + (f": {detail}" if detail else ""))
                 return None
         running = await self.journal.transition(incident.id, (P,), R, started_at=self.clock())
         if running is not None:
