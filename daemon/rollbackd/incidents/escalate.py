@@ -30,7 +30,7 @@ def page_body(incident: Incident, steps: list[StepRecord]) -> dict[str, Any]:
         "state": incident.state.value,
         "error": incident.error,
         "summary": f"{incident.service}: rollback incident {incident.id} ended {incident.state.value}; "
-                   "automatic actions are held until `rollbackd resume`",
+                   f"automatic actions are held until `rollbackd resume --service {incident.service}`",
         "alertname": incident.trigger.alertname,
         "opened_at": iso(incident.created_at),
         "finished_at": iso(incident.finished_at),

@@ -75,7 +75,8 @@ def finished(incident: Incident, steps: list[StepRecord], mention: str | None) -
     if incident.error:
         text = f"{incident.error}\n{text}"
     if failing:
-        text += "\nAutomatic actions for this service are held until someone runs `rollbackd resume`."
+        text += ("\nAutomatic actions for this service are held until someone runs "
+                 f"`rollbackd resume --service {incident.service}`.")
     return Message(
         kind="escalation" if failing else "finished",
         title=f"{incident.service}: incident {incident.id} {incident.state.value} after {took}",
