@@ -115,6 +115,8 @@ def test_kill9_within_milliseconds_of_a_step_start_leaves_no_step_process(tmp_pa
                 survivors.append((round_, left))
             daemon.start()
         time.sleep(0.3)
+        (step,) = daemon.api.call("GET", f"/v1/incidents/{body['id']}")[1]["steps"]
+        assert step["attempts"] == 1  # 20 attempts cut short by kills, none counted as a failed attempt
     finally:
         if daemon.proc is not None and daemon.proc.poll() is None:
             daemon.kill9()

@@ -232,7 +232,8 @@ class Runner:
         incident = await self.store.update_incident(incident_id, abort_requested=True)
         task = self._tasks.get(incident_id)
         if task is not None and not task.done():  # stop the running stage now: its process groups are killed
-            self._aborting.add(incident_id)
+            if incident.state is R:
+                self._aborting.add(incident_id)
             task.cancel()
         if incident.state is P:
             await self.finish(incident, IncidentState.ABORTED, "aborted before it started")
