@@ -61,12 +61,12 @@ async def test_timeout_kills_the_group_even_when_a_grandchild_holds_the_pipe(
     assert processes_with(f"sleep {sleep}") == []
 
 
-@pytest.mark.parametrize("timeout", [1.0])
-async def test_command_backends_kill_their_whole_group_at_timeout(timeout: float) -> None:
+async def test_command_backends_kill_their_whole_group_at_timeout() -> None:
+    """The `command` deploy and traffic backends (traffic uses the deploy backend's runner)."""
     sleep = unique_sleep()
     began = time.monotonic()
     with pytest.raises(BackendError) as failed:
-        await backend_run_argv(["/bin/sh", "-c", f"sleep {sleep}; true"], timeout=timeout, env={},
+        await backend_run_argv(["/bin/sh", "-c", f"sleep {sleep}; true"], timeout=1.0, env={},
                                what="deploy command")
     assert failed.value.retryable and "timed out after 1s" in str(failed.value)
     assert time.monotonic() - began < 10
@@ -125,3 +125,13 @@ def test_kill9_within_milliseconds_of_a_step_start_leaves_no_step_process(tmp_pa
                 os.kill(pid, signal.SIGKILL)
     assert survivors == []
     assert spawned.exists() and len(spawned.read_text().split()) >= 5  # the kills did land around the forks
+
+
+async def test_a_group_that_ignores_sigterm_is_killed_after_the_grace() -> None:
+    sleep = unique_sleep()
+    began = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await procs.run(["/bin/sh", "-c", f"trap '' TERM; sleep {sleep} & wait"], env={"PATH": "/usr/bin:/bin"},
+                        timeout=0.5, grace=0.5)
+    assert time.monotonic() - began < 10
+    assert processes_with(f"sleep {sleep}") == []  # SIGTERM was ignored (inherited), SIGKILL was not
