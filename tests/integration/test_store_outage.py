@@ -17,8 +17,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.support.daemon import WEBHOOK_TOKEN, command_service, running_daemon, write_config
-from tests.support.tcp_proxy import TcpProxy
+from tests.support.daemon import WEBHOOK_TOKEN, DaemonProcess, command_service, running_daemon, write_config
+from tests.support.pg import drop_database_sync, fresh_database_sync
+from tests.support.tcp_proxy import TcpProxy, ThreadedProxy
 
 
 async def wait_for(predicate: Any, timeout: float = 30, what: str = "condition") -> None:
@@ -48,7 +49,7 @@ async def proxy(pg_dsn: str) -> AsyncIterator[TcpProxy]:
         yield p
 
 
-def proxied(pg_dsn: str, proxy: TcpProxy) -> str:
+def proxied(pg_dsn: str, proxy: TcpProxy | ThreadedProxy) -> str:
     return pg_dsn.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
 
 
@@ -133,3 +134,47 @@ async def test_outage_past_the_bound_pages_at_once_and_ends_failed_when_the_stor
     assert final is not None and final.state.value == "failed" and "state store unreachable" in (final.error or "")
     assert view.hold is not None and view.hold.incident_id == incident.id
     assert "after" not in log.read_text()
+
+
+def test_a_restart_during_the_outage_does_not_run_the_finished_step_again(tmp_path: Path) -> None:
+    """The step finished while its `done` could not be written; the daemon is killed before the store
+    is back. The restarted daemon asks the world (`check`), never guesses: the step is not run again."""
+    log, gate, done = tmp_path / "steps.log", tmp_path / "gate", tmp_path / "slow.done"
+    slow = (f"echo slow-start >> {log}; while [ ! -f {gate} ]; do sleep 0.05; done; touch {done}; "
+            f"echo slow-end >> {log}")
+    plan = [{"type": "command", "name": "slow", "argv": ["/bin/sh", "-c", slow],
+             "check": ["test", "-f", str(done)]},
+            {"type": "command", "name": "after", "argv": ["/bin/sh", "-c", f"echo after >> {log}"]}]
+    dsn = fresh_database_sync("outage_restart")
+    try:
+        with ThreadedProxy("127.0.0.1", 5432) as proxy:
+            cfg = write_config(tmp_path, services={"rag": command_service(plan)},
+                               state={"type": "postgres", "dsn": proxied(dsn, proxy), "timeout": 1})
+            daemon = DaemonProcess(cfg)
+            try:
+                daemon.start()
+                status, body = daemon.api.call("POST", "/v1/trigger", {"reason": "test", "service": "rag"})
+                assert status == 202, body
+                wait_sync(lambda: log.exists())
+                proxy.call("blackhole")
+                gate.touch()
+                wait_sync(lambda: "slow-end" in log.read_text())
+                time.sleep(1.5)  # the runner is now retrying `done` against a dead store
+                daemon.kill9()
+                proxy.call("restore")
+                daemon.start()
+                final = daemon.api.wait_incident(body["id"], ("resolved", "failed"))
+            finally:
+                daemon.stop()
+    finally:
+        drop_database_sync(dsn)
+    assert final["state"] == "resolved", final
+    assert log.read_text().splitlines() == ["slow-start", "slow-end", "after"]
+    assert final["steps"][0]["output"] == {"resumed": True, "found_done": True}
+
+
+def wait_sync(predicate: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from typing import Literal
 
 Mode = Literal["forward", "cut", "blackhole"]
@@ -93,3 +94,34 @@ class TcpProxy:
                 self._writers.discard(writer)
                 with contextlib.suppress(Exception):
                     writer.close()
+
+
+class ThreadedProxy:
+    """The same proxy on its own event loop in a thread, for sync tests (a daemon subprocess).
+
+        with ThreadedProxy("127.0.0.1", 5432) as proxy:
+            proxy.call("blackhole"); ...; proxy.call("restore")
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self._proxy = TcpProxy(host, port)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._proxy.port
+
+    def call(self, action: Literal["cut", "blackhole", "restore"]) -> None:
+        self._loop.call_soon_threadsafe(getattr(self._proxy, action))
+
+    def __enter__(self) -> ThreadedProxy:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._proxy.__aenter__(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._proxy.__aexit__(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
