@@ -31,7 +31,8 @@ from rollbackd.state import StateStore
 log = logging.getLogger(__name__)
 
 _SEEN_MAX = 20_000  # alert keys known to be journaled: duplicates answered without a write
-_QUIET = frozenset({Reason.DUPLICATE, Reason.INCIDENT_ACTIVE, Reason.RESOLVED, Reason.NOT_IN_POLICY})
+_QUIET = frozenset({Reason.DUPLICATE, Reason.INCIDENT_ACTIVE, Reason.RESOLVED, Reason.NOT_IN_POLICY,
+                    Reason.TEST_ALERT})  # `doctor --send-test-alert`: recorded, never posted
 _PAGED = frozenset({Reason.BUDGET_EXHAUSTED})  # a refusal a human must hear about now (held pages at failure)
 
 
