@@ -11,7 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from rollbackd.errors import StateError
 from tests.integration.test_webhook_api import PATH, dumps, journaled, plan, post
+from tests.support.bodies import many_alerts
 from tests.support.daemon import API_TOKEN, WEBHOOK_TOKEN, command_service, running_daemon, write_config
 
 
@@ -115,3 +117,54 @@ async def test_paired_surrogates_and_positive_truncation_are_fine(daemon: Any,
     assert status == 202, body
     (row,) = await daemon.core.store.recent_alerts("rag", 10)
     assert row["labels"]["job"] == "\U0001F600"
+
+
+# ---- the biggest body: 1 MiB, 4,000 alerts ------------------------------------------------------------
+
+def count_commits(store: Any) -> list[int]:
+    calls = [0]
+    atomic = store._atomic
+
+    async def counted(statements: Any) -> Any:
+        calls[0] += 1
+        return await atomic(statements)
+
+    store._atomic = counted
+    return calls
+
+
+async def test_a_1mib_body_of_4000_alerts_is_journaled_in_a_few_commits(daemon: Any) -> None:
+    raw = many_alerts(4000)
+    assert len(raw) <= 1_048_576
+    commits = count_commits(daemon.core.store)
+    status, body = await asyncio.wait_for(post(daemon, raw), 30)  # a liveness bound; the timing is in bench/
+    assert status == 202 and body["accepted"] == 4000
+    reasons = [d["reason"] for d in body["decisions"]]
+    assert reasons.count("rollback_rule") == 1 and reasons.count("unknown_service") == 400
+    assert reasons.count("incident_active") == 4000 - 400 - 800 - 1 and reasons.count("resolved") == 800
+    assert len(await daemon.core.store.recent_alerts(None, 10_000)) == 4000
+    assert len(await daemon.core.store.list_incidents(None, 10)) == 1
+    assert commits[0] <= 5  # one for the incident, one for the rest (plus the runner's own), not 4,000
+    status, again = await post(daemon, many_alerts(4000, seed="b"))
+    assert status == 202 and "rollback_rule" not in {d["reason"] for d in again["decisions"]}
+    assert len(await daemon.core.store.recent_alerts(None, 10_000)) == 8000
+
+
+async def test_a_failed_body_commit_forgets_the_alerts_so_the_retry_decides_them(daemon: Any) -> None:
+    raw = many_alerts(50)
+    store = daemon.core.store
+    journal_alerts = store.journal_alerts
+
+    async def broken(rows: Any) -> None:
+        raise StateError("injected: journal down")
+
+    store.journal_alerts = broken
+    status, body = await post(daemon, raw)
+    assert status >= 500 and body["error"] in ("error", "unavailable")
+    assert await journaled(daemon) == (0, 0, 0)  # alert 0 waited for the batch, which failed first
+    store.journal_alerts = journal_alerts
+    status, body = await post(daemon, raw)
+    assert status == 202
+    reasons = [d["reason"] for d in body["decisions"]]
+    assert "duplicate" not in reasons and reasons.count("rollback_rule") == 1
+    assert len(await store.recent_alerts(None, 100)) == 50

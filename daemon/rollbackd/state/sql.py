@@ -41,6 +41,18 @@ def _incident_insert(incident: Incident) -> Statement:
     )
 
 
+def _alert_insert(alert: Alert, service: str | None, received_at: float, decision: Decision,
+                  incident: Incident | None) -> Statement:
+    return (
+        "INSERT INTO rb_alerts (key, service, fingerprint, alertname, status, starts_at, received_at,"
+        " labels, annotations, action, reason, incident_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
+        " ON CONFLICT DO NOTHING",
+        (alert.key, service, alert.fingerprint, alert.alertname, alert.status, alert.starts_at.isoformat(),
+         received_at, dumps(dict(alert.labels)), dumps(dict(alert.annotations)), decision.action.value,
+         decision.reason.value, incident.id if incident else None),
+    )
+
+
 def _event_insert(event: Event) -> Statement:
     return (
         "INSERT INTO rb_events (ts, service, incident_id, kind, reason, actor, data) VALUES ($1,$2,$3,$4,$5,$6,$7)",
@@ -111,6 +123,12 @@ class SqlStateStore(abc.ABC):
     async def seen_alert(self, key: str) -> bool:
         return await self._fetchrow("SELECT 1 AS seen FROM rb_alerts WHERE key = $1", key) is not None
 
+    async def seen_alerts(self, keys: Sequence[str]) -> set[str]:
+        """The keys among ``keys`` already journaled: one query per 500, not one per alert."""
+        chunks = [keys[i:i + 500] for i in range(0, len(keys), 500)]
+        return {r["key"] for c in chunks
+                for r in await self._fetch(f"SELECT key FROM rb_alerts WHERE key IN ({_marks(1, len(c))})", *c)}
+
     async def journal_alert(
         self, alert: Alert, service: str | None, received_at: float, decision: Decision,
         incident: Incident | None, event: Event,
@@ -118,18 +136,18 @@ class SqlStateStore(abc.ABC):
         """The alert, its decision, the incident it opens and the journal line: all or nothing.
         Raises StateError when another active incident exists for the service (the store's own
         one-active-incident index), so the caller can journal the alert as suppressed instead."""
-        statements: list[Statement] = [(
-            "INSERT INTO rb_alerts (key, service, fingerprint, alertname, status, starts_at, received_at,"
-            " labels, annotations, action, reason, incident_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
-            " ON CONFLICT DO NOTHING",
-            (alert.key, service, alert.fingerprint, alert.alertname, alert.status, alert.starts_at.isoformat(),
-             received_at, dumps(dict(alert.labels)), dumps(dict(alert.annotations)), decision.action.value,
-             decision.reason.value, incident.id if incident else None),
-        )]
+        statements = [_alert_insert(alert, service, received_at, decision, incident)]
         if incident is not None:
             statements.append(_incident_insert(incident))
         statements.append(_event_insert(event))
         await self._atomic(statements)
+
+    async def journal_alerts(self, rows: Sequence[tuple[Alert, str | None, float, Decision, Event]]) -> None:
+        """Alerts that open no incident, with decisions and journal lines: one commit per webhook body."""
+        if rows:
+            await self._atomic([stmt for alert, service, received_at, decision, event in rows
+                                for stmt in (_alert_insert(alert, service, received_at, decision, None),
+                                             _event_insert(event))])
 
     async def set_alert_decision(self, key: str, decision: Decision, incident_id: str | None) -> None:
         await self._execute(
