@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
 )
 
+from rollbackd import redact
 from rollbackd.durations import parse_duration
 from rollbackd.errors import ConfigError
 from rollbackd.registry import format_loc
@@ -238,6 +239,7 @@ def _expand(node: Any, path: str, env: Mapping[str, str], problems: list[str]) -
         if key.endswith("_file") and key[:-5] in SECRET_KEYS:
             secret = _read_secret_file(_expand_scalar(value, key_path, env, problems), key_path, problems)
             out[key[:-5]] = secret
+            redact.register(secret)
             continue
         if key in SECRET_KEYS and value is not None and not _is_env_ref(value):
             problems.append(
@@ -245,6 +247,8 @@ def _expand(node: Any, path: str, env: Mapping[str, str], problems: list[str]) -
             )
             continue
         out[key] = _expand(value, key_path, env, problems)
+        if key in SECRET_KEYS and isinstance(out[key], str):
+            redact.register(out[key])  # masked in any text that leaves the daemon
     return out
 
 

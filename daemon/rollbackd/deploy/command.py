@@ -8,11 +8,11 @@ that already runs is a no-op; without it the step's journal is what keeps a depl
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Annotated
 
 from pydantic import Field
 
+from rollbackd import childenv
 from rollbackd.config import Duration
 from rollbackd.deploy import DeployedRelease, DeployOptions, RedeployByUrl, release_values, render
 from rollbackd.errors import BackendError
@@ -24,7 +24,7 @@ async def run_argv(argv: list[str], *, timeout: float, env: dict[str, str], what
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env={**os.environ, **env})
+            stderr=asyncio.subprocess.PIPE, env=childenv.build(env))
     except OSError as exc:
         raise BackendError(what, f"cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
     try:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Final, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from rollbackd import childenv
 from rollbackd.config import ParallelGroup, ServiceConfig, StepConfig
 from rollbackd.records import JSON, Incident
 
@@ -82,8 +83,7 @@ class StepContext:
         target = self.incident.context.get("target") or {}
         if target.get("version"):
             env["ROLLBACKD_TARGET_VERSION"] = str(target["version"])
-        for name, value in trig.labels.items():
-            env[f"ROLLBACKD_LABEL_{name.upper()}"] = value  # label names are [a-zA-Z_][a-zA-Z0-9_]*
+        env.update(childenv.label_vars(trig.labels)[0])  # names that cannot be variables are skipped
         return env
 
     def template_vars(self) -> dict[str, str]:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import os
 import signal
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field
 
+from rollbackd import childenv
 from rollbackd.errors import FatalError, RetryableError
 from rollbackd.plan import BaseStep, StepContext, StepOptions
 from rollbackd.records import JSON
@@ -78,8 +78,7 @@ class CommandStep(BaseStep):
         return "run " + " ".join(self.options.argv)
 
     def _env(self, ctx: StepContext) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ", "USER")}
-        return {**base, **self.options.env, **ctx.env()}
+        return childenv.build(self.options.env, ctx.env())
 
     async def is_done(self, ctx: StepContext) -> bool:
         if not self.options.check:
@@ -90,7 +89,8 @@ class CommandStep(BaseStep):
 
     async def run(self, ctx: StepContext) -> JSON:
         code, out, err = await run_argv(self.options.argv, env=self._env(ctx), cwd=self.options.cwd)
-        result: dict[str, Any] = {"exit_code": code, "stdout": out, "stderr": err}
+        result: dict[str, Any] = {"exit_code": code, "stdout": out, "stderr": err,
+                                  "labels_skipped": childenv.label_vars(ctx.incident.trigger.labels)[1]}
         if code not in self.options.ok_codes:
             last = (err or out).strip().splitlines()[-1:] or [""]
             raise RetryableError(f"{self.options.argv[0]} exited {code}: {last[0][:300]}")

@@ -1,0 +1,66 @@
+"""One place that decides what a secret looks like in text leaving the daemon (step errors, step
+outputs, logs, Slack, the page): every value the config loaded as a secret (registered at load),
+the userinfo of a URL, token-like query parameters and credential headers. Each is replaced by
+``***``; text is then cut to ``limit`` characters.
+
+    redact.register(value)              # config.py, for every secret it reads
+    redact.text("GET https://u:pw@h/x?token=t: 502 ...")  # -> "GET https://***@h/x?token=***: 502 ..."
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+MASK = "***"
+_MIN_SECRET = 4  # shorter values would mask ordinary words; no real secret is this short
+_secrets: set[str] = set()
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]*@")
+_QUERY = re.compile(
+    r"(?i)([?&;](?:[a-z0-9_.-]*(?:token|key|secret|password|passwd|pwd|sig|signature|auth|credential|session)"
+    r"[a-z0-9_.-]*)=)[^&#\s\"']*")
+_HEADER = re.compile(
+    r"(?i)((?:authorization|proxy-authorization|x-api-key|api-key|x-auth-token|cookie|set-cookie)\"?\s*[:=]\s*\"?)"
+    r"(?:(?:bearer|basic|token)\s+)?[^\s\",;]+")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[a-z0-9._~+/=-]{8,}")
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "x-auth-token",
+                            "cookie"})
+
+
+def register(*values: str | None) -> None:
+    """Remember secret values, so that any text carrying one is masked wherever it goes."""
+    _secrets.update(v for v in values if v and len(v) >= _MIN_SECRET)
+
+
+def known() -> frozenset[str]:
+    return frozenset(_secrets)
+
+
+def contains_secret(value: str) -> bool:
+    return any(s in value for s in _secrets)
+
+
+def text(value: str, limit: int = 500) -> str:
+    """``value`` with every secret masked, cut to ``limit`` characters (marked with an ellipsis)."""
+    for secret in sorted(_secrets, key=len, reverse=True):  # longest first: a secret may contain another
+        if secret in value:
+            value = value.replace(secret, MASK)
+    value = _USERINFO.sub(rf"\1{MASK}@", value)
+    value = _QUERY.sub(rf"\1{MASK}", value)
+    value = _HEADER.sub(rf"\1{MASK}", value)
+    value = _BEARER.sub(rf"\1 {MASK}", value)
+    return value if len(value) <= limit else value[:limit - 1] + "\u2026"
+
+
+def url(value: str) -> str:
+    """A URL fit for a message: no userinfo, no token-like query values, never truncated mid-host."""
+    return text(value, limit=300)
+
+
+def headers(values: Mapping[str, str]) -> dict[str, str]:
+    """Headers fit for a message: credential headers masked, the rest redacted as text."""
+    return {k: MASK if k.lower() in SECRET_HEADERS else text(v, 200) for k, v in values.items()}
+
+
+def all_text(values: Iterable[str]) -> list[str]:
+    return [text(v) for v in values]
