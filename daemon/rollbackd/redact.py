@@ -10,7 +10,8 @@ the userinfo of a URL, token-like query parameters and credential headers. Each 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 MASK = "***"
 _MIN_SECRET = 4  # shorter values would mask ordinary words; no real secret is this short
@@ -62,5 +63,12 @@ def headers(values: Mapping[str, str]) -> dict[str, str]:
     return {k: MASK if k.lower() in SECRET_HEADERS else text(v, 200) for k, v in values.items()}
 
 
-def all_text(values: Iterable[str]) -> list[str]:
-    return [text(v) for v in values]
+def data(value: Any, limit: int = 4000) -> Any:
+    """A JSON-like structure with every string redacted (step outputs: stdout, response bodies)."""
+    if isinstance(value, str):
+        return text(value, limit)
+    if isinstance(value, Mapping):
+        return {k: data(v, limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [data(v, limit) for v in value]
+    return value

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from rollbackd import redact
 from rollbackd.notify import Message, Notifier, ThreadRef
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,11 @@ class _Item:
     op: Literal["root", "reply", "update", "plain"]
     service: str | None
     message: Message
+
+
+def _redacted(message: Message) -> Message:
+    return dataclasses.replace(message, title=redact.text(message.title, 300), text=redact.text(message.text, 8000),
+                               fields=tuple((k, redact.text(v, 500)) for k, v in message.fields))
 
 
 class NotifyQueue:
@@ -63,6 +70,7 @@ class NotifyQueue:
         self._put(_Item("plain", message.service, message))
 
     def _put(self, item: _Item) -> None:
+        item = dataclasses.replace(item, message=_redacted(item.message))  # one sink for every notifier
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
