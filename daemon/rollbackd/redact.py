@@ -21,8 +21,8 @@ _QUERY = re.compile(
     r"(?i)([?&;](?:[a-z0-9_.-]*(?:token|key|secret|password|passwd|pwd|sig|signature|auth|credential|session)"
     r"[a-z0-9_.-]*)=)[^&#\s\"']*")
 _HEADER = re.compile(
-    r"(?i)((?:authorization|proxy-authorization|x-api-key|api-key|x-auth-token|cookie|set-cookie)\"?\s*[:=]\s*\"?)"
-    r"(?:(?:bearer|basic|token)\s+)?[^\s\",;]+")
+    r"(?i)((?:authorization|proxy-authorization|x-api-key|api-key|x-auth-token|cookie|set-cookie)[\"']?\s*[:=]\s*[\"']?)"
+    r"(?:(?:bearer|basic|token)\s+)?[^\s\"',;}]+")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[a-z0-9._~+/=-]{8,}")
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "x-auth-token",
                             "cookie"})
@@ -61,6 +61,18 @@ def url(value: str) -> str:
 def headers(values: Mapping[str, str]) -> dict[str, str]:
     """Headers fit for a message: credential headers masked, the rest redacted as text."""
     return {k: MASK if k.lower() in SECRET_HEADERS else text(v, 200) for k, v in values.items()}
+
+
+def restore(stored: Any, current: Any) -> Any:
+    """``stored`` (a redacted structure) with each masked string taken back from ``current`` at the same
+    place: an incident journals its plan redacted and runs it with the credentials of the config."""
+    if isinstance(stored, str):
+        return current if MASK in stored and isinstance(current, str) else stored
+    if isinstance(stored, Mapping) and isinstance(current, Mapping):
+        return {k: restore(v, current.get(k)) for k, v in stored.items()}
+    if isinstance(stored, list) and isinstance(current, list):
+        return [restore(v, current[i] if i < len(current) else None) for i, v in enumerate(stored)]
+    return stored
 
 
 def data(value: Any, limit: int = 4000) -> Any:
