@@ -48,8 +48,10 @@ class StateStoreContract:
         raise NotImplementedError
 
     async def test_open_is_idempotent_and_ping(self, store: StateStore) -> None:
-        await store.open()  # the schema is created once and reopening is harmless
+        await store.append_event(decision_event())
+        await store.open()  # the schema is created once and reopening is harmless: nothing is lost
         await store.ping()
+        assert [e.reason for e in await store.events(limit=10)] == ["rollback_rule"]
 
     async def test_alert_decision_incident_in_one_transaction(self, store: StateStore) -> None:
         a = alert()
