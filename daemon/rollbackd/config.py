@@ -153,6 +153,19 @@ class PrometheusConfig(Strict):
     bearer_token: SecretStr | None = None
 
 
+class JournalRetention(Strict):
+    """Alert and event rows older than ``max_age`` that no incident refers to are pruned every
+    ``interval`` (incidents, their steps and events are kept). ``max_age: null`` keeps everything."""
+
+    max_age: Duration | None = 90 * 86400.0
+    interval: Duration = 3600.0
+
+
+class WebhookConfig(Strict):
+    # Bodies already journaled, kept parsed so a re-sent copy costs no parsing; bounded by their size.
+    body_cache_bytes: Annotated[int, Field(ge=0)] = 64 * 1_048_576
+
+
 class LogConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -167,6 +180,8 @@ class Settings(Strict):
     notify: BackendRef | None = None
     notify_queue_size: Annotated[int, Field(ge=10)] = 1000
     log: LogConfig = LogConfig()
+    journal_retention: JournalRetention = JournalRetention()
+    webhook: WebhookConfig = WebhookConfig()
     services: Annotated[dict[str, ServiceConfig], Field(min_length=1)]
 
     @field_validator("listen")

@@ -135,9 +135,9 @@ class DaemonProcess:
         self.log = config.parent / "daemon.log"
 
     def start(self, timeout: float = 20) -> None:
-        log = self.log.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "rollbackd", "serve", "--config", str(self.config)],
-                                     env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        with self.log.open("ab") as log:  # the child keeps its own descriptor; ours is closed at once
+            self.proc = subprocess.Popen([sys.executable, "-m", "rollbackd", "serve", "--config", str(self.config)],
+                                         env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -71,7 +71,7 @@ def create_app(core: Core) -> web.Application:
     app = web.Application(middlewares=[api_middleware],
                           client_max_size=1_048_576 + 1)
     app[CORE] = core
-    app[SEEN] = SeenBodies()
+    app[SEEN] = SeenBodies(core.settings.webhook.body_cache_bytes)
     app.router.add_post(WEBHOOK_PATH, alertmanager_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

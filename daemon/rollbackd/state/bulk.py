@@ -57,3 +57,19 @@ class BulkJournal(abc.ABC):
             await self._atomic([stmt for alert, service, received_at, decision, event in rows
                                 for stmt in (alert_insert(alert, service, received_at, decision, None),
                                              event_insert(event))])
+
+    async def prune_journal(self, before: float) -> dict[str, int]:
+        """Delete alert and event rows older than ``before`` that no incident refers to (incidents, their
+        steps and events are kept). A firing alert row goes only once its resolution is journaled too:
+        pruned sooner, a copy Alertmanager re-sends would be decided again as a new alert."""
+        unlinked = "received_at < $1 AND incident_id IS NULL"
+        counts: dict[str, int] = {}
+        for name, sql in (
+            ("alerts_firing", f"DELETE FROM rb_alerts WHERE {unlinked} AND status = 'firing' AND EXISTS (SELECT 1"
+                              " FROM rb_alerts r WHERE r.fingerprint = rb_alerts.fingerprint AND r.status = 'resolved'"
+                              " AND r.starts_at = rb_alerts.starts_at)"),
+            ("alerts_resolved", f"DELETE FROM rb_alerts WHERE {unlinked} AND status = 'resolved'"),
+            ("events", "DELETE FROM rb_events WHERE ts < $1 AND incident_id IS NULL"),
+        ):
+            counts[name] = len(await self._atomic([(sql + " RETURNING 1 AS gone", (before,))]))
+        return counts
