@@ -114,6 +114,10 @@ class DockerDeployer:
 
     # ---- plumbing -------------------------------------------------------------------------------
     def api(self) -> docker.APIClient:
+        socket_path = self.host.removeprefix("unix://")
+        if socket_path != self.host and not os.path.exists(socket_path):
+            # docker-py leaks the socket of a failed unix connect: say it before it tries
+            raise requests.ConnectionError(f"no such socket {socket_path}")
         if self._client is None:  # one client for the daemon's life (no version probe: it is pinned)
             self._client = docker.APIClient(base_url=self.host, version=self.options.api_version,
                                             timeout=int(self.options.api_timeout))
@@ -210,8 +214,8 @@ class DockerDeployer:
                 "noop": all(r["action"] == "noop" for r in results)}
 
     def _recreate(self, name: str, ref: str, incident: str) -> JSON:
+        image_id = str(self._image(ref, name)["Id"])  # first: its errors are mapped (daemon unreachable...)
         api = self.api()
-        image_id = str(self._image(ref, name)["Id"])
         kept = f"{name}__pre_{incident}"
         try:
             cur, pre = self._inspect(name), self._inspect(kept)
