@@ -126,8 +126,8 @@ class ReleasesConfig(Strict):
 class PageWebhook(Strict):
     """Where to page when a rollback fails (body: rollbackd.incidents.escalate)."""
 
-    url: str
-    headers: dict[str, str] = {}
+    url: SecretStr  # a paging URL often carries its routing key: from ${ENV} or url_file only
+    headers: dict[str, SecretStr] = {}
     timeout: Duration = 10.0
     retries: Annotated[int, Field(ge=0, le=10)] = 3
 
