@@ -4,6 +4,7 @@ test server (alias). Each check is green when all is well and says what to do wh
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +21,7 @@ from rollbackd.doctor.context import Context
 from rollbackd.doctor.run import run_checks
 from tests.support import images
 from tests.support.corpus import load_points
-from tests.support.daemon import TEST_ENV, DaemonProcess, config_dict, load_settings, write_config
+from tests.support.daemon import TEST_ENV, DaemonProcess, config_dict, load_settings, secret_ref, write_config
 from tests.support.pg import admin_connect
 from tests.support.podman import PodmanService
 from tests.support.podman import podman as podman
@@ -34,7 +35,7 @@ PLAN = [{"type": "command", "argv": ["/bin/true"]}]
 def settings(tmp_path: Path, service: Mapping[str, Any] | None = None, **top: Any) -> Settings:
     svc = {"policy": {"confirm": "off"}, "plan": PLAN, **(service or {})}
     raw = config_dict(tmp_path, services={"rag": svc}, **top)
-    return parse(yaml.safe_dump(raw), TEST_ENV)
+    return parse(yaml.safe_dump(raw), {**os.environ, **TEST_ENV})  # secret_ref exports DSNs to os.environ
 
 
 async def check(s: Settings, fn: Any) -> list[Finding]:
@@ -76,7 +77,8 @@ async def test_no_notifier_is_skipped(tmp_path: Path) -> None:
 
 
 def _pg_service(dsn: str) -> dict[str, Any]:
-    return {"snapshots": {"dir": "/tmp/rbt-doctor-snaps", "stores": {"postgres": {"type": "postgres", "dsn": dsn}}}}
+    return {"snapshots": {"dir": "/tmp/rbt-doctor-snaps", "stores": {
+        "postgres": {"type": "postgres", "dsn": secret_ref("DOCTOR_PG_DSN", dsn)}}}}
 
 
 async def test_postgres_rights(tmp_path: Path, pg_dsn: str) -> None:
@@ -145,7 +147,7 @@ async def test_snapshots_fresh_and_verified_per_store_through_the_daemon(tmp_pat
     """The snapshot check reads the daemon's status and its per-store gauge, before and after a set."""
     service = {"policy": {"confirm": "off"}, "releases": {"track": False}, "plan": [{"type": "snapshot.safety"}],
                "snapshots": {"dir": str(tmp_path / "snaps"), "stores": {
-                   "postgres": {"type": "postgres", "dsn": pg_dsn}}}}
+                   "postgres": {"type": "postgres", "dsn": secret_ref("DOCTOR_PG_DSN", pg_dsn)}}}}
     config = write_config(tmp_path, services={"rag": service})
     s = load_settings(config)
     with DaemonProcess(config) as daemon:

@@ -108,7 +108,7 @@ def _drilled_service(schedule: Any, snapshots: str) -> dict[str, Any]:
         "policy": {"confirm": "off"},
         "plan": [{"type": "deploy.revert"}],
         "snapshots": {"dir": snapshots, "stores": {
-            "postgres": {"type": "postgres", "dsn": "postgresql://postgres@127.0.0.1:5432/rag"}}},
+            "postgres": {"type": "postgres", "dsn": "${RAG_DSN}"}}},
         "deploy": {"type": "docker", "containers": [{"name": "rag", "health_url": "http://127.0.0.1:8000/healthz"}]},
         "verify": {"checks": [{"type": "smoke", "requests": [{"name": "h", "url": "http://127.0.0.1:8000/healthz"}]}]},
         "drill": {} if schedule is None else {"schedule": schedule},
@@ -125,7 +125,7 @@ def test_only_services_with_a_drill_schedule_export_drill_scheduled_1(tmp_path: 
             "plain": {"policy": {"confirm": "off"}, "plan": [{"type": "command", "argv": ["/bin/true"]}]},
         },
     }
-    settings = parse(yaml.safe_dump(config), {"W": TOKEN, "A": "a" * 24})
+    settings = parse(yaml.safe_dump(config), {"W": TOKEN, "A": "a" * 24, "RAG_DSN": "postgresql://postgres@127.0.0.1/rag"})
     exposition = build_core(settings).metrics.exposition().decode()
     samples = {labels["service"]: value for name, labels, value in parse_metrics(exposition)
                if name == "rollbackd_drill_scheduled"}

@@ -76,6 +76,9 @@ def _docker_probe(host: str, names: list[str]) -> tuple[bool, str]:
     from docker.errors import DockerException, NotFound
     from requests.exceptions import RequestException
 
+    socket_path = host.removeprefix("unix://")
+    if socket_path != host and not os.path.exists(socket_path):  # docker-py leaks a failed unix connect's socket
+        return False, f"the Docker API at {host} does not answer: no such socket"
     try:
         client = docker.DockerClient(base_url=host, version="1.41", timeout=10)
     except DockerException as exc:
