@@ -67,7 +67,11 @@ class Bench:
         return name, port
 
     async def ours(self) -> tuple[float, float]:
-        name, port = self.start_v2()
+        """v1 ran first with the same flags and was recorded (its container spec captured), as a
+        pipeline does; then v2 replaced it by hand. Only the revert is timed."""
+        port, name = images.free_port(), self.pm.name("bench")
+        images.start_container(self.pm, self.v1, name=name, **self.flags(port))
+        images.wait_http(f"http://127.0.0.1:{port}/health")
         self.round += 1
         deployer = DockerDeployer(DockerDeployer.Options.model_validate({
             "type": "docker", "docker_host": self.pm.docker_host, "version_label": "app.version",
@@ -77,6 +81,10 @@ class Bench:
                         baseline=BaselineOptions(), green_after=None, deployer=deployer)
         green = await ledger.record(version="v1", image=None, digest=self.v1, config_digest=None, schema_version=None,
                                     source="pipeline", actor="bench", reason="bench")
+        assert green.spec is not None, "the green container's spec was not captured"
+        self.pm.client().api.remove_container(name, force=True)
+        images.start_container(self.pm, self.v2, name=name, **self.flags(port))
+        images.wait_http(f"http://127.0.0.1:{port}/version")
         await ledger.observe()  # v2 runs and is recorded as observed (live)
         context: dict[str, Any] = {"target": {"version": "v1", "digest": self.v1, "release_id": green.id}}
         incident = Incident(id=f"b{self.round}", service=ledger.service, state=IncidentState.RUNNING,
@@ -93,10 +101,11 @@ class Bench:
         step = Redeploy(StepConfig(type="deploy.revert"), Redeploy.Options())
         with Poller(port) as poller:
             started = time.monotonic()
-            await step.run(ctx)
+            output = await step.run(ctx)
             to_healthy = time.monotonic() - started
         await deployer.close()
         assert images.wait_http(f"http://127.0.0.1:{port}/version").strip() == b"v1"
+        assert output["spec"] == "recorded", output
         return poller.unavailable, to_healthy
 
     def raw(self, stop_rm_run: Callable[[str, int], None]) -> tuple[float, float]:

@@ -220,6 +220,8 @@ class Release:
     green_reason: str | None = None
     baseline_p95: float | None = None
     id: int | None = None
+    spec: JSON | None = None  # container name -> spec as it ran (rollbackd.deploy.spec); kept beside the row
+
 
     @property
     def green(self) -> bool:

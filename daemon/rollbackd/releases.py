@@ -14,10 +14,12 @@ NoTarget with the reason (nothing to roll back to, schema mismatch) and a detail
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from rollbackd import release_diff
 from rollbackd.reasons import Reason
 from rollbackd.records import JSON, Release
 
@@ -27,6 +29,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _BAD = ("failed", "rolled_back")
+VERSION_RULE = ("1 to 128 characters: letters, digits and . _ + - : @, starting with a letter or digit, "
+                "without '..'")
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:@-]{0,127}")
+
+
+def version_problem(version: str) -> str | None:
+    """None when ``version`` is a valid release version, else why not (no '/', control characters,
+    bidi overrides or '..': a version is shown in status tables and used in names and paths)."""
+    if _VERSION.fullmatch(version) is None or ".." in version:
+        return f"release version {version!r} is invalid: {VERSION_RULE}"
+    return None
 
 
 class SnapshotLookup(Protocol):
@@ -53,12 +66,14 @@ class Target:
     why: str
     snapshot_set: str | None = None
     code_only: bool = False
+    data_counts: tuple[str, ...] = ()
+    what_changed: tuple[str, ...] = ()  # bad (live) -> this release, rollbackd.release_diff
 
     def to_json(self) -> JSON:
         r = self.release
         return {"version": r.version, "image": r.image, "digest": r.digest, "release_id": r.id,
                 "schema_version": r.schema_version, "snapshot_set": self.snapshot_set,
-                "code_only": self.code_only, "why": self.why}
+                "code_only": self.code_only, "why": self.why, "what_changed": list(self.what_changed)}
 
 
 def live_release(history: Sequence[Release]) -> Release | None:
@@ -115,7 +130,8 @@ async def select_target(history: Sequence[Release], *, snapshots: SnapshotLookup
         if snap is not None:
             why = (f"{release.version}: {chosen} ({live_text}); data from snapshot set {snap.id}, the newest "
                    f"verified one taken while {release.version} was live")
-            return Target(release, _with_skips(why, skipped), snapshot_set=str(snap.id))
+            return Target(release, _with_skips(why, skipped), snapshot_set=str(snap.id),
+                          data_counts=tuple(release_diff.data_counts(getattr(snap, "manifests", None) or {})))
         if data == "required" and snapshots is not None:
             skipped.append(f"{release.version} ({missing})")
             continue
@@ -145,6 +161,21 @@ async def target_for(store: StateStore, runtime: ServiceRuntime, to_release: str
     cfg = runtime.config.releases
     if not cfg.track:
         return None
+    ledger = runtime.resources.get("releases")
+    if ledger is not None and hasattr(ledger, "observe_now"):
+        await ledger.observe_now()  # an unrecorded live container is recorded before it is judged
     history = await store.releases(runtime.name, 500)
     snapshots: SnapshotLookup | None = runtime.resources.get("snapshots")
-    return await select_target(history, snapshots=snapshots, data=cfg.data, to_release=to_release)
+    target = await select_target(history, snapshots=snapshots, data=cfg.data, to_release=to_release)
+    return await _with_changes(target, live_release(history), ledger)
+
+
+async def _with_changes(target: Target, live: Release | None, ledger: Any) -> Target:
+    """The target with what a rollback from the live release to it changes (specs from the ledger)."""
+    if live is None:
+        return target
+    bad, green = live, target.release
+    if ledger is not None:
+        bad, green = await ledger.with_spec(live), await ledger.with_spec(green)
+    data = {"set": target.snapshot_set, "counts": list(target.data_counts)} if target.snapshot_set else None
+    return replace(target, what_changed=tuple(release_diff.changes(bad, green, data)))

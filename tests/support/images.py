@@ -122,8 +122,11 @@ def build_image(
     workdir: str | None = None,
     symlinks: Mapping[str, str] | None = None,
     dirs: list[str] | None = None,
+    user: str | None = None,
+    volumes: Sequence[str] = (),
 ) -> str:
-    """`podman import` a busybox rootfs plus `files`; returns the image ID (`sha256:...`)."""
+    """`podman import` a busybox rootfs plus `files`; returns the image ID (`sha256:...`). `user` and
+    `volumes` become USER and VOLUME (an anonymous volume per container)."""
     tar_path = podman.workdir / f"rootfs-{os.getpid()}-{time.monotonic_ns()}.tar"
     tar_path.write_bytes(_rootfs_tar(files, symlinks or {}, dirs or []))
     changes = [f"CMD {json.dumps(cmd)}"]
@@ -132,6 +135,9 @@ def build_image(
     changes += [f"EXPOSE {p}" for p in expose]
     if workdir:
         changes.append(f"WORKDIR {workdir}")
+    if user:
+        changes.append(f"USER {user}")
+    changes += [f"VOLUME {v}" for v in volumes]
     args = ["import"]
     for change in changes:
         args += ["--change", change]
@@ -152,6 +158,8 @@ def build_web_image(
     healthy: bool = True,
     env: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
+    user: str | None = None,
+    volumes: Sequence[str] = (),
 ) -> str:
     """A busybox httpd image: GET /version -> the version text, GET /health -> 200 `ok` (404 if unhealthy).
 
@@ -169,6 +177,8 @@ def build_web_image(
         env={"APP_VERSION": version, "WEB_PORT": str(WEB_PORT), **(env or {})},
         labels={"app.version": version, **(labels or {})},
         expose=[f"{WEB_PORT}/tcp"],
+        user=user,
+        volumes=volumes,
     )
 
 

@@ -1,4 +1,4 @@
-"""CLI commands of the code capability: `release record|mark-green|list`, `traffic get|set`,
+"""CLI commands of the code capability: `release record|mark-green|diff|list`, `traffic get|set`,
 `rollforward ID`. Standard library only (the CLI must start instantly)."""
 
 from __future__ import annotations
@@ -50,6 +50,16 @@ def text(body: dict[str, Any]) -> str:
     return head + "\n" + (render.table(HEADERS, rows) if rows else "no releases recorded")
 
 
+def release_version(text: str) -> str:
+    """argparse type: a release version of the documented character set (rollbackd.releases)."""
+    from rollbackd.releases import version_problem
+
+    problem = version_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def cmd_list(args: argparse.Namespace, client: Client) -> int:
     body = client.get("/v1/releases" + _query(service=args.service, limit=args.limit))
     if args.json:
@@ -74,6 +84,13 @@ def cmd_green(args: argparse.Namespace, client: Client) -> int:
     path = f"/v1/releases/{urllib.parse.quote(args.version, safe='')}/green"
     body = client.post(path, {"service": args.service, "reason": args.reason})
     print(f"release {body['version']} is green (baseline P95 {_num(body['baseline_p95_s'])})")
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace, client: Client) -> int:
+    body = client.get("/v1/releases/diff" + _query(service=args.service, **{"from": args.a, "to": args.b}))
+    print(f"{body['service']}: from {body['from']} to {body['to']}")
+    print("\n".join(f"  {line}" for line in body["changes"]))
     return EXIT_OK
 
 
@@ -110,7 +127,8 @@ def register(sub: Any, remote: Any) -> None:
         return p
 
     p = action(rsub, "record", cmd_record, "record a deployed release (the pipeline calls this)")
-    p.add_argument("version")
+    p.add_argument("version", type=release_version,
+                   help="letters, digits and . _ + - : @ (1-128, starting with a letter or digit, no '..')")
     p.add_argument("--image", help="image reference; its digest is resolved if --digest is not given")
     p.add_argument("--digest", help="image digest / id (sha256:...) or artefact id")
     p.add_argument("--config-digest")
@@ -118,8 +136,11 @@ def register(sub: Any, remote: Any) -> None:
     p.add_argument("--source", choices=["pipeline", "manual"], default="manual")
     p.add_argument("--reason", default="recorded from the CLI")
     p = action(rsub, "mark-green", cmd_green, "mark a release green (known good; measures its baseline)")
-    p.add_argument("version")
+    p.add_argument("version", type=release_version)
     p.add_argument("--reason", required=True)
+    p = action(rsub, "diff", cmd_diff, "what changes from release A to release B (the rollback's direction)")
+    p.add_argument("a", type=release_version, metavar="A")
+    p.add_argument("b", type=release_version, metavar="B")
     p = action(rsub, "list", cmd_list, "releases with green marks, baselines and snapshots")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--markdown", action="store_true", help="a Markdown table for a postmortem")

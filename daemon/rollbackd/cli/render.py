@@ -41,6 +41,12 @@ def _pause_text(p: dict[str, Any] | None) -> str:
     return f"{p['kind'].upper()}: {p['reason']} (by {p['by']}, {age(p['since'])}){until}"
 
 
+def _serving(svc: dict[str, Any]) -> list[str]:
+    """Which container serves (a failed revert puts the previous one back), or NO RUNNING CONTAINER."""
+    running = svc.get("containers") or {}
+    return [f"  serving:      {', '.join(running['serving']) or running.get('note')}"] if "serving" in running else []
+
+
 def status(body: dict[str, Any]) -> str:
     out = [f"mode: {body['mode']}    global pause: {_pause_text(body.get('paused'))}", ""]
     for name, svc in body["services"].items():
@@ -53,6 +59,7 @@ def status(body: dict[str, Any]) -> str:
         cooldown = svc["cooldown_remaining_s"]
         out.append(f"  cooldown:     {_short(int(cooldown)) + ' left' if cooldown else 'none'}")
         out.append(f"  releases:     live {svc.get('live_release') or '-'}, last green {svc.get('last_green') or '-'}")
+        out += _serving(svc)
         snaps = svc.get("snapshots")
         if snaps is not None:
             latest = snaps.get("latest")
@@ -111,6 +118,8 @@ def incident(body: dict[str, Any]) -> str:
     ]
     if body.get("target"):
         out.append(f"target:   {body['target'].get('version')} ({body['target'].get('why', '')})")
+        changed = body["target"].get("what_changed") or []
+        out += ["what changed:", *(f"  {line}" for line in changed)] if changed else []
     if body.get("error"):
         out.append(f"error:    {body['error']}")
     rows = [[str(s["index"]), s["name"], s["state"], str(s["attempts"]),

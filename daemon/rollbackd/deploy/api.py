@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from rollbackd import status
+from rollbackd import releases, status
 from rollbackd.api.keys import CORE
 from rollbackd.api.openapi import op
 from rollbackd.api.v1 import ACTOR, body_of, query_int
@@ -26,9 +26,19 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _version(value: str) -> str:
+    problem = releases.version_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+Version = Annotated[str, AfterValidator(_version)]
+
+
 class ReleaseBody(_Body):
     service: str | None = None
-    version: Text
+    version: Version
     image: Text | None = None
     digest: Text | None = None
     config_digest: Text | None = None
@@ -66,6 +76,14 @@ async def list_releases(request: web.Request) -> web.Response:
     body = await ledger.matrix(query_int(request, "limit", 50, 1, 500))
     body["baseline_p95_s"] = await ledger.export_baseline()
     return web.json_response(body)
+
+
+async def diff_releases(request: web.Request) -> web.Response:
+    ledger = _ledger(request, request.query.get("service"))
+    a, b = request.query.get("from"), request.query.get("to")
+    if not a or not b:
+        raise PayloadError("from" if not a else "to", "both `from` and `to` release versions are required")
+    return web.json_response({"service": ledger.service, "from": a, "to": b, "changes": await ledger.diff(a, b)})
 
 
 async def record_release(request: web.Request) -> web.Response:
@@ -113,6 +131,7 @@ async def set_traffic(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/releases", list_releases)
     app.router.add_post("/v1/releases", record_release)
+    app.router.add_get("/v1/releases/diff", diff_releases)
     app.router.add_post("/v1/releases/{version}/green", mark_green)
     app.router.add_post("/v1/incidents/{id}/rollforward", rollforward)
     app.router.add_get("/v1/traffic", get_traffic)
@@ -124,12 +143,15 @@ def openapi() -> tuple[dict[str, Any], list[type[BaseModel]]]:
     limit = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}
     version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
     ident = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    pair = [{"name": n, "in": "query", "required": True, "schema": {"type": "string"}} for n in ("from", "to")]
     paths = {
         "/v1/releases": {
             "get": op("Release history with snapshots and baselines (compatibility matrix)", params=[service, limit]),
             "post": op("Record a deployed release (a digest, or an image the deployer resolves)", body=ReleaseBody,
                        ok="201"),
         },
+        "/v1/releases/diff": {"get": op("What changes from one release to another (image, env, user, cmd, "
+                                        "resources, mounts, schema, data)", params=[service, *pair])},
         "/v1/releases/{version}/green": {"post": op("Mark a release green (measures its baseline)",
                                                      body=GreenBody, params=[version])},
         "/v1/incidents/{id}/rollforward": {"post": op("Undo a rollback from the kept copies", body=RollForwardBody,

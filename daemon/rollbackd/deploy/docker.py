@@ -1,16 +1,16 @@
-"""``type: docker``: recreate the configured containers from a release's image through the Docker
-Engine API (Docker, or Podman's compatible API: the same code, via ``docker_host`` or DOCKER_HOST).
+"""``type: docker``: recreate the configured containers of a release through the Docker Engine API
+(Docker, or Podman's compatible API: the same code, via ``docker_host`` or DOCKER_HOST).
 
-A container's inspected Env, Labels, Cmd, Entrypoint, Healthcheck and WorkingDir are the *merge* of its
-image's values and the operator's (plus the engine's own PATH, TERM, HOSTNAME, container=). Recreating
-from that merge would pin the bad image's settings onto the green one, so the operator's part is the
-container's value minus its image's (an entry equal to the image's is the image's); the new image
-brings its own. Ports, mounts, restart policy, networks and the healthcheck are kept.
+A release carries the spec of each container as it ran (rollbackd.deploy.spec, captured when it was
+recorded, marked green or observed); the revert recreates that spec exactly. A release without one
+falls back to the inferred create request (rollbackd.deploy.inferred) and the result says so.
 
 The sequence keeps the old container serving until the last moment: rename it ``<name>__pre_<incident>``
-(kept, stopped, for roll-forward), create the new one, stop the old, start the new, wait healthy. Each
-stage can be re-entered after a crash: the names tell where it stopped. Images and containers are
-compared by ID, never by name (Podman names a local image ``localhost/x:v1``, a tag makes ``docker.io/...``).
+(kept, stopped, for roll-forward), create the new one, stop the old, start the new, wait healthy. If the
+new one does not start, exits or is not healthy in time, the old one is put back running under its name
+and proven serving (rollbackd.deploy.serving). Each sub-operation is idempotent and retried on transport
+errors (rollbackd.deploy.engine), and the names tell a resumed attempt where the last one stopped.
+Images and containers are compared by ID, never by name.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import docker
 import requests
@@ -27,71 +27,22 @@ from pydantic import Field
 
 from rollbackd.config import Duration
 from rollbackd.deploy import DeployedRelease, DeployOptions, _Strict, same_digest, wait_urls
+from rollbackd.deploy.engine import Engine, transport_error
+from rollbackd.deploy.inferred import creation_body, operator_env
+from rollbackd.deploy.serving import await_healthy, put_back
+from rollbackd.deploy.spec import creation_body as spec_body
+from rollbackd.deploy.spec import normalise, read_sysctls
 from rollbackd.errors import BackendError
 from rollbackd.records import JSON, Release
 
+__all__ = ["ContainerSpec", "DockerDeployer", "creation_body", "operator_env"]
 T = TypeVar("T")
-ENGINE_ENV = frozenset({"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"})
-_HOST_KEYS = ("Binds", "Mounts", "PortBindings", "RestartPolicy", "NetworkMode", "ExtraHosts", "Dns",
-              "DnsOptions", "DnsSearch", "CapAdd", "CapDrop", "Privileged", "ReadonlyRootfs", "Memory",
-              "NanoCpus", "CpuShares", "SecurityOpt", "Tmpfs", "Ulimits", "Init", "ShmSize")
-_CONFIG_KEYS = ("Cmd", "Entrypoint", "Healthcheck", "WorkingDir", "User")
-_DEFAULTS = {"WorkingDir": "/"}
-_DEFAULT_NETS = frozenset({"bridge", "podman", "default"})
+NO_SPEC = "no container spec recorded for this release: settings inferred from the replaced container"
 
 
 class ContainerSpec(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")]
     health_url: str | None = None
-
-
-def operator_env(env: list[str] | None, image_env: list[str] | None, hostname: str | None) -> list[str]:
-    """The container's environment minus its image's and the engine's own entries."""
-    image = set(image_env or [])
-    image_keys = {e.partition("=")[0] for e in image}
-    out: list[str] = []
-    for entry in env or []:
-        key, _, value = entry.partition("=")
-        engine = entry in ENGINE_ENV and key not in image_keys
-        if entry in image or engine or key == "container" or (key == "HOSTNAME" and value == hostname):
-            continue
-        out.append(entry)
-    return out
-
-
-def creation_body(source: dict[str, Any], image_config: dict[str, Any], image_id: str) -> dict[str, Any]:
-    """The create request for ``image_id`` keeping the operator's part of ``source`` (an inspection)."""
-    cfg = source.get("Config") or {}
-    host = source.get("HostConfig") or {}
-    image_labels = image_config.get("Labels") or {}
-    body: dict[str, Any] = {
-        "Image": image_id,
-        "Env": operator_env(cfg.get("Env"), image_config.get("Env"), cfg.get("Hostname")),
-        "Labels": {k: v for k, v in (cfg.get("Labels") or {}).items() if image_labels.get(k) != v},
-        "ExposedPorts": cfg.get("ExposedPorts") or {},
-    }
-    for key in _CONFIG_KEYS:
-        value = cfg.get(key)
-        if value and value != image_config.get(key) and value != _DEFAULTS.get(key):
-            body[key] = value
-    if cfg.get("Hostname") and not str(source.get("Id", "")).startswith(cfg["Hostname"]):
-        body["Hostname"] = cfg["Hostname"]
-    body["HostConfig"] = {k: host[k] for k in _HOST_KEYS if host.get(k) not in (None, [], {}, "")}
-    if "Ulimits" in body["HostConfig"]:  # Podman inspects `RLIMIT_NOFILE`, and accepts only `nofile`
-        body["HostConfig"]["Ulimits"] = [{**u, "Name": str(u["Name"]).lower().removeprefix("rlimit_")}
-                                         for u in body["HostConfig"]["Ulimits"]]
-    networks = (source.get("NetworkSettings") or {}).get("Networks") or {}
-    mode = str(host.get("NetworkMode") or "")
-    if networks and mode not in ("host", "none") and not mode.startswith("container:"):
-        ident = str(source.get("Id", ""))
-        body["NetworkingConfig"] = {"EndpointsConfig": {
-            net: {"Aliases": [a for a in (ep or {}).get("Aliases") or [] if not ident.startswith(a)]}
-            for net, ep in networks.items()
-        }}
-        named = [n for n in networks if n not in _DEFAULT_NETS]
-        if named and mode in _DEFAULT_NETS:
-            body["HostConfig"]["NetworkMode"] = named[0]
-    return body
 
 
 def _running(inspection: dict[str, Any]) -> bool:
@@ -103,14 +54,20 @@ class DockerDeployer:
         docker_host: str | None = None  # default: $DOCKER_HOST, else the local Docker socket
         api_version: str = "1.41"  # pinned: auto-detection costs ~0.5 s per client
         api_timeout: Duration = 60.0
+        api_retries: Annotated[int, Field(ge=0, le=10)] = 3  # per sub-operation, on transport errors
+        api_backoff: Duration = 0.2  # first retry delay, doubled each time
+        port_release_timeout: Duration = 15.0  # how long a put-back start waits for the engine to free a port
         containers: Annotated[list[ContainerSpec], Field(min_length=1)]
         version_label: str = "org.opencontainers.image.version"
         stop_timeout: Annotated[int, Field(ge=0, le=600)] = 10
+
+    resolves_images = True  # a release's image must resolve on this engine when it is recorded
 
     def __init__(self, options: Options) -> None:
         self.options = options
         self.host = options.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         self._client: docker.APIClient | None = None
+        self.engine = Engine(self.api, retries=options.api_retries, backoff=options.api_backoff)
 
     # ---- plumbing -------------------------------------------------------------------------------
     def api(self) -> docker.APIClient:
@@ -130,8 +87,7 @@ class DockerDeployer:
     def _error(self, exc: Exception, container: str, image: str, doing: str) -> BackendError:
         """A library error as a BackendError naming the container, the image and the API's message."""
         where = f"container {container}, image {image}"
-        if isinstance(exc, requests.RequestException | docker.errors.DockerException) and not isinstance(
-                exc, docker.errors.APIError):
+        if transport_error(exc):
             return BackendError("docker", f"{where}: daemon unreachable at {self.host} while {doing}: {exc}",
                                 retryable=True)
         assert isinstance(exc, docker.errors.APIError)
@@ -151,18 +107,18 @@ class DockerDeployer:
                             retryable=exc.status_code is not None and exc.status_code >= 500 and kind.startswith("API"))
 
     def _inspect(self, name: str) -> dict[str, Any] | None:
-        try:
-            result: dict[str, Any] = self.api().inspect_container(name)
-            return result
-        except docker.errors.NotFound:
-            return None
+        return self.engine.inspect(name)
 
     def _image(self, ref: str, container: str) -> dict[str, Any]:
         try:
-            result: dict[str, Any] = self.api().inspect_image(ref)
+            result: dict[str, Any] = self.engine.call("inspect", self.api().inspect_image, ref)
             return result
         except (docker.errors.DockerException, requests.RequestException) as exc:
             raise self._error(exc, container, ref, "looking up the image") from exc
+
+    def _url(self, name: str) -> str | None:
+        spec = next((c for c in self.options.containers if c.name == name), None)
+        return (spec.health_url if spec else None) or self.options.health_url
 
     # ---- Deployer -------------------------------------------------------------------------------
     async def current(self) -> DeployedRelease:
@@ -188,15 +144,42 @@ class DockerDeployer:
         return DeployedRelease(version=labels.get(self.options.version_label), image=tags[0] if tags else None,
                                image_id=image["Id"], containers=containers)
 
+    async def running_image(self) -> str | None:
+        """The image id of the first configured container (one inspect), None when there is none."""
+        name = self.options.containers[0].name
+        try:
+            found = await self._thread(self._inspect, name)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise self._error(exc, name, "-", "inspecting the container") from exc
+        return None if found is None else str(found["Image"])
+
     async def resolve(self, image: str) -> str | None:
         def run() -> str | None:
             try:
-                return str(self.api().inspect_image(image)["Id"])
+                return str(self.engine.call("inspect", self.api().inspect_image, image)["Id"])
             except docker.errors.NotFound:
                 return None
             except (docker.errors.DockerException, requests.RequestException) as exc:
                 raise self._error(exc, "-", image, "resolving the image") from exc
         return await self._thread(run)
+
+    async def capture(self) -> JSON | None:
+        """The spec of every configured container that runs now (name -> spec), or None when none runs."""
+        return await self._thread(self._capture)
+
+    def _capture(self) -> JSON | None:
+        specs: JSON = {}
+        for container in self.options.containers:
+            try:
+                found = self._inspect(container.name)
+                if found is None or not _running(found):
+                    continue
+                libpod = self.engine.libpod(found["Id"])
+            except (docker.errors.DockerException, requests.RequestException) as exc:
+                raise self._error(exc, container.name, "-", "capturing the container's spec") from exc
+            image = self._image(found["Image"], container.name)
+            specs[container.name] = normalise(found, libpod, image, read_sysctls(libpod))
+        return specs or None
 
     async def deploy(self, release: Release, *, incident: str) -> JSON:
         ref = release.digest or release.image
@@ -204,24 +187,22 @@ class DockerDeployer:
             raise BackendError("docker", f"release {release.version} has neither image nor digest")
         started = time.monotonic()
         results = []
-        for spec in self.options.containers:
-            results.append(await self._thread(self._recreate, spec.name, ref, incident))
+        for container in self.options.containers:
+            spec = (release.spec or {}).get(container.name)
+            results.append(await self._thread(self._recreate, container.name, ref, incident, spec))
+        gaps = sorted({g for r in results for g in r.get("gaps") or []})
         return {"containers": results, "deploy_s": round(time.monotonic() - started, 3),
-                "noop": all(r["action"] == "noop" for r in results)}
+                "noop": all(r["action"] == "noop" for r in results),
+                "spec": ("recorded" + (f", except {'; '.join(gaps)}" if gaps else ""))
+                if all(r.get("spec") != NO_SPEC for r in results) else NO_SPEC}
 
-    def _recreate(self, name: str, ref: str, incident: str) -> JSON:
-        api = self.api()
+    def _recreate(self, name: str, ref: str, incident: str, spec: JSON | None) -> JSON:
         image_id = str(self._image(ref, name)["Id"])
         kept = f"{name}__pre_{incident}"
         try:
             cur, pre = self._inspect(name), self._inspect(kept)
             if cur is not None and same_digest(cur["Image"], image_id):
-                if _running(cur):
-                    return {"container": name, "action": "noop", "image_id": image_id}
-                if pre is not None and _running(pre):
-                    api.stop(pre["Id"], timeout=self.options.stop_timeout)
-                api.start(cur["Id"])
-                return {"container": name, "action": "started", "image_id": image_id, "kept": kept}
+                return self._resume(name, cur, pre, image_id, kept)
             if cur is not None and pre is not None:
                 raise docker.errors.APIError(f"{kept} already exists and {name} runs another image",
                                              explanation=f"the name {kept} is already in use")
@@ -229,76 +210,123 @@ class DockerDeployer:
             if source is None:
                 raise docker.errors.NotFound(f"no container named {name} (nor {kept})")
             if cur is not None:
-                api.rename(cur["Id"], kept)
+                self.engine.rename(cur["Id"], kept)
         except (docker.errors.DockerException, requests.RequestException) as exc:
             raise self._error(exc, name, ref, "preparing the replacement") from exc
-        return self._swap(name, source, image_id, ref, kept)
+        return self._swap(name, source, image_id, ref, kept, spec)
 
-    def _swap(self, name: str, source: dict[str, Any], image_id: str, ref: str, kept: str) -> JSON:
-        """Create the new container from ``source`` (now named ``kept``), stop the old, start the new;
-        on failure put the old one back under its name, running."""
-        api = self.api()
+    def _resume(self, name: str, cur: JSON, pre: JSON | None, image_id: str, kept: str) -> JSON:
+        """``name`` already holds the target image: done, or an attempt cut short after the create."""
+        if pre is None:
+            if not _running(cur):
+                self.engine.start(cur["Id"])
+            return {"container": name, "action": "noop" if _running(cur) else "started", "image_id": image_id}
+        finished = _running(cur) and not _running(pre)  # a finished revert, or one cut short before judging
+        if _running(pre):
+            self.engine.stop(pre["Id"], timeout=self.options.stop_timeout)
+        if not _running(cur):
+            self.engine.start(cur["Id"])
+        health = self._judge(name, pre, cur["Id"])
+        return {"container": name, "action": "noop" if finished else "started", "image_id": image_id,
+                "kept": kept, "resumed": not finished, "health": health}
+
+    def _body(self, source: JSON, image_id: str, spec: JSON | None) -> tuple[JSON, str]:
+        if spec is not None and same_digest(str(spec.get("image_id") or ""), image_id):
+            return spec_body(spec), "recorded"
         try:
-            old_image = self._image(source["Image"], name).get("Config") or {}
+            old_image = self._image(source["Image"], "-").get("Config") or {}
         except BackendError:
             old_image = {}  # the old image was removed: keep all of the container's settings
+        return creation_body(source, old_image, image_id), NO_SPEC
+
+    def _swap(self, name: str, source: JSON, image_id: str, ref: str, kept: str, spec: JSON | None) -> JSON:
+        """Create the new container, stop the old (now named ``kept``), start the new, judge it; on
+        any failure the old one is put back under its name, running and serving."""
+        body, how = self._body(source, image_id, spec)
         new_id: str | None = None
         try:
-            new_id = str(api.create_container_from_config(creation_body(source, old_image, image_id), name)["Id"])
+            new_id = self.engine.create(body, name)
             stopped = time.monotonic()
-            api.stop(source["Id"], timeout=self.options.stop_timeout)
-            api.start(new_id)
+            self.engine.stop(source["Id"], timeout=self.options.stop_timeout)
+            self.engine.start(new_id)
             started = time.monotonic()
         except (docker.errors.DockerException, requests.RequestException) as exc:
-            self._restore(name, source["Id"], new_id)
-            raise self._error(exc, name, ref, "creating and starting the new container") from exc
-        return {"container": name, "action": "recreated", "image_id": image_id, "kept": kept,
-                "stop_start_s": round(started - stopped, 3), "id": new_id}
+            self._fail(name, source, new_id,
+                       f"the new container did not start: {self._error(exc, name, ref, 'creating and starting it')}")
+        health = self._judge(name, source, new_id)
+        return {"container": name, "action": "recreated", "image_id": image_id, "kept": kept, "spec": how,
+                "gaps": list((spec or {}).get("gaps") or []) if how == "recorded" else [],
+                "stop_start_s": round(started - stopped, 3), "id": new_id, "health": health}
 
-    def _restore(self, name: str, old_id: str, new_id: str | None) -> None:
-        api = self.api()
-        steps: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [(api.rename, (old_id, name)), (api.start, (old_id,))]
-        if new_id is not None:
-            steps.insert(0, (api.remove_container, (new_id,)))
-        for fn, args in steps:
-            try:
-                fn(*args, **({"force": True} if fn == api.remove_container else {}))
-            except (docker.errors.DockerException, requests.RequestException):
-                continue  # best effort: the error raised afterwards says what failed first
+    def _judge(self, name: str, old: JSON, new_id: str) -> str:
+        opts = self.options
+        verdict = await_healthy(self.engine, new_id, self._url(name), time.monotonic() + opts.health_timeout,
+                                opts.health_interval)
+        if not verdict.ok:
+            self._fail(name, old, new_id, f"the new container {verdict.detail}")
+        return verdict.detail
+
+    def _fail(self, name: str, old: JSON, new_id: str | None, reason: str) -> NoReturn:
+        opts = self.options
+        back = put_back(self.engine, name=name, old=old, new_id=new_id, url=self._url(name),
+                        port_timeout=opts.port_release_timeout, health_timeout=opts.health_timeout,
+                        interval=opts.health_interval)
+        if back.ok:
+            raise BackendError("docker", f"container {name}: {reason}; the previous container (image "
+                                         f"{old['Image']}) is back under {name}, {back.detail}")
+        raise BackendError("docker", f"container {name}: {reason}; NO RUNNING CONTAINER: putting the previous "
+                                     f"one (image {old['Image']}) back failed: {back.detail}")
 
     async def roll_forward(self, of_incident: str, release: Release | None, *, incident: str) -> JSON:
         results = []
         for spec in self.options.containers:
-            results.append(await self._thread(self._forward, spec.name, of_incident, incident))
+            results.append(await self._thread(self._forward, spec.name, of_incident, incident, release))
         return {"containers": results, "noop": all(r["action"] == "noop" for r in results)}
 
-    def _forward(self, name: str, of_incident: str, incident: str) -> JSON:
+    def _forward(self, name: str, of_incident: str, incident: str, release: Release | None) -> JSON:
         """Start ``<name>__pre_<of_incident>`` again under ``name``; keep the current one as
-        ``<name>__pre_<incident>`` (so a roll-forward can itself be undone)."""
-        api = self.api()
+        ``<name>__pre_<incident>`` (so a roll-forward can itself be undone). When the revert failed and
+        put the previous container back, that container is what to roll forward to: start it if needed."""
         kept, keep_now = f"{name}__pre_{of_incident}", f"{name}__pre_{incident}"
         try:
-            old, cur, parked = self._inspect(kept), self._inspect(name), self._inspect(keep_now)
+            old, cur = self._inspect(kept), self._inspect(name)
             if old is None:
-                if cur is not None and parked is not None:
-                    if not _running(cur):
-                        api.start(cur["Id"])
-                    return {"container": name, "action": "noop", "kept": keep_now}
-                raise docker.errors.NotFound(f"no kept container {kept} to roll forward to")
+                return self._forward_in_place(name, cur, kept, release)
             if cur is not None:
-                api.rename(cur["Id"], keep_now)
-            api.rename(old["Id"], name)
+                self.engine.rename(cur["Id"], keep_now)
+            self.engine.rename(old["Id"], name)
             stopped = time.monotonic()
             if cur is not None:
-                api.stop(cur["Id"], timeout=self.options.stop_timeout)
-            api.start(old["Id"])
+                self.engine.stop(cur["Id"], timeout=self.options.stop_timeout)
+            self.engine.start(old["Id"])
         except (docker.errors.DockerException, requests.RequestException) as exc:
             raise self._error(exc, name, kept, "rolling forward") from exc
         return {"container": name, "action": "rolled_forward", "image_id": old["Image"], "kept": keep_now,
                 "stop_start_s": round(time.monotonic() - stopped, 3)}
 
+    def _forward_in_place(self, name: str, cur: JSON | None, kept: str, release: Release | None) -> JSON:
+        wanted = release.digest if release is not None else None
+        if cur is None or (wanted and not same_digest(cur["Image"], wanted)):
+            raise docker.errors.NotFound(f"no kept container {kept} to roll forward to")
+        if not _running(cur):
+            self.engine.start(cur["Id"])
+        return {"container": name, "action": "noop", "image_id": cur["Image"], "started": not _running(cur)}
+
+    async def serving(self) -> JSON:
+        """Which configured containers run now (for status): ``note`` is NO RUNNING CONTAINER when none."""
+        def run() -> JSON:
+            found = {c.name: self._inspect(c.name) for c in self.options.containers}
+            containers = {n: {"running": _running(f), "image_id": f["Image"]} for n, f in found.items() if f}
+            serving = [n for n, c in containers.items() if c["running"]]
+            return {"serving": serving, "containers": containers,
+                    "note": None if serving else "NO RUNNING CONTAINER"}
+        try:
+            return await self._thread(run)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise self._error(exc, self.options.containers[0].name, "-", "inspecting the containers") from exc
+
     def _urls(self) -> list[str]:
-        return [u for u in (s.health_url or self.options.health_url for s in self.options.containers) if u]
+        return [u for u in (self._url(s.name) for s in self.options.containers) if u]
 
     async def wait_healthy(self, deadline: float) -> JSON:
         return await wait_urls(self._urls(), deadline, self.options.health_interval, "docker health")

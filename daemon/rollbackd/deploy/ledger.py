@@ -3,6 +3,10 @@ hand, or automatically after ``releases.green_after`` without a firing RAG alert
 passing), notice running images no release describes, keep statuses as a rollback moves them, measure
 and export the baseline, and list the compatibility matrix (releases with their snapshots).
 
+A release is a container spec: when it is recorded, marked green or observed live, the spec of the
+containers running it (rollbackd.deploy.spec) is kept beside its row (rb_kv ``release_spec:<service>:<id>``:
+no schema change), and the revert recreates it. At decision time ``observe_now`` asks the engine once.
+
 History is append-only (rb_release_history); every write is also a journal event with who and why.
 """
 
@@ -12,9 +16,10 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from rollbackd import releases
+from rollbackd import release_diff, releases
 from rollbackd.deploy import BaselineOptions, Deployer, same_digest
 from rollbackd.deploy.baseline import measure, window_text
 from rollbackd.errors import NotFoundError, PayloadError, RollbackdError
@@ -24,6 +29,7 @@ from rollbackd.records import JSON, Event, Release, iso
 from rollbackd.state import StateStore
 
 log = logging.getLogger(__name__)
+OBSERVE_CACHE_S = 0.2  # one inspect per alert burst; a deploy is never within 0.2 s of its alert
 
 
 def release_json(r: Release) -> JSON:
@@ -54,6 +60,9 @@ class Ledger:
         self.deployer = deployer
         self.resources = resources if resources is not None else {}
         self.clock = clock
+        self._observed_at = -OBSERVE_CACHE_S
+        self._observed_image: str | None = None
+        self._known: set[str] = set()  # digests of recorded releases (append-only: never stale)
 
     # ---- reading --------------------------------------------------------------------------------
     async def history(self) -> list[Release]:
@@ -92,22 +101,83 @@ class Ledger:
         return {"service": self.service, "live": live.version if live else None,
                 "last_green": green.version if green else None, "releases": rows}
 
+    async def diff(self, from_version: str, to_version: str) -> list[str]:
+        """What going from ``from_version`` to ``to_version`` changes (rollbackd.release_diff)."""
+        bad, green = await self.find(from_version), await self.find(to_version)
+        data = None
+        source = self.resources.get("snapshots")
+        if source is not None:
+            try:
+                snap = await source.latest(release=to_version, verified_only=True)
+            except Exception as exc:  # the diff is still worth showing without the data line
+                log.warning("diff_snapshot_failed", extra={"service": self.service, "error": str(exc)})
+                snap = None
+            if snap is not None:
+                data = {"set": str(snap.id), "counts": release_diff.data_counts(getattr(snap, "manifests", {}))}
+        return release_diff.changes(await self.with_spec(bad), await self.with_spec(green), data)
+
     # ---- writing --------------------------------------------------------------------------------
     async def record(self, *, version: str, image: str | None, digest: str | None, config_digest: str | None,
                      schema_version: str | None, source: str, actor: str, reason: str,
                      live_at: float | None = None) -> Release:
-        """Append a deployed release. A tag alone is refused unless the deployer resolves its digest."""
-        if image and not digest and self.deployer is not None:
-            digest = await self.deployer.resolve(image)
-        if not digest:
-            what = f"image {image!r} is a tag the deployer cannot resolve" if image else "no image digest was given"
-            raise PayloadError("digest", f"{what}: a release needs a digest (a tag can move)")
+        """Append a deployed release. A tag alone is refused unless the deployer resolves its digest; a
+        deployer that runs images (docker) must find the image on its host (else it could never deploy it)."""
+        problem = releases.version_problem(version)
+        if problem is not None:
+            raise PayloadError("version", problem)
+        digest = await self._resolve(image, digest)
         release = await self.store.record_release(Release(
             service=self.service, version=version, image=image, digest=digest, config_digest=config_digest,
             schema_version=schema_version, source=source, recorded_by=actor,  # type: ignore[arg-type]
             live_at=live_at if live_at is not None else self.clock(), status="deployed"))
         await self._event("release_recorded", actor, reason, release)
-        return release
+        return await self.capture(release)
+
+    async def _resolve(self, image: str | None, digest: str | None) -> str:
+        if self.deployer is not None and getattr(self.deployer, "resolves_images", False) and (digest or image):
+            ref = str(digest or image)
+            found = await self.deployer.resolve(ref)
+            if found is None:
+                raise PayloadError("digest" if digest else "image",
+                                   f"{ref!r} does not resolve on the Docker host: a release must name an image the "
+                                   "host has (its image id, or repo@sha256 manifest digest of a pulled image)")
+            return found
+        if image and not digest and self.deployer is not None:
+            digest = await self.deployer.resolve(image)
+        if not digest:
+            what = f"image {image!r} is a tag the deployer cannot resolve" if image else "no image digest was given"
+            raise PayloadError("digest", f"{what}: a release needs a digest (a tag can move)")
+        return digest
+
+    # ---- container specs (kept beside the release row: rb_kv, no schema change) --------------------
+    def _spec_key(self, release_id: int) -> str:
+        return f"release_spec:{self.service}:{release_id}"
+
+    async def spec_of(self, release: Release) -> JSON | None:
+        if release.id is None:
+            return None
+        found = await self.store.get_kv(self._spec_key(release.id))
+        return found if isinstance(found, dict) else None
+
+    async def with_spec(self, release: Release) -> Release:
+        return release if release.spec is not None else replace(release, spec=await self.spec_of(release))
+
+    async def capture(self, release: Release) -> Release:
+        """Store the spec of the containers running ``release`` now (when they run it); best effort."""
+        capture = getattr(self.deployer, "capture", None)
+        if capture is None or release.id is None or not release.digest:
+            return release
+        try:
+            specs = await capture()
+        except RollbackdError as exc:
+            log.warning("release_spec_failed", extra={"service": self.service, "error": str(exc)})
+            return release
+        if not specs or not all(same_digest(str(s.get("image_id") or ""), release.digest) for s in specs.values()):
+            return release  # it does not run (yet): the observe job captures it once it does
+        await self.store.set_kv(self._spec_key(release.id), specs)
+        log.info("release_spec_captured", extra={"service": self.service, "version": release.version,
+                                                 "containers": sorted(specs)})
+        return replace(release, spec=specs)
 
     async def mark_green(self, version: str, *, actor: str, reason: str) -> Release:
         """Mark the newest record of ``version`` green; measure its baseline when it is live."""
@@ -124,7 +194,7 @@ class Ledger:
                                                   ts=self.clock(), **fields)
         await self._event("release_green", actor, reason, release)
         await self.export_baseline()
-        return release
+        return await self.capture(release)
 
     async def set_status(self, release: Release, status: str, *, actor: str, note: str, **fields: Any) -> Release:
         if release.id is None:
@@ -149,13 +219,37 @@ class Ledger:
         current = await self.deployer.current()
         if not current.image_id:
             return None
-        if any(r.digest and same_digest(r.digest, current.image_id) for r in await self.history()):
+        known = next((r for r in await self.history() if r.digest and same_digest(r.digest, current.image_id)), None)
+        if known is not None:
+            if known.status == "deployed" and await self.spec_of(known) is None:
+                await self.capture(known)  # recorded before it ran: its spec, now that it runs
             return None
-        version = current.version or current.image_id.removeprefix("sha256:")[:12]
+        version = current.version
+        if version is None or releases.version_problem(version) is not None:
+            version = current.image_id.removeprefix("sha256:")[:12]
         log.info("release_observed", extra={"service": self.service, "version": version})
         return await self.record(version=version, image=current.image, digest=current.image_id, config_digest=None,
                                  schema_version=None, source="observed", actor="rollbackd",
                                  reason="a running image that no release described")
+
+    async def observe_now(self) -> None:
+        """At decision time: record an unrecorded live container before it is judged. One container
+        inspect (its answer reused for OBSERVE_CACHE_S: an alert storm asks once); a full observe
+        only when the running image is one no release describes."""
+        running = getattr(self.deployer, "running_image", None)
+        if running is None:
+            return
+        try:
+            if time.monotonic() - self._observed_at >= OBSERVE_CACHE_S:
+                self._observed_image, self._observed_at = await running(), time.monotonic()
+            image_id = self._observed_image
+            if image_id is None or image_id.removeprefix("sha256:") in self._known:
+                return
+            self._known.update(r.digest.removeprefix("sha256:") for r in await self.history() if r.digest)
+            if image_id.removeprefix("sha256:") not in self._known:
+                await self.observe()
+        except RollbackdError as exc:  # the decision goes on with what the registry knows
+            log.warning("release_observe_failed", extra={"service": self.service, "error": str(exc)})
 
     # ---- green and baseline ---------------------------------------------------------------------
     async def auto_green(self) -> Release | None:

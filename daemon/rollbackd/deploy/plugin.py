@@ -144,6 +144,12 @@ async def status(core: Core, runtime: ServiceRuntime) -> dict[str, Any]:
         "traffic": {"switch": switch.kind if switch is not None else "null",
                     "note": "no traffic switch configured" if switch is None or switch.kind == "null" else None},
     }
+    serving = getattr(deployer, "serving", None)
+    if serving is not None:
+        try:
+            out["containers"] = await serving()
+        except RollbackdError as exc:
+            out["containers"] = {"error": str(exc)}
     if runtime.config.releases.track:
         try:
             target = await releases.target_for(core.store, runtime, None)

@@ -74,7 +74,7 @@ class Redeploy(BaseStep):
         if ctx.incident.context.get(DONE_KEY) == target.version:
             result: JSON = {"noop": True, "resumed": True}
         else:
-            result = await deployer.deploy(target, incident=ctx.incident.id)
+            result = await deployer.deploy(await ledger.with_spec(target), incident=ctx.incident.id)
         timeout = getattr(self.options, "health_timeout", None) or deployer.options.health_timeout
         health = await deployer.wait_healthy(time.monotonic() + timeout)
         await ctx.save(DONE_KEY, target.version)
@@ -83,9 +83,11 @@ class Redeploy(BaseStep):
         was = ctx.incident.context[FROM_KEY].get("version")
         verb = "already ran" if result.get("noop") else "redeployed"
         why = (ctx.incident.context.get("target") or {}).get("why") or "named by the incident"
+        spec = result.get("spec")
+        note = f" ({spec})" if spec and spec != "recorded" else ""
         return {**result, **health, "from": was, "to": target.version, "why": why,
                 "step_to_healthy_s": round(time.monotonic() - started, 3),
-                "summary": f"{target.version} {verb} (was {was}); healthy. Why {target.version}: {why}"}
+                "summary": f"{target.version} {verb} (was {was}); healthy. Why {target.version}: {why}{note}"}
 
 
 class RollForwardDeploy(BaseStep):

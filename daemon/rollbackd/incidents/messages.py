@@ -30,6 +30,8 @@ def _alert_fields(incident: Incident) -> list[tuple[str, str]]:
         fields.append(("Target", str(target.get("version") or target)))
         if target.get("why"):
             fields.append(("Why this target", str(target["why"])))
+        if target.get("what_changed"):
+            fields.append(("What changed", "\n".join(target["what_changed"])))
     fields.append(("Trigger", f"{trig.kind} by {trig.requested_by}"))
     return fields
 
