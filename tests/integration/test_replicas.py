@@ -4,14 +4,17 @@ at its journal point; a stale leader's writes are fenced."""
 
 from __future__ import annotations
 
+import json
 import random
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import Replicas, command_service, load_settings, replica_configs, write_config
+from tests.support.daemon import DaemonProcess, Replicas, command_service, load_settings, replica_configs, write_config
 from tests.support.failover import (
     STEPS,
+    TERMINAL,
     failover_plan,
     journaled_fingerprints,
     percentile,
@@ -112,3 +115,56 @@ def test_kill9_of_the_leader_mid_rollback_30_cycles(tmp_path: Path, dsn: str) ->
     takeovers = [c.takeover_s for c in cycles if c.takeover_s is not None]
     print(f"takeover over {len(takeovers)} kills: p50 {percentile(takeovers, 0.5):.2f}s "
           f"p99 {percentile(takeovers, 0.99):.2f}s (lease 2s), seed {seed}")
+
+
+def _long_plan(root: Path, seconds: float) -> list[dict[str, object]]:
+    plan = failover_plan(root)
+    long = dict(plan[0], name="long")
+    long["argv"] = [str(a).replace("sleep 0.2", f"sleep {seconds}") for a in long["argv"]]  # type: ignore[union-attr]
+    return [long, *plan[1:]]
+
+
+def _wait_line(path: Path, needle: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and needle in path.read_text()):
+        assert time.monotonic() < deadline, f"{needle!r} never in {path}"
+        time.sleep(0.02)
+
+
+def _events_after(replica: DaemonProcess, since: float, names: tuple[str, ...]) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in replica.log.read_text().splitlines() if line.startswith("{")]
+    return [e for e in lines if e.get("ts", 0) > since and e.get("event") in names]
+
+
+def test_a_leader_stopped_past_its_lease_never_writes_a_step_again(tmp_path: Path, dsn: str) -> None:
+    """SIGSTOP of the leader mid-step for longer than the lease: a follower takes over (killing the
+    stopped leader's step process group) and finishes; after SIGCONT the old leader starts, finishes
+    and journals nothing: it steps down and says so."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    svc = command_service(_long_plan(root, 3.0))
+    with Replicas(replica_configs(tmp_path, 2, services={"rag": svc}, dsn=dsn)) as rs:
+        old = rs.wait_leader()
+        status, body = old.api.call("POST", "/v1/trigger", {"reason": "sigstop", "service": "rag"})
+        assert status == 202, body
+        _wait_line(root / "pids", f"{old.pid} {body['id']} long")
+        old.pause()
+        new = rs.wait_leader(exclude=old)
+        _wait_line(root / "pids", f"{new.pid} {body['id']} long")  # resumed there, mid-step
+        time.sleep(0.5)
+        woke = time.time()
+        old.cont()  # while the new leader runs the same step
+        final = new.api.wait_incident(body["id"], TERMINAL, timeout=30)
+        deadline = time.monotonic() + 10
+        while old.leads() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert old.readyz() == {"ready": True, "leader": False, "replica": old.readyz()["replica"]}  # type: ignore[index]
+    assert final["state"] == "resolved", final
+    assert _done(root, body["id"]) == sorted(["long", "swap", "deploy", "verify"])
+    assert not (root / "rerun").exists() and not (root / "concurrent").exists()
+    started_by_old = [line for line in (root / "pids").read_text().splitlines()
+                      if line.startswith(f"{old.pid} ") and float(line.split()[3]) > woke]
+    assert started_by_old == []
+    assert _events_after(old, woke, ("step_started", "step_finished", "incident_finished", "incident_started")) == []
+    said = _events_after(old, woke, ("leader_stepped_down", "incident_fenced"))
+    assert said and said[0]["event"] in ("leader_stepped_down", "incident_fenced"), said

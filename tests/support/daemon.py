@@ -80,7 +80,8 @@ class Api:
         self.token = token
 
     def call(self, method: str, path: str, body: Any = None, *, token: str | None = None,
-             headers: Mapping[str, str] | None = None, raw: bytes | None = None) -> tuple[int, Any]:
+             headers: Mapping[str, str] | None = None, raw: bytes | None = None,
+             timeout: float = 30) -> tuple[int, Any]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(self.url + path, data=data, method=method)
         tok = self.token if token is None else token
@@ -91,7 +92,7 @@ class Api:
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 text = resp.read()
                 return resp.status, json.loads(text) if text.strip().startswith((b"{", b"[")) else text
         except urllib.error.HTTPError as exc:
@@ -172,8 +173,8 @@ class DaemonProcess:
         if not self.alive:
             return None
         try:
-            status, body = self.api.call("GET", "/readyz")
-        except OSError:
+            status, body = self.api.call("GET", "/readyz", timeout=1)
+        except OSError:  # includes the timeout of a stopped process
             return None
         return body if isinstance(body, dict) else {"status": status}
 

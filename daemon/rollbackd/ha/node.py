@@ -79,7 +79,7 @@ class Node:
         self.gauge.set(1)
         previous = grant.previous if grant.previous not in (None, self.replica.me.id) else None
         self.resumed = await self.core.runner.resume_open(taken_over_from=previous)
-        log.warning("leading", extra={"token": grant.token, "taken_over_from": previous, "resumed": self.resumed})
+        log.warning("leading", extra={"fence": grant.token, "taken_over_from": previous, "resumed": self.resumed})
 
     async def _follow(self, why: str) -> None:
         self.gauge.set(0)

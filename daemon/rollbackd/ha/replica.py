@@ -94,7 +94,7 @@ class Replica:
         if self.leading:  # our own lease expired and we took it again: what ran under the old token stops
             await self._step_down("lease re-acquired under a new token")
         self.token, self.since = grant.token, grant.since
-        log.warning("leader_elected", extra={"replica": self.me.id, "token": grant.token,
+        log.warning("leader_elected", extra={"replica": self.me.id, "fence": grant.token,
                                              "previous": grant.previous})
         await self.on_lead(grant)
 
@@ -106,7 +106,7 @@ class Replica:
 
     async def _step_down(self, why: str) -> None:
         token, self.token, self.since = self.token, None, None
-        log.error("leader_stepped_down", extra={"replica": self.me.id, "token": token, "why": why})
+        log.error("leader_stepped_down", extra={"replica": self.me.id, "fence": token, "why": why})
         await self.on_follow(why)
 
     async def stop(self) -> None:

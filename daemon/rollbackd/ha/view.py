@@ -19,7 +19,7 @@ async def replicas_json(store: StateStore, leadership: Leadership) -> dict[str, 
         "leader": leader["holder"] if valid else None,
         "leader_since": iso(leader["since"]) if valid else None,
         "lease_expires_in_s": round(leader["expires_at"] - now, 1) if valid else None,
-        "token": leader["token"] if leader else None,
+        "fence": leader["token"] if leader else None,
         "replicas": [{
             "id": r["id"], "host": r["host"], "pid": r["pid"], "listen": r["listen"],
             "started_at": iso(r["started_at"]),

@@ -81,7 +81,7 @@ class PostgresStateStore(SqlStateStore):
             raise _translate(self._where(), exc) from exc
 
     async def _fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        if fence.current.get() is not None:
+        if fence.current.get() is not None and not sql.lstrip().startswith("SELECT"):  # reads harm nobody
             return await self._atomic([(sql, args)])
         try:
             return [dict(r) for r in await self.pool.fetch(sql, *args)]
