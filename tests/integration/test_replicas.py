@@ -21,6 +21,8 @@ from tests.support.failover import (
     run_cycles,
 )
 from tests.support.pg import drop_database_sync, fresh_database_sync
+from tests.support.slack_recorder import SlackRecorder
+from tests.support.tcp_proxy import ThreadedProxy
 
 
 @pytest.fixture
@@ -136,15 +138,20 @@ def _events_after(replica: DaemonProcess, since: float, names: tuple[str, ...]) 
     return [e for e in lines if e.get("ts", 0) > since and e.get("event") in names]
 
 
-def test_a_leader_stopped_past_its_lease_never_writes_a_step_again(tmp_path: Path, dsn: str) -> None:
+def test_a_leader_stopped_past_its_lease_never_writes_a_step_again(
+        tmp_path: Path, dsn: str, slack_recorder: SlackRecorder, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGSTOP of the leader mid-step for longer than the lease: a follower takes over (killing the
-    stopped leader's step process group) and finishes; after SIGCONT the old leader starts, finishes
-    and journals nothing: it steps down and says so."""
+    stopped leader's step process group), says so in the incident's Slack thread, and finishes; after
+    SIGCONT the old leader starts, finishes and journals nothing: it steps down and says so."""
     root = tmp_path / "runs"
     root.mkdir()
+    monkeypatch.setenv("SLACK_BOT_TOKEN", slack_recorder.token)
     svc = command_service(_long_plan(root, 3.0))
-    with Replicas(replica_configs(tmp_path, 2, services={"rag": svc}, dsn=dsn)) as rs:
+    slack = {"type": "slack", "bot_token": "${SLACK_BOT_TOKEN}", "channel": "C0INCIDENT",
+             "base_url": slack_recorder.base_url, "max_retries": 1, "timeout": 2}
+    with Replicas(replica_configs(tmp_path, 2, services={"rag": svc}, dsn=dsn, notify=slack)) as rs:
         old = rs.wait_leader()
+        old_id = str(old.readyz()["replica"])  # type: ignore[index]
         status, body = old.api.call("POST", "/v1/trigger", {"reason": "sigstop", "service": "rag"})
         assert status == 202, body
         _wait_line(root / "pids", f"{old.pid} {body['id']} long")
@@ -159,7 +166,12 @@ def test_a_leader_stopped_past_its_lease_never_writes_a_step_again(tmp_path: Pat
         while old.leads() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert old.readyz() == {"ready": True, "leader": False, "replica": old.readyz()["replica"]}  # type: ignore[index]
+        slack_recorder.wait_for(lambda r: len(r.roots()) == 1 and any(
+            "takeover" in (m.text or "") for m in r.thread(r.roots()[0].ts)))
     assert final["state"] == "resolved", final
+    (root_post,) = slack_recorder.roots()
+    (note,) = [m.text or "" for m in slack_recorder.thread(root_post.ts) if "takeover" in (m.text or "")]
+    assert f"replica {old_id} stopped leading" in note
     assert _done(root, body["id"]) == sorted(["long", "swap", "deploy", "verify"])
     assert not (root / "rerun").exists() and not (root / "concurrent").exists()
     started_by_old = [line for line in (root / "pids").read_text().splitlines()
@@ -168,3 +180,43 @@ def test_a_leader_stopped_past_its_lease_never_writes_a_step_again(tmp_path: Pat
     assert _events_after(old, woke, ("step_started", "step_finished", "incident_finished", "incident_started")) == []
     said = _events_after(old, woke, ("leader_stepped_down", "incident_fenced"))
     assert said and said[0]["event"] in ("leader_stepped_down", "incident_fenced"), said
+
+
+@pytest.mark.parametrize("fault", ["blackhole", "cut"])
+def test_a_leader_cut_from_postgres_steps_down_and_rejoins_as_a_follower(tmp_path: Path, dsn: str,
+                                                                         fault: str) -> None:
+    """The leader's link to Postgres is cut (or silently dropped) mid-step: it steps down on its own
+    (its lease can no longer be renewed), the other replica takes over and finishes the rollback; when
+    the link heals the old leader is a follower and never ran a step again."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    services = {"rag": command_service(_long_plan(root, 3.0))}
+    with ThreadedProxy("127.0.0.1", 5432) as proxy:
+        proxied = dsn.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        configs = [*replica_configs(tmp_path / "cut", 1, services=services, dsn=proxied, ha={"replicas": 2}),
+                   *replica_configs(tmp_path / "direct", 1, services=services, dsn=dsn, ha={"replicas": 2})]
+        with Replicas(configs) as rs:
+            old, other = rs.all
+            assert rs.wait_leader() is old  # it started first
+            status, body = old.api.call("POST", "/v1/trigger", {"reason": fault, "service": "rag"})
+            assert status == 202, body
+            _wait_line(root / "pids", f"{old.pid} {body['id']} long")
+            cut = time.time()
+            getattr(proxy, fault)()
+            assert rs.wait_leader(exclude=old) is other
+            _wait_line(root / "pids", f"{other.pid} {body['id']} long")
+            proxy.restore()
+            final = other.api.wait_incident(body["id"], TERMINAL, timeout=30)
+            deadline = time.monotonic() + 15
+            while (old.readyz() or {}).get("ready") is not True and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert old.readyz() == {"ready": True, "leader": False, "replica": old.readyz()["replica"]}  # type: ignore[index]
+            assert rs.leaders() == [other]
+    assert final["state"] == "resolved", final
+    assert _done(root, body["id"]) == sorted(["long", "swap", "deploy", "verify"])
+    assert not (root / "rerun").exists() and not (root / "concurrent").exists()
+    assert [line for line in (root / "pids").read_text().splitlines()
+            if line.startswith(f"{old.pid} ") and float(line.split()[3]) > cut] == []
+    assert _events_after(old, cut, ("step_started", "step_finished", "incident_finished")) == []
+    down = _events_after(old, cut, ("leader_stepped_down",))
+    assert down and ("renew" in str(down[0]["why"]) or "expired" in str(down[0]["why"])), down
