@@ -32,6 +32,8 @@ from rollbackd.registry import format_loc
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 SECRET_KEYS = frozenset({"token", "webhook_token", "bot_token", "api_key", "password", "secret", "webhook_url"})
+# Keys that may also be read from ``<key>_file`` though a literal is allowed (a DSN without a password).
+FILE_KEYS = SECRET_KEYS | {"dsn"}
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _WHOLE_ENV_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
 DEFAULT_ROLLBACK_ALERTS = (
@@ -268,7 +270,7 @@ def _expand(node: Any, path: str, env: Mapping[str, str], problems: list[str]) -
         if not isinstance(key, str):
             problems.append(f"{key_path}: keys must be strings")
             continue
-        if key.endswith("_file") and key[:-5] in SECRET_KEYS:
+        if key.endswith("_file") and key[:-5] in FILE_KEYS:
             secret = _read_secret_file(_expand_scalar(value, key_path, env, problems), key_path, problems)
             out[key[:-5]] = secret
             continue
