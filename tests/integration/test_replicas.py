@@ -6,12 +6,22 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import DaemonProcess, Replicas, command_service, load_settings, replica_configs, write_config
+from tests.support.daemon import (
+    API_TOKEN,
+    DaemonProcess,
+    Replicas,
+    command_service,
+    load_settings,
+    replica_configs,
+    write_config,
+)
 from tests.support.failover import (
     STEPS,
     TERMINAL,
@@ -64,6 +74,13 @@ def test_one_leader_runs_what_a_follower_journaled(tmp_path: Path, dsn: str) -> 
         assert [r["leads"] for r in ha["replicas"]].count(True) == 1
         assert all(r["last_heartbeat_s_ago"] < 5 for r in ha["replicas"])
         assert "rollbackd_leader 1.0" in _metrics(leader) and "rollbackd_leader 0.0" in _metrics(followers[0])
+        status, refused = followers[0].api.call("POST", "/v1/drill", {"service": "rag", "reason": "try"})
+        assert (status, refused["reason"]) == (409, "not_leader"), refused  # drills are the leader's
+        shown = _cli_status(followers[1])  # `rollbackd status` asked of any replica shows them all
+        assert shown.splitlines()[1].startswith(f"leader:       {ha['leader']} since ")
+        marked = [line for line in shown.splitlines() if line.endswith("LEADER")]
+        assert len(marked) == 1 and ha["leader"] in marked[0]
+        assert sum(1 for line in shown.splitlines() if "heartbeat" in line) == 3
     assert not (root / "rerun").exists() and not (root / "concurrent").exists()
 
 
@@ -86,6 +103,13 @@ def _only_incident(replica: object) -> str:
     status, body = replica.api.call("GET", "/v1/incidents?limit=10")  # type: ignore[attr-defined]
     assert status == 200 and len(body["incidents"]) >= 1, body
     return str(body["incidents"][0]["id"])
+
+
+def _cli_status(replica: DaemonProcess) -> str:
+    env = {**replica.env, "ROLLBACKD_URL": replica.url, "ROLLBACKD_API_TOKEN": API_TOKEN}
+    done = subprocess.run([sys.executable, "-m", "rollbackd", "status"], env=env, capture_output=True, text=True,
+                          timeout=30, check=True)
+    return done.stdout
 
 
 def _metrics(replica: object) -> str:

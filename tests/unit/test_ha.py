@@ -158,3 +158,30 @@ def test_status_lines_name_the_leader_and_each_heartbeat() -> None:
     assert "LEADER" in lines[1] and "heartbeat 0.4s ago" in lines[1]
     assert "h2:8085" in lines[2] and "heartbeat 31.0s ago" in lines[2] and "LEADER" not in lines[2]
     assert render({"this_replica": "single", "replicas": []}) == ["replicas:     single node (single), leads"]
+
+
+def test_scheduled_jobs_run_only_while_this_replica_leads() -> None:
+    from rollbackd.scheduler import Schedule, Scheduler
+
+    leading = {"now": False}
+    runs: list[bool] = []
+
+    async def job() -> None:
+        runs.append(leading["now"])
+
+    async def go() -> None:
+        scheduler = Scheduler(gate=lambda: leading["now"])
+        scheduler.add("job", Schedule(interval=1), job)
+        scheduler.start()
+        try:
+            await asyncio.sleep(2.3)  # two firings as a follower: skipped
+            leading["now"] = True
+            for _ in range(40):
+                if runs:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            scheduler.stop()
+
+    asyncio.run(go())
+    assert runs and all(runs)
