@@ -244,3 +244,22 @@ def test_a_leader_cut_from_postgres_steps_down_and_rejoins_as_a_follower(tmp_pat
     assert _events_after(old, cut, ("step_started", "step_finished", "incident_finished")) == []
     down = _events_after(old, cut, ("leader_stepped_down",))
     assert down and ("renew" in str(down[0]["why"]) or "expired" in str(down[0]["why"])), down
+
+
+def test_abort_asked_of_a_follower_stops_the_leaders_running_step(tmp_path: Path, dsn: str) -> None:
+    root = tmp_path / "runs"
+    root.mkdir()
+    with Replicas(replica_configs(tmp_path, 2, services={"rag": command_service(_long_plan(root, 20.0))},
+                                  dsn=dsn)) as rs:
+        leader = rs.wait_leader()
+        (follower,) = rs.followers(leader)
+        status, body = follower.api.call("POST", "/v1/trigger", {"reason": "abort me", "service": "rag"})
+        assert status == 202, body
+        _wait_line(root / "pids", f"{leader.pid} {body['id']} long")
+        asked = time.monotonic()
+        status, answer = follower.api.call("POST", f"/v1/incidents/{body['id']}/abort")
+        assert status in (200, 202), answer
+        final = follower.api.wait_incident(body["id"], ("aborted",), timeout=15)
+        assert time.monotonic() - asked < 15  # not the step's 20 s: the leader stopped it
+    assert [s["state"] for s in final["steps"]] == ["failed"] and final["steps"][0]["error"] == "stopped by abort"
+    assert _done(root, body["id"]) == []
