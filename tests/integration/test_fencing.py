@@ -182,3 +182,53 @@ async def test_a_follower_runs_nothing_it_journals(tmp_path: Path, pg_dsn: str) 
         assert (await core.store.get_incident(inc.id)).state is IncidentState.PENDING  # type: ignore[union-attr]
     finally:
         await core.close()
+
+
+class EventsOnly:
+    """The two journal calls resume_interrupted makes, over a list."""
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events_ = events
+        self.appended: list[Event] = []
+
+    async def events(self, incident_id: str, kinds: tuple[str, ...]) -> list[Event]:
+        return [e for e in self.events_ if e.kind in kinds]
+
+    async def append_event(self, event: Event, *, bounded: bool = True) -> int:
+        self.appended.append(event)
+        return len(self.appended)
+
+
+@pytest.mark.parametrize("host", ["elsewhere", None])
+async def test_leftover_groups_are_killed_only_on_the_host_that_started_them(host: str | None) -> None:
+    """A takeover on another host must not kill a local process that happens to have the pgid the old
+    leader journaled there; a group journaled here (or before hosts were journaled) is killed."""
+    import contextlib
+    import os
+
+    from rollbackd import procs
+    from rollbackd.ha import HOST
+    from rollbackd.incidents import leftovers
+    from rollbackd.plan import build_plan
+    from rollbackd.records import StepRecord
+
+    inc = incident()
+    marker = leftovers.marker(inc.id, 0)
+    child = await asyncio.create_subprocess_exec("sleep", "30", start_new_session=True,
+                                                 env={**os.environ, procs.MARKER_ENV: marker})
+    try:
+        data: dict[str, Any] = {"index": 0, "step": "s1", "attempt": 1, "pgid": child.pid, "program": "sleep"}
+        if host is not None:
+            data["host"] = host
+        journal = EventsOnly([Event(kind=leftovers.PROCESS, service="rag", incident_id=inc.id, data=data)])
+        step = build_plan(inc.plan, "plan")[0][0]
+        record = StepRecord(inc.id, 0, "s1", "command", StepState.STARTED, 1, time.time(), None, {}, None)
+        await leftovers.resume_interrupted(journal, inc, step, 0, record, 1.0)  # type: ignore[arg-type]
+        killed = journal.appended[0].data["killed"]
+        if host is None:
+            assert killed == [child.pid] and child.wait(5) != 0
+        else:
+            assert killed == [] and child.poll() is None and host != HOST
+    finally:
+        child.kill()
+        child.wait(5)
