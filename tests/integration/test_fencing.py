@@ -226,9 +226,10 @@ async def test_leftover_groups_are_killed_only_on_the_host_that_started_them(hos
         await leftovers.resume_interrupted(journal, inc, step, 0, record, 1.0)  # type: ignore[arg-type]
         killed = journal.appended[0].data["killed"]
         if host is None:
-            assert killed == [child.pid] and child.wait(5) != 0
+            assert killed == [child.pid] and await asyncio.wait_for(child.wait(), 5) != 0
         else:
-            assert killed == [] and child.poll() is None and host != HOST
+            assert killed == [] and child.returncode is None and host != HOST
     finally:
-        child.kill()
-        child.wait(5)
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        await child.wait()
