@@ -142,8 +142,8 @@ async def test_a_runner_with_a_stale_token_stops_at_its_first_write_and_steps_do
         assert await core.store.create_incident(inc)
         said: list[str] = []
 
-        async def fenced(detail: str) -> None:
-            said.append(detail)
+        async def fenced(detail: str, token: int | None) -> None:
+            said.append(f"{token}: {detail}")
 
         core.runner.leadership = Stale()
         core.runner.on_fenced = fenced
@@ -156,7 +156,7 @@ async def test_a_runner_with_a_stale_token_stops_at_its_first_write_and_steps_do
             await asyncio.sleep(0.02)
     finally:
         await core.close()
-    assert said and "stale" in said[0]
+    assert said and said[0].startswith("1: ") and "stale" in said[0]
     assert not ran.exists()  # the step never started: its start was not journaled
     rows = await journal(pg_dsn)
     assert rows["rb_steps"] == []

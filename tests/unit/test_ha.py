@@ -127,7 +127,9 @@ def test_steps_down_when_the_lease_cannot_be_renewed_in_time_or_a_write_was_fenc
         assert not r.leading
         script.answer = Grant(token=2, since=9.0, previous="a")
         await r.tick()
-        await r.fenced("fenced: stale")
+        await r.fenced("fenced: an earlier term", 1)  # a task of the term before: ignored
+        assert r.leading
+        await r.fenced("fenced: stale", 2)
         clock.now += 60  # woken after SIGSTOP: steps down before it even asks
         script.answer = Grant(token=3, since=9.0, previous="a")
         await r.tick()

@@ -98,10 +98,10 @@ class Replica:
                                              "previous": grant.previous})
         await self.on_lead(grant)
 
-    async def fenced(self, detail: str) -> None:
-        """A write was refused with a stale token: stop leading now."""
+    async def fenced(self, detail: str, token: int | None) -> None:
+        """A write under ``token`` was refused: stop leading now, unless that was an earlier term's."""
         async with self._lock:
-            if self.leading:
+            if self.leading and token == self.token:
                 await self._step_down(detail)
 
     async def _step_down(self, why: str) -> None:

@@ -63,7 +63,7 @@ class Runner:
         self._stopping = False
         # Only the leader runs incidents (rollbackd.ha); a follower leaves what its intake opened to it.
         self.leadership: Leadership = leadership or SingleNode()
-        self.on_fenced: Callable[[str], Coroutine[Any, Any, None]] | None = None
+        self.on_fenced: Callable[[str, int | None], Coroutine[Any, Any, None]] | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     # ---- scheduling ---------------------------------------------------------------------------
@@ -139,7 +139,7 @@ class Runner:
         the replica steps down (stopping the other incidents too) in a task of its own."""
         log.error("incident_fenced", extra={"error": str(exc)})
         if self.on_fenced is not None:
-            task = asyncio.create_task(self.on_fenced(str(exc)))
+            task = asyncio.create_task(self.on_fenced(str(exc), fence.current.get()))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         return IncidentState.RUNNING
