@@ -105,6 +105,11 @@ def _only_incident(replica: object) -> str:
     return str(body["incidents"][0]["id"])
 
 
+def _replica_pids(replica: DaemonProcess) -> dict[str, int]:
+    _, state = replica.api.call("GET", "/v1/status")
+    return {r["id"]: r["pid"] for r in state["ha"]["replicas"]}
+
+
 def _cli_status(replica: DaemonProcess) -> str:
     env = {**replica.env, "ROLLBACKD_URL": replica.url, "ROLLBACKD_API_TOKEN": API_TOKEN}
     done = subprocess.run([sys.executable, "-m", "rollbackd", "status"], env=env, capture_output=True, text=True,
@@ -128,6 +133,11 @@ def test_kill9_of_the_leader_mid_rollback_30_cycles(tmp_path: Path, dsn: str) ->
                                   incidents={"kill_grace": "1s"})) as rs:
         cycles = run_cycles(rs, 30, seed)
         _, body = rs.wait_leader().api.call("GET", "/v1/incidents?limit=1000")
+        running = {str(r.readyz()["replica"]): r.pid for r in rs.all}  # type: ignore[index]
+        deadline = time.monotonic() + 5
+        while _replica_pids(rs.all[0]) != running and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _replica_pids(rs.all[0]) == running  # status shows each restarted replica's new process
     incidents = {i["id"]: i for i in body["incidents"]}
     opened = [c.incident_id for c in cycles if c.incident_id]
     assert len(opened) == 30 and set(incidents) == set(opened), (seed, cycles)  # 0 incidents lost

@@ -36,7 +36,9 @@ _RELEASE = "UPDATE rb_leader SET expires_at = 0 WHERE name = $1 AND holder = $2 
 _HEARTBEAT = f"""
 INSERT INTO rb_replicas (id, host, pid, listen, started_at, heartbeat_at, leader_since)
 VALUES ($1, $2, $3, $4, {_NOW}, {_NOW}, $5)
-ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, leader_since = excluded.leader_since"""
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, leader_since = excluded.leader_since,
+    started_at = CASE WHEN rb_replicas.pid = excluded.pid THEN rb_replicas.started_at ELSE excluded.started_at END,
+    pid = excluded.pid, host = excluded.host, listen = excluded.listen"""
 
 
 @dataclass(frozen=True)
