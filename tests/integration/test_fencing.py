@@ -233,3 +233,30 @@ async def test_leftover_groups_are_killed_only_on_the_host_that_started_them(hos
         with contextlib.suppress(ProcessLookupError):
             child.kill()
         await child.wait()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_journal_from_before_replicas_gains_the_lease_tables_on_open(
+        tmp_path: Path, pg_dsn: str, kind: str) -> None:
+    from rollbackd.state.sqlite import SqliteStateStore
+
+    def make() -> Any:
+        if kind == "postgres":
+            return PostgresStateStore(PostgresStateStore.Options(dsn=pg_dsn))
+        return SqliteStateStore(SqliteStateStore.Options(path=str(tmp_path / "state.db")))
+
+    old = make()
+    await old.open()
+    inc = incident()
+    assert await old.create_incident(inc)
+    await old._execute("DROP TABLE rb_leader")  # as the journal was before this version
+    await old._execute("DROP TABLE rb_replicas")
+    await old.close()
+    store = make()
+    await store.open()
+    try:
+        view = await store.replicas()
+        assert view["leader"] is None and view["replicas"] == [] and view["now"] > 0
+        assert (await store.get_incident(inc.id)) is not None
+    finally:
+        await store.close()
