@@ -187,3 +187,30 @@ def test_scheduled_jobs_run_only_while_this_replica_leads() -> None:
 
     asyncio.run(go())
     assert runs and all(runs)
+
+
+def test_a_renewal_hanging_on_a_dead_link_does_not_keep_a_stale_leader_leading() -> None:
+    clock, said = Clock(), []  # type: ignore[var-annotated]
+    script = Script(clock)
+    r = replica(script, clock, said)
+    hang = asyncio.Event()
+
+    async def hanging(me: Identity, lease: float, token: int | None) -> Grant | None:
+        await hang.wait()
+        return Grant(token=1, since=1.0, previous=None)  # the late answer of the renewal
+
+    async def go() -> None:
+        script.answer = Grant(token=1, since=1.0, previous=None)
+        await r.tick()
+        script.acquire = hanging  # type: ignore[method-assign]
+        renewal = asyncio.create_task(r.tick())
+        await asyncio.sleep(0)
+        clock.now += 2.5  # past two thirds of the 3 s lease, the renewal still unanswered
+        await asyncio.wait_for(r.expire(), 1)  # the watch is not blocked by the hanging renewal
+        assert not r.leading
+        hang.set()
+        await renewal  # its late answer belongs to the term that ended: not applied
+        assert not r.leading
+
+    asyncio.run(go())
+    assert said == ["lead 1 after None", "follow: lease expired before it could be renewed"]

@@ -58,13 +58,8 @@ class Node:
             self.gauge.set(1)
             return await self.core.runner.resume_open()
         await self.replica.tick()
-        self._tasks = [asyncio.create_task(self._renew()), asyncio.create_task(self._poll())]
+        self._tasks = [asyncio.create_task(self.replica.run()), asyncio.create_task(self._poll())]
         return self.resumed
-
-    async def _renew(self) -> None:
-        assert self.replica is not None
-        await asyncio.sleep(self.replica.lease / 3)
-        await self.replica.run()
 
     async def _poll(self) -> None:
         while True:

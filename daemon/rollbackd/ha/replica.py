@@ -58,24 +58,42 @@ class Replica:
         return self.me.id
 
     async def run(self) -> None:
+        """Renew every third of the lease (the first decision is the caller's ``tick``), and watch the
+        local bound in between: a renewal hanging on a dead link must not keep a stale leader running."""
+        await asyncio.gather(self._renewing(), self._watching())
+
+    async def _renewing(self) -> None:
         while True:
+            await asyncio.sleep(self.lease / 3)
             try:
                 await self.tick()
             except Exception:  # the loop must outlive any surprise: the next tick decides again
                 log.exception("lease_tick_failed")
-            await asyncio.sleep(self.lease / 3)
+
+    async def _watching(self) -> None:
+        while True:
+            await asyncio.sleep(min(0.2, self.lease / 10))
+            await self.expire()
+
+    async def expire(self) -> None:
+        """Step down once the lease may have run out without a renewal (e.g. woken up after SIGSTOP)."""
+        async with self._lock:
+            if self.leading and self.clock() > self._valid_until:
+                await self._step_down("lease expired before it could be renewed")
 
     async def tick(self) -> None:
-        async with self._lock:
-            if self.leading and self.clock() > self._valid_until:  # e.g. woken up after SIGSTOP
-                await self._step_down("lease expired before it could be renewed")
-            sent = self.clock()
-            try:
-                grant = await asyncio.wait_for(self.backend.acquire(self.me, self.lease, self.token), self.lease / 3)
-            except (StateError, TimeoutError) as exc:
-                log.warning("lease_unreachable", extra={"error": str(exc), "leading": self.leading})
+        await self.expire()
+        token, sent = self.token, self.clock()
+        try:
+            grant = await asyncio.wait_for(self.backend.acquire(self.me, self.lease, token), self.lease / 3)
+        except (StateError, TimeoutError) as exc:
+            log.warning("lease_unreachable", extra={"error": str(exc), "leading": self.leading})
+            async with self._lock:
                 if self.leading and self.clock() > self._valid_until:
                     await self._step_down(f"cannot renew the lease: {exc}")
+            return
+        async with self._lock:
+            if self.token != token:  # stepped down while asking (watch, fence): the next tick decides
                 return
             await self._apply(grant, sent)
         try:
