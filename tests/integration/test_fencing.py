@@ -127,7 +127,7 @@ class Stale:
 
 
 async def test_a_runner_with_a_stale_token_stops_at_its_first_write_and_steps_down(
-        tmp_path: Path, pg_dsn: str, lease: PostgresLease) -> None:
+        tmp_path: Path, pg_dsn: str, lease: PostgresLease, caplog: pytest.LogCaptureFixture) -> None:
     ran = tmp_path / "ran"
     cfg = write_config(tmp_path, services={"rag": command_service(
         [{"type": "command", "name": "s1", "argv": ["/bin/sh", "-c", f"touch {ran}"]}])},
@@ -157,6 +157,8 @@ async def test_a_runner_with_a_stale_token_stops_at_its_first_write_and_steps_do
     finally:
         await core.close()
     assert said and said[0].startswith("1: ") and "stale" in said[0]
+    events = [r.msg for r in caplog.records]
+    assert "incident_fenced" in events and "incident_crashed" not in events
     assert not ran.exists()  # the step never started: its start was not journaled
     rows = await journal(pg_dsn)
     assert rows["rb_steps"] == []

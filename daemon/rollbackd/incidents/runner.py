@@ -77,7 +77,7 @@ class Runner:
         if task is None or task.done():
             ctx = contextvars.copy_context()
             ctx.run(fence.current.set, self.leadership.token)
-            task = asyncio.create_task(self.run(incident_id), name=f"incident-{incident_id}", context=ctx)
+            task = asyncio.create_task(self._fenced_run(incident_id), name=f"incident-{incident_id}", context=ctx)
             self._tasks[incident_id] = task
             task.add_done_callback(lambda t: self._tasks.pop(incident_id, None) if self._tasks.get(
                 incident_id) is t else None)
@@ -134,10 +134,16 @@ class Runner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    def _fenced(self, exc: FencedError) -> IncidentState:
+    async def _fenced_run(self, incident_id: str) -> IncidentState:
+        try:
+            return await self.run(incident_id)
+        except FencedError as exc:  # from any write, ending writes (failed, given up) included
+            return self._fenced(incident_id, exc)
+
+    def _fenced(self, incident_id: str, exc: FencedError) -> IncidentState:
         """A write of this incident was refused: another replica leads. Nothing more is written here;
         the replica steps down (stopping the other incidents too) in a task of its own."""
-        log.error("incident_fenced", extra={"error": str(exc)})
+        log.error("incident_fenced", extra={"incident_id": incident_id, "error": str(exc)})
         if self.on_fenced is not None:
             task = asyncio.create_task(self.on_fenced(str(exc), fence.current.get()))
             self._background.add(task)
@@ -161,8 +167,8 @@ class Runner:
                 raise
             except StoreUnavailable as exc:
                 return await self._give_up(incident, exc)
-            except FencedError as exc:
-                return self._fenced(exc)
+            except FencedError:
+                raise  # not a crash: another replica leads (``_fenced_run``)
             except Exception as exc:  # the runner itself failed: end the incident, never leave it hanging
                 log.exception("incident_crashed")
                 return await self.finish(incident, IncidentState.FAILED, f"rollbackd error: {exc}")
