@@ -191,6 +191,18 @@ class WebhookConfig(Strict):
     body_cache_bytes: Annotated[int, Field(ge=0)] = 64 * 1_048_576
 
 
+class HaConfig(Strict):
+    """Replicas on one Postgres journal (README "Running replicas"). With the postgres state store
+    a leader is always elected (one replica is a replica set of one); SQLite is single node."""
+
+    # How long a leader's lease lasts without renewal (renewed every third): a dead leader's
+    # incidents are taken over within about this long.
+    lease: Annotated[Duration, Field(gt=0, le=300)] = 10.0
+    replica_id: str | None = None  # default: host:port of `listen` (unique per replica, stable over restarts)
+    replicas: Annotated[int, Field(ge=1, le=9)] = 1  # how many you run: more than one needs postgres
+    poll: Annotated[Duration, Field(gt=0, le=60)] = 1.0  # the leader looks for incidents opened by followers
+
+
 class LogConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -208,6 +220,7 @@ class Settings(Strict):
     notify_backoff_max: Duration = 300.0  # longest wait of one notifier after a failure or a Retry-After
     notify_coalesce_window: Duration = 3600.0  # one message per service and suppression reason per window
     incidents: IncidentsConfig = IncidentsConfig()
+    ha: HaConfig = HaConfig()
     log: LogConfig = LogConfig()
     journal_retention: JournalRetention = JournalRetention()
     webhook: WebhookConfig = WebhookConfig()

@@ -36,6 +36,7 @@ class Reason(StrEnum):
     DRY_RUN = "dry_run"
     CANCELLED_BY_RESOLVE = "cancelled_by_resolve"
     DRILL_RUNNING = "drill_running"
+    NOT_LEADER = "not_leader"
 
     @property
     def sentence(self) -> str:
@@ -65,6 +66,7 @@ _SENTENCES: dict[Reason, str] = {
     Reason.DRY_RUN: "dry-run mode: the plan is shown, nothing is changed",
     Reason.CANCELLED_BY_RESOLVE: "the alert resolved before the rollback started",
     Reason.DRILL_RUNNING: "a drill of this service is running",
+    Reason.NOT_LEADER: "this replica follows: drills run on the leader (`rollbackd status` names it)",
 }
 
 GUARDRAILS: frozenset[Reason] = frozenset(

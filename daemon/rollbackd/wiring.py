@@ -56,6 +56,9 @@ def validate_backends(settings: Settings) -> list[str]:
         if svc.policy.confirm == "required" and settings.prometheus is None:
             problems.append(f"services.{name}.policy.confirm: `required` needs `prometheus.url` "
                             "(or set confirm: best_effort | off)")
+    if settings.ha.replicas > 1 and settings.state.type != "postgres":
+        problems.append(f"ha.replicas: {settings.ha.replicas} replicas need the postgres state store "
+                        f"(state.type: postgres); {settings.state.type} is single node")
     for plugin in plugins.having("validate"):
         problems.extend(plugin.validate(settings))
     return problems

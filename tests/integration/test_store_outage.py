@@ -157,12 +157,12 @@ def test_a_restart_during_the_outage_does_not_run_the_finished_step_again(tmp_pa
                 status, body = daemon.api.call("POST", "/v1/trigger", {"reason": "test", "service": "rag"})
                 assert status == 202, body
                 wait_sync(lambda: log.exists())
-                proxy.call("blackhole")
+                proxy.blackhole()
                 gate.touch()
                 wait_sync(lambda: "slow-end" in log.read_text())
                 time.sleep(1.5)  # the runner is now retrying `done` against a dead store
                 daemon.kill9()
-                proxy.call("restore")
+                proxy.restore()
                 daemon.start()
                 final = daemon.api.wait_incident(body["id"], ("resolved", "failed"))
             finally:

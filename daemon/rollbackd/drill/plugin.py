@@ -139,6 +139,8 @@ async def post_drill(request: web.Request) -> web.StreamResponse:
     from rollbackd.reasons import Reason
 
     core = request.app[CORE]
+    if not core.runner.leadership.leading:
+        return problem(409, Reason.NOT_LEADER.sentence, reason=Reason.NOT_LEADER.value)
     body = await body_of(request, DrillBody)
     drill = _drill_for(core, body.service)
     incident = await drill.active_incident()
