@@ -175,7 +175,7 @@ class IncidentsConfig(Strict):
     # long the incident is given up: paged at once, ended `failed` (and held) as soon as the store answers.
     store_outage_limit: Duration = 300.0
     # Stopping a step's process group: SIGTERM, then SIGKILL after this grace.
-    kill_grace: Duration = 5.0
+    kill_grace: Duration = 3.0  # with postgres: shorter than a third of ha.lease (checked)
 
 
 class JournalRetention(Strict):

@@ -59,6 +59,11 @@ def validate_backends(settings: Settings) -> list[str]:
     if settings.ha.replicas > 1 and settings.state.type != "postgres":
         problems.append(f"ha.replicas: {settings.ha.replicas} replicas need the postgres state store "
                         f"(state.type: postgres); {settings.state.type} is single node")
+    if settings.state.type == "postgres" and settings.incidents.kill_grace >= settings.ha.lease / 3:
+        # A leader that steps down has a third of its lease before another replica takes over: its steps'
+        # process groups must be dead by then, or a step could run on two hosts at once.
+        problems.append(f"incidents.kill_grace: {settings.incidents.kill_grace:g}s must be shorter than a third "
+                        f"of ha.lease ({settings.ha.lease:g}s), or a step could outlive its replica's lease")
     for plugin in plugins.having("validate"):
         problems.extend(plugin.validate(settings))
     return problems

@@ -130,7 +130,7 @@ def test_kill9_of_the_leader_mid_rollback_30_cycles(tmp_path: Path, dsn: str) ->
     root.mkdir()
     svc = command_service(failover_plan(root), cooldown="0s", budget={"max": 1000, "window": "1h"})
     with Replicas(replica_configs(tmp_path, 3, services={"rag": svc}, dsn=dsn,
-                                  incidents={"kill_grace": "1s"})) as rs:
+                                  incidents={"kill_grace": "0.5s"})) as rs:
         cycles = run_cycles(rs, 30, seed)
         _, body = rs.wait_leader().api.call("GET", "/v1/incidents?limit=1000")
         running = {str(r.readyz()["replica"]): r.pid for r in rs.all}  # type: ignore[index]

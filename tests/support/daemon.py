@@ -13,6 +13,7 @@ killed with SIGKILL and restarted (``DaemonProcess``). Both serve real HTTP on 1
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -51,6 +52,11 @@ def config_dict(tmp_path: Path, *, services: Mapping[str, Any], **top: Any) -> d
         "services": dict(services),
     }
     cfg.update(top)
+    state = cfg["state"]
+    dsn = state.get("dsn") if isinstance(state, dict) else None
+    if isinstance(dsn, str) and not dsn.startswith("${"):  # a DSN is a secret: never a literal in the file
+        name = "ROLLBACKD_TEST_STATE_DSN_" + hashlib.sha256(dsn.encode()).hexdigest()[:8].upper()
+        cfg["state"] = {**state, "dsn": secret_ref(name, dsn)}
     return cfg
 
 
@@ -210,6 +216,7 @@ def replica_configs(tmp_path: Path, count: int, *, services: Mapping[str, Any], 
                     **top: Any) -> list[Path]:
     """``count`` configs of replicas on one Postgres journal (own port, own directory and log each)."""
     ha = {"lease": lease, "replicas": count, "poll": "0.3s", **top.pop("ha", {})}
+    top.setdefault("incidents", {"kill_grace": "0.5s"})  # shorter than a third of the (short) test lease
     return [write_config(tmp_path / f"replica{i}", services=services, state={"type": "postgres", "dsn": dsn},
                          ha=ha, **top) for i in range(count)]
 

@@ -31,10 +31,22 @@ def test_replicas_need_postgres() -> None:
 def test_the_dsn_comes_from_a_credential_file_and_the_lease_is_a_duration(tmp_path: Path) -> None:
     secret = tmp_path / "pg-dsn"
     secret.write_text("postgresql://rollbackd:s3cret@db1,db2/rollbackd?target_session_attrs=read-write\n")
-    cfg = {**base(), "state": {"type": "postgres", "dsn_file": str(secret)}, "ha": {"replicas": 3, "lease": "6s"}}
+    cfg = {**base(), "state": {"type": "postgres", "dsn_file": str(secret)}, "ha": {"replicas": 3, "lease": "12s"}}
     settings = parse(yaml.safe_dump(cfg), ENV)
     assert settings.state.options()["dsn"].startswith("postgresql://rollbackd:s3cret@")
-    assert settings.ha.lease == 6.0 and settings.ha.replicas == 3
+    assert settings.ha.lease == 12.0 and settings.ha.replicas == 3
+
+
+def test_a_kill_grace_that_outlives_the_takeover_margin_is_refused() -> None:
+    """A leader stepping down has a third of its lease before another takes over: its steps' groups must be
+    dead by then, or one step could run on two hosts at once."""
+    cfg = {**base(), "state": {"type": "postgres", "dsn": "${PG}"}, "ha": {"replicas": 2, "lease": "6s"}}
+    with pytest.raises(ConfigError) as exc:
+        parse(yaml.safe_dump(cfg), {**ENV, "PG": "postgresql://postgres@127.0.0.1/x"})
+    assert exc.value.problems == ["incidents.kill_grace: 3s must be shorter than a third of ha.lease (6s), "
+                                  "or a step could outlive its replica's lease"]
+    ok = {**cfg, "incidents": {"kill_grace": "1s"}}
+    assert parse(yaml.safe_dump(ok), {**ENV, "PG": "postgresql://postgres@127.0.0.1/x"}).incidents.kill_grace == 1.0
 
 
 def test_default_identity_is_host_and_port() -> None:

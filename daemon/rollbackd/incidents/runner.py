@@ -46,7 +46,7 @@ P, R = IncidentState.PENDING, IncidentState.RUNNING
 class Runner:
     def __init__(self, *, store: StateStore, services: Mapping[str, ServiceRuntime], notify: NotifyQueue,
                  metrics: Metrics, confirm: Confirm | None = None, clock: Callable[[], float] = time.time,
-                 store_outage_limit: float = 300.0, kill_grace: float = 5.0,
+                 store_outage_limit: float = 300.0, kill_grace: float = 3.0,
                  leadership: Leadership | None = None) -> None:
         self.store = store
         self.journal = Journal(store, limit=store_outage_limit, clock=clock)
