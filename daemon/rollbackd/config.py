@@ -152,6 +152,7 @@ class ServiceConfig(Strict):
     traffic: dict[str, Any] | None = None
     verify: dict[str, Any] | None = None
     drill: dict[str, Any] | None = None
+    rollout: dict[str, Any] | None = None  # absent: the 1/10/50/100 canary plan (rollbackd.rollout.config)
 
 
 class PrometheusConfig(Strict):

@@ -25,6 +25,7 @@ PLUGINS: Final = (
     "rollbackd.deploy.plugin",
     "rollbackd.verify.plugin",
     "rollbackd.drill.plugin",
+    "rollbackd.rollout.plugin",
 )
 
 

@@ -133,3 +133,12 @@ class Verdict(StrEnum):
     FAIL = "fail"
     ERROR = "error"
     INCONCLUSIVE = "inconclusive"
+
+
+class RolloutDecision(StrEnum):
+    """What one evaluation of a rollout phase decided (rollbackd.rollout.decide)."""
+
+    WAIT = "wait"  # hard gates pass (or lack evidence) but the phase's window is not over
+    PROMOTE = "promote"  # every hard gate passed for the window (or a human promoted): next phase
+    HOLD = "hold"  # a soft gate fails, or a human holds: stay at this weight and warn
+    ROLLBACK = "rollback"  # a hard gate fails: weight 0 now, then the service's rollback plan
