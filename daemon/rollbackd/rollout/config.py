@@ -8,6 +8,7 @@ green release's measured baseline times the ratio."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -81,11 +82,11 @@ class RolloutConfig(_Strict):
     @model_validator(mode="after")
     def _phases_climb_to_100(self) -> RolloutConfig:
         weights = [p.weight for p in self.phases]
-        if any(b <= a for a, b in zip(weights, weights[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(weights)):
             raise ValueError(f"phase weights must increase: {weights}")
         if weights[-1] != 100:
             raise ValueError(f"the last phase must be 100 %: {weights}")
-        for where, gates in [("hard", self.hard), ("soft", self.soft)] + _phase_gates(self.phases):
+        for where, gates in [("hard", self.hard), ("soft", self.soft), *_phase_gates(self.phases)]:
             names = [g.name for g in gates]
             if len(set(names)) != len(names):
                 raise ValueError(f"{where}: gate names must be unique: {names}")
