@@ -94,7 +94,7 @@ class Decision:
 class Trigger:
     """What opened an incident: an alert, or a human through the API."""
 
-    kind: Literal["alert", "manual", "drill"]
+    kind: Literal["alert", "manual", "drill", "rollout"]
     reason: str
     requested_by: str
     alertname: str | None = None

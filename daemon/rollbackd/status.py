@@ -33,6 +33,8 @@ def incident_json(inc: Incident, steps: list[StepRecord] | None = None) -> dict[
         "finished_at": iso(inc.finished_at), "abort_requested": inc.abort_requested, "error": inc.error,
         "target": inc.context.get("target"), "plan": inc.plan,
     }
+    if inc.trigger.kind == "rollout":  # phases, gate readings, decisions (rollbackd.rollout.table)
+        out["rollout"] = inc.context.get("rollout")
     if steps is not None:
         total = sum(len(e["parallel"]) if "parallel" in e else 1 for e in inc.plan)
         out["steps"] = [step_json(s) for s in steps]

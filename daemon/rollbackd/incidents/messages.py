@@ -38,6 +38,9 @@ def _alert_fields(incident: Incident) -> list[tuple[str, str]]:
 
 def opened(incident: Incident) -> Message:
     verb = "Dry run of a rollback" if incident.dry_run else "Rolling back"
+    rollout = incident.trigger.kind == "rollout"  # a progressive rollout (rollbackd.rollout): same thread
+    if rollout:
+        verb = "Rolling out"
     steps = ", ".join(
         s.get("name") or s.get("type", "?") if "parallel" not in s
         else "(" + " ∥ ".join(p.get("name") or p["type"] for p in s["parallel"]) + ")"
@@ -48,7 +51,7 @@ def opened(incident: Incident) -> Message:
         title=f"{verb} {incident.service}: {incident.trigger.alertname or incident.trigger.reason}",
         service=incident.service,
         incident_id=incident.id,
-        text=f"Decision: rollback ({incident.trigger.reason}). Plan: {steps}",
+        text=f"Decision: {'rollout' if rollout else 'rollback'} ({incident.trigger.reason}). Plan: {steps}",
         fields=tuple(_alert_fields(incident)),
         severity="warning",
     )

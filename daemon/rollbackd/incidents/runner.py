@@ -183,7 +183,8 @@ class Runner:
                 return current.state if current else IncidentState.CANCELLED
             incident = started
         runtime = self.services[incident.service]
-        stages = build_plan(incident.plan, f"incident {incident.id} plan", secrets_from=runtime.config.plan)
+        stages = build_plan(incident.plan, f"incident {incident.id} plan",
+                            secrets_from=_configured_plan(runtime, incident))
         journal = {r.index: r for r in await self.journal.steps(incident.id)}
         outputs: dict[str, JSON] = {r.name: r.output for r in journal.values() if r.state is StepState.DONE}
         index = 0
@@ -317,3 +318,11 @@ class Runner:
         await self.pager.page(incident.service, body)
         return await self.finish(incident, IncidentState.FAILED, f"rollbackd error: {exc}")
 
+
+def _configured_plan(runtime: ServiceRuntime, incident: Incident) -> list[Any]:
+    """Where the plan's credentials come from: the service's plan, or a rollout's (rollbackd.rollout)."""
+    if incident.trigger.kind == "rollout":
+        from rollbackd.rollout.plan import entries
+
+        return list(entries(runtime))
+    return list(runtime.config.plan)

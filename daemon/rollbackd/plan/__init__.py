@@ -31,6 +31,11 @@ STEP_TYPES: Final[Mapping[str, str]] = {
     "traffic.cut": "rollbackd.traffic.steps:CutTraffic",
     "traffic.restore": "rollbackd.traffic.steps:RestoreTraffic",
     "verify": "rollbackd.verify.step:Verify",
+    "rollout.canary": "rollbackd.rollout.steps:DeployCanary",
+    "rollout.phase": "rollbackd.rollout.steps:Phase",
+    "rollout.complete": "rollbackd.rollout.steps:Complete",
+    "rollout.remove_canary": "rollbackd.rollout.steps:RemoveCanary",
+    "rollout.rollback": "rollbackd.rollout.steps:Guarded",
 }
 
 

@@ -58,10 +58,16 @@ class Phase(_Strict):
 
 
 class Canary(_Strict):
-    """Where the new release runs beside the live one (docker deployer: ``<name><suffix>``)."""
+    """Where the new release runs beside the live one. ``deploy_argv`` and ``remove_argv`` are argv
+    templates (``{version}``, ``{image}``, ``{digest}``, ``{incident}``, ``{port}``, ``{name}``; no shell);
+    ``health_url`` is polled after the deploy. Without them the canary step only records the release."""
 
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     suffix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "__canary"
+    deploy_argv: Annotated[list[str], Field(min_length=1)] | None = None
+    remove_argv: Annotated[list[str], Field(min_length=1)] | None = None
+    health_url: str | None = None
+    timeout: Annotated[Duration, Field(gt=0)] = 600.0
 
 
 _ERRORS = ('sum(rate(rag_http_requests_total{service=$service,version=$version,code=~"5.."}[$window]))'

@@ -1,10 +1,20 @@
-"""The rollout capability's hooks into the core (rollbackd.plugins): its config section."""
+"""The rollout capability's hooks into the core (rollbackd.plugins): its config section, the kit each
+service's rollout steps use (``runtime.resources["rollout"]``), and the ``/v1/rollouts`` routes."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from rollbackd.config import Settings
 from rollbackd.errors import ConfigError
 from rollbackd.rollout import config
+from rollbackd.rollout.kit import CanaryRunner, Kit
+
+if TYPE_CHECKING:
+    from aiohttp import web
+    from pydantic import BaseModel
+
+    from rollbackd.wiring import Core
 
 
 def validate(settings: Settings) -> list[str]:
@@ -15,3 +25,23 @@ def validate(settings: Settings) -> list[str]:
         except ConfigError as exc:
             problems += exc.problems
     return problems
+
+
+def build(core: Core) -> None:
+    for runtime in core.services.values():
+        cfg = config.parse(runtime.config.rollout, f"services.{runtime.name}.rollout")
+        runtime.resources["rollout"] = Kit(config=cfg, prometheus=core.prometheus, events=core.store,
+                                           canary=CanaryRunner(cfg.canary), notify=core.notify.reply,
+                                           clock=core.runner.clock)
+
+
+def routes(app: web.Application) -> None:
+    from rollbackd.rollout import api
+
+    api.add_routes(app)
+
+
+def openapi() -> tuple[dict[str, Any], list[type[BaseModel]]]:
+    from rollbackd.rollout import api
+
+    return api.openapi()

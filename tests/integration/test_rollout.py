@@ -1,0 +1,171 @@
+"""A progressive rollout against real Prometheus (gates read from a scraped exporter), command
+backends for the canary, the live deployment and the traffic switch: a clean release reaches 100 %
+and is marked green; errors at 10 % roll it back (weight 0, then the service's rollback plan); a soft
+gate holds and then clears; a human's hold and promote are journaled with who; abort is weight 0."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import rollout as ro
+from tests.support.daemon import Api, running_daemon, write_config
+from tests.support.prometheus import MetricsExporter, PrometheusServer, ScrapeTarget
+
+DIGEST1 = "sha256:" + "1" * 64
+DIGEST2 = "sha256:" + "2" * 64
+
+
+@pytest.fixture
+def exporter() -> Any:
+    with MetricsExporter() as exp:
+        yield exp
+
+
+@pytest.fixture
+def prom(exporter: MetricsExporter) -> Any:
+    with PrometheusServer(targets=[ScrapeTarget("rag", exporter.address, labels={"service": "rag"})]) as server:
+        yield server
+
+
+async def call(api: Api, *args: Any) -> tuple[int, Any]:
+    return await asyncio.to_thread(api.call, *args)
+
+
+async def green_v1(api: Api) -> None:
+    status, body = await call(api, "POST", "/v1/releases", {"version": "v1", "digest": DIGEST1})
+    assert status == 201, body
+    status, body = await call(api, "POST", "/v1/releases/v1/green", {"reason": "it ran a week"})
+    assert status == 200 and body["baseline_p95_s"] == 0.5, body
+
+
+async def start(api: Api) -> dict[str, Any]:
+    status, body = await call(api, "POST", "/v1/rollouts", {"version": "v2", "digest": DIGEST2})
+    assert status == 202, body
+    return dict(body)
+
+
+async def wait_end(api: Api, rollout_id: str, timeout: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = await call(api, "GET", f"/v1/incidents/{rollout_id}")
+        if status == 200 and body["state"] not in ("pending", "running"):
+            return dict(body)
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"rollout {rollout_id} did not end: {body}")
+
+
+async def wait_phase(api: Api, rollout_id: str, phase: int, decision: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = (await call(api, "GET", f"/v1/rollouts/current?id={rollout_id}"))[1]
+        last = ((body.get("rollout") or {}).get("phases") or {}).get(str(phase), {}).get("last") or {}
+        if last.get("decision") == decision:
+            return dict(body)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"phase {phase} never decided {decision}: {body}")
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path, prom: PrometheusServer, exporter: MetricsExporter) -> AsyncIterator[Any]:
+    w = ro.world(tmp_path / "world")
+    cfg = write_config(tmp_path, services={"rag": ro.service(w)}, prometheus={"url": prom.url})
+    async with running_daemon(cfg) as d:
+        d.world = w
+        d.api = Api(d.url)
+        ro.feed(exporter, w, errors=lambda w: 0.0, p95=lambda w: 0.5)
+        prom.wait_for('rag_live_p95{service="rag"}')
+        await green_v1(d.api)
+        yield d
+
+
+async def test_a_clean_release_reaches_100_and_is_marked_green(daemon: Any, exporter: MetricsExporter,
+                                                                prom: PrometheusServer) -> None:
+    w, api = daemon.world, daemon.api
+    ro.feed(exporter, w, errors=lambda w: 0.0, p95=lambda w: 0.5, live_p95=0.45)
+    prom.wait_for('rag_canary_errors{service="rag"}')
+    rollout = await start(api)
+    weights_seen: set[int] = set()
+    while (state := (await call(api, "GET", f"/v1/incidents/{rollout['id']}"))[1]["state"]) == "running":
+        weights_seen.add(w.weight())
+        await asyncio.sleep(0.1)
+    body = (await call(api, "GET", f"/v1/rollouts/current?id={rollout['id']}"))[1]
+    assert state == "resolved" and body["rollout"]["outcome"] == "promoted", body
+    assert {1, 10, 50, 100} <= weights_seen
+    decisions = [body["rollout"]["phases"][str(i)]["last"]["decision"] for i in range(4)]
+    assert decisions == ["promote"] * 4
+    releases = (await call(api, "GET", "/v1/releases"))[1]
+    v2 = next(r for r in releases["releases"] if r["version"] == "v2")
+    assert v2["green_at"] and v2["baseline_p95_s"] == 0.45 and v2["status"] == "deployed"
+    assert w.live() == "v2" and w.weight() == 0 and w.canary() is None  # live runs v2; the canary is gone
+    assert not w.rollback_log.exists()
+    guarded = [s for s in body["steps"] if s["type"] == "rollout.rollback"]
+    assert guarded and all(s["output"].get("skipped") for s in guarded)
+
+
+async def test_errors_at_10_percent_roll_back_through_the_plan(daemon: Any, exporter: MetricsExporter,
+                                                              prom: PrometheusServer) -> None:
+    w, api = daemon.world, daemon.api
+    ro.feed(exporter, w, errors=lambda w: 0.3 if w.weight() >= 10 else 0.0, p95=lambda w: 0.5)
+    prom.wait_for('rag_canary_errors{service="rag"}')
+    rollout = await start(api)
+    ended = await wait_end(api, rollout["id"])
+    body = (await call(api, "GET", f"/v1/rollouts/current?id={rollout['id']}"))[1]
+    assert ended["state"] == "resolved" and body["rollout"]["outcome"] == "rolled_back", body
+    assert body["rollout"]["rolled_back"]["phase"] == 1  # the 10 % phase
+    last = body["rollout"]["phases"]["1"]["last"]
+    assert last["decision"] == "rollback"
+    assert [(r["gate"], r["passed"]) for r in last["readings"] if r["kind"] == "hard"] == [("error_rate", False)]
+    assert "2" not in body["rollout"]["phases"]  # never reached 50 %
+    assert w.weight() == 0 and w.live() == "v1" and w.canary() is None  # users on green
+    assert w.rollback_log.read_text() == "rolled back\n"  # the service's rollback plan ran
+    releases = (await call(api, "GET", "/v1/releases"))[1]["releases"]
+    assert [r["version"] for r in releases] == ["v1"]  # v2 was never recorded live
+
+
+async def test_a_soft_gate_holds_then_clears(daemon: Any, exporter: MetricsExporter, prom: PrometheusServer) -> None:
+    w, api = daemon.world, daemon.api
+    slow = {"on": True}
+    ro.feed(exporter, w, errors=lambda w: 0.0, p95=lambda w: 0.9 if slow["on"] and w.weight() >= 10 else 0.5)
+    prom.wait_for('rag_canary_errors{service="rag"}')
+    rollout = await start(api)
+    await wait_phase(api, rollout["id"], 1, "hold")
+    await asyncio.sleep(4)  # longer than the window: a soft failure holds whatever the hard gates say
+    body = (await call(api, "GET", f"/v1/rollouts/current?id={rollout['id']}"))[1]
+    soft = [r for r in body["rollout"]["phases"]["1"]["last"]["readings"] if r["kind"] == "soft"]
+    assert body["rollout"]["phases"]["1"]["last"]["decision"] == "hold" and w.weight() == 10
+    assert soft[0]["passed"] is False and soft[0]["limit"] == pytest.approx(0.55)
+    slow["on"] = False
+    ended = await wait_end(api, rollout["id"])
+    final = (await call(api, "GET", f"/v1/rollouts/current?id={rollout['id']}"))[1]
+    assert ended["state"] == "resolved" and final["rollout"]["outcome"] == "promoted"
+
+
+async def test_human_hold_promote_and_abort_are_journaled(daemon: Any, exporter: MetricsExporter,
+                                                          prom: PrometheusServer) -> None:
+    w, api = daemon.world, daemon.api
+    ro.feed(exporter, w, errors=lambda w: 0.0, p95=lambda w: 0.5)
+    prom.wait_for('rag_canary_errors{service="rag"}')
+    rollout = await start(api)
+    status, refused = await call(api, "POST", "/v1/trigger", {"reason": "a second incident"})
+    assert status == 409, refused  # one rollout or incident per service
+    assert (await call(api, "POST", "/v1/rollouts", {"version": "v3", "digest": DIGEST2}))[0] == 409
+    await wait_phase(api, rollout["id"], 0, "wait")
+    assert (await call(api, "POST", f"/v1/rollouts/{rollout['id']}/hold", {"reason": "lunch"}))[0] == 202
+    await wait_phase(api, rollout["id"], 0, "hold")
+    await asyncio.sleep(4)
+    assert w.weight() == 1  # held past the window
+    assert (await call(api, "POST", f"/v1/rollouts/{rollout['id']}/promote", {"reason": "looks fine"}))[0] == 202
+    body = await wait_phase(api, rollout["id"], 0, "promote")
+    assert body["rollout"]["phases"]["0"]["last"]["why"] == "promoted by tester"
+    await wait_phase(api, rollout["id"], 1, "wait")
+    status, body = await call(api, "POST", f"/v1/rollouts/{rollout['id']}/abort", {"reason": "kill switch"})
+    assert status == 202 and w.weight() == 0 and body["state"] == "aborted", body
+    events = (await call(api, "GET", "/v1/events?service=rag&limit=50"))[1]
+    controls = [(e["actor"], e["data"]["kind"]) for e in events["events"] if e["kind"] == "rollout_control"]
+    assert {("tester", "hold"), ("tester", "promote"), ("tester", "abort")} <= set(controls)
