@@ -166,6 +166,6 @@ async def test_human_hold_promote_and_abort_are_journaled(daemon: Any, exporter:
     await wait_phase(api, rollout["id"], 1, "wait")
     status, body = await call(api, "POST", f"/v1/rollouts/{rollout['id']}/abort", {"reason": "kill switch"})
     assert status == 202 and w.weight() == 0 and body["state"] == "aborted", body
-    events = (await call(api, "GET", "/v1/events?service=rag&limit=50"))[1]
-    controls = [(e["actor"], e["data"]["kind"]) for e in events["events"] if e["kind"] == "rollout_control"]
+    events = (await call(api, "GET", f"/v1/incidents/{rollout['id']}"))[1]["events"]
+    controls = [(e["actor"], e["data"]["kind"]) for e in events if e["kind"] == "rollout_control"]
     assert {("tester", "hold"), ("tester", "promote"), ("tester", "abort")} <= set(controls)
