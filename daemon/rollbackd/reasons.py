@@ -25,6 +25,7 @@ class Reason(StrEnum):
     # guardrails: why an action was held back
     DUPLICATE = "duplicate"
     INCIDENT_ACTIVE = "incident_active"
+    ROLLOUT_ALERT = "rollout_alert"  # a rollback alert during a rollout: a failing hard gate of it
     PAUSED = "paused"
     HELD = "held"
     COOLDOWN = "cooldown"
@@ -53,6 +54,7 @@ _SENTENCES: dict[Reason, str] = {
     Reason.TEST_ALERT: "a test alert (rollbackd_test=\"true\", from `rollbackd doctor`): recorded, never acted on",
     Reason.DUPLICATE: "the same alert (fingerprint and start) was already handled",
     Reason.INCIDENT_ACTIVE: "an incident is already running for this service",
+    Reason.ROLLOUT_ALERT: "a rollout of this service is running: the alert fails its hard gate and rolls it back",
     Reason.PAUSED: "automatic actions are paused",
     Reason.HELD: "automatic actions are held after a failed rollback until someone runs `rollbackd resume`",
     Reason.COOLDOWN: "the service is in its cooldown after the last automatic rollback",

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import load_fixture, relabel
 from tests.support import rollout as ro
 from tests.support.daemon import Api, running_daemon, write_config
 from tests.support.prometheus import MetricsExporter, PrometheusServer, ScrapeTarget
@@ -169,3 +170,24 @@ async def test_human_hold_promote_and_abort_are_journaled(daemon: Any, exporter:
     events = (await call(api, "GET", f"/v1/incidents/{rollout['id']}"))[1]["events"]
     controls = [(e["actor"], e["data"]["kind"]) for e in events if e["kind"] == "rollout_control"]
     assert {("tester", "hold"), ("tester", "promote"), ("tester", "abort")} <= set(controls)
+
+
+async def test_a_rollback_alert_during_a_rollout_rolls_it_back_not_a_second_incident(
+        daemon: Any, exporter: MetricsExporter, prom: PrometheusServer) -> None:
+    w, api = daemon.world, daemon.api
+    ro.feed(exporter, w, errors=lambda w: 0.0, p95=lambda w: 0.5)
+    prom.wait_for('rag_canary_errors{service="rag"}')
+    rollout = await start(api)
+    await wait_phase(api, rollout["id"], 0, "wait")
+    status, _ = await asyncio.to_thread(api.webhook, relabel(load_fixture("alertmanager-0.25-firing.json"),
+                                                             alertname="CanaryErrors", service="rag"))
+    assert status == 202
+    ended = await wait_end(api, rollout["id"])
+    body = (await call(api, "GET", f"/v1/rollouts/current?id={rollout['id']}"))[1]
+    assert ended["state"] == "resolved" and body["rollout"]["outcome"] == "rolled_back", body
+    assert "alert:CanaryErrors" in body["rollout"]["rolled_back"]["why"]
+    assert w.weight() == 0 and w.rollback_log.read_text() == "rolled back\n"
+    incidents = (await call(api, "GET", "/v1/incidents?service=rag"))[1]
+    assert [i["id"] for i in incidents["incidents"]] == [rollout["id"]]  # no second incident
+    decisions = [e for e in ended["events"] if e["kind"] == "rollout_control" and e["data"]["kind"] == "alert"]
+    assert decisions and decisions[0]["actor"] == "alertmanager"

@@ -120,6 +120,10 @@ class Intake:
             view=view or (_empty_view(runtime.name) if runtime else None), now=self.clock(), duplicate=False,
             global_dry_run=self.settings.mode == "dry_run",
         )
+        if runtime is not None and view is not None and decision.reason is Reason.INCIDENT_ACTIVE:
+            from rollbackd.rollout.alerts import during_rollout  # a rollout decides it (not a second incident)
+
+            decision = await during_rollout(self.store, alert, decision, view.active_incident, self.clock())
         if runtime is not None and found is not None and decision.reason is Reason.NOTHING_TO_ROLL_BACK_TO:
             decision = await self._no_target(runtime, decision, found[1])
         if runtime is None or not (decision.acts or decision.reason is Reason.DRY_RUN):
