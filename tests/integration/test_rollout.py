@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import load_fixture, relabel
 from tests.support import rollout as ro
-from tests.support.daemon import Api, running_daemon, write_config
+from tests.support.daemon import API_TOKEN, Api, running_daemon, write_config
 from tests.support.prometheus import MetricsExporter, PrometheusServer, ScrapeTarget
 
 DIGEST1 = "sha256:" + "1" * 64
@@ -86,7 +86,7 @@ async def daemon(tmp_path: Path, prom: PrometheusServer, exporter: MetricsExport
 
 
 async def test_a_clean_release_reaches_100_and_is_marked_green(daemon: Any, exporter: MetricsExporter,
-                                                                prom: PrometheusServer) -> None:
+                                                                prom: PrometheusServer, capsys: Any) -> None:
     w, api = daemon.world, daemon.api
     ro.feed(exporter, w, errors=lambda w: 0.0, p95=lambda w: 0.5, live_p95=0.45)
     prom.wait_for('rag_canary_errors{service="rag"}')
@@ -107,6 +107,20 @@ async def test_a_clean_release_reaches_100_and_is_marked_green(daemon: Any, expo
     assert not w.rollback_log.exists()
     guarded = [s for s in body["steps"] if s["type"] == "rollout.rollback"]
     assert guarded and all(s["output"].get("skipped") for s in guarded)
+    flags = ["--url", daemon.url, "--token", API_TOKEN]
+    status_text = await cli(capsys, "rollout", "status", "--id", rollout["id"], *flags)
+    show_text = await cli(capsys, "show", rollout["id"], *flags)
+    for phase in ("phase 1 (1 %): PROMOTE", "phase 4 (100 %): PROMOTE", "rollout of v2 (green: v1) - promoted"):
+        assert phase in status_text and phase in show_text, status_text
+    assert "hard error_rate" in status_text and "soft latency_p95" in status_text
+
+
+async def cli(capsys: Any, *argv: str) -> str:
+    from rollbackd.cli.main import main
+
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, list(argv)) == 0
+    return str(capsys.readouterr().out)
 
 
 async def test_errors_at_10_percent_roll_back_through_the_plan(daemon: Any, exporter: MetricsExporter,

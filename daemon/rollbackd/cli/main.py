@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands of the capabilities; each module has register(subparsers, remote) and imports only the stdlib.
 CLI_MODULES = (
     "rollbackd.cli.snapshot", "rollbackd.cli.release", "rollbackd.cli.verify", "rollbackd.cli.drill",
-    "rollbackd.cli.doctor",
+    "rollbackd.cli.doctor", "rollbackd.cli.rollout",
 )
 
 

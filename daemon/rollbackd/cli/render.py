@@ -125,6 +125,10 @@ def incident(body: dict[str, Any]) -> str:
         out += ["what changed:", *(f"  {line}" for line in changed)] if changed else []
     if body.get("error"):
         out.append(f"error:    {body['error']}")
+    if body.get("rollout"):  # the same gate table as the rollout's Slack thread
+        from rollbackd.rollout.table import render as rollout_table
+
+        out += ["", rollout_table(body["rollout"])]
     rows = [[str(s["index"]), s["name"], s["state"], str(s["attempts"]),
              f"{s['duration_s']:.2f}s" if s.get("duration_s") is not None else "-",
              _first_line(s.get("error") or _output_summary(s.get("output") or {}))[:90]]
