@@ -17,6 +17,7 @@ from tests.conftest import load_fixture, relabel
 from tests.support import rollout as ro
 from tests.support.daemon import API_TOKEN, Api, running_daemon, write_config
 from tests.support.prometheus import MetricsExporter, PrometheusServer, ScrapeTarget
+from tests.support.slack_recorder import SlackRecorder
 
 DIGEST1 = "sha256:" + "1" * 64
 DIGEST2 = "sha256:" + "2" * 64
@@ -73,9 +74,13 @@ async def wait_phase(api: Api, rollout_id: str, phase: int, decision: str, timeo
 
 
 @pytest.fixture
-async def daemon(tmp_path: Path, prom: PrometheusServer, exporter: MetricsExporter) -> AsyncIterator[Any]:
+async def daemon(tmp_path: Path, prom: PrometheusServer, exporter: MetricsExporter, slack_recorder: SlackRecorder,
+                 monkeypatch: Any) -> AsyncIterator[Any]:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", slack_recorder.token)
     w = ro.world(tmp_path / "world")
-    cfg = write_config(tmp_path, services={"rag": ro.service(w)}, prometheus={"url": prom.url})
+    cfg = write_config(tmp_path, services={"rag": ro.service(w)}, prometheus={"url": prom.url},
+                       notify={"type": "slack", "bot_token": "${SLACK_BOT_TOKEN}", "channel": "C0DEPLOY",
+                               "base_url": slack_recorder.base_url, "max_retries": 1, "timeout": 2})
     async with running_daemon(cfg) as d:
         d.world = w
         d.api = Api(d.url)
@@ -143,7 +148,8 @@ async def test_errors_at_10_percent_roll_back_through_the_plan(daemon: Any, expo
     assert [r["version"] for r in releases] == ["v1"]  # v2 was never recorded live
 
 
-async def test_a_soft_gate_holds_then_clears(daemon: Any, exporter: MetricsExporter, prom: PrometheusServer) -> None:
+async def test_a_soft_gate_holds_then_clears(daemon: Any, exporter: MetricsExporter, prom: PrometheusServer,
+                                            slack_recorder: SlackRecorder) -> None:
     w, api = daemon.world, daemon.api
     slow = {"on": True}
     ro.feed(exporter, w, errors=lambda w: 0.0, p95=lambda w: 0.9 if slow["on"] and w.weight() >= 10 else 0.5)
@@ -159,6 +165,15 @@ async def test_a_soft_gate_holds_then_clears(daemon: Any, exporter: MetricsExpor
     ended = await wait_end(api, rollout["id"])
     final = (await call(api, "GET", f"/v1/rollouts/current?id={rollout['id']}"))[1]
     assert ended["state"] == "resolved" and final["rollout"]["outcome"] == "promoted"
+    await daemon.core.notify.drain()
+    roots = [m for m in slack_recorder.roots() if "Rolling out" in m.text]
+    assert len(roots) == 1, [m.text for m in slack_recorder.roots()]  # one thread per rollout
+    thread = [m.text for m in slack_recorder.thread(roots[0].ts)]
+    held = [t for t in thread if "phase 2 (10 %): HOLD" in t]
+    assert held and "latency_p95" in held[0] and "0.9" in held[0] and "0.55" in held[0] and "FAIL" in held[0]
+    assert len(held) == 1  # a hold is told once, not every interval
+    for n, weight in enumerate((1, 10, 50, 100), start=1):
+        assert any(f"phase {n} ({weight} %): PROMOTE" in t for t in thread), thread
 
 
 async def test_human_hold_promote_and_abort_are_journaled(daemon: Any, exporter: MetricsExporter,
