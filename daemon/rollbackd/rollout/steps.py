@@ -122,7 +122,8 @@ class Phase(BaseStep):
         rec["last"] = {"at": now, "decision": verdict.decision.value, "why": verdict.why,
                        "readings": [r.to_json() for r in readings]}
         await save(ctx, ro)
-        if verdict.decision.value != previous or verdict.decision in _FINAL:  # a change, not every tick
+        told = verdict.decision in _FINAL or (verdict.decision is RolloutDecision.HOLD and previous != "hold")
+        if told:  # a decision, or a hold as it starts: never every interval
             kit.notify(self._message(ctx, verdict.decision, table.evaluation(self.phase, self.weight, rec["last"])))
         return verdict
 
