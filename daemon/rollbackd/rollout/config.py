@@ -60,7 +60,8 @@ class Phase(_Strict):
 class Canary(_Strict):
     """Where the new release runs beside the live one. ``deploy_argv`` and ``remove_argv`` are argv
     templates (``{version}``, ``{image}``, ``{digest}``, ``{incident}``, ``{port}``, ``{name}``; no shell);
-    ``health_url`` is polled after the deploy. Without them the canary step only records the release."""
+    ``health_url`` is polled after the deploy. Without them a ``type: docker`` service gets a second
+    container ``<name><suffix>`` (rollbackd.rollout.docker); any other only records the release."""
 
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     suffix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "__canary"
@@ -68,6 +69,7 @@ class Canary(_Strict):
     remove_argv: Annotated[list[str], Field(min_length=1)] | None = None
     health_url: str | None = None
     timeout: Annotated[Duration, Field(gt=0)] = 600.0
+    env: dict[str, str] = {}  # docker: set in the canary's environment ({port}), e.g. a host-network port
 
 
 _ERRORS = ('sum(rate(rag_http_requests_total{service=$service,version=$version,code=~"5.."}[$window]))'

@@ -23,6 +23,11 @@ from rollbackd.rollout.decide import Reading, reading
 CONTROL = "rollout_control"  # the event kind of a human's promote / hold / resume / alert
 
 
+class CanaryBackend(Protocol):
+    async def deploy(self, release: Release, *, rollout_id: str, service: str) -> JSON: ...
+    async def remove(self, release: Release, *, rollout_id: str, service: str) -> JSON: ...
+
+
 class Scalar(Protocol):
     async def scalar(self, expr: str) -> float | None: ...
 
@@ -79,7 +84,7 @@ class Kit:
     config: RolloutConfig
     prometheus: Scalar | None
     events: EventLog
-    canary: CanaryRunner
+    canary: CanaryBackend
     notify: Callable[[Message], None] = lambda message: None  # a reply in the rollout's thread
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep

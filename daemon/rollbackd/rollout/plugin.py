@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from rollbackd.config import Settings
 from rollbackd.errors import ConfigError
 from rollbackd.rollout import config
-from rollbackd.rollout.kit import CanaryRunner, Kit
+from rollbackd.rollout.kit import CanaryBackend, CanaryRunner, Kit
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -31,8 +31,17 @@ def build(core: Core) -> None:
     for runtime in core.services.values():
         cfg = config.parse(runtime.config.rollout, f"services.{runtime.name}.rollout")
         runtime.resources["rollout"] = Kit(config=cfg, prometheus=core.prometheus, events=core.store,
-                                           canary=CanaryRunner(cfg.canary), notify=core.notify.reply,
-                                           clock=core.runner.clock)
+                                           canary=_canary(cfg.canary, runtime.resources.get("deployer")),
+                                           notify=core.notify.reply, clock=core.runner.clock)
+
+
+def _canary(options: config.Canary, deployer: Any) -> CanaryBackend:
+    """Commands when configured; else a docker service's second container; else only the record."""
+    if options.deploy_argv is None and getattr(deployer, "resolves_images", False):
+        from rollbackd.rollout.docker import DockerCanary
+
+        return DockerCanary(deployer, options)
+    return CanaryRunner(options)
 
 
 def routes(app: web.Application) -> None:
