@@ -49,6 +49,7 @@ class Stack:
         self.dsn = ""
         self.daemon_url = ""
         self.daemon: DaemonProcess | None = None
+        self.extra_targets: list[ScrapeTarget] = []  # e.g. a rollout's canary (tests/e2e/test_rollout.py)
 
     # ---- bring-up, in dependency order -------------------------------------------------------------
     def start(self, rollbackd_config: Any) -> Stack:
@@ -72,7 +73,7 @@ class Stack:
         self.alertmanager = self.exit.enter_context(AlertmanagerServer(self._alertmanager_config()))
         self.prometheus = self.exit.enter_context(PrometheusServer(
             targets=[ScrapeTarget("rag", f"127.0.0.1:{self.rag_port}", labels={"service": "rag"}),
-                     ScrapeTarget("rollbackd", config["listen"])],
+                     ScrapeTarget("rollbackd", config["listen"]), *self.extra_targets],
             rule_files=self._rules(), alertmanager_url=self.alertmanager.url, workdir=self.dir / "prometheus"))
         config["prometheus"] = {"url": self.prometheus.url, "timeout": "3s"}
         env = {"DOCKER_HOST": self.podman.docker_host, "CONTAINERS_CONF": str(self.podman.conf_path),
