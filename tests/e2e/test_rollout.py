@@ -116,14 +116,26 @@ def test_clean_release_reaches_100_and_is_green(stack: Stack) -> None:
     assert f"{stack.container_name}__canary" not in names
 
 
+def final_time(body: dict[str, Any]) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(body["finished_at"].replace("Z", "+00:00")).timestamp()
+
+
 def test_errors_at_10_percent_roll_back_to_green(stack: Stack) -> None:
     rollout = start_v2(stack)
     at_weight(stack, 10, lambda: canary_fault(stack, error_fraction=0.5))
     final = ended(stack, rollout["id"])
-    steps = [(s["name"], s["state"], (s["output"] or {}).get("skipped")) for s in final["steps"]]
+    steps = [(s["name"], s["state"], s["error"], [(r["verifier"], r["verdict"], r.get("detail") or r.get("message"))
+                                                  for r in (s["output"] or {}).get("results") or []])
+             for s in final["steps"] if s["name"].startswith("rollback:")]
     assert final["state"] == "resolved" and final["rollout"]["outcome"] == "rolled_back", steps
     assert final["rollout"]["rolled_back"]["phase"] == 1
-    assert 50 not in stack.traffic.history and stack.traffic.weight == 0
+    history = stack.traffic.history
+    assert 50 not in history and history[history.index(10) + 1] == 0 and stack.traffic.weight == 0  # kill switch
+    took = final_time(final) - final["rollout"]["rolled_back"]["at"]
+    print(f"\nrollout rollback: decision to verified end {took:.1f}s")
+    assert took < 240  # the rollback's usual bound in the 3 AM e2e (WAIT)
     assert stack.rag_version() == "v1" and stack.running_image() == stack.image_v1
     ran = {s["name"] for s in final["steps"] if s["name"].startswith("rollback:") and s["state"] == "done"
            and not (s["output"] or {}).get("skipped")}

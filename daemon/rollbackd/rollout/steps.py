@@ -13,6 +13,7 @@ phase where it was: same start, same clean window, same last evaluation.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, cast
 
 from rollbackd.notify import Message
@@ -184,8 +185,6 @@ class Complete(BaseStep):
 
 
 def _deadline(deployer: Any) -> float:
-    import time
-
     return time.monotonic() + float(deployer.options.health_timeout)
 
 

@@ -110,7 +110,8 @@ class VerifyContext:
             return None
         for entry in self.incident.plan:
             for spec in entry.get("parallel", [entry]):
-                if spec.get("type") == step_type:
+                # a rollout's guarded step (rollout.rollback) carries the plan's step as ``step``
+                if step_type in (spec.get("type"), (spec.get("step") or {}).get("type")):
                     out = self.outputs.get(spec.get("name") or step_type)
                     if out is not None:
                         return out
