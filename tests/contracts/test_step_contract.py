@@ -328,3 +328,6 @@ class TestRollForwardDeploy(DeployContract):
         await deploy_world.store.create_incident(dataclasses.replace(first.incident, context=reverted))
         rf = context(deploy_world.runtime, {"rollforward_of": first.incident.id}, incident_id="20261122-050000-beef")
         yield Case(built({"type": self.type}), rf, deploy_world.state)
+
+
+import tests.contracts.test_rollout_step_contract  # noqa: E402, F401  (the rollout's step types register here)

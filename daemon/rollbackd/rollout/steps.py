@@ -53,12 +53,17 @@ class DeployCanary(BaseStep):
     def describe(self) -> str:
         return "deploy the new release beside the live one (no traffic yet)"
 
+    async def is_done(self, ctx: StepContext) -> bool:
+        return bool(rollout_of(ctx).get("canary_deployed"))  # else deployed again: the backends are idempotent
+
     async def run(self, ctx: StepContext) -> JSON:
         ro = rollout_of(ctx)
         await switch_of(ctx).set_weight(0)  # the canary starts with no users, whatever a crash left
         out = await kit_of(ctx).canary.deploy(release_of(ro, ctx.service), rollout_id=ctx.incident.id,
                                               service=ctx.service)
-        return {**out, "summary": f"canary {out['canary']} runs {ro['version']}"}
+        ro["canary_deployed"] = True
+        await save(ctx, ro)
+        return {**out, "summary": f"canary {out.get('canary')} runs {ro['version']}"}
 
 
 class PhaseOptions(StepOptions):
@@ -213,15 +218,18 @@ class RemoveCanary(BaseStep):
         return "after a rollback: remove the canary (its weight is already 0)"
 
     async def is_done(self, ctx: StepContext) -> bool:
-        return not rolled_back(ctx)
+        return not rolled_back(ctx) or bool(rollout_of(ctx).get("canary_removed"))
 
     async def run(self, ctx: StepContext) -> JSON:
         if not rolled_back(ctx):
             return {"skipped": True, "summary": "nothing to remove: the rollout was not rolled back"}
         await switch_of(ctx).set_weight(0)
         ro = rollout_of(ctx)
-        return await kit_of(ctx).canary.remove(release_of(ro, ctx.service), rollout_id=ctx.incident.id,
-                                               service=ctx.service)
+        out = await kit_of(ctx).canary.remove(release_of(ro, ctx.service), rollout_id=ctx.incident.id,
+                                              service=ctx.service)
+        ro["canary_removed"] = True
+        await save(ctx, ro)
+        return out
 
 
 class GuardedOptions(StepOptions):
