@@ -57,7 +57,7 @@ _ACTIONS = {
 
 
 def register(sub: Any, remote: Any) -> None:
-    top = sub.add_parser("rollout", help="progressive rollout of a release: 1 -> 10 -> 50 -> 100 %")
+    top = sub.add_parser("rollout", help="progressive rollout of a release: 1 -> 10 -> 50 -> 100 %%")
     rsub = top.add_subparsers(dest="rollout_command", metavar="ACTION", required=True)
 
     def action(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
