@@ -6,6 +6,7 @@ gate holds and then clears; a human's hold and promote are journaled with who; a
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -39,11 +40,11 @@ async def call(api: Api, *args: Any) -> tuple[int, Any]:
     return await asyncio.to_thread(api.call, *args)
 
 
-async def green_v1(api: Api) -> None:
+async def green_v1(api: Api, baseline: float | None = 0.5) -> None:
     status, body = await call(api, "POST", "/v1/releases", {"version": "v1", "digest": DIGEST1})
     assert status == 201, body
     status, body = await call(api, "POST", "/v1/releases/v1/green", {"reason": "it ran a week"})
-    assert status == 200 and body["baseline_p95_s"] == 0.5, body
+    assert status == 200 and body["baseline_p95_s"] == baseline, body
 
 
 async def start(api: Api) -> dict[str, Any]:
@@ -220,3 +221,14 @@ async def test_a_rollback_alert_during_a_rollout_rolls_it_back_not_a_second_inci
     assert [i["id"] for i in incidents["incidents"]] == [rollout["id"]]  # no second incident
     decisions = [e for e in ended["events"] if e["kind"] == "rollout_control" and e["data"]["kind"] == "alert"]
     assert decisions and decisions[0]["actor"] == "alertmanager"
+
+
+async def test_a_rollout_without_prometheus_is_refused(tmp_path: Path) -> None:
+    w = ro.world(tmp_path / "world")
+    cfg = write_config(tmp_path, services={"rag": ro.service(w)})
+    async with running_daemon(cfg) as d:
+        api = Api(d.url)
+        await green_v1(api, baseline=None)
+        status, body = await call(api, "POST", "/v1/rollouts", {"version": "v2", "digest": DIGEST2})
+        assert status == 400 and "prometheus.url" in json.dumps(body), body
+        assert (await call(api, "GET", "/v1/incidents"))[1]["incidents"] == []

@@ -61,6 +61,8 @@ async def start(core: Core, service: str | None, new: NewRelease, *, actor: str,
     if problem is not None:
         raise PayloadError("version", problem)
     runtime = core.controls.service(service)
+    if core.prometheus is None:  # the gates are PromQL: without them nothing could ever promote
+        raise PayloadError("service", "a rollout needs `prometheus.url`: its gates are read from Prometheus")
     async with core.intake.lock(runtime.name):
         view = await core.store.policy_view(runtime.name, core.runner.clock(), runtime.config.policy.budget.window)
         if view.active_incident:
