@@ -52,12 +52,20 @@ def config_dict(tmp_path: Path, *, services: Mapping[str, Any], **top: Any) -> d
         "services": dict(services),
     }
     cfg.update(top)
-    state = cfg["state"]
-    dsn = state.get("dsn") if isinstance(state, dict) else None
-    if isinstance(dsn, str) and not dsn.startswith("${"):  # a DSN is a secret: never a literal in the file
-        name = "ROLLBACKD_TEST_STATE_DSN_" + hashlib.sha256(dsn.encode()).hexdigest()[:8].upper()
-        cfg["state"] = {**state, "dsn": secret_ref(name, dsn)}
+    # Credential-bearing settings are never literals in the file: the harness exports what a test wrote.
+    cfg["state"] = _exported(cfg["state"], "dsn")
+    cfg["services"] = {name: {**svc, "page_webhook": _exported(svc["page_webhook"], "url")}
+                       if isinstance(svc, dict) and isinstance(svc.get("page_webhook"), dict) else svc
+                       for name, svc in cfg["services"].items()}
     return cfg
+
+
+def _exported(section: Any, key: str) -> Any:
+    value = section.get(key) if isinstance(section, dict) else None
+    if not isinstance(value, str) or value.startswith("${"):
+        return section
+    name = f"ROLLBACKD_TEST_{key.upper()}_" + hashlib.sha256(value.encode()).hexdigest()[:8].upper()
+    return {**section, key: secret_ref(name, value)}
 
 
 def write_config(tmp_path: Path, *, services: Mapping[str, Any], **top: Any) -> Path:
