@@ -192,6 +192,10 @@ class FakeSet:
     verified: bool = True
 
     @property
+    def is_safety(self) -> bool:  # as SnapshotSet: from the recorded kind (old sets: their reason)
+        return self.reason.startswith("safety snapshot")
+
+    @property
     def manifests(self) -> dict[str, Any]:
         return {"pg": {"tables": {t: {"rows": n} for t, n in EXPECTED_TABLES.items()}},
                 "qdrant": {"collections": {"docs": {"points": self.points}}}}

@@ -80,15 +80,12 @@ def _from_manifests(manifests: dict[str, Any]) -> Expected:
     return out
 
 
-SAFETY_REASON = "safety snapshot"  # how plan step data.safety_snapshot names its sets
-
-
 async def live_release_set(snapshots: Any) -> tuple[Any, str]:
     """(the newest verified non-safety set of the live release, its name); (None, ...) when there is none.
     Without release tracking, the newest verified non-safety set (the release is then unknown)."""
     release = await snapshots.live_release() if hasattr(snapshots, "live_release") else None
     for snap in await snapshots.list():
-        if not snap.verified or str(snap.reason or "").startswith(SAFETY_REASON):
+        if not snap.verified or snap.is_safety:  # the kind the set records (old sets: read from their reason)
             continue
         if release is None or snap.release == release:
             return snap, release or "(unknown: releases not tracked)"
