@@ -52,20 +52,25 @@ def config_dict(tmp_path: Path, *, services: Mapping[str, Any], **top: Any) -> d
         "services": dict(services),
     }
     cfg.update(top)
-    # Credential-bearing settings are never literals in the file: the harness exports what a test wrote.
-    cfg["state"] = _exported(cfg["state"], "dsn")
-    cfg["services"] = {name: {**svc, "page_webhook": _exported(svc["page_webhook"], "url")}
-                       if isinstance(svc, dict) and isinstance(svc.get("page_webhook"), dict) else svc
-                       for name, svc in cfg["services"].items()}
-    return cfg
+    return _exported(cfg)
 
 
-def _exported(section: Any, key: str) -> Any:
-    value = section.get(key) if isinstance(section, dict) else None
+def _exported(node: Any, parent: str = "") -> Any:
+    """Credential-bearing settings are never literals in a config file: the harness exports each literal
+    DSN (state, snapshot stores, checks) or paging URL a test wrote, and writes its ``${NAME}`` instead."""
+    if isinstance(node, list):
+        return [_exported(v, parent) for v in node]
+    if not isinstance(node, dict):
+        return node
+    return {k: _literal(k, v) if k == "dsn" or (k == "url" and parent == "page_webhook") else _exported(v, k)
+            for k, v in node.items()}
+
+
+def _literal(key: str, value: Any) -> Any:
     if not isinstance(value, str) or value.startswith("${"):
-        return section
+        return value
     name = f"ROLLBACKD_TEST_{key.upper()}_" + hashlib.sha256(value.encode()).hexdigest()[:8].upper()
-    return {**section, key: secret_ref(name, value)}
+    return secret_ref(name, value)
 
 
 def write_config(tmp_path: Path, *, services: Mapping[str, Any], **top: Any) -> Path:
