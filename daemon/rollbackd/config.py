@@ -63,6 +63,9 @@ class StepConfig(BaseModel):
     timeout: Duration = 600.0
     retries: Annotated[int, Field(ge=0, le=20)] = 0
     backoff: Duration = 2.0
+    # Attempts cut short by a crash or stop of the daemon are not failed attempts (they do not use up
+    # `retries`); this bounds how often one step may be resumed that way before the incident fails.
+    crash_resumes: Annotated[int, Field(ge=0, le=100)] = 3
 
     @property
     def step_name(self) -> str:
@@ -108,6 +111,7 @@ class PolicyConfig(Strict):
     cooldown: Duration = 1800.0
     budget: BudgetConfig = BudgetConfig()
     confirm: Literal["required", "best_effort", "off"] = "required"
+    confirm_window: Duration = 60.0  # `required`: how long a Prometheus error is asked again before cancelling
     start_delay: Duration = 0.0
     dry_run: bool = False
 
@@ -125,6 +129,9 @@ class PageWebhook(Strict):
     headers: dict[str, str] = {}
     timeout: Duration = 10.0
     retries: Annotated[int, Field(ge=0, le=10)] = 3
+    # A page is journaled and re-sent (across restarts) until delivered; after this long it is given
+    # up and logged as an error.
+    give_up_after: Duration = 86400.0
 
 
 class ServiceConfig(Strict):
@@ -148,6 +155,16 @@ class PrometheusConfig(Strict):
     bearer_token: SecretStr | None = None
 
 
+class IncidentsConfig(Strict):
+    """How the runner lives through trouble of its own (README: "Store outages and crashes")."""
+
+    # A journal write that fails is retried with backoff while the store is unreachable; after this
+    # long the incident is given up: paged at once, ended `failed` (and held) as soon as the store answers.
+    store_outage_limit: Duration = 300.0
+    # Stopping a step's process group: SIGTERM, then SIGKILL after this grace.
+    kill_grace: Duration = 5.0
+
+
 class LogConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -161,6 +178,9 @@ class Settings(Strict):
     prometheus: PrometheusConfig | None = None
     notify: BackendRef | None = None
     notify_queue_size: Annotated[int, Field(ge=10)] = 1000
+    notify_backoff_max: Duration = 300.0  # longest wait of one notifier after a failure or a Retry-After
+    notify_coalesce_window: Duration = 3600.0  # one message per service and suppression reason per window
+    incidents: IncidentsConfig = IncidentsConfig()
     log: LogConfig = LogConfig()
     services: Annotated[dict[str, ServiceConfig], Field(min_length=1)]
 

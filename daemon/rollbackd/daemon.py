@@ -100,11 +100,19 @@ class Daemon:
         log.info("daemon_stopped")
 
 
+def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """What asyncio would print as "Task exception was never retrieved": a JSON line with the traceback."""
+    exc = context.get("exception")
+    log.error("unhandled_exception", exc_info=exc if isinstance(exc, BaseException) else None,
+              extra={"detail": str(context.get("message", "")), "task": str(context.get("task", ""))[:200]})
+
+
 async def serve(settings: Settings, *, listen: str | None = None) -> None:
     logs.setup(settings.log.level)
     daemon = Daemon(settings, listen=listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_loop_exception)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await daemon.start()

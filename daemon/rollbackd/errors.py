@@ -4,7 +4,8 @@ so the incident runner only ever catches RollbackdError.
     RollbackdError
     ├── ConfigError            bad configuration; names the key path (``services.rag.plan[2].type``)
     ├── PayloadError           a request body that is not what the API expects; names the field
-    ├── StateError             the state store failed (unreachable, constraint, corrupt row)
+    ├── StateError             the state store failed (unreachable, locked, corrupt row): retryable
+    │   └── IncidentActiveError  the one-active-incident constraint refused a new incident (not retryable)
     ├── StepError              a plan step failed
     │   ├── RetryableError     worth another attempt (timeouts, 5xx, connection refused)
     │   └── FatalError         retrying cannot help (bad input, 4xx, precondition not met)
@@ -47,6 +48,17 @@ class StateError(RollbackdError):
     retryable = True
 
 
+class IncidentActiveError(StateError):
+    """The store's one-active-incident constraint refused a new incident: another one of the same
+    service is active. The only store error that means "incident active"; every other is an outage."""
+
+    retryable = False
+
+
+class StoreUnavailable(RollbackdError):
+    """The state store stayed unreachable longer than the runner may wait (``incidents.store_outage_limit``)."""
+
+
 class NotFoundError(RollbackdError):
     """The thing asked for does not exist."""
 
@@ -66,7 +78,9 @@ class FatalError(StepError):
 class BackendError(RollbackdError):
     """A backend failed. ``backend`` names it (``postgres``, ``slack``), ``retryable`` whether to retry."""
 
-    def __init__(self, backend: str, message: str, *, retryable: bool = False) -> None:
+    def __init__(self, backend: str, message: str, *, retryable: bool = False,
+                 retry_after: float | None = None) -> None:
         self.backend = backend
         self.retryable = retryable
+        self.retry_after = retry_after  # seconds the far end asked us to wait (HTTP 429 Retry-After)
         super().__init__(f"{backend}: {message}")

@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -38,7 +39,10 @@ class JsonFormatter(logging.Formatter):
                 continue
             out[key] = "***" if any(s in key.lower() for s in _SECRETISH) else value
         if record.exc_info and record.exc_info[1] is not None:
-            out["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+            exc = record.exc_info[1]
+            out.setdefault("error", f"{type(exc).__name__}: {exc}")
+            # The one-line summary goes to the journal and Slack; the log keeps the whole story.
+            out["traceback"] = "".join(traceback.format_exception(exc))
         return json.dumps(out, default=str, separators=(",", ":"))
 
 

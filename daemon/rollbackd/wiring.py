@@ -111,13 +111,16 @@ def build_core(settings: Settings, *, clock: Callable[[], float] = time.time) ->
 
     notify = NotifyQueue(notifiers, default=default, maxsize=settings.notify_queue_size, save_thread=save_thread,
                          load_thread=load_thread,
-                         on_failure=lambda name: metrics.notify_failures.labels(name).inc())
+                         on_failure=lambda name: metrics.notify_failures.labels(name).inc(),
+                         backoff_max=settings.notify_backoff_max)
     prom_cfg = settings.prometheus
     prometheus = (Prometheus(prom_cfg.url, timeout=prom_cfg.timeout,
                              bearer_token=prom_cfg.bearer_token.get_secret_value() if prom_cfg.bearer_token else None)
                   if prom_cfg else None)
     confirm = Confirmer(prometheus, services, settings.service_label)
-    runner = Runner(store=store, services=services, notify=notify, metrics=metrics, confirm=confirm, clock=clock)
+    runner = Runner(store=store, services=services, notify=notify, metrics=metrics, confirm=confirm, clock=clock,
+                    store_outage_limit=settings.incidents.store_outage_limit,
+                    kill_grace=settings.incidents.kill_grace)
     intake = Intake(settings=settings, store=store, services=services, runner=runner, notify=notify,
                     metrics=metrics, clock=clock)
     controls = Controls(store=store, services=services, intake=intake, runner=runner, metrics=metrics, clock=clock)

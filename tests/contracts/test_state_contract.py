@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from rollbackd.errors import StateError
+from rollbackd.errors import IncidentActiveError, StateError
 from rollbackd.reasons import Action, IncidentState, Reason, StepState
 from rollbackd.records import Alert, Decision, Event, Incident, Pause, Release, Trigger
 from rollbackd.state import StateStore
@@ -68,9 +68,13 @@ class StateStoreContract:
         assert await store.create_incident(incident("i1"))
         assert not await store.create_incident(incident("i2"))
         assert await store.create_incident(incident("i3", "search"))
-        with pytest.raises(StateError):
+        with pytest.raises(IncidentActiveError):  # the constraint, and only it, reads as "incident active"
             await store.journal_alert(alert("f2"), "rag", NOW, ROLLBACK, incident("i4"), decision_event("i4"))
         assert not await store.seen_alert(alert("f2").key)  # all or nothing
+        with pytest.raises(StateError) as other:  # any other violation is a plain store error
+            await store.journal_alert(alert("f3"), "other", NOW, ROLLBACK, incident("i1", "other"),
+                                      decision_event("i1"))
+        assert not isinstance(other.value, IncidentActiveError)
         await store.transition("i1", (IncidentState.PENDING,), IncidentState.RESOLVED, finished_at=NOW)
         assert await store.create_incident(incident("i2"))
 

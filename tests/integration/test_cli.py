@@ -103,3 +103,31 @@ def test_serve_reports_config_errors(tmp_path: Path) -> None:
     cfg.write_text("services: {}\n")
     out = cli("serve", "--config", str(cfg))
     assert out.returncode == 1 and "auth: Field required" in out.stderr
+
+
+def test_pause_prints_until_and_resume_all_lifts_every_service(daemon: DaemonProcess) -> None:
+    out = cli("pause", "--service", "search", "--for", "2h", "--reason", "freeze", url=daemon.url)
+    assert out.returncode == 0 and "frozen until 20" in out.stdout and out.stdout.strip().endswith("Z"), out.stdout
+    out = cli("pause", "--reason", "everything", url=daemon.url)
+    assert out.returncode == 0 and "frozen until `rollbackd resume`" in out.stdout
+    assert cli("pause", "--service", "rag", "--reason", "freeze", url=daemon.url).returncode == 0
+    out = cli("resume", "--all", url=daemon.url)
+    assert out.returncode == 0 and "3 pause/hold cleared" in out.stdout, out.stdout
+    status = json.loads(cli("status", "--json", url=daemon.url).stdout)
+    assert status["paused"] is None
+    assert [status["services"][s]["paused"] for s in ("rag", "search")] == [None, None]
+    assert cli("resume", "--all", "--service", "rag", url=daemon.url).returncode == 2
+
+
+def test_resume_without_service_lifts_the_hold_of_the_only_service(tmp_path: Path) -> None:
+    plan = [{"type": "command", "name": "broken", "argv": ["/bin/false"]}]
+    cfg = write_config(tmp_path, services={"rag": command_service(plan)})
+    with DaemonProcess(cfg) as d:
+        status, body = d.api.call("POST", "/v1/trigger", {"reason": "test", "service": "rag"})
+        assert status == 202
+        d.api.wait_incident(body["id"], ("failed",))
+        held = d.api.call("GET", "/v1/status")[1]["services"]["rag"]["held"]
+        assert held is not None and held["incident_id"] == body["id"]
+        out = cli("resume", url=d.url)  # what the README and the Slack message tell the on-call to run
+        assert out.returncode == 0 and "resumed rag: 1 pause/hold cleared" in out.stdout, out.stdout
+        assert d.api.call("GET", "/v1/status")[1]["services"]["rag"]["held"] is None

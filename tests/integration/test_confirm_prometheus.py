@@ -14,6 +14,8 @@ import pytest
 
 from tests.support.daemon import WEBHOOK_TOKEN, command_service, running_daemon, write_config
 from tests.support.prometheus import MetricsExporter, PrometheusServer, ScrapeTarget
+from tests.support.slack_recorder import SlackRecorder
+from tests.support.tcp_proxy import TcpProxy
 
 RULE = """
 groups:
@@ -48,9 +50,10 @@ def payload(base: dict[str, Any], fingerprint: str) -> bytes:
     return json.dumps(out).encode()
 
 
-async def run_one(tmp_path: Path, prom_url: str, mode: str, body: bytes) -> Any:
-    svc = command_service([{"type": "command", "argv": ["/bin/true"]}], confirm=mode)
-    cfg = write_config(tmp_path, services={"rag": svc}, prometheus={"url": prom_url, "timeout": "2s"})
+async def run_one(tmp_path: Path, prom_url: str, mode: str, body: bytes, window: str = "1s",
+                  **top: Any) -> Any:
+    svc = command_service([{"type": "command", "argv": ["/bin/true"]}], confirm=mode, confirm_window=window)
+    cfg = write_config(tmp_path, services={"rag": svc}, prometheus={"url": prom_url, "timeout": "2s"}, **top)
     async with running_daemon(cfg) as d, aiohttp.ClientSession() as http:
         async with http.post(d.url + "/v1/webhook/alertmanager", data=body, headers={
                 "Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"}) as r:
@@ -82,5 +85,37 @@ async def test_prometheus_unreachable_required_vs_best_effort(tmp_path: Path,
     dead = "http://127.0.0.1:9"  # discard port: connection refused
     final, events = await run_one(tmp_path / "a", dead, "required", payload(firing_payload, "c0000003"))
     assert final.state.value == "cancelled" and any(e.reason == "confirm_failed" for e in events)
+    assert final.error.startswith("Prometheus could not be asked whether the alert still fires: prometheus:")
+    assert "(asked for 1s)" in final.error
     final, _ = await run_one(tmp_path / "b", dead, "best_effort", payload(firing_payload, "c0000004"))
     assert final.state.value == "resolved"
+
+
+async def test_prometheus_errors_are_asked_again_within_the_window(
+        tmp_path: Path, prom: Any, firing_payload: dict[str, Any]) -> None:
+    """One Prometheus error no longer cancels the rollback for good: it is asked again until it answers."""
+    await set_ratio(prom, 0.09, firing=True)
+    host, port = prom[0].url.removeprefix("http://").split(":")
+    async with TcpProxy(host, int(port)) as proxy:
+        proxy.cut()
+
+        async def back_later() -> None:
+            await asyncio.sleep(1.5)
+            proxy.restore()
+
+        healing = asyncio.create_task(back_later())
+        final, _ = await run_one(tmp_path, f"http://127.0.0.1:{proxy.port}", "required",
+                                 payload(firing_payload, "c0000005"), window="30s")
+        await healing
+    assert final.state.value == "resolved"
+
+
+async def test_a_cancelled_rollback_is_announced_with_its_reason(
+        tmp_path: Path, firing_payload: dict[str, Any], slack_recorder: SlackRecorder, monkeypatch: Any) -> None:
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack_recorder.webhook_url)
+    final, _ = await run_one(tmp_path, "http://127.0.0.1:9", "required", payload(firing_payload, "c0000006"),
+                             notify={"type": "slack", "webhook_url": "${SLACK_WEBHOOK_URL}"})
+    assert final.state.value == "cancelled"
+    await slack_recorder.wait_for_async(lambda r: any("cancelled" in (m.text or "") for m in r.messages()))
+    (told,) = [m.text or "" for m in slack_recorder.messages() if "cancelled" in (m.text or "")]
+    assert "Prometheus could not be asked whether the alert still fires" in told and "asked for 1s" in told

@@ -93,24 +93,37 @@ async def test_retries_exhausted_fail_and_hold_the_service(tmp_path: Path, firin
         assert body["decisions"][0]["reason"] == "cooldown"  # the failed rollback still started the cooldown
 
 
-async def test_abort_stops_after_the_current_step(tmp_path: Path, firing_payload: dict[str, Any]) -> None:
-    started, gate = tmp_path / "started", tmp_path / "gate"
-    script = f"touch {started}; while [ ! -f {gate} ]; do sleep 0.02; done"
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+async def test_abort_stops_the_hung_step_and_kills_its_process_group(tmp_path: Path,
+                                                                       firing_payload: dict[str, Any]) -> None:
+    # The step hangs in a grandchild that also holds stdout: abort must still stop it, at once.
+    pids = tmp_path / "pids"
+    script = f"sleep 3600 & echo $$ $! > {pids}.tmp; mv {pids}.tmp {pids}; wait"
     plan = [{"type": "command", "name": "current", "argv": ["/bin/sh", "-c", script]},
             {"type": "command", "name": "next", "argv": ["/bin/true"]}]
-    cfg = write_config(tmp_path, services={"rag": command_service(plan)})
+    cfg = write_config(tmp_path, services={"rag": command_service(plan)}, incidents={"kill_grace": "1s"})
     async with running_daemon(cfg) as d:
         await webhook(d, firing_payload)
-        while not started.exists():
+        while not pids.exists():
             await asyncio.sleep(0.02)
+        shell, sleeper = (int(p) for p in pids.read_text().split())
         (incident,) = await d.core.store.list_incidents(None, 5)
+        asked = time.monotonic()
         status, body = await api(d, "POST", f"/v1/incidents/{incident.id}/abort", {"reason": "wrong alert"})
-        assert status == 202 and body["abort_requested"]
-        gate.touch()
+        assert status == 202 and body["abort_requested"] and body["state"] == "aborted", body
+        assert time.monotonic() - asked < 10  # liveness: not the hour the step would sleep
         incident, steps = await only_incident(d)
         events = await d.core.store.events(incident_id=incident.id)
     assert incident.state.value == "aborted"
-    assert [(s.name, s.state.value) for s in steps] == [("current", "done")]
+    assert [(s.name, s.state.value, s.error) for s in steps] == [("current", "failed", "stopped by abort")]
+    assert not alive(shell) and not alive(sleeper)
     assert any(e.kind == "abort" and e.actor == "tester" and e.data["why"] == "wrong alert" for e in events)
 
 

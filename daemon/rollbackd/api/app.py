@@ -48,10 +48,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    waiting = core.runner.journal.outage.describe(core.runner.clock())
     try:
-        await request.app[CORE].store.ping()
+        await core.store.ping()
     except StateError as exc:
-        return problem(503, f"state store unreachable: {exc}")
+        return problem(503, f"state store unreachable: {exc}", runner=waiting)
+    if waiting is not None:  # the store answers a ping, but the runner's writes still fail
+        return problem(503, waiting, runner=waiting)
     return web.json_response({"ready": True})
 
 

@@ -44,7 +44,8 @@ def document() -> dict[str, Any]:
         paths_of, models_of = plugin.openapi()
         extra_paths.update(paths_of)
         extra_models.extend(models_of)
-    models: list[type[BaseModel]] = [WebhookV4, v1.TriggerBody, v1.PauseBody, v1.ReasonBody, *extra_models]
+    models: list[type[BaseModel]] = [WebhookV4, v1.TriggerBody, v1.PauseBody, v1.ReasonBody, v1.ResumeBody,
+                                     *extra_models]
     schemas: dict[str, Any] = {"Problem": _PROBLEM}
     for model in models:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
@@ -57,14 +58,15 @@ def document() -> dict[str, Any]:
         "/v1/status": {"get": op("Mode, pauses, active incidents with progress, budget, cooldown, decisions")},
         "/v1/incidents": {"get": op("Incident history", params=[limit, service])},
         "/v1/incidents/{id}": {"get": op("One incident with its steps and journal", params=[ident])},
-        "/v1/incidents/{id}/abort": {"post": op("Stop after the current step", body=v1.ReasonBody, ok="202",
-                                                 params=[ident])},
+        "/v1/incidents/{id}/abort": {"post": op("Stop the running step (its processes killed), end the incident",
+                                                body=v1.ReasonBody, ok="202", params=[ident])},
         "/v1/trigger": {"post": op("Manual rollback", body=v1.TriggerBody, ok="202")},
         "/v1/pause": {"post": op("Freeze automatic actions (a service or all)", body=v1.PauseBody)},
-        "/v1/resume": {"post": op("Lift a pause and a hold", body=v1.ReasonBody)},
+        "/v1/resume": {"post": op("Lift a pause and a hold (the only service, `service`, or `all`)",
+                                  body=v1.ResumeBody)},
         "/v1/openapi.json": {"get": op("This document", auth=None)},
         "/healthz": {"get": op("Liveness", auth=None)},
-        "/readyz": {"get": op("Readiness: the state store answers", auth=None)},
+        "/readyz": {"get": op("Readiness: the state store answers and no journal write waits", auth=None)},
         "/metrics": {"get": op("Prometheus metrics", auth=None)},
         **extra_paths,
     }

@@ -9,19 +9,29 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from rollbackd.errors import ConfigError, NotFoundError, PayloadError
+from rollbackd.errors import ConfigError, NotFoundError, PayloadError, StateError
 from rollbackd.incidents.controls import Refused
 
 log = logging.getLogger(__name__)
 
+STORE_RETRY_AFTER_S = 5  # Alertmanager re-sends a 5xx at once anyway; other clients get a hint
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
                  409: "conflict", 413: "too_large", 415: "unsupported_media_type", 503: "unavailable"}
 
 
-def problem(status: int, detail: str, **extra: Any) -> web.Response:
+def problem(status: int, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
     body = {"error": _STATUS_CODES.get(status, "error"), "detail": detail, **extra}
-    headers = {"WWW-Authenticate": 'Bearer realm="rollbackd"'} if status == 401 else None
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="rollbackd"'}
     return web.json_response(body, status=status, headers=headers)
+
+
+def store_unavailable(request: web.Request, exc: StateError) -> web.Response:
+    """The journal could not be written or read: 503 with Retry-After, so the sender re-sends (an alert
+    is never answered 202 unless it is journaled). Logged as an error with its traceback."""
+    log.error("store_error", exc_info=exc, extra={"path": request.path, "method": request.method})
+    return problem(503, f"state store unavailable, retry later: {exc}",
+                   headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
 
 
 def suspicious(raw_path: str) -> bool:
@@ -47,6 +57,8 @@ async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
         return problem(404, str(exc))
     except Refused as exc:
         return problem(409, str(exc), reason=exc.reason.value)
+    except StateError as exc:
+        return store_unavailable(request, exc)
     except Exception:
         log.exception("api_error", extra={"path": request.path})
         return problem(500, "internal error; see the daemon's log")

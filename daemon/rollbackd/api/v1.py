@@ -43,6 +43,10 @@ class ReasonBody(_Body):
     reason: Annotated[str, Field(min_length=1, max_length=500)] = "no reason given"
 
 
+class ResumeBody(ReasonBody):
+    all: bool = False  # every service and the global pause
+
+
 async def body_of(request: web.Request, model: type[M]) -> M:
     raw = await read_limited(request)
     if raw is None:
@@ -123,9 +127,11 @@ async def pause(request: web.Request) -> web.Response:
 
 async def resume(request: web.Request) -> web.Response:
     core = request.app[CORE]
-    body = await body_of(request, ReasonBody)
-    cleared = await core.controls.resume(body.service, actor=request[ACTOR], reason=body.reason)
-    return web.json_response({"cleared": cleared, "service": body.service or "*"})
+    body = await body_of(request, ResumeBody)
+    cleared = await core.controls.resume(body.service, actor=request[ACTOR], reason=body.reason, every=body.all)
+    named = [name for name in cleared if name != "*"]
+    shown = "all" if body.all else (named[0] if named else "*")
+    return web.json_response({"cleared": sum(cleared.values()), "by_service": cleared, "service": shown})
 
 
 def add_routes(app: web.Application) -> None:

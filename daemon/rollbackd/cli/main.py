@@ -61,20 +61,21 @@ def cmd_trigger(args: argparse.Namespace, client: Client) -> int:
 
 def cmd_abort(args: argparse.Namespace, client: Client) -> int:
     body = client.post(f"/v1/incidents/{args.incident}/abort", {"reason": args.reason})
-    print(f"incident {body['id']}: {body['state']}; abort requested (takes effect after the current step)")
+    print(f"incident {body['id']}: {body['state']}; abort requested (its running step is stopped, processes killed)")
     return EXIT_OK
 
 
 def cmd_pause(args: argparse.Namespace, client: Client) -> int:
     body = client.post("/v1/pause", {"service": args.service, "reason": args.reason, "for": args.for_})
-    until = body["paused"]["until"] or "until `rollbackd resume`"
-    print(f"paused {body['service']}: automatic actions frozen {until}")
+    until = body["paused"]["until"] or "`rollbackd resume`"
+    print(f"paused {body['service']}: automatic actions frozen until {until}")
     return EXIT_OK
 
 
 def cmd_resume(args: argparse.Namespace, client: Client) -> int:
-    body = client.post("/v1/resume", {"service": args.service, "reason": args.reason})
-    print(f"resumed {body['service']} ({body['cleared']} pause/hold cleared)")
+    body = client.post("/v1/resume", {"service": args.service, "reason": args.reason, "all": args.all})
+    lifted = ", ".join(f"{name} ({n})" for name, n in body.get("by_service", {}).items())
+    print(f"resumed {body['service']}: {body['cleared']} pause/hold cleared" + (f" [{lifted}]" if lifted else ""))
     return EXIT_OK
 
 
@@ -159,16 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--to-release", help="a release version instead of the last green one")
     p.add_argument("--yes", action="store_true", help="do not ask")
-    p = remote("abort", cmd_abort, "stop an incident after its current step")
+    p = remote("abort", cmd_abort, "stop an incident: its running step is stopped")
     p.add_argument("incident")
     p.add_argument("--reason", default="aborted from the CLI")
     p = remote("pause", cmd_pause, "freeze automatic actions (a service, or all)")
     p.add_argument("--reason", required=True)
     p.add_argument("--for", dest="for_", help="e.g. 2h; default: until resume")
     p.add_argument("--service")
-    p = remote("resume", cmd_resume, "lift a pause and a hold")
+    p = remote("resume", cmd_resume, "lift a pause and a hold (the only service, or --service, or --all)")
     p.add_argument("--reason", default="resumed from the CLI")
-    p.add_argument("--service")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--service")
+    which.add_argument("--all", action="store_true", help="every service and the global pause")
     for module_name in CLI_MODULES:
         importlib.import_module(module_name).register(sub, remote)
     return parser

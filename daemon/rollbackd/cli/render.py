@@ -131,9 +131,19 @@ def incident(body: dict[str, Any]) -> str:
     if events:
         out += ["", "journal:"]
         out += [f"  {datetime.fromtimestamp(e['at']).strftime('%H:%M:%S')} {e['kind']} "
-                f"{e.get('reason') or ''} {e['data'].get('why') or e['data'].get('sentence') or ''}".rstrip()
+                f"{e.get('reason') or ''} {_event_detail(e['data'])}".rstrip()
                 for e in events]
     return "\n".join(out)
+
+
+_PROCESS_FIELDS = ("step", "attempt", "pgid", "resumes", "killed")  # step_process, step_interrupted
+
+
+def _event_detail(data: dict[str, Any]) -> str:
+    said = data.get("why") or data.get("sentence")
+    if said:
+        return str(said)
+    return " ".join(f"{k}={data[k]}" for k in _PROCESS_FIELDS if data.get(k) not in (None, []))
 
 
 def _first_line(text: str) -> str:

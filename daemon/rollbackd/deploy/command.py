@@ -7,12 +7,12 @@ that already runs is a no-op; without it the step's journal is what keeps a depl
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Annotated
 
 from pydantic import Field
 
+from rollbackd import procs
 from rollbackd.config import Duration
 from rollbackd.deploy import DeployedRelease, DeployOptions, RedeployByUrl, release_values, render
 from rollbackd.errors import BackendError
@@ -20,23 +20,18 @@ from rollbackd.records import JSON, Release
 
 
 async def run_argv(argv: list[str], *, timeout: float, env: dict[str, str], what: str) -> str:
-    """Run argv (no shell); stdout on success, else BackendError with the exit status and stderr tail."""
+    """Run argv (no shell) in its own process group (rollbackd.procs): a timeout kills the whole group,
+    grandchildren included. stdout on success, else BackendError with the exit status and stderr tail."""
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env={**os.environ, **env})
+        done = await procs.run(argv, env={**os.environ, **env}, timeout=timeout)
+    except TimeoutError as exc:
+        raise BackendError(what, f"{argv[0]} timed out after {timeout:g}s", retryable=True) from exc
     except OSError as exc:
         raise BackendError(what, f"cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError as exc:
-        proc.kill()
-        await proc.wait()
-        raise BackendError(what, f"{argv[0]} timed out after {timeout:g}s", retryable=True) from exc
-    if proc.returncode != 0:
-        tail = err.decode(errors="replace").strip()[-500:]
-        raise BackendError(what, f"{argv[0]} exited {proc.returncode}: {tail}")
-    return out.decode(errors="replace")
+    if done.code != 0:
+        tail = done.err.decode(errors="replace").strip()[-500:]
+        raise BackendError(what, f"{argv[0]} exited {done.code}: {tail}")
+    return done.out.decode(errors="replace")
 
 
 class CommandDeployer(RedeployByUrl):

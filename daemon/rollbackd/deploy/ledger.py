@@ -89,7 +89,7 @@ class Ledger:
             try:
                 snaps = list(await source.list())
             except Exception as exc:  # the registry is still worth showing without its snapshots
-                log.warning("matrix_snapshots_failed", extra={"error": str(exc)})
+                log.warning("matrix_snapshots_failed", exc_info=True, extra={"error": str(exc)})
         rows = []
         for r in history:
             mine = [s for s in snaps if getattr(s, "release", None) == r.version]

@@ -70,7 +70,7 @@ async def start(core: Core) -> None:
             try:
                 removed = await scratch.sweep(deployer, drill.service)
             except Exception as exc:  # the container engine may be down: the daemon starts anyway
-                log.warning("drill_sweep_failed", extra={"service": drill.service, "error": str(exc)})
+                log.warning("drill_sweep_failed", exc_info=True, extra={"service": drill.service, "error": str(exc)})
             else:
                 if removed:
                     log.warning("drill_leftovers_removed", extra={"service": drill.service, "containers": removed})

@@ -83,14 +83,27 @@ class Controls:
         await self._event("pause", name, actor, reason, data={"until": pause.until})
         return pause
 
-    async def resume(self, service: str | None, *, actor: str, reason: str) -> int:
-        """Lift a pause and a hold (after a failed rollback someone must look, then resume)."""
-        name = "*" if service in (None, "*") else self.service(service).name
-        cleared = await self.store.clear_pauses(name)
-        self.metrics.paused.labels(name).set(0)
-        if name != "*":
-            self.metrics.held.labels(name).set(0)
-        await self._event("resume", name, actor, reason, data={"cleared": cleared})
+    def resume_targets(self, service: str | None, *, every: bool = False) -> list[str]:
+        """What `resume` lifts: the named service; with one service guarded, that one (the command the
+        README and Slack give the on-call); with ``every``, all. The global pause ("*") goes too, unless
+        one service is named."""
+        if every:
+            return ["*", *sorted(self.services)]
+        if service == "*":
+            return ["*"]
+        if service is not None:
+            return [self.service(service).name]
+        return ["*", *(list(self.services) if len(self.services) == 1 else [])]
+
+    async def resume(self, service: str | None, *, actor: str, reason: str, every: bool = False) -> dict[str, int]:
+        """Lift pauses and holds (after a failed rollback someone must look, then resume); cleared by service."""
+        cleared: dict[str, int] = {}
+        for name in self.resume_targets(service, every=every):
+            cleared[name] = await self.store.clear_pauses(name)
+            self.metrics.paused.labels(name).set(0)
+            if name != "*":
+                self.metrics.held.labels(name).set(0)
+            await self._event("resume", name, actor, reason, data={"cleared": cleared[name]})
         return cleared
 
     async def _event(self, kind: str, service: str, actor: str, reason: str, *,

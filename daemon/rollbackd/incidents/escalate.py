@@ -1,6 +1,7 @@
 """Paging: when a rollback fails or its verification does, POST a JSON body to the configured paging
-webhook (PagerDuty/Opsgenie bridges, an on-call router). Runs in the background with a few retries:
-paging must never hold up the daemon. The body (documented in the README):
+webhook (PagerDuty/Opsgenie bridges, an on-call router). ``page`` is one round of a few quick tries;
+rollbackd.incidents.pager journals the page and runs rounds in the background until it is delivered.
+The body (documented in the README):
 
     {"event": "rollbackd.escalation", "service": "rag", "incident_id": "...", "state": "verification_failed",
      "error": "...", "summary": "...", "alertname": "...", "opened_at": "...", "finished_at": "...",
@@ -16,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from rollbackd.config import PageWebhook
-from rollbackd.records import Incident, StepRecord, iso
+from rollbackd.records import Alert, Decision, Incident, StepRecord, iso
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,28 @@ def page_body(incident: Incident, steps: list[StepRecord]) -> dict[str, Any]:
         "state": incident.state.value,
         "error": incident.error,
         "summary": f"{incident.service}: rollback incident {incident.id} ended {incident.state.value}; "
-                   "automatic actions are held until `rollbackd resume`",
+                   f"automatic actions are held until `rollbackd resume --service {incident.service}`",
         "alertname": incident.trigger.alertname,
         "opened_at": iso(incident.created_at),
         "finished_at": iso(incident.finished_at),
         "steps": [{"name": s.name, "state": s.state.value, "error": s.error} for s in steps],
+    }
+
+
+def refusal_body(alert: Alert, decision: Decision, now: float) -> dict[str, Any]:
+    """The same shape for an automatic rollback the guardrails refused (budget exhausted): no incident."""
+    return {
+        "event": "rollbackd.escalation",
+        "service": decision.service,
+        "incident_id": None,
+        "state": decision.reason.value,
+        "error": decision.reason.sentence + (f" ({decision.detail})" if decision.detail else ""),
+        "summary": f"{decision.service}: {alert.alertname} fires but no automatic rollback: "
+                   f"{decision.reason.sentence}",
+        "alertname": alert.alertname,
+        "opened_at": iso(now),
+        "finished_at": None,
+        "steps": [],
     }
 
 
@@ -49,5 +67,6 @@ async def page(hook: PageWebhook, body: dict[str, Any]) -> bool:
         except (aiohttp.ClientError, TimeoutError) as exc:
             error = type(exc).__name__
         log.warning("page_failed", extra={"incident_id": body["incident_id"], "attempt": attempt, "error": error})
-        await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
+        if attempt <= hook.retries:  # no pause after the last try: the pager decides what comes next
+            await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
     return False

@@ -1,6 +1,8 @@
-"""One step, journaled write-ahead: recorded as started (the attempt counted) before it runs, and as
-done or failed after. On resume a step the journal says is done is skipped; one that was interrupted
-is asked ``is_done`` (the world may show it finished) before it runs again."""
+"""One step, journaled write-ahead: recorded as started before it runs, and as done or failed after.
+On resume a step the journal says is done is skipped; one that was interrupted (a crash or stop of
+the daemon) first has its leftover processes killed, then is asked ``is_done`` (the world may show it
+finished) before the same attempt runs again: an interruption is not a failed attempt
+(rollbackd.incidents.leftovers bounds how many a step may have)."""
 
 from __future__ import annotations
 
@@ -9,15 +11,15 @@ import logging
 import time
 from collections.abc import Callable
 
-from rollbackd import logs
-from rollbackd.errors import RollbackdError
-from rollbackd.incidents import messages
+from rollbackd import logs, procs
+from rollbackd.errors import RollbackdError, StoreUnavailable
+from rollbackd.incidents import leftovers, messages
+from rollbackd.incidents.journal import Journal
 from rollbackd.metrics import Metrics
 from rollbackd.notify.queue import NotifyQueue
 from rollbackd.plan import Step, StepContext
 from rollbackd.reasons import IncidentState, StepState
 from rollbackd.records import JSON, Incident, StepRecord
-from rollbackd.state import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +35,12 @@ class StepFailed(Exception):
 
 
 class StepExecutor:
-    def __init__(self, *, store: StateStore, notify: NotifyQueue, metrics: Metrics,
+    def __init__(self, *, journal: Journal, notify: NotifyQueue, metrics: Metrics, grace: float = 5.0,
                  clock: Callable[[], float] = time.time) -> None:
-        self.store = store
+        self.journal = journal
         self.notify = notify
         self.metrics = metrics
+        self.grace = grace
         self.clock = clock
 
     async def execute(self, incident: Incident, step: Step, index: int, record: StepRecord | None,
@@ -45,43 +48,60 @@ class StepExecutor:
         if record is not None and record.state is StepState.DONE:
             return record.output
         with logs.bound(step_name=step.name):
-            if record is not None and record.state is StepState.STARTED and await self._found_done(step, ctx):
-                output: JSON = {"resumed": True, "found_done": True}
-                await self.store.step_finished(incident.id, index, StepState.DONE, self.clock(), output, None)
-                log.info("step_found_done", extra={"step_type": step.type})
-                return output
-            return await self._attempts(incident, step, index, record, ctx)
+            if record is not None and record.state is StepState.FAILED:  # ended before the incident did
+                raise StepFailed(step.name, record.error or "failed")
+            attempt = 1
+            if record is not None and record.state is StepState.STARTED:
+                attempt = await self._resume(incident, step, index, record)
+                if await self._found_done(step, ctx):
+                    output: JSON = {"resumed": True, "found_done": True}
+                    await self.journal.step_finished(incident.id, index, StepState.DONE, self.clock(), output, None)
+                    log.info("step_found_done", extra={"step_type": step.type})
+                    return output
+            return await self._attempts(incident, step, index, attempt, ctx)
+
+    async def _resume(self, incident: Incident, step: Step, index: int, record: StepRecord) -> int:
+        """The attempt to go on with: the same one after an interruption, the next after a failed one."""
+        if record.finished_at is not None:  # a failed attempt waiting for its retry when the daemon stopped
+            return record.attempts + 1
+        try:
+            await leftovers.resume_interrupted(self.journal, incident, step, index, record, self.grace)
+        except leftovers.Interrupted as exc:
+            await self._journal(incident, step, index, self.clock(), {}, str(exc), StepState.FAILED)
+            raise StepFailed(step.name, str(exc)) from exc
+        return max(1, record.attempts)
 
     async def _found_done(self, step: Step, ctx: StepContext) -> bool:
         try:
             return await asyncio.wait_for(step.is_done(ctx), step.spec.timeout)
+        except StoreUnavailable:
+            raise
         except (RollbackdError, TimeoutError) as exc:
             log.warning("step_is_done_failed", extra={"error": str(exc)})
             return False
 
-    async def _attempts(self, incident: Incident, step: Step, index: int, record: StepRecord | None,
-                        ctx: StepContext) -> JSON:
-        attempts = record.attempts if record else 0
-        # A crash mid-step used up its attempt; allow one more after a restart, but not forever.
-        limit = step.spec.retries + 1 + (1 if record is not None and record.state is StepState.STARTED else 0)
+    async def _attempts(self, incident: Incident, step: Step, index: int, attempt: int, ctx: StepContext) -> JSON:
+        limit = step.spec.retries + 1
         while True:
-            attempts += 1
-            if attempts > limit:
-                raise StepFailed(step.name, f"gave up after {attempts - 1} attempts")
-            ctx.attempt = attempts
+            if attempt > limit:
+                raise StepFailed(step.name, f"gave up after {attempt - 1} attempts")
+            ctx.attempt = attempt
             started = self.clock()
-            await self.store.step_started(incident.id, index, step.name, step.type, attempts, started)
+            await self.journal.step_started(incident.id, index, step.name, step.type, attempt, started)
             self._first_step_latency(incident, started)
-            self.notify.reply(messages.step_started(incident, step.name, attempts, step.describe()))
-            log.info("step_started", extra={"step_type": step.type, "attempt": attempts})
+            self.notify.reply(messages.step_started(incident, step.name, attempt, step.describe()))
+            log.info("step_started", extra={"step_type": step.type, "attempt": attempt})
             try:
-                output = await asyncio.wait_for(step.run(ctx), step.spec.timeout)
+                output = await self._run(incident, step, index, attempt, ctx)
+            except StoreUnavailable:
+                raise  # the runner gives the incident up; the step stays `started` in the journal
             except (RollbackdError, TimeoutError) as exc:
                 error = _describe(exc, step.spec.timeout)
                 retry = isinstance(exc, TimeoutError) or exc.retryable
-                if retry and attempts < limit:
+                if retry and attempt < limit:
                     await self._journal(incident, step, index, started, {}, error, StepState.STARTED)
-                    await asyncio.sleep(step.spec.backoff * 2 ** (attempts - 1))
+                    await asyncio.sleep(step.spec.backoff * 2 ** (attempt - 1))
+                    attempt += 1
                     continue
                 output = getattr(exc, "output", None) or {}  # e.g. the verdicts of a failed verification
                 await self._journal(incident, step, index, started, output, error, StepState.FAILED)
@@ -94,10 +114,19 @@ class StepExecutor:
             await self._journal(incident, step, index, started, output, None, StepState.DONE)
             return output
 
+    async def _run(self, incident: Incident, step: Step, index: int, attempt: int, ctx: StepContext) -> JSON:
+        """The step itself, with every process it starts journaled and stopped with it."""
+        hook = leftovers.process_hook(self.journal, incident, index, step, attempt, self.grace)
+        token = procs.spawn_hook.set(hook)
+        try:
+            return await asyncio.wait_for(step.run(ctx), step.spec.timeout)
+        finally:
+            procs.spawn_hook.reset(token)
+
     async def _journal(self, incident: Incident, step: Step, index: int, started: float, output: JSON,
                        error: str | None, state: StepState) -> None:
         finished = self.clock()
-        await self.store.step_finished(incident.id, index, state, finished, output, error)
+        await self.journal.step_finished(incident.id, index, state, finished, output, error)
         self.metrics.step_duration.labels(incident.service, step.type).observe(finished - started)
         if state is StepState.STARTED:  # a failed attempt that will be retried
             log.warning("step_attempt_failed", extra={"error": error})

@@ -17,8 +17,9 @@ from typing import Any
 
 from rollbackd import policy, releases
 from rollbackd.config import Settings
-from rollbackd.errors import StateError
-from rollbackd.incidents import messages
+from rollbackd.errors import IncidentActiveError
+from rollbackd.incidents import escalate, messages
+from rollbackd.incidents.coalesce import Coalescer
 from rollbackd.incidents.runner import Runner
 from rollbackd.metrics import Metrics
 from rollbackd.notify.queue import NotifyQueue
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _SEEN_MAX = 20_000  # alert keys known to be journaled: duplicates answered without a write
 _QUIET = frozenset({Reason.DUPLICATE, Reason.INCIDENT_ACTIVE, Reason.RESOLVED, Reason.NOT_IN_POLICY})
+_PAGED = frozenset({Reason.BUDGET_EXHAUSTED})  # a refusal a human must hear about now (held pages at failure)
 
 
 class Intake:
@@ -48,6 +50,7 @@ class Intake:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._duplicates: Counter[str] = Counter()
         self._dup_counters: dict[str, Any] = {}
+        self.coalesce = Coalescer(settings.notify_coalesce_window, clock)
 
     def lock(self, service: str) -> asyncio.Lock:
         """The service's lock: decisions about one service are taken one at a time."""
@@ -70,7 +73,7 @@ class Intake:
             self._remember(alert.key)
             if alert.status == "resolved" and runtime is not None:
                 await self._cancel_pending(runtime.name, alert)
-        self._report(alert, decision, incident)
+        await self._report(alert, decision, incident)
         if incident is not None:
             self.runner.start(incident.id)
         return decision
@@ -131,10 +134,12 @@ class Intake:
         try:
             await self.store.journal_alert(alert, service, received_at, decision, incident,
                                            _decision_event(alert, decision, incident))
-        except StateError:
+        except IncidentActiveError:
             if incident is None:
                 raise
-            # Another incident became active meanwhile (an HA peer): journal the alert as suppressed.
+            # Only the store's one-active-incident constraint lands here: another incident of the service
+            # became active meanwhile (an HA peer). Any other store error propagates: the webhook answers
+            # 503 and Alertmanager re-sends, so an outage never reads as "incident active".
             decision = Decision(Action.SUPPRESSED, Reason.INCIDENT_ACTIVE, service, "opened concurrently")
             incident = None
             await self.store.journal_alert(alert, service, received_at, decision, None,
@@ -178,7 +183,7 @@ class Intake:
         if len(self._seen) > _SEEN_MAX:
             self._seen.popitem(last=False)
 
-    def _report(self, alert: Alert, decision: Decision, incident: Incident | None) -> None:
+    async def _report(self, alert: Alert, decision: Decision, incident: Incident | None) -> None:
         self.metrics.alerts.labels(decision.service or "", decision.action.value, decision.reason.value).inc()
         log.info("alert_decided", extra={
             "alertname": alert.alertname, "status": alert.status, "fingerprint": alert.fingerprint,
@@ -187,9 +192,14 @@ class Intake:
         })
         if decision.reason in _QUIET or decision.acts or alert.status == "resolved":
             return
+        held_back = self.coalesce.admit(decision.service or "", decision.reason)
+        if held_back is None:  # announced already in this window: counted, told with the next one
+            return
         runtime = self.services.get(decision.service or "")
         mention = runtime.config.escalate_mention if runtime else None
-        self.notify.post(messages.decision(alert, decision, mention))
+        self.notify.post(messages.decision(alert, decision, mention, held_back))
+        if runtime is not None and decision.reason in _PAGED:
+            await self.runner.pager.page(runtime.name, escalate.refusal_body(alert, decision, self.clock()))
 
 
 def _decision_event(alert: Alert, decision: Decision, incident: Incident | None) -> Event:

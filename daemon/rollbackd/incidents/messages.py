@@ -77,7 +77,8 @@ def finished(incident: Incident, steps: list[StepRecord], mention: str | None) -
     if incident.error:
         text = f"{incident.error}\n{text}"
     if failing:
-        text += "\nAutomatic actions for this service are held until someone runs `rollbackd resume`."
+        text += ("\nAutomatic actions for this service are held until someone runs "
+                 f"`rollbackd resume --service {incident.service}`.")
     return Message(
         kind="escalation" if failing else "finished",
         title=f"{incident.service}: incident {incident.id} {incident.state.value} after {took}",
@@ -90,13 +91,15 @@ def finished(incident: Incident, steps: list[StepRecord], mention: str | None) -
     )
 
 
-def decision(alert: Alert, dec: Decision, mention: str | None = None) -> Message:
+def decision(alert: Alert, dec: Decision, mention: str | None = None, held_back: int = 0) -> Message:
     service = dec.service or alert.labels.get("service") or "?"
     if dec.action is Action.NOTIFY:
         title = f"{alert.alertname} firing on {service} (reported, no automatic action)"
     else:
         title = f"{alert.alertname} on {service}: no automatic rollback"
     text = dec.reason.sentence + (f" ({dec.detail})" if dec.detail else "")
+    if held_back:
+        text += f"\n{held_back} more suppression(s) for the same reason since the last message were not posted."
     escalate = dec.reason in (Reason.BUDGET_EXHAUSTED, Reason.HELD, Reason.NOTHING_TO_ROLL_BACK_TO,
                               Reason.SCHEMA_MISMATCH)
     return Message(

@@ -3,7 +3,9 @@
     pending   wait the start delay; confirm the alert still fires (Prometheus); a resolved alert
               cancels it here, never later
     running   each stage in order (a parallel group runs its steps together); a step the journal
-              (or the world) shows done is skipped; abort takes effect between stages
+              (or the world) shows done is skipped; abort stops the running stage (its processes
+              killed) and ends the incident; a store outage is waited out (rollbackd.incidents.journal)
+              up to ``incidents.store_outage_limit``, then the incident is paged and ended failed
     finished  resolved | failed | verification_* | aborted | cancelled | dry_run; a failure holds
               automatic actions for the service until `rollbackd resume`, and escalates
 """
@@ -12,14 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from rollbackd import logs
+from rollbackd.errors import StoreUnavailable
 from rollbackd.incidents import escalate, messages
 from rollbackd.incidents.execute import StepExecutor, StepFailed
+from rollbackd.incidents.journal import Journal
+from rollbackd.incidents.pager import Pager
 from rollbackd.metrics import Metrics
 from rollbackd.notify.queue import NotifyQueue
 from rollbackd.plan import ServiceRuntime, Stage, StepContext, build_plan
@@ -29,23 +35,29 @@ from rollbackd.state import StateStore
 
 log = logging.getLogger(__name__)
 
-# None: go on; otherwise the state to end in and why (the alert no longer fires, Prometheus is unreachable)
-Confirm = Callable[[Incident], Awaitable[tuple[IncidentState, Reason] | None]]
+# None: go on; otherwise the state to end in, why (the alert no longer fires, Prometheus is unreachable)
+# and a detail for the announcement
+Confirm = Callable[[Incident], Awaitable[tuple[IncidentState, Reason, str] | None]]
 P, R = IncidentState.PENDING, IncidentState.RUNNING
 
 
 class Runner:
     def __init__(self, *, store: StateStore, services: Mapping[str, ServiceRuntime], notify: NotifyQueue,
-                 metrics: Metrics, confirm: Confirm | None = None, clock: Callable[[], float] = time.time) -> None:
+                 metrics: Metrics, confirm: Confirm | None = None, clock: Callable[[], float] = time.time,
+                 store_outage_limit: float = 300.0, kill_grace: float = 5.0) -> None:
         self.store = store
+        self.journal = Journal(store, limit=store_outage_limit, clock=clock)
         self.services = services
         self.notify = notify
         self.metrics = metrics
         self.confirm = confirm
         self.clock = clock
-        self.executor = StepExecutor(store=store, notify=notify, metrics=metrics, clock=clock)
+        self.executor = StepExecutor(journal=self.journal, notify=notify, metrics=metrics, grace=kill_grace,
+                                     clock=clock)
         self._tasks: dict[str, asyncio.Task[IncidentState]] = {}
-        self._pages: set[asyncio.Task[bool]] = set()
+        self.pager = Pager(store, services, clock=clock)
+        self._aborting: set[str] = set()
+        self._stopping = False
 
     # ---- scheduling ---------------------------------------------------------------------------
     def start(self, incident_id: str) -> asyncio.Task[IncidentState]:
@@ -59,6 +71,7 @@ class Runner:
 
     async def resume_open(self) -> list[str]:
         """After a crash or restart: pick up every incident the journal shows in progress."""
+        await self.pager.resume()
         open_ids = [inc.id for inc in await self.store.active_incidents()]
         for incident_id in open_ids:
             log.info("incident_resumed", extra={"incident_id": incident_id})
@@ -71,16 +84,18 @@ class Runner:
 
     async def shutdown(self) -> None:
         """Stop running incidents where they are; the journal lets the next start resume them."""
+        self._stopping = True
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.pager.close()  # what is not delivered stays journaled: sent after the next start
 
     # ---- the runbook --------------------------------------------------------------------------
     async def run(self, incident_id: str) -> IncidentState:
-        incident = await self.store.get_incident(incident_id)
+        incident = await self.journal.call("get_incident", lambda: self.store.get_incident(incident_id), bounded=False)
         if incident is None or not incident.active:
             return incident.state if incident else IncidentState.CANCELLED
         with logs.bound(incident=incident.id, svc=incident.service):
@@ -88,26 +103,33 @@ class Runner:
             try:
                 return await self._run(incident)
             except asyncio.CancelledError:
+                if incident_id in self._aborting and not self._stopping:
+                    asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                    return await self._aborted(incident)
                 log.info("incident_interrupted")  # daemon stopping: resumed on next start
                 raise
+            except StoreUnavailable as exc:
+                return await self._give_up(incident, exc)
             except Exception as exc:  # the runner itself failed: end the incident, never leave it hanging
                 log.exception("incident_crashed")
                 return await self.finish(incident, IncidentState.FAILED, f"rollbackd error: {exc}")
+            finally:
+                self._aborting.discard(incident_id)
 
     async def _run(self, incident: Incident) -> IncidentState:
         if incident.state is P:
             started = await self._leave_pending(incident)
             if started is None:
-                current = await self.store.get_incident(incident.id)
+                current = await self.journal.get_incident(incident.id)
                 return current.state if current else IncidentState.CANCELLED
             incident = started
         runtime = self.services[incident.service]
         stages = build_plan(incident.plan, f"incident {incident.id} plan")
-        journal = {r.index: r for r in await self.store.steps(incident.id)}
+        journal = {r.index: r for r in await self.journal.steps(incident.id)}
         outputs: dict[str, JSON] = {r.name: r.output for r in journal.values() if r.state is StepState.DONE}
         index = 0
         for stage in stages:
-            current = await self.store.get_incident(incident.id)
+            current = await self.journal.get_incident(incident.id)
             if current is not None and current.abort_requested:
                 return await self.finish(incident, IncidentState.ABORTED, "aborted by request")
             if incident.dry_run:
@@ -129,15 +151,16 @@ class Runner:
         if incident.trigger.kind == "alert" and self.confirm is not None:
             verdict = await self.confirm(incident)
             if verdict is not None:
-                state, reason = verdict
-                await self.store.append_event(Event(
+                state, reason, detail = verdict
+                await self.journal.append_event(Event(
                     kind="decision", service=incident.service, incident_id=incident.id, reason=reason.value,
                     actor="rollbackd", data={"action": "suppressed", "sentence": reason.sentence,
-                                             "alertname": incident.trigger.alertname},
+                                             "alertname": incident.trigger.alertname, "detail": detail},
                 ))
-                await self.finish(incident, state, reason.sentence)
+                # The outcome message (rollbackd.incidents.messages.finished) announces it with this reason.
+                await self.finish(incident, state, reason.sentence + (f": {detail}" if detail else ""))
                 return None
-        running = await self.store.transition(incident.id, (P,), R, started_at=self.clock())
+        running = await self.journal.transition(incident.id, (P,), R, started_at=self.clock())
         if running is not None:
             self.notify.opened(messages.opened(running))
             log.info("incident_started", extra={"dry_run": running.dry_run})
@@ -167,19 +190,19 @@ class Runner:
     async def _dry_run(self, incident: Incident, stage: Stage, first: int) -> None:
         for offset, step in enumerate(stage):
             now = self.clock()
-            await self.store.step_started(incident.id, first + offset, step.name, step.type, 0, now)
-            await self.store.step_finished(incident.id, first + offset, StepState.SKIPPED, now,
-                                           {"would": step.describe()}, None)
+            await self.journal.step_started(incident.id, first + offset, step.name, step.type, 0, now)
+            await self.journal.step_finished(incident.id, first + offset, StepState.SKIPPED, now,
+                                             {"would": step.describe()}, None)
 
     def _saver(self, incident: Incident) -> Callable[[str, Any], Awaitable[None]]:
         async def save(key: str, value: Any) -> None:
             incident.context[key] = value
-            await self.store.update_incident(incident.id, context=incident.context)
+            await self.journal.update_incident(incident.id, context=incident.context)
         return save
 
     # ---- endings ------------------------------------------------------------------------------
     async def finish(self, incident: Incident, state: IncidentState, error: str | None) -> IncidentState:
-        ended = await self.store.transition(incident.id, (P, R), state, finished_at=self.clock(), error=error)
+        ended = await self.journal.transition(incident.id, (P, R), state, finished_at=self.clock(), error=error)
         if ended is not None:
             await self._after_finish(ended)
         return state
@@ -189,16 +212,14 @@ class Runner:
         self.metrics.incidents.labels(incident.service, incident.state.value).inc()
         runtime = self.services.get(incident.service)
         if incident.state in HOLDING_STATES:
-            await self.store.set_pause(Pause(
+            await self.journal.set_pause(Pause(
                 service=incident.service, kind="hold", actor="rollbackd", created_at=self.clock(),
                 reason=f"incident {incident.id} ended {incident.state.value}", incident_id=incident.id,
-            ))
+            ), bounded=False)
             self.metrics.held.labels(incident.service).set(1)
-        steps = await self.store.steps(incident.id)
-        if incident.state in HOLDING_STATES and runtime and runtime.config.page_webhook:
-            task = asyncio.create_task(escalate.page(runtime.config.page_webhook, escalate.page_body(incident, steps)))
-            self._pages.add(task)
-            task.add_done_callback(self._pages.discard)
+        steps = await self.journal.steps(incident.id, bounded=False)
+        if incident.state in HOLDING_STATES:
+            await self.pager.page(incident.service, escalate.page_body(incident, steps))
         mention = runtime.config.escalate_mention if runtime else None
         self.notify.update_root(messages.finished(incident, steps, mention))
         log.info("incident_finished", extra={"outcome": incident.state.value, "error": incident.error})
@@ -209,9 +230,31 @@ class Runner:
         if incident is None or not incident.active:
             return incident
         incident = await self.store.update_incident(incident_id, abort_requested=True)
+        task = self._tasks.get(incident_id)
+        if task is not None and not task.done():  # stop the running stage now: its process groups are killed
+            if incident.state is R:
+                self._aborting.add(incident_id)
+            task.cancel()
         if incident.state is P:
-            task = self._tasks.get(incident_id)
-            if task is not None:
-                task.cancel()
             await self.finish(incident, IncidentState.ABORTED, "aborted before it started")
+        elif task is not None:  # answer once the stage has stopped (bounded: the grace, then some)
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), self.executor.grace + 5.0)
         return await self.store.get_incident(incident_id)
+
+    async def _aborted(self, incident: Incident) -> IncidentState:
+        """The running stage was stopped by an abort: its unfinished steps end failed, then the incident."""
+        for record in await self.journal.steps(incident.id, bounded=False):
+            if record.state is StepState.STARTED:
+                await self.journal.step_finished(incident.id, record.index, StepState.FAILED, self.clock(),
+                                                 {}, "stopped by abort")
+        return await self.finish(incident, IncidentState.ABORTED, "aborted by request")
+
+    async def _give_up(self, incident: Incident, exc: StoreUnavailable) -> IncidentState:
+        """The store stayed away past the bound: page now (the page needs no store), then end the
+        incident failed (and held) as soon as the store answers again."""
+        log.error("incident_store_outage", exc_info=exc)
+        body = escalate.page_body(dataclasses.replace(incident, state=IncidentState.FAILED, error=str(exc)), [])
+        await self.pager.page(incident.service, body)
+        return await self.finish(incident, IncidentState.FAILED, f"rollbackd error: {exc}")
+

@@ -1,4 +1,6 @@
-"""A bounded queue between the runner and the notifiers: the runner never waits for Slack.
+"""Bounded queues between the runner and the notifiers: the runner never waits for Slack, and each
+notifier (channel) has its own queue and worker, so one that is slow or rate-limited never delays
+another, nor the daemon's shutdown (a channel in backoff is not waited for).
 
 Root messages create a thread whose reference is kept on the incident (so replies after a restart
 land in the same thread). When the queue is full the new message is dropped, counted and logged:
@@ -9,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from rollbackd.errors import RollbackdError
 from rollbackd.notify import Message, Notifier, ThreadRef
 
 log = logging.getLogger(__name__)
@@ -28,6 +32,36 @@ class _Item:
     message: Message
 
 
+class _Channel:
+    """One notifier's own queue and worker: a slow or rate-limited Slack workspace never holds up
+    another notifier. After a failed send the channel waits before its next one (the far end's
+    Retry-After, else a doubling backoff), capped at ``backoff_max``."""
+
+    def __init__(self, notifier: Notifier, maxsize: int, backoff_max: float) -> None:
+        self.notifier = notifier
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=maxsize)
+        self.backoff_max = backoff_max
+        self.backing_off = False
+        self.task: asyncio.Task[None] | None = None
+        self.pending = 0  # queued or being sent
+        self._failures = 0
+
+    def pause_after(self, exc: Exception | None) -> float:
+        if exc is None:
+            self._failures = 0
+            return 0.0
+        self._failures += 1
+        asked = getattr(exc, "retry_after", None)
+        wait = float(asked) if asked is not None else _BACKOFF_FIRST_S * 2 ** (self._failures - 1)
+        return min(wait, self.backoff_max)
+
+    def idle(self) -> bool:
+        return self.pending == 0
+
+
+_BACKOFF_FIRST_S = 0.2
+
+
 class NotifyQueue:
     def __init__(
         self,
@@ -38,15 +72,16 @@ class NotifyQueue:
         save_thread: ThreadSaver | None = None,
         load_thread: ThreadLoader | None = None,
         on_failure: Callable[[str], None] | None = None,
+        backoff_max: float = 300.0,
     ) -> None:
         self._notifiers = dict(notifiers)
         self._default = default
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=maxsize)
+        self._channels: dict[int, _Channel] = {
+            id(n): _Channel(n, maxsize, backoff_max) for n in [*self._notifiers.values(), default]}
         self._threads: dict[str, ThreadRef] = {}
         self._save_thread = save_thread
         self._load_thread = load_thread
         self._on_failure = on_failure or (lambda name: None)
-        self._task: asyncio.Task[None] | None = None
         self.dropped = 0
 
     # ---- what the runner calls (never blocks) ---------------------------------------------------
@@ -64,7 +99,9 @@ class NotifyQueue:
 
     def _put(self, item: _Item) -> None:
         try:
-            self._queue.put_nowait(item)
+            channel = self._channel(item.service)
+            channel.queue.put_nowait(item)
+            channel.pending += 1
         except asyncio.QueueFull:
             self.dropped += 1
             log.warning(
@@ -72,47 +109,71 @@ class NotifyQueue:
                 extra={"incident_id": item.message.incident_id, "kind": item.message.kind},
             )
 
-    # ---- the worker ---------------------------------------------------------------------------
+    # ---- the workers ----------------------------------------------------------------------------
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._work(), name="rollbackd-notify")
+        for channel in self._channels.values():
+            if channel.task is None:
+                name = f"rollbackd-notify-{channel.notifier.name}"
+                channel.task = asyncio.create_task(self._work(channel), name=name)
 
-    async def drain(self, timeout: float = 10.0) -> None:
-        """Wait until everything queued was sent (or tried), at most ``timeout`` seconds."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout)
+    async def drain(self, timeout: float = 10.0, *, skip_backing_off: bool = False) -> None:
+        """Wait until everything queued was sent (or tried), at most ``timeout`` seconds; with
+        ``skip_backing_off`` a channel waiting out a backoff is not waited for (shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(c.idle() or (skip_backing_off and c.backing_off) for c in self._channels.values()):
+                return
+            await asyncio.sleep(0.02)
 
     async def stop(self, timeout: float = 5.0) -> None:
-        await self.drain(timeout)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for notifier in {id(n): n for n in [*self._notifiers.values(), self._default]}.values():
+        await self.drain(timeout, skip_backing_off=True)
+        for channel in self._channels.values():
+            if channel.task is not None:
+                channel.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await channel.task
+                channel.task = None
+        for channel in self._channels.values():
             with contextlib.suppress(Exception):
-                await notifier.close()
+                await channel.notifier.close()
 
-    async def _work(self) -> None:
+    async def _work(self, channel: _Channel) -> None:
         while True:
-            item = await self._queue.get()
+            item = await channel.queue.get()
+            failure: Exception | None = None
             try:
-                await self._send(item)
+                await self._send(channel.notifier, item)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a notifier must never take the daemon down
-                notifier = self._notifier(item.service)
-                self._on_failure(notifier.name)
-                log.warning(
-                    "notify_failed",
-                    extra={"notifier": notifier.name, "incident_id": item.message.incident_id,
-                           "error": f"{type(exc).__name__}: {exc}"},
-                )
+                failure = exc
+                self._failed(channel.notifier, item, exc)
             finally:
-                self._queue.task_done()
+                channel.queue.task_done()
+                channel.pending -= 1
+            pause = channel.pause_after(failure)
+            if pause > 0:
+                channel.backing_off = True
+                log.info("notify_backoff", extra={"notifier": channel.notifier.name, "wait_s": round(pause, 2)})
+                try:
+                    await asyncio.sleep(pause)
+                finally:
+                    channel.backing_off = False
+
+    def _failed(self, notifier: Notifier, item: _Item, exc: Exception) -> None:
+        self._on_failure(notifier.name)
+        expected = isinstance(exc, RollbackdError)  # anything else is a bug: keep its traceback
+        log.warning(
+            "notify_failed", exc_info=None if expected else exc,
+            extra={"notifier": notifier.name, "incident_id": item.message.incident_id,
+                   "error": f"{type(exc).__name__}: {exc}"},
+        )
 
     def _notifier(self, service: str | None) -> Notifier:
         return self._notifiers.get(service or "", self._default)
+
+    def _channel(self, service: str | None) -> _Channel:
+        return self._channels[id(self._notifier(service))]
 
     async def _thread(self, incident_id: str | None) -> ThreadRef | None:
         if incident_id is None:
@@ -123,8 +184,7 @@ class NotifyQueue:
                 self._threads[incident_id] = ref
         return self._threads.get(incident_id)
 
-    async def _send(self, item: _Item) -> None:
-        notifier = self._notifier(item.service)
+    async def _send(self, notifier: Notifier, item: _Item) -> None:
         incident_id = item.message.incident_id
         if item.op == "root":
             ref = await notifier.post(item.message, None)

@@ -9,6 +9,7 @@ root edited with the outcome) or an incoming webhook (flat messages, no threads)
         base_url: null                     # bot mode only: Web API base, e.g. an Enterprise proxy
         timeout: 10                        # seconds per HTTP request
         max_retries: 3                     # retries after the first attempt (429, 5xx, connection errors)
+        retry_after_max: 10                # seconds: a longer Retry-After is cut to this (the queue backs off)
         mention_on_escalation: "<!subteam^S0123>"
 
 Rendering (Block Kit): a header with the title, prefixed by an emoji for the severity (the colour:
@@ -23,11 +24,13 @@ field 2000, counted in UTF-16 units) with "…", never splitting a surrogate pai
 Webhook mode: ``post`` returns None (a webhook cannot thread), so NotifyQueue posts replies and the
 outcome as new messages; ``update`` is a no-op (nothing to edit, and the queue posts the outcome anyway).
 
-Retries are bounded by ``max_retries``: the Web API client gets slack-sdk's connection, rate-limit
-(honours Retry-After) and server-error handlers; webhook sends get our own loop, because
-AsyncWebhookClient never retries a 5xx. Every failure leaves as ``BackendError("slack", "<method>:
-<error code or HTTP status>")``; neither the token nor the webhook URL appears in errors or logs
-(slack-sdk logs URLs at DEBUG, so its clients get a logger of their own held at WARNING).
+Retries are bounded by ``max_retries``: the Web API client gets slack-sdk's connection and server-error
+handlers and a rate-limit handler that honours Retry-After up to ``retry_after_max`` (slack-sdk's own
+sleeps whatever Slack says: one ``Retry-After: 3600`` stalled every later notification); webhook sends
+get our own loop, because AsyncWebhookClient never retries a 5xx. Every failure leaves as
+``BackendError("slack", "<method>: <error code or HTTP status>")``; neither the token nor the webhook
+URL appears in errors or logs (slack-sdk logs URLs at DEBUG, so its clients get a logger of their own
+held at WARNING).
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
@@ -68,7 +74,7 @@ SECTION_MAX: Final = 3000
 FIELD_MAX: Final = 2000
 FIELDS_PER_SECTION: Final = 10
 MAX_FIELDS: Final = 40  # 4 sections: well under the 50-block limit
-RETRY_AFTER_MAX: Final = 60.0
+RETRY_AFTER_MAX: Final = 10.0
 BACKOFF_S: Final = 0.5
 _CODE = re.compile(r"[a-z0-9_.\-]{1,64}")
 _OPEN_TAIL = re.compile(r"(&[a-z]{0,5}|<[^<>]{0,200})$")
@@ -86,6 +92,7 @@ class SlackNotifier:
         base_url: str | None = None
         timeout: float = Field(default=10, gt=0)
         max_retries: int = Field(default=3, ge=0, le=10)
+        retry_after_max: float = Field(default=RETRY_AFTER_MAX, gt=0, le=300)
         mention_on_escalation: str | None = None
 
         @model_validator(mode="after")
@@ -115,7 +122,7 @@ class SlackNotifier:
                 logger=_sdk_log,
                 retry_handlers=[
                     AsyncConnectionErrorRetryHandler(max_retry_count=retries),
-                    AsyncRateLimitErrorRetryHandler(max_retry_count=retries),
+                    CappedRateLimitHandler(max_retry_count=retries, cap=options.retry_after_max),
                     AsyncServerErrorRetryHandler(max_retry_count=retries),
                 ],
             )
@@ -196,10 +203,12 @@ class SlackNotifier:
                 status = response.status_code
                 if 200 <= status < 300:
                     return
-                error = BackendError("slack", describe("webhook", status, response.body), retryable=_retryable(status))
-                if status == 429:
-                    wait = retry_after(response.headers.get("Retry-After"))
-            if not error.retryable or attempt >= self._options.max_retries:
+                asked = retry_after(response.headers.get("Retry-After"), math.inf) if status == 429 else None
+                error = BackendError("slack", describe("webhook", status, response.body),
+                                     retryable=_retryable(status), retry_after=asked)
+                wait = asked if asked is not None else wait
+            cap = self._options.retry_after_max  # a longer wait is the queue's (per channel), not ours
+            if not error.retryable or attempt >= self._options.max_retries or wait > cap:
                 raise error
             attempt += 1
             log.info("slack_retry", extra={"method": "webhook", "attempt": attempt, "wait_s": round(wait, 2)})
@@ -215,7 +224,10 @@ def translate(method: str, exc: Exception) -> BackendError:
         status = int(getattr(exc.response, "status_code", 0) or 0)
         data = getattr(exc.response, "data", None)
         code = data.get("error") if isinstance(data, dict) else None
-        return BackendError("slack", describe(method, status, code), retryable=_retryable(status))
+        headers = getattr(exc.response, "headers", None) or {}
+        asked = next((v for k, v in headers.items() if k.lower() == "retry-after"), None) if status == 429 else None
+        return BackendError("slack", describe(method, status, code), retryable=_retryable(status),
+                            retry_after=None if asked is None else retry_after(asked, math.inf))
     if isinstance(exc, aiohttp.ClientError | TimeoutError | OSError):
         return BackendError("slack", f"{method}: connection failed ({type(exc).__name__})", retryable=True)
     return BackendError("slack", f"{method}: {type(exc).__name__}")
@@ -233,13 +245,42 @@ def _retryable(status: int) -> bool:
     return status == 429 or status >= 500
 
 
-def retry_after(value: object) -> float:
-    """Seconds from a Retry-After header (1 when absent or unreadable), at most RETRY_AFTER_MAX."""
+def retry_after(value: object, cap: float = RETRY_AFTER_MAX) -> float:
+    """Seconds from a Retry-After header (1 when absent or unreadable), at most ``cap``."""
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
     try:
         seconds = float(str(value))
     except ValueError:
         return 1.0
-    return min(max(seconds, 0.0), RETRY_AFTER_MAX) if math.isfinite(seconds) else 1.0
+    return min(max(seconds, 0.0), cap) if math.isfinite(seconds) else 1.0
+
+
+class CappedRateLimitHandler(AsyncRateLimitErrorRetryHandler):
+    """slack-sdk's rate-limit handler sleeps whatever Retry-After says; this one retries only when the
+    wait is at most ``cap`` and otherwise lets the 429 fail at once (the queue's channel backs off)."""
+
+    def __init__(self, *, max_retry_count: int, cap: float) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.cap = cap
+
+    async def _can_retry_async(self, *, state: RetryState, request: HttpRequest,
+                               response: HttpResponse | None = None, error: Exception | None = None) -> bool:
+        return response is not None and response.status_code == 429 and _asked_wait(response) <= self.cap
+
+    async def prepare_for_next_attempt_async(self, *, state: RetryState, request: HttpRequest,
+                                             response: HttpResponse | None = None,
+                                             error: Exception | None = None) -> None:
+        if response is None:
+            raise error or BackendError("slack", "rate limited without a response")
+        state.next_attempt_requested = True
+        await asyncio.sleep(min(_asked_wait(response), self.cap))
+        state.increment_current_attempt()
+
+
+def _asked_wait(response: HttpResponse) -> float:
+    header = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), None)
+    return retry_after(header, math.inf)
 
 
 def _given(secret: SecretStr | None) -> bool:

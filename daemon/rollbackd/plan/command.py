@@ -4,21 +4,17 @@ whose exit 0 means the step's effect is already there (used on resume)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import ctypes
 import os
-import signal
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field
 
+from rollbackd import procs
 from rollbackd.errors import FatalError, RetryableError
 from rollbackd.plan import BaseStep, StepContext, StepOptions
 from rollbackd.records import JSON
 
 _TAIL = 4000
-_PR_SET_PDEATHSIG = 1
 
 
 class CommandOptions(StepOptions):
@@ -29,44 +25,22 @@ class CommandOptions(StepOptions):
     ok_codes: list[int] = [0]
 
 
-def _die_with_parent() -> None:
-    # If rollbackd is killed (kill -9), its children die too: a resumed incident re-runs the step
-    # instead of racing a leftover copy of it.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 async def run_argv(
     argv: list[str], *, env: dict[str, str], cwd: str | None, timeout: float | None = None
 ) -> tuple[int, str, str]:
-    """Run argv to completion; returns (exit code, stdout tail, stderr tail). Kills it on cancel."""
+    """Run argv to completion in its own process group (rollbackd.procs); returns (exit code, stdout
+    tail, stderr tail). A timeout, an abort or a stop of the daemon kills the whole group."""
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            stdin=asyncio.subprocess.DEVNULL,
-            env=env,
-            cwd=cwd,
-            preexec_fn=_die_with_parent,
-        )
+        done = await procs.run(argv, env=env, cwd=cwd, timeout=timeout, keep=_TAIL * 4)
     except FileNotFoundError as exc:
         raise FatalError(f"{argv[0]}: no such program") from exc
     except PermissionError as exc:
         raise FatalError(f"{argv[0]}: permission denied") from exc
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, _tail(out), _tail(err)
+    return done.code, _tail(done.out), _tail(done.err)
 
 
 def _tail(data: bytes) -> str:
-    return data[-_TAIL:].decode("utf-8", errors="replace")
+    return data.decode("utf-8", errors="replace")[-_TAIL:]
 
 
 class CommandStep(BaseStep):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from rollbackd import procs
 from rollbackd.errors import BackendError, FatalError
 
 _LIBPQ_ENV = {"sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT",
@@ -105,20 +106,13 @@ async def check_tool(name: str, bin_dir: str | None, server_major: int) -> str:
 
 
 async def run_tool(argv: list[str], env: dict[str, str], what: str) -> float:
-    """Run a PostgreSQL tool; its stderr tail becomes the error. Returns seconds taken."""
+    """Run a PostgreSQL tool in its own process group (rollbackd.procs: killed with the step, dies with
+    the daemon, journaled for a resumed step); its stderr tail becomes the error. Returns seconds taken."""
     started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(*argv, env=env, stdin=asyncio.subprocess.DEVNULL,
-                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    try:
-        _, err = await proc.communicate()
-    except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise
-    if proc.returncode != 0:
-        text = err.decode(errors="replace").strip()
-        raise tool_error(what, proc.returncode or 0, text)
+    done = await procs.run(argv, env=env, keep=64 * 1024)
+    if done.code != 0:
+        text = done.err.decode(errors="replace").strip()
+        raise tool_error(what, done.code, text)
     return time.monotonic() - started
 
 

@@ -8,8 +8,20 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
-from rollbackd.errors import StateError
+from rollbackd.errors import IncidentActiveError, StateError
 from rollbackd.state.sql import SqlStateStore, Statement
+
+# Everything asyncpg raises when the server is unreachable, slow or refuses: all become StateError.
+_DRIVER_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_ONE_ACTIVE = "rb_incidents_one_active"
+
+
+def _translate(where: str, exc: BaseException) -> StateError:
+    if isinstance(exc, asyncpg.UniqueViolationError) and exc.constraint_name == _ONE_ACTIVE:
+        return IncidentActiveError(f"{where}: {exc}")
+    if isinstance(exc, TimeoutError):
+        return StateError(f"{where}: no answer in time (timeout)")
+    return StateError(f"{where}: {exc}" if str(exc) else f"{where}: {type(exc).__name__}")
 
 
 class PostgresStateStore(SqlStateStore):
@@ -39,8 +51,8 @@ class PostgresStateStore(SqlStateStore):
                 timeout=self.options.timeout,
                 command_timeout=self.options.timeout,
             )
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise StateError(f"{self._where()}: cannot connect: {exc}") from exc
+        except _DRIVER_ERRORS as exc:
+            raise StateError(f"{self._where()}: cannot connect: {exc!r}") from exc
 
     async def _close(self) -> None:
         if self._pool is not None:
@@ -56,14 +68,14 @@ class PostgresStateStore(SqlStateStore):
     async def _execute(self, sql: str, *args: Any) -> None:
         try:
             await self.pool.execute(sql, *args)
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise StateError(f"{self._where()}: {exc}") from exc
+        except _DRIVER_ERRORS as exc:
+            raise _translate(self._where(), exc) from exc
 
     async def _fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         try:
             return [dict(r) for r in await self.pool.fetch(sql, *args)]
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise StateError(f"{self._where()}: {exc}") from exc
+        except _DRIVER_ERRORS as exc:
+            raise _translate(self._where(), exc) from exc
 
     async def _atomic(self, statements: Sequence[Statement]) -> list[dict[str, Any]]:
         try:
@@ -72,5 +84,5 @@ class PostgresStateStore(SqlStateStore):
                 for sql, args in statements:
                     rows = [dict(r) for r in await conn.fetch(sql, *args)]
                 return rows
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise StateError(f"{self._where()}: {exc}") from exc
+        except _DRIVER_ERRORS as exc:
+            raise _translate(self._where(), exc) from exc

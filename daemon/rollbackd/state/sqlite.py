@@ -14,10 +14,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from rollbackd.errors import StateError
+from rollbackd.config import Duration
+from rollbackd.errors import IncidentActiveError, StateError
 from rollbackd.state.sql import SqlStateStore, Statement
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
+# SQLite names the columns of a violated unique index; rb_incidents_one_active is the only one on `service`.
+_ONE_ACTIVE = "UNIQUE constraint failed: rb_incidents.service"
 
 
 class SqliteStateStore(SqlStateStore):
@@ -27,6 +30,7 @@ class SqliteStateStore(SqlStateStore):
         model_config = ConfigDict(extra="forbid", frozen=True)
         path: str = "./var/rollbackd.db"
         synchronous: Literal["normal", "full"] = "normal"
+        busy_timeout: Duration = 5.0  # how long a write waits for another writer before it is an error
 
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -37,6 +41,10 @@ class SqliteStateStore(SqlStateStore):
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.IntegrityError as exc:
+            if _ONE_ACTIVE in str(exc):
+                raise IncidentActiveError(f"sqlite {self.options.path}: {exc}") from exc
+            raise StateError(f"sqlite {self.options.path}: {exc}") from exc
         except sqlite3.Error as exc:
             raise StateError(f"sqlite {self.options.path}: {exc}") from exc
 
@@ -49,7 +57,7 @@ class SqliteStateStore(SqlStateStore):
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.options.synchronous.upper()}")
-            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute(f"PRAGMA busy_timeout={int(self.options.busy_timeout * 1000)}")
             return conn
 
         self._conn = await self._run(connect)

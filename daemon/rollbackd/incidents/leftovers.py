@@ -1,0 +1,61 @@
+"""What a crashed or stopped daemon leaves of a step, and how often a step may be resumed.
+
+Every process a step starts runs in a group of its own whose id is journaled (``step_process``)
+the moment it runs. A step found ``started`` on resume was interrupted: before it runs again (or is
+asked ``is_done``), the groups journaled for it are killed, so no leftover races the new attempt.
+The interruption is journaled (``step_interrupted``) and does not count against ``retries``;
+``crash_resumes`` bounds how many a step may have.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rollbackd import procs
+from rollbackd.incidents.journal import Journal
+from rollbackd.plan import Step
+from rollbackd.records import Event, Incident, StepRecord
+
+log = logging.getLogger(__name__)
+
+PROCESS = "step_process"
+INTERRUPTED = "step_interrupted"
+
+
+def marker(incident_id: str, index: int) -> str:
+    """Stamped into the environment of every process of the step: what may be killed on resume."""
+    return f"{incident_id}/{index}"
+
+
+class Interrupted(Exception):
+    """A step was interrupted by crashes of the daemon more often than its ``crash_resumes``."""
+
+
+def process_hook(journal: Journal, incident: Incident, index: int, step: Step, attempt: int,
+                 grace: float) -> procs.SpawnHook:
+    async def started(pgid: int, program: str) -> None:
+        await journal.append_event(Event(
+            kind=PROCESS, service=incident.service, incident_id=incident.id, actor="rollbackd",
+            data={"index": index, "step": step.name, "attempt": attempt, "pgid": pgid, "program": program}))
+        log.info("step_process_started", extra={"pgid": pgid, "program": program, "attempt": attempt})
+
+    return procs.SpawnHook(marker=marker(incident.id, index), started=started, grace=grace)
+
+
+async def resume_interrupted(journal: Journal, incident: Incident, step: Step, index: int, record: StepRecord,
+                             grace: float) -> None:
+    """Kill what is left of the interrupted attempt, journal the interruption, enforce the bound."""
+    events = [e for e in await journal.events(incident.id, (PROCESS, INTERRUPTED)) if e.data.get("index") == index]
+    killed: list[int] = []
+    for pgid in sorted({int(e.data["pgid"]) for e in events if e.kind == PROCESS}):
+        killed += await procs.kill_leftover(pgid, marker(incident.id, index), grace)
+    resumes = 1 + sum(1 for e in events if e.kind == INTERRUPTED)
+    await journal.append_event(Event(
+        kind=INTERRUPTED, service=incident.service, incident_id=incident.id, actor="rollbackd",
+        data={"index": index, "step": step.name, "attempt": record.attempts, "resumes": resumes,
+              "killed": killed}))
+    log.warning("step_interrupted", extra={"attempt": record.attempts, "resumes": resumes,
+                                           "leftover_killed": killed, "crash_resumes": step.spec.crash_resumes})
+    if resumes > step.spec.crash_resumes:
+        raise Interrupted(f"interrupted {resumes} times by a crash or stop of rollbackd "
+                          f"(crash_resumes: {step.spec.crash_resumes})")

@@ -1,0 +1,177 @@
+"""Child processes in a process group of their own: the one way rollbackd runs a program.
+
+    result = await procs.run(argv, env=env, cwd=None, timeout=30)   # Completed(code, out, err, pgid)
+
+- The child starts a new session (``setsid``): it and every process it forks share one process
+  group, so a timeout, an abort or a daemon stop kills the whole group (SIGTERM, then SIGKILL after
+  ``grace``), not just the direct child while a grandchild goes on.
+- Output goes to unlinked temporary files, never pipes: a grandchild that keeps stdout open cannot
+  hold up the end of a step (asyncio waits for pipes to close before ``wait()`` returns).
+- Die with the parent, race-free: ``PR_SET_PDEATHSIG`` is set in the child after fork, then the
+  child checks that its parent is still the daemon (it may have died in between) and exits if not.
+- ``SpawnHook`` (a contextvar set by the step executor) is told each group id as soon as the
+  process runs, and stamps the child's environment with a marker, so a restarted daemon can find
+  and kill what a crashed one left behind (``kill_leftover``), and only that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import ctypes
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+MARKER_ENV = "ROLLBACKD_RUN"
+DEFAULT_GRACE_S = 2.0
+_PR_SET_PDEATHSIG = 1
+_EXIT_ORPHANED = 125
+try:  # resolved in the parent: the child must not load libraries between fork and exec
+    _prctl: Any = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: no die-with-parent, the group kill still applies
+    _prctl = None
+
+
+@dataclass(frozen=True)
+class Completed:
+    code: int
+    out: bytes
+    err: bytes
+    pgid: int
+
+
+@dataclass(frozen=True)
+class SpawnHook:
+    """Who wants to know about processes started in this context (the step executor)."""
+
+    marker: str  # e.g. "<incident>/<step index>": stamped into the child's environment
+    started: Callable[[int, str], Awaitable[None]]  # (pgid, program) once the process runs
+    grace: float = DEFAULT_GRACE_S  # SIGTERM to SIGKILL when the group is stopped
+
+
+spawn_hook: contextvars.ContextVar[SpawnHook | None] = contextvars.ContextVar("spawn_hook", default=None)
+
+
+def _child_setup(parent: int) -> Callable[[], None]:
+    def setup() -> None:  # runs in the child between fork and exec: no imports, no allocation-heavy work
+        if _prctl is not None:
+            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the daemon died before the setting took effect
+            os._exit(_EXIT_ORPHANED)
+    return setup
+
+
+async def run(argv: list[str], *, env: dict[str, str], cwd: str | None = None, timeout: float | None = None,
+              grace: float | None = None, keep: int = 1 << 20) -> Completed:
+    """Run argv to completion in its own process group; the last ``keep`` bytes of stdout and stderr.
+    Raises TimeoutError after ``timeout`` (the group killed first), FileNotFoundError/PermissionError
+    when argv[0] cannot be run; on cancellation the group is killed before CancelledError goes on."""
+    hook = spawn_hook.get()
+    if hook is not None:
+        env = {**env, MARKER_ENV: hook.marker}
+    if grace is None:
+        grace = hook.grace if hook is not None else DEFAULT_GRACE_S
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd,
+            start_new_session=True, preexec_fn=_child_setup(os.getpid()),
+        )
+
+        async def finish() -> int:
+            if hook is not None:  # the group id is journaled before anything else waits on the process
+                await hook.started(proc.pid, argv[0])
+            return await proc.wait()
+
+        try:
+            code = await asyncio.wait_for(finish(), timeout)
+        except BaseException:
+            await terminate_group(proc.pid, grace, proc)
+            raise
+        return Completed(code, _tail(out, keep), _tail(err, keep), proc.pid)
+
+
+def _tail(file: IO[bytes], keep: int) -> bytes:
+    size = file.seek(0, os.SEEK_END)
+    file.seek(max(0, size - keep))
+    return file.read()
+
+
+async def terminate_group(pgid: int, grace: float, proc: asyncio.subprocess.Process | None = None) -> None:
+    """SIGTERM the group, SIGKILL whatever is left of it after ``grace`` seconds; reaps ``proc``."""
+    _killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    if proc is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(proc.wait()), grace)
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    _killpg(pgid, signal.SIGKILL)
+    if proc is not None:
+        await proc.wait()
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def members(pgid: int, marker: str | None = None, proc_root: Path = Path("/proc")) -> list[int]:
+    """Live processes of group ``pgid`` (carrying ``MARKER_ENV=marker`` when given: a group id of a
+    crashed daemon's child may since belong to an unrelated program)."""
+    found: list[int] = []
+    for entry in _pids(proc_root):
+        try:
+            stat = (proc_root / entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[2]) != pgid or fields[0] == "Z":
+                continue
+            if marker is not None and f"{MARKER_ENV}={marker}".encode() not in \
+                    (proc_root / entry / "environ").read_bytes().split(b"\0"):
+                continue
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+        found.append(int(entry))
+    return found
+
+
+def _pids(proc_root: Path) -> Iterable[str]:
+    try:
+        return [name for name in os.listdir(proc_root) if name.isdigit()]
+    except OSError:
+        return []
+
+
+async def kill_leftover(pgid: int, marker: str, grace: float = DEFAULT_GRACE_S) -> list[int]:
+    """Make sure the group a crashed daemon started is gone: TERM, then KILL, only processes that carry
+    the marker. Returns the pids that were still alive."""
+    alive = members(pgid, marker)
+    if not alive:
+        return []
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while members(pgid, marker) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for pid in members(pgid, marker):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + grace
+    while members(pgid, marker) and time.monotonic() < deadline:  # SIGKILL takes a moment to land
+        await asyncio.sleep(0.01)
+    return alive
