@@ -4,6 +4,7 @@ aiohttp handler. Prints both requests/s, the ratio, rollbackd's p99, the act lat
 received -> first step started, confirm off) over sequential incidents, and the incident count.
 
     .venv/bin/python bench/webhook_storm/run.py [--seconds 10] [--connections 32] [--incidents 200]
+    .venv/bin/python bench/webhook_storm/run.py --big-body [--runs 5]   # one 1 MiB body: see big_body.py
 
 Goals: ratio >= 0.5, p99 <= 20 ms, act latency p99 <= 50 ms, exactly one incident from the storm.
 """
@@ -98,7 +99,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--incidents", type=int, default=200)
+    ap.add_argument("--big-body", action="store_true", help="time one 1 MiB body of 4,000 alerts instead")
+    ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
+    if args.big_body:
+        from bench.webhook_storm import big_body
+
+        big_body.main(args.runs)
+        return
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing: apt-get install wrk (scripts/test installs it)")
     work = Path(tempfile.mkdtemp(prefix="storm-"))

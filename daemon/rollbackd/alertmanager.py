@@ -1,8 +1,11 @@
 """Alertmanager webhook v4 bodies -> Alert records. Strict with the JSON, lenient with new fields.
 
 Every problem is a PayloadError naming the field (``alerts[2].startsAt: ...``), which the API answers
-with 400: invalid UTF-8, duplicate keys, NaN/Infinity, numbers out of range, nesting deeper than 64
-and every shape error. Labels are data: kept exactly as sent (no case folding, no normalisation).
+with 400: invalid UTF-8, duplicate keys, NaN/Infinity, numbers out of range, nesting deeper than 64,
+unpaired surrogates and NUL characters (neither can be stored, logged or passed to a child) and every
+shape error. Alertmanager's fields take exactly the JSON type Alertmanager writes (Go's encoder: an
+integer is never ``0.0``, ``-0``, ``"0"`` or ``true``; a time or URL is never ``null``).
+Labels are data: kept exactly as sent (no case folding, no normalisation).
 """
 
 from __future__ import annotations
@@ -13,7 +16,16 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 from rollbackd.errors import PayloadError
 from rollbackd.records import Alert
@@ -24,6 +36,8 @@ _RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
 )
 _GO_ZERO_YEAR = 1
+# Only an escape can put a lone surrogate or a NUL into a parsed string (raw ones are invalid UTF-8 or JSON).
+_SUSPECT_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
 
 
 def parse_time(value: Any) -> datetime:
@@ -58,6 +72,11 @@ class AlertV4(_Model):
     generator_url: StrictStr | None = Field(default=None, alias="generatorURL")
     fingerprint: Annotated[StrictStr, Field(min_length=1, max_length=128)]
 
+    @field_validator("ends_at", "generator_url", mode="before")
+    @classmethod
+    def _not_null(cls, v: Any) -> Any:
+        return _present(v)
+
     @field_validator("labels")
     @classmethod
     def _has_alertname(cls, v: dict[str, str]) -> dict[str, str]:
@@ -75,8 +94,20 @@ class WebhookV4(_Model):
     group_labels: Labels = Field(alias="groupLabels")
     common_labels: Labels = Field(alias="commonLabels")
     common_annotations: Labels | None = Field(default=None, alias="commonAnnotations")
-    truncated_alerts: Annotated[int, Field(ge=0)] | None = Field(default=None, alias="truncatedAlerts")
+    truncated_alerts: Annotated[StrictInt, Field(ge=0)] | None = Field(default=None, alias="truncatedAlerts")
     alerts: Annotated[list[AlertV4], Field(min_length=1, max_length=10_000)]
+
+    @field_validator("truncated_alerts", mode="before")
+    @classmethod
+    def _not_null(cls, v: Any) -> Any:
+        return _present(v)
+
+
+def _present(value: Any) -> Any:
+    """Absent is fine (older Alertmanagers omit some fields); an explicit null is never what Go writes."""
+    if value is None:
+        raise ValueError("must not be null (Alertmanager always writes a value)")
+    return value
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -99,9 +130,11 @@ def _finite(text: str) -> float:
     return value
 
 
-def _bounded_int(text: str) -> int:
+def _bounded_int(text: str) -> int | float:
     if len(text.lstrip("-")) > 19 or not -(2**63) <= (value := int(text)) < 2**63:
         raise PayloadError("", f"number out of range: {text[:40]}")
+    if value == 0 and text.startswith("-"):
+        return -0.0  # Go never writes -0: a float here makes a strict integer field refuse it, naming the field
     return value
 
 
@@ -133,7 +166,39 @@ def loads_strict(body: bytes) -> Any:
         raise PayloadError("", f"invalid JSON: {exc}") from exc
     if _depth(data) > MAX_DEPTH:
         raise PayloadError("", f"JSON nested deeper than {MAX_DEPTH}")
+    if _SUSPECT_ESCAPE.search(text):
+        _check_strings(data)
     return data
+
+
+def _string_problem(value: str) -> str | None:
+    if "\x00" in value:
+        return "contains a NUL character"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains an unpaired surrogate (not valid Unicode)"
+    return None
+
+
+def _printable(key: str) -> str:
+    return key.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+
+
+def _check_strings(root: Any) -> None:
+    """Refuse a string (key or value) that no store, log line or child environment can carry; name it."""
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{_printable(key)}".lstrip(".")
+            problem = (_string_problem(key) if isinstance(key, str) else None) or (
+                _string_problem(value) if isinstance(value, str) else None)
+            if problem:
+                raise PayloadError(where, problem)
+            stack.append((value, where))
 
 
 def parse_webhook(body: bytes) -> tuple[WebhookV4, list[Alert]]:

@@ -25,13 +25,18 @@ from pydantic import (
     field_validator,
 )
 
+from rollbackd import redact
 from rollbackd.durations import parse_duration
 from rollbackd.errors import ConfigError
 from rollbackd.registry import format_loc
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
-SECRET_KEYS = frozenset({"token", "webhook_token", "bot_token", "api_key", "password", "secret", "webhook_url"})
+SECRET_KEYS = frozenset({"token", "webhook_token", "bot_token", "api_key", "password", "secret", "webhook_url",
+                         "dsn", "bearer_token"})
+# Settings secret by where they are, not by their key: a paging URL often carries its routing key.
+_SECRET_PATHS = re.compile(r"(?:^|\.)page_webhook\.url$")
+_USERINFO_PASSWORD = re.compile(r"://[^/\s@:]*:([^/\s@]+)@")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _WHOLE_ENV_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
 DEFAULT_ROLLBACK_ALERTS = (
@@ -165,6 +170,19 @@ class IncidentsConfig(Strict):
     kill_grace: Duration = 5.0
 
 
+class JournalRetention(Strict):
+    """Alert and event rows older than ``max_age`` that no incident refers to are pruned every
+    ``interval`` (incidents, their steps and events are kept). ``max_age: null`` keeps everything."""
+
+    max_age: Duration | None = 90 * 86400.0
+    interval: Duration = 3600.0
+
+
+class WebhookConfig(Strict):
+    # Bodies already journaled, kept parsed so a re-sent copy costs no parsing; bounded by their size.
+    body_cache_bytes: Annotated[int, Field(ge=0)] = 64 * 1_048_576
+
+
 class LogConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -182,6 +200,8 @@ class Settings(Strict):
     notify_coalesce_window: Duration = 3600.0  # one message per service and suppression reason per window
     incidents: IncidentsConfig = IncidentsConfig()
     log: LogConfig = LogConfig()
+    journal_retention: JournalRetention = JournalRetention()
+    webhook: WebhookConfig = WebhookConfig()
     services: Annotated[dict[str, ServiceConfig], Field(min_length=1)]
 
     @field_validator("listen")
@@ -254,18 +274,33 @@ def _expand(node: Any, path: str, env: Mapping[str, str], problems: list[str]) -
         key_path = f"{path}.{key}" if path else str(key)
         if not isinstance(key, str):
             problems.append(f"{key_path}: keys must be strings")
-            continue
-        if key.endswith("_file") and key[:-5] in SECRET_KEYS:
+        elif key.endswith("_file") and _secret_kind(key_path[:-5], key[:-5]):
             secret = _read_secret_file(_expand_scalar(value, key_path, env, problems), key_path, problems)
             out[key[:-5]] = secret
-            continue
-        if key in SECRET_KEYS and value is not None and not _is_env_ref(value):
-            problems.append(
-                f"{key_path}: a secret must come from ${{ENV_VAR}} or {key}_file, not a literal in the file"
-            )
-            continue
-        out[key] = _expand(value, key_path, env, problems)
+            redact.register(secret)
+        elif not _literal_secret(key_path, key, value, problems):
+            out[key] = _expand(value, key_path, env, problems)
+            if _secret_kind(key_path, key) and isinstance(out[key], str):
+                redact.register(out[key], *(env.get(n) for n in _ENV_REF.findall(value)))  # masked wherever
     return out
+
+
+def _secret_kind(path: str, key: str) -> str | None:
+    """"whole": the value must be one ${ENV} (or ``<key>_file``); "ref": it must use one (``Bearer
+    ${TOKEN}``); None: not a secret. Keys named in SECRET_KEYS, credential headers, paging URLs."""
+    if key in SECRET_KEYS or _SECRET_PATHS.search(path):
+        return "whole"
+    return "ref" if key.lower() in redact.SECRET_HEADERS else None
+
+
+def _literal_secret(path: str, key: str, value: Any, problems: list[str]) -> bool:
+    kind = _secret_kind(path, key)
+    if kind is None or value is None:
+        return False
+    if _is_env_ref(value) or (kind == "ref" and isinstance(value, str) and _ENV_REF.search(value)):
+        return False
+    problems.append(f"{path}: a secret must come from ${{ENV_VAR}} or {key}_file, not a literal in the file")
+    return True
 
 
 def _is_env_ref(value: Any) -> bool:
@@ -275,6 +310,9 @@ def _is_env_ref(value: Any) -> bool:
 def _expand_scalar(value: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
     if not isinstance(value, str):
         return value
+    literal = _USERINFO_PASSWORD.search(value)
+    if literal and "${" not in literal.group(1):
+        problems.append(f"{path}: a URL's password must come from ${{ENV_VAR}}, not a literal in the file")
 
     def sub(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -283,7 +321,9 @@ def _expand_scalar(value: Any, path: str, env: Mapping[str, str], problems: list
             return ""
         return env[name]
 
-    return _ENV_REF.sub(sub, value)
+    expanded = _ENV_REF.sub(sub, value)
+    redact.register(*_USERINFO_PASSWORD.findall(expanded))
+    return expanded
 
 
 def _read_secret_file(value: Any, path: str, problems: list[str]) -> str | None:

@@ -19,6 +19,7 @@ from rollbackd import logs, plugins, sdnotify, status
 from rollbackd.api.app import create_app
 from rollbackd.config import Settings, split_listen
 from rollbackd.scheduler import Scheduler
+from rollbackd.state import retention
 from rollbackd.wiring import Core, build_core
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class Daemon:
         self.scheduler = Scheduler()
         for plugin in plugins.having("jobs"):
             plugin.jobs(core, self.scheduler)
+        retention.schedule(core, self.scheduler)
         self.scheduler.start()
         resumed = await core.runner.resume_open()
         app = create_app(core)

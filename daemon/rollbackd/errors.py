@@ -16,15 +16,24 @@ so the incident runner only ever catches RollbackdError.
 
 from __future__ import annotations
 
+from rollbackd import redact
+
 
 class RollbackdError(Exception):
-    """Base of every error rollbackd raises on purpose."""
+    """Base of every error rollbackd raises on purpose. Its text is redacted and cut (rollbackd.redact):
+    a URL or a response body copied into an error reaches the journal, Slack and the page."""
 
     retryable: bool = False
+    text_limit: int = 1000
+
+    def __str__(self) -> str:
+        return redact.text(super().__str__(), limit=self.text_limit)
 
 
 class ConfigError(RollbackdError):
     """Configuration is invalid. ``path`` is the dotted key path, ``problems`` every error found."""
+
+    text_limit = 100_000  # every problem is shown
 
     def __init__(self, path: str, message: str, *, problems: list[str] | None = None) -> None:
         self.path = path

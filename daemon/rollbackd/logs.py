@@ -14,12 +14,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from rollbackd import redact
+
 incident_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("incident_id", default=None)
 service: contextvars.ContextVar[str | None] = contextvars.ContextVar("service", default=None)
 step: contextvars.ContextVar[str | None] = contextvars.ContextVar("step", default=None)
 
 _STD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 _SECRETISH = ("token", "password", "secret", "authorization", "api_key", "webhook_url")
+
+
+_LOG_LIMIT = 4000
+
+
+def _masked(value: Any) -> Any:
+    """By value too, not only by field name: a URL or a message may carry a secret (rollbackd.redact)."""
+    return redact.text(value, _LOG_LIMIT) if isinstance(value, str) else value
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,12 +47,12 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key in _STD or key.startswith("_"):
                 continue
-            out[key] = "***" if any(s in key.lower() for s in _SECRETISH) else value
+            out[key] = "***" if any(s in key.lower() for s in _SECRETISH) else _masked(value)
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
-            out.setdefault("error", f"{type(exc).__name__}: {exc}")
+            out.setdefault("error", redact.text(f"{type(exc).__name__}: {exc}", _LOG_LIMIT))
             # The one-line summary goes to the journal and Slack; the log keeps the whole story.
-            out["traceback"] = "".join(traceback.format_exception(exc))
+            out["traceback"] = redact.text("".join(traceback.format_exception(exc)), 20 * _LOG_LIMIT)
         return json.dumps(out, default=str, separators=(",", ":"))
 
 

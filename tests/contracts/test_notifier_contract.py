@@ -77,16 +77,24 @@ class NotifierContract:
             assert reply == root  # replies thread under the root, never under a reply
         assert "cut_traffic done" in rendered()
 
-    async def test_update(self, notifier: Notifier) -> None:
+    async def test_update(self, notifier: Notifier, rendered: Callable[[], str],
+                          updated: Callable[[], str | None]) -> None:
         root = await notifier.post(opened(), None)
         thread: ThreadRef = root if root is not None else {}
         await notifier.update(thread, Message(kind="finished", title="Rolled back", incident_id="inc-1"))
+        text = updated()
+        if text is None:  # the backend cannot edit a message: then it posts nothing new either
+            assert "Rolled back" not in rendered() and "Rollback started" in rendered()
+        else:
+            assert "Rolled back" in text
 
-    async def test_close_is_idempotent(self, notifier: Notifier) -> None:
-        await notifier.close()  # before any use
+    async def test_close_is_idempotent(self, notifier: Notifier, rendered: Callable[[], str]) -> None:
+        assert await notifier.close() is None  # before any use
         await notifier.post(opened(), None)
+        assert "Rollback started" in rendered()
         await notifier.close()
         await notifier.close()
+        assert "Rollback started" in rendered()  # closing posted nothing
 
     async def test_message_with_every_field_renders(self, notifier: Notifier, rendered: Callable[[], str]) -> None:
         await notifier.post(EVERYTHING, None)
@@ -133,6 +141,10 @@ class TestNullNotifier(NotifierContract):
     def break_backend(self) -> Callable[[], None]:
         return lambda: None  # nothing to break
 
+    @pytest.fixture
+    def updated(self, notifier: NullNotifier) -> Callable[[], str | None]:
+        return lambda: repr(notifier.posted[-1])  # the null notifier records an update like a post
+
 
 class SlackContract(NotifierContract):
     @pytest.fixture
@@ -156,6 +168,14 @@ class SlackContract(NotifierContract):
 
 class TestSlackBotNotifier(SlackContract):
     @pytest.fixture
+    def updated(self, recorder: SlackRecorder) -> Callable[[], str | None]:
+        def last() -> str | None:
+            (update,) = recorder.updates()
+            return json.dumps(update.body, ensure_ascii=False)
+
+        return last
+
+    @pytest.fixture
     async def notifier(self, recorder: SlackRecorder) -> AsyncIterator[SlackNotifier]:
         options = {"bot_token": recorder.token, "channel": "C1", "base_url": recorder.base_url, "max_retries": 1}
         notifier = SlackNotifier(SlackNotifier.Options.model_validate(options))
@@ -164,6 +184,14 @@ class TestSlackBotNotifier(SlackContract):
 
 
 class TestSlackWebhookNotifier(SlackContract):
+    @pytest.fixture
+    def updated(self, recorder: SlackRecorder) -> Callable[[], str | None]:
+        def none() -> None:
+            assert recorder.updates() == []  # an incoming webhook cannot edit: no call is made
+            return None
+
+        return none
+
     @pytest.fixture
     async def notifier(self, recorder: SlackRecorder) -> AsyncIterator[SlackNotifier]:
         options = {"webhook_url": recorder.webhook_url, "max_retries": 1}

@@ -1,10 +1,11 @@
 """Contract: every answer of the Qdrant test server matches Qdrant's own OpenAPI document (v1.19 excerpt).
 
-The excerpt lives next to the repository in ../shared/qdrant/openapi-subset.json (nothing of it is copied
-here). Each of its operations has a scenario below that calls the server (a separate process) with
-requests that are themselves valid against the document, and checks each response body against the
-schema declared for its status (exact code, else 4XX/5XX, else default), errors included. OpenAPI 3.0's
-`nullable` is translated to JSON Schema before validating with jsonschema's Draft 4 validator.
+The excerpt is kept in the repository, tests/qdrant_server/reference/openapi-subset.json (with its
+README: source, version, license), so a plain clone runs this test. Each of its operations has a
+scenario below that calls the server (a separate process) with requests that are themselves valid
+against the document, and checks each response body against the schema declared for its status (exact
+code, else 4XX/5XX, else default), errors included. OpenAPI 3.0's `nullable` is translated to JSON
+Schema before validating with jsonschema's Draft 4 validator.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 
 from tests.support.qdrant import QdrantTestServer
 
-SPEC_PATH = Path(__file__).resolve().parents[2].parent / "shared" / "qdrant" / "openapi-subset.json"
+SPEC_PATH = Path(__file__).resolve().parents[1] / "qdrant_server" / "reference" / "openapi-subset.json"
 CT = "/collections/{collection_name}"
 SNAP = CT + "/snapshots"
 VECTORS = {"size": 4, "distance": "Dot"}
@@ -32,7 +33,7 @@ _TRIVIAL = {"description", "default", "nullable", "deprecated", "example", "form
 
 def load_spec() -> dict[str, Any]:
     if not SPEC_PATH.is_file():
-        pytest.fail(f"Qdrant OpenAPI excerpt missing: expected it at {SPEC_PATH} (the repo's sibling shared/)")
+        pytest.fail(f"Qdrant OpenAPI excerpt missing: expected it at {SPEC_PATH}")
     spec: dict[str, Any] = json.loads(SPEC_PATH.read_text())
     return spec
 

@@ -48,8 +48,10 @@ class StateStoreContract:
         raise NotImplementedError
 
     async def test_open_is_idempotent_and_ping(self, store: StateStore) -> None:
-        await store.open()  # the schema is created once and reopening is harmless
+        await store.append_event(decision_event())
+        await store.open()  # the schema is created once and reopening is harmless: nothing is lost
         await store.ping()
+        assert [e.reason for e in await store.events(limit=10)] == ["rollback_rule"]
 
     async def test_alert_decision_incident_in_one_transaction(self, store: StateStore) -> None:
         a = alert()
@@ -157,6 +159,31 @@ class StateStoreContract:
         await store.set_kv("k", {"a": [1, 2]})
         assert await store.get_kv("k") == {"a": [1, 2]}
         assert await store.get_kv("missing") is None
+
+
+    async def test_retention_prunes_old_unlinked_alerts_and_events_only(self, store: StateStore) -> None:
+        old, young = NOW - 100 * 86400, NOW - 3600
+        notify = Decision(Action.NOTIFY, Reason.NOTIFY_RULE, "rag")
+        journal = [  # (alert, received_at, decision, incident): what each row is
+            (alert("done"), old, notify, None), (alert("done", "resolved"), old, notify, None),  # resolved: go
+            (alert("firing"), old, notify, None),  # still firing (no resolution journaled): kept
+            (alert("acted"), old, ROLLBACK, incident("i-old", created=old)),  # opened an incident: kept
+            (alert("young"), young, notify, None), (alert("young", "resolved"), young, notify, None),  # young
+        ]
+        for a, at, decision, inc in journal:
+            event = Event(kind="decision", service="rag", incident_id=inc.id if inc else None, reason="r", data={},
+                          ts=at)
+            await store.journal_alert(a, "rag", at, decision, inc, event)
+        await store.append_event(Event(kind="pause", service="rag", reason="old", data={}, ts=old))
+        counts = await store.prune_journal(NOW - 90 * 86400)
+        assert counts == {"alerts_firing": 1, "alerts_resolved": 1, "events": 4}  # the log lines of old alerts go
+        kept = {(r["fingerprint"], r["status"]) for r in await store.recent_alerts(None, 100)}
+        assert kept == {("firing", "firing"), ("acted", "firing"), ("young", "firing"), ("young", "resolved")}
+        events = await store.events(limit=100)
+        assert sorted((e.incident_id or "", e.ts) for e in events) == [("", young), ("", young), ("i-old", old)]
+        assert await store.get_incident("i-old") is not None
+        assert await store.prune_journal(NOW - 90 * 86400) == {"alerts_firing": 0, "alerts_resolved": 0,
+                                                               "events": 0}
 
 
 class TestSqlite(StateStoreContract):

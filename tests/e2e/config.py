@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from tests.support.daemon import REPO, config_dict
+from tests.support.daemon import REPO, config_dict, secret_ref
 
 DEFAULT_PLAN = [
     {"type": "snapshot.safety"},
@@ -34,7 +34,7 @@ def rollbackd_config(stack: Any) -> dict[str, Any]:
             "dir": str(stack.dir / "snapshots"),
             "safety_snapshot": True,
             "stores": {
-                "postgres": {"type": "postgres", "dsn": stack.dsn, "jobs": 2,
+                "postgres": {"type": "postgres", "dsn": secret_ref("RAG_PG_DSN", stack.dsn), "jobs": 2,
                              "schema_version_sql": "SELECT max(version) FROM schema_version"},
                 "qdrant": {"type": "qdrant", "url": stack.qdrant.url, "alias": "docs"},
             },
@@ -50,12 +50,13 @@ def rollbackd_config(stack: Any) -> dict[str, Any]:
                 {"name": "query", "method": "POST", "url": f"{rag}/query",
                  "json": {"question": "What is the refund window?"}, "expect_fields": ["answer"],
                  "latency_budget": "2s"}]},
-            {"type": "counts", "stores": {"postgres": {"dsn": stack.dsn}, "qdrant": {"url": stack.qdrant.url}},
+            {"type": "counts", "stores": {"postgres": {"dsn": secret_ref("RAG_PG_DSN", stack.dsn)},
+                                          "qdrant": {"url": stack.qdrant.url}},
              "exclude": ["conversations"]},
             {"type": "ragas_quick", "golden": str(REPO / "tests" / "data" / "golden.yaml"), "limit": 20,
              "request": {"url": f"{rag}/query"}, "deadline": "120s"},
             {"type": "governance", "sources_file": str(sources),
-             "corpus": {"dsn": stack.dsn, "query": "SELECT DISTINCT source FROM docs"}},
+             "corpus": {"dsn": secret_ref("RAG_PG_DSN", stack.dsn), "query": "SELECT DISTINCT source FROM docs"}},
             {"type": "alert_cleared", "deadline": "120s", "interval": "1s"},
         ]},
         # The rehearsal (rollbackd drill): the rest is derived (health URL and check URLs on the drill's

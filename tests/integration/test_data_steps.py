@@ -23,7 +23,7 @@ from rollbackd.snapshots.retention import prune
 from rollbackd.snapshots.steps import PrepareData, RollForwardData, SafetySnapshot, SwapData
 from rollbackd.snapshots.store import SnapshotStore
 from tests.support.corpus import change_corpus, create_corpus, load_points, table_counts
-from tests.support.daemon import Api, command_service, running_daemon, write_config
+from tests.support.daemon import Api, command_service, running_daemon, secret_ref, write_config
 from tests.support.pg import database_exists
 from tests.support.qdrant import QdrantTestServer
 
@@ -170,7 +170,7 @@ async def test_daemon_api_and_cli(pg_dsn: str, qdrant_server: QdrantTestServer, 
     await load_points(qdrant_server.url, "docs_v1", dsn=pg_dsn, alias="docs")
     service = command_service([{"type": "snapshot.safety"}, {"type": "data.prepare"}, {"type": "data.swap"}])
     service["snapshots"] = {"dir": str(tmp_path / "snaps"), "retention": {"keep_last": 3}, "stores": {
-        "postgres": {"type": "postgres", "dsn": pg_dsn,
+        "postgres": {"type": "postgres", "dsn": secret_ref("RAG_PG_DSN", pg_dsn),
                      "schema_version_sql": "SELECT max(version) FROM schema_version"},
         "qdrant": {"type": "qdrant", "url": qdrant_server.url, "alias": "docs"}}}
     cfg = write_config(tmp_path, services={"rag": service})
@@ -215,7 +215,7 @@ async def test_api_restore_verify_and_adopt_alias(pg_dsn: str, qdrant_server: Qd
     await load_points(qdrant_server.url, "docs", dsn=pg_dsn)  # a plain collection: the app reads it by name
     service = command_service([{"type": "command", "argv": ["true"]}])
     service["snapshots"] = {"dir": str(tmp_path / "snaps"), "stores": {
-        "postgres": {"type": "postgres", "dsn": pg_dsn},
+        "postgres": {"type": "postgres", "dsn": secret_ref("RAG_PG_DSN", pg_dsn)},
         "qdrant": {"type": "qdrant", "url": qdrant_server.url, "alias": "docs"}}}
     cfg = write_config(tmp_path, services={"rag": service})
     async with running_daemon(cfg) as daemon:
@@ -270,7 +270,7 @@ async def test_daemon_killed_between_prepare_and_swap_resumes(pg_dsn: str, qdran
     wait = {"type": "command", "name": "hold", "argv": ["sh", "-c", f"while [ ! -f {go} ]; do sleep 0.05; done"]}
     service = command_service([{"type": "snapshot.safety"}, {"type": "data.prepare"}, wait, {"type": "data.swap"}])
     service["snapshots"] = {"dir": str(tmp_path / "snaps"), "stores": {
-        "postgres": {"type": "postgres", "dsn": pg_dsn},
+        "postgres": {"type": "postgres", "dsn": secret_ref("RAG_PG_DSN", pg_dsn)},
         "qdrant": {"type": "qdrant", "url": qdrant_server.url, "alias": "docs"}}}
     cfg = write_config(tmp_path, services={"rag": service})
     proc = DaemonProcess(cfg)
@@ -306,7 +306,7 @@ async def test_scheduled_snapshots_run_in_the_daemon(pg_dsn: str, tmp_path: Path
     await create_corpus(pg_dsn, docs=50)
     service = command_service([{"type": "command", "argv": ["true"]}])
     service["snapshots"] = {"dir": str(tmp_path / "snaps"), "schedule": {"interval": "1s"},
-                            "stores": {"postgres": {"type": "postgres", "dsn": pg_dsn}}}
+                            "stores": {"postgres": {"type": "postgres", "dsn": secret_ref("RAG_PG_DSN", pg_dsn)}}}
     cfg = write_config(tmp_path, services={"rag": service})
     async with running_daemon(cfg) as daemon:
         assert "snapshot:rag" in daemon.scheduler.jobs and "snapshot-retention:rag" in daemon.scheduler.jobs

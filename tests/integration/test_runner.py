@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.conftest import relabel
-from tests.support.daemon import API_TOKEN, WEBHOOK_TOKEN, command_service, running_daemon, write_config
+from tests.support.daemon import API_TOKEN, WEBHOOK_TOKEN, command_service, running_daemon, secret_ref, write_config
 
 
 async def webhook(d: Any, payload: dict[str, Any]) -> dict[str, Any]:
@@ -245,7 +245,7 @@ async def test_page_webhook_gets_the_documented_body(tmp_path: Path, firing_payl
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     svc = command_service([{"type": "command", "name": "broken", "argv": ["/bin/false"]}])
-    svc["page_webhook"] = {"url": f"http://127.0.0.1:{port}/page"}
+    svc["page_webhook"] = {"url": secret_ref("ROLLBACKD_PAGE_URL", f"http://127.0.0.1:{port}/page")}
     try:
         cfg = write_config(tmp_path, services={"rag": svc})
         async with running_daemon(cfg) as d:

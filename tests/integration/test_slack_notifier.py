@@ -336,3 +336,6 @@ async def test_recorder_waits_from_an_async_test(make: Make, slack_recorder: Sla
     queue.reply(step("cut_traffic"))
     await slack_recorder.wait_for_async(lambda r: len(r.thread(r.roots()[0].ts) if r.roots() else []) == 1)
     await queue.stop()
+    (root,) = slack_recorder.roots()
+    (reply,) = slack_recorder.thread(root.ts)
+    assert reply.text is not None and "cut_traffic" in reply.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ async def post(d: Any, data: bytes | str | None, *, headers: dict[str, str] | No
         h["Authorization"] = f"Bearer {token}"
     h.update(headers or {})
     url = yarl.URL(d.url + path, encoded=True)  # sent as written: no client-side normalisation
+    if isinstance(data, bytes) and len(data) >= 1_048_576:
+        data = io.BytesIO(data)  # type: ignore[assignment]  # aiohttp warns about large raw bytes
     async with d.http.request(method, url, data=data, headers=h) as resp:
         text = await resp.text()
         return resp.status, json.loads(text) if text.startswith("{") else text

@@ -37,8 +37,10 @@ def test_require_binary_fails_naming_the_package() -> None:
 
 def test_free_port_is_bindable() -> None:
     port = free_port()
+    assert 1024 <= port < 65536
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+        assert sock.getsockname() == ("127.0.0.1", port)
 
 
 def test_metrics_exporter_serves_settable_text() -> None:

@@ -59,6 +59,13 @@ def write_config(tmp_path: Path, *, services: Mapping[str, Any], **top: Any) -> 
     return path
 
 
+def secret_ref(name: str, value: str) -> str:
+    """``${name}`` for a config, ``value`` exported to this process (and the daemons it starts): a
+    credential-bearing setting (a DSN, a paging URL) is never a literal in the file."""
+    os.environ[name] = value
+    return "${" + name + "}"
+
+
 def command_service(plan: list[dict[str, Any]], **policy: Any) -> dict[str, Any]:
     """A service whose plan is the given steps, confirm off and no release tracking (unless overridden)."""
     return {"policy": {"confirm": "off", **policy}, "releases": {"track": False}, "plan": plan}
@@ -128,9 +135,9 @@ class DaemonProcess:
         self.log = config.parent / "daemon.log"
 
     def start(self, timeout: float = 20) -> None:
-        log = self.log.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "rollbackd", "serve", "--config", str(self.config)],
-                                     env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        with self.log.open("ab") as log:  # the child keeps its own descriptor; ours is closed at once
+            self.proc = subprocess.Popen([sys.executable, "-m", "rollbackd", "serve", "--config", str(self.config)],
+                                         env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -148,7 +148,8 @@ def test_full_example_config_is_valid(tmp_path: Path) -> None:
     (creds / "api-token").write_text("a" * 24)
     env = {"CREDENTIALS_DIRECTORY": str(creds), "ROLLBACKD_STATE_DSN": "postgresql://rollbackd@127.0.0.1/rollbackd",
            "ROLLBACKD_PIPELINE_TOKEN": "p" * 24, "SLACK_BOT_TOKEN": "xoxb-test", "RAG_PG_DSN": "postgresql://rag@db/rag",
-           "QDRANT_API_KEY": "k"}
+           "QDRANT_API_KEY": "k", "ROLLBACKD_PAGE_URL": "https://oncall.example.internal/hooks/rollbackd",
+           "ROLLBACKD_PAGE_TOKEN": "page-token-1234"}
     settings = load(REPO / "config" / "rollbackd.full.example.yaml", env=env)
     assert [t.name for t in settings.auth.api_tokens] == ["oncall", "pipeline"]
     assert settings.services["rag"].snapshots is not None and settings.services["rag"].deploy is not None

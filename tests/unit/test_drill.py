@@ -16,7 +16,8 @@ from rollbackd.config import parse
 from rollbackd.drill import options, scratch
 from rollbackd.errors import ConfigError
 
-ENV = {"ROLLBACKD_WEBHOOK_TOKEN": "w" * 24, "ROLLBACKD_API_TOKEN": "a" * 24}
+ENV = {"ROLLBACKD_WEBHOOK_TOKEN": "w" * 24, "ROLLBACKD_API_TOKEN": "a" * 24,
+       "RAG_PG_DSN": "postgresql://postgres@127.0.0.1:5432/rag"}
 
 
 def service(**drill: Any) -> dict[str, Any]:
@@ -24,13 +25,13 @@ def service(**drill: Any) -> dict[str, Any]:
         "policy": {"confirm": "off"},
         "plan": [{"type": "data.prepare"}, {"type": "deploy.revert"}, {"type": "verify"}],
         "snapshots": {"dir": "/tmp/rbt-snaps", "stores": {
-            "postgres": {"type": "postgres", "dsn": "postgresql://postgres@127.0.0.1:5432/rag"},
+            "postgres": {"type": "postgres", "dsn": "${RAG_PG_DSN}"},
             "qdrant": {"type": "qdrant", "url": "http://127.0.0.1:6333", "alias": "docs"}}},
         "deploy": {"type": "docker", "containers": [{"name": "rag", "health_url": "http://127.0.0.1:8000/healthz"}]},
         "verify": {"checks": [
             {"type": "smoke", "requests": [{"name": "health", "url": "http://127.0.0.1:8000/healthz"}]},
             {"type": "governance", "sources_file": "/etc/rag/sources.yaml",
-             "corpus": {"dsn": "postgresql://postgres@127.0.0.1:5432/rag",
+             "corpus": {"dsn": "${RAG_PG_DSN}",
                         "query": "SELECT DISTINCT source FROM docs"}},
             {"type": "alert_cleared"}]},
         "drill": drill,
@@ -134,7 +135,7 @@ def test_checks_are_rewritten_to_the_scratch_copies_and_counts_and_alert_cleared
     assert [c.name for c in checks] == ["smoke", "governance"]
     smoke, governance = checks
     assert smoke.options.requests[0].url == "http://127.0.0.1:4321/healthz"  # type: ignore[attr-defined]
-    assert governance.options.corpus.dsn == "postgresql://postgres@127.0.0.1:5432/rag__rb_s1"  # type: ignore[attr-defined]
+    assert governance.options.corpus.dsn.get_secret_value() == "postgresql://postgres@127.0.0.1:5432/rag__rb_s1"  # type: ignore[attr-defined]
     assert scratch.rewrite_strings(["postgresql://postgres@127.0.0.1:5432/rag_audit"], mapping, exact) == [
         "postgresql://postgres@127.0.0.1:5432/rag_audit"]
     only = scratch.scratch_checks("rag", svc, options.DrillOptions(checks=["alert_cleared"]), mapping)

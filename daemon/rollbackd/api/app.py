@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -29,18 +31,23 @@ def _authorised(request: web.Request) -> str | None:
 
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One middleware (each costs per request): path hygiene, API auth, errors as JSON, 405 counted."""
+    """One middleware (each costs per request): path hygiene, API auth, errors as JSON, 405 counted.
+    Auth runs inside the guard, so even a failure there is a JSON problem, never aiohttp's text 500."""
     if problems.suspicious(request.raw_path):
         return problem(404, "no such path")
+    response = await problems.guarded(request, functools.partial(_authorised_call, handler=handler))
+    if response.status == 405 and request.path == WEBHOOK_PATH:
+        request.app[CORE].metrics.webhook_result(WebhookResult.METHOD_NOT_ALLOWED)
+    return response
+
+
+async def _authorised_call(request: web.Request, *, handler: Handler) -> web.StreamResponse:
     actor = _authorised(request)
     if actor is None:
         return problem(401, "missing or wrong API token")
     if actor:
         request[v1.ACTOR] = actor
-    response = await problems.guarded(request, handler)
-    if response.status == 405 and request.path == WEBHOOK_PATH:
-        request.app[CORE].metrics.webhook_result(WebhookResult.METHOD_NOT_ALLOWED)
-    return response
+    return await handler(request)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -68,7 +75,7 @@ def create_app(core: Core) -> web.Application:
     app = web.Application(middlewares=[api_middleware],
                           client_max_size=1_048_576 + 1)
     app[CORE] = core
-    app[SEEN] = SeenBodies()
+    app[SEEN] = SeenBodies(core.settings.webhook.body_cache_bytes)
     app.router.add_post(WEBHOOK_PATH, alertmanager_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -1,4 +1,7 @@
-"""Bearer tokens, compared in constant time, never logged. Checked before the body is read."""
+"""Bearer tokens, compared in constant time, never logged. Checked before the body is read.
+
+A header that is not printable ASCII (a latin-1 byte, undecodable bytes that arrive as surrogates)
+is no token at all: 401, like a wrong one, never an encoding error."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ def bearer(request: web.Request) -> str | None:
     """The token of exactly one ``Authorization: Bearer <token>`` header, else None."""
     values = request.headers.getall("Authorization", [])
     if len(values) != 1:
+        return None
+    if not values[0].isascii() or not values[0].isprintable():
         return None
     scheme, _, token = values[0].partition(" ")
     token = token.strip()

@@ -22,26 +22,42 @@ from rollbackd.records import Alert
 
 MAX_BODY = 1_048_576
 _SEEN_BODIES = 4096
+# What a parsed body costs in memory, per byte of the body (measured: a 1 MiB body's alerts hold ~3.1 MB).
+COST_PER_BODY_BYTE = 3
 
 
 class SeenBodies:
     """Bodies already parsed and journaled, by digest. Alertmanager re-sends the very same bytes
     (retries, HA peers), so a storm of duplicates skips parsing and validation: the alerts of an
-    identical body are known, and every one of them is a duplicate now."""
+    identical body are known, and every one of them is a duplicate now. Bounded by the memory the
+    parsed bodies take (``max_bytes``, estimated from their size) and by count; least recently used
+    first out; a body that alone would exceed the bound is not kept."""
 
-    def __init__(self) -> None:
-        self._bodies: OrderedDict[bytes, list[Alert]] = OrderedDict()
+    def __init__(self, max_bytes: int = 64 * MAX_BODY, max_entries: int = _SEEN_BODIES) -> None:
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self.size = 0
+        self._bodies: OrderedDict[bytes, tuple[list[Alert], int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._bodies)
 
     def get(self, digest: bytes) -> list[Alert] | None:
-        alerts = self._bodies.get(digest)
-        if alerts is not None:
-            self._bodies.move_to_end(digest)
-        return alerts
+        found = self._bodies.get(digest)
+        if found is None:
+            return None
+        self._bodies.move_to_end(digest)
+        return found[0]
 
-    def add(self, digest: bytes, alerts: list[Alert]) -> None:
-        self._bodies[digest] = alerts
-        if len(self._bodies) > _SEEN_BODIES:
-            self._bodies.popitem(last=False)
+    def add(self, digest: bytes, alerts: list[Alert], body_size: int) -> None:
+        cost = body_size * COST_PER_BODY_BYTE
+        if cost > self.max_bytes or digest in self._bodies:
+            return
+        self._bodies[digest] = (alerts, cost)
+        self.size += cost
+        while self.size > self.max_bytes or len(self._bodies) > self.max_entries:
+            _, (_, freed) = self._bodies.popitem(last=False)
+            self.size -= freed
 
 
 SEEN = web.AppKey("seen_bodies", SeenBodies)
@@ -106,7 +122,7 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
             return problem(400, str(exc), field=exc.field)
     decisions = await core.intake.receive(alerts, received_at)
     if known is None:
-        seen.add(digest, alerts)
+        seen.add(digest, alerts, len(body))
     count(WebhookResult.ACCEPTED)
     return web.json_response(
         {"accepted": len(alerts),

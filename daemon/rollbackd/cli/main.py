@@ -80,6 +80,7 @@ def cmd_resume(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from rollbackd import redact
     from rollbackd.config import load
     from rollbackd.errors import ConfigError
 
@@ -88,7 +89,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"{args.file}: {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(f"  {redact.text(problem, 2000)}", file=sys.stderr)  # a problem may quote a secret's value
         return EXIT_ERROR
     print(f"{args.file}: ok ({len(settings.services)} service(s): {', '.join(sorted(settings.services))})")
     return EXIT_OK

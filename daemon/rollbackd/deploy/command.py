@@ -7,12 +7,11 @@ that already runs is a no-op; without it the step's journal is what keeps a depl
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 from pydantic import Field
 
-from rollbackd import procs
+from rollbackd import childenv, procs
 from rollbackd.config import Duration
 from rollbackd.deploy import DeployedRelease, DeployOptions, RedeployByUrl, release_values, render
 from rollbackd.errors import BackendError
@@ -23,7 +22,7 @@ async def run_argv(argv: list[str], *, timeout: float, env: dict[str, str], what
     """Run argv (no shell) in its own process group (rollbackd.procs): a timeout kills the whole group,
     grandchildren included. stdout on success, else BackendError with the exit status and stderr tail."""
     try:
-        done = await procs.run(argv, env={**os.environ, **env}, timeout=timeout)
+        done = await procs.run(argv, env=childenv.build(env), timeout=timeout)
     except TimeoutError as exc:
         raise BackendError(what, f"{argv[0]} timed out after {timeout:g}s", retryable=True) from exc
     except OSError as exc:

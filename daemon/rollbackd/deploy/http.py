@@ -6,6 +6,7 @@ health by URL. ``current_url`` (optional) answers JSON whose ``current_field`` i
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import quote
 
 import aiohttp
 
@@ -52,7 +53,7 @@ class HttpDeployer(RedeployByUrl):
         if current.version is not None and current.matches(release):
             return {"noop": True, "version": release.version}
         values = release_values(release, incident)
-        url = render(self.options.url, values)
+        url = render(self.options.url, {k: quote(v, safe="") for k, v in values.items()})  # a version is data
         body = render(self.options.body, values)
         try:
             async with self._session() as session, session.request(self.options.method, url, json=body) as resp:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections import Counter, OrderedDict, defaultdict
@@ -19,6 +20,7 @@ from rollbackd import policy, releases
 from rollbackd.config import Settings
 from rollbackd.errors import IncidentActiveError
 from rollbackd.incidents import escalate, messages
+from rollbackd.incidents.batch import Body
 from rollbackd.incidents.coalesce import Coalescer
 from rollbackd.incidents.runner import Runner
 from rollbackd.metrics import Metrics
@@ -57,31 +59,61 @@ class Intake:
         return self._locks[service]
 
     async def receive(self, alerts: list[Alert], received_at: float) -> list[Decision]:
-        return [await self.one(alert, received_at) for alert in alerts]
+        """Every alert of one webhook body; the ones that open no incident are written in one transaction."""
+        body = await Body.read(self.store, [a.key for a in alerts if a.key not in self._seen])
+        try:
+            decisions = [await self.one(alert, received_at, body) for alert in alerts]
+            await body.flush(self.store)
+        except BaseException:
+            for key in body.keys:  # not journaled: Alertmanager's retry must decide them again
+                self._seen.pop(key, None)
+            raise
+        return decisions
 
-    async def one(self, alert: Alert, received_at: float) -> Decision:
+    async def one(self, alert: Alert, received_at: float, body: Body | None = None) -> Decision:
         label = alert.labels.get(self.settings.service_label)
         runtime = self.services.get(label) if label is not None else None
         if alert.key in self._seen:
             return self._duplicate(alert, runtime)
         async with self._locks[runtime.name if runtime else ""]:
-            if alert.key in self._seen or await self.store.seen_alert(alert.key):
+            if await self._known(alert, body):
                 self._remember(alert.key)
                 return self._duplicate(alert, runtime)
-            decision, incident = await self._decide(alert, runtime, received_at)
-            decision, incident = await self._journal(alert, runtime, received_at, decision, incident)
+            decision, incident = await self._decide(alert, runtime, received_at, body)
+            if incident is None and body is not None:
+                service = runtime.name if runtime else None
+                body.defer((alert, service, received_at, decision, _decision_event(alert, decision, None)),
+                           functools.partial(self._report, alert, decision, None))
+            else:
+                decision, incident = await self._journal(alert, runtime, received_at, decision, incident, body)
             self._remember(alert.key)
             if alert.status == "resolved" and runtime is not None:
-                await self._cancel_pending(runtime.name, alert)
-        await self._report(alert, decision, incident)
+                await self._cancel_pending(runtime.name, alert, body)
+        if incident is not None or body is None:
+            await self._report(alert, decision, incident)
         if incident is not None:
             self.runner.start(incident.id)
         return decision
 
-    async def _decide(self, alert: Alert, runtime: ServiceRuntime | None,
-                      received_at: float) -> tuple[Decision, Incident | None]:
-        found = await self.target(runtime, None) if runtime is not None and alert.status == "firing" else None
-        view = await self.view(runtime, found) if runtime is not None and found is not None else None
+    async def _known(self, alert: Alert, body: Body | None) -> bool:
+        if alert.key in self._seen:
+            return True
+        return alert.key in body.known if body is not None else await self.store.seen_alert(alert.key)
+
+    async def _found_view(self, runtime: ServiceRuntime, body: Body | None) -> tuple[Any, PolicyView]:
+        """The rollback target and policy view, read once per body and service (see batch.py)."""
+        cached = body.views.get(runtime.name) if body is not None else None
+        if cached is None:
+            found = await self.target(runtime, None)
+            cached = (found, await self.view(runtime, found))
+            if body is not None:
+                body.views[runtime.name] = cached
+        return cached
+
+    async def _decide(self, alert: Alert, runtime: ServiceRuntime | None, received_at: float,
+                      body: Body | None = None) -> tuple[Decision, Incident | None]:
+        found, view = (await self._found_view(runtime, body) if runtime is not None and alert.status == "firing"
+                       else (None, None))
         decision = policy.decide(
             alert, service=runtime.name if runtime else None, policy=runtime.config.policy if runtime else None,
             view=view or (_empty_view(runtime.name) if runtime else None), now=self.clock(), duplicate=False,
@@ -129,8 +161,12 @@ class Intake:
         return Decision(Action.SUPPRESSED, refused.reason, runtime.name, refused.detail)
 
     async def _journal(self, alert: Alert, runtime: ServiceRuntime | None, received_at: float,
-                       decision: Decision, incident: Incident | None) -> tuple[Decision, Incident | None]:
+                       decision: Decision, incident: Incident | None,
+                       body: Body | None = None) -> tuple[Decision, Incident | None]:
         service = runtime.name if runtime else None
+        if body is not None and service is not None:
+            await body.flush(self.store)  # the rows decided before it come first in the journal
+            body.changed(service)
         try:
             await self.store.journal_alert(alert, service, received_at, decision, incident,
                                            _decision_event(alert, decision, incident))
@@ -155,8 +191,13 @@ class Intake:
         target, _ = found if found is not None else await self.target(runtime, None)
         return dataclasses.replace(view, has_target=target is not None)
 
-    async def _cancel_pending(self, service: str, alert: Alert) -> None:
+    async def _cancel_pending(self, service: str, alert: Alert, body: Body | None = None) -> None:
         """A resolved alert cancels a rollback that has not started; never one in progress."""
+        if body is not None:
+            if not any(i.service == service and i.trigger.fingerprint == alert.fingerprint
+                       for i in await body.active_incidents(self.store)):
+                return
+            body.changed(service)
         for incident in await self.store.active_incidents():
             if (incident.service == service and incident.state is IncidentState.PENDING
                     and incident.trigger.fingerprint == alert.fingerprint):

@@ -124,7 +124,7 @@ class Runner:
                 return current.state if current else IncidentState.CANCELLED
             incident = started
         runtime = self.services[incident.service]
-        stages = build_plan(incident.plan, f"incident {incident.id} plan")
+        stages = build_plan(incident.plan, f"incident {incident.id} plan", secrets_from=runtime.config.plan)
         journal = {r.index: r for r in await self.journal.steps(incident.id)}
         outputs: dict[str, JSON] = {r.name: r.output for r in journal.values() if r.state is StepState.DONE}
         index = 0

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from rollbackd import redact
 from rollbackd.errors import RollbackdError
 from rollbackd.notify import Message, Notifier, ThreadRef
 
@@ -62,6 +64,11 @@ class _Channel:
 _BACKOFF_FIRST_S = 0.2
 
 
+def _redacted(message: Message) -> Message:
+    return dataclasses.replace(message, title=redact.text(message.title, 300), text=redact.text(message.text, 8000),
+                               fields=tuple((k, redact.text(v, 500)) for k, v in message.fields))
+
+
 class NotifyQueue:
     def __init__(
         self,
@@ -98,6 +105,7 @@ class NotifyQueue:
         self._put(_Item("plain", message.service, message))
 
     def _put(self, item: _Item) -> None:
+        item = dataclasses.replace(item, message=_redacted(item.message))  # one sink for every notifier
         try:
             channel = self._channel(item.service)
             channel.queue.put_nowait(item)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Final, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from rollbackd import childenv, redact
 from rollbackd.config import ParallelGroup, ServiceConfig, StepConfig
 from rollbackd.records import JSON, Incident
 
@@ -82,8 +83,7 @@ class StepContext:
         target = self.incident.context.get("target") or {}
         if target.get("version"):
             env["ROLLBACKD_TARGET_VERSION"] = str(target["version"])
-        for name, value in trig.labels.items():
-            env[f"ROLLBACKD_LABEL_{name.upper()}"] = value  # label names are [a-zA-Z_][a-zA-Z0-9_]*
+        env.update(childenv.label_vars(trig.labels)[0])  # names that cannot be variables are skipped
         return env
 
     def template_vars(self) -> dict[str, str]:
@@ -130,9 +130,13 @@ class BaseStep:
 Stage = tuple[Step, ...]
 
 
-def build_plan(entries: list[ParallelGroup | StepConfig] | list[JSON], path: str) -> list[Stage]:
-    """Build the stages of a plan from config (or from the plan an incident journaled).
+def build_plan(entries: list[ParallelGroup | StepConfig] | list[JSON], path: str,
+               secrets_from: list[ParallelGroup | StepConfig] | None = None) -> list[Stage]:
+    """Build the stages of a plan from config (or from the plan an incident journaled, its masked
+    credentials taken back from ``secrets_from``, the service's configured plan).
     Raises one ConfigError listing every problem of every step."""
+    if secrets_from is not None:
+        entries = redact.restore(list(entries), plan_to_json(secrets_from, redacted=False))
     from rollbackd.errors import ConfigError
     from rollbackd.registry import resolve, validate_options
 
@@ -160,5 +164,7 @@ def build_plan(entries: list[ParallelGroup | StepConfig] | list[JSON], path: str
     return stages
 
 
-def plan_to_json(entries: list[ParallelGroup | StepConfig]) -> list[JSON]:
-    return [e.model_dump(mode="json", exclude_none=True) for e in entries]
+def plan_to_json(entries: list[ParallelGroup | StepConfig], *, redacted: bool = True) -> list[JSON]:
+    """The plan as an incident journals it: with its credentials masked (see ``build_plan``)."""
+    plan = [e.model_dump(mode="json", exclude_none=True) for e in entries]
+    return [redact.data(e, limit=100_000) for e in plan] if redacted else plan

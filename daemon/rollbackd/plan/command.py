@@ -4,12 +4,11 @@ whose exit 0 means the step's effect is already there (used on resume)."""
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field
 
-from rollbackd import procs
+from rollbackd import childenv, procs
 from rollbackd.errors import FatalError, RetryableError
 from rollbackd.plan import BaseStep, StepContext, StepOptions
 from rollbackd.records import JSON
@@ -52,8 +51,7 @@ class CommandStep(BaseStep):
         return "run " + " ".join(self.options.argv)
 
     def _env(self, ctx: StepContext) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ", "USER")}
-        return {**base, **self.options.env, **ctx.env()}
+        return childenv.build(self.options.env, ctx.env())
 
     async def is_done(self, ctx: StepContext) -> bool:
         if not self.options.check:
@@ -64,7 +62,8 @@ class CommandStep(BaseStep):
 
     async def run(self, ctx: StepContext) -> JSON:
         code, out, err = await run_argv(self.options.argv, env=self._env(ctx), cwd=self.options.cwd)
-        result: dict[str, Any] = {"exit_code": code, "stdout": out, "stderr": err}
+        result: dict[str, Any] = {"exit_code": code, "stdout": out, "stderr": err,
+                                  "labels_skipped": childenv.label_vars(ctx.incident.trigger.labels)[1]}
         if code not in self.options.ok_codes:
             last = (err or out).strip().splitlines()[-1:] or [""]
             raise RetryableError(f"{self.options.argv[0]} exited {code}: {last[0][:300]}")

@@ -1,12 +1,17 @@
 """`type: http`: one HTTP request (a load balancer's admin API, a CD pipeline, a feature flag).
 ``body`` is a text template and ``json`` a structure whose strings are templates; fields are
 ``$incident_id``, ``$service``, ``$alertname``, ``$label_<name>``, ``$target_version``... Values are
-substituted as data (JSON-encoded inside ``json``), never evaluated."""
+substituted as data, encoded for where they land, never evaluated: percent-encoded in the URL (a
+label cannot add a path segment or a query parameter), JSON values inside ``json_body`` (serialised
+by the client), JSON-string-escaped in a ``body`` sent as ``application/json``, percent-encoded in a
+form body; a header whose value would carry CR, LF or NUL is refused (no header injection)."""
 
 from __future__ import annotations
 
+import json
 from string import Template
 from typing import Any, ClassVar, Literal
+from urllib.parse import quote, quote_plus
 
 import aiohttp
 from pydantic import model_validator
@@ -38,6 +43,28 @@ class HttpOptions(StepOptions):
         if self.body is not None and self.json_body is not None:
             raise ValueError("give `body` or `json_body`, not both")
         return self
+
+
+def url_fields(fields: dict[str, str]) -> dict[str, str]:
+    return {k: quote(v, safe="") for k, v in fields.items()}
+
+
+def body_fields(fields: dict[str, str], headers: dict[str, str]) -> dict[str, str]:
+    """Field values for a text ``body``: escaped for the media type the request declares."""
+    ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), "").lower()
+    if "json" in ctype:
+        return {k: json.dumps(v)[1:-1] for k, v in fields.items()}  # the inside of a JSON string
+    if "x-www-form-urlencoded" in ctype:
+        return {k: quote_plus(v) for k, v in fields.items()}
+    return fields
+
+
+def render_headers(headers: dict[str, str], fields: dict[str, str]) -> dict[str, str]:
+    out = render(headers, fields)
+    for name, value in out.items():
+        if any(c in value for c in "\r\n\x00"):
+            raise FatalError(f"header {name}: a template value carries CR, LF or NUL; refused")
+    return dict(out)
 
 
 def render(value: Any, fields: dict[str, str]) -> Any:
@@ -77,16 +104,16 @@ class HttpStep(BaseStep):
         if check is None:
             return False
         fields = ctx.template_vars()
-        status, _ = await request(check.method, render(check.url, fields), timeout=self.spec.timeout)
+        status, _ = await request(check.method, render(check.url, url_fields(fields)), timeout=self.spec.timeout)
         return status in check.expect_status
 
     async def run(self, ctx: StepContext) -> JSON:
         fields = ctx.template_vars()
-        url = render(self.options.url, fields)
+        url = render(self.options.url, url_fields(fields))
+        headers = render_headers(self.options.headers, fields)
         status, text = await request(
-            self.options.method, url, timeout=self.spec.timeout,
-            headers=render(self.options.headers, fields),
-            data=render(self.options.body, fields) if self.options.body is not None else None,
+            self.options.method, url, timeout=self.spec.timeout, headers=headers,
+            data=render(self.options.body, body_fields(fields, headers)) if self.options.body is not None else None,
             json=render(self.options.json_body, fields) if self.options.json_body is not None else None,
         )
         if status not in self.options.expect_status:

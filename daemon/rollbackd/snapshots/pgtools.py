@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import shutil
 import time
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from rollbackd import procs
+from rollbackd import childenv, procs
 from rollbackd.errors import BackendError, FatalError
 
 _LIBPQ_ENV = {"sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT",
@@ -66,7 +65,7 @@ class Dsn:
         return out + (["-U", self.user] if self.user else [])
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env = childenv.inherited()  # never the daemon's PG* variables nor its tokens
         if self.password:
             env["PGPASSWORD"] = self.password
         for key, value in self.params:

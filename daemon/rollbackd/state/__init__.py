@@ -6,7 +6,7 @@ Both run the same SQL (rollbackd.state.sql); only the driver differs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from rollbackd.reasons import IncidentState, StepState
@@ -28,12 +28,24 @@ class StateStore(Protocol):
         """True when the same alert (fingerprint, start, status) was journaled before."""
         ...
 
+    async def seen_alerts(self, keys: Sequence[str]) -> set[str]:
+        """The keys among ``keys`` that were journaled before (one query per webhook body)."""
+        ...
+
     async def journal_alert(
         self, alert: Alert, service: str | None, received_at: float, decision: Decision,
         incident: Incident | None, event: Event,
     ) -> None:
         """Alert, decision, incident and journal line in one transaction (StateError if another
         incident of the service is active)."""
+        ...
+
+    async def journal_alerts(self, rows: Sequence[tuple[Alert, str | None, float, Decision, Event]]) -> None:
+        """Alerts that open no incident, with their decisions and journal lines, in one transaction."""
+        ...
+
+    async def prune_journal(self, before: float) -> dict[str, int]:
+        """Retention: alert and event rows older than ``before`` that no incident refers to; counts."""
         ...
 
     async def set_alert_decision(self, key: str, decision: Decision, incident_id: str | None) -> None: ...

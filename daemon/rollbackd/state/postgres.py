@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from rollbackd.errors import IncidentActiveError, StateError
 from rollbackd.state.sql import SqlStateStore, Statement
@@ -29,7 +29,7 @@ class PostgresStateStore(SqlStateStore):
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
-        dsn: str
+        dsn: SecretStr  # credential-bearing: from ${ENV} only, never printed
         min_size: int = Field(default=1, ge=1)
         max_size: int = Field(default=5, ge=1)
         timeout: float = 10.0
@@ -45,7 +45,7 @@ class PostgresStateStore(SqlStateStore):
     async def _connect(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                self.options.dsn,
+                self.options.dsn.get_secret_value(),
                 min_size=self.options.min_size,
                 max_size=self.options.max_size,
                 timeout=self.options.timeout,

@@ -8,13 +8,18 @@ import abc
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rollbackd import redact
 from rollbackd.errors import NotFoundError
 from rollbackd.reasons import ACTIVE_STATES, IncidentState, StepState
 from rollbackd.records import Alert, Decision, Event, Incident, Pause, PolicyView, Release, StepRecord, now
 from rollbackd.state import schema
+from rollbackd.state.bulk import BulkJournal
+from rollbackd.state.bulk import Statement as Statement
+from rollbackd.state.bulk import alert_insert as _alert_insert
+from rollbackd.state.bulk import event_insert as _event_insert
+from rollbackd.state.bulk import marks as _marks
 from rollbackd.state.schema import dumps, loads
 
-Statement = tuple[str, Sequence[Any]]
 _INCIDENT_UPDATABLE = {
     "state": lambda v: IncidentState(v).value,
     "started_at": float,
@@ -22,7 +27,7 @@ _INCIDENT_UPDATABLE = {
     "abort_requested": int,
     "context": dumps,
     "thread": dumps,
-    "error": str,
+    "error": lambda v: redact.text(str(v), 2000),  # the journal never keeps a secret (rollbackd.redact)
 }
 # Incidents that count against the budget and start the cooldown: those that actually ran.
 _RAN_STATES = tuple(
@@ -41,13 +46,6 @@ def _incident_insert(incident: Incident) -> Statement:
     )
 
 
-def _event_insert(event: Event) -> Statement:
-    return (
-        "INSERT INTO rb_events (ts, service, incident_id, kind, reason, actor, data) VALUES ($1,$2,$3,$4,$5,$6,$7)",
-        (event.ts, event.service, event.incident_id, event.kind, event.reason, event.actor, dumps(event.data)),
-    )
-
-
 def _assignments(fields: Mapping[str, Any], first: int) -> tuple[str, list[Any]]:
     """``SET`` clauses for incident fields, placeholders from ``$first``; ``state`` also sets ``active``."""
     sets: list[str] = []
@@ -63,12 +61,7 @@ def _assignments(fields: Mapping[str, Any], first: int) -> tuple[str, list[Any]]
     return ", ".join(sets), args
 
 
-def _marks(first: int, count: int) -> str:
-    """``$first, ..., $(first+count-1)``."""
-    return ", ".join(f"${first + i}" for i in range(count))
-
-
-class SqlStateStore(abc.ABC):
+class SqlStateStore(BulkJournal):
     serial_type = "INTEGER PRIMARY KEY"
 
     # ---- driver ---------------------------------------------------------------------------------
@@ -118,14 +111,7 @@ class SqlStateStore(abc.ABC):
         """The alert, its decision, the incident it opens and the journal line: all or nothing.
         Raises StateError when another active incident exists for the service (the store's own
         one-active-incident index), so the caller can journal the alert as suppressed instead."""
-        statements: list[Statement] = [(
-            "INSERT INTO rb_alerts (key, service, fingerprint, alertname, status, starts_at, received_at,"
-            " labels, annotations, action, reason, incident_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
-            " ON CONFLICT DO NOTHING",
-            (alert.key, service, alert.fingerprint, alert.alertname, alert.status, alert.starts_at.isoformat(),
-             received_at, dumps(dict(alert.labels)), dumps(dict(alert.annotations)), decision.action.value,
-             decision.reason.value, incident.id if incident else None),
-        )]
+        statements = [_alert_insert(alert, service, received_at, decision, incident)]
         if incident is not None:
             statements.append(_incident_insert(incident))
         statements.append(_event_insert(event))
@@ -222,7 +208,7 @@ class SqlStateStore(abc.ABC):
         await self._execute(
             "UPDATE rb_steps SET state = $3, finished_at = $4, output = $5, error = $6"
             " WHERE incident_id = $1 AND idx = $2",
-            incident_id, index, state.value, ts, dumps(dict(output)), error,
+            incident_id, index, state.value, ts, dumps(redact.data(dict(output))), error and redact.text(error, 2000),
         )
 
     async def steps(self, incident_id: str) -> list[StepRecord]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from rollbackd.reasons import Verdict
 from rollbackd.records import JSON
@@ -23,9 +23,9 @@ class StoreConnection(BaseModel):
     """Where a store is counted live: ``dsn`` for Postgres, ``url`` (+ ``api_key``) for Qdrant."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    dsn: str | None = None
+    dsn: SecretStr | None = None  # credential-bearing: from ${ENV} only, never printed
     url: str | None = None
-    api_key: str | None = None
+    api_key: SecretStr | None = None
 
 
 class Tolerance(BaseModel):
@@ -148,7 +148,7 @@ async def _count_postgres(conn: StoreConnection, tables: list[str], timeout: flo
     if not conn.dsn:
         raise CountFailed("a postgres store needs `dsn`")
     try:
-        db = await asyncpg.connect(conn.dsn, timeout=timeout)
+        db = await asyncpg.connect(conn.dsn.get_secret_value(), timeout=timeout)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise CountFailed(f"postgres: cannot connect: {type(exc).__name__}: {exc}") from exc
     try:
@@ -171,7 +171,8 @@ async def _count_qdrant(conn: StoreConnection, names: list[str], timeout: float)
 
     if not conn.url:
         raise CountFailed("a qdrant store needs `url`")
-    client = AsyncQdrantClient(url=conn.url, api_key=conn.api_key, timeout=int(timeout), prefer_grpc=False,
+    api_key = conn.api_key.get_secret_value() if conn.api_key else None
+    client = AsyncQdrantClient(url=conn.url, api_key=api_key, timeout=int(timeout), prefer_grpc=False,
                                check_compatibility=False)
     out: dict[str, int] = {}
     try:

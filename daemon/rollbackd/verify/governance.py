@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from rollbackd.reasons import Verdict
 from rollbackd.verify import BaseVerifier, CheckOptions, CheckResult, VerifyContext
@@ -22,7 +22,7 @@ from rollbackd.verify import BaseVerifier, CheckOptions, CheckResult, VerifyCont
 
 class CorpusQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    dsn: str
+    dsn: SecretStr  # credential-bearing: from ${ENV} only, never printed
     query: str = "SELECT DISTINCT source FROM docs"
     timeout: float = 10.0
 
@@ -129,7 +129,7 @@ async def _corpus_sources(corpus: CorpusQuery) -> set[str]:
     import asyncpg
 
     try:
-        conn = await asyncpg.connect(corpus.dsn, timeout=corpus.timeout)
+        conn = await asyncpg.connect(corpus.dsn.get_secret_value(), timeout=corpus.timeout)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise GovernanceError(f"corpus: cannot connect: {type(exc).__name__}: {exc}") from exc
     try:

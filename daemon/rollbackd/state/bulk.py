@@ -1,0 +1,75 @@
+"""Journal work done per batch, not per row: the alerts of one webhook body (one query for the keys
+already journaled, one transaction for the rows) and the statements both drivers share to write them."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any
+
+from rollbackd.records import Alert, Decision, Event, Incident
+from rollbackd.state.schema import dumps
+
+Statement = tuple[str, Sequence[Any]]
+
+
+def alert_insert(alert: Alert, service: str | None, received_at: float, decision: Decision,
+                  incident: Incident | None) -> Statement:
+    return (
+        "INSERT INTO rb_alerts (key, service, fingerprint, alertname, status, starts_at, received_at,"
+        " labels, annotations, action, reason, incident_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
+        " ON CONFLICT DO NOTHING",
+        (alert.key, service, alert.fingerprint, alert.alertname, alert.status, alert.starts_at.isoformat(),
+         received_at, dumps(dict(alert.labels)), dumps(dict(alert.annotations)), decision.action.value,
+         decision.reason.value, incident.id if incident else None),
+    )
+
+
+def event_insert(event: Event) -> Statement:
+    return (
+        "INSERT INTO rb_events (ts, service, incident_id, kind, reason, actor, data) VALUES ($1,$2,$3,$4,$5,$6,$7)",
+        (event.ts, event.service, event.incident_id, event.kind, event.reason, event.actor, dumps(event.data)),
+    )
+
+
+def marks(first: int, count: int) -> str:
+    """``$first, ..., $(first+count-1)``."""
+    return ", ".join(f"${first + i}" for i in range(count))
+
+
+class BulkJournal(abc.ABC):
+    @abc.abstractmethod
+    async def _fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def _atomic(self, statements: Sequence[Statement]) -> list[dict[str, Any]]:
+        """Run statements in one transaction; return the rows of the last one."""
+
+    async def seen_alerts(self, keys: Sequence[str]) -> set[str]:
+        """The keys among ``keys`` already journaled: one query per 500, not one per alert."""
+        chunks = [keys[i:i + 500] for i in range(0, len(keys), 500)]
+        return {r["key"] for c in chunks
+                for r in await self._fetch(f"SELECT key FROM rb_alerts WHERE key IN ({marks(1, len(c))})", *c)}
+
+    async def journal_alerts(self, rows: Sequence[tuple[Alert, str | None, float, Decision, Event]]) -> None:
+        """Alerts that open no incident, with decisions and journal lines: one commit per webhook body."""
+        if rows:
+            await self._atomic([stmt for alert, service, received_at, decision, event in rows
+                                for stmt in (alert_insert(alert, service, received_at, decision, None),
+                                             event_insert(event))])
+
+    async def prune_journal(self, before: float) -> dict[str, int]:
+        """Delete alert and event rows older than ``before`` that no incident refers to (incidents, their
+        steps and events are kept). A firing alert row goes only once its resolution is journaled too:
+        pruned sooner, a copy Alertmanager re-sends would be decided again as a new alert."""
+        unlinked = "received_at < $1 AND incident_id IS NULL"
+        counts: dict[str, int] = {}
+        for name, sql in (
+            ("alerts_firing", f"DELETE FROM rb_alerts WHERE {unlinked} AND status = 'firing' AND EXISTS (SELECT 1"
+                              " FROM rb_alerts r WHERE r.fingerprint = rb_alerts.fingerprint AND r.status = 'resolved'"
+                              " AND r.starts_at = rb_alerts.starts_at)"),
+            ("alerts_resolved", f"DELETE FROM rb_alerts WHERE {unlinked} AND status = 'resolved'"),
+            ("events", "DELETE FROM rb_events WHERE ts < $1 AND incident_id IS NULL"),
+        ):
+            counts[name] = len(await self._atomic([(sql + " RETURNING 1 AS gone", (before,))]))
+        return counts
