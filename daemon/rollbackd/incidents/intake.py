@@ -23,12 +23,14 @@ from rollbackd.incidents import escalate, messages
 from rollbackd.incidents.batch import Body
 from rollbackd.incidents.coalesce import Coalescer
 from rollbackd.incidents.runner import Runner
+from rollbackd.incidents.views import ViewCache
 from rollbackd.metrics import Metrics
 from rollbackd.notify.queue import NotifyQueue
 from rollbackd.plan import ServiceRuntime, plan_to_json
 from rollbackd.reasons import Action, IncidentState, Reason
 from rollbackd.records import Alert, Decision, Event, Incident, Pause, PolicyView, Trigger, new_incident_id
 from rollbackd.state import StateStore
+from rollbackd.state.group import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ class Intake:
         self._duplicates: Counter[str] = Counter()
         self._dup_counters: dict[str, Any] = {}
         self.coalesce = Coalescer(settings.notify_coalesce_window, clock)
+        self.views = ViewCache(store, clock)
+        self.group = GroupCommit(store)  # rows of concurrent webhook requests share one commit
 
     def lock(self, service: str) -> asyncio.Lock:
         """The service's lock: decisions about one service are taken one at a time."""
@@ -63,7 +67,7 @@ class Intake:
         body = await Body.read(self.store, [a.key for a in alerts if a.key not in self._seen])
         try:
             decisions = [await self.one(alert, received_at, body) for alert in alerts]
-            await body.flush(self.store)
+            await body.flush(self.group)
         except BaseException:
             for key in body.keys:  # not journaled: Alertmanager's retry must decide them again
                 self._seen.pop(key, None)
@@ -79,7 +83,7 @@ class Intake:
             if await self._known(alert, body):
                 self._remember(alert.key)
                 return self._duplicate(alert, runtime)
-            decision, incident = await self._decide(alert, runtime, received_at, body)
+            decision, incident = await self._decide(alert, runtime, received_at)
             if incident is None and body is not None:
                 service = runtime.name if runtime else None
                 body.defer((alert, service, received_at, decision, _decision_event(alert, decision, None)),
@@ -100,19 +104,19 @@ class Intake:
             return True
         return alert.key in body.known if body is not None else await self.store.seen_alert(alert.key)
 
-    async def _found_view(self, runtime: ServiceRuntime, body: Body | None) -> tuple[Any, PolicyView]:
-        """The rollback target and policy view, read once per body and service (see batch.py)."""
-        cached = body.views.get(runtime.name) if body is not None else None
+    async def _found_view(self, runtime: ServiceRuntime) -> tuple[Any, PolicyView]:
+        """The rollback target and policy view, from memory while no write changed them (views.py)."""
+        cached = self.views.get(runtime.name)
         if cached is None:
+            version = self.views.version(runtime.name)
             found = await self.target(runtime, None)
             cached = (found, await self.view(runtime, found))
-            if body is not None:
-                body.views[runtime.name] = cached
+            self.views.put(runtime.name, version, cached)
         return cached
 
-    async def _decide(self, alert: Alert, runtime: ServiceRuntime | None, received_at: float,
-                      body: Body | None = None) -> tuple[Decision, Incident | None]:
-        found, view = (await self._found_view(runtime, body) if runtime is not None and alert.status == "firing"
+    async def _decide(self, alert: Alert, runtime: ServiceRuntime | None,
+                      received_at: float) -> tuple[Decision, Incident | None]:
+        found, view = (await self._found_view(runtime) if runtime is not None and _needs_view(alert, runtime)
                        else (None, None))
         decision = policy.decide(
             alert, service=runtime.name if runtime else None, policy=runtime.config.policy if runtime else None,
@@ -165,7 +169,7 @@ class Intake:
                        body: Body | None = None) -> tuple[Decision, Incident | None]:
         service = runtime.name if runtime else None
         if body is not None and service is not None:
-            await body.flush(self.store)  # the rows decided before it come first in the journal
+            await body.flush(self.group)  # the rows decided before it come first in the journal
             body.changed(service)
         try:
             await self.store.journal_alert(alert, service, received_at, decision, incident,
@@ -250,6 +254,11 @@ def _decision_event(alert: Alert, decision: Decision, incident: Incident | None)
         data={"alertname": alert.alertname, "status": alert.status, "fingerprint": alert.fingerprint,
               "action": decision.action.value, "detail": decision.detail, "sentence": decision.reason.sentence},
     )
+
+
+def _needs_view(alert: Alert, runtime: ServiceRuntime) -> bool:
+    """Only an alert the policy would roll back for reads the view: notify-only and ignored ones cost no read."""
+    return alert.status == "firing" and policy.classify(alert.alertname, runtime.config.policy) is Action.ROLLBACK
 
 
 def _empty_view(service: str) -> PolicyView:

@@ -19,6 +19,7 @@ from rollbackd.state.bulk import alert_insert as _alert_insert
 from rollbackd.state.bulk import event_insert as _event_insert
 from rollbackd.state.bulk import marks as _marks
 from rollbackd.state.schema import dumps, loads
+from rollbackd.state.versions import Versioned, invalidates
 
 _INCIDENT_UPDATABLE = {
     "state": lambda v: IncidentState(v).value,
@@ -61,7 +62,7 @@ def _assignments(fields: Mapping[str, Any], first: int) -> tuple[str, list[Any]]
     return ", ".join(sets), args
 
 
-class SqlStateStore(BulkJournal):
+class SqlStateStore(BulkJournal, Versioned):
     serial_type = "INTEGER PRIMARY KEY"
 
     # ---- driver ---------------------------------------------------------------------------------
@@ -104,6 +105,7 @@ class SqlStateStore(BulkJournal):
     async def seen_alert(self, key: str) -> bool:
         return await self._fetchrow("SELECT 1 AS seen FROM rb_alerts WHERE key = $1", key) is not None
 
+    @invalidates(lambda alert, service, received_at, decision, incident, event: incident and incident.service)
     async def journal_alert(
         self, alert: Alert, service: str | None, received_at: float, decision: Decision,
         incident: Incident | None, event: Event,
@@ -142,11 +144,13 @@ class SqlStateStore(BulkJournal):
         return rows
 
     # ---- incidents ------------------------------------------------------------------------------
+    @invalidates(lambda incident: incident.service)
     async def create_incident(self, incident: Incident) -> bool:
         sql, args = _incident_insert(incident)
         row = await self._fetchrow(sql + " ON CONFLICT DO NOTHING RETURNING id", *args)
         return row is not None
 
+    @invalidates()
     async def transition(
         self, incident_id: str, from_states: tuple[IncidentState, ...], to: IncidentState, **fields: Any
     ) -> Incident | None:
@@ -180,6 +184,7 @@ class SqlStateStore(BulkJournal):
         )
         return [schema.incident_from_row(r) for r in rows]
 
+    @invalidates()
     async def update_incident(self, incident_id: str, **fields: Any) -> Incident:
         sets, args = _assignments(fields, first=2)
         rows = await self._atomic([
@@ -249,6 +254,7 @@ class SqlStateStore(BulkJournal):
         return [schema.event_from_row(r) for r in rows]
 
     # ---- pauses, holds and the policy's view ----------------------------------------------------
+    @invalidates(lambda pause: pause.service)
     async def set_pause(self, pause: Pause) -> None:
         await self._execute(
             f"INSERT INTO rb_pauses ({schema.PAUSE_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7)"
@@ -258,6 +264,7 @@ class SqlStateStore(BulkJournal):
             pause.incident_id,
         )
 
+    @invalidates(lambda service, kinds=(): service)
     async def clear_pauses(self, service: str, kinds: tuple[str, ...] = ("pause", "hold")) -> int:
         rows = await self._fetch(
             f"DELETE FROM rb_pauses WHERE service = $1 AND kind IN ({_marks(2, len(kinds))}) RETURNING service",
@@ -296,6 +303,7 @@ class SqlStateStore(BulkJournal):
         )
 
     # ---- releases -------------------------------------------------------------------------------
+    @invalidates(lambda release: release.service)
     async def record_release(self, release: Release) -> Release:
         """Append a release; a ``deployed`` one supersedes the others (history appended, one transaction)."""
         values = [getattr(release, f) for f in schema.RELEASE_FIELDS]
@@ -333,6 +341,7 @@ class SqlStateStore(BulkJournal):
         )
         return [schema.release_from_row(r) for r in rows]
 
+    @invalidates()
     async def update_release(self, release_id: int, **fields: Any) -> Release:
         unknown = set(fields) - set(schema.RELEASE_FIELDS)
         if unknown:
@@ -347,6 +356,7 @@ class SqlStateStore(BulkJournal):
             raise NotFoundError(f"no release with id {release_id}")
         return schema.release_from_row(rows[0])
 
+    @invalidates()
     async def change_release(self, release_id: int, *, change: str, actor: str, note: str, ts: float,
                              **fields: Any) -> Release:
         """Update a release and append ``change`` (a status, ``green``, ``baseline``) to its history."""
