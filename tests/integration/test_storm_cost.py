@@ -116,3 +116,25 @@ async def test_the_cached_view_follows_pause_resume_and_incidents(daemon: Any) -
     assert await decide("resumed") == "rollback_rule"  # the resume was seen at once, not after a TTL
     assert await decide("during") == "incident_active"  # so was the incident it opened
     assert calls["policy_view"] == 3
+
+
+async def test_a_duplicate_is_not_answered_before_its_original_is_journaled(daemon: Any) -> None:
+    store = daemon.core.store
+    real = store.journal_alerts
+    gate = asyncio.Event()
+
+    async def slow_then_failing(rows: Any) -> None:
+        await gate.wait()
+        raise StateError("sqlite: disk I/O error")
+
+    store.journal_alerts = slow_then_failing
+    first = asyncio.create_task(post(daemon, body("dup0001")))
+    await asyncio.sleep(0.3)  # decided, its commit in flight
+    resent = asyncio.create_task(post(daemon, body("dup0001")))  # Alertmanager's HA peer, same alert
+    await asyncio.sleep(0.3)
+    assert not resent.done()  # a 202 now would claim a row that is not journaled
+    gate.set()
+    assert [(await first)[0], (await resent)[0]] == [503, 503]
+    store.journal_alerts = real
+    assert (await post(daemon, body("dup0001")))[0] == 202
+    assert "dup0001" in {r["fingerprint"] for r in await store.recent_alerts("rag", 100)}

@@ -11,9 +11,11 @@ synchronous path (the store's one-active-incident index decides races), after th
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from rollbackd.errors import StateError
 from rollbackd.records import Incident
 from rollbackd.state import StateStore
 from rollbackd.state.group import Row, RowJournal
@@ -26,6 +28,10 @@ class Body:
     rows: list[Row] = field(default_factory=list)
     reports: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    # Resolved once this body's rows are committed (or failed). A concurrent request that sees one of
+    # its alerts as a duplicate waits for it: its 202 must not come before the original is journaled.
+    settled: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    waits: set[asyncio.Future[None]] = field(default_factory=set)
 
     @classmethod
     async def read(cls, store: StateStore, keys: list[str]) -> Body:
@@ -45,6 +51,20 @@ class Body:
         if self.active is None:
             self.active = await store.active_incidents()
         return self.active
+
+    def settle(self, error: BaseException | None) -> None:
+        if self.settled.done():
+            return
+        if error is None:
+            self.settled.set_result(None)
+        else:
+            self.settled.set_exception(error if isinstance(error, Exception) else StateError("not journaled"))
+            self.settled.exception()  # read here: nobody may be waiting for it
+
+    async def journaled_elsewhere(self) -> None:
+        """Wait for the commits of the other bodies this one's duplicates came from (their error if any)."""
+        for settled in self.waits:
+            await asyncio.shield(settled)
 
     async def flush(self, journal: RowJournal) -> None:
         """Write the pending rows in one transaction (shared with concurrent bodies: GroupCommit),

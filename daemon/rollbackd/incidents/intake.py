@@ -52,6 +52,7 @@ class Intake:
         self.clock = clock
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._unsettled: dict[str, asyncio.Future[None]] = {}  # decided, their body's commit not yet done
         self._duplicates: Counter[str] = Counter()
         self._dup_counters: dict[str, Any] = {}
         self.coalesce = Coalescer(settings.notify_coalesce_window, clock)
@@ -68,26 +69,36 @@ class Intake:
         try:
             decisions = [await self.one(alert, received_at, body) for alert in alerts]
             await body.flush(self.group)
-        except BaseException:
+        except BaseException as exc:
             for key in body.keys:  # not journaled: Alertmanager's retry must decide them again
                 self._seen.pop(key, None)
+            self._settle(body, exc)
             raise
+        self._settle(body, None)
+        await body.journaled_elsewhere()
         return decisions
+
+    def _settle(self, body: Body, error: BaseException | None) -> None:
+        body.settle(error)
+        for key in body.keys:
+            if self._unsettled.get(key) is body.settled:
+                del self._unsettled[key]
 
     async def one(self, alert: Alert, received_at: float, body: Body | None = None) -> Decision:
         label = alert.labels.get(self.settings.service_label)
         runtime = self.services.get(label) if label is not None else None
         if alert.key in self._seen:
-            return self._duplicate(alert, runtime)
+            return self._duplicate(alert, runtime, body)
         async with self._locks[runtime.name if runtime else ""]:
             if await self._known(alert, body):
                 self._remember(alert.key)
-                return self._duplicate(alert, runtime)
+                return self._duplicate(alert, runtime, body)
             decision, incident = await self._decide(alert, runtime, received_at)
             if incident is None and body is not None:
                 service = runtime.name if runtime else None
                 body.defer((alert, service, received_at, decision, _decision_event(alert, decision, None)),
                            functools.partial(self._report, alert, decision, None))
+                self._unsettled[alert.key] = body.settled
             else:
                 decision, incident = await self._journal(alert, runtime, received_at, decision, incident, body)
             self._remember(alert.key)
@@ -207,7 +218,10 @@ class Intake:
                     and incident.trigger.fingerprint == alert.fingerprint):
                 await self.runner.finish(incident, IncidentState.CANCELLED, Reason.CANCELLED_BY_RESOLVE.sentence)
 
-    def _duplicate(self, alert: Alert, runtime: ServiceRuntime | None) -> Decision:
+    def _duplicate(self, alert: Alert, runtime: ServiceRuntime | None, body: Body | None = None) -> Decision:
+        settled = self._unsettled.get(alert.key)
+        if settled is not None and body is not None and settled is not body.settled:
+            body.waits.add(settled)  # the original is still being committed by another request
         self._duplicates[alert.key] += 1
         service = runtime.name if runtime else ""
         counter = self._dup_counters.get(service)
