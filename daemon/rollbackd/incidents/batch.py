@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from rollbackd.errors import StateError
 from rollbackd.records import Incident
 from rollbackd.state import StateStore
-from rollbackd.state.group import Row, RowJournal
+from rollbackd.state.group import Row, RowJournal, SeenReader
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Body:
     waits: set[asyncio.Future[None]] = field(default_factory=set)
 
     @classmethod
-    async def read(cls, store: StateStore, keys: list[str]) -> Body:
+    async def read(cls, store: SeenReader, keys: list[str]) -> Body:
         return cls(known=await store.seen_alerts(keys) if keys else set())
 
     def defer(self, row: Row, report: Callable[[], Awaitable[None]]) -> None:

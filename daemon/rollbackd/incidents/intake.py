@@ -30,12 +30,13 @@ from rollbackd.plan import ServiceRuntime, plan_to_json
 from rollbackd.reasons import Action, IncidentState, Reason
 from rollbackd.records import Alert, Decision, Event, Incident, Pause, PolicyView, Trigger, new_incident_id
 from rollbackd.state import StateStore
-from rollbackd.state.group import GroupCommit
+from rollbackd.state.group import GroupCommit, GroupRead
 
 log = logging.getLogger(__name__)
 
 _SEEN_MAX = 20_000  # alert keys known to be journaled: duplicates answered without a write
 _QUIET = frozenset({Reason.DUPLICATE, Reason.INCIDENT_ACTIVE, Reason.RESOLVED, Reason.NOT_IN_POLICY})
+_NOISE = _QUIET | {Reason.NOTIFY_RULE, Reason.UNKNOWN_SERVICE}
 _PAGED = frozenset({Reason.BUDGET_EXHAUSTED})  # a refusal a human must hear about now (held pages at failure)
 
 
@@ -54,10 +55,11 @@ class Intake:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._unsettled: dict[str, asyncio.Future[None]] = {}  # decided, their body's commit not yet done
         self._duplicates: Counter[str] = Counter()
-        self._dup_counters: dict[str, Any] = {}
+        self._counters: dict[tuple[str, ...], Any] = {}
         self.coalesce = Coalescer(settings.notify_coalesce_window, clock)
         self.views = ViewCache(store, clock)
         self.group = GroupCommit(store)  # rows of concurrent webhook requests share one commit
+        self.seen_reads = GroupRead(store)  # and one "journaled already?" query
 
     def lock(self, service: str) -> asyncio.Lock:
         """The service's lock: decisions about one service are taken one at a time."""
@@ -65,7 +67,7 @@ class Intake:
 
     async def receive(self, alerts: list[Alert], received_at: float) -> list[Decision]:
         """Every alert of one webhook body; the ones that open no incident are written in one transaction."""
-        body = await Body.read(self.store, [a.key for a in alerts if a.key not in self._seen])
+        body = await Body.read(self.seen_reads, [a.key for a in alerts if a.key not in self._seen])
         try:
             decisions = [await self.one(alert, received_at, body) for alert in alerts]
             await body.flush(self.group)
@@ -223,12 +225,7 @@ class Intake:
         if settled is not None and body is not None and settled is not body.settled:
             body.waits.add(settled)  # the original is still being committed by another request
         self._duplicates[alert.key] += 1
-        service = runtime.name if runtime else ""
-        counter = self._dup_counters.get(service)
-        if counter is None:  # label lookups cost; a duplicate storm takes this path thousands of times a second
-            counter = self._dup_counters[service] = self.metrics.alerts.labels(
-                service, Action.SUPPRESSED.value, Reason.DUPLICATE.value)
-        counter.inc()
+        self._counter(runtime.name if runtime else "", Action.SUPPRESSED.value, Reason.DUPLICATE.value).inc()
         return Decision(Action.SUPPRESSED, Reason.DUPLICATE, runtime.name if runtime else None)
 
     async def flush_duplicates(self) -> None:
@@ -237,14 +234,23 @@ class Intake:
         if counts:
             await self.store.add_duplicates(counts)
 
+    def _counter(self, *labels: str) -> Any:
+        counter = self._counters.get(labels)
+        if counter is None:  # label lookups cost; a storm takes this path thousands of times a second
+            counter = self._counters[labels] = self.metrics.alerts.labels(*labels)
+        return counter
+
     def _remember(self, key: str) -> None:
         self._seen[key] = None
         if len(self._seen) > _SEEN_MAX:
             self._seen.popitem(last=False)
 
     async def _report(self, alert: Alert, decision: Decision, incident: Incident | None) -> None:
-        self.metrics.alerts.labels(decision.service or "", decision.action.value, decision.reason.value).inc()
-        log.info("alert_decided", extra={
+        self._counter(decision.service or "", decision.action.value, decision.reason.value).inc()
+        # A storm's noise (notify-only, ignored, quiet) is in the journal and the metrics; one log line
+        # per such alert costs more than deciding it, so those lines are debug.
+        level = logging.DEBUG if decision.reason in _NOISE else logging.INFO
+        log.log(level, "alert_decided", extra={
             "alertname": alert.alertname, "status": alert.status, "fingerprint": alert.fingerprint,
             "service": decision.service, "decision": decision.action.value, "reason": decision.reason.value,
             "detail": decision.detail, "incident_id": incident.id if incident else None,
