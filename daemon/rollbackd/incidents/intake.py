@@ -67,6 +67,8 @@ class Intake:
 
     async def receive(self, alerts: list[Alert], received_at: float) -> list[Decision]:
         """Every alert of one webhook body; the ones that open no incident are written in one transaction."""
+        if self.runner.starts and not any(self._may_act(a) for a in alerts):
+            await self.runner.starts.step_aside()  # an incident is starting: it goes first (starts.py)
         body = await Body.read(self.seen_reads, [a.key for a in alerts if a.key not in self._seen])
         try:
             decisions = [await self.one(alert, received_at, body) for alert in alerts]
@@ -79,6 +81,10 @@ class Intake:
         self._settle(body, None)
         await body.journaled_elsewhere()
         return decisions
+
+    def _may_act(self, alert: Alert) -> bool:
+        runtime = self.services.get(alert.labels.get(self.settings.service_label) or "")
+        return runtime is not None and _needs_view(alert, runtime)
 
     def _settle(self, body: Body, error: BaseException | None) -> None:
         body.settle(error)

@@ -26,6 +26,7 @@ from rollbackd.incidents import escalate, messages
 from rollbackd.incidents.execute import StepExecutor, StepFailed
 from rollbackd.incidents.journal import Journal
 from rollbackd.incidents.pager import Pager
+from rollbackd.incidents.starts import Starts
 from rollbackd.metrics import Metrics
 from rollbackd.notify.queue import NotifyQueue
 from rollbackd.plan import ServiceRuntime, Stage, StepContext, build_plan
@@ -46,7 +47,8 @@ class Runner:
                  metrics: Metrics, confirm: Confirm | None = None, clock: Callable[[], float] = time.time,
                  store_outage_limit: float = 300.0, kill_grace: float = 5.0) -> None:
         self.store = store
-        self.journal = Journal(store, limit=store_outage_limit, clock=clock)
+        self.starts = Starts()  # incidents not yet at their first step: storm work steps aside (starts.py)
+        self.journal = Journal(store, limit=store_outage_limit, clock=clock, on_step_started=self.starts.end)
         self.services = services
         self.notify = notify
         self.metrics = metrics
@@ -65,6 +67,8 @@ class Runner:
         if task is None or task.done():
             task = asyncio.create_task(self.run(incident_id), name=f"incident-{incident_id}")
             self._tasks[incident_id] = task
+            self.starts.begin(incident_id)
+            task.add_done_callback(lambda t: self.starts.end(incident_id))
             task.add_done_callback(lambda t: self._tasks.pop(incident_id, None) if self._tasks.get(
                 incident_id) is t else None)
         return task

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from rollbackd.records import Alert, Decision, Event
+from rollbackd.state.lanes import BULK
 
 Row = tuple[Alert, str | None, float, Decision, Event]
 T = TypeVar("T")
@@ -60,6 +61,7 @@ class Batcher(Generic[T, R]):
         return self._waiting[-1]
 
     async def _work(self) -> None:
+        BULK.set(True)  # this task's store calls take the bulk lane (lanes.py)
         try:
             while self._waiting:
                 batch = self._waiting.popleft()  # from here on, new items open the next batch

@@ -277,28 +277,22 @@ class SqlStateStore(BulkJournal, Versioned):
         return [schema.pause_from_row(r) for r in rows]
 
     async def policy_view(self, service: str, now: float, window: float) -> PolicyView:
-        active = await self._fetchrow(
-            "SELECT id FROM rb_incidents WHERE service = $1 AND active = 1", service
-        )
-        pauses = [p for p in await self.pauses() if p.service in (service, "*") and p.in_force(now)]
         ran = _marks(3, len(_RAN_STATES))
-        auto = await self._fetchrow(
-            "SELECT COUNT(*) AS n FROM rb_incidents WHERE service = $1 AND auto = 1 AND dry_run = 0"
-            f" AND created_at >= $2 AND state IN ({ran})",
+        counted = f"FROM rb_incidents WHERE service = $1 AND auto = 1 AND dry_run = 0 AND state IN ({ran})"
+        row = await self._fetchrow(  # one round trip: a decision under load waits for each one
+            "SELECT (SELECT id FROM rb_incidents WHERE service = $1 AND active = 1 LIMIT 1) AS active,"
+            f" (SELECT COUNT(*) {counted} AND created_at >= $2) AS n, (SELECT MAX(finished_at) {counted}) AS last_end",
             service, now - window, *_RAN_STATES,
         )
-        last = await self._fetchrow(
-            "SELECT MAX(finished_at) AS last_end FROM rb_incidents WHERE service = $1 AND auto = 1"
-            f" AND dry_run = 0 AND state IN ({_marks(2, len(_RAN_STATES))})",
-            service, *_RAN_STATES,
-        )
+        assert row is not None
+        pauses = [p for p in await self.pauses() if p.service in (service, "*") and p.in_force(now)]
         return PolicyView(
             service=service,
-            active_incident=active["id"] if active else None,
+            active_incident=row["active"],
             pause=next((p for p in pauses if p.kind == "pause"), None),
             hold=next((p for p in pauses if p.kind == "hold"), None),
-            auto_rollbacks_in_window=int(auto["n"]) if auto else 0,
-            last_auto_rollback_end=last["last_end"] if last else None,
+            auto_rollbacks_in_window=int(row["n"] or 0),
+            last_auto_rollback_end=row["last_end"],
             has_target=None,
         )
 
