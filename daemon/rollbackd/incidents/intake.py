@@ -67,9 +67,12 @@ class Intake:
 
     async def receive(self, alerts: list[Alert], received_at: float) -> list[Decision]:
         """Every alert of one webhook body; the ones that open no incident are written in one transaction."""
-        if self.runner.starts and not any(self._may_act(a) for a in alerts):
+        may_act = any(self._may_act(a) for a in alerts)
+        if self.runner.starts and not may_act:
             await self.runner.starts.step_aside()  # an incident is starting: it goes first (starts.py)
-        body = await Body.read(self.seen_reads, [a.key for a in alerts if a.key not in self._seen])
+        # a body that may open an incident reads on its own, in the store's first lane (lanes.py)
+        unknown = [a.key for a in alerts if a.key not in self._seen]
+        body = await Body.read(self.store if may_act else self.seen_reads, unknown)
         try:
             decisions = [await self.one(alert, received_at, body) for alert in alerts]
             await body.flush(self.group)
