@@ -56,6 +56,7 @@ class Intake:
         self._unsettled: dict[str, asyncio.Future[None]] = {}  # decided, their body's commit not yet done
         self._duplicates: Counter[str] = Counter()
         self._counters: dict[tuple[str, ...], Any] = {}
+        self._classes: dict[tuple[str, str], Action] = {}  # (service, alertname) -> its policy list
         self.coalesce = Coalescer(settings.notify_coalesce_window, clock)
         self.views = ViewCache(store, clock)
         self.group = GroupCommit(store)  # rows of concurrent webhook requests share one commit
@@ -87,7 +88,19 @@ class Intake:
 
     def _may_act(self, alert: Alert) -> bool:
         runtime = self.services.get(alert.labels.get(self.settings.service_label) or "")
-        return runtime is not None and _needs_view(alert, runtime)
+        return runtime is not None and self._needs_view(alert, runtime)
+
+    def _needs_view(self, alert: Alert, runtime: ServiceRuntime) -> bool:
+        """Only an alert the policy would roll back for reads the view: notify-only and ignored ones cost no read."""
+        if alert.status != "firing":
+            return False
+        key = (runtime.name, alert.alertname)
+        kind = self._classes.get(key)
+        if kind is None:  # shell patterns cost: a storm repeats a few names thousands of times
+            if len(self._classes) > _SEEN_MAX:
+                self._classes.clear()
+            kind = self._classes[key] = policy.classify(alert.alertname, runtime.config.policy)
+        return kind is Action.ROLLBACK
 
     def _settle(self, body: Body, error: BaseException | None) -> None:
         body.settle(error)
@@ -138,7 +151,7 @@ class Intake:
 
     async def _decide(self, alert: Alert, runtime: ServiceRuntime | None,
                       received_at: float) -> tuple[Decision, Incident | None]:
-        found, view = (await self._found_view(runtime) if runtime is not None and _needs_view(alert, runtime)
+        found, view = (await self._found_view(runtime) if runtime is not None and self._needs_view(alert, runtime)
                        else (None, None))
         decision = policy.decide(
             alert, service=runtime.name if runtime else None, policy=runtime.config.policy if runtime else None,
@@ -283,11 +296,6 @@ def _decision_event(alert: Alert, decision: Decision, incident: Incident | None)
         data={"alertname": alert.alertname, "status": alert.status, "fingerprint": alert.fingerprint,
               "action": decision.action.value, "detail": decision.detail, "sentence": decision.reason.sentence},
     )
-
-
-def _needs_view(alert: Alert, runtime: ServiceRuntime) -> bool:
-    """Only an alert the policy would roll back for reads the view: notify-only and ignored ones cost no read."""
-    return alert.status == "firing" and policy.classify(alert.alertname, runtime.config.policy) is Action.ROLLBACK
 
 
 def _empty_view(service: str) -> PolicyView:
