@@ -168,7 +168,7 @@ def latencies(d: DaemonProcess, sent: int) -> list[float]:
 
 
 def pct(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, max(0, int(round(len(values) * q)) - 1))] * 1000
+    return values[min(len(values) - 1, max(0, round(len(values) * q) - 1))] * 1000
 
 
 def main() -> None:

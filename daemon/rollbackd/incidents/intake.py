@@ -30,7 +30,7 @@ from rollbackd.plan import ServiceRuntime, plan_to_json
 from rollbackd.reasons import Action, IncidentState, Reason
 from rollbackd.records import Alert, Decision, Event, Incident, Pause, PolicyView, Trigger, new_incident_id
 from rollbackd.state import StateStore
-from rollbackd.state.group import GroupCommit, GroupRead
+from rollbackd.state.group import GroupCommit, GroupRead, SeenReader
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,21 @@ class Intake:
 
     async def receive(self, alerts: list[Alert], received_at: float) -> list[Decision]:
         """Every alert of one webhook body; the ones that open no incident are written in one transaction."""
-        may_act = any(self._may_act(a) for a in alerts)
-        if self.runner.starts and not may_act:
-            await self.runner.starts.step_aside()  # an incident is starting: it goes first (starts.py)
-        # a body that may open an incident reads on its own, in the store's first lane (lanes.py)
+        may_act = any(a.key not in self._seen and self._may_act(a) for a in alerts)
+        if not may_act:
+            if self.runner.starts:
+                await self.runner.starts.step_aside()  # an incident is starting: it goes first (starts.py)
+            return await self._receive(alerts, received_at, self.seen_reads)
+        token = f"body-{id(alerts)}"  # from now until its incident's first step, the storm steps aside
+        self.runner.starts.begin(token)
+        try:  # a body that may open an incident reads on its own, in the store's first lane (lanes.py)
+            return await self._receive(alerts, received_at, self.store)
+        finally:
+            self.runner.starts.end(token)
+
+    async def _receive(self, alerts: list[Alert], received_at: float, reader: SeenReader) -> list[Decision]:
         unknown = [a.key for a in alerts if a.key not in self._seen]
-        body = await Body.read(self.store if may_act else self.seen_reads, unknown)
+        body = await Body.read(reader, unknown)
         try:
             decisions = [await self.one(alert, received_at, body) for alert in alerts]
             await body.flush(self.group)
