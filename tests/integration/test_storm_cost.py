@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from rollbackd.errors import StateError
+from rollbackd.state.lanes import BULK
 from tests.conftest import load_fixture, relabel
 from tests.support.daemon import API_TOKEN, WEBHOOK_TOKEN, command_service, running_daemon, write_config
 
@@ -138,3 +139,27 @@ async def test_a_duplicate_is_not_answered_before_its_original_is_journaled(daem
     store.journal_alerts = real
     assert (await post(daemon, body("dup0001")))[0] == 202
     assert "dup0001" in {r["fingerprint"] for r in await store.recent_alerts("rag", 100)}
+
+
+async def test_storm_batches_take_the_bulk_lane_and_an_actionable_body_does_not(daemon: Any) -> None:
+    store = daemon.core.store
+    lanes: list[tuple[str, str, bool]] = []
+    for name in ("seen_alerts", "journal_alerts", "journal_alert", "policy_view"):
+        real = getattr(store, name)
+
+        async def recorded(*args: Any, _real: Any = real, _name: str = name) -> Any:
+            first = args[0]
+            tag = (first[0].split("|")[0] if _name == "seen_alerts" and first else
+                   first[0][0].fingerprint if _name == "journal_alerts" else
+                   first.fingerprint if _name == "journal_alert" else "view")
+            lanes.append((_name, tag, BULK.get()))
+            return await _real(*args)
+
+        setattr(store, name, recorded)
+    await asyncio.gather(*(post(daemon, body(f"lane{n:03d}")) for n in range(20)))
+    assert lanes and all(bulk for _, _, bulk in lanes), lanes
+    lanes.clear()
+    status, answer = await post(daemon, body("act0001", "RAGGateFailRateHigh"))
+    assert status == 202 and answer["decisions"][0]["reason"] == "rollback_rule", answer
+    assert {name for name, _, _ in lanes} >= {"seen_alerts", "journal_alert", "policy_view"}
+    assert not any(bulk for _, _, bulk in lanes), lanes
