@@ -41,14 +41,15 @@ def client(port: int, name: str, stop: threading.Event, accepted: list[str]) -> 
     while not stop.is_set():
         tag = f"{name}x{n:06d}"
         n += 1
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             conn.request("POST", "/v1/webhook/alertmanager", storm_body(tag),
                          {"Content-Type": "application/json", "Authorization": f"Bearer {WEBHOOK_TOKEN}"})
             status = conn.getresponse().status
-            conn.close()
         except OSError:  # the daemon died under us: this one was never answered 202
             return
+        finally:
+            conn.close()
         if status == 202:
             accepted.append(tag)
 
