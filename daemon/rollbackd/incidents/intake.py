@@ -68,6 +68,8 @@ class Intake:
 
     async def receive(self, alerts: list[Alert], received_at: float) -> list[Decision]:
         """Every alert of one webhook body; the ones that open no incident are written in one transaction."""
+        if all(a.key in self._seen for a in alerts):  # Alertmanager's re-sends: nothing to decide or read
+            return await self._duplicates_only(alerts)
         may_act = any(a.key not in self._seen and self._may_act(a) for a in alerts)
         if not may_act:
             if self.runner.starts:
@@ -93,6 +95,15 @@ class Intake:
             raise
         self._settle(body, None)
         await body.journaled_elsewhere()
+        return decisions
+
+    async def _duplicates_only(self, alerts: list[Alert]) -> list[Decision]:
+        label = self.settings.service_label
+        decisions = [self._duplicate(a, self.services.get(a.labels.get(label) or "")) for a in alerts]
+        for key in {a.key for a in alerts}:
+            settled = self._unsettled.get(key)
+            if settled is not None:  # the original's commit is in flight: a 202 waits for it
+                await asyncio.shield(settled)
         return decisions
 
     def _may_act(self, alert: Alert) -> bool:
