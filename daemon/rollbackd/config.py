@@ -130,8 +130,8 @@ class ReleasesConfig(Strict):
 class PageWebhook(Strict):
     """Where to page when a rollback fails (body: rollbackd.incidents.escalate)."""
 
-    url: str
-    headers: dict[str, str] = {}
+    url: SecretStr  # a paging URL often carries its routing key: from ${ENV} or url_file only
+    headers: dict[str, SecretStr] = {}
     timeout: Duration = 10.0
     retries: Annotated[int, Field(ge=0, le=10)] = 3
     # A page is journaled and re-sent (across restarts) until delivered; after this long it is given
@@ -160,6 +160,14 @@ class PrometheusConfig(Strict):
     bearer_token: SecretStr | None = None
 
 
+class AlertmanagerConfig(Strict):
+    """Where Alertmanager answers: `rollbackd doctor` reads its routing and posts its test alert there."""
+
+    url: str
+    timeout: Duration = 5.0
+    bearer_token: SecretStr | None = None
+
+
 class IncidentsConfig(Strict):
     """How the runner lives through trouble of its own (README: "Store outages and crashes")."""
 
@@ -167,7 +175,7 @@ class IncidentsConfig(Strict):
     # long the incident is given up: paged at once, ended `failed` (and held) as soon as the store answers.
     store_outage_limit: Duration = 300.0
     # Stopping a step's process group: SIGTERM, then SIGKILL after this grace.
-    kill_grace: Duration = 5.0
+    kill_grace: Duration = 3.0  # with postgres: shorter than a third of ha.lease (checked)
 
 
 class JournalRetention(Strict):
@@ -183,6 +191,18 @@ class WebhookConfig(Strict):
     body_cache_bytes: Annotated[int, Field(ge=0)] = 64 * 1_048_576
 
 
+class HaConfig(Strict):
+    """Replicas on one Postgres journal (README "Running replicas"). With the postgres state store
+    a leader is always elected (one replica is a replica set of one); SQLite is single node."""
+
+    # How long a leader's lease lasts without renewal (renewed every third): a dead leader's
+    # incidents are taken over within about this long.
+    lease: Annotated[Duration, Field(gt=0, le=300)] = 10.0
+    replica_id: str | None = None  # default: host:port of `listen` (unique per replica, stable over restarts)
+    replicas: Annotated[int, Field(ge=1, le=9)] = 1  # how many you run: more than one needs postgres
+    poll: Annotated[Duration, Field(gt=0, le=60)] = 1.0  # the leader looks for incidents opened by followers
+
+
 class LogConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -194,11 +214,13 @@ class Settings(Strict):
     state: BackendRef = BackendRef(type="sqlite", path="./var/rollbackd.db")  # type: ignore[call-arg]
     auth: AuthConfig
     prometheus: PrometheusConfig | None = None
+    alertmanager: AlertmanagerConfig | None = None
     notify: BackendRef | None = None
     notify_queue_size: Annotated[int, Field(ge=10)] = 1000
     notify_backoff_max: Duration = 300.0  # longest wait of one notifier after a failure or a Retry-After
     notify_coalesce_window: Duration = 3600.0  # one message per service and suppression reason per window
     incidents: IncidentsConfig = IncidentsConfig()
+    ha: HaConfig = HaConfig()
     log: LogConfig = LogConfig()
     journal_retention: JournalRetention = JournalRetention()
     webhook: WebhookConfig = WebhookConfig()

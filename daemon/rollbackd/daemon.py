@@ -18,6 +18,7 @@ from aiohttp import web
 from rollbackd import logs, plugins, sdnotify, status
 from rollbackd.api.app import create_app
 from rollbackd.config import Settings, split_listen
+from rollbackd.ha.node import Node
 from rollbackd.scheduler import Scheduler
 from rollbackd.state import retention
 from rollbackd.wiring import Core, build_core
@@ -43,17 +44,19 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self.port: int | None = None
         self.scheduler: Scheduler | None = None
+        self.node: Node | None = None
 
     async def start(self) -> Core:
         core = build_core(self.settings)
         self.core = core
         await core.start()
-        self.scheduler = Scheduler()
+        self.node = node = Node(core, self.listen)
+        self.scheduler = Scheduler(gate=lambda: node.leading)  # schedules and drills: the leader's
         for plugin in plugins.having("jobs"):
             plugin.jobs(core, self.scheduler)
         retention.schedule(core, self.scheduler)
         self.scheduler.start()
-        resumed = await core.runner.resume_open()
+        resumed = await node.start()
         app = create_app(core)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -73,7 +76,8 @@ class Daemon:
         await self._refresh_gauges()
         sdnotify.notify(f"READY=1\nSTATUS=listening on {host}:{self.port}")
         log.info("daemon_started", extra={"listen": f"{host}:{self.port}", "resumed": resumed,
-                                          "services": sorted(core.services), "mode": self.settings.mode})
+                                          "services": sorted(core.services), "mode": self.settings.mode,
+                                          "ha": node.describe(), "leader": node.leading})
         return core
 
     async def _refresh_gauges(self) -> None:
@@ -95,10 +99,17 @@ class Daemon:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.core is not None:  # before the API drains: an open request may be waiting for this work
+            for plugin in plugins.having("stopping"):
+                await plugin.stopping(self.core)
+        if self.node is not None:
+            await self.node.stop_tasks()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.core is not None:
             await self.core.close()
+        if self.node is not None:
+            await self.node.release()
         log.info("daemon_stopped")
 
 

@@ -11,6 +11,7 @@ so the incident runner only ever catches RollbackdError.
     │   └── FatalError         retrying cannot help (bad input, 4xx, precondition not met)
     ├── BackendError           a backend (snapshot, deploy, traffic, verify, notify) failed;
     │                          ``retryable`` says whether another attempt may help
+    ├── FencedError            a stale leader's write, refused by the store (rollbackd.ha)
     └── NotFoundError          an incident, release or snapshot that does not exist
 """
 
@@ -66,6 +67,10 @@ class IncidentActiveError(StateError):
 
 class StoreUnavailable(RollbackdError):
     """The state store stayed unreachable longer than the runner may wait (``incidents.store_outage_limit``)."""
+
+
+class FencedError(RollbackdError):
+    """This replica's fencing token is stale: another replica leads now; the write was refused (not retried)."""
 
 
 class NotFoundError(RollbackdError):

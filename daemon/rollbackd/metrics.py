@@ -13,11 +13,11 @@ from rollbackd.reasons import ACTIVE_STATES, Action, IncidentState, Reason, Verd
 _DECISION_REASONS: dict[Action, tuple[Reason, ...]] = {
     Action.ROLLBACK: (Reason.ROLLBACK_RULE, Reason.MANUAL),
     Action.NOTIFY: (Reason.NOTIFY_RULE,),
-    Action.IGNORE: (Reason.RESOLVED, Reason.UNKNOWN_SERVICE, Reason.NOT_IN_POLICY),
+    Action.IGNORE: (Reason.RESOLVED, Reason.UNKNOWN_SERVICE, Reason.NOT_IN_POLICY, Reason.TEST_ALERT),
     Action.SUPPRESSED: tuple(
         r for r in Reason
         if r not in (Reason.ROLLBACK_RULE, Reason.MANUAL, Reason.NOTIFY_RULE, Reason.RESOLVED,
-                     Reason.UNKNOWN_SERVICE, Reason.NOT_IN_POLICY)
+                     Reason.UNKNOWN_SERVICE, Reason.NOT_IN_POLICY, Reason.TEST_ALERT)
     ),
 }
 
@@ -71,6 +71,10 @@ class Metrics:
         self.drill_last_success = Gauge(
             "rollbackd_drill_last_success_timestamp_seconds", "Time of the last GO drill", ["service"], registry=r
         )
+        # RollbackdDrillStale joins on it: only a service whose drill is scheduled can be late with one.
+        self.drill_scheduled = Gauge(
+            "rollbackd_drill_scheduled", "1 when the service's drill runs on a schedule", ["service"], registry=r
+        )
         self._initialise(list(services))
 
     def _initialise(self, services: list[str]) -> None:
@@ -86,8 +90,9 @@ class Metrics:
             for state in IncidentState:
                 if state not in ACTIVE_STATES:
                     self.incidents.labels(svc, state.value)
-            for gauge in (self.incident_active, self.paused, self.held, self.drill_last_success):
-                gauge.labels(svc).set(0)  # 0 = never: the "stale" rules fire for a service never drilled
+            for gauge in (self.incident_active, self.paused, self.held, self.drill_last_success,
+                          self.drill_scheduled):
+                gauge.labels(svc).set(0)  # drill 0 = never: stale where a drill is scheduled (drill_scheduled)
         self.alerts.labels("", Action.IGNORE.value, Reason.UNKNOWN_SERVICE.value)
         self.alerts.labels("", Action.SUPPRESSED.value, Reason.DUPLICATE.value)
 

@@ -1,7 +1,7 @@
 """Alert -> Decision. Pure: everything it needs arrives as arguments, so every reason is a table test.
 
 Guardrails apply in a fixed order, the first that blocks wins:
-duplicate, unknown service, resolved, ignore/notify lists, incident active, held, paused, cooldown,
+duplicate, unknown service, test alert, resolved, ignore/notify lists, incident active, held, paused, cooldown,
 budget, nothing to roll back to, dry-run. Confirming that the alert still fires needs Prometheus and
 happens later, while the incident is pending (rollbackd.incidents.intake).
 """
@@ -30,6 +30,9 @@ def decide(
         return Decision(Action.SUPPRESSED, Reason.DUPLICATE, service)
     if service is None or policy is None or view is None:
         return Decision(Action.IGNORE, Reason.UNKNOWN_SERVICE, None)
+    if is_test_alert(alert):
+        # Before every list: whatever its name, a test alert is recorded and never acted on.
+        return Decision(Action.IGNORE, Reason.TEST_ALERT, service, alert.labels.get(TEST_ID_LABEL, ""))
     if alert.status == "resolved":
         return Decision(Action.IGNORE, Reason.RESOLVED, service)
     kind = classify(alert.alertname, policy)
@@ -42,6 +45,14 @@ def decide(
     if global_dry_run or policy.dry_run:
         return Decision(Action.SUPPRESSED, Reason.DRY_RUN, service, "the plan is journaled, not run")
     return Decision(Action.ROLLBACK, Reason.ROLLBACK_RULE, service)
+
+
+TEST_LABEL = "rollbackd_test"  # "true": a test alert (rollbackd doctor --send-test-alert)
+TEST_ID_LABEL = "rollbackd_test_id"  # which test run sent it: the decision's detail
+
+
+def is_test_alert(alert: Alert) -> bool:
+    return alert.labels.get(TEST_LABEL) == "true"
 
 
 def classify(alertname: str, policy: PolicyConfig) -> Action:

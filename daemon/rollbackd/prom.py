@@ -39,22 +39,33 @@ class Prometheus:
             await self._session.close()
             self._session = None
 
-    async def query(self, expr: str) -> list[dict[str, Any]]:
-        """Instant query; returns the vector. BackendError names the endpoint and Prometheus's message."""
-        endpoint = f"{self.url}/api/v1/query"
+    async def _api(self, method: str, path: str, **kw: Any) -> Any:
+        """The ``data`` of a Prometheus API answer. BackendError (retryable for 5xx and transport errors)
+        names the endpoint and Prometheus's message: unreachable, slow, 5xx and garbage all land here."""
+        endpoint = f"{self.url}{path}"
         try:
-            async with self._client().post(endpoint, data={"query": expr}) as resp:
+            async with self._client().request(method, endpoint, **kw) as resp:
                 body = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise BackendError("prometheus", f"{endpoint}: {type(exc).__name__}: {exc}", retryable=True) from exc
         if not isinstance(body, dict) or body.get("status") != "success":
             error = body.get("error") if isinstance(body, dict) else str(body)[:200]
             raise BackendError("prometheus", f"{endpoint}: HTTP {resp.status}: {error}", retryable=resp.status >= 500)
-        data = body.get("data") or {}
+        return body.get("data") or {}
+
+    async def query(self, expr: str) -> list[dict[str, Any]]:
+        """Instant query; returns the vector. BackendError names the endpoint and Prometheus's message."""
+        data = await self._api("POST", "/api/v1/query", data={"query": expr})
         if data.get("resultType") == "scalar":
             return [{"metric": {}, "value": data["result"]}]
         result: list[dict[str, Any]] = data.get("result") or []
         return result
+
+    async def alert_rules(self, name: str) -> list[dict[str, Any]]:
+        """The loaded alerting rules called ``name`` (every group), with health and lastEvaluation."""
+        data = await self._api("GET", "/api/v1/rules", params={"type": "alert"})
+        return [rule for group in data.get("groups") or [] for rule in group.get("rules") or []
+                if rule.get("name") == name]
 
     async def scalar(self, expr: str) -> float | None:
         """The single value of a query, or None when it returns no series."""

@@ -21,6 +21,7 @@ class Reason(StrEnum):
     RESOLVED = "resolved"
     UNKNOWN_SERVICE = "unknown_service"
     NOT_IN_POLICY = "not_in_policy"
+    TEST_ALERT = "test_alert"
     # guardrails: why an action was held back
     DUPLICATE = "duplicate"
     INCIDENT_ACTIVE = "incident_active"
@@ -35,6 +36,7 @@ class Reason(StrEnum):
     DRY_RUN = "dry_run"
     CANCELLED_BY_RESOLVE = "cancelled_by_resolve"
     DRILL_RUNNING = "drill_running"
+    NOT_LEADER = "not_leader"
 
     @property
     def sentence(self) -> str:
@@ -48,6 +50,7 @@ _SENTENCES: dict[Reason, str] = {
     Reason.RESOLVED: "the alert resolved",
     Reason.UNKNOWN_SERVICE: "the alert names no service that rollbackd guards",
     Reason.NOT_IN_POLICY: "the alert is in no list of the service's policy",
+    Reason.TEST_ALERT: "a test alert (rollbackd_test=\"true\", from `rollbackd doctor`): recorded, never acted on",
     Reason.DUPLICATE: "the same alert (fingerprint and start) was already handled",
     Reason.INCIDENT_ACTIVE: "an incident is already running for this service",
     Reason.PAUSED: "automatic actions are paused",
@@ -63,6 +66,7 @@ _SENTENCES: dict[Reason, str] = {
     Reason.DRY_RUN: "dry-run mode: the plan is shown, nothing is changed",
     Reason.CANCELLED_BY_RESOLVE: "the alert resolved before the rollback started",
     Reason.DRILL_RUNNING: "a drill of this service is running",
+    Reason.NOT_LEADER: "this replica follows: drills run on the leader (`rollbackd status` names it)",
 }
 
 GUARDRAILS: frozenset[Reason] = frozenset(

@@ -36,9 +36,10 @@ class Schedule(BaseModel):
 
 
 class Scheduler:
-    def __init__(self) -> None:
+    def __init__(self, gate: Callable[[], bool] | None = None) -> None:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+        self.gate = gate  # False: this replica follows, its jobs are the leader's to run (rollbackd.ha)
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self.jobs: list[str] = []
 
@@ -50,6 +51,9 @@ class Scheduler:
                    else IntervalTrigger(seconds=schedule.interval or 0, timezone="UTC"))
 
         async def run() -> None:
+            if self.gate is not None and not self.gate():
+                log.debug("scheduled_job_left_to_leader", extra={"job": name})
+                return
             try:
                 await job()
             except Exception:  # a failed job is logged and counted where it matters; the daemon goes on

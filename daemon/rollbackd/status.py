@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rollbackd import plugins, policy, releases
+from rollbackd.ha.view import replicas_json
 from rollbackd.plan import ServiceRuntime
 from rollbackd.records import Incident, Pause, StepRecord, iso
 
@@ -73,7 +74,7 @@ async def service_status(core: Core, runtime: ServiceRuntime, now: float) -> dic
 async def build(core: Core, *, now: float, update_metrics: bool = False) -> dict[str, Any]:
     pauses = [p for p in await core.store.pauses() if p.service == "*" and p.in_force(now)]
     out: dict[str, Any] = {"mode": core.settings.mode, "paused": pause_json(pauses[0]) if pauses else None,
-                           "services": {}}
+                           "services": {}, "ha": await replicas_json(core.store, core.runner.leadership)}
     metrics = core.metrics if update_metrics else None
     for name, runtime in core.services.items():
         svc = await service_status(core, runtime, now)

@@ -56,6 +56,14 @@ def validate_backends(settings: Settings) -> list[str]:
         if svc.policy.confirm == "required" and settings.prometheus is None:
             problems.append(f"services.{name}.policy.confirm: `required` needs `prometheus.url` "
                             "(or set confirm: best_effort | off)")
+    if settings.ha.replicas > 1 and settings.state.type != "postgres":
+        problems.append(f"ha.replicas: {settings.ha.replicas} replicas need the postgres state store "
+                        f"(state.type: postgres); {settings.state.type} is single node")
+    if settings.state.type == "postgres" and settings.incidents.kill_grace >= settings.ha.lease / 3:
+        # A leader that steps down has a third of its lease before another replica takes over: its steps'
+        # process groups must be dead by then, or a step could run on two hosts at once.
+        problems.append(f"incidents.kill_grace: {settings.incidents.kill_grace:g}s must be shorter than a third "
+                        f"of ha.lease ({settings.ha.lease:g}s), or a step could outlive its replica's lease")
     for plugin in plugins.having("validate"):
         problems.extend(plugin.validate(settings))
     return problems
@@ -129,4 +137,7 @@ def build_core(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                 intake=intake, controls=controls, prometheus=prometheus, started_at=clock())
     for plugin in plugins.having("build"):
         plugin.build(core)
+    for name, runtime in services.items():
+        options = getattr(runtime.resources.get("drill"), "options", None)
+        metrics.drill_scheduled.labels(name).set(1 if getattr(options, "schedule", None) is not None else 0)
     return core

@@ -183,7 +183,7 @@ async def test_ragas_scorer_against_the_openai_stub(mode: str) -> None:
         samples = [{"question": "How wide is the mirror?", "ground_truth": "Four meters."}]
         scorer = {"type": "ragas", "base_url": stub.base_url, "timeout": 1}
         check = RagasQuickVerifier(RagasQuickOptions.model_validate({
-            "type": "ragas_quick", "golden": str(DATA / "golden.yaml"), "limit": 1,
+            "type": "ragas_quick", "golden": str(DATA / "golden.yaml"), "limit": 5,
             "request": {"url": f"{stub.url}/fake-rag"}, "scorer": scorer}))
         from rollbackd.verify.scorers import Sample
 

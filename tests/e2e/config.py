@@ -57,13 +57,13 @@ def rollbackd_config(stack: Any) -> dict[str, Any]:
              "request": {"url": f"{rag}/query"}, "deadline": "120s"},
             {"type": "governance", "sources_file": str(sources),
              "corpus": {"dsn": secret_ref("RAG_PG_DSN", stack.dsn), "query": "SELECT DISTINCT source FROM docs"}},
-            {"type": "alert_cleared", "deadline": "120s", "interval": "1s"},
+            {"type": "alert_cleared", "deadline": "120s", "interval": "1s", "stable_for": "5s"},
         ]},
         # The rehearsal (rollbackd drill): the rest is derived (health URL and check URLs on the drill's
         # port, the corpus DSN on the scratch database; checks: all but counts and alert_cleared).
         "drill": {"env": {"RAG_PORT": "{port}", "RAG_PG_DSN": stack.dsn.rsplit("/", 1)[0] + "/{postgres.database}",
                           "RAG_QDRANT_COLLECTION": "{qdrant.collection}", "RAG_SELF_TRAFFIC_RPS": "0"},
-                  "health_timeout": "60s"},
+                  "health_timeout": "60s", "live_writes": ["conversations"]},
     }
     cfg = config_dict(stack.dir, services={"rag": service},
                       notify={"type": "slack", "bot_token": "${SLACK_BOT_TOKEN}", "channel": "C0RAG",

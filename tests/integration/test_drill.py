@@ -120,7 +120,7 @@ def assert_scratch_gone(stack: Stack, report: dict[str, Any]) -> None:
     assert report["torn_down"] is True
     teardown = report["stages"][-1]
     assert teardown["name"] == "teardown" and teardown["ok"], teardown
-    names = [c.name for c in stack.podman.client().containers.list(all=True)]
+    names = stack.podman.container_names()
     assert not [n for n in names if "__drill_" in n], names
     assert asyncio.run(_databases_like(db_name(stack.dsn).replace("_", r"\_") + r"\_\_%")) == []
     collections = [c["name"] for c in _qdrant(stack, "/collections")["collections"]]
@@ -259,5 +259,5 @@ def test_an_incident_preempts_a_running_drill_and_refuses_new_ones(stack: Stack)
     assert status == 409 and body["reason"] == "incident_active" and incident["id"] in body["detail"], body
     steps = [(s["name"], s["state"], s["error"]) for s in final["steps"]]
     assert final["state"] in ("resolved", "verification_inconclusive"), json.dumps(steps)  # manual: no alert
-    names = [c.name for c in stack.podman.client().containers.list(all=True)]
+    names = stack.podman.container_names()
     assert not [n for n in names if "__drill_" in n]

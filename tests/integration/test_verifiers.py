@@ -183,18 +183,46 @@ async def test_counts_without_a_manifest_are_inconclusive(rag: World) -> None:
     assert result.verdict is Verdict.INCONCLUSIVE and result.summary == "no manifest to compare with"
 
 
-async def test_counts_on_demand_use_the_newest_snapshot_manifest(rag: World) -> None:
-    class Latest:
-        id = "snap-7"
-        manifests = {"pg": {"tables": {t: {"rows": n} for t, n in EXPECTED_TABLES.items()}},
-                     "qdrant": {"collections": {"docs": {"points": 201}}}}
+@dataclass
+class FakeSet:
+    id: str
+    release: str | None
+    reason: str
+    points: int
+    verified: bool = True
 
-    class Snapshots:
-        async def latest(self) -> Latest:
-            return Latest()
+    @property
+    def manifests(self) -> dict[str, Any]:
+        return {"pg": {"tables": {t: {"rows": n} for t, n in EXPECTED_TABLES.items()}},
+                "qdrant": {"collections": {"docs": {"points": self.points}}}}
 
-    result = await counts(rag).verify(ctx(resources={"snapshots": Snapshots()}))
-    assert result.verdict is Verdict.FAIL and result.summary.startswith("docs: 200 live, 201 expected")
+
+class Sets:
+    """The snapshot sets as DataSet lists them (newest first), and the live release."""
+
+    def __init__(self, live: str | None, *sets: FakeSet) -> None:
+        self.live, self.sets = live, list(sets)
+
+    async def list(self) -> list[FakeSet]:
+        return self.sets
+
+    async def live_release(self) -> str | None:
+        return self.live
+
+
+async def test_counts_on_demand_compare_with_the_live_release_set(rag: World) -> None:
+    """Right after a good rollback to v1, the newest set is v2's safety snapshot (230 points): counts
+    compare with v1's own set, never with that."""
+    safety = FakeSet("s3", "v2", "safety snapshot before incident inc-9", 230)
+    unverified = FakeSet("s2", "v1", "scheduled", 999, verified=False)
+    v1 = FakeSet("s1", "v1", "scheduled", 200)
+    result = await counts(rag).verify(ctx(resources={"snapshots": Sets("v1", safety, unverified, v1)}))
+    assert result.verdict is Verdict.PASS, result.summary
+    assert result.summary == "5 tables/collections match snapshot set s1 of the live release v1"
+    wrong = await counts(rag).verify(ctx(resources={"snapshots": Sets("v1", safety, FakeSet("s0", "v1", "", 201))}))
+    assert wrong.verdict is Verdict.FAIL and wrong.summary.startswith("docs: 200 live, 201 expected")
+    none = await counts(rag).verify(ctx(resources={"snapshots": Sets("v1", safety)}))
+    assert none.verdict is Verdict.INCONCLUSIVE and none.summary == "no manifest to compare with"
 
 
 async def test_counts_are_an_error_when_the_database_is_unreachable(rag: World) -> None:
@@ -227,6 +255,19 @@ async def test_ragas_quick_fails_on_hallucinated_answers(rag: World) -> None:
     assert "answer_relevancy 0.00 < 0.78" in result.summary and "context_recall 0.00 < 0.70" in result.summary
 
 
+@pytest.mark.parametrize(("mode", "failing"), [
+    ("dump", "answer_relevancy"), ("negate", "faithfulness"), ("wrong_number", "faithfulness"),
+    ("echo", "answer_relevancy"), ("canned", "faithfulness"), ("foreign", "faithfulness"),
+])
+async def test_ragas_quick_lexical_is_not_fooled(rag: World, mode: str, failing: str) -> None:
+    """The reference service games the lexical scorer: the same corpus dump for every question, negated
+    answers, wrong numbers, the question echoed, canned text, another language: never PASS."""
+    rag.fault(answer_mode=mode)
+    result = await quick(rag.url).verify(ctx(deadline=60))
+    assert result.verdict is Verdict.FAIL, result.summary
+    assert f"{failing} " in result.summary and result.figures["answered"] == 20, result.summary
+
+
 async def test_ragas_quick_fails_on_500s_and_errors_when_refused(rag: World) -> None:
     rag.fault(error_fraction=0.1)
     result = await quick(rag.url, concurrency=1).verify(ctx(deadline=60))
@@ -244,7 +285,7 @@ async def test_ragas_quick_endpoint_scorer_reads_the_service_scores(rag: World, 
     assert bad.verdict is Verdict.FAIL and bad.summary.startswith("faithfulness 0.00 < 0.85")
     rag.fault()
     missing = await quick(rag.url, scorer={"type": "endpoint", "paths": {"faithfulness": "nope"}},
-                          limit=2).verify(ctx(deadline=60))
+                          limit=5).verify(ctx(deadline=60))
     assert missing.verdict is Verdict.INCONCLUSIVE and "no numeric nope" in missing.summary
 
 
@@ -252,7 +293,43 @@ async def test_ragas_quick_without_questions_is_inconclusive(rag: World, tmp_pat
     empty = tmp_path / "golden_empty.jsonl"
     empty.write_text("")
     result = await quick(rag.url, golden=str(empty)).verify(ctx())
-    assert result.verdict is Verdict.INCONCLUSIVE and result.summary.startswith("no golden question")
+    assert result.verdict is Verdict.INCONCLUSIVE and result.summary.startswith("0 golden question(s) in")
+
+
+def small_golden(tmp_path: Path, n: int) -> str:
+    path = tmp_path / f"golden_{n}.yaml"
+    path.write_text(yaml.safe_dump(yaml.safe_load((DATA / "golden.yaml").read_text())[:n]))
+    return str(path)
+
+
+async def test_ragas_quick_no_pass_without_enough_answers(rag: World, tmp_path: Path) -> None:
+    """0/3 answered with 3 errors tolerated, a golden set of 1 or 3, 1 of 20 answered: never PASS."""
+    rag.fault(error_fraction=1.0)
+    none = await quick(rag.url, golden=small_golden(tmp_path, 3), max_error_answers=3).verify(ctx(deadline=60))
+    assert none.verdict is Verdict.INCONCLUSIVE, none.summary
+    assert none.summary.startswith("3 golden question(s) in") and "at least 5 must be answered" in none.summary
+    all_20 = await quick(rag.url, max_error_answers=20).verify(ctx(deadline=60))
+    assert all_20.verdict is Verdict.INCONCLUSIVE and all_20.summary.startswith("only 0/20 questions answered; 16 "
+                                                                                 "needed"), all_20.summary
+    rag.fault(error_fraction=0.95)
+    one = await quick(rag.url, max_error_answers=20, concurrency=1).verify(ctx(deadline=60))
+    assert one.verdict is Verdict.INCONCLUSIVE and one.summary.startswith("only 1/20 questions answered"), one.summary
+    rag.fault()
+    single = await quick(rag.url, golden=small_golden(tmp_path, 1)).verify(ctx(deadline=60))
+    assert single.verdict is Verdict.INCONCLUSIVE and single.summary.startswith("1 golden question(s)")
+    enough = await quick(rag.url, golden=small_golden(tmp_path, 5)).verify(ctx(deadline=60))
+    assert enough.verdict is Verdict.PASS, enough.summary
+    with pytest.raises(ValueError, match="limit 3 is below min_answered 5"):
+        quick(rag.url, limit=3)
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity", 7.0, -0.5])
+async def test_ragas_quick_endpoint_scores_out_of_range_are_an_error(rag: World, bad: Any) -> None:
+    """One question scored NaN (or 7.0...) among good ones: ERROR naming it, never a mean that passes."""
+    rag.fault(scores={"faithfulness": bad})
+    result = await quick(rag.url, scorer={"type": "endpoint"}, limit=5).verify(ctx(deadline=60))
+    assert result.verdict is Verdict.ERROR, result.summary
+    assert "invalid score: q01: faithfulness = " in result.summary and "finite numbers in [0, 1]" in result.summary
 
 
 # ---------------------------------------------------------------------------------------------- governance
@@ -285,6 +362,19 @@ async def test_governance_names_a_missing_owner_an_overdue_review_and_an_undecla
     assert result.summary == ("engineering-wiki: critical source without an owner; support-kb: review overdue "
                               "since 2020-01-31 (2487 days); release-notes: found in the corpus but not declared")
     assert result.figures["violations"] == 3
+
+
+async def test_governance_without_a_critical_source_is_inconclusive(tmp_path: Path) -> None:
+    sources = yaml.safe_load((DATA / "sources.yaml").read_text())["sources"]
+    hollow = [{**s, "critical": False} for s in sources]
+    check = GovernanceVerifier(GovernanceOptions(type="governance", sources_file=write_sources(tmp_path, hollow)))
+    result = await check.verify(ctx())
+    assert result.verdict is Verdict.INCONCLUSIVE, result.summary
+    assert result.summary.startswith("no source of 5 in") and "is marked critical" in result.summary
+    loose = [{**s, "critical": "no"} for s in sources]
+    check = GovernanceVerifier(GovernanceOptions(type="governance", sources_file=write_sources(tmp_path, loose)))
+    result = await check.verify(ctx())
+    assert result.verdict is Verdict.ERROR and "`critical` must be true or false" in result.summary
 
 
 async def test_governance_error_and_inconclusive(tmp_path: Path) -> None:

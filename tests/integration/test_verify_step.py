@@ -39,17 +39,19 @@ def verify_config(url: str, **smoke: Any) -> dict[str, Any]:
          "requests": [{"name": "query", "method": "POST", "url": f"{url}/query", "json": {"question": QUESTION},
                        "expect_json": {"contexts[0].id": "doc-0001"}}], **smoke},
         {"type": "governance", "sources_file": str(DATA / "sources.yaml")},
-        {"type": "alert_cleared", "deadline": "10s", "interval": "100ms"},
+        {"type": "alert_cleared", "deadline": "10s", "interval": "100ms", "stable_for": "1s"},
     ]}
 
 
-def service(tmp_path: Path, url: str, **smoke: Any) -> dict[str, Any]:
+def service(tmp_path: Path, url: str, *, alert_cleared: bool = True, **smoke: Any) -> dict[str, Any]:
     svc = command_service([
         {"type": "command", "name": "traffic.cut", "argv": ["touch", str(tmp_path / "cut")]},
         {"type": "verify"},
         {"type": "command", "name": "traffic.restore", "argv": ["touch", str(tmp_path / "restored")]},
     ])
     svc["verify"] = verify_config(url, **smoke)
+    if not alert_cleared:  # no Prometheus here: alert_cleared could not prove anything
+        svc["verify"]["checks"] = svc["verify"]["checks"][:2]
     svc["escalate_mention"] = "<!subteam^S0ONCALL>"
     return svc
 
@@ -93,6 +95,31 @@ async def test_passing_verification_gives_traffic_back(
     tmp_path: Path, rag_url: str, firing_payload: dict[str, Any], resolved_payload: dict[str, Any]
 ) -> None:
     fault(rag_url)
+    cfg = write_config(tmp_path, services={"rag": service(tmp_path, rag_url, alert_cleared=False)})
+    async with running_daemon(cfg) as d:
+        api = Api(d.url)
+        incident_id = await open_incident(api, firing_payload)
+        body = await wait_state(api, incident_id, ("resolved", "verification_failed", "verification_inconclusive"))
+        assert body["state"] == "resolved", body
+        step = next(s for s in body["steps"] if s["type"] == "verify")
+        lines = step["output"]["summary"].splitlines()
+        assert [line.split(":")[0] for line in lines] == ["smoke", "governance"]
+        assert lines[0].startswith("smoke: PASS 2/2 consecutive rounds ok")
+        assert [r["verdict"] for r in step["output"]["results"]] == ["pass", "pass"]
+        assert (tmp_path / "restored").exists()
+        _, st = await call(api, "GET", "/v1/status")
+        assert st["services"]["rag"]["verification"]["verdict"] == "pass"
+        assert st["services"]["rag"]["held"] is None
+        metrics = (await call(api, "GET", "/metrics"))[1].decode()
+        assert 'rollbackd_verifications_total{service="rag",verdict="pass",verifier="smoke"} 1.0' in metrics
+
+
+async def test_a_resolved_notification_alone_keeps_traffic_cut(
+    tmp_path: Path, rag_url: str, firing_payload: dict[str, Any], resolved_payload: dict[str, Any]
+) -> None:
+    """Alertmanager says resolved, every other check passes, but no Prometheus can confirm the alert's
+    current state: a notification is only a hint, the incident ends inconclusive and traffic stays cut."""
+    fault(rag_url)
     cfg = write_config(tmp_path, services={"rag": service(tmp_path, rag_url)})
     async with running_daemon(cfg) as d:
         api = Api(d.url)
@@ -101,19 +128,10 @@ async def test_passing_verification_gives_traffic_back(
         status, _ = await asyncio.to_thread(api.webhook, resolved_payload)
         assert status == 202
         body = await wait_state(api, incident_id, ("resolved", "verification_failed", "verification_inconclusive"))
-        assert body["state"] == "resolved", body
-        step = next(s for s in body["steps"] if s["type"] == "verify")
-        lines = step["output"]["summary"].splitlines()
-        assert [line.split(":")[0] for line in lines] == ["smoke", "governance", "alert_cleared"]
-        assert lines[0].startswith("smoke: PASS 2/2 consecutive rounds ok")
-        assert lines[2].startswith("alert_cleared: PASS RAGGateFailRateHigh cleared (resolved notification")
-        assert [r["verdict"] for r in step["output"]["results"]] == ["pass", "pass", "pass"]
-        assert (tmp_path / "restored").exists()
-        _, st = await call(api, "GET", "/v1/status")
-        assert st["services"]["rag"]["verification"]["verdict"] == "pass"
-        assert st["services"]["rag"]["held"] is None
-        metrics = (await call(api, "GET", "/metrics"))[1].decode()
-        assert 'rollbackd_verifications_total{service="rag",verdict="pass",verifier="smoke"} 1.0' in metrics
+        assert body["state"] == "verification_inconclusive", body
+        assert "alert_cleared: INCONCLUSIVE cannot tell whether RAGGateFailRateHigh cleared: no Prometheus to ask " \
+            "(a resolved notification is only a hint)" in body["error"], body["error"]
+        assert not (tmp_path / "restored").exists()
 
 
 async def test_failed_verification_keeps_traffic_cut_and_holds_the_service(
@@ -130,8 +148,8 @@ async def test_failed_verification_keeps_traffic_cut_and_holds_the_service(
             assert body["state"] == "verification_failed", body
             assert body["error"].startswith("verify: verification failed (2 of 3 checks):\nsmoke: FAIL query: "
                                             "HTTP 500 (expected 200)"), body["error"]
-            assert "\ngovernance: PASS" in body["error"] and "\nalert_cleared: FAIL RAGGateFailRateHigh" in \
-                body["error"]
+            assert "\ngovernance: PASS" in body["error"] and "\nalert_cleared: INCONCLUSIVE cannot tell whether " \
+                "RAGGateFailRateHigh cleared: no Prometheus" in body["error"]
             assert (tmp_path / "cut").exists() and not (tmp_path / "restored").exists()
             assert [s["name"] for s in body["steps"]] == ["traffic.cut", "verify"]
             sentences = [e["data"].get("sentence", "") for e in body["events"] if e["kind"] == "verification"]
@@ -171,6 +189,8 @@ async def test_unreachable_service_ends_inconclusive(tmp_path: Path, rag_url: st
         assert body["state"] == "verification_inconclusive", body
         assert "smoke: ERROR no answer" in body["error"] and "connection refused" in body["error"]
         assert not (tmp_path / "restored").exists()
+        gate = await asyncio.to_thread(cli, d.url, "--only", "smoke")  # the gate contract: 5 ERROR
+        assert gate.returncode == 5 and "ERROR" in gate.stdout, (gate.stdout, gate.stderr)
 
 
 def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -203,7 +223,7 @@ async def test_on_demand_api_and_cli_gate(tmp_path: Path, rag_url: str) -> None:
         assert failed.returncode == 4, failed.stderr
         assert '"verdict": "fail"' in failed.stdout
         manual = await asyncio.to_thread(cli, d.url, "--only", "alert_cleared")  # no incident, no Prometheus
-        assert manual.returncode == 1 and "INCONCLUSIVE" in manual.stdout
+        assert manual.returncode == 6 and "INCONCLUSIVE" in manual.stdout  # the gate contract: 6 INCONCLUSIVE
         _, incidents = await call(api, "GET", "/v1/incidents")
         assert incidents["incidents"] == []  # on demand never opens an incident or changes anything
         assert not (tmp_path / "cut").exists()

@@ -79,6 +79,7 @@ ROLLBACKD_METRICS: dict[str, tuple[str, ...]] = {
     "rollbackd_notify_failures_total": ("notifier",),
     "rollbackd_notify_dropped_total": ("priority",),
     "rollbackd_drill_last_success_timestamp_seconds": ("service",),
+    "rollbackd_drill_scheduled": ("service",),
 }
 # The metric contract of the RAG service (DESIGN.md): name -> labels (histograms by base name).
 RAG_METRICS: dict[str, tuple[str, ...]] = {

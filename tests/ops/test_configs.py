@@ -52,8 +52,36 @@ def test_webhook_receiver_and_timings() -> None:
     assert webhook["send_resolved"] is True
     auth = webhook["http_config"]["authorization"]
     assert auth.get("type", "Bearer") == "Bearer"
-    assert auth["credentials_file"].startswith("/")
+    # Relative to the config file (Alertmanager resolves it so): the file scripts/serve writes.
+    assert (AM_CONFIG.parent / auth["credentials_file"]).resolve() == ROOT / "var" / "webhook-token"
     assert "credentials" not in auth  # never a token in the config file itself
+
+
+def test_the_shipped_configs_agree() -> None:
+    """rollbackd's listen address is where Prometheus scrapes it and Alertmanager posts; the token
+    file Alertmanager reads is the one scripts/serve writes; rollbackd's URLs are the defaults."""
+    daemon = load_yaml(CONFIG_DIR / "rollbackd.example.yaml")
+    prom, am = load_yaml(PROM_CONFIG), load_yaml(AM_CONFIG)
+    jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
+    assert jobs["rollbackd"]["static_configs"][0]["targets"] == [daemon["listen"]]
+    (webhook,) = next(r for r in am["receivers"] if r["name"] == "rollbackd")["webhook_configs"]
+    assert webhook["url"] == f"http://{daemon['listen']}/v1/webhook/alertmanager"
+    serve = (ROOT / "scripts" / "serve").read_text()
+    assert "> var/webhook-token" in serve and "ROLLBACKD_WEBHOOK_TOKEN" in serve
+    assert daemon["prometheus"]["url"] == "http://127.0.0.1:9090"
+    am_target = prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert [daemon["alertmanager"]["url"].removeprefix("http://")] == am_target
+    # The P95 regression rule needs a green release's baseline: releases are tracked.
+    assert daemon["services"]["rag"]["releases"]["track"] is True
+    assert "RAGLatencyP95Regression" in daemon["defaults"]["policy"]["rollback_alerts"]
+
+
+def test_the_doctor_expects_exactly_the_shipped_alerts() -> None:
+    from rollbackd.doctor import contract
+
+    assert contract.RAG_ALERTS == RAG_ALERTS
+    assert contract.ROLLBACKD_ALERTS == ROLLBACKD_ALERTS
+    assert set(all_alerts()) == set(RAG_ALERTS) | set(ROLLBACKD_ALERTS)
 
 
 def test_inhibitions_pair_warnings_with_their_criticals() -> None:

@@ -192,6 +192,7 @@ def rollbackd_exposition(n: int) -> str:
         'rollbackd_notify_failures_total{notifier="slack"} 0',
         'rollbackd_notify_dropped_total{priority="other"} 0',
         f'rollbackd_drill_last_success_timestamp_seconds{{service="rag"}} {now - 86400}',
+        'rollbackd_drill_scheduled{service="rag"} 1',
     ]
     lines += _histogram("rollbackd_step_duration_seconds", 'service="rag",step="data.prepare"', n, (1, 5, 30, 120))
     lines += _histogram("rollbackd_act_latency_seconds", "", n, (0.1, 0.5, 1, 5))

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .faults import Fault
 from .metrics import GATE, GOVERNANCE_KINDS, Metrics
-from .retrieval import Doc, bad_answer, good_answer, lexical_scores, retrieve
+from .retrieval import Doc, Hit, bad_answer, gamed_answer, good_answer, lexical_scores, retrieve
 from .settings import Settings
 from .store import Store, Unavailable
 
@@ -95,16 +95,19 @@ async def query(request: web.Request) -> web.Response:
             docs += [d for d in await store.some_docs(k + 3) if d.id not in known]
     except Unavailable as exc:
         return _json({"error": str(exc)}, 503)
-    hits = retrieve(question, docs, k=k, mode=mode)
+    hits = retrieve(question, docs, k=k, mode="bad" if mode == "bad" else "good")
     started = time.perf_counter()
     if fault.latency_s:
         await asyncio.sleep(fault.latency_s)
-    answer = good_answer(question, hits) if mode == "good" else bad_answer(question)
+    if mode == "dump":  # the same pile of documents, as answer and contexts, whatever the question
+        hits = [Hit(d, 0.0) for d in await store.some_docs(20)]
+    answer = (good_answer(question, hits) if mode == "good" else bad_answer(question) if mode == "bad"
+              else gamed_answer(mode, question, hits, [h.doc for h in hits]))
     metrics.provider_duration.labels(settings.provider).observe(time.perf_counter() - started)
     gate = "fail" if fault.gate.hit() else "pass"
     metrics.gate_checks.labels(GATE, gate).inc()
     contexts = [h.doc.text for h in hits]
-    scores = lexical_scores(question, answer, contexts)
+    scores = {**lexical_scores(question, answer, contexts), **fault.scores}
     metrics.observe_quality(scores)
     metrics.retrieval_top_score.observe(hits[0].score if hits else 0.0)
     if settings.record_conversations:

@@ -32,6 +32,11 @@ class Diffuser:
 
 
 _KINDS = ("missing_owner", "review_overdue")
+# good/bad: a release as it is; the others game a lexical scorer (tests of what it notices):
+# canned (one fixed text), echo (the question back), dump (every context, the same pile for every
+# question), negate (the good answer, negated), wrong_number (the good answer, every number off by one),
+# foreign (the good answer's facts in another language's words).
+ANSWER_MODES = (None, "good", "bad", "canned", "echo", "dump", "negate", "wrong_number", "foreign")
 
 
 @dataclass
@@ -41,6 +46,7 @@ class Fault:
     latency_s: float = 0.0
     answer_mode: str | None = None  # None: the service's RAG_MODE
     governance: dict[str, int] = field(default_factory=dict)  # extra violations per kind
+    scores: dict[str, float] = field(default_factory=dict)  # replace the self-scores ("NaN", "Infinity", 7.0)
     gate: Diffuser = field(default_factory=Diffuser, repr=False)
     error: Diffuser = field(default_factory=Diffuser, repr=False)
 
@@ -49,7 +55,7 @@ class Fault:
         """Validate an /admin/fault body; ValueError names the bad field."""
         if not isinstance(body, dict):
             raise ValueError("body: expected a JSON object")
-        known = {"gate_fail_fraction", "error_fraction", "latency_s", "answer_mode", "governance"}
+        known = {"gate_fail_fraction", "error_fraction", "latency_s", "answer_mode", "governance", "scores"}
         unknown = set(body) - known
         if unknown:
             raise ValueError(f"{sorted(unknown)[0]}: unknown field")
@@ -62,8 +68,11 @@ class Fault:
                 raise ValueError(f"{name}: expected a fraction within [0, 1]")
             values[name] = float(value)
         mode = body.get("answer_mode")
-        if mode not in (None, "good", "bad"):
-            raise ValueError("answer_mode: expected good or bad")
+        if mode not in ANSWER_MODES:
+            raise ValueError(f"answer_mode: expected one of {[m for m in ANSWER_MODES if m]}")
+        scores = body.get("scores") or {}
+        if not isinstance(scores, dict) or not all(isinstance(v, int | float | str) for v in scores.values()):
+            raise ValueError("scores: expected {metric: number}")
         gov = body.get("governance") or {}
         if not isinstance(gov, dict) or any(k not in _KINDS or not isinstance(v, int) for k, v in gov.items()):
             raise ValueError(f"governance: expected {{kind: int}} with kind in {list(_KINDS)}")
@@ -73,6 +82,7 @@ class Fault:
             latency_s=values["latency_s"],
             answer_mode=mode,
             governance=dict(gov),
+            scores={k: float(v) for k, v in scores.items()},
             gate=Diffuser(values["gate_fail_fraction"]),
             error=Diffuser(values["error_fraction"]),
         )
@@ -84,4 +94,5 @@ class Fault:
             "latency_s": self.latency_s,
             "answer_mode": self.answer_mode,
             "governance": self.governance,
+            "scores": {k: str(v) for k, v in self.scores.items()},
         }

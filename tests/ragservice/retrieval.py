@@ -144,3 +144,37 @@ def recall_against(ground_truth: str, contexts: Sequence[str]) -> float:
     """Share of the ground truth's tokens found in the contexts (context recall with a ground truth)."""
     ctx = set().union(*(tokens(c) for c in contexts)) if contexts else set()
     return overlap(tokens(ground_truth), ctx)
+
+
+CANNED = "Thank you for your question. Our documentation covers this topic in detail."
+_NUMBERS = _WORD.findall("zero one two three four five six seven eight nine ten eleven twelve thirteen "
+                         "fourteen fifteen sixteen seventeen eighteen nineteen twenty")
+_FOREIGN = {"the": "el", "is": "es", "and": "y", "was": "fue", "in": "en", "by": "por", "wide": "ancho",
+            "mirror": "espejo", "telescope": "telescopio", "months": "meses", "lasts": "dura", "every": "cada"}
+
+
+def _off_by_one(match: re.Match[str]) -> str:
+    word = match.group(0)
+    if word.isdigit():
+        return str(int(word) + 1)
+    lower = word.lower()
+    return _NUMBERS[(_NUMBERS.index(lower) + 1) % len(_NUMBERS)] if lower in _NUMBERS else word
+
+
+def gamed_answer(mode: str, question: str, hits: Sequence[Hit], pile: Sequence[Doc]) -> str:
+    """Answers that game a lexical scorer (see faults.ANSWER_MODES); ``pile`` is what dump returns."""
+    good = good_answer(question, hits)
+    if mode == "canned":
+        return CANNED
+    if mode == "echo":
+        return question
+    if mode == "dump":
+        return " ".join(d.text for d in pile)
+    if mode == "negate":
+        return " ".join(re.sub(r"\b(is|are|was|were|lasts|ship|ships|need|needs|covers)\b", r"\1 not", s, count=1)
+                        for s in sentences(good))
+    if mode == "wrong_number":
+        return re.sub(r"\b([0-9]+|[A-Za-z]+)\b", _off_by_one, good)
+    if mode == "foreign":
+        return re.sub(r"[A-Za-z]+", lambda m: _FOREIGN.get(m.group(0).lower(), m.group(0)), good)
+    raise ValueError(f"unknown answer mode {mode!r}")

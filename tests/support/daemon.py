@@ -6,11 +6,14 @@ killed with SIGKILL and restarted (``DaemonProcess``). Both serve real HTTP on 1
         await d.post_webhook(payload)                         # -> aiohttp response status, json
     with DaemonProcess(cfg) as proc:                          # subprocess
         proc.kill9(); proc.start()
+    with Replicas(replica_configs(tmp_path, 3, services={...}, dsn=dsn)) as rs:   # HA on one Postgres
+        leader = rs.wait_leader(); leader.kill9(); rs.wait_leader(exclude=leader)
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -49,7 +52,20 @@ def config_dict(tmp_path: Path, *, services: Mapping[str, Any], **top: Any) -> d
         "services": dict(services),
     }
     cfg.update(top)
+    # Credential-bearing settings are never literals in the file: the harness exports what a test wrote.
+    cfg["state"] = _exported(cfg["state"], "dsn")
+    cfg["services"] = {name: {**svc, "page_webhook": _exported(svc["page_webhook"], "url")}
+                       if isinstance(svc, dict) and isinstance(svc.get("page_webhook"), dict) else svc
+                       for name, svc in cfg["services"].items()}
     return cfg
+
+
+def _exported(section: Any, key: str) -> Any:
+    value = section.get(key) if isinstance(section, dict) else None
+    if not isinstance(value, str) or value.startswith("${"):
+        return section
+    name = f"ROLLBACKD_TEST_{key.upper()}_" + hashlib.sha256(value.encode()).hexdigest()[:8].upper()
+    return {**section, key: secret_ref(name, value)}
 
 
 def write_config(tmp_path: Path, *, services: Mapping[str, Any], **top: Any) -> Path:
@@ -85,7 +101,8 @@ class Api:
         self.token = token
 
     def call(self, method: str, path: str, body: Any = None, *, token: str | None = None,
-             headers: Mapping[str, str] | None = None, raw: bytes | None = None) -> tuple[int, Any]:
+             headers: Mapping[str, str] | None = None, raw: bytes | None = None,
+             timeout: float = 30) -> tuple[int, Any]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(self.url + path, data=data, method=method)
         tok = self.token if token is None else token
@@ -96,7 +113,7 @@ class Api:
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 text = resp.read()
                 return resp.status, json.loads(text) if text.strip().startswith((b"{", b"[")) else text
         except urllib.error.HTTPError as exc:
@@ -154,6 +171,38 @@ class DaemonProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def pause(self) -> None:
+        """SIGSTOP: the process (not its steps' process groups) stops, sockets and all."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def cont(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def readyz(self) -> dict[str, Any] | None:
+        """The /readyz body, or None when the process does not answer (dead, stopped, cut)."""
+        if not self.alive:
+            return None
+        try:
+            status, body = self.api.call("GET", "/readyz", timeout=1)
+        except OSError:  # includes the timeout of a stopped process
+            return None
+        return body if isinstance(body, dict) else {"status": status}
+
+    def leads(self) -> bool:
+        body = self.readyz()
+        return bool(body and body.get("leader"))
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -169,6 +218,50 @@ class DaemonProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def replica_configs(tmp_path: Path, count: int, *, services: Mapping[str, Any], dsn: str, lease: str = "2s",
+                    **top: Any) -> list[Path]:
+    """``count`` configs of replicas on one Postgres journal (own port, own directory and log each)."""
+    ha = {"lease": lease, "replicas": count, "poll": "0.3s", **top.pop("ha", {})}
+    top.setdefault("incidents", {"kill_grace": "0.5s"})  # shorter than a third of the (short) test lease
+    return [write_config(tmp_path / f"replica{i}", services=services, state={"type": "postgres", "dsn": dsn},
+                         ha=ha, **top) for i in range(count)]
+
+
+class Replicas:
+    """Several `rollbackd serve` processes (DaemonProcess each) on one journal."""
+
+    def __init__(self, configs: list[Path]) -> None:
+        self.all = [DaemonProcess(c) for c in configs]
+
+    def __enter__(self) -> Replicas:
+        for replica in self.all:
+            replica.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for replica in self.all:
+            with contextlib.suppress(Exception):
+                if replica.alive:
+                    replica.cont()
+                replica.stop()
+
+    def leaders(self) -> list[DaemonProcess]:
+        return [r for r in self.all if r.leads()]
+
+    def wait_leader(self, *, exclude: DaemonProcess | None = None, timeout: float = 30) -> DaemonProcess:
+        """The one replica that says it leads (never ``exclude``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leaders = [r for r in self.leaders() if r is not exclude]
+            if len(leaders) == 1:
+                return leaders[0]
+            time.sleep(0.05)
+        raise AssertionError(f"no single leader: {[(r.url, r.readyz()) for r in self.all]}")
+
+    def followers(self, leader: DaemonProcess) -> list[DaemonProcess]:
+        return [r for r in self.all if r is not leader]
 
 
 @contextlib.asynccontextmanager

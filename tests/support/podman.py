@@ -172,6 +172,11 @@ class PodmanService:
             raise RuntimeError(f"podman {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc
 
+    def container_names(self) -> list[str]:
+        """Every container's name, from one list call: docker-py's `containers.list()` inspects each container
+        afterwards and fails when another session removes one in between (Podman's storage is shared)."""
+        return [n.lstrip("/") for summary in self.client().api.containers(all=True) for n in summary.get("Names") or []]
+
     def track_image(self, image_id: str) -> None:
         self.images.append(image_id)
 

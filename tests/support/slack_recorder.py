@@ -1,6 +1,7 @@
-"""A Slack stand-in on 127.0.0.1 for tests: enough of the Web API (chat.postMessage, chat.update) and
-of incoming webhooks for slack-sdk; records every request; fails on demand. It runs in its own
-thread with its own event loop, so sync and async tests use it alike.
+"""A Slack stand-in on 127.0.0.1 for tests: enough of the Web API (chat.postMessage, chat.update, and
+the read-only auth.test and conversations.info) and of incoming webhooks for slack-sdk; records every
+request; fails on demand. It runs in its own thread with its own event loop, so sync and async tests
+use it alike.
 
     with SlackRecorder() as slack:                     # or: async with SlackRecorder() as slack
         options = {"bot_token": slack.token, "channel": "C1", "base_url": slack.base_url}
@@ -8,7 +9,7 @@ thread with its own event loop, so sync and async tests use it alike.
         slack.wait_for(lambda s: len(s.roots()) == 1)  # async tests: await slack.wait_for_async(...)
         root = slack.roots()[0]; assert [r.text for r in slack.thread(root.ts)] == [...]
 
-SlackRecorder(token=TOKEN, webhook_path=WEBHOOK_PATH)
+SlackRecorder(token=TOKEN, webhook_path=WEBHOOK_PATH, channels=None)
     .base_url            "http://127.0.0.1:PORT/api/" (AsyncWebClient's base_url)
     .webhook_url         "http://127.0.0.1:PORT" + webhook_path (AsyncWebhookClient's url)
     .token               the bot token accepted as ``Authorization: Bearer``; another gets invalid_auth
@@ -22,6 +23,8 @@ SlackRecorder(token=TOKEN, webhook_path=WEBHOOK_PATH)
                          429 carries Retry-After (whole seconds, as Slack sends it); status=200 with
                          error="channel_not_found" answers ok:false
     .set_down(True|False)   refuse connections (listening socket closed, open connections dropped)
+    .channels            the channel ids conversations.info knows (None: any id; a "#name" never, as
+                         in Slack, where conversations.info takes ids only)
     .reset()             forget requests and pending failures
 Recorded: .method ("chat.postMessage" | "chat.update" | "webhook" | the unknown name), .status, .ok,
     .error, .token, .body (dict), .channel, .text, .blocks, .thread_ts, .ts (assigned or updated), .at
@@ -50,6 +53,7 @@ from aiohttp import web
 TOKEN = "xoxb-recorder-0000-secret"
 WEBHOOK_PATH = "/services/T000/B000/XXX"
 _FAIL_CODES = {429: "ratelimited", 500: "internal_error", 503: "service_unavailable"}
+_READ_METHODS = ("auth.test", "conversations.info")
 
 
 @dataclass(frozen=True)
@@ -113,9 +117,11 @@ def _problem(body: dict[str, Any]) -> str | None:
 
 
 class SlackRecorder:
-    def __init__(self, *, token: str = TOKEN, webhook_path: str = WEBHOOK_PATH) -> None:
+    def __init__(self, *, token: str = TOKEN, webhook_path: str = WEBHOOK_PATH,
+                 channels: set[str] | None = None) -> None:
         self.token = token
         self.webhook_path = webhook_path
+        self.channels = channels
         self._requests: list[Recorded] = []
         self._failures: list[tuple[int, float, str | None]] = []
         self._cond = threading.Condition(threading.RLock())
@@ -217,6 +223,7 @@ class SlackRecorder:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)  # slack-sdk sends conversations.info as a GET
         app.router.add_post("/services/{rest:.*}", self._webhook)
         self._runner = web.AppRunner(app, access_log=None)  # the webhook path is a secret: never log it
         await self._runner.setup()
@@ -266,6 +273,8 @@ class SlackRecorder:
         headers = {"Retry-After": str(math.ceil(failure[1]))} if failure and status == 429 else None
         if error is not None:
             return web.json_response({"ok": False, "error": error}, status=status, headers=headers)
+        if method in _READ_METHODS:
+            return web.json_response({"ok": True, **self._read(method, body)})
         message = {k: body.get(k) for k in ("text", "blocks", "thread_ts") if k in body}
         return web.json_response({"ok": True, "channel": body.get("channel"), "ts": ts,
                                   "message": {"type": "message", "ts": ts, **message}})
@@ -279,6 +288,8 @@ class SlackRecorder:
             return "not_authed", 200, None
         if token != self.token:
             return "invalid_auth", 200, None
+        if method in _READ_METHODS:
+            return self._read_problem(method, body), 200, None
         if method not in ("chat.postMessage", "chat.update"):
             return "unknown_method", 404, None
         if not body.get("channel"):
@@ -291,6 +302,21 @@ class SlackRecorder:
             known = any(r.ts == ts for r in self.messages(body.get("channel")))
             return (None, 200, ts) if known else ("message_not_found", 200, None)
         return None, 200, self._next_ts()
+
+    def _read_problem(self, method: str, body: dict[str, Any]) -> str | None:
+        if method != "conversations.info":
+            return None
+        channel = str(body.get("channel") or "")
+        known = self.channels is None or channel in self.channels
+        return None if channel and not channel.startswith("#") and known else "channel_not_found"
+
+    def _read(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        if method == "auth.test":
+            return {"url": "https://recorder.slack.test/", "team": "Recorder", "user": "rollbackd",
+                    "team_id": "T000", "user_id": "U0ROLLBACKD", "bot_id": "B0ROLLBACKD"}
+        channel = str(body["channel"])
+        return {"channel": {"id": channel, "name": f"channel-{channel.lower()}", "is_member": True,
+                            "is_archived": False}}
 
     async def _webhook(self, request: web.Request) -> web.Response:
         body = await _body(request)

@@ -1,6 +1,7 @@
 """A TCP proxy on loopback that can cut or blackhole a connection on demand (a Postgres outage).
 
     async with TcpProxy("127.0.0.1", 5432) as proxy:       # proxy.port forwards to the server
+    with ThreadedProxy("127.0.0.1", 5432) as proxy:         # the same, on a thread of its own
         proxy.cut()          # every connection closed, new ones refused (closed at once)
         proxy.blackhole()    # connections stay open but nothing passes: clients wait for their timeouts
         proxy.restore()      # forward again (blackholed connections are closed: their bytes were lost)
@@ -97,31 +98,43 @@ class TcpProxy:
 
 
 class ThreadedProxy:
-    """The same proxy on its own event loop in a thread, for sync tests (a daemon subprocess).
-
-        with ThreadedProxy("127.0.0.1", 5432) as proxy:
-            proxy.call("blackhole"); ...; proxy.call("restore")
-    """
+    """A TcpProxy on an event loop of its own thread, for tests whose daemons are subprocesses and
+    whose waits block (``with ThreadedProxy("127.0.0.1", 5432) as proxy: proxy.blackhole()``)."""
 
     def __init__(self, host: str, port: int) -> None:
-        self._proxy = TcpProxy(host, port)
+        self.proxy = TcpProxy(host, port)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._main(),), daemon=True)
 
     @property
     def port(self) -> int:
-        return self._proxy.port
+        return self.proxy.port
 
-    def call(self, action: Literal["cut", "blackhole", "restore"]) -> None:
-        self._loop.call_soon_threadsafe(getattr(self._proxy, action))
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        async with self.proxy:
+            self._ready.set()
+            await self._stop.wait()
 
     def __enter__(self) -> ThreadedProxy:
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._proxy.__aenter__(), self._loop).result(10)
+        if not self._ready.wait(10):
+            raise RuntimeError("proxy did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._proxy.__aexit__(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        assert self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
         self._loop.close()
+
+    def cut(self) -> None:
+        self._loop.call_soon_threadsafe(self.proxy.cut)
+
+    def blackhole(self) -> None:
+        self._loop.call_soon_threadsafe(self.proxy.blackhole)
+
+    def restore(self) -> None:
+        self._loop.call_soon_threadsafe(self.proxy.restore)

@@ -208,3 +208,63 @@ def test_the_schedule_becomes_a_scheduler_job(tmp_path: Any) -> None:
     scheduler = Scheduler()
     plugin.jobs(core, scheduler)
     assert scheduler.jobs == ["drill-rag"]
+
+
+# ---- isolation: the scratch container's env against the live data ------------------------------------
+def test_isolation_finds_every_live_reference_in_env_and_command() -> None:
+    from rollbackd.drill.isolation import references
+
+    live = {"postgres": {"kind": "postgres", "database": "rag"},
+            "qdrant": {"kind": "qdrant", "alias": "docs", "collection": "docs__v1"}}
+    copies = {"postgres": {"kind": "postgres", "database": "rag__rb_s1"},
+              "qdrant": {"kind": "qdrant", "collection": "docs__rb_s1"}}
+    good = {"Env": ["RAG_PG_DSN=postgresql://u:pw@db:5432/rag__rb_s1?sslmode=disable",
+                    "RAG_QDRANT_COLLECTION=docs__rb_s1", "RAG_QDRANT_URL=http://127.0.0.1:6333",
+                    "SOURCES=/app/docs/sources.yaml", "RAG_PORT=8000"], "Cmd": ["python3", "/app/main.py"]}
+    assert references(good, live, copies, ["http://127.0.0.1:8000/healthz"]) == []
+    bad = {"Env": ["RAG_PG_DSN=postgresql://u:pw@db:5432/rag", "AUDIT=host=db dbname=rag user=x",
+                   "PGDATABASE=rag", "COLL=docs", "LIST=a,docs__v1", "UPSTREAM=http://127.0.0.1:8000/query"],
+           "Cmd": ["serve", "--qdrant=http://q:6333/collections/docs/points"], "Entrypoint": None}
+    assert references(bad, live, copies, ["http://127.0.0.1:8000/healthz", "http://127.0.0.1:80/x"]) == [
+        "env RAG_PG_DSN points at the live database rag",
+        "env AUDIT points at the live database rag",
+        "env PGDATABASE points at the live database rag",
+        "env COLL names the live collection docs",
+        "env LIST names the live collection docs__v1",
+        "env UPSTREAM reaches the live service at 127.0.0.1:8000",
+        "cmd names the live collection docs",
+        "nothing points the container at the scratch copy rag__rb_s1 (postgres): set drill.env",
+        "nothing points the container at the scratch copy docs__rb_s1 (qdrant): set drill.env",
+    ]
+    near = {"Env": ["A=http://127.0.0.1:80001/x", "B=postgresql://db/rag_audit", "C=postgresql://db/rag__rb_s1",
+                    "D=docs__rb_s1"]}
+    assert references(near, live, copies, ["http://127.0.0.1:8000/healthz"]) == []
+
+
+def test_isolation_changes_name_each_difference() -> None:
+    from rollbackd.drill.isolation import changes
+
+    before = {"postgres": {"kind": "postgres", "database": "rag", "oid": 1, "tables": {"public.docs": [1, 0, 0, 9]}},
+              "qdrant": {"kind": "qdrant", "alias": "docs", "collection": "docs__v1", "points": 200}}
+    assert changes(before, before) == []
+    after = {"postgres": {**before["postgres"], "oid": 2, "tables": {"public.docs": [2, 0, 1, 9]}},
+             "qdrant": {**before["qdrant"], "collection": "docs__rb_s1"}}
+    assert changes(before, after) == [
+        "postgres: oid 1 -> 2",
+        "postgres: table public.docs written (ins/upd/del/filenode [1, 0, 0, 9] -> [2, 0, 1, 9])",
+        "qdrant: collection docs__v1 -> docs__rb_s1",
+    ]
+
+
+def test_check_options_are_scanned_for_live_references_but_not_sql_table_names() -> None:
+    from rollbackd.drill.isolation import live_references, option_strings
+
+    opts = {"requests": [{"url": "http://127.0.0.1:8000/healthz"}], "corpus": {"dsn": "postgresql://db/rag",
+                                                                            "query": "SELECT source FROM docs"}}
+    strings = option_strings(opts)
+    assert strings == [("requests[0].url", "http://127.0.0.1:8000/healthz"), ("corpus.dsn", "postgresql://db/rag"),
+                       ("corpus.query", "SELECT source FROM docs")]
+    live = {"pg": {"kind": "postgres", "database": "rag"}, "q": {"kind": "qdrant", "alias": "docs"}}
+    problems, _ = live_references(strings, live, ["http://127.0.0.1:8000/healthz"], collections=False)
+    assert problems == ["requests[0].url reaches the live service at 127.0.0.1:8000",
+                        "corpus.dsn points at the live database rag"]

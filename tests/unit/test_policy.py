@@ -15,8 +15,9 @@ NOW = 1_800_000_000.0
 POLICY = PolicyConfig(ignore_alerts=["RAGNoise*"], notify_alerts=["*"])
 
 
-def alert(name: str = "RAGGateFailRateHigh", status: str = "firing") -> Alert:
-    return Alert(fingerprint="f1", status=status, alertname=name, labels={"alertname": name, "service": "rag"},  # type: ignore[arg-type]
+def alert(name: str = "RAGGateFailRateHigh", status: str = "firing", **labels: str) -> Alert:
+    return Alert(fingerprint="f1", status=status, alertname=name,  # type: ignore[arg-type]
+                 labels={"alertname": name, "service": "rag", **labels},
                  annotations={}, starts_at=datetime(2026, 11, 22, tzinfo=UTC), ends_at=None)
 
 
@@ -51,6 +52,12 @@ CASES = [
     ("no target", alert(), view(has_target=False), False, False, Action.SUPPRESSED, Reason.NOTHING_TO_ROLL_BACK_TO),
     ("untracked releases", alert(), view(has_target=None), False, False, Action.ROLLBACK, Reason.ROLLBACK_RULE),
     ("dry run", alert(), view(), False, True, Action.SUPPRESSED, Reason.DRY_RUN),
+    # A test alert is never acted on, even when it carries a rollback alert's name and nothing blocks.
+    ("test alert", alert(rollbackd_test="true"), view(), False, False, Action.IGNORE, Reason.TEST_ALERT),
+    ("test alert resolved", alert(status="resolved", rollbackd_test="true"), view(), False, False, Action.IGNORE,
+     Reason.TEST_ALERT),
+    ("test label not true", alert(rollbackd_test="false"), view(), False, False, Action.ROLLBACK,
+     Reason.ROLLBACK_RULE),
 ]
 
 
@@ -64,6 +71,13 @@ def test_decision_table(name: str, a: Alert, v: PolicyView, dup: bool, dry: bool
 def test_unknown_service_is_recorded_not_acted_on() -> None:
     decision = decide(alert(), service=None, policy=None, view=None, now=NOW, duplicate=False)
     assert (decision.action, decision.reason, decision.service) == (Action.IGNORE, Reason.UNKNOWN_SERVICE, None)
+
+
+def test_test_alert_names_its_run_and_still_loses_to_a_duplicate() -> None:
+    a = alert("RollbackdDoctorTest", rollbackd_test="true", rollbackd_test_id="run-42")
+    decision = decide(a, service="rag", policy=POLICY, view=view(), now=NOW, duplicate=False)
+    assert (decision.action, decision.reason, decision.detail) == (Action.IGNORE, Reason.TEST_ALERT, "run-42")
+    assert decide(a, service="rag", policy=POLICY, view=view(), now=NOW, duplicate=True).reason is Reason.DUPLICATE
 
 
 def test_guardrail_order_active_before_pause_before_cooldown() -> None:

@@ -73,7 +73,9 @@ def test_the_same_settings_from_the_environment_load_and_are_masked() -> None:
                   "services": {"rag": {"page_webhook": {"url": "${PAGE_URL}",
                                                         "headers": {"Authorization": "Bearer ${PAGE_TOKEN}"}}}}})
     settings = parse(yaml.safe_dump(cfg), env)
-    assert settings.services["rag"].page_webhook.headers["Authorization"] == "Bearer page-tok-5678"  # type: ignore[union-attr]
+    hook = settings.services["rag"].page_webhook
+    assert hook is not None and hook.headers["Authorization"].get_secret_value() == "Bearer page-tok-5678"
+    assert "page-tok-5678" not in repr(settings) and "pk-1234" not in repr(settings)
     text = f"connect {env['STATE_DSN']} then POST {env['PAGE_URL']} with page-tok-5678 via http://prom:prom-pw-4321@x"
     masked = redact.text(text)
     for secret in ("state-pass-1", "pk-1234", "page-tok-5678", "prom-pw-4321"):
@@ -84,7 +86,8 @@ def test_url_file_for_the_paging_url(tmp_path: Path) -> None:
     (tmp_path / "page").write_text("https://pager/h?key=from-file-1\n")
     cfg = merged({"services": {"rag": {"page_webhook": {"url_file": str(tmp_path / "page")}}}})
     settings = parse(yaml.safe_dump(cfg), ENV)
-    assert settings.services["rag"].page_webhook.url == "https://pager/h?key=from-file-1"  # type: ignore[union-attr]
+    hook = settings.services["rag"].page_webhook
+    assert hook is not None and hook.url.get_secret_value() == "https://pager/h?key=from-file-1"
 
 
 REDACTIONS = [

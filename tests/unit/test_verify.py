@@ -240,6 +240,17 @@ def test_the_step_timeout_must_cover_the_slowest_check() -> None:
                      "its delay and the checks it runs after)"]
 
 
+def test_alert_cleared_must_run_after_traffic_is_back() -> None:
+    """With users cut off the alert's rule has nothing to judge: a quiet rule is not a cleared alert."""
+    checks = {"checks": [{"type": "governance", "sources_file": "s.yaml"}, {"type": "alert_cleared"}]}
+    found = problems(checks, plan=[{"type": "verify"}, {"type": "traffic.restore"}])
+    assert found == ["services.rag.plan[0].only: alert_cleared runs before traffic.restore (plan[1]); give it its "
+                     "own verify step after it"]
+    ok = [{"type": "verify", "only": ["governance"]}, {"type": "traffic.restore"},
+          {"type": "verify", "name": "alert_cleared", "only": ["alert_cleared"]}]
+    assert parse(config(checks, ok), ENV).services["rag"].plan
+
+
 def test_valid_config_builds() -> None:
     settings = parse(config({"checks": [{"type": "governance", "sources_file": "s.yaml", "dry_run": True}]}), ENV)
     assert settings.services["rag"].verify is not None
@@ -247,13 +258,31 @@ def test_valid_config_builds() -> None:
 
 # ---------------------------------------------------------------------------------------------- alert_cleared
 class FakeProm:
-    def __init__(self, answers: list[list[dict[str, Any]]]) -> None:
+    """Prometheus as alert_cleared sees it: ALERTS answers in turn, evidence ages, the rule's health."""
+
+    def __init__(self, answers: list[list[dict[str, Any]]], *, age: float | None = 1.0, health: str = "ok",
+                 evaluated: float = 1e10, fail: bool = False) -> None:
         self.answers = answers
         self.queries: list[str] = []
+        self.age, self.health, self.evaluated, self.fail = age, health, evaluated, fail
 
     async def query(self, expr: str) -> list[dict[str, Any]]:
+        from rollbackd.errors import BackendError
+
+        if self.fail:
+            raise BackendError("prometheus", "http://p/api/v1/query: HTTP 503: down")
         self.queries.append(expr)
+        if expr.startswith("time() - "):
+            return [] if self.age is None else [{"metric": {}, "value": [0, str(self.age)]}]
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    async def scalar(self, expr: str) -> float:
+        return 1000.0
+
+    async def alert_rules(self, name: str) -> list[dict[str, Any]]:
+        from rollbackd.records import iso
+
+        return [{"name": name, "health": self.health, "lastError": "bad", "lastEvaluation": iso(self.evaluated)}]
 
 
 class FakeStore:
@@ -265,29 +294,70 @@ class FakeStore:
 
 
 def cleared(**opts: Any) -> AlertClearedVerifier:
-    return AlertClearedVerifier(AlertClearedOptions(type="alert_cleared", interval=0.01, **opts))
+    return AlertClearedVerifier(AlertClearedOptions(type="alert_cleared", interval=0.01, stable_for=0, **opts))
 
 
-def actx(inc: Incident | None, **kw: Any) -> VerifyContext:
-    return VerifyContext(service="rag", deadline=time.monotonic() + 0.3, incident=inc, **kw)
+def actx(inc: Incident | None, deadline: float = 0.3, **kw: Any) -> VerifyContext:
+    return VerifyContext(service="rag", deadline=time.monotonic() + deadline, incident=inc, **kw)
+
+
+FIRING = [{"metric": {}}]
 
 
 async def test_alert_cleared_by_prometheus_after_polls() -> None:
-    prom = FakeProm([[{"metric": {}}], [{"metric": {}}], []])
+    prom = FakeProm([FIRING, FIRING, []])
     inc = incident(alertname="RAG\"Gate", fingerprint="fp", labels={"service": "rag"})
     result = await cleared().verify(actx(inc, prometheus=prom))
     assert result.verdict is Verdict.PASS and result.figures == {"polls": 3}
     assert prom.queries[0] == 'ALERTS{alertname="RAG\\"Gate",alertstate="firing",service="rag"}'
+    assert prom.queries[-1] == 'time() - max(timestamp(up{service="rag"} == 1))'
 
 
-async def test_alert_cleared_by_a_resolved_notification_and_fails_when_still_firing() -> None:
+async def test_a_resolved_notification_is_only_a_hint() -> None:
+    """A stale resolution (the alert fired again since, Prometheus says firing) is not a clearing, and
+    a resolution without Prometheus proves nothing: INCONCLUSIVE, never PASS."""
     inc = incident(alertname="RAGGateFailRateHigh", fingerprint="fp")
-    old = {"fingerprint": "fp", "status": "resolved", "received_at": 50.0}
-    new = {**old, "received_at": 150.0}
-    assert (await cleared().verify(actx(inc, store=FakeStore([new])))).verdict is Verdict.PASS
-    result = await cleared().verify(actx(inc, store=FakeStore([old]), prometheus=FakeProm([[{"metric": {}}]])))
-    assert result.verdict is Verdict.FAIL
-    assert result.summary.startswith("RAGGateFailRateHigh still firing after")
+    resolved = {"fingerprint": "fp", "status": "resolved", "received_at": 150.0}
+    refired = {**resolved, "status": "firing", "received_at": 160.0}
+    alone = await cleared().verify(actx(inc, store=FakeStore([resolved])))
+    assert alone.verdict is Verdict.INCONCLUSIVE and "no Prometheus" in alone.summary
+    stale = await cleared().verify(actx(inc, store=FakeStore([resolved, refired]), prometheus=FakeProm([FIRING])))
+    assert stale.verdict is Verdict.FAIL and stale.summary.startswith("RAGGateFailRateHigh still firing after")
+    assert stale.details["hint"] == "latest notification since the incident opened: firing"
+
+
+async def test_alert_cleared_needs_fresh_samples_and_an_evaluated_rule() -> None:
+    inc = incident(alertname="RAGGateFailRateHigh", fingerprint="fp")
+    down = await cleared().verify(actx(inc, prometheus=FakeProm([[]], age=None)))
+    assert down.verdict is Verdict.INCONCLUSIVE
+    assert down.summary.endswith('no sample of the service: up{service="rag"} == 1 returns nothing'), down.summary
+    stale = await cleared().verify(actx(inc, prometheus=FakeProm([[]], age=600.0)))
+    assert stale.verdict is Verdict.INCONCLUSIVE and "last seen 600s ago" in stale.summary
+    broken = await cleared().verify(actx(inc, prometheus=FakeProm([[]], health="err")))
+    assert broken.verdict is Verdict.INCONCLUSIVE and "unhealthy (err: bad)" in broken.summary
+    old = await cleared().verify(actx(inc, prometheus=FakeProm([[]], evaluated=10.0)))
+    assert old.verdict is Verdict.INCONCLUSIVE and "not been evaluated since the check started" in old.summary
+
+
+async def test_prometheus_down_is_an_error_never_still_firing() -> None:
+    inc = incident(alertname="RAGGateFailRateHigh", fingerprint="fp")
+    rows = [{"fingerprint": "fp", "status": "firing", "received_at": 150.0}]
+    result = await cleared().verify(actx(inc, store=FakeStore(rows), prometheus=FakeProm([[]], fail=True)))
+    assert result.verdict is Verdict.ERROR and "still firing" not in result.summary
+    assert result.summary.startswith("could not tell whether RAGGateFailRateHigh cleared: Prometheus: ")
+
+
+async def test_a_refire_inside_the_stable_window_fails() -> None:
+    inc = incident(alertname="RAGGateFailRateHigh", fingerprint="fp")
+    check = AlertClearedVerifier(AlertClearedOptions(type="alert_cleared", interval=0.01, stable_for=0.2))
+    result = await check.verify(actx(inc, deadline=2, prometheus=FakeProm([[], [], FIRING])))
+    assert result.verdict is Verdict.FAIL and "fired again" in result.summary, result.summary
+    steady = await check.verify(actx(inc, deadline=2, prometheus=FakeProm([[]])))
+    assert steady.verdict is Verdict.PASS and "stayed clear for 0.2s" in steady.summary
+    short = await check.verify(actx(inc, deadline=0.1, prometheus=FakeProm([[]])))
+    assert short.verdict is Verdict.INCONCLUSIVE and "clear for only" in short.summary
+    with pytest.raises(ValueError, match="stable_for 30s must be shorter than deadline 10s"):
+        AlertClearedOptions(type="alert_cleared", deadline=10)
 
 
 async def test_alert_cleared_without_an_alert_is_inconclusive_unless_configured() -> None:
@@ -305,6 +375,10 @@ async def test_alert_cleared_on_demand_checks_the_rollback_alerts() -> None:
     assert result.verdict is Verdict.FAIL and result.summary == "rollback alerts firing now: RAGHTTP5xxRateHigh"
     assert 'alertname=~"RAG.*|X\\\\.Y"' in prom.queries[0]
     assert (await cleared().verify(actx(None))).verdict is Verdict.INCONCLUSIVE
+    blind = await cleared().verify(actx(None, prometheus=FakeProm([[]], age=None), rollback_alerts=("RAG*",)))
+    assert blind.verdict is Verdict.INCONCLUSIVE and "no sample of the service" in blind.summary
+    ok = await cleared().verify(actx(None, prometheus=FakeProm([[]]), rollback_alerts=("RAG*",)))
+    assert ok.verdict is Verdict.PASS
     assert _regex_escape("a?b") == "a.b"
 
 
@@ -330,7 +404,9 @@ def test_cli_exit_codes_and_text() -> None:
 
     assert exit_code(body("pass", "pass")) == 0
     assert exit_code(body("pass", "fail", "error")) == 4
-    assert exit_code(body("pass", "error")) == 1
+    assert exit_code(body("pass", "error", "inconclusive")) == 5
+    assert exit_code(body("pass", "inconclusive")) == 6
+    assert exit_code(body()) == 6  # nothing counted is never a pass
     assert render(body("pass", "fail")).splitlines() == [
         "verification of rag: FAIL", "  c0             PASS         s", "  c1             FAIL         s"]
 

@@ -63,7 +63,8 @@ async def readyz(request: web.Request) -> web.Response:
         return problem(503, f"state store unreachable: {exc}", runner=waiting)
     if waiting is not None:  # the store answers a ping, but the runner's writes still fail
         return problem(503, waiting, runner=waiting)
-    return web.json_response({"ready": True})
+    leadership = core.runner.leadership  # a follower is ready too: it takes webhooks and API calls
+    return web.json_response({"ready": True, "leader": leadership.leading, "replica": leadership.replica_id})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -9,6 +9,8 @@ import urllib.request
 from typing import Any
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_VERIFY_FAILED = 0, 1, 2, 3, 4
+# The verify gate contract (README "Exit codes"): 0 PASS, 4 FAIL, 5 ERROR, 6 INCONCLUSIVE; gate on non-zero.
+EXIT_VERIFY_ERROR, EXIT_VERIFY_INCONCLUSIVE = 5, 6
 
 
 class ApiError(Exception):

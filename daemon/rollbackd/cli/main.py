@@ -179,7 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands of the capabilities; each module has register(subparsers, remote) and imports only the stdlib.
-CLI_MODULES = ("rollbackd.cli.snapshot", "rollbackd.cli.release", "rollbackd.cli.verify", "rollbackd.cli.drill")
+CLI_MODULES = (
+    "rollbackd.cli.snapshot", "rollbackd.cli.release", "rollbackd.cli.verify", "rollbackd.cli.drill",
+    "rollbackd.cli.doctor",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,8 @@ import time
 from datetime import datetime
 from typing import Any
 
+from rollbackd.ha import view as ha_view
+
 
 def age(ts: str | float | None) -> str:
     if ts is None:
@@ -48,7 +50,8 @@ def _serving(svc: dict[str, Any]) -> list[str]:
 
 
 def status(body: dict[str, Any]) -> str:
-    out = [f"mode: {body['mode']}    global pause: {_pause_text(body.get('paused'))}", ""]
+    out = [f"mode: {body['mode']}    global pause: {_pause_text(body.get('paused'))}"]
+    out += [*(ha_view.render(body["ha"]) if "ha" in body else []), ""]
     for name, svc in body["services"].items():
         out.append(f"service {name}")
         out.append(f"  paused:       {_pause_text(svc.get('paused'))}")

@@ -1,8 +1,11 @@
 """`rollbackd verify [--service S] [--only smoke,counts] [--json]`: run the verification checks now,
 against the live service, as a deploy or canary gate. It never changes anything.
 
-Exit codes: 0 every check passed; 4 (EXIT_VERIFY_FAILED) a check failed; 1 no check failed but not all
-could prove the service works (ERROR or INCONCLUSIVE): a gate must treat both as NO-GO.
+Exit codes, a gate contract (a pipeline gates on non-zero): 0 PASS, every counted check passed;
+4 FAIL, a check found the service wrong; 5 ERROR, no check failed but one could not run (its dependency
+unreachable); 6 INCONCLUSIVE, no check failed or errored but not all could prove the service works (too
+little evidence, the judge failed, no check counted). 1, 2, 3: the CLI's own errors (API error, usage,
+daemon unreachable): no verdict at all.
 """
 
 from __future__ import annotations
@@ -11,7 +14,13 @@ import argparse
 import json
 from typing import Any
 
-from rollbackd.cli.client import EXIT_ERROR, EXIT_OK, EXIT_VERIFY_FAILED, Client
+from rollbackd.cli.client import (
+    EXIT_OK,
+    EXIT_VERIFY_ERROR,
+    EXIT_VERIFY_FAILED,
+    EXIT_VERIFY_INCONCLUSIVE,
+    Client,
+)
 
 
 def render(body: dict[str, Any]) -> str:
@@ -31,7 +40,11 @@ def exit_code(body: dict[str, Any]) -> int:
     verdicts = {r["verdict"] for r in body.get("results", []) if not r.get("dry_run")}
     if "fail" in verdicts:
         return EXIT_VERIFY_FAILED
-    return EXIT_OK if body.get("verdict") == "pass" else EXIT_ERROR
+    if "error" in verdicts:
+        return EXIT_VERIFY_ERROR
+    if verdicts == {"pass"} and body.get("verdict") == "pass":
+        return EXIT_OK
+    return EXIT_VERIFY_INCONCLUSIVE
 
 
 def cmd_verify(args: argparse.Namespace, client: Client) -> int:

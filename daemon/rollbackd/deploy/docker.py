@@ -71,6 +71,10 @@ class DockerDeployer:
 
     # ---- plumbing -------------------------------------------------------------------------------
     def api(self) -> docker.APIClient:
+        socket_path = self.host.removeprefix("unix://")
+        if socket_path != self.host and not os.path.exists(socket_path):
+            # docker-py leaks the socket of a failed unix connect: say it before it tries
+            raise requests.ConnectionError(f"no such socket {socket_path}")
         if self._client is None:  # one client for the daemon's life (no version probe: it is pinned)
             self._client = docker.APIClient(base_url=self.host, version=self.options.api_version,
                                             timeout=int(self.options.api_timeout))
@@ -197,7 +201,7 @@ class DockerDeployer:
                 if all(r.get("spec") != NO_SPEC for r in results) else NO_SPEC}
 
     def _recreate(self, name: str, ref: str, incident: str, spec: JSON | None) -> JSON:
-        image_id = str(self._image(ref, name)["Id"])
+        image_id = str(self._image(ref, name)["Id"])  # first: its errors are mapped (daemon unreachable...)
         kept = f"{name}__pre_{incident}"
         try:
             cur, pre = self._inspect(name), self._inspect(kept)

@@ -13,6 +13,9 @@
           rewrite: {"http://127.0.0.1:8000": "http://127.0.0.1:{port}"}  # default: derived
           checks: [smoke, ragas_quick, governance]   # default: all but counts and alert_cleared
           container_port: null             # bridge networks: publish this port on 127.0.0.1:{port}
+          live_writes: [conversations]     # tables/collections the LIVE service writes by itself: left out of
+                                           # the live fingerprint compared before and after the drill
+          teardown_timeout: 60s            # a stop (SIGTERM) tears down within this; the rest is swept at start
 
 Templates: ``{port}`` and ``{<store>.<field>}`` of the restored copies (``{postgres.database}``,
 ``{qdrant.collection}``); anything else is a config error.
@@ -52,6 +55,8 @@ class DrillOptions(BaseModel):
     prepare_timeout: Duration = 1800.0
     verify_timeout: Duration = 900.0
     incident_poll: Duration = 1.0  # how often a running drill looks for an incident that pre-empts it
+    live_writes: list[str] = []
+    teardown_timeout: Duration = 60.0
 
     @field_validator("schedule", mode="before")
     @classmethod

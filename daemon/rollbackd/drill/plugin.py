@@ -56,15 +56,20 @@ def _drills(core: Core) -> list[Drill]:
 
 
 async def start(core: Core) -> None:
-    """The last GO back into the gauge; scratch containers a crashed daemon left behind removed."""
+    """The last GO back into the gauge; what a drill interrupted by a crash left (its journal) swept and
+    reported NO-GO "interrupted"; scratch containers a crashed daemon left behind removed."""
     for drill in _drills(core):
         from rollbackd.deploy.docker import DockerDeployer
-        from rollbackd.drill import scratch
+        from rollbackd.drill import journal, scratch
         from rollbackd.drill.runner import last_go_key
 
         last_go = await core.store.get_kv(last_go_key(drill.service))
         if isinstance(last_go, int | float):
             core.metrics.drill_last_success.labels(drill.service).set(last_go)
+        try:
+            await journal.recover(drill)
+        except Exception:  # the engine or a store may be down: the daemon starts; the next start retries
+            log.exception("drill_recover_failed", extra={"service": drill.service})
         deployer = drill.runtime.resources.get("deployer")
         if isinstance(deployer, DockerDeployer):
             try:
@@ -74,6 +79,12 @@ async def start(core: Core) -> None:
             else:
                 if removed:
                     log.warning("drill_leftovers_removed", extra={"service": drill.service, "containers": removed})
+
+
+async def stopping(core: Core) -> None:
+    """The daemon is stopping: cancel running drills now (each tears down within its teardown_timeout),
+    before the API waits for its open requests, one of which may be waiting for a drill."""
+    await asyncio.gather(*(drill.close() for drill in _drills(core)))
 
 
 async def close(core: Core) -> None:
@@ -128,6 +139,8 @@ async def post_drill(request: web.Request) -> web.StreamResponse:
     from rollbackd.reasons import Reason
 
     core = request.app[CORE]
+    if not core.runner.leadership.leading:
+        return problem(409, Reason.NOT_LEADER.sentence, reason=Reason.NOT_LEADER.value)
     body = await body_of(request, DrillBody)
     drill = _drill_for(core, body.service)
     incident = await drill.active_incident()
@@ -140,7 +153,15 @@ async def post_drill(request: web.Request) -> web.StreamResponse:
     if body.background:  # the CLI follows the journal instead of holding this request open
         return web.json_response({"id": drill.running_id, "service": drill.service, "state": "running",
                                   "follow": f"/v1/drills?service={drill.service}"}, status=202)
-    report = await asyncio.shield(task)  # the drill finishes (and tears down) even if the client goes away
+    try:
+        report = await asyncio.shield(task)  # the drill finishes (and tears down) even if the client goes away
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not task.cancelled() or (current is not None and current.cancelling()):
+            raise
+        from rollbackd.drill.runner import last_key
+
+        report = await core.store.get_kv(last_key(drill.service))  # the daemon stopped it: its NO-GO report
     return web.json_response(report)
 
 

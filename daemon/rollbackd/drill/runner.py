@@ -10,6 +10,12 @@
               which prepare already enforced, and alert_cleared, which needs an incident)
     teardown  ALWAYS: the container removed, the copies discarded; its errors are in the report
 
+Isolation (rollbackd.drill.isolation): pick fingerprints the live data; deploy refuses a scratch container
+whose env or command reaches anything live; after the teardown the live fingerprint is taken again and
+any change is NO-GO with a page. Interruption (rollbackd.drill.journal): what the drill makes is
+journaled first; SIGTERM cancels at once and tears down within ``teardown_timeout``; after kill -9 the
+next start sweeps the leftovers and records the drill NO-GO "interrupted".
+
 The data lock (``DataSet.lock``) is held from prepare to teardown: the copies' names are the ones an
 incident's data.prepare of the same set would use, and retention would sweep them as orphans. A drill
 never waits on an incident: it is refused while one is active, and one that opens while it runs
@@ -29,7 +35,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from rollbackd import logs
-from rollbackd.drill import scratch
+from rollbackd.drill import isolation, journal, scratch
 from rollbackd.drill.options import DrillOptions
 from rollbackd.records import JSON, Event, iso
 
@@ -76,6 +82,9 @@ class DrillState:
     prepared: dict[str, JSON] = field(default_factory=dict)
     container: scratch.ScratchContainer | None = None
     scratch: JSON = field(default_factory=dict)
+    preparing: bool = False  # prepare started and has not returned: copies may exist unrecorded
+    live_before: dict[str, JSON] | None = None
+    isolation: JSON = field(default_factory=dict)
 
 
 class Drill:
@@ -90,6 +99,7 @@ class Drill:
         self.clock = clock
         self.task: asyncio.Task[JSON] | None = None
         self.running_id: str | None = None
+        self._pages: set[asyncio.Task[None]] = set()
 
     # ---- entry points ------------------------------------------------------------------------------
     async def active_incident(self) -> str | None:
@@ -130,23 +140,68 @@ class Drill:
             try:
                 async with data.lock if data is not None else contextlib.nullcontext():
                     try:
+                        await journal.write(self, state)
                         verdict, why = await self._preemptible(state)
                     except Exception as exc:  # a bug here is still a NO-GO with a report, and a teardown
                         log.exception("drill_crashed", extra={"drill_id": state.id})
                         verdict, why = NO_GO, f"internal error: {type(exc).__name__}: {exc}"
                     finally:
-                        torn_down = await self._shielded(self._teardown(state))
+                        torn_down = await self._shielded(self._bounded_teardown(state))
+                    breach = await self._live_changes(state)
             except asyncio.CancelledError:
-                why = "the daemon stopped during the drill"
+                why = "interrupted: the daemon stopped during the drill"
                 torn_down = bool(state.stages and state.stages[-1]["name"] == "teardown" and state.stages[-1]["ok"])
-                await self._shielded(self._record(self._report(state, NO_GO, why, torn_down)))
+                await self._shielded(self._finish(state, self.report(state, NO_GO, why, torn_down)))
                 raise
             finally:
                 self.running_id = None
-            report = self._report(state, verdict if torn_down else NO_GO,
-                                  why if torn_down or verdict != GO else "teardown incomplete", torn_down)
-            await self._record(report)
+            if breach:
+                verdict, why = NO_GO, ("the live data changed during the drill: " + "; ".join(breach) +
+                                       " (a table the live service writes by itself belongs in drill.live_writes)")
+            report = self.report(state, verdict if torn_down else NO_GO,
+                                 why if torn_down or verdict != GO else "teardown incomplete", torn_down)
+            await self._finish(report=report, state=state)
+            if breach:
+                self._page(report)
             return report
+
+    async def _finish(self, state: DrillState, report: JSON) -> None:
+        """Record the report; forget the journaled leftovers only when the teardown completed."""
+        await self.record(report)
+        if report["torn_down"]:
+            try:
+                await journal.clear(self)
+            except Exception:  # the next start sweeps again (nothing left) and reports it
+                log.exception("drill_journal_clear_failed", extra={"drill_id": state.id})
+
+    async def _bounded_teardown(self, state: DrillState) -> bool:
+        try:
+            return await asyncio.wait_for(self._teardown(state), self.options.teardown_timeout)
+        except TimeoutError:
+            state.stages.append({"name": "teardown", "seconds": self.options.teardown_timeout, "ok": False,
+                                 "detail": f"not finished within {self.options.teardown_timeout:g}s; the next "
+                                           "start sweeps what is left"})
+            return False
+
+    async def _live_changes(self, state: DrillState) -> list[str]:
+        """The live fingerprint again, compared with pick's; a failure to read it is a NO-GO too."""
+        data = self.runtime.resources.get("snapshots")
+        if state.live_before is None or data is None:
+            return []
+        try:
+            after = await isolation.fingerprint(data, self.options.live_writes)
+        except Exception as exc:
+            return [f"cannot fingerprint the live data after the drill ({type(exc).__name__}: {exc})"]
+        changed = isolation.changes(state.live_before, after)
+        state.isolation.update(after=after, changes=changed)
+        if changed:
+            log.error("drill_isolation_breach", extra={"drill_id": state.id, "changes": changed})
+        return changed
+
+    def _page(self, report: JSON) -> None:
+        task = asyncio.create_task(journal.page_breach(self, report))
+        self._pages.add(task)
+        task.add_done_callback(self._pages.discard)
 
     async def _shielded(self, coro: Awaitable[Any]) -> Any:
         """Run to the end even if the drill is cancelled meanwhile (teardown, the record)."""
@@ -233,6 +288,10 @@ class Drill:
                 errors.append(f"container {state.container.name}: {exc}")
         data = self.runtime.resources.get("snapshots")
         if state.prepared and data is not None:
+            keep = await self._live_copies(data, state.prepared)  # deletion asks the servers, never the name
+            errors += [f"{n} copy {_copy_name(r)} is live (or the servers could not say): not dropped"
+                       for n, r in state.prepared.items() if n in keep]
+            state.prepared = {n: r for n, r in state.prepared.items() if n not in keep}
             dropped = await data.discard(state.prepared)
             done += [f"{n} copy {_copy_name(r)} dropped" for n, r in state.prepared.items() if n in dropped]
             for name, restored in state.prepared.items():
@@ -243,6 +302,9 @@ class Drill:
                     continue
                 if still:
                     errors.append(f"{name} copy {_copy_name(restored)} NOT dropped (see the daemon log)")
+        elif state.preparing:  # prepare was cut short: it may have made copies it never returned
+            swept, failed = await journal.sweep_data(self, {}, state.snapshot_set, True, guard_incident=False)
+            done, errors = done + swept, errors + failed
         ok = not errors
         detail = "; ".join(errors + done) or "nothing to tear down"
         state.stages.append({"name": "teardown", "seconds": round(time.monotonic() - started, 3), "ok": ok,
@@ -250,8 +312,18 @@ class Drill:
         (log.info if ok else log.error)("drill_teardown", extra={"drill_id": state.id, "ok": ok, "detail": detail})
         return ok
 
+    async def _live_copies(self, data: Any, prepared: dict[str, JSON]) -> set[str]:
+        """Stores whose "copy" the servers report as live (a copy named like the live data, after a
+        rollback to the same set); all of them when the servers cannot say."""
+        try:
+            live = await journal.live_names(data)
+        except Exception:
+            log.exception("drill_live_names_failed")
+            return set(prepared)
+        return {n for n, r in prepared.items() if _copy_name(r) in live}
+
     # ---- report ----------------------------------------------------------------------------------
-    def _report(self, state: DrillState, verdict: str, reason: str, torn_down: bool) -> JSON:
+    def report(self, state: DrillState, verdict: str, reason: str, torn_down: bool) -> JSON:
         stages = [{k: v for k, v in s.items() if not k.startswith("_") and k != "running"} for s in state.stages]
         timed = {s["name"]: s for s in stages}
         restore = (round(sum(timed[n]["seconds"] for n in RESTORE_STAGES), 3)
@@ -261,10 +333,11 @@ class Drill:
                 "snapshot_set": state.snapshot_set, "release": state.release, "stages": stages,
                 "time_to_restore_s": restore, "results": state.results, "torn_down": torn_down,
                 "scratch": state.scratch, "notes": state.notes, "requested_by": state.actor,
+                "isolation": state.isolation,
                 "why": state.reason, "started_at": iso(state.started_at), "finished_at": iso(finished),
                 "duration_s": round(finished - state.started_at, 3)}
 
-    async def _record(self, report: JSON) -> None:
+    async def record(self, report: JSON) -> None:
         """The last drill (status), a journal event (history), the metric on GO; failures logged only."""
         log.info("drill_finished", extra={"drill_id": report["id"], "verdict": report["verdict"],
                                           "reason": report["reason"], "time_to_restore_s": report["time_to_restore_s"],

@@ -11,6 +11,7 @@ restart policy, and the ``rollbackd.drill`` labels. Nothing here writes to the l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -118,6 +119,7 @@ class ScratchContainer:
         self.name = f"{live_name}__drill_{drill_id}"
         self.drill_id = drill_id
         self.service = service
+        self._starting: asyncio.Future[str] | None = None
 
     def _fail(self, exc: Exception, image: str, doing: str) -> BackendError:
         return self.deployer._error(exc, self.name, image, doing)
@@ -133,24 +135,45 @@ class ScratchContainer:
         except _DOCKER_ERRORS as exc:
             raise self._fail(exc, "-", "inspecting the live container") from exc
 
-    async def create_and_start(self, live: dict[str, Any], image_ref: str, env: dict[str, str], port: int,
-                               container_port: int | None) -> JSON:
-        return await asyncio.to_thread(self._create, live, image_ref, env, port, container_port)
+    async def plan(self, live: dict[str, Any], image_ref: str, env: dict[str, str], port: int,
+                   container_port: int | None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """(image id, creation body, effective): the body to send, and what the container would really run
+        with (the image's env and command under the body's), to check before it exists."""
+        return await asyncio.to_thread(self._plan, live, image_ref, env, port, container_port)
 
-    def _create(self, live: dict[str, Any], image_ref: str, env: dict[str, str], port: int,
-                container_port: int | None) -> JSON:
-        api = self.deployer.api()
+    def _plan(self, live: dict[str, Any], image_ref: str, env: dict[str, str], port: int,
+              container_port: int | None) -> tuple[str, dict[str, Any], dict[str, Any]]:
         try:
-            image_id = str(self.deployer._image(image_ref, self.name)["Id"])
+            image = self.deployer._image(image_ref, self.name)
             try:
                 live_image = self.deployer._image(live["Image"], self.live_name).get("Config") or {}
             except BackendError:
                 live_image = {}
-            body = self.body(creation_body(live, live_image, image_id), env, port, container_port)
+        except _DOCKER_ERRORS as exc:
+            raise self._fail(exc, image_ref, "reading the images of the scratch container") from exc
+        image_id = str(image["Id"])
+        body = self.body(creation_body(live, live_image, image_id), env, port, container_port)
+        config = image.get("Config") or {}
+        own = {x.partition("=")[0] for x in body.get("Env") or []}
+        effective = {"Env": [*(e for e in config.get("Env") or [] if e.partition("=")[0] not in own),
+                             *(body.get("Env") or [])],
+                     "Cmd": body.get("Cmd") or config.get("Cmd"),
+                     "Entrypoint": body.get("Entrypoint") or config.get("Entrypoint")}
+        return image_id, body, effective
+
+    async def start(self, image_id: str, body: dict[str, Any], port: int) -> JSON:
+        def run() -> str:
+            api = self.deployer.api()
             created = str(api.create_container_from_config(body, self.name)["Id"])
             api.start(created)
+            return created
+        # A cancelled await leaves the thread running: remove() waits for it, or the container would be
+        # created after the teardown removed "nothing".
+        self._starting = asyncio.ensure_future(asyncio.to_thread(run))
+        try:
+            created = await asyncio.shield(self._starting)
         except _DOCKER_ERRORS as exc:
-            raise self._fail(exc, image_ref, "creating and starting the scratch container") from exc
+            raise self._fail(exc, image_id, "creating and starting the scratch container") from exc
         return {"container": self.name, "id": created, "image_id": image_id, "port": port}
 
     def body(self, body: dict[str, Any], env: dict[str, str], port: int, container_port: int | None) -> dict[str, Any]:
@@ -171,20 +194,32 @@ class ScratchContainer:
         return body
 
     async def remove(self) -> bool:
-        """Remove it (stopped or not); False when there was nothing to remove."""
-        def run() -> bool:
-            try:
-                self.deployer.api().remove_container(self.name, force=True, v=True)
-                return True
-            except docker.errors.NotFound:
-                return False
+        """Remove it (stopped or not), once a create still under way has finished; False when there was
+        nothing to remove."""
+        if self._starting is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._starting)
         try:
-            return await asyncio.to_thread(run)
+            return await remove_named(self.deployer, self.name)
         except _DOCKER_ERRORS as exc:
             raise self._fail(exc, "-", "removing the scratch container") from exc
 
     async def exists(self) -> bool:
         return await asyncio.to_thread(self.deployer._inspect, self.name) is not None
+
+
+async def remove_named(deployer: DockerDeployer, name: str) -> bool:
+    """Remove a scratch container by name (never anything without ``__drill_`` in it)."""
+    if "__drill_" not in name:
+        raise FatalError(f"refusing to remove {name!r}: not a drill's scratch container")
+
+    def run() -> bool:
+        try:
+            deployer.api().remove_container(name, force=True, v=True)
+            return True
+        except docker.errors.NotFound:
+            return False
+    return await asyncio.to_thread(run)
 
 
 async def sweep(deployer: DockerDeployer, service: str) -> list[str]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from rollbackd.deploy import wait_urls
 from rollbackd.deploy.docker import DockerDeployer
-from rollbackd.drill import scratch
+from rollbackd.drill import isolation, journal, scratch
 from rollbackd.drill.options import render, values_of
 from rollbackd.drill.runner import COUNTS_NOTE, StageFailed
 from rollbackd.releases import live_release
@@ -43,18 +43,31 @@ async def pick(drill: Drill, state: DrillState) -> str:
     state.snapshot_set = str(snap.id)
     state.release = {"version": green.version, "image": green.image, "digest": green.digest,
                      "live": live.version if live else None}
+    try:
+        state.live_before = await isolation.fingerprint(data, drill.options.live_writes)
+    except Exception as exc:
+        raise StageFailed(f"cannot fingerprint the live data, so the drill could not prove it left it alone: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    state.isolation["before"] = state.live_before
+    await journal.write(drill, state)
     return (f"release {green.version} (newest green; live is {live.version if live else 'unknown'}), "
-            f"snapshot set {snap.id} ({whose}, release {snap.release or '-'})")
+            f"snapshot set {snap.id} ({whose}, release {snap.release or '-'}); live data fingerprinted")
 
 
 async def prepare(drill: Drill, state: DrillState) -> str:
     data = drill.runtime.resources["snapshots"]
     assert state.snapshot_set is not None
+    # Copies get fresh names per attempt and the snapshotters ask the servers before dropping anything, so
+    # a drill of the set a rollback restored (whose copy is live) never touches the live copy.
+    state.preparing = True  # from here a crash or the teardown sweeps the set's copies by name
+    await journal.write(drill, state)
     try:
         prepared = await asyncio.wait_for(data.prepare(state.snapshot_set), drill.options.prepare_timeout)
     except TimeoutError as exc:
         raise StageFailed(f"not prepared within {drill.options.prepare_timeout:g}s") from exc
     state.prepared = prepared  # from here the teardown discards them
+    state.preparing = False
+    await journal.write(drill, state)
     state.notes.append(COUNTS_NOTE)
     state.scratch["data"] = {n: _copy(r) for n, r in prepared.items()}
     return "restored aside: " + ", ".join(f"{n} -> {_copy(r)}" for n, r in prepared.items()) + "; counts checked"
@@ -71,9 +84,14 @@ def _copy(restored: dict[str, object]) -> str:
     return str(restored.get("database") or restored.get("collection"))
 
 
-def _deployer(drill: Drill) -> DockerDeployer:
+def deployer_or_none(drill: Drill) -> DockerDeployer | None:
     deployer = drill.runtime.resources.get("deployer")
-    if not isinstance(deployer, DockerDeployer):
+    return deployer if isinstance(deployer, DockerDeployer) else None
+
+
+def _deployer(drill: Drill) -> DockerDeployer:
+    deployer = deployer_or_none(drill)
+    if deployer is None:
         raise StageFailed("the drill needs a docker deployer (deploy.type: docker)")
     return deployer
 
@@ -91,10 +109,16 @@ async def deploy(drill: Drill, state: DrillState) -> str:
     values = values_of(port, state.prepared)
     env = {k: render(v, values) for k, v in opts.env.items()}
     url = scratch.health_url(opts, deployer, values)
-    state.container = container  # from here the teardown removes it
     assert state.release is not None
     ref = str(state.release["digest"] or state.release["image"])
-    started = await container.create_and_start(live, ref, env, port, opts.container_port)
+    image_id, body, effective = await container.plan(live, ref, env, port, opts.container_port)
+    problems = isolation.references(effective, state.live_before or {}, state.prepared, scratch.live_urls(deployer))
+    state.isolation["container"] = problems or "every database and collection it is given is a scratch copy"
+    if problems:
+        raise StageFailed("not isolated, the scratch container was not started: " + "; ".join(problems))
+    state.container = container  # from here the teardown removes it; journaled before it exists
+    await journal.write(drill, state)
+    started = await container.start(image_id, body, port)
     state.scratch["container"] = {**started, "health_url": url, "live_container": live["Id"]}
     health = await wait_urls([url], time.monotonic() + opts.health_timeout, opts.health_interval,
                              f"scratch container {container.name}")
@@ -113,6 +137,14 @@ async def verify(drill: Drill, state: DrillState) -> str:
     checks = scratch.scratch_checks(drill.service, cfg, drill.options, mapping, exact)
     if not checks:
         raise StageFailed("no check to run against the scratch copies (drill.checks)")
+    # A check the rewrite missed would verify the LIVE service and call it the rehearsal's GO.
+    strings = [(f"check {c.name}: {where}", v) for c in checks
+               for where, v in isolation.option_strings(c.options.model_dump(mode="json"))]
+    problems, _ = isolation.live_references(strings, state.live_before or {}, scratch.live_urls(deployer),
+                                            collections=False)
+    if problems:
+        raise StageFailed("not isolated, the checks would look at the live service: " + "; ".join(problems) +
+                          " (set drill.rewrite)")
     state.scratch["rewrite"] = {**mapping, **{_no_password(k): _no_password(v) for k, v in exact.items()}}
     suite = VerifySuite(service=drill.service, checks=checks, resources=drill.runtime.resources,
                         prometheus=drill.core.prometheus, store=None, metrics=None,

@@ -59,7 +59,8 @@ async def page(hook: PageWebhook, body: dict[str, Any]) -> bool:
     for attempt in range(1, hook.retries + 2):
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=hook.timeout)) as http, \
-                    http.post(hook.url, json=body, headers=hook.headers) as resp:
+                    http.post(hook.url.get_secret_value(), json=body,
+                              headers={k: v.get_secret_value() for k, v in hook.headers.items()}) as resp:
                 if resp.status < 300:
                     log.info("page_sent", extra={"incident_id": body["incident_id"], "status": resp.status})
                     return True

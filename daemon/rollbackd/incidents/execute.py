@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from rollbackd import logs, procs
-from rollbackd.errors import RollbackdError, StoreUnavailable
+from rollbackd.errors import FencedError, RollbackdError, StoreUnavailable
 from rollbackd.incidents import leftovers, messages
 from rollbackd.incidents.journal import Journal
 from rollbackd.metrics import Metrics
@@ -74,7 +74,7 @@ class StepExecutor:
     async def _found_done(self, step: Step, ctx: StepContext) -> bool:
         try:
             return await asyncio.wait_for(step.is_done(ctx), step.spec.timeout)
-        except StoreUnavailable:
+        except (StoreUnavailable, FencedError):
             raise
         except (RollbackdError, TimeoutError) as exc:
             log.warning("step_is_done_failed", extra={"error": str(exc)})
@@ -93,8 +93,8 @@ class StepExecutor:
             log.info("step_started", extra={"step_type": step.type, "attempt": attempt})
             try:
                 output = await self._run(incident, step, index, attempt, ctx)
-            except StoreUnavailable:
-                raise  # the runner gives the incident up; the step stays `started` in the journal
+            except (StoreUnavailable, FencedError):
+                raise  # the runner gives the incident up (or steps down); the step stays `started`
             except (RollbackdError, TimeoutError) as exc:
                 error = _describe(exc, step.spec.timeout)
                 retry = isinstance(exc, TimeoutError) or exc.retryable

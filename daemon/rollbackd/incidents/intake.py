@@ -35,7 +35,8 @@ from rollbackd.state.group import GroupCommit, GroupRead, SeenReader
 log = logging.getLogger(__name__)
 
 _SEEN_MAX = 20_000  # alert keys known to be journaled: duplicates answered without a write
-_QUIET = frozenset({Reason.DUPLICATE, Reason.INCIDENT_ACTIVE, Reason.RESOLVED, Reason.NOT_IN_POLICY})
+_QUIET = frozenset({Reason.DUPLICATE, Reason.INCIDENT_ACTIVE, Reason.RESOLVED, Reason.NOT_IN_POLICY,
+                    Reason.TEST_ALERT})  # `doctor --send-test-alert`: recorded, never posted
 _NOISE = _QUIET | {Reason.NOTIFY_RULE, Reason.UNKNOWN_SERVICE}
 _PAGED = frozenset({Reason.BUDGET_EXHAUSTED})  # a refusal a human must hear about now (held pages at failure)
 

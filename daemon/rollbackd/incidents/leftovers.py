@@ -4,7 +4,8 @@ Every process a step starts runs in a group of its own whose id is journaled (``
 the moment it runs. A step found ``started`` on resume was interrupted: before it runs again (or is
 asked ``is_done``), the groups journaled for it are killed, so no leftover races the new attempt.
 The interruption is journaled (``step_interrupted``) and does not count against ``retries``;
-``crash_resumes`` bounds how many a step may have.
+``crash_resumes`` bounds how many a step may have. A group is journaled with its host: a replica
+taking over on another host cannot see (or kill) it, and a pgid there may be anything else here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from rollbackd import procs
+from rollbackd.ha import HOST
 from rollbackd.incidents.journal import Journal
 from rollbackd.plan import Step
 from rollbackd.records import Event, Incident, StepRecord
@@ -36,7 +38,8 @@ def process_hook(journal: Journal, incident: Incident, index: int, step: Step, a
     async def started(pgid: int, program: str) -> None:
         await journal.append_event(Event(
             kind=PROCESS, service=incident.service, incident_id=incident.id, actor="rollbackd",
-            data={"index": index, "step": step.name, "attempt": attempt, "pgid": pgid, "program": program}))
+            data={"index": index, "step": step.name, "attempt": attempt, "pgid": pgid, "program": program,
+                  "host": HOST}))
         log.info("step_process_started", extra={"pgid": pgid, "program": program, "attempt": attempt})
 
     return procs.SpawnHook(marker=marker(incident.id, index), started=started, grace=grace)
@@ -47,7 +50,8 @@ async def resume_interrupted(journal: Journal, incident: Incident, step: Step, i
     """Kill what is left of the interrupted attempt, journal the interruption, enforce the bound."""
     events = [e for e in await journal.events(incident.id, (PROCESS, INTERRUPTED)) if e.data.get("index") == index]
     killed: list[int] = []
-    for pgid in sorted({int(e.data["pgid"]) for e in events if e.kind == PROCESS}):
+    here = [e for e in events if e.kind == PROCESS and e.data.get("host", HOST) == HOST]
+    for pgid in sorted({int(e.data["pgid"]) for e in here}):
         killed += await procs.kill_leftover(pgid, marker(incident.id, index), grace)
     resumes = 1 + sum(1 for e in events if e.kind == INTERRUPTED)
     await journal.append_event(Event(

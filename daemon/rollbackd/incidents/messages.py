@@ -112,3 +112,11 @@ def decision(alert: Alert, dec: Decision, mention: str | None = None, held_back:
         severity="danger" if escalate else "warning",
         mention=mention if escalate else None,
     )
+
+
+def taken_over(incident: Incident, previous: str) -> Message:
+    """A replica took the lead while the incident was in progress (rollbackd.ha)."""
+    return Message(kind="step", service=incident.service, incident_id=incident.id, severity="warning",
+                   title=f"⇄ takeover: replica {previous} stopped leading; another replica resumes the rollback",
+                   text=f"Incident {incident.id} ({incident.state.value}) resumes where the journal left it: "
+                        "finished steps are not run again.")

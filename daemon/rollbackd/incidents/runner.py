@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from rollbackd import logs
-from rollbackd.errors import StoreUnavailable
+from rollbackd.errors import FencedError, StoreUnavailable
+from rollbackd.ha import Leadership, SingleNode
 from rollbackd.incidents import escalate, messages
 from rollbackd.incidents.execute import StepExecutor, StepFailed
 from rollbackd.incidents.journal import Journal
@@ -32,7 +34,7 @@ from rollbackd.notify.queue import NotifyQueue
 from rollbackd.plan import ServiceRuntime, Stage, StepContext, build_plan
 from rollbackd.reasons import HOLDING_STATES, IncidentState, Reason, StepState
 from rollbackd.records import JSON, Event, Incident, Pause, StepRecord
-from rollbackd.state import StateStore
+from rollbackd.state import StateStore, fence
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,8 @@ P, R = IncidentState.PENDING, IncidentState.RUNNING
 class Runner:
     def __init__(self, *, store: StateStore, services: Mapping[str, ServiceRuntime], notify: NotifyQueue,
                  metrics: Metrics, confirm: Confirm | None = None, clock: Callable[[], float] = time.time,
-                 store_outage_limit: float = 300.0, kill_grace: float = 5.0) -> None:
+                 store_outage_limit: float = 300.0, kill_grace: float = 3.0,
+                 leadership: Leadership | None = None) -> None:
         self.store = store
         self.starts = Starts()  # incidents not yet at their first step: storm work steps aside (starts.py)
         self.journal = Journal(store, limit=store_outage_limit, clock=clock, on_step_started=self.starts.end)
@@ -60,12 +63,23 @@ class Runner:
         self.pager = Pager(store, services, clock=clock)
         self._aborting: set[str] = set()
         self._stopping = False
+        # Only the leader runs incidents (rollbackd.ha); a follower leaves what its intake opened to it.
+        self.leadership: Leadership = leadership or SingleNode()
+        self.on_fenced: Callable[[str, int | None], Coroutine[Any, Any, None]] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- scheduling ---------------------------------------------------------------------------
-    def start(self, incident_id: str) -> asyncio.Task[IncidentState]:
+    def start(self, incident_id: str) -> asyncio.Task[IncidentState] | None:
+        """Run the incident here if this replica leads (its writes carry the lease's fencing token);
+        a follower returns None: the leader picks the incident up from the journal (``adopt_active``)."""
+        if not self.leadership.leading:
+            log.info("incident_left_to_leader", extra={"incident_id": incident_id})
+            return None
         task = self._tasks.get(incident_id)
         if task is None or task.done():
-            task = asyncio.create_task(self.run(incident_id), name=f"incident-{incident_id}")
+            ctx = contextvars.copy_context()
+            ctx.run(fence.current.set, self.leadership.token)
+            task = asyncio.create_task(self._fenced_run(incident_id), name=f"incident-{incident_id}", context=ctx)
             self._tasks[incident_id] = task
             self.starts.begin(incident_id)
             task.add_done_callback(lambda t: self.starts.end(incident_id))
@@ -73,14 +87,38 @@ class Runner:
                 incident_id) is t else None)
         return task
 
-    async def resume_open(self) -> list[str]:
-        """After a crash or restart: pick up every incident the journal shows in progress."""
+    async def resume_open(self, *, taken_over_from: str | None = None) -> list[str]:
+        """After a crash or restart (or when this replica takes the lead from ``taken_over_from``):
+        pick up every incident the journal shows in progress."""
         await self.pager.resume()
-        open_ids = [inc.id for inc in await self.store.active_incidents()]
-        for incident_id in open_ids:
-            log.info("incident_resumed", extra={"incident_id": incident_id})
-            self.start(incident_id)
-        return open_ids
+        active = await self.store.active_incidents()
+        for incident in active:
+            log.info("incident_resumed", extra={"incident_id": incident.id, "taken_over_from": taken_over_from})
+            if taken_over_from is not None:
+                self.notify.reply(messages.taken_over(incident, taken_over_from))
+            self.start(incident.id)
+        return [incident.id for incident in active]
+
+    async def adopt_active(self) -> list[str]:
+        """The leader's poll: run what a follower's intake opened, stop what a follower was asked to abort."""
+        if not self.leadership.leading:
+            return []
+        adopted: list[str] = []
+        for incident in await self.store.active_incidents():
+            task = self._tasks.get(incident.id)
+            if task is None or task.done():
+                log.info("incident_adopted", extra={"incident_id": incident.id})
+                self.start(incident.id)
+                adopted.append(incident.id)
+            elif incident.abort_requested and incident.id not in self._aborting:
+                self._aborting.add(incident.id)
+                task.cancel()
+        return adopted
+
+    async def step_down(self) -> None:
+        """This replica no longer leads: stop every incident where it is (process groups killed)."""
+        await self._stop_tasks()
+        self._stopping = False
 
     async def wait(self, incident_id: str) -> IncidentState | None:
         task = self._tasks.get(incident_id)
@@ -88,6 +126,10 @@ class Runner:
 
     async def shutdown(self) -> None:
         """Stop running incidents where they are; the journal lets the next start resume them."""
+        await self._stop_tasks()
+        await self.pager.close()  # what is not delivered stays journaled: sent after the next start
+
+    async def _stop_tasks(self) -> None:
         self._stopping = True
         tasks = list(self._tasks.values())
         for task in tasks:
@@ -95,7 +137,22 @@ class Runner:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self.pager.close()  # what is not delivered stays journaled: sent after the next start
+
+    async def _fenced_run(self, incident_id: str) -> IncidentState:
+        try:
+            return await self.run(incident_id)
+        except FencedError as exc:  # from any write, ending writes (failed, given up) included
+            return self._fenced(incident_id, exc)
+
+    def _fenced(self, incident_id: str, exc: FencedError) -> IncidentState:
+        """A write of this incident was refused: another replica leads. Nothing more is written here;
+        the replica steps down (stopping the other incidents too) in a task of its own."""
+        log.error("incident_fenced", extra={"incident_id": incident_id, "error": str(exc)})
+        if self.on_fenced is not None:
+            task = asyncio.create_task(self.on_fenced(str(exc), fence.current.get()))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return IncidentState.RUNNING
 
     # ---- the runbook --------------------------------------------------------------------------
     async def run(self, incident_id: str) -> IncidentState:
@@ -114,6 +171,8 @@ class Runner:
                 raise
             except StoreUnavailable as exc:
                 return await self._give_up(incident, exc)
+            except FencedError:
+                raise  # not a crash: another replica leads (``_fenced_run``)
             except Exception as exc:  # the runner itself failed: end the incident, never leave it hanging
                 log.exception("incident_crashed")
                 return await self.finish(incident, IncidentState.FAILED, f"rollbackd error: {exc}")

@@ -8,7 +8,8 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from rollbackd.errors import IncidentActiveError, StateError
+from rollbackd.errors import FencedError, IncidentActiveError, StateError
+from rollbackd.state import fence
 from rollbackd.state.sql import SqlStateStore, Statement
 
 # Everything asyncpg raises when the server is unreachable, slow or refuses: all become StateError.
@@ -33,6 +34,9 @@ class PostgresStateStore(SqlStateStore):
         min_size: int = Field(default=1, ge=1)
         max_size: int = Field(default=5, ge=1)
         timeout: float = 10.0
+        # A transaction left open by a paused or cut replica is ended by the server after this long,
+        # so the locks it holds (the fencing check's) never block the replica taking over for longer.
+        idle_in_transaction_timeout: float = Field(default=5.0, gt=0)
 
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -50,6 +54,8 @@ class PostgresStateStore(SqlStateStore):
                 max_size=self.options.max_size,
                 timeout=self.options.timeout,
                 command_timeout=self.options.timeout,
+                server_settings={"idle_in_transaction_session_timeout":
+                                 str(int(self.options.idle_in_transaction_timeout * 1000))},
             )
         except _DRIVER_ERRORS as exc:
             raise StateError(f"{self._where()}: cannot connect: {exc!r}") from exc
@@ -66,12 +72,17 @@ class PostgresStateStore(SqlStateStore):
         return self._pool
 
     async def _execute(self, sql: str, *args: Any) -> None:
+        if fence.current.get() is not None:
+            await self._atomic([(sql, args)])
+            return
         try:
             await self.pool.execute(sql, *args)
         except _DRIVER_ERRORS as exc:
             raise _translate(self._where(), exc) from exc
 
     async def _fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        if fence.current.get() is not None and not sql.lstrip().startswith("SELECT"):  # reads harm nobody
+            return await self._atomic([(sql, args)])
         try:
             return [dict(r) for r in await self.pool.fetch(sql, *args)]
         except _DRIVER_ERRORS as exc:
@@ -80,9 +91,22 @@ class PostgresStateStore(SqlStateStore):
     async def _atomic(self, statements: Sequence[Statement]) -> list[dict[str, Any]]:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
+                await _check_fence(conn, fence.current.get())
                 rows: list[dict[str, Any]] = []
                 for sql, args in statements:
                     rows = [dict(r) for r in await conn.fetch(sql, *args)]
                 return rows
         except _DRIVER_ERRORS as exc:
             raise _translate(self._where(), exc) from exc
+
+
+async def _check_fence(conn: asyncpg.Connection, token: int | None) -> None:
+    """In the write's own transaction: the lease row still carries ``token``. FOR SHARE holds an
+    acquisition by another replica until this transaction ends, so no write of a stale leader lands
+    after a new leader read the journal."""
+    if token is None:
+        return
+    current = await conn.fetchval(f"SELECT token FROM rb_leader WHERE name = '{fence.LEADER_ROW}' FOR SHARE")
+    if current != token:
+        raise FencedError(f"fenced: this replica's lease token {token} is stale (the lease is at {current}); "
+                          "another replica leads")

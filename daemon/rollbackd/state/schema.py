@@ -10,6 +10,8 @@ from rollbackd.reasons import IncidentState, StepState
 from rollbackd.records import Event, Incident, Pause, Release, StepRecord, Trigger
 
 SCHEMA_VERSION = 1
+# The store's own clock in epoch seconds (HA lease times are the server's, never a replica's).
+EPOCH_NOW = "CAST(extract(epoch FROM clock_timestamp()) AS DOUBLE PRECISION)"
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS rb_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -52,6 +54,16 @@ DDL = (
         ts DOUBLE PRECISION NOT NULL, change TEXT NOT NULL, actor TEXT NOT NULL, note TEXT NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS rb_release_history_service ON rb_release_history (service, id)""",
     """CREATE TABLE IF NOT EXISTS rb_kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    # HA (rollbackd.ha): the leader lease (times are the Postgres server's epoch seconds; ``token``
+    # grows on every acquisition and fences the writes of a stale leader) and the replicas' heartbeats.
+    # Both new tables are created by IF NOT EXISTS on open: an existing journal migrates by itself.
+    """CREATE TABLE IF NOT EXISTS rb_leader (
+        name TEXT PRIMARY KEY, holder TEXT NOT NULL, token BIGINT NOT NULL,
+        since DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS rb_replicas (
+        id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, listen TEXT NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL, heartbeat_at DOUBLE PRECISION NOT NULL,
+        leader_since DOUBLE PRECISION)""",
 )
 
 INCIDENT_COLUMNS = (

@@ -64,6 +64,7 @@ def _assignments(fields: Mapping[str, Any], first: int) -> tuple[str, list[Any]]
 
 class SqlStateStore(BulkJournal, Versioned):
     serial_type = "INTEGER PRIMARY KEY"
+    epoch_now = schema.EPOCH_NOW
 
     # ---- driver ---------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -379,6 +380,15 @@ class SqlStateStore(BulkJournal, Versioned):
     async def release_history(self, service: str, limit: int = 200) -> list[dict[str, Any]]:
         sql = f"SELECT {schema.HISTORY_COLUMNS} FROM rb_release_history WHERE service = $1 ORDER BY id DESC LIMIT $2"
         return await self._fetch(sql, service, limit)
+
+    # ---- replicas (rollbackd.ha) ----------------------------------------------------------------
+    async def replicas(self) -> dict[str, Any]:
+        """The lease row (who leads, since, until; server epoch seconds) and every replica's heartbeat."""
+        leader = await self._fetchrow("SELECT holder, token, since, expires_at FROM rb_leader WHERE name = 'leader'")
+        rows = await self._fetch("SELECT id, host, pid, listen, started_at, heartbeat_at, leader_since"
+                                 " FROM rb_replicas ORDER BY id")
+        now = await self._fetchrow(f"SELECT {self.epoch_now} AS now")
+        return {"leader": leader, "replicas": rows, "now": now["now"] if now else None}
 
     # ---- kv -------------------------------------------------------------------------------------
     async def get_kv(self, key: str) -> Any:

@@ -25,6 +25,7 @@ _ONE_ACTIVE = "UNIQUE constraint failed: rb_incidents.service"
 
 class SqliteStateStore(SqlStateStore):
     serial_type = "INTEGER PRIMARY KEY AUTOINCREMENT"
+    epoch_now = "((julianday('now') - 2440587.5) * 86400.0)"
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)

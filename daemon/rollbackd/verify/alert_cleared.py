@@ -1,34 +1,74 @@
-"""`type: alert_cleared`: the alert that opened the incident resolves within the deadline: the proof
-that the rollback fixed the problem.
+"""`type: alert_cleared`: the alert that opened the incident has cleared, and stays clear, by
+Prometheus's own account of the service as it is now: the proof that the rollback fixed the problem.
 
-Polled every ``interval`` until the deadline; cleared when either Alertmanager sent a resolved
-notification for the same fingerprint after the incident opened (the journal's alert rows), or
-Prometheus ``ALERTS{alertname=..., <service_label>=..., alertstate="firing"}`` returns nothing.
-Still firing at the deadline: FAIL. Prometheus unreachable and no resolved notification: ERROR.
+Polled every ``interval`` until the deadline. A poll counts as clear only when all hold, asked in this
+order: the alert's rule is loaded, healthy and was evaluated after the check started (``rule_evaluated``);
+``ALERTS{alertname=..., <service_label>=..., alertstate="firing"}`` is empty; and every ``evidence``
+expression (default ``up{selector} == 1``: the service's own target is scraped and up) has a sample
+younger than ``max_sample_age``. An alert that is not firing because its rule has no data proves
+nothing. Once clear, it must stay clear for ``stable_for``: firing again inside that window is FAIL.
+
+At the deadline: still firing is FAIL; Prometheus unreachable, slow or answering 5xx is ERROR (never
+"still firing"); no fresh evidence, no evaluation, or clear but not yet for ``stable_for`` is
+INCONCLUSIVE. A resolved notification from Alertmanager is only a hint (shown in the details): it may be
+stale, the alert may have fired again since. Without Prometheus there is no proof: INCONCLUSIVE.
 
 An incident with no alert (manual) has nothing to clear: INCONCLUSIVE, since no data is never a
 pass, unless ``skip_without_alert: true`` (then PASS, saying so). On demand (no incident) it checks
-that none of the service's rollback alerts fires now.
+that none of the service's rollback alerts fires now, with the same fresh evidence.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import field_validator, model_validator
 
 from rollbackd.config import Duration
 from rollbackd.errors import BackendError
 from rollbackd.prom import promql_string, selector
 from rollbackd.reasons import Verdict
 from rollbackd.verify import BaseVerifier, CheckOptions, CheckResult, VerifyContext
+from rollbackd.verify.evidence import render, rule_not_evaluated, stale_series
 
 
 class AlertClearedOptions(CheckOptions):
     deadline: Duration = 300.0
     interval: Duration = 5.0
     skip_without_alert: bool = False
-    use_prometheus: bool = True
-    use_webhook: bool = True
+    use_prometheus: bool = True  # false: nothing can prove it cleared, the verdict is INCONCLUSIVE
+    use_webhook: bool = True  # resolved notifications, as a hint in the details
+    stable_for: Duration = 30.0  # clear this long, or a re-fire within it is caught
+    evidence: list[str] = ["up{selector} == 1"]
+    max_sample_age: Duration = 60.0
+    rule_evaluated: bool = True
+
+    @field_validator("evidence")
+    @classmethod
+    def _own_series(cls, v: list[str]) -> list[str]:
+        for expr in v:
+            if "{selector}" not in expr:
+                raise ValueError(f"{expr!r} must select the service's own series with {{selector}}")
+        return v
+
+    @model_validator(mode="after")
+    def _window(self) -> AlertClearedOptions:
+        if self.stable_for >= self.deadline:
+            raise ValueError(f"stable_for {self.stable_for:g}s must be shorter than deadline {self.deadline:g}s")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    state: str  # clear | firing | no_evidence | error
+    detail: str
+
+
+AT_DEADLINE = {"firing": Verdict.FAIL, "error": Verdict.ERROR, "no_evidence": Verdict.INCONCLUSIVE,
+               "clear": Verdict.INCONCLUSIVE}
 
 
 class AlertClearedVerifier(BaseVerifier):
@@ -37,7 +77,8 @@ class AlertClearedVerifier(BaseVerifier):
     options: AlertClearedOptions
 
     def describe(self) -> str:
-        return "alert_cleared: the triggering alert resolves (resolved notification or Prometheus ALERTS)"
+        return (f"alert_cleared: the triggering alert is not firing in Prometheus, on fresh samples of the "
+                f"service, for {self.options.stable_for:g}s")
 
     async def verify(self, ctx: VerifyContext) -> CheckResult:
         if ctx.incident is None:
@@ -47,47 +88,96 @@ class AlertClearedVerifier(BaseVerifier):
             if self.options.skip_without_alert:
                 return self.result(Verdict.PASS, "no alert to clear (manual incident; skip_without_alert: true)")
             return self.result(Verdict.INCONCLUSIVE, f"no alert to clear: the incident was opened by {trig.kind}")
-        polls = 0
-        last_error: str | None = None
+        hint = await self._hint(ctx)
+        if not self.options.use_prometheus or ctx.prometheus is None:
+            return self.result(Verdict.INCONCLUSIVE, f"cannot tell whether {trig.alertname} cleared: no Prometheus "
+                               "to ask (a resolved notification is only a hint)", details={"hint": hint})
+        return await self._watch(ctx, trig.alertname, hint)
+
+    async def _watch(self, ctx: VerifyContext, alertname: str, hint: str) -> CheckResult:
+        since = await self._prometheus_now(ctx)
+        polls, cleared_at = 0, None
         while True:
             polls += 1
-            cleared, how, error = await self._cleared_once(ctx)
-            last_error = error or last_error
-            if cleared:
-                return self.result(Verdict.PASS, f"{trig.alertname} cleared ({how}) after {polls} polls",
-                                   figures={"polls": polls})
+            poll = await self._poll(ctx, alertname, since)
+            figures: dict[str, float | int | str] = {"polls": polls}
+            if cleared_at is not None and poll.state == "firing":
+                return self.result(Verdict.FAIL, f"{alertname} fired again {time.monotonic() - cleared_at:.0f}s "
+                                   f"after clearing (within stable_for {self.options.stable_for:g}s)",
+                                   details={"hint": hint}, figures=figures)
+            if poll.state != "clear":  # clear means continuously clear: a gap in the evidence starts over
+                cleared_at = None
+            elif cleared_at is None:
+                cleared_at = time.monotonic()
+            if poll.state == "clear" and time.monotonic() - (cleared_at or 0) >= self.options.stable_for:
+                return self.result(Verdict.PASS, f"{alertname} cleared and stayed clear for "
+                                   f"{self.options.stable_for:g}s ({poll.detail}) after {polls} polls",
+                                   details={"hint": hint}, figures=figures)
             if ctx.remaining() <= self.options.interval:
-                break
+                return self._at_deadline(alertname, poll, cleared_at, hint, figures)
             await asyncio.sleep(self.options.interval)
-        figures: dict[str, float | int | str] = {"polls": polls}
-        if how == "":  # nothing answered: Prometheus errors and no resolved notification
-            return self.result(Verdict.ERROR, f"could not tell whether {trig.alertname} cleared: {last_error}",
-                               figures=figures)
-        return self.result(Verdict.FAIL, f"{trig.alertname} still firing after {polls} polls ({how})",
-                           details={"last_error": last_error}, figures=figures)
 
-    async def _cleared_once(self, ctx: VerifyContext) -> tuple[bool, str, str | None]:
-        """(cleared, what said so or still says firing - "" when no source answered, the error if any)."""
+    def _at_deadline(self, alertname: str, poll: Poll, cleared_at: float | None, hint: str,
+                     figures: dict[str, float | int | str]) -> CheckResult:
+        verdict = AT_DEADLINE[poll.state]
+        polls = figures["polls"]
+        if poll.state == "firing":
+            text = f"{alertname} still firing after {polls} polls ({poll.detail})"
+        elif poll.state == "error":
+            text = f"could not tell whether {alertname} cleared: {poll.detail}"
+        elif poll.state == "clear":
+            held = time.monotonic() - (cleared_at or time.monotonic())
+            text = (f"{alertname} clear for only {held:.0f}s of stable_for {self.options.stable_for:g}s before the "
+                    "deadline")
+        else:
+            text = f"cannot tell whether {alertname} cleared: {poll.detail}"
+        return self.result(verdict, text, details={"hint": hint, "last_poll": poll.detail}, figures=figures)
+
+    async def _prometheus_now(self, ctx: VerifyContext) -> float:
+        """Prometheus's clock (rule evaluation times are its own); the local one if it does not answer."""
+        try:
+            now = await ctx.prometheus.scalar("time()")
+        except BackendError:
+            now = None
+        return float(now) if now is not None else time.time()
+
+    async def _poll(self, ctx: VerifyContext, alertname: str, since: float) -> Poll:
+        assert ctx.incident is not None
+        prom = ctx.prometheus
+        service = ctx.incident.trigger.labels.get(ctx.service_label, ctx.service)
+        try:
+            if self.options.rule_evaluated:
+                missing = await rule_not_evaluated(prom, alertname, since)
+                if missing:
+                    return Poll("no_evidence", missing)
+            firing = await prom.query(selector("ALERTS", {ctx.service_label: service, "alertname": alertname,
+                                                          "alertstate": "firing"}))
+            if firing:
+                return Poll("firing", "Prometheus ALERTS shows it firing")
+            exprs = [render(e, ctx.service_label, service) for e in self.options.evidence]
+            missing = await stale_series(prom, exprs, self.options.max_sample_age)
+        except BackendError as exc:
+            return Poll("error", f"Prometheus: {exc}")
+        if missing:
+            return Poll("no_evidence", missing)
+        return Poll("clear", "Prometheus ALERTS shows it not firing, on fresh samples")
+
+    async def _hint(self, ctx: VerifyContext) -> str:
+        """What Alertmanager said last about this alert since the incident opened (a hint, never proof)."""
         assert ctx.incident is not None
         trig = ctx.incident.trigger
-        webhook = self.options.use_webhook and ctx.store is not None and bool(trig.fingerprint)
-        if webhook:
+        if not (self.options.use_webhook and ctx.store is not None and trig.fingerprint):
+            return "no notification looked at"
+        try:
             rows = await ctx.store.recent_alerts(ctx.service, 200)
-            if any(_resolved_after(r, trig.fingerprint or "", ctx.incident.created_at) for r in rows):
-                return True, "resolved notification received", None
-        error = None if ctx.prometheus is not None or not self.options.use_prometheus else "no prometheus configured"
-        if self.options.use_prometheus and ctx.prometheus is not None:
-            labels = {ctx.service_label: trig.labels.get(ctx.service_label, ctx.service),
-                      "alertname": trig.alertname or "", "alertstate": "firing"}
-            try:
-                firing = await ctx.prometheus.query(selector("ALERTS", labels))
-            except BackendError as exc:
-                error = str(exc)
-            else:
-                if not firing:
-                    return True, "Prometheus ALERTS shows it no longer firing", None
-                return False, "Prometheus ALERTS still shows it firing", None
-        return False, "no resolved notification" if webhook else "", error
+        except Exception as exc:  # a hint is not worth an ERROR
+            return f"notifications unreadable: {exc}"
+        mine = [r for r in rows if r.get("fingerprint") == trig.fingerprint
+                and float(r.get("received_at") or 0) >= ctx.incident.created_at]
+        if not mine:
+            return "no notification since the incident opened"
+        latest = max(mine, key=lambda r: float(r.get("received_at") or 0))
+        return f"latest notification since the incident opened: {latest.get('status')}"
 
     async def _on_demand(self, ctx: VerifyContext) -> CheckResult:
         if ctx.prometheus is None:
@@ -99,19 +189,19 @@ class AlertClearedVerifier(BaseVerifier):
                 f"alertname=~{promql_string(names)}}}")
         try:
             firing = await ctx.prometheus.query(expr)
+            names_firing = sorted({str(s.get("metric", {}).get("alertname")) for s in firing})
+            exprs = [render(e, ctx.service_label, ctx.service) for e in self.options.evidence]
+            missing = None if names_firing else await stale_series(ctx.prometheus, exprs, self.options.max_sample_age)
         except BackendError as exc:
             return self.result(Verdict.ERROR, f"Prometheus: {exc}")
-        names_firing = sorted({str(s.get("metric", {}).get("alertname")) for s in firing})
         if names_firing:
             return self.result(Verdict.FAIL, f"rollback alerts firing now: {', '.join(names_firing)}",
                                figures={"firing": len(names_firing)})
-        return self.result(Verdict.PASS, f"none of {len(ctx.rollback_alerts)} rollback alerts firing",
-                           figures={"firing": 0})
-
-
-def _resolved_after(row: dict[str, Any], fingerprint: str, since: float) -> bool:
-    return (row.get("fingerprint") == fingerprint and row.get("status") == "resolved"
-            and float(row.get("received_at") or 0) >= since)
+        if missing:
+            return self.result(Verdict.INCONCLUSIVE, f"none of the rollback alerts fires, but {missing}",
+                               figures={"firing": 0})
+        return self.result(Verdict.PASS, f"none of {len(ctx.rollback_alerts)} rollback alerts firing, on fresh "
+                           "samples of the service", figures={"firing": 0})
 
 
 def _regex_escape(pattern: str) -> str:

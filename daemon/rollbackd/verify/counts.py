@@ -2,8 +2,10 @@
 restored snapshot's manifest says, within a tolerance.
 
 Expected counts come from the incident's ``data.prepare`` step output (``restored.<store>.expected``);
-on demand (no incident) from the newest snapshot manifest (``resources["snapshots"].latest()``). With
-neither: INCONCLUSIVE ("no manifest to compare with"), never a pass. A count differs when
+on demand (no incident) from the snapshot set that belongs to the live release: the newest verified set
+taken while it was live that is not a safety snapshot (right after a good rollback, the newest set is
+the bad release's safety snapshot: never compare with that). With none: INCONCLUSIVE ("no manifest to
+compare with"), never a pass. A count differs when
 ``|live - expected| > max(absolute, percent% of expected)``; ``exclude`` lists tables or collections
 that legitimately change (``conversations``). Connection or query errors are ERROR.
 """
@@ -78,6 +80,21 @@ def _from_manifests(manifests: dict[str, Any]) -> Expected:
     return out
 
 
+SAFETY_REASON = "safety snapshot"  # how plan step data.safety_snapshot names its sets
+
+
+async def live_release_set(snapshots: Any) -> tuple[Any, str]:
+    """(the newest verified non-safety set of the live release, its name); (None, ...) when there is none.
+    Without release tracking, the newest verified non-safety set (the release is then unknown)."""
+    release = await snapshots.live_release() if hasattr(snapshots, "live_release") else None
+    for snap in await snapshots.list():
+        if not snap.verified or str(snap.reason or "").startswith(SAFETY_REASON):
+            continue
+        if release is None or snap.release == release:
+            return snap, release or "(unknown: releases not tracked)"
+    return None, release or "-"
+
+
 class CountFailed(Exception):
     pass
 
@@ -96,10 +113,10 @@ class CountsVerifier(BaseVerifier):
         if prepared:
             return _from_prepare(prepared), f"snapshot set {prepared.get('snapshot_set')}"
         snapshots = ctx.resources.get("snapshots")
-        if ctx.incident is None and snapshots is not None and hasattr(snapshots, "latest"):
-            latest = await snapshots.latest()
-            if latest is not None:
-                return _from_manifests(dict(latest.manifests)), f"latest snapshot {getattr(latest, 'id', '?')}"
+        if ctx.incident is None and snapshots is not None and hasattr(snapshots, "list"):
+            snap, release = await live_release_set(snapshots)
+            if snap is not None:
+                return _from_manifests(dict(snap.manifests)), f"snapshot set {snap.id} of the live release {release}"
         return {}, ""
 
     def _excluded(self, name: str) -> bool:

@@ -2,8 +2,9 @@
 
 Every critical source has an owner and a review_date that is not in the past (today counts as not
 past); with ``corpus`` set, every source the query finds in the corpus (``SELECT DISTINCT source FROM
-docs``) is declared. FAIL names each violating source; an unreadable file or a failed query is ERROR;
-a file that declares no source is INCONCLUSIVE.
+docs``) is declared. FAIL names each violating source; an unreadable file, a ``critical`` that is not
+true/false, or a failed query is ERROR; a file that declares no source, or no critical one, is
+INCONCLUSIVE: rules over zero sources prove nothing.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def load_sources(path: str) -> list[dict[str, Any]]:
         return []
     if not isinstance(sources, list) or not all(isinstance(s, dict) and s.get("id") for s in sources):
         raise GovernanceError(f"{path}: `sources` must be a list of mappings, each with an `id`")
+    loose = [str(s["id"]) for s in sources if not isinstance(s.get("critical", False), bool)]
+    if loose:  # `critical: "no"` is truthy in Python: refuse to guess
+        raise GovernanceError(f"{path}: `critical` must be true or false (source {loose[0]})")
     return sources
 
 
@@ -120,6 +124,9 @@ class GovernanceVerifier(BaseVerifier):
         if problems:
             return self.result(Verdict.FAIL, "; ".join(problems), details={"violations": problems},
                                figures=figures)
+        if not critical:
+            return self.result(Verdict.INCONCLUSIVE, f"no source of {len(sources)} in {self.options.sources_file} "
+                               "is marked critical: nothing to hold to owner and review rules", figures=figures)
         corpus = ", every corpus source declared" if self.options.corpus else ""
         return self.result(Verdict.PASS, f"{critical} critical of {len(sources)} sources owned and reviewed{corpus}",
                            figures=figures)

@@ -101,6 +101,24 @@ def _plan_problems(name: str, svc: ServiceConfig, checks: list[Verifier]) -> lis
     return problems
 
 
+def _order_problems(name: str, svc: ServiceConfig, checks: list[Verifier]) -> list[str]:
+    """alert_cleared must run after traffic.restore: with the users cut off, the alert's rule has no
+    traffic to judge, and a quiet rule is not a cleared alert."""
+    cleared = {c.name for c in checks if c.type == "alert_cleared"}
+    specs = [(i, spec) for i, entry in enumerate(svc.plan)
+             for spec in (entry.parallel if hasattr(entry, "parallel") else [entry])]
+    restore = next((i for i, spec in specs if spec.type == "traffic.restore"), None)
+    if restore is None or not cleared:
+        return []
+    problems = []
+    for i, spec in specs:
+        only = set(spec.options().get("only") or cleared) if spec.type == "verify" else set()
+        if i < restore and only & cleared:
+            problems.append(f"services.{name}.plan[{i}].only: {', '.join(sorted(only & cleared))} runs before "
+                            f"traffic.restore (plan[{restore}]); give it its own verify step after it")
+    return problems
+
+
 def _longest(check: Verifier, checks: list[Verifier]) -> float:
     """Seconds a check may take, counting the checks it waits for (``after``)."""
     before = [_longest(c, checks) for c in checks if c.name in check.options.after]
@@ -114,7 +132,7 @@ def validate(settings: Settings) -> list[str]:
         if svc.verify is not None:
             checks, found = _checks_of(name, svc)
             problems += found
-        problems += _plan_problems(name, svc, checks)
+        problems += _plan_problems(name, svc, checks) + _order_problems(name, svc, checks)
     return problems
 
 

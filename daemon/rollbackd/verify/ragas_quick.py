@@ -4,22 +4,26 @@ is replaced; ``answer_path`` / ``contexts_path`` / ``context_ids_path`` read the
 the configured scorer (lexical by default) and compared, as means over the questions, with thresholds
 (playbook defaults: faithfulness 0.85, answer relevancy 0.78, context recall 0.70).
 
-PASS: every mean reaches its threshold. FAIL: a mean below its threshold (named, with the worst
-questions), or questions the service answered with an error status. ERROR: the service never answered
-(connection refused). INCONCLUSIVE: no golden question, or the judge failed. Per-question scores go into
-``details.questions`` so `rollbackd show` explains a failure.
+PASS: enough questions answered (``min_answered``, default 5, and ``min_answered_fraction`` of the golden
+set, default 80 %) and every mean reaches its threshold. FAIL: a mean below its threshold (named, with
+the worst questions), or more questions answered with an error status than ``max_error_answers``.
+ERROR: the service never answered (connection refused), or the scorer gave a score that is not a finite
+number in [0, 1]. INCONCLUSIVE: too few questions (in the golden set, or answered), or the judge failed:
+no PASS without evidence. Per-question scores go into ``details.questions`` so `rollbackd show` explains
+a failure.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import aiohttp
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rollbackd.config import Duration
 from rollbackd.reasons import Verdict
@@ -55,7 +59,21 @@ class RagasQuickOptions(CheckOptions):
     thresholds: Thresholds = Thresholds()
     concurrency: Annotated[int, Field(ge=1, le=32)] = 4
     max_error_answers: Annotated[int, Field(ge=0)] = 0  # questions answered with an error status tolerated
+    # No PASS without evidence: at least this many questions answered, and this share of the golden set.
+    min_answered: Annotated[int, Field(ge=1)] = 5
+    min_answered_fraction: Annotated[float, Field(gt=0, le=1)] = 0.8
     deadline: Duration = 300.0
+
+    @model_validator(mode="after")
+    def _enough(self) -> RagasQuickOptions:
+        if self.limit < self.min_answered:
+            raise ValueError(f"limit {self.limit} is below min_answered {self.min_answered}: this check could "
+                             "never pass")
+        return self
+
+    def required(self, questions: int) -> int:
+        """Answered questions needed for a verdict other than INCONCLUSIVE."""
+        return max(self.min_answered, math.ceil(self.min_answered_fraction * questions - 1e-9))
 
     @field_validator("answer_path", "contexts_path", "context_ids_path")
     @classmethod
@@ -148,8 +166,10 @@ class RagasQuickVerifier(BaseVerifier):
             golden = load_golden(self.options.golden, self.options.limit)
         except GoldenError as exc:
             return self.result(Verdict.ERROR, str(exc))
-        if not golden:
-            return self.result(Verdict.INCONCLUSIVE, f"no golden question in {self.options.golden}")
+        if len(golden) < self.options.min_answered:
+            return self.result(Verdict.INCONCLUSIVE, f"{len(golden)} golden question(s) in {self.options.golden}; "
+                               f"at least {self.options.min_answered} must be answered (min_answered)",
+                               figures={"questions": len(golden)})
         try:
             answers = await self._ask_all(golden)
         except Unreachable as exc:
@@ -167,6 +187,11 @@ class RagasQuickVerifier(BaseVerifier):
                                details={"errors": errors}, figures={"questions": len(golden)})
         finally:
             await scorer.close()
+        bad = invalid_scores(samples, scores)
+        if bad:
+            return self.result(Verdict.ERROR, f"scorer {self.options.scorer.get('type', 'lexical')} gave an invalid "
+                               f"score: {bad} (scores must be finite numbers in [0, 1])",
+                               details={"errors": errors}, figures={"questions": len(golden)})
         return self._judge(golden, samples, scores, errors)
 
     def _judge(self, golden: list[dict[str, Any]], samples: list[Sample], scores: list[dict[str, float]],
@@ -193,6 +218,24 @@ class RagasQuickVerifier(BaseVerifier):
         if problems:
             return self.result(Verdict.FAIL, "; ".join(problems) + f" [{len(samples)} scored: {scored}]",
                                details=details, figures=figures)
+        needed = self.options.required(len(golden))
+        if len(samples) < needed:
+            return self.result(Verdict.INCONCLUSIVE, f"only {len(samples)}/{len(golden)} questions answered; "
+                               f"{needed} needed for a verdict [{scored}]", details=details, figures=figures)
         return self.result(Verdict.PASS, f"{len(samples)}/{len(golden)} questions: {scored} (thresholds "
                            f"{th['faithfulness']:.2f}/{th['answer_relevancy']:.2f}/{th['context_recall']:.2f})",
                            details=details, figures=figures)
+
+
+def invalid_scores(samples: list[Sample], scores: list[dict[str, float]]) -> str | None:
+    """The first score that is missing, not a number, not finite or outside [0, 1]: a broken scorer
+    (or a service scoring itself with NaN) must never turn into a mean that passes."""
+    if len(scores) != len(samples):
+        return f"{len(scores)} score sets for {len(samples)} answers"
+    for sample, sc in zip(samples, scores, strict=True):
+        for metric in METRICS:
+            value = sc.get(metric)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                    or not 0.0 <= value <= 1.0:
+                return f"{sample.id}: {metric} = {value!r}"
+    return None

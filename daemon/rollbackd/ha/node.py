@@ -1,0 +1,94 @@
+"""This daemon's place among the replicas, wired to its core: who runs incidents, schedules, drills.
+
+    postgres  a Replica contends for the lease; while it leads it resumes the journal's active
+              incidents (as a restarted daemon would), polls for incidents a follower's intake
+              opened, and runs scheduled jobs; when it steps down it stops its incidents
+    sqlite    single node: always the leader, incidents resumed once at start
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from prometheus_client import Gauge
+
+from rollbackd.ha import SingleNode, identity
+from rollbackd.ha.lease import Grant, PostgresLease
+from rollbackd.ha.replica import Replica
+
+if TYPE_CHECKING:
+    from rollbackd.wiring import Core
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    def __init__(self, core: Core, listen: str) -> None:
+        self.core = core
+        ha = core.settings.ha
+        self.gauge = Gauge("rollbackd_leader", "1 while this replica leads (runs incidents, schedules, drills)",
+                           registry=core.metrics.registry)
+        self.replica: Replica | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.resumed: list[str] = []
+        if core.settings.state.type == "postgres":
+            me = identity(ha.replica_id, listen)
+            lease = PostgresLease(str(core.settings.state.options()["dsn"]), timeout=max(0.5, ha.lease / 3))
+            self.replica = Replica(me, lease, lease=ha.lease, on_lead=self._lead, on_follow=self._follow)
+            core.runner.leadership = self.replica
+            core.runner.on_fenced = self.replica.fenced
+        else:
+            core.runner.leadership = SingleNode()
+
+    @property
+    def leading(self) -> bool:
+        return self.core.runner.leadership.leading
+
+    def describe(self) -> str:
+        if self.replica is None:
+            return "single node (sqlite): always leads; replicas need the postgres state store"
+        return f"replica {self.replica.me.id}, lease {self.replica.lease:g}s through postgres"
+
+    async def start(self) -> list[str]:
+        """Decide once before the API listens (a lone or restarted replica leads at once)."""
+        if self.replica is None:
+            self.gauge.set(1)
+            return await self.core.runner.resume_open()
+        await self.replica.tick()
+        self._tasks = [asyncio.create_task(self.replica.run()), asyncio.create_task(self._poll())]
+        return self.resumed
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.core.settings.ha.poll)
+            try:
+                await self.core.runner.adopt_active()
+            except Exception as exc:  # a store outage: the next poll tries again
+                log.warning("adopt_active_failed", extra={"error": str(exc)})
+
+    async def _lead(self, grant: Grant) -> None:
+        assert self.replica is not None
+        self.gauge.set(1)
+        previous = grant.previous if grant.previous not in (None, self.replica.me.id) else None
+        self.resumed = await self.core.runner.resume_open(taken_over_from=previous)
+        log.warning("leading", extra={"fence": grant.token, "taken_over_from": previous, "resumed": self.resumed})
+
+    async def _follow(self, why: str) -> None:
+        self.gauge.set(0)
+        await self.core.runner.step_down()
+        log.warning("following", extra={"why": why})
+
+    async def stop_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def release(self) -> None:
+        """After the runner stopped: hand the lease over and leave the replica list."""
+        if self.replica is not None:
+            await self.replica.stop()
