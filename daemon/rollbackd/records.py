@@ -59,11 +59,12 @@ class Alert:
     receiver: str = ""
     group_key: str = ""
     external_url: str = ""
+    # computed once: a storm asks for it several times per alert
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """Identity for deduplication: the same fingerprint, start and status is the same alert."""
-        return f"{self.fingerprint}|{self.starts_at.isoformat()}|{self.status}"
+    def __post_init__(self) -> None:
+        # Identity for deduplication: the same fingerprint, start and status is the same alert.
+        object.__setattr__(self, "key", f"{self.fingerprint}|{self.starts_at.isoformat()}|{self.status}")
 
     def to_json(self) -> JSON:
         return {

@@ -120,6 +120,7 @@ def build_core(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     notify = NotifyQueue(notifiers, default=default, maxsize=settings.notify_queue_size, save_thread=save_thread,
                          load_thread=load_thread,
                          on_failure=lambda name: metrics.notify_failures.labels(name).inc(),
+                         on_drop=lambda priority: metrics.notify_dropped.labels(priority).inc(),
                          backoff_max=settings.notify_backoff_max)
     prom_cfg = settings.prometheus
     prometheus = (Prometheus(prom_cfg.url, timeout=prom_cfg.timeout,

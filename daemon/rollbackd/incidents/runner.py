@@ -28,6 +28,7 @@ from rollbackd.incidents import escalate, messages
 from rollbackd.incidents.execute import StepExecutor, StepFailed
 from rollbackd.incidents.journal import Journal
 from rollbackd.incidents.pager import Pager
+from rollbackd.incidents.starts import Starts
 from rollbackd.metrics import Metrics
 from rollbackd.notify.queue import NotifyQueue
 from rollbackd.plan import ServiceRuntime, Stage, StepContext, build_plan
@@ -49,7 +50,8 @@ class Runner:
                  store_outage_limit: float = 300.0, kill_grace: float = 3.0,
                  leadership: Leadership | None = None) -> None:
         self.store = store
-        self.journal = Journal(store, limit=store_outage_limit, clock=clock)
+        self.starts = Starts()  # incidents not yet at their first step: storm work steps aside (starts.py)
+        self.journal = Journal(store, limit=store_outage_limit, clock=clock, on_step_started=self.starts.end)
         self.services = services
         self.notify = notify
         self.metrics = metrics
@@ -79,6 +81,8 @@ class Runner:
             ctx.run(fence.current.set, self.leadership.token)
             task = asyncio.create_task(self._fenced_run(incident_id), name=f"incident-{incident_id}", context=ctx)
             self._tasks[incident_id] = task
+            self.starts.begin(incident_id)
+            task.add_done_callback(lambda t: self.starts.end(incident_id))
             task.add_done_callback(lambda t: self._tasks.pop(incident_id, None) if self._tasks.get(
                 incident_id) is t else None)
         return task
