@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from rollbackd import plugins, policy, releases
 from rollbackd.ha.view import replicas_json
 from rollbackd.plan import ServiceRuntime
+from rollbackd.reasons import EventKind
 from rollbackd.records import Incident, Pause, StepRecord, iso
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ async def service_status(core: Core, runtime: ServiceRuntime, now: float) -> dic
     history = await store.releases(runtime.name, 200) if runtime.config.releases.track else []
     green = next((r for r in history if r.green), None)
     live = releases.live_release(history)
-    decisions = await store.events(service=runtime.name, kinds=("decision",), limit=10)
+    decisions = await store.events(service=runtime.name, kinds=(EventKind.DECISION,), limit=10)
     out: dict[str, Any] = {
         "paused": pause_json(view.pause),
         "held": pause_json(view.hold),

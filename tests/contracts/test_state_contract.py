@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from rollbackd.errors import IncidentActiveError, StateError
-from rollbackd.reasons import Action, IncidentState, Reason, StepState
+from rollbackd.reasons import Action, EventKind, IncidentState, Reason, StepState
 from rollbackd.records import Alert, Decision, Event, Incident, Pause, Release, Trigger
 from rollbackd.state import StateStore
 from rollbackd.state.postgres import PostgresStateStore
@@ -40,6 +40,11 @@ ROLLBACK = Decision(Action.ROLLBACK, Reason.ROLLBACK_RULE, "rag")
 
 def decision_event(iid: str | None = None) -> Event:
     return Event(kind="decision", service="rag", incident_id=iid, reason="rollback_rule", data={"a": 1}, ts=NOW)
+
+
+async def _one(store: StateStore, event: Event) -> Event:
+    await store.append_event(event)
+    return (await store.events(kinds=(event.kind,), limit=1))[0]
 
 
 class StateStoreContract:
@@ -149,6 +154,19 @@ class StateStoreContract:
         assert [e.kind for e in await store.events(kinds=("decision",))] == ["decision", "decision"]
         ids = [e.id for e in await store.events()]
         assert ids == sorted(ids, reverse=True)
+
+    async def test_verdicts_have_their_own_field_and_old_rows_still_read(self, store: Any) -> None:
+        await store.append_event(Event(kind=EventKind.VERIFICATION, service="rag", verdict="pass", data={"v": 1}))
+        await store.append_event(Event(kind=EventKind.DRILL, service="rag", verdict="GO", data={"verdict": "GO"}))
+        # Rows written before Event.verdict existed carried the verdict in `reason`.
+        for kind, verdict in (("verification", "fail"), ("drill", "NO-GO")):
+            await store._execute("INSERT INTO rb_events (ts, service, incident_id, kind, reason, actor, data)"
+                                 " VALUES ($1,$2,$3,$4,$5,$6,$7)", NOW, "rag", None, kind, verdict, None, "{}")
+        read = [(e.kind, e.verdict, e.reason) for e in await store.events(kinds=("verification", "drill"))]
+        assert sorted(read) == [("drill", "GO", None), ("drill", "NO-GO", None),
+                                ("verification", "fail", None), ("verification", "pass", None)]
+        decision = await _one(store, decision_event())
+        assert (decision.reason, decision.verdict) == ("rollback_rule", None)
 
     async def test_releases_and_kv(self, store: StateStore) -> None:
         r = await store.record_release(Release(service="rag", version="v1", image="app:v1", digest="sha256:ab",

@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 
 import pytest
 
-from rollbackd.config import parse
 from rollbackd.errors import ConfigError, PayloadError
 from rollbackd.reasons import IncidentState, Verdict
 from rollbackd.records import Incident, Trigger
@@ -23,6 +22,7 @@ from rollbackd.verify.alert_cleared import AlertClearedOptions, AlertClearedVeri
 from rollbackd.verify.common import MISSING, lookup, parse_path, percentile, render_template
 from rollbackd.verify.ragas_quick import GoldenError, load_golden
 from rollbackd.verify.suite import VerifySuite
+from rollbackd.wiring import parse_settings as parse
 
 ENV = {"W": "test-webhook-token-0123456789", "A": "test-api-token-0123456789abcdef"}
 

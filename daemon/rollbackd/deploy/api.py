@@ -14,6 +14,7 @@ from rollbackd.api.v1 import ACTOR, body_of, query_int
 from rollbackd.deploy.ledger import Ledger, release_json
 from rollbackd.deploy.rollforward import open_rollforward
 from rollbackd.errors import PayloadError
+from rollbackd.reasons import EventKind
 from rollbackd.records import Event
 from rollbackd.traffic import Weight
 from rollbackd.traffic.null import NullTrafficSwitch
@@ -122,7 +123,7 @@ async def set_traffic(request: web.Request) -> web.Response:
     switch: Any = runtime.resources.get("traffic") or NullTrafficSwitch()
     before = await switch.weight()
     await switch.set_weight(body.weight)
-    await core.store.append_event(Event(kind="traffic", service=runtime.name, actor=request[ACTOR], data={
+    await core.store.append_event(Event(kind=EventKind.TRAFFIC, service=runtime.name, actor=request[ACTOR], data={
         "why": body.reason, "switch": switch.kind, "from": before, "to": body.weight}))
     return web.json_response({"service": runtime.name, "switch": switch.kind, "weight": body.weight,
                               "previous": before})

@@ -25,6 +25,7 @@ from rollbackd.deploy.baseline import measure, window_text
 from rollbackd.errors import NotFoundError, PayloadError, RollbackdError
 from rollbackd.metrics import Metrics
 from rollbackd.prom import Prometheus, selector
+from rollbackd.reasons import EventKind
 from rollbackd.records import JSON, Event, Release, iso
 from rollbackd.state import StateStore
 
@@ -130,7 +131,7 @@ class Ledger:
             service=self.service, version=version, image=image, digest=digest, config_digest=config_digest,
             schema_version=schema_version, source=source, recorded_by=actor,  # type: ignore[arg-type]
             live_at=live_at if live_at is not None else self.clock(), status="deployed"))
-        await self._event("release_recorded", actor, reason, release)
+        await self._event(EventKind.RELEASE_RECORDED, actor, reason, release)
         return await self.capture(release)
 
     async def _resolve(self, image: str | None, digest: str | None) -> str:
@@ -192,7 +193,7 @@ class Ledger:
                 fields["baseline_p95"] = p95
         release = await self.store.change_release(release.id or 0, change="green", actor=actor, note=reason,
                                                   ts=self.clock(), **fields)
-        await self._event("release_green", actor, reason, release)
+        await self._event(EventKind.RELEASE_GREEN, actor, reason, release)
         await self.export_baseline()
         return await self.capture(release)
 
@@ -315,7 +316,7 @@ class Ledger:
         self.metrics.baseline_p95.labels(self.service).set(green.baseline_p95)
         return green.baseline_p95
 
-    async def _event(self, kind: str, actor: str, reason: str, release: Release) -> None:
+    async def _event(self, kind: EventKind, actor: str, reason: str, release: Release) -> None:
         await self.store.append_event(Event(kind=kind, service=self.service, actor=actor,
                                             data={"why": reason, "release": release_json(release)}))
 

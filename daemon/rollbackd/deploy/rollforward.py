@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from rollbackd.errors import NotFoundError
 from rollbackd.incidents.controls import Refused
-from rollbackd.reasons import IncidentState, Reason
+from rollbackd.reasons import EventKind, IncidentState, Reason
 from rollbackd.records import Event, Incident, Trigger, new_incident_id
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ async def open_rollforward(core: Core, incident_id: str, *, actor: str, reason: 
         )
         if not await core.store.create_incident(incident):
             raise Refused(Reason.INCIDENT_ACTIVE)
-        await core.store.append_event(Event(kind="rollforward", service=runtime.name, incident_id=incident.id,
+        await core.store.append_event(Event(kind=EventKind.ROLLFORWARD, service=runtime.name, incident_id=incident.id,
                                             actor=actor, data={"why": reason, "rollforward_of": incident_id}))
     core.runner.start(incident.id)
     return incident

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rollbackd.drill.options import parse
 from rollbackd.errors import ConfigError, PayloadError
+from rollbackd.reasons import EventKind
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -173,7 +174,7 @@ async def list_drills(request: web.Request) -> web.Response:
 
     core = request.app[CORE]
     limit = query_int(request, "limit", 20, 1, 500)
-    events = await core.store.events(service=query_service(request), kinds=("drill",), limit=limit)
+    events = await core.store.events(service=query_service(request), kinds=(EventKind.DRILL,), limit=limit)
     return web.json_response({"drills": [e.data for e in events]})
 
 

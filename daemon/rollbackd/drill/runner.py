@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from rollbackd import logs
 from rollbackd.drill import isolation, journal, scratch
 from rollbackd.drill.options import DrillOptions
+from rollbackd.reasons import EventKind
 from rollbackd.records import JSON, Event, iso
 
 if TYPE_CHECKING:
@@ -344,8 +345,8 @@ class Drill:
                                           "torn_down": report["torn_down"]})
         try:
             await self.core.store.set_kv(last_key(self.service), report)
-            await self.core.store.append_event(Event(kind="drill", service=self.service, data=report,
-                                                     reason=report["verdict"], actor=report["requested_by"]))
+            await self.core.store.append_event(Event(kind=EventKind.DRILL, service=self.service, data=report,
+                                                     verdict=report["verdict"], actor=report["requested_by"]))
             if report["verdict"] == GO:
                 now = self.clock()
                 await self.core.store.set_kv(last_go_key(self.service), now)

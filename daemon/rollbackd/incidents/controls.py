@@ -10,7 +10,7 @@ from rollbackd.incidents.intake import Intake
 from rollbackd.incidents.runner import Runner
 from rollbackd.metrics import Metrics
 from rollbackd.plan import ServiceRuntime
-from rollbackd.reasons import Reason
+from rollbackd.reasons import EventKind, Reason
 from rollbackd.records import Event, Incident, Pause, Trigger
 from rollbackd.state import StateStore
 
@@ -61,7 +61,7 @@ class Controls:
                               refusal.get("detail", ""))
             if not await self.store.create_incident(incident):
                 raise Refused(Reason.INCIDENT_ACTIVE)
-            await self._event("trigger", runtime.name, actor, reason, incident_id=incident.id,
+            await self._event(EventKind.TRIGGER, runtime.name, actor, reason, incident_id=incident.id,
                               data={"dry_run": dry_run, "to_release": to_release})
         self.runner.start(incident.id)
         return incident
@@ -70,7 +70,7 @@ class Controls:
         incident = await self.runner.abort(incident_id)
         if incident is None:
             raise NotFoundError(f"no incident {incident_id}")
-        await self._event("abort", incident.service, actor, reason, incident_id=incident_id)
+        await self._event(EventKind.ABORT, incident.service, actor, reason, incident_id=incident_id)
         return incident
 
     async def pause(self, service: str | None, *, actor: str, reason: str, duration: float | None) -> Pause:
@@ -80,7 +80,7 @@ class Controls:
                       until=now + duration if duration else None)
         await self.store.set_pause(pause)
         self.metrics.paused.labels(name).set(1)
-        await self._event("pause", name, actor, reason, data={"until": pause.until})
+        await self._event(EventKind.PAUSE, name, actor, reason, data={"until": pause.until})
         return pause
 
     def resume_targets(self, service: str | None, *, every: bool = False) -> list[str]:
@@ -103,10 +103,10 @@ class Controls:
             self.metrics.paused.labels(name).set(0)
             if name != "*":
                 self.metrics.held.labels(name).set(0)
-            await self._event("resume", name, actor, reason, data={"cleared": cleared[name]})
+            await self._event(EventKind.RESUME, name, actor, reason, data={"cleared": cleared[name]})
         return cleared
 
-    async def _event(self, kind: str, service: str, actor: str, reason: str, *,
+    async def _event(self, kind: EventKind, service: str, actor: str, reason: str, *,
                      incident_id: str | None = None, data: dict[str, object] | None = None) -> None:
         await self.store.append_event(Event(kind=kind, service=service, incident_id=incident_id, actor=actor,
                                             data={"why": reason, **(data or {})}))

@@ -26,7 +26,7 @@ from rollbackd.incidents.runner import Runner
 from rollbackd.metrics import Metrics
 from rollbackd.notify.queue import NotifyQueue
 from rollbackd.plan import ServiceRuntime, plan_to_json
-from rollbackd.reasons import Action, IncidentState, Reason
+from rollbackd.reasons import Action, EventKind, IncidentState, Reason
 from rollbackd.records import Alert, Decision, Event, Incident, Pause, PolicyView, Trigger, new_incident_id
 from rollbackd.state import StateStore
 
@@ -246,7 +246,7 @@ class Intake:
 
 def _decision_event(alert: Alert, decision: Decision, incident: Incident | None) -> Event:
     return Event(
-        kind="decision", service=decision.service, incident_id=incident.id if incident else None,
+        kind=EventKind.DECISION, service=decision.service, incident_id=incident.id if incident else None,
         reason=decision.reason.value, actor="alertmanager",
         data={"alertname": alert.alertname, "status": alert.status, "fingerprint": alert.fingerprint,
               "action": decision.action.value, "detail": decision.detail, "sentence": decision.reason.sentence},

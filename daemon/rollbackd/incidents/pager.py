@@ -19,6 +19,7 @@ from typing import Any
 from rollbackd.errors import StateError
 from rollbackd.incidents import escalate
 from rollbackd.plan import ServiceRuntime
+from rollbackd.reasons import EventKind
 from rollbackd.records import Event
 from rollbackd.state import StateStore
 
@@ -108,6 +109,6 @@ class Pager:
 
     async def _event(self, record: dict[str, Any], outcome: str) -> None:
         await self.store.append_event(Event(
-            kind="page", service=record["service"], incident_id=record["body"].get("incident_id"),
+            kind=EventKind.PAGE, service=record["service"], incident_id=record["body"].get("incident_id"),
             actor="rollbackd", reason=outcome,
             data={"page_id": record["id"], "outcome": outcome, "state": record["body"].get("state")}))

@@ -31,7 +31,7 @@ from rollbackd.incidents.pager import Pager
 from rollbackd.metrics import Metrics
 from rollbackd.notify.queue import NotifyQueue
 from rollbackd.plan import ServiceRuntime, Stage, StepContext, build_plan
-from rollbackd.reasons import HOLDING_STATES, IncidentState, Reason, StepState
+from rollbackd.reasons import HOLDING_STATES, EventKind, IncidentState, Reason, StepState
 from rollbackd.records import JSON, Event, Incident, Pause, StepRecord
 from rollbackd.state import StateStore, fence
 
@@ -212,7 +212,7 @@ class Runner:
             if verdict is not None:
                 state, reason, detail = verdict
                 await self.journal.append_event(Event(
-                    kind="decision", service=incident.service, incident_id=incident.id, reason=reason.value,
+                    kind=EventKind.DECISION, service=incident.service, incident_id=incident.id, reason=reason.value,
                     actor="rollbackd", data={"action": "suppressed", "sentence": reason.sentence,
                                              "alertname": incident.trigger.alertname, "detail": detail},
                 ))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rollbackd.incidents.controls import Refused
-from rollbackd.reasons import IncidentState, Reason
+from rollbackd.reasons import EventKind, IncidentState, Reason
 from rollbackd.records import Event, Incident, Trigger, new_incident_id
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ async def open_restore(core: Core, data: DataSet, set_id: str, *, actor: str, re
             dry_run=False, created_at=now, plan=[dict(step) for step in RESTORE_PLAN], context=context)
         if not await core.store.create_incident(incident):
             raise Refused(Reason.INCIDENT_ACTIVE)
-        await core.store.append_event(Event(kind="snapshot_restore_started", service=runtime.name,
+        await core.store.append_event(Event(kind=EventKind.SNAPSHOT_RESTORE_STARTED, service=runtime.name,
                                             incident_id=incident.id, actor=actor,
                                             data={"why": reason, "snapshot_set": set_id}))
     core.runner.start(incident.id)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from rollbackd.config import BackendRef
 from rollbackd.errors import ConfigError
+from rollbackd.reasons import EventKind
 from rollbackd.records import JSON, Event, iso
 from rollbackd.registry import format_loc, resolve, validate_options
 from rollbackd.scheduler import Schedule
@@ -198,7 +199,7 @@ def jobs(core: Core, scheduler: Scheduler) -> None:
 
         async def snapshot(data: DataSet = data) -> None:
             snap = await data.create(reason="scheduled", kind="scheduled")
-            await core.store.append_event(Event(kind="snapshot", service=data.service, actor="scheduler",
+            await core.store.append_event(Event(kind=EventKind.SNAPSHOT, service=data.service, actor="scheduler",
                                                 data={"why": "scheduled", "snapshot_set": snap.id}))
 
         async def retention(data: DataSet = data, keep: int = cfg.retention.keep_last,

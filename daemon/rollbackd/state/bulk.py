@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rollbackd.records import Alert, Decision, Event, Incident
-from rollbackd.state.schema import dumps
+from rollbackd.state.schema import dumps, event_data
 
 Statement = tuple[str, Sequence[Any]]
 
@@ -28,7 +28,8 @@ def alert_insert(alert: Alert, service: str | None, received_at: float, decision
 def event_insert(event: Event) -> Statement:
     return (
         "INSERT INTO rb_events (ts, service, incident_id, kind, reason, actor, data) VALUES ($1,$2,$3,$4,$5,$6,$7)",
-        (event.ts, event.service, event.incident_id, event.kind, event.reason, event.actor, dumps(event.data)),
+        (event.ts, event.service, event.incident_id, event.kind, event.reason, event.actor,
+         dumps(event_data(event))),
     )
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rollbackd.errors import PayloadError
-from rollbackd.reasons import Verdict
+from rollbackd.reasons import EventKind, Verdict
 from rollbackd.records import JSON, Event, Incident
 from rollbackd.verify import CheckResult, Verifier, VerifyContext, overall
 
@@ -130,7 +130,7 @@ class VerifySuite:
             for r in results if incident is not None else ():
                 assert incident is not None
                 await self.store.append_event(Event(
-                    kind="verification", service=self.service, incident_id=incident.id, reason=r.verdict.value,
+                    kind=EventKind.VERIFICATION, service=self.service, incident_id=incident.id, verdict=r.verdict.value,
                     actor="rollbackd", data={"sentence": r.line(), "verifier": r.verifier, "figures": r.figures},
                 ))
         except Exception:
