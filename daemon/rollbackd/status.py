@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rollbackd import plugins, policy, releases
+from rollbackd import facts, plugins, policy, releases
 from rollbackd.ha.view import replicas_json
 from rollbackd.plan import ServiceRuntime
 from rollbackd.reasons import EventKind
@@ -32,7 +32,7 @@ def incident_json(inc: Incident, steps: list[StepRecord] | None = None) -> dict[
         "id": inc.id, "service": inc.service, "state": inc.state.value, "dry_run": inc.dry_run,
         "trigger": inc.trigger.to_json(), "created_at": iso(inc.created_at), "started_at": iso(inc.started_at),
         "finished_at": iso(inc.finished_at), "abort_requested": inc.abort_requested, "error": inc.error,
-        "target": inc.context.get("target"), "plan": inc.plan,
+        "target": inc.context.get(facts.TARGET.key), "plan": inc.plan,  # as journaled
     }
     if steps is not None:
         total = sum(len(e["parallel"]) if "parallel" in e else 1 for e in inc.plan)

@@ -23,6 +23,7 @@ from rollbackd import release_diff, releases
 from rollbackd.deploy import BaselineOptions, Deployer, same_digest
 from rollbackd.deploy.baseline import measure, window_text
 from rollbackd.errors import NotFoundError, PayloadError, RollbackdError
+from rollbackd.facts import TargetFact
 from rollbackd.metrics import Metrics
 from rollbackd.prom import Prometheus, selector
 from rollbackd.reasons import EventKind
@@ -40,10 +41,9 @@ def release_json(r: Release) -> JSON:
             "green_by": r.green_by, "green_reason": r.green_reason, "baseline_p95_s": r.baseline_p95}
 
 
-def release_from_target(service: str, target: JSON) -> Release:
-    return Release(service=service, version=str(target["version"]), image=target.get("image"),
-                   digest=target.get("digest"), schema_version=target.get("schema_version"),
-                   id=target.get("release_id"))
+def release_from_target(service: str, target: TargetFact) -> Release:
+    return Release(service=service, version=str(target.version), image=target.image, digest=target.digest,
+                   schema_version=target.schema_version, id=target.release_id)
 
 
 class Ledger:

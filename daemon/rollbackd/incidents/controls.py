@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
+from rollbackd import facts
 from rollbackd.errors import NotFoundError, PayloadError
 from rollbackd.incidents.intake import Intake
 from rollbackd.incidents.runner import Runner
@@ -55,8 +56,8 @@ class Controls:
             trigger = Trigger(kind="manual", reason=reason, requested_by=actor, received_at=self.clock(),
                               to_release=to_release)
             incident = await self.intake.new_incident(runtime, trigger, dry_run=dry_run)
-            if runtime.config.releases.track and not incident.context.get("target"):
-                refusal = incident.context.get("no_target") or {}
+            if runtime.config.releases.track and facts.TARGET.of(incident.context) is None:
+                refusal = facts.NO_TARGET.of(incident.context) or {}
                 raise Refused(Reason(refusal.get("reason", Reason.NOTHING_TO_ROLL_BACK_TO.value)),
                               refusal.get("detail", ""))
             if not await self.store.create_incident(incident):

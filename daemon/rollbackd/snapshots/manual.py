@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rollbackd import facts
 from rollbackd.incidents.controls import Refused
 from rollbackd.reasons import EventKind, IncidentState, Reason
 from rollbackd.records import Event, Incident, Trigger, new_incident_id
@@ -30,9 +31,10 @@ async def open_restore(core: Core, data: DataSet, set_id: str, *, actor: str, re
             raise Refused(Reason.INCIDENT_ACTIVE, view.active_incident)
         incident_id = new_incident_id(now)
         await data.preflight(set_id, incident_id, allow_foreign=allow_foreign, rehash=False)
-        context: dict[str, object] = {"target": {"snapshot_set": set_id, "why": f"restore by hand: {reason}"}}
+        context = facts.new_context()
+        facts.TARGET.put(context, facts.TargetFact(snapshot_set=set_id, why=f"restore by hand: {reason}"))
         if allow_foreign:
-            context["allow_foreign"] = allow_foreign
+            facts.ALLOW_FOREIGN.put(context, allow_foreign)
         incident = Incident(
             id=incident_id, service=runtime.name, state=IncidentState.PENDING,
             trigger=Trigger(kind="manual", reason=f"restore snapshot {set_id}: {reason}", requested_by=actor,
