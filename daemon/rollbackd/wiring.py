@@ -156,6 +156,6 @@ def build_core(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     for plugin in plugins.having("build"):
         plugin.build(core)
     for name, runtime in services.items():
-        options = getattr(runtime.resources.get("drill"), "options", None)
-        metrics.drill_scheduled.labels(name).set(1 if getattr(options, "schedule", None) is not None else 0)
+        drill = runtime.caps.drill
+        metrics.drill_scheduled.labels(name).set(1 if drill is not None and drill.options.schedule is not None else 0)
     return core

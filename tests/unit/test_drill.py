@@ -204,7 +204,7 @@ def test_the_schedule_becomes_a_scheduler_job(tmp_path: Any) -> None:
     svc = service(schedule={"cron": "0 4 * * 1"})
     svc["snapshots"]["dir"] = str(tmp_path / "snaps")
     core = build_core(load(svc))
-    assert isinstance(core.services["rag"].resources["drill"], Drill)
+    assert isinstance(core.services["rag"].caps.drill, Drill)
     scheduler = Scheduler()
     plugin.jobs(core, scheduler)
     assert scheduler.jobs == ["drill-rag"]

@@ -6,7 +6,6 @@ correctly: a step that finished is skipped, one cut short is re-entered where it
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from rollbackd import facts
 from rollbackd.config import Duration
@@ -22,17 +21,17 @@ class DeployStepOptions(StepOptions):
 
 
 def _deployer(ctx: StepContext) -> Deployer:
-    deployer: Any = ctx.runtime.resources.get("deployer")
+    deployer = ctx.runtime.caps.deployer
     if deployer is None:
         raise FatalError(f"service {ctx.service} has no `deploy:` section: nothing can redeploy its code")
-    return deployer  # type: ignore[no-any-return]
+    return deployer
 
 
 def _ledger(ctx: StepContext) -> Ledger:
-    ledger: Any = ctx.runtime.resources.get("releases")
+    ledger = ctx.runtime.caps.releases
     if ledger is None:
         raise FatalError(f"service {ctx.service} has no release registry")
-    return ledger  # type: ignore[no-any-return]
+    return ledger
 
 
 async def _arrived(ctx: StepContext, release: Release, current: DeployedRelease) -> bool:

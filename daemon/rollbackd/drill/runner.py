@@ -89,7 +89,7 @@ class DrillState:
 
 
 class Drill:
-    """The drills of one service (``runtime.resources["drill"]``): one at a time."""
+    """The drills of one service (``runtime.caps.drill``): one at a time."""
 
     def __init__(self, core: Core, runtime: ServiceRuntime, options: DrillOptions,
                  clock: Callable[[], float] = time.time) -> None:
@@ -137,7 +137,7 @@ class Drill:
         with logs.bound(svc=self.service):
             log.info("drill_started", extra={"drill_id": state.id, "reason": state.reason, "actor": state.actor})
             verdict, why = NO_GO, ""
-            data = self.runtime.resources.get("snapshots")
+            data = self.runtime.caps.snapshots
             try:
                 async with data.lock if data is not None else contextlib.nullcontext():
                     try:
@@ -186,7 +186,7 @@ class Drill:
 
     async def _live_changes(self, state: DrillState) -> list[str]:
         """The live fingerprint again, compared with pick's; a failure to read it is a NO-GO too."""
-        data = self.runtime.resources.get("snapshots")
+        data = self.runtime.caps.snapshots
         if state.live_before is None or data is None:
             return []
         try:
@@ -287,7 +287,7 @@ class Drill:
                     errors.append(f"container {state.container.name} still exists")
             except Exception as exc:
                 errors.append(f"container {state.container.name}: {exc}")
-        data = self.runtime.resources.get("snapshots")
+        data = self.runtime.caps.snapshots
         if state.prepared and data is not None:
             keep = await self._live_copies(data, state.prepared)  # deletion asks the servers, never the name
             errors += [f"{n} copy {_copy_name(r)} is live (or the servers could not say): not dropped"

@@ -11,11 +11,13 @@ import builtins
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar, Final, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from rollbackd import childenv, facts, redact
+from rollbackd.capabilities import Capabilities
 from rollbackd.config import ParallelGroup, ServiceConfig, StepConfig
 from rollbackd.records import JSON, Incident
 
@@ -40,12 +42,16 @@ class StepOptions(BaseModel):
 
 @dataclass
 class ServiceRuntime:
-    """A guarded service with its built backends. ``resources`` holds each concern's backend by
-    name (``snapshots``, ``deployer``, ``traffic``, ``verifiers``...), filled by the wiring."""
+    """A guarded service with its built backends: ``caps``, typed handles filled by the plugins."""
 
     name: str
     config: ServiceConfig
-    resources: dict[str, Any] = field(default_factory=dict)
+    caps: Capabilities = field(default_factory=Capabilities)
+
+    @property
+    def resources(self) -> Mapping[str, object]:
+        """Deprecated, kept one release for out-of-tree code: the handles of ``caps`` by name, read-only."""
+        return MappingProxyType(dict(self.caps.by_name()))
 
 
 ContextSaver = Callable[[str, Any], Awaitable[None]]

@@ -60,7 +60,7 @@ class AdoptAliasBody(_Body):
 
 def _dataset(core: Core, service: str | None) -> DataSet:
     runtime = core.controls.service(service)
-    data = runtime.resources.get("snapshots")
+    data = runtime.caps.snapshots
     if not isinstance(data, DataSet):
         raise PayloadError("service", f"service {runtime.name} has no `snapshots:` configured")
     return data

@@ -18,14 +18,14 @@ from rollbackd.reasons import EventKind
 from rollbackd.records import JSON, Event
 
 if TYPE_CHECKING:
-    from rollbackd.state import StateStore
+    from rollbackd.state import EventLog
 
 log = logging.getLogger(__name__)
 KINDS = (EventKind.JOB_STARTED, EventKind.JOB_DONE, EventKind.JOB_FAILED)
 
 
 class Jobs:
-    def __init__(self, store: StateStore, service: str) -> None:
+    def __init__(self, store: EventLog, service: str) -> None:
         self.store = store
         self.service = service
         self.known: dict[str, JSON] = {}

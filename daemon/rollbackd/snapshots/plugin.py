@@ -154,11 +154,11 @@ def build(core: Core) -> None:
 
         data = build_dataset(runtime, core.store, on_success)
         data.jobs = Jobs(core.store, runtime.name)
-        runtime.resources["snapshots"] = data
+        runtime.caps.snapshots = data
 
 
 def datasets(core: Core) -> dict[str, DataSet]:
-    return {name: rt.resources["snapshots"] for name, rt in core.services.items() if "snapshots" in rt.resources}
+    return {name: rt.caps.snapshots for name, rt in core.services.items() if rt.caps.snapshots is not None}
 
 
 async def start(core: Core) -> None:
@@ -213,7 +213,7 @@ def jobs(core: Core, scheduler: Scheduler) -> None:
 
 
 async def status(core: Core, runtime: ServiceRuntime) -> JSON:
-    data = runtime.resources.get("snapshots")
+    data = runtime.caps.snapshots
     if data is None:
         return {}
     sets = await data.list()

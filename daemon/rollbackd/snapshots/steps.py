@@ -26,7 +26,7 @@ CODE_ONLY = {"skipped": "code-only target"}
 
 
 def dataset(ctx: StepContext) -> DataSet:
-    data = ctx.runtime.resources.get("snapshots")
+    data = ctx.runtime.caps.snapshots
     if not isinstance(data, DataSet):
         raise FatalError(f"service {ctx.service} has no `snapshots:` configured; data steps cannot run")
     return data

@@ -4,21 +4,17 @@ plan, puts exactly that weight back. Without a switch both succeed and say nothi
 
 from __future__ import annotations
 
-from typing import Any
-
 from rollbackd import facts
 from rollbackd.plan import BaseStep, StepContext
 from rollbackd.records import JSON
 from rollbackd.traffic import TrafficSwitch
-from rollbackd.traffic.null import NullTrafficSwitch
 
 SAVED = facts.TRAFFIC_WEIGHT  # the weight the cut found
 NULL_SUMMARY = "no traffic switch configured: traffic was not switched"
 
 
 def switch_of(ctx: StepContext) -> TrafficSwitch:
-    switch: Any = ctx.runtime.resources.get("traffic")
-    return switch if switch is not None else NullTrafficSwitch()
+    return ctx.runtime.caps.traffic_switch()
 
 
 class CutTraffic(BaseStep):

@@ -42,7 +42,7 @@ class Verify(BaseStep):
         return bool(saved.get("verdict") == Verdict.PASS.value)
 
     async def run(self, ctx: StepContext) -> JSON:
-        suite = ctx.runtime.resources.get("verify")
+        suite = ctx.runtime.caps.verify
         if not isinstance(suite, VerifySuite):
             output: JSON = {"verdict": Verdict.INCONCLUSIVE.value, "summary": "no verify checks configured"}
             raise VerificationInconclusive(f"verification inconclusive: no checks configured for {ctx.service}",
