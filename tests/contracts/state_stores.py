@@ -41,7 +41,7 @@ def decision_event(iid: str | None = None) -> Event:
     return Event(kind="decision", service="rag", incident_id=iid, reason="rollback_rule", data={"a": 1}, ts=NOW)
 
 
-async def _one(store: StateStore, event: Event) -> Event:
+async def latest_event(store: StateStore, event: Event) -> Event:
     await store.append_event(event)
     return (await store.events(kinds=(event.kind,), limit=1))[0]
 

@@ -14,7 +14,7 @@ from rollbackd.records import Decision, Event
 from rollbackd.state import StateStore
 from rollbackd.state.postgres import PostgresStateStore
 from rollbackd.state.sqlite import SqliteStateStore
-from tests.contracts.state_stores import NOW, ROLLBACK, OnPostgres, OnSqlite, _one, alert, decision_event, incident
+from tests.contracts.state_stores import NOW, ROLLBACK, OnPostgres, OnSqlite, latest_event, alert, decision_event, incident
 
 
 class AlertJournalContract:
@@ -142,7 +142,7 @@ class EventLogContract:
         read = [(e.kind, e.verdict, e.reason) for e in await store.events(kinds=("verification", "drill"))]
         assert sorted(read) == [("drill", "GO", None), ("drill", "NO-GO", None),
                                 ("verification", "fail", None), ("verification", "pass", None)]
-        decision = await _one(store, decision_event())
+        decision = await latest_event(store, decision_event())
         assert (decision.reason, decision.verdict) == ("rollback_rule", None)
 
 
