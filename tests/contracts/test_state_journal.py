@@ -14,7 +14,16 @@ from rollbackd.records import Decision, Event
 from rollbackd.state import StateStore
 from rollbackd.state.postgres import PostgresStateStore
 from rollbackd.state.sqlite import SqliteStateStore
-from tests.contracts.state_stores import NOW, ROLLBACK, OnPostgres, OnSqlite, latest_event, alert, decision_event, incident
+from tests.contracts.state_stores import (
+    NOW,
+    ROLLBACK,
+    OnPostgres,
+    OnSqlite,
+    alert,
+    decision_event,
+    incident,
+    latest_event,
+)
 
 
 class AlertJournalContract:
