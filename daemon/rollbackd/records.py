@@ -178,7 +178,7 @@ class StepRecord:
 class Event:
     """A journal line: a decision, a pause, a resume, a release marked green..."""
 
-    kind: str
+    kind: str  # an EventKind (rows of other versions may carry kinds this one does not know)
     service: str | None
     data: JSON
     ts: float = field(default_factory=now)
@@ -186,6 +186,7 @@ class Event:
     reason: str | None = None
     actor: str | None = None
     id: int | None = None
+    verdict: str | None = None  # verification and drill events: pass/fail/... or GO/NO-GO (not a reason)
 
 
 @dataclass(frozen=True, slots=True)

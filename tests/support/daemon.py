@@ -93,7 +93,7 @@ def command_service(plan: list[dict[str, Any]], **policy: Any) -> dict[str, Any]
 
 
 def load_settings(path: Path) -> Any:
-    from rollbackd.config import load
+    from rollbackd.wiring import load_settings as load
 
     return load(path, env={**os.environ, **TEST_ENV})
 

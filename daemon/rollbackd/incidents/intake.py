@@ -16,7 +16,7 @@ from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rollbackd import policy, releases
+from rollbackd import facts, policy, releases
 from rollbackd.config import Settings
 from rollbackd.errors import IncidentActiveError
 from rollbackd.incidents import escalate, messages
@@ -27,7 +27,7 @@ from rollbackd.incidents.views import ViewCache
 from rollbackd.metrics import Metrics
 from rollbackd.notify.queue import NotifyQueue
 from rollbackd.plan import ServiceRuntime, plan_to_json
-from rollbackd.reasons import Action, IncidentState, Reason
+from rollbackd.reasons import Action, EventKind, IncidentState, Reason
 from rollbackd.records import Alert, Decision, Event, Incident, Pause, PolicyView, Trigger, new_incident_id
 from rollbackd.state import StateStore
 from rollbackd.state.group import GroupCommit, GroupRead, SeenReader
@@ -200,9 +200,12 @@ class Intake:
                            found: tuple[releases.Target | None, releases.NoTarget | None] | None = None
                            ) -> Incident:
         target, refused = found if found is not None else await self.target(runtime, trigger.to_release)
-        context: dict[str, object] = {"target": target.to_json() if target else None}
+        context = facts.new_context()
+        context[facts.TARGET.key] = None  # "no target" is a fact too: the incident was opened without one
+        if target is not None:
+            facts.TARGET.put(context, facts.TargetFact.from_json(target.to_json()))
         if refused is not None:
-            context["no_target"] = refused.to_json()
+            facts.NO_TARGET.put(context, refused.to_json())
         return Incident(
             id=new_incident_id(self.clock()), service=runtime.name, state=IncidentState.PENDING, trigger=trigger,
             dry_run=dry_run, created_at=self.clock(), plan=plan_to_json(runtime.config.plan), context=context,
@@ -312,7 +315,7 @@ class Intake:
 
 def _decision_event(alert: Alert, decision: Decision, incident: Incident | None) -> Event:
     return Event(
-        kind="decision", service=decision.service, incident_id=incident.id if incident else None,
+        kind=EventKind.DECISION, service=decision.service, incident_id=incident.id if incident else None,
         reason=decision.reason.value, actor="alertmanager",
         data={"alertname": alert.alertname, "status": alert.status, "fingerprint": alert.fingerprint,
               "action": decision.action.value, "detail": decision.detail, "sentence": decision.reason.sentence},

@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
-from rollbackd import logs
+from rollbackd import facts, logs
 from rollbackd.errors import FencedError, StoreUnavailable
 from rollbackd.ha import Leadership, SingleNode
 from rollbackd.incidents import escalate, messages
@@ -32,7 +32,7 @@ from rollbackd.incidents.starts import Starts
 from rollbackd.metrics import Metrics
 from rollbackd.notify.queue import NotifyQueue
 from rollbackd.plan import ServiceRuntime, Stage, StepContext, build_plan
-from rollbackd.reasons import HOLDING_STATES, IncidentState, Reason, StepState
+from rollbackd.reasons import HOLDING_STATES, EventKind, IncidentState, Reason, StepState
 from rollbackd.records import JSON, Event, Incident, Pause, StepRecord
 from rollbackd.state import StateStore, fence
 
@@ -162,7 +162,7 @@ class Runner:
         with logs.bound(incident=incident.id, svc=incident.service):
             self.metrics.incident_active.labels(incident.service).set(1)
             try:
-                return await self._run(incident)
+                return await self._run(await self._upgraded(incident))
             except asyncio.CancelledError:
                 if incident_id in self._aborting and not self._stopping:
                     asyncio.current_task().uncancel()  # type: ignore[union-attr]
@@ -178,6 +178,13 @@ class Runner:
                 return await self.finish(incident, IncidentState.FAILED, f"rollbackd error: {exc}")
             finally:
                 self._aborting.discard(incident_id)
+
+    async def _upgraded(self, incident: Incident) -> Incident:
+        """An incident journaled by an older rollbackd resumes with its context in today's format."""
+        context = facts.upgrade(incident.context)
+        if context != incident.context:
+            await self.journal.update_incident(incident.id, context=context)
+        return dataclasses.replace(incident, context=context)
 
     async def _run(self, incident: Incident) -> IncidentState:
         if incident.state is P:
@@ -216,7 +223,7 @@ class Runner:
             if verdict is not None:
                 state, reason, detail = verdict
                 await self.journal.append_event(Event(
-                    kind="decision", service=incident.service, incident_id=incident.id, reason=reason.value,
+                    kind=EventKind.DECISION, service=incident.service, incident_id=incident.id, reason=reason.value,
                     actor="rollbackd", data={"action": "suppressed", "sentence": reason.sentence,
                                              "alertname": incident.trigger.alertname, "detail": detail},
                 ))
@@ -260,6 +267,7 @@ class Runner:
     def _saver(self, incident: Incident) -> Callable[[str, Any], Awaitable[None]]:
         async def save(key: str, value: Any) -> None:
             incident.context[key] = value
+            incident.context[facts.VERSION_KEY] = facts.CONTEXT_VERSION
             await self.journal.update_incident(incident.id, context=incident.context)
         return save
 

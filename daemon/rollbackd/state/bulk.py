@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rollbackd.records import Alert, Decision, Event, Incident
-from rollbackd.state.schema import dumps
+from rollbackd.state.schema import dumps, event_data
 
 Statement = tuple[str, Sequence[Any]]
 
@@ -27,7 +27,8 @@ def _alert_args(alert: Alert, service: str | None, received_at: float, decision:
 
 
 def _event_args(event: Event) -> tuple[Any, ...]:
-    return (event.ts, event.service, event.incident_id, event.kind, event.reason, event.actor, dumps(event.data))
+    return (event.ts, event.service, event.incident_id, event.kind, event.reason, event.actor,
+            dumps(event_data(event)))
 
 
 def alert_insert(alert: Alert, service: str | None, received_at: float, decision: Decision,
