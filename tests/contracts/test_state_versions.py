@@ -14,7 +14,7 @@ from rollbackd.reasons import Action, IncidentState, Reason
 from rollbackd.records import Decision, Pause
 from rollbackd.state.postgres import PostgresStateStore
 from rollbackd.state.sqlite import SqliteStateStore
-from tests.contracts.test_state_contract import NOW, ROLLBACK, alert, decision_event, incident
+from tests.contracts.state_stores import NOW, ROLLBACK, alert, decision_event, incident
 from tests.contracts.test_state_releases import rel
 from tests.support.pg import drop_database, fresh_database
 
