@@ -174,8 +174,19 @@ async def list_drills(request: web.Request) -> web.Response:
 
     core = request.app[CORE]
     limit = query_int(request, "limit", 20, 1, 500)
+    wait = query_int(request, "wait", 0, 0, 25)
+    if wait and query_service(request) is not None:
+        await _until_done(_drill_for(core, query_service(request)), wait)
     events = await core.store.events(service=query_service(request), kinds=(EventKind.DRILL,), limit=limit)
     return web.json_response({"drills": [e.data for e in events]})
+
+
+async def _until_done(drill: Drill, wait: float) -> None:
+    """A follower's long poll: return as soon as the running drill ends (its report is journaled by then), so a
+    drill the daemon stops on SIGTERM is reported to the CLI before the API closes."""
+    task = drill.task
+    if task is not None and not task.done():
+        await asyncio.wait({asyncio.ensure_future(asyncio.shield(task))}, timeout=wait)
 
 
 def routes(app: web.Application) -> None:
@@ -188,11 +199,14 @@ def openapi() -> tuple[dict[str, Any], list[type[BaseModel]]]:
 
     service = {"name": "service", "in": "query", "schema": {"type": "string"}}
     limit = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}
+    wait = {"name": "wait", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 25}}
     paths = {
         "/v1/drill": {"post": op(
             "Rehearse the rollback on scratch copies (latest snapshot, green image on another port), verify, "
             "tear down; answers the report when done: verdict GO or NO-GO, stages timed, time_to_restore_s. "
             "409 while an incident of the service is active or another drill of it runs", body=DrillBody)},
-        "/v1/drills": {"get": op("Drill reports, newest first", params=[service, limit])},
+        "/v1/drills": {"get": op("Drill reports, newest first; with `wait` (seconds, up to 25) and `service`, answers "
+                                 "once the running drill ends or the wait is over (the CLI's long poll)",
+                                 params=[service, limit, wait])},
     }
     return paths, [DrillBody]
