@@ -253,7 +253,8 @@ def split_listen(value: str) -> tuple[str, int]:
 
 
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
-    """Read, expand and validate a config file; raises ConfigError listing every problem."""
+    """Read, expand and validate a config file's shape; raises ConfigError listing every problem.
+    Its backends (`type:` and options) are checked by ``rollbackd.wiring.load_settings``."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -278,12 +279,7 @@ def parse(text: str, env: Mapping[str, str]) -> Settings:
     except ValidationError as exc:
         problems = [f"{format_loc(e['loc']).lstrip('.')}: {e['msg']}" for e in exc.errors()]
         raise ConfigError(problems[0].split(":")[0], problems[0], problems=problems) from exc
-    from rollbackd.wiring import validate_backends  # imports backend modules: only after the shape is valid
-
-    problems = validate_backends(settings)
-    if problems:
-        raise ConfigError(problems[0].split(":")[0], problems[0], problems=problems)
-    return settings
+    return settings  # the shape only: backends are validated where they are built (rollbackd.wiring)
 
 
 def _expand(node: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:

@@ -64,6 +64,10 @@ class Metrics:
         self.notify_failures = Counter(
             "rollbackd_notify_failures", "Notifications that could not be sent", ["notifier"], registry=r
         )
+        self.notify_dropped = Counter(
+            "rollbackd_notify_dropped", "Notifications dropped on a full queue (incident: an incident's own;"
+            " other: alert decisions, suppressions)", ["priority"], registry=r
+        )
         self.drill_last_success = Gauge(
             "rollbackd_drill_last_success_timestamp_seconds", "Time of the last GO drill", ["service"], registry=r
         )
@@ -77,6 +81,8 @@ class Metrics:
         self.build_info.labels(__version__).set(1)
         self._webhook_children = {result: self.webhooks.labels(result.value) for result in WebhookResult}
         self.paused.labels("*").set(0)
+        for priority in ("incident", "other"):
+            self.notify_dropped.labels(priority)
         for svc in services:
             for action, reasons in _DECISION_REASONS.items():
                 for reason in reasons:

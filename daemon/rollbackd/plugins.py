@@ -2,7 +2,7 @@
 drills. Each is a module with any of these functions (all optional):
 
     validate(settings) -> list[str]                 config problems, with key paths, no I/O
-    build(core) -> None                             fill each ServiceRuntime.resources
+    build(core) -> None                             fill each ServiceRuntime.caps (typed handles)
     async start(core) / async close(core)           open and close what build made
     async stopping(core)                            the daemon is stopping: cancel long work first
     routes(app) -> None                             extra API routes (aiohttp)

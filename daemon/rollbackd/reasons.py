@@ -144,3 +144,36 @@ class RolloutDecision(StrEnum):
     PROMOTE = "promote"  # every hard gate passed for the window (or a human promoted): next phase
     HOLD = "hold"  # a soft gate fails, or a human holds: stay at this weight and warn
     ROLLBACK = "rollback"  # a hard gate fails: weight 0 now, then the service's rollback plan
+
+
+class EventKind(StrEnum):
+    """Every kind of journal event: the one vocabulary of ``Event.kind`` (writers use it, readers filter by it)."""
+
+    DECISION = "decision"
+    TRIGGER = "trigger"
+    ABORT = "abort"
+    PAUSE = "pause"
+    RESUME = "resume"
+    PAGE = "page"
+    VERIFICATION = "verification"
+    DRILL = "drill"
+    TRAFFIC = "traffic"
+    ROLLFORWARD = "rollforward"
+    RELEASE_RECORDED = "release_recorded"
+    RELEASE_GREEN = "release_green"
+    SNAPSHOT = "snapshot"
+    SNAPSHOT_VERIFY = "snapshot_verify"
+    SNAPSHOT_PRUNE = "snapshot_prune"
+    SNAPSHOT_RESTORE_STARTED = "snapshot_restore_started"
+    ALIAS_ADOPT_STARTED = "alias_adopt_started"
+    ALIAS_ADOPT = "alias_adopt"
+    JOB_STARTED = "job_started"
+    JOB_DONE = "job_done"
+    JOB_FAILED = "job_failed"
+    STEP_PROCESS = "step_process"
+    STEP_INTERRUPTED = "step_interrupted"
+
+
+# Kinds whose outcome is a verdict (pass/fail/... or GO/NO-GO), kept in ``Event.verdict``; rows written before
+# that field existed carried it in ``reason``.
+VERDICT_KINDS: frozenset[str] = frozenset({EventKind.VERIFICATION, EventKind.DRILL})

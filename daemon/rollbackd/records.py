@@ -59,11 +59,12 @@ class Alert:
     receiver: str = ""
     group_key: str = ""
     external_url: str = ""
+    # computed once: a storm asks for it several times per alert
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """Identity for deduplication: the same fingerprint, start and status is the same alert."""
-        return f"{self.fingerprint}|{self.starts_at.isoformat()}|{self.status}"
+    def __post_init__(self) -> None:
+        # Identity for deduplication: the same fingerprint, start and status is the same alert.
+        object.__setattr__(self, "key", f"{self.fingerprint}|{self.starts_at.isoformat()}|{self.status}")
 
     def to_json(self) -> JSON:
         return {
@@ -177,7 +178,7 @@ class StepRecord:
 class Event:
     """A journal line: a decision, a pause, a resume, a release marked green..."""
 
-    kind: str
+    kind: str  # an EventKind (rows of other versions may carry kinds this one does not know)
     service: str | None
     data: JSON
     ts: float = field(default_factory=now)
@@ -185,6 +186,7 @@ class Event:
     reason: str | None = None
     actor: str | None = None
     id: int | None = None
+    verdict: str | None = None  # verification and drill events: pass/fail/... or GO/NO-GO (not a reason)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,9 @@ from rollbackd.reasons import Reason
 from rollbackd.records import JSON, Release
 
 if TYPE_CHECKING:
+    from rollbackd.deploy.ledger import Ledger
     from rollbackd.plan import ServiceRuntime
-    from rollbackd.state import StateStore
+    from rollbackd.state import ReleaseStore
 
 log = logging.getLogger(__name__)
 _BAD = ("failed", "rolled_back")
@@ -156,21 +157,21 @@ def _check_schema(target: Release, live: Release | None) -> None:
                        "to restore with it")
 
 
-async def target_for(store: StateStore, runtime: ServiceRuntime, to_release: str | None) -> Target | None:
+async def target_for(store: ReleaseStore, runtime: ServiceRuntime, to_release: str | None) -> Target | None:
     """The rollback target of a service (None when it does not track releases); raises NoTarget."""
     cfg = runtime.config.releases
     if not cfg.track:
         return None
-    ledger = runtime.resources.get("releases")
-    if ledger is not None and hasattr(ledger, "observe_now"):
+    ledger = runtime.caps.releases
+    if ledger is not None:
         await ledger.observe_now()  # an unrecorded live container is recorded before it is judged
     history = await store.releases(runtime.name, 500)
-    snapshots: SnapshotLookup | None = runtime.resources.get("snapshots")
+    snapshots: SnapshotLookup | None = runtime.caps.snapshots
     target = await select_target(history, snapshots=snapshots, data=cfg.data, to_release=to_release)
     return await _with_changes(target, live_release(history), ledger)
 
 
-async def _with_changes(target: Target, live: Release | None, ledger: Any) -> Target:
+async def _with_changes(target: Target, live: Release | None, ledger: Ledger | None) -> Target:
     """The target with what a rollback from the live release to it changes (specs from the ledger)."""
     if live is None:
         return target

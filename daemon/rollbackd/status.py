@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rollbackd import plugins, policy, releases
+from rollbackd import facts, plugins, policy, releases
 from rollbackd.ha.view import replicas_json
 from rollbackd.plan import ServiceRuntime
+from rollbackd.reasons import EventKind
 from rollbackd.records import Incident, Pause, StepRecord, iso
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def incident_json(inc: Incident, steps: list[StepRecord] | None = None) -> dict[
         "id": inc.id, "service": inc.service, "state": inc.state.value, "dry_run": inc.dry_run,
         "trigger": inc.trigger.to_json(), "created_at": iso(inc.created_at), "started_at": iso(inc.started_at),
         "finished_at": iso(inc.finished_at), "abort_requested": inc.abort_requested, "error": inc.error,
-        "target": inc.context.get("target"), "plan": inc.plan,
+        "target": inc.context.get(facts.TARGET.key), "plan": inc.plan,  # as journaled
     }
     if inc.trigger.kind == "rollout":  # phases, gate readings, decisions (rollbackd.rollout.table)
         out["rollout"] = inc.context.get("rollout")
@@ -50,7 +51,7 @@ async def service_status(core: Core, runtime: ServiceRuntime, now: float) -> dic
     history = await store.releases(runtime.name, 200) if runtime.config.releases.track else []
     green = next((r for r in history if r.green), None)
     live = releases.live_release(history)
-    decisions = await store.events(service=runtime.name, kinds=("decision",), limit=10)
+    decisions = await store.events(service=runtime.name, kinds=(EventKind.DECISION,), limit=10)
     out: dict[str, Any] = {
         "paused": pause_json(view.pause),
         "held": pause_json(view.hold),

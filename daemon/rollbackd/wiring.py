@@ -4,11 +4,12 @@ backend validation behind `rollbackd check-config` (every `type:` known, every o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from rollbackd import plugins
+from rollbackd import config, plugins
 from rollbackd.config import BackendRef, Settings
 from rollbackd.errors import ConfigError
 from rollbackd.incidents.confirm import Confirmer
@@ -25,6 +26,23 @@ from rollbackd.prom import Prometheus
 from rollbackd.registry import resolve, validate_options
 from rollbackd.state import BACKENDS as STATE_BACKENDS
 from rollbackd.state import StateStore
+
+
+def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
+    """A config file read and checked whole: its shape (rollbackd.config), then every backend and plan."""
+    return checked(config.load(path, env))
+
+
+def parse_settings(text: str, env: Mapping[str, str]) -> Settings:
+    return checked(config.parse(text, env))
+
+
+def checked(settings: Settings) -> Settings:
+    """``settings`` if every backend reference and plan is valid; else a ConfigError listing every problem."""
+    problems = validate_backends(settings)
+    if problems:
+        raise ConfigError(problems[0].split(":")[0], problems[0], problems=problems)
+    return settings
 
 
 def build_backend(table: Any, ref: BackendRef, path: str) -> Any:
@@ -100,6 +118,7 @@ class Core:
 
 
 def build_core(settings: Settings, *, clock: Callable[[], float] = time.time) -> Core:
+    checked(settings)  # settings from config.parse know their shape, not their backends
     store: StateStore = build_backend(STATE_BACKENDS, settings.state, "state")
     services = {name: ServiceRuntime(name=name, config=svc) for name, svc in settings.services.items()}
     metrics = Metrics(services)
@@ -120,6 +139,7 @@ def build_core(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     notify = NotifyQueue(notifiers, default=default, maxsize=settings.notify_queue_size, save_thread=save_thread,
                          load_thread=load_thread,
                          on_failure=lambda name: metrics.notify_failures.labels(name).inc(),
+                         on_drop=lambda priority: metrics.notify_dropped.labels(priority).inc(),
                          backoff_max=settings.notify_backoff_max)
     prom_cfg = settings.prometheus
     prometheus = (Prometheus(prom_cfg.url, timeout=prom_cfg.timeout,
@@ -137,6 +157,6 @@ def build_core(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     for plugin in plugins.having("build"):
         plugin.build(core)
     for name, runtime in services.items():
-        options = getattr(runtime.resources.get("drill"), "options", None)
-        metrics.drill_scheduled.labels(name).set(1 if getattr(options, "schedule", None) is not None else 0)
+        drill = runtime.caps.drill
+        metrics.drill_scheduled.labels(name).set(1 if drill is not None and drill.options.schedule is not None else 0)
     return core

@@ -1,19 +1,16 @@
-"""The release registry part of the StateStore contract, on SQLite and on the real PostgreSQL: append-only
-history, statuses, green marks, baselines."""
+"""The ReleaseStore Protocol of the state store (the release registry), on SQLite and the real PostgreSQL:
+append-only history, statuses, green marks, baselines."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rollbackd.errors import NotFoundError
 from rollbackd.records import Release
-from rollbackd.state.postgres import PostgresStateStore
-from rollbackd.state.sqlite import SqliteStateStore
-from tests.support.pg import drop_database, fresh_database
+from rollbackd.state import ReleaseStore
+from tests.contracts.state_stores import OnPostgres, OnSqlite
 
 NOW = 1_800_000_000.0
 
@@ -25,6 +22,13 @@ def rel(version: str, **kw: Any) -> Release:
 
 
 class ReleaseRegistryContract:
+    async def test_update_release_marks_green(self, store: ReleaseStore) -> None:
+        r = await store.record_release(Release(service="rag", version="v1", image="app:v1", digest="sha256:ab",
+                                               recorded_by="ci", live_at=NOW))
+        assert r.id is not None
+        green = await store.update_release(r.id, green_at=NOW + 10, green_by="alice", green_reason="ok")
+        assert green.green and [x.version for x in await store.releases("rag")] == ["v1"]
+
     async def test_recording_a_deployed_release_supersedes_the_live_one(self, store: Any) -> None:
         v1 = await store.record_release(rel("v1", live_at=NOW))
         v2 = await store.record_release(rel("v2", live_at=NOW + 60))
@@ -86,23 +90,9 @@ class ReleaseRegistryContract:
         assert history[0].id == again.id
 
 
-class TestSqliteReleases(ReleaseRegistryContract):
-    @pytest.fixture
-    async def store(self, tmp_path: Path) -> AsyncIterator[Any]:
-        s = SqliteStateStore(SqliteStateStore.Options(path=str(tmp_path / "state.db")))
-        await s.open()
-        yield s
-        await s.close()
+class TestSqliteReleases(OnSqlite, ReleaseRegistryContract):
+    pass
 
 
-class TestPostgresReleases(ReleaseRegistryContract):
-    @pytest.fixture
-    async def store(self) -> AsyncIterator[Any]:
-        dsn = await fresh_database("rbrel")
-        s = PostgresStateStore(PostgresStateStore.Options(dsn=dsn))
-        await s.open()
-        try:
-            yield s
-        finally:
-            await s.close()
-            await drop_database(dsn)
+class TestPostgresReleases(OnPostgres, ReleaseRegistryContract):
+    pass

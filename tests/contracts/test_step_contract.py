@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from rollbackd.capabilities import Capabilities
 from rollbackd.config import StepConfig
 from rollbackd.deploy import BaselineOptions
 from rollbackd.deploy.command import CommandDeployer
@@ -122,7 +123,7 @@ class TestCommandStep(StepContract):
                       "check": ["/bin/sh", "-c", f'test -s "{marker}"']})
 
         # world=None: a command is as idempotent as the operator's program; ``check`` is what resume asks
-        yield Case(step, context(ServiceRuntime("rag", None, {}), {}, labels={"service": "rag"}))  # type: ignore[arg-type]
+        yield Case(step, context(ServiceRuntime("rag", None), {}, labels={"service": "rag"}))  # type: ignore[arg-type]
 
 
 class Switchboard(JsonHandler):
@@ -151,7 +152,7 @@ class TestHttpStep(StepContract):
         async def world() -> bool:
             return bool(stub.switched)
 
-        yield Case(step, context(ServiceRuntime("rag", None, {}), {}), world)  # type: ignore[arg-type]
+        yield Case(step, context(ServiceRuntime("rag", None), {}), world)  # type: ignore[arg-type]
 
 
 # ---- traffic ------------------------------------------------------------------------------------
@@ -173,7 +174,7 @@ class TestCutTraffic(StepContract):
         async def world() -> str:
             return state.read_text()
 
-        yield Case(built({"type": "traffic.cut"}), context(ServiceRuntime("rag", None, {"traffic": switch}),  # type: ignore[arg-type]
+        yield Case(built({"type": "traffic.cut"}), context(ServiceRuntime("rag", None, Capabilities(traffic=switch)),  # type: ignore[arg-type]
                                                             {}), world)
 
 
@@ -187,7 +188,7 @@ class TestRestoreTraffic(StepContract):
         async def world() -> str:
             return state.read_text()
 
-        runtime = ServiceRuntime("rag", None, {"traffic": switch})  # type: ignore[arg-type]
+        runtime = ServiceRuntime("rag", None, Capabilities(traffic=switch))  # type: ignore[arg-type]
         yield Case(built({"type": "traffic.restore"}), context(runtime, {"traffic_weight": 100}), world)
 
 
@@ -197,9 +198,9 @@ class TestVerify(StepContract):
 
     @pytest.fixture
     async def case(self, tmp_path: Path) -> AsyncIterator[Case]:
-        suite = VerifySuite(service="rag", checks=[Scripted("smoke", ["pass"])], resources={})
+        suite = VerifySuite(service="rag", checks=[Scripted("smoke", ["pass"])])
         saved: dict[str, Any] = {}
-        ctx = context(ServiceRuntime("rag", None, {"verify": suite}), saved)  # type: ignore[arg-type]
+        ctx = context(ServiceRuntime("rag", None, Capabilities(verify=suite)), saved)  # type: ignore[arg-type]
 
         async def save(key: str, value: Any) -> None:
             saved[key] = value
@@ -298,7 +299,7 @@ class DeployContract(StepContract):
             "type": "command", "argv": write, "current_argv": ["/bin/cat", str(running)]}))
         ledger = Ledger(service="rag", store=store, metrics=Metrics(["rag"]), prometheus=None,
                         baseline=BaselineOptions(), green_after=None, deployer=deployer)
-        runtime = ServiceRuntime("rag", None, {"deployer": deployer, "releases": ledger})  # type: ignore[arg-type]
+        runtime = ServiceRuntime("rag", None, Capabilities(deployer=deployer, releases=ledger))  # type: ignore[arg-type]
 
         async def world() -> tuple[str, str | None]:
             live = await ledger.live()

@@ -76,7 +76,7 @@ async def ledger(prom: tuple[PrometheusServer, Feed], tmp_path: Path) -> AsyncIt
 
 
 class Suite:
-    """The shape of runtime.resources["verify"] (rollbackd.verify.suite.VerifySuite)."""
+    """The shape of runtime.caps.verify (rollbackd.verify.suite.VerifySuite)."""
 
     def __init__(self, verdict: Verdict) -> None:
         self.verdict = verdict
@@ -126,7 +126,7 @@ async def test_auto_green_waits_for_green_after_and_no_firing_alert(ledger: Ledg
     server.wait_for('ALERTS{alertname="RAGTestBlock",alertstate="firing"}', predicate=lambda r: not r)
     await asyncio.sleep(2.5)  # the alert is out of the green_after window now
     suite = Suite(Verdict.FAIL)
-    ledger.resources["verify"] = suite
+    ledger.caps.verify = suite  # type: ignore[assignment]
     assert await ledger.auto_green() is None  # verification exists and fails
     assert suite.asked == [["smoke", "counts"]]  # alert_cleared needs an incident: not asked
     suite.verdict = Verdict.PASS

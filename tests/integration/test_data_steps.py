@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from rollbackd.capabilities import Capabilities
 from rollbackd.config import StepConfig
 from rollbackd.errors import BackendError, FatalError
 from rollbackd.plan import ServiceRuntime, StepContext, StepOptions
@@ -86,7 +87,7 @@ async def test_a_failed_swap_puts_the_swapped_stores_back(world: DataSet, pg_dsn
 def make_ctx(data: DataSet, context: dict[str, Any], *, track: bool = False,
              incident_id: str = "20261122-031502-a1b2") -> StepContext:
     config: Any = type("Cfg", (), {"releases": type("R", (), {"track": track})()})()
-    runtime = ServiceRuntime(name="rag", config=config, resources={"snapshots": data})
+    runtime = ServiceRuntime(name="rag", config=config, caps=Capabilities(snapshots=data))
     incident = Incident(id=incident_id, service="rag", state=IncidentState.RUNNING,
                         trigger=Trigger(kind="manual", reason="test", requested_by="tester"), dry_run=False,
                         created_at=0.0, plan=[], context=context)
@@ -310,7 +311,7 @@ async def test_scheduled_snapshots_run_in_the_daemon(pg_dsn: str, tmp_path: Path
     cfg = write_config(tmp_path, services={"rag": service})
     async with running_daemon(cfg) as daemon:
         assert "snapshot:rag" in daemon.scheduler.jobs and "snapshot-retention:rag" in daemon.scheduler.jobs
-        data = daemon.core.services["rag"].resources["snapshots"]
+        data = daemon.core.services["rag"].caps.snapshots
         for _ in range(400):
             if await data.list():
                 break

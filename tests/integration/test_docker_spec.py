@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from rollbackd.capabilities import Capabilities
 from rollbackd.config import StepConfig
 from rollbackd.deploy import BaselineOptions
 from rollbackd.deploy.docker import NO_SPEC, DockerDeployer
@@ -209,7 +210,7 @@ def step_context(led: Ledger, target: Release, incident: str) -> tuple[StepConte
                    trigger=Trigger(kind="manual", reason="t", requested_by="t"), created_at=time.time(), plan=[],
                    context=context)
     runtime = ServiceRuntime(name=led.service, config=None,  # type: ignore[arg-type]
-                             resources={"deployer": led.deployer, "releases": led})
+                             caps=Capabilities(deployer=led.deployer, releases=led))
     return StepContext(incident=inc, runtime=runtime, step_name="deploy.revert", attempt=1, dry_run=False,
                        outputs={}, log=logging.LoggerAdapter(logging.getLogger("t"), {}), save=save), context
 

@@ -14,11 +14,12 @@ import aiohttp
 import pytest
 import yaml
 
-from rollbackd.config import Settings, parse
+from rollbackd.config import Settings
 from rollbackd.doctor import Finding, Status, backends
 from rollbackd.doctor import daemon as daemon_checks
 from rollbackd.doctor.context import Context
 from rollbackd.doctor.run import run_checks
+from rollbackd.wiring import parse_settings as parse
 from tests.support import images
 from tests.support.corpus import load_points
 from tests.support.daemon import TEST_ENV, DaemonProcess, config_dict, load_settings, secret_ref, write_config

@@ -162,6 +162,7 @@ def test_live_data_changing_during_a_drill_is_no_go_with_a_page(stack: Stack) ->
     finally:
         if drill.poll() is None:
             drill.kill()
+            drill.communicate(timeout=10)  # reaps it and closes its pipes
     assert drill.returncode == 4, (out, err)
     report = json.loads(out)
     assert report["verdict"] == "NO-GO"
@@ -227,6 +228,7 @@ def test_after_kill9_the_next_start_sweeps_and_reports_interrupted(stack: Stack,
         stack.qdrant.clear_faults()
         if drill is not None and drill.poll() is None:
             drill.kill()
+            drill.communicate(timeout=10)  # reaps it and closes its pipes
     assert len(listed) == 1, listed
     report = listed[0]
     assert report["verdict"] == "NO-GO" and report["reason"].startswith("interrupted: "), report

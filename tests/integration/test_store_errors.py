@@ -121,7 +121,7 @@ async def test_the_constraint_alone_reads_as_incident_active(
         tmp_path: Path, firing_payload: dict[str, Any]) -> None:
     """An HA peer opened an incident of the service between the policy's read and the write: the alert
     is journaled as suppressed (incident_active), and that is the only store error that does so."""
-    from tests.contracts.test_state_contract import incident
+    from tests.contracts.state_stores import incident
 
     cfg = config(tmp_path, {"type": "sqlite", "path": str(tmp_path / "state.db")})
     async with running_daemon(cfg) as d:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rollbackd.capabilities import Capabilities
 from rollbackd.config import StepConfig
 from rollbackd.plan import ServiceRuntime, StepContext
 from rollbackd.reasons import IncidentState
@@ -27,7 +28,7 @@ def context(tmp_path: Path, switch: Any, saved: dict[str, Any]) -> StepContext:
     async def save(key: str, value: Any) -> None:
         saved[key] = value
 
-    runtime = ServiceRuntime(name="rag", config=None, resources={"traffic": switch})  # type: ignore[arg-type]
+    runtime = ServiceRuntime(name="rag", config=None, caps=Capabilities(traffic=switch))  # type: ignore[arg-type]
     return StepContext(incident=incident, runtime=runtime, step_name="x", attempt=1, dry_run=False, outputs={},
                        log=logging.LoggerAdapter(logging.getLogger("t"), {}), save=save)
 

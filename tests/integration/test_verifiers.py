@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from rollbackd.capabilities import Capabilities
 from rollbackd.reasons import Verdict
 from rollbackd.verify import VerifyContext
 from rollbackd.verify.alert_cleared import AlertClearedOptions, AlertClearedVerifier
@@ -192,6 +193,10 @@ class FakeSet:
     verified: bool = True
 
     @property
+    def is_safety(self) -> bool:  # as SnapshotSet: from the recorded kind (old sets: their reason)
+        return self.reason.startswith("safety snapshot")
+
+    @property
     def manifests(self) -> dict[str, Any]:
         return {"pg": {"tables": {t: {"rows": n} for t, n in EXPECTED_TABLES.items()}},
                 "qdrant": {"collections": {"docs": {"points": self.points}}}}
@@ -216,12 +221,13 @@ async def test_counts_on_demand_compare_with_the_live_release_set(rag: World) ->
     safety = FakeSet("s3", "v2", "safety snapshot before incident inc-9", 230)
     unverified = FakeSet("s2", "v1", "scheduled", 999, verified=False)
     v1 = FakeSet("s1", "v1", "scheduled", 200)
-    result = await counts(rag).verify(ctx(resources={"snapshots": Sets("v1", safety, unverified, v1)}))
+    result = await counts(rag).verify(ctx(caps=Capabilities(snapshots=Sets("v1", safety, unverified, v1))))
     assert result.verdict is Verdict.PASS, result.summary
     assert result.summary == "5 tables/collections match snapshot set s1 of the live release v1"
-    wrong = await counts(rag).verify(ctx(resources={"snapshots": Sets("v1", safety, FakeSet("s0", "v1", "", 201))}))
+    wrong_sets = Sets("v1", safety, FakeSet("s0", "v1", "", 201))
+    wrong = await counts(rag).verify(ctx(caps=Capabilities(snapshots=wrong_sets)))
     assert wrong.verdict is Verdict.FAIL and wrong.summary.startswith("docs: 200 live, 201 expected")
-    none = await counts(rag).verify(ctx(resources={"snapshots": Sets("v1", safety)}))
+    none = await counts(rag).verify(ctx(caps=Capabilities(snapshots=Sets("v1", safety))))
     assert none.verdict is Verdict.INCONCLUSIVE and none.summary == "no manifest to compare with"
 
 

@@ -77,6 +77,7 @@ ROLLBACKD_METRICS: dict[str, tuple[str, ...]] = {
     "rollbackd_verifications_total": ("service", "verifier", "verdict"),
     "rollbackd_baseline_latency_p95_seconds": ("service",),
     "rollbackd_notify_failures_total": ("notifier",),
+    "rollbackd_notify_dropped_total": ("priority",),
     "rollbackd_drill_last_success_timestamp_seconds": ("service",),
     "rollbackd_drill_scheduled": ("service",),
 }

@@ -190,6 +190,7 @@ def rollbackd_exposition(n: int) -> str:
         'rollbackd_verifications_total{service="rag",verifier="ragas_quick",verdict="inconclusive"} 0',
         'rollbackd_baseline_latency_p95_seconds{service="rag"} 0.8',
         'rollbackd_notify_failures_total{notifier="slack"} 0',
+        'rollbackd_notify_dropped_total{priority="other"} 0',
         f'rollbackd_drill_last_success_timestamp_seconds{{service="rag"}} {now - 86400}',
         'rollbackd_drill_scheduled{service="rag"} 1',
     ]

@@ -52,12 +52,25 @@ def config_dict(tmp_path: Path, *, services: Mapping[str, Any], **top: Any) -> d
         "services": dict(services),
     }
     cfg.update(top)
-    state = cfg["state"]
-    dsn = state.get("dsn") if isinstance(state, dict) else None
-    if isinstance(dsn, str) and not dsn.startswith("${"):  # a DSN is a secret: never a literal in the file
-        name = "ROLLBACKD_TEST_STATE_DSN_" + hashlib.sha256(dsn.encode()).hexdigest()[:8].upper()
-        cfg["state"] = {**state, "dsn": secret_ref(name, dsn)}
-    return cfg
+    return _exported(cfg)
+
+
+def _exported(node: Any, parent: str = "") -> Any:
+    """Credential-bearing settings are never literals in a config file: the harness exports each literal
+    DSN (state, snapshot stores, checks) or paging URL a test wrote, and writes its ``${NAME}`` instead."""
+    if isinstance(node, list):
+        return [_exported(v, parent) for v in node]
+    if not isinstance(node, dict):
+        return node
+    return {k: _literal(k, v) if k == "dsn" or (k == "url" and parent == "page_webhook") else _exported(v, k)
+            for k, v in node.items()}
+
+
+def _literal(key: str, value: Any) -> Any:
+    if not isinstance(value, str) or value.startswith("${"):
+        return value
+    name = f"ROLLBACKD_TEST_{key.upper()}_" + hashlib.sha256(value.encode()).hexdigest()[:8].upper()
+    return secret_ref(name, value)
 
 
 def write_config(tmp_path: Path, *, services: Mapping[str, Any], **top: Any) -> Path:
@@ -80,7 +93,7 @@ def command_service(plan: list[dict[str, Any]], **policy: Any) -> dict[str, Any]
 
 
 def load_settings(path: Path) -> Any:
-    from rollbackd.config import load
+    from rollbackd.wiring import load_settings as load
 
     return load(path, env={**os.environ, **TEST_ENV})
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rollbackd.config import load, parse
 from rollbackd.errors import ConfigError
+from rollbackd.wiring import load_settings as load
+from rollbackd.wiring import parse_settings as parse
 
 ENV = {"WT": "w" * 20, "AT": "a" * 20}
 REPO = Path(__file__).resolve().parents[2]
@@ -153,3 +154,34 @@ def test_full_example_config_is_valid(tmp_path: Path) -> None:
     settings = load(REPO / "config" / "rollbackd.full.example.yaml", env=env)
     assert [t.name for t in settings.auth.api_tokens] == ["oncall", "pipeline"]
     assert settings.services["rag"].snapshots is not None and settings.services["rag"].deploy is not None
+
+
+def test_config_is_data_backends_are_checked_where_they_are_built() -> None:
+    """config.parse checks the shape only and imports no backend nor the wiring; the wiring checks the rest."""
+    cfg = base()
+    cfg["services"]["rag"]["plan"] = [{"type": "no_such_step"}]
+    cfg["state"] = {"type": "no_such_store"}
+    code = (
+        "import sys, yaml\n"
+        "from rollbackd.config import parse\n"
+        f"s = parse(yaml.safe_dump({cfg!r}), {ENV!r})\n"
+        "assert s.state.type == 'no_such_store', s.state\n"
+        "leaked = sorted(m for m in sys.modules if m.startswith('rollbackd.') and m.split('.')[1] in "
+        "('wiring', 'plan', 'state', 'notify', 'deploy', 'snapshots', 'incidents'))\n"
+        "assert not leaked, leaked\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    found = problems(cfg)
+    assert any(p.startswith("state.type: unknown type 'no_such_store'") for p in found), found
+    assert any(p.startswith("services.rag.plan[0].type") for p in found), found
+
+
+def test_build_core_refuses_settings_whose_backends_are_invalid() -> None:
+    from rollbackd.config import parse as parse_shape
+    from rollbackd.wiring import build_core
+
+    cfg = base()
+    cfg["state"] = {"type": "no_such_store"}
+    with pytest.raises(ConfigError) as exc:
+        build_core(parse_shape(yaml.safe_dump(cfg), ENV))
+    assert exc.value.problems[0].startswith("state.type"), exc.value.problems

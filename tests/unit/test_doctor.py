@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
-from rollbackd.config import parse
 from rollbackd.doctor import Status, fail, ok, skip, warn
 from rollbackd.doctor.alertmanager import bearer
 from rollbackd.doctor.daemon import _drill_finding, _snapshot_finding, parse_metrics
 from rollbackd.doctor.routing import parse_matcher, receivers_for
 from rollbackd.doctor.run import failed, render_json, render_text
 from rollbackd.wiring import build_core
+from rollbackd.wiring import parse_settings as parse
 
 REPO = Path(__file__).resolve().parents[2]
 AM_EXAMPLE = yaml.safe_load((REPO / "config" / "alertmanager.example.yml").read_text())

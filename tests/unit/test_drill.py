@@ -12,9 +12,9 @@ import pytest
 from rollbackd.cli import drill as cli_drill
 from rollbackd.cli.client import EXIT_OK, EXIT_VERIFY_FAILED
 from rollbackd.cli.main import build_parser
-from rollbackd.config import parse
 from rollbackd.drill import options, scratch
 from rollbackd.errors import ConfigError
+from rollbackd.wiring import parse_settings as parse
 
 ENV = {"ROLLBACKD_WEBHOOK_TOKEN": "w" * 24, "ROLLBACKD_API_TOKEN": "a" * 24,
        "RAG_PG_DSN": "postgresql://postgres@127.0.0.1:5432/rag"}
@@ -204,7 +204,7 @@ def test_the_schedule_becomes_a_scheduler_job(tmp_path: Any) -> None:
     svc = service(schedule={"cron": "0 4 * * 1"})
     svc["snapshots"]["dir"] = str(tmp_path / "snaps")
     core = build_core(load(svc))
-    assert isinstance(core.services["rag"].resources["drill"], Drill)
+    assert isinstance(core.services["rag"].caps.drill, Drill)
     scheduler = Scheduler()
     plugin.jobs(core, scheduler)
     assert scheduler.jobs == ["drill-rag"]

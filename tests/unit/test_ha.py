@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rollbackd.config import parse
 from rollbackd.errors import ConfigError, StateError
 from rollbackd.ha import Identity, identity
 from rollbackd.ha.lease import Grant
 from rollbackd.ha.replica import Replica
 from rollbackd.ha.view import render
+from rollbackd.wiring import parse_settings as parse
 from tests.unit.test_config import ENV, base
 
 ME = Identity("a", "host", 1, "127.0.0.1:1")

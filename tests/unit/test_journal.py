@@ -13,7 +13,7 @@ from rollbackd.errors import IncidentActiveError, StateError, StoreUnavailable
 from rollbackd.incidents import journal as journal_module
 from rollbackd.incidents.journal import Journal
 from rollbackd.reasons import IncidentState
-from tests.contracts.test_state_contract import incident
+from tests.contracts.state_stores import incident
 
 
 class LostAnswerStore:

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from rollbackd import logs, redact
-from rollbackd.config import parse
 from rollbackd.errors import BackendError, ConfigError, RetryableError
+from rollbackd.wiring import parse_settings as parse
 from tests.unit.test_config import ENV, REPO, base, problems
 
 DSN = "postgresql://rag:pg-pass-9876@db:5432/rag"

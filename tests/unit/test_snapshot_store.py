@@ -195,7 +195,7 @@ def test_jobs_are_scheduled_per_service(tmp_path: Path) -> None:
            "stores": {"postgres": {"type": "postgres", "dsn": "postgresql://u@127.0.0.1/db",
                                    "password": "from-env"}}}
     runtime = ServiceRuntime(name="rag", config=SimpleNamespace(snapshots=cfg))  # type: ignore[arg-type]
-    runtime.resources["snapshots"] = data = build_dataset(runtime, None)
+    runtime.caps.snapshots = data = build_dataset(runtime, None)
     assert data.snapshotters["postgres"].dsn.password == "from-env"  # type: ignore[attr-defined]
     added: list[tuple[str, object]] = []
     scheduler = SimpleNamespace(add=lambda name, schedule, job: added.append((name, schedule)))

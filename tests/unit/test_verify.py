@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from rollbackd.config import parse
+from rollbackd.capabilities import Capabilities
 from rollbackd.errors import ConfigError, PayloadError
 from rollbackd.reasons import IncidentState, Verdict
 from rollbackd.records import Incident, Trigger
@@ -23,6 +23,7 @@ from rollbackd.verify.alert_cleared import AlertClearedOptions, AlertClearedVeri
 from rollbackd.verify.common import MISSING, lookup, parse_path, percentile, render_template
 from rollbackd.verify.ragas_quick import GoldenError, load_golden
 from rollbackd.verify.suite import VerifySuite
+from rollbackd.wiring import parse_settings as parse
 
 ENV = {"W": "test-webhook-token-0123456789", "A": "test-api-token-0123456789abcdef"}
 
@@ -119,7 +120,7 @@ async def test_suite_retries_errors_up_to_the_limit_and_stops_on_fail() -> None:
     stubborn = Scripted("stubborn", ["error"], error_limit=2)
     failing = Scripted("failing", ["fail", "pass"])
     rec = Recorder()
-    suite = VerifySuite(service="rag", checks=[flaky, stubborn, failing], resources={}, store=rec, metrics=rec)
+    suite = VerifySuite(service="rag", checks=[flaky, stubborn, failing], store=rec, metrics=rec)
     results = await suite.run(incident=incident())
     assert [(r.verifier, r.verdict, r.attempts) for r in results] == [
         ("flaky", Verdict.PASS, 3), ("stubborn", Verdict.ERROR, 2), ("failing", Verdict.FAIL, 1)]
@@ -134,7 +135,7 @@ async def test_suite_turns_crashes_and_overruns_into_errors_and_honours_after_an
     hang = Scripted("hang", ["hang"], deadline=0.05, error_limit=1)
     first = Scripted("first", ["pass"], initial_delay=0.2)
     second = Scripted("second", ["pass"], after=["first"])
-    suite = VerifySuite(service="rag", checks=[crash, hang, first, second], resources={})
+    suite = VerifySuite(service="rag", checks=[crash, hang, first, second])
     suite.grace = 0.1
     started = time.monotonic()
     results = await suite.run()
@@ -162,7 +163,7 @@ async def run_step(results: list[str]) -> tuple[Any, dict[str, Any]]:
     inc = incident()
     checks = [Scripted(f"c{i}", [v], error_limit=1, inconclusive_limit=1) for i, v in enumerate(results)]
     runtime = ServiceRuntime(name="rag", config=None,  # type: ignore[arg-type]
-                             resources={"verify": VerifySuite(service="rag", checks=checks, resources={})})
+                             caps=Capabilities(verify=VerifySuite(service="rag", checks=checks)))
     step = Verify(StepConfig(type="verify"), VerifyStepOptions())
     ctx = StepContext(incident=inc, runtime=runtime, step_name="verify", attempt=1, dry_run=False, outputs={},
                       log=None, save=save)  # type: ignore[arg-type]

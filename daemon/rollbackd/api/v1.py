@@ -98,8 +98,8 @@ async def get_incident(request: web.Request) -> web.Response:
         raise NotFoundError(f"no incident {incident_id}")
     body = status.incident_json(incident, await core.store.steps(incident_id))
     events = await core.store.events(incident_id=incident_id, limit=200)
-    body["events"] = [{"at": e.ts, "kind": e.kind, "reason": e.reason, "actor": e.actor, "data": e.data}
-                      for e in reversed(events)]
+    body["events"] = [{"at": e.ts, "kind": e.kind, "reason": e.reason, "verdict": e.verdict, "actor": e.actor,
+                       "data": e.data} for e in reversed(events)]
     return web.json_response(body)
 
 

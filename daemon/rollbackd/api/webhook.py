@@ -105,6 +105,8 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
     if wrong_media:
         count(WebhookResult.UNSUPPORTED_MEDIA_TYPE)
         return problem(415, wrong_media)
+    if core.intake.runner.starts:  # an incident is starting: it goes first, the storm waits a moment
+        await core.intake.runner.starts.step_aside()
     body = await read_limited(request)
     if body is None:
         count(WebhookResult.TOO_LARGE)

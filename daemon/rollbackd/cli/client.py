@@ -64,7 +64,7 @@ def from_args(url: str | None, token: str | None, config: str | None) -> Client:
     url = url or os.environ.get("ROLLBACKD_URL")
     token = token or os.environ.get("ROLLBACKD_API_TOKEN")
     if config and (url is None or token is None):
-        from rollbackd.config import load  # only here: reading the config needs pydantic
+        from rollbackd.wiring import load_settings as load  # only here: reading the config needs pydantic
 
         settings = load(config)
         host, _, port = settings.listen.rpartition(":")

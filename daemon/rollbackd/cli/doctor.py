@@ -17,9 +17,9 @@ DEFAULT_CONFIG = "config/rollbackd.example.yaml"
 def cmd_doctor(args: argparse.Namespace) -> int:
     import asyncio
 
-    from rollbackd.config import load
     from rollbackd.doctor.run import diagnose, failed, render_json, render_text
     from rollbackd.errors import ConfigError
+    from rollbackd.wiring import load_settings as load
 
     try:
         settings = load(args.config)

@@ -65,7 +65,7 @@ def cmd_drill(args: argparse.Namespace, client: Client) -> int:
             return any(d.get("id") == started["id"] for d in body.get("drills", []))
 
         deadline = time.monotonic() + args.timeout
-        body = follow(client, started["follow"] + "&limit=50",
+        body = follow(client, started["follow"] + "&limit=50&wait=20",  # long polls: the report comes at once
                       lambda b: reported(b) or time.monotonic() > deadline)
         found = [d for d in body["drills"] if d.get("id") == started["id"]]
         report = found[0] if found else {**started, "verdict": "UNKNOWN",

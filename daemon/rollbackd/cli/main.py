@@ -81,8 +81,8 @@ def cmd_resume(args: argparse.Namespace, client: Client) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from rollbackd import redact
-    from rollbackd.config import load
     from rollbackd.errors import ConfigError
+    from rollbackd.wiring import load_settings as load
 
     try:
         settings = load(args.file)
@@ -98,9 +98,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from rollbackd.config import load
     from rollbackd.daemon import serve
     from rollbackd.errors import ConfigError, StateError
+    from rollbackd.wiring import load_settings as load
 
     try:
         settings = load(args.config)

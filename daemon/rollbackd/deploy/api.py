@@ -14,9 +14,9 @@ from rollbackd.api.v1 import ACTOR, body_of, query_int
 from rollbackd.deploy.ledger import Ledger, release_json
 from rollbackd.deploy.rollforward import open_rollforward
 from rollbackd.errors import PayloadError
+from rollbackd.reasons import EventKind
 from rollbackd.records import Event
 from rollbackd.traffic import Weight
-from rollbackd.traffic.null import NullTrafficSwitch
 
 Reason = Annotated[str, Field(min_length=1, max_length=500)]
 Text = Annotated[str, Field(min_length=1, max_length=300)]
@@ -65,7 +65,7 @@ class TrafficBody(_Body):
 
 def _ledger(request: web.Request, service: str | None) -> Ledger:
     runtime = request.app[CORE].controls.service(service)
-    ledger: Ledger | None = runtime.resources.get("releases")
+    ledger: Ledger | None = runtime.caps.releases
     if ledger is None or not runtime.config.releases.track:
         raise PayloadError("service", f"service {runtime.name} does not track releases (releases.track: false)")
     return ledger
@@ -111,7 +111,7 @@ async def rollforward(request: web.Request) -> web.Response:
 
 async def get_traffic(request: web.Request) -> web.Response:
     runtime = request.app[CORE].controls.service(request.query.get("service"))
-    switch: Any = runtime.resources.get("traffic") or NullTrafficSwitch()
+    switch = runtime.caps.traffic_switch()
     return web.json_response({"service": runtime.name, "switch": switch.kind, "weight": await switch.weight()})
 
 
@@ -119,10 +119,10 @@ async def set_traffic(request: web.Request) -> web.Response:
     body = await body_of(request, TrafficBody)
     core = request.app[CORE]
     runtime = core.controls.service(body.service)
-    switch: Any = runtime.resources.get("traffic") or NullTrafficSwitch()
+    switch = runtime.caps.traffic_switch()
     before = await switch.weight()
     await switch.set_weight(body.weight)
-    await core.store.append_event(Event(kind="traffic", service=runtime.name, actor=request[ACTOR], data={
+    await core.store.append_event(Event(kind=EventKind.TRAFFIC, service=runtime.name, actor=request[ACTOR], data={
         "why": body.reason, "switch": switch.kind, "from": before, "to": body.weight}))
     return web.json_response({"service": runtime.name, "switch": switch.kind, "weight": body.weight,
                               "previous": before})

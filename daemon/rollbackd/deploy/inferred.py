@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from rollbackd.deploy.spec import attach_networks
+
 ENGINE_ENV = frozenset({"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"})
 _HOST_KEYS = ("Binds", "Mounts", "PortBindings", "RestartPolicy", "NetworkMode", "ExtraHosts", "Dns",
               "DnsOptions", "DnsSearch", "CapAdd", "CapDrop", "Privileged", "ReadonlyRootfs", "Memory",
               "NanoCpus", "CpuShares", "SecurityOpt", "Tmpfs", "Ulimits", "Init", "ShmSize")
 _CONFIG_KEYS = ("Cmd", "Entrypoint", "Healthcheck", "WorkingDir", "User")
 _DEFAULTS = {"WorkingDir": "/"}
-_DEFAULT_NETS = frozenset({"bridge", "podman", "default"})
 
 
 def operator_env(env: list[str] | None, image_env: list[str] | None, hostname: str | None) -> list[str]:
@@ -37,9 +38,20 @@ def creation_body(source: dict[str, Any], image_config: dict[str, Any], image_id
     """The create request for ``image_id`` keeping the operator's part of ``source`` (an inspection)."""
     cfg = source.get("Config") or {}
     host = source.get("HostConfig") or {}
+    ident = str(source.get("Id", ""))
+    body: dict[str, Any] = {"Image": image_id, **_operator_config(cfg, image_config, ident),
+                            "HostConfig": _operator_host(host)}
+    networks = (source.get("NetworkSettings") or {}).get("Networks") or {}
+    aliases = {net: [a for a in (ep or {}).get("Aliases") or [] if not ident.startswith(a)]
+               for net, ep in networks.items()}  # the engine's own alias (the short id) is not the operator's
+    attach_networks(body, str(host.get("NetworkMode") or ""), aliases)
+    return body
+
+
+def _operator_config(cfg: dict[str, Any], image_config: dict[str, Any], ident: str) -> dict[str, Any]:
+    """Env, labels, ports and the config keys the operator set (not the image's, not the engine's defaults)."""
     image_labels = image_config.get("Labels") or {}
-    body: dict[str, Any] = {
-        "Image": image_id,
+    out: dict[str, Any] = {
         "Env": operator_env(cfg.get("Env"), image_config.get("Env"), cfg.get("Hostname")),
         "Labels": {k: v for k, v in (cfg.get("Labels") or {}).items() if image_labels.get(k) != v},
         "ExposedPorts": cfg.get("ExposedPorts") or {},
@@ -47,22 +59,16 @@ def creation_body(source: dict[str, Any], image_config: dict[str, Any], image_id
     for key in _CONFIG_KEYS:
         value = cfg.get(key)
         if value and value != image_config.get(key) and value != _DEFAULTS.get(key):
-            body[key] = value
-    if cfg.get("Hostname") and not str(source.get("Id", "")).startswith(cfg["Hostname"]):
-        body["Hostname"] = cfg["Hostname"]
-    body["HostConfig"] = {k: host[k] for k in _HOST_KEYS if host.get(k) not in (None, [], {}, "")}
-    if "Ulimits" in body["HostConfig"]:  # Podman inspects `RLIMIT_NOFILE`, and accepts only `nofile`
-        body["HostConfig"]["Ulimits"] = [{**u, "Name": str(u["Name"]).lower().removeprefix("rlimit_")}
-                                         for u in body["HostConfig"]["Ulimits"]]
-    networks = (source.get("NetworkSettings") or {}).get("Networks") or {}
-    mode = str(host.get("NetworkMode") or "")
-    if networks and mode not in ("host", "none") and not mode.startswith("container:"):
-        ident = str(source.get("Id", ""))
-        body["NetworkingConfig"] = {"EndpointsConfig": {
-            net: {"Aliases": [a for a in (ep or {}).get("Aliases") or [] if not ident.startswith(a)]}
-            for net, ep in networks.items()
-        }}
-        named = [n for n in networks if n not in _DEFAULT_NETS]
-        if named and mode in _DEFAULT_NETS:
-            body["HostConfig"]["NetworkMode"] = named[0]
-    return body
+            out[key] = value
+    hostname = cfg.get("Hostname")
+    if hostname and not ident.startswith(hostname):  # an engine-made hostname is the id's start
+        out["Hostname"] = hostname
+    return out
+
+
+def _operator_host(host: dict[str, Any]) -> dict[str, Any]:
+    """The host config keys that were set; ulimits named as the create API accepts them."""
+    out = {k: host[k] for k in _HOST_KEYS if host.get(k) not in (None, [], {}, "")}
+    if "Ulimits" in out:  # Podman inspects `RLIMIT_NOFILE`, and accepts only `nofile`
+        out["Ulimits"] = [{**u, "Name": str(u["Name"]).lower().removeprefix("rlimit_")} for u in out["Ulimits"]]
+    return out

@@ -1,4 +1,4 @@
-"""The release registry of one service (``runtime.resources["releases"]``): record, mark green (by
+"""The release registry of one service (``runtime.caps.releases``): record, mark green (by
 hand, or automatically after ``releases.green_after`` without a firing RAG alert and with verification
 passing), notice running images no release describes, keep statuses as a rollback moves them, measure
 and export the baseline, and list the compatibility matrix (releases with their snapshots).
@@ -12,21 +12,23 @@ History is append-only (rb_release_history); every write is also a journal event
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from rollbackd import release_diff, releases
+from rollbackd.capabilities import Capabilities
 from rollbackd.deploy import BaselineOptions, Deployer, same_digest
 from rollbackd.deploy.baseline import measure, window_text
 from rollbackd.errors import NotFoundError, PayloadError, RollbackdError
+from rollbackd.facts import TargetFact
 from rollbackd.metrics import Metrics
 from rollbackd.prom import Prometheus, selector
+from rollbackd.reasons import EventKind
 from rollbackd.records import JSON, Event, Release, iso
-from rollbackd.state import StateStore
+from rollbackd.state import EventLog, IncidentJournal, KvStore, ReleaseStore
 
 log = logging.getLogger(__name__)
 OBSERVE_CACHE_S = 0.2  # one inspect per alert burst; a deploy is never within 0.2 s of its alert
@@ -39,16 +41,19 @@ def release_json(r: Release) -> JSON:
             "green_by": r.green_by, "green_reason": r.green_reason, "baseline_p95_s": r.baseline_p95}
 
 
-def release_from_target(service: str, target: JSON) -> Release:
-    return Release(service=service, version=str(target["version"]), image=target.get("image"),
-                   digest=target.get("digest"), schema_version=target.get("schema_version"),
-                   id=target.get("release_id"))
+def release_from_target(service: str, target: TargetFact) -> Release:
+    return Release(service=service, version=str(target.version), image=target.image, digest=target.digest,
+                   schema_version=target.schema_version, id=target.release_id)
+
+
+class LedgerStore(ReleaseStore, EventLog, KvStore, IncidentJournal, Protocol):
+    """What the registry uses of the journal; the deploy steps read incidents through it."""
 
 
 class Ledger:
-    def __init__(self, *, service: str, store: StateStore, metrics: Metrics, prometheus: Prometheus | None,
+    def __init__(self, *, service: str, store: LedgerStore, metrics: Metrics, prometheus: Prometheus | None,
                  baseline: BaselineOptions, green_after: float | None, service_label: str = "service",
-                 deployer: Deployer | None = None, resources: dict[str, Any] | None = None,
+                 deployer: Deployer | None = None, caps: Capabilities | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.service = service
         self.store = store
@@ -58,7 +63,7 @@ class Ledger:
         self.green_after = green_after
         self.service_label = service_label
         self.deployer = deployer
-        self.resources = resources if resources is not None else {}
+        self.caps = caps if caps is not None else Capabilities()  # the service's: snapshots, verify
         self.clock = clock
         self._observed_at = -OBSERVE_CACHE_S
         self._observed_image: str | None = None
@@ -84,7 +89,7 @@ class Ledger:
         """Releases newest first, each with its snapshot sets and baseline: the compatibility matrix."""
         history = (await self.history())[:limit]
         snaps: list[Any] = []
-        source = self.resources.get("snapshots")
+        source = self.caps.snapshots
         if source is not None:
             try:
                 snaps = list(await source.list())
@@ -105,7 +110,7 @@ class Ledger:
         """What going from ``from_version`` to ``to_version`` changes (rollbackd.release_diff)."""
         bad, green = await self.find(from_version), await self.find(to_version)
         data = None
-        source = self.resources.get("snapshots")
+        source = self.caps.snapshots
         if source is not None:
             try:
                 snap = await source.latest(release=to_version, verified_only=True)
@@ -130,7 +135,7 @@ class Ledger:
             service=self.service, version=version, image=image, digest=digest, config_digest=config_digest,
             schema_version=schema_version, source=source, recorded_by=actor,  # type: ignore[arg-type]
             live_at=live_at if live_at is not None else self.clock(), status="deployed"))
-        await self._event("release_recorded", actor, reason, release)
+        await self._event(EventKind.RELEASE_RECORDED, actor, reason, release)
         return await self.capture(release)
 
     async def _resolve(self, image: str | None, digest: str | None) -> str:
@@ -192,7 +197,7 @@ class Ledger:
                 fields["baseline_p95"] = p95
         release = await self.store.change_release(release.id or 0, change="green", actor=actor, note=reason,
                                                   ts=self.clock(), **fields)
-        await self._event("release_green", actor, reason, release)
+        await self._event(EventKind.RELEASE_GREEN, actor, reason, release)
         await self.export_baseline()
         return await self.capture(release)
 
@@ -273,18 +278,14 @@ class Ledger:
                                      reason=f"live for {window_text(self.green_after)} with no RAG alert firing")
 
     async def _verified(self) -> bool:
-        verify = self.resources.get("verify")
-        run = getattr(verify, "run", None)
-        if run is None:
+        verify = self.caps.verify
+        if verify is None:
             return True
         # every configured check but alert_cleared (no incident here: there is no alert to clear)
-        checks = [c.name for c in getattr(verify, "checks", []) if getattr(c, "type", "") != "alert_cleared"]
-        if hasattr(verify, "checks") and not checks:
+        checks = [c.name for c in verify.checks if c.type != "alert_cleared"]
+        if not checks:
             return True
-        result = run(only=checks) if hasattr(verify, "checks") else run()
-        if inspect.isawaitable(result):
-            result = await result
-        return _passed(result)
+        return _passed(await verify.run(only=checks))
 
     async def _measure(self) -> float | None:
         if self.prometheus is None:
@@ -315,7 +316,7 @@ class Ledger:
         self.metrics.baseline_p95.labels(self.service).set(green.baseline_p95)
         return green.baseline_p95
 
-    async def _event(self, kind: str, actor: str, reason: str, release: Release) -> None:
+    async def _event(self, kind: EventKind, actor: str, reason: str, release: Release) -> None:
         await self.store.append_event(Event(kind=kind, service=self.service, actor=actor,
                                             data={"why": reason, "release": release_json(release)}))
 

@@ -1,5 +1,5 @@
 """The code capability's hooks into the core (rollbackd.plugins): deploy and traffic backends, the
-release registry (``runtime.resources["releases"]``), its API routes, and the scheduled jobs that
+release registry (``runtime.caps.releases``), its API routes, and the scheduled jobs that
 notice unrecorded images, mark releases green after ``green_after`` and refresh the baseline."""
 
 from __future__ import annotations
@@ -73,24 +73,24 @@ def build(core: Core) -> None:
         if cfg.deploy is not None:
             cls, opts = _options(DEPLOY_BACKENDS, cfg.deploy, f"services.{runtime.name}.deploy")
             deployer = cls(opts)
-            runtime.resources["deployer"] = deployer
+            runtime.caps.deployer = deployer
         if cfg.traffic is not None:
             cls, opts = _options(TRAFFIC_BACKENDS, cfg.traffic, f"services.{runtime.name}.traffic")
-            runtime.resources["traffic"] = cls(opts)
+            runtime.caps.traffic = cls(opts)
         else:
-            runtime.resources["traffic"] = NullTrafficSwitch()
+            runtime.caps.traffic = NullTrafficSwitch()
         from rollbackd.deploy import BaselineOptions
 
-        runtime.resources["releases"] = Ledger(
+        runtime.caps.releases = Ledger(
             service=runtime.name, store=core.store, metrics=core.metrics, prometheus=core.prometheus,
             baseline=deployer.options.baseline if deployer else BaselineOptions(),
             green_after=cfg.releases.green_after, service_label=core.settings.service_label, deployer=deployer,
-            resources=runtime.resources, clock=core.runner.clock)
+            caps=runtime.caps, clock=core.runner.clock)
 
 
 def _tracked(core: Core) -> list[tuple[ServiceRuntime, Ledger]]:
-    return [(rt, rt.resources["releases"]) for rt in core.services.values()
-            if rt.config.releases.track and "releases" in rt.resources]
+    return [(rt, rt.caps.releases) for rt in core.services.values()
+            if rt.config.releases.track and rt.caps.releases is not None]
 
 
 async def start(core: Core) -> None:
@@ -104,7 +104,7 @@ async def start(core: Core) -> None:
 
 async def close(core: Core) -> None:
     for runtime in core.services.values():
-        deployer = runtime.resources.get("deployer")
+        deployer = runtime.caps.deployer
         if deployer is not None:
             await deployer.close()
 
@@ -123,7 +123,7 @@ def openapi() -> tuple[dict[str, Any], list[type[BaseModel]]]:
 
 def jobs(core: Core, scheduler: Scheduler) -> None:
     for runtime, ledger in _tracked(core):
-        deployer = runtime.resources.get("deployer")
+        deployer = runtime.caps.deployer
         opts = deployer.options if deployer is not None else None
         if opts is not None and opts.observe is not None:
             scheduler.add(f"observe-{runtime.name}", opts.observe, ledger.observe)
@@ -137,8 +137,8 @@ def jobs(core: Core, scheduler: Scheduler) -> None:
 
 
 async def status(core: Core, runtime: ServiceRuntime) -> dict[str, Any]:
-    switch = runtime.resources.get("traffic")
-    deployer = runtime.resources.get("deployer")
+    switch = runtime.caps.traffic
+    deployer = runtime.caps.deployer
     out: dict[str, Any] = {
         "deploy": deployer.options.type if deployer is not None else None,
         "traffic": {"switch": switch.kind if switch is not None else "null",

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from rollbackd import facts
 from rollbackd.errors import NotFoundError
 from rollbackd.incidents.controls import Refused
-from rollbackd.reasons import IncidentState, Reason
+from rollbackd.reasons import EventKind, IncidentState, Reason
 from rollbackd.records import Event, Incident, Trigger, new_incident_id
 
 if TYPE_CHECKING:
@@ -45,7 +46,12 @@ async def open_rollforward(core: Core, incident_id: str, *, actor: str, reason: 
     if original.active:
         raise Refused(Reason.INCIDENT_ACTIVE, f"incident {incident_id} is still {original.state.value}")
     runtime = core.services[original.service]
-    before = original.context.get("deploy_from") or {}
+    before = facts.DEPLOY_FROM.of(original.context) or facts.DeployOrigin(version=None)
+    context = facts.new_context()
+    facts.ROLLFORWARD_OF.put(context, incident_id)
+    facts.TARGET.put(context, facts.TargetFact(
+        version=before.version, release_id=before.release_id,
+        why=f"roll-forward of incident {incident_id}: back to what ran before it"))
     now = core.runner.clock()
     async with core.intake.lock(runtime.name):
         incident = Incident(
@@ -53,13 +59,11 @@ async def open_rollforward(core: Core, incident_id: str, *, actor: str, reason: 
             trigger=Trigger(kind="manual", reason=f"roll forward {incident_id}: {reason}", requested_by=actor,
                             received_at=now),
             dry_run=False, created_at=now, plan=rollforward_plan(runtime),
-            context={"rollforward_of": incident_id,
-                     "target": {"version": before.get("version"), "release_id": before.get("release_id"),
-                                "why": f"roll-forward of incident {incident_id}: back to what ran before it"}},
+            context=context,
         )
         if not await core.store.create_incident(incident):
             raise Refused(Reason.INCIDENT_ACTIVE)
-        await core.store.append_event(Event(kind="rollforward", service=runtime.name, incident_id=incident.id,
+        await core.store.append_event(Event(kind=EventKind.ROLLFORWARD, service=runtime.name, incident_id=incident.id,
                                             actor=actor, data={"why": reason, "rollforward_of": incident_id}))
     core.runner.start(incident.id)
     return incident

@@ -123,11 +123,17 @@ def creation_body(spec: dict[str, Any]) -> dict[str, Any]:
     """The create request that recreates ``spec`` exactly (the image is the spec's own)."""
     host = dict(spec.get("host_config") or {})
     body: dict[str, Any] = {"Image": spec["image_id"], **(spec.get("config") or {}), "HostConfig": host}
-    networks: dict[str, list[str]] = spec.get("networks") or {}
-    mode = str(host.get("NetworkMode") or "")
-    if networks and mode not in ("host", "none") and not mode.startswith("container:"):
-        body["NetworkingConfig"] = {"EndpointsConfig": {n: {"Aliases": a} for n, a in networks.items()}}
-        named = [n for n in networks if n not in _DEFAULT_NETS]
-        if named and mode in _DEFAULT_NETS:
-            host["NetworkMode"] = named[0]
+    attach_networks(body, str(host.get("NetworkMode") or ""), spec.get("networks") or {})
     return body
+
+
+def attach_networks(body: dict[str, Any], mode: str, aliases: dict[str, list[str]]) -> None:
+    """Join ``body`` to its networks (name -> aliases), unless it shares the host's, none or another
+    container's. A container whose mode names a default network but that is attached to a named one
+    gets the named one as its mode (the engine would otherwise put it on the default bridge)."""
+    if not aliases or mode in ("host", "none") or mode.startswith("container:"):
+        return
+    body["NetworkingConfig"] = {"EndpointsConfig": {n: {"Aliases": a} for n, a in aliases.items()}}
+    named = [n for n in aliases if n not in _DEFAULT_NETS]
+    if named and mode in _DEFAULT_NETS:
+        body["HostConfig"]["NetworkMode"] = named[0]

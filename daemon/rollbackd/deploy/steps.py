@@ -6,8 +6,8 @@ correctly: a step that finished is skipped, one cut short is re-entered where it
 from __future__ import annotations
 
 import time
-from typing import Any
 
+from rollbackd import facts
 from rollbackd.config import Duration
 from rollbackd.deploy import DeployedRelease, Deployer
 from rollbackd.deploy.ledger import Ledger, release_from_target
@@ -15,31 +15,28 @@ from rollbackd.errors import FatalError
 from rollbackd.plan import BaseStep, StepContext, StepOptions
 from rollbackd.records import JSON, Release
 
-DONE_KEY = "deploy_done"  # context: the version a deploy of this incident finished (backends without current())
-FROM_KEY = "deploy_from"  # context: what ran before the revert (roll-forward goes back to it)
-
 
 class DeployStepOptions(StepOptions):
     health_timeout: Duration | None = None  # default: the deploy section's health_timeout
 
 
 def _deployer(ctx: StepContext) -> Deployer:
-    deployer: Any = ctx.runtime.resources.get("deployer")
+    deployer = ctx.runtime.caps.deployer
     if deployer is None:
         raise FatalError(f"service {ctx.service} has no `deploy:` section: nothing can redeploy its code")
-    return deployer  # type: ignore[no-any-return]
+    return deployer
 
 
 def _ledger(ctx: StepContext) -> Ledger:
-    ledger: Any = ctx.runtime.resources.get("releases")
+    ledger = ctx.runtime.caps.releases
     if ledger is None:
         raise FatalError(f"service {ctx.service} has no release registry")
-    return ledger  # type: ignore[no-any-return]
+    return ledger
 
 
 async def _arrived(ctx: StepContext, release: Release, current: DeployedRelease) -> bool:
     deployer, ledger = _deployer(ctx), _ledger(ctx)
-    ran = current.matches(release) or ctx.incident.context.get(DONE_KEY) == release.version
+    ran = current.matches(release) or ctx.fact(facts.DEPLOY_DONE) == release.version
     if not ran or not await deployer.healthy():
         return False
     live = await ledger.live()
@@ -54,10 +51,14 @@ class Redeploy(BaseStep):
         return "redeploy the last green release (the incident's target)"
 
     def _target(self, ctx: StepContext) -> Release:
-        target = ctx.incident.context.get("target")
-        if not target:
+        target = ctx.fact(facts.TARGET)
+        if target is None or target.version is None:
             raise FatalError("the incident has no target release: nothing to redeploy")
         return release_from_target(ctx.service, target)
+
+    def _why(self, ctx: StepContext) -> str:
+        target = ctx.fact(facts.TARGET)
+        return (target.why if target is not None else "") or "named by the incident"
 
     async def is_done(self, ctx: StepContext) -> bool:
         return await _arrived(ctx, self._target(ctx), await _deployer(ctx).current())
@@ -67,22 +68,24 @@ class Redeploy(BaseStep):
         started = time.monotonic()
         await ledger.observe()  # the bad release is in the registry even if the pipeline forgot it
         before = await deployer.current()
-        if FROM_KEY not in ctx.incident.context:
+        origin = ctx.fact(facts.DEPLOY_FROM)
+        if origin is None:
             live = await ledger.live()
-            await ctx.save(FROM_KEY, {**before.to_json(), "release_id": live.id if live else None,
-                                      "version": live.version if live else before.version})
-        if ctx.incident.context.get(DONE_KEY) == target.version:
+            origin = facts.DeployOrigin.from_json({**before.to_json(), "release_id": live.id if live else None,
+                                                   "version": live.version if live else before.version})
+            await ctx.remember(facts.DEPLOY_FROM, origin)
+        if ctx.fact(facts.DEPLOY_DONE) == target.version:
             result: JSON = {"noop": True, "resumed": True}
         else:
             result = await deployer.deploy(await ledger.with_spec(target), incident=ctx.incident.id)
         timeout = getattr(self.options, "health_timeout", None) or deployer.options.health_timeout
         health = await deployer.wait_healthy(time.monotonic() + timeout)
-        await ctx.save(DONE_KEY, target.version)
+        await ctx.remember(facts.DEPLOY_DONE, target.version)
         await ledger.moved(target, actor="rollbackd", note=f"rolled back by incident {ctx.incident.id}",
                            old_status="rolled_back")
-        was = ctx.incident.context[FROM_KEY].get("version")
+        was = origin.version
         verb = "already ran" if result.get("noop") else "redeployed"
-        why = (ctx.incident.context.get("target") or {}).get("why") or "named by the incident"
+        why = self._why(ctx)
         spec = result.get("spec")
         note = f" ({spec})" if spec and spec != "recorded" else ""
         return {**result, **health, "from": was, "to": target.version, "why": why,
@@ -98,19 +101,19 @@ class RollForwardDeploy(BaseStep):
         return "undo a code rollback: start the release it replaced again (the kept container)"
 
     async def _back_to(self, ctx: StepContext) -> tuple[str, Release | None]:
-        of = ctx.incident.context.get("rollforward_of")
+        of = ctx.fact(facts.ROLLFORWARD_OF)
         if not of:
             raise FatalError("deploy.roll_forward needs `rollforward_of` in the incident context")
-        original = await _ledger(ctx).store.get_incident(str(of))
+        original = await _ledger(ctx).store.get_incident(of)
         if original is None:
             raise FatalError(f"no incident {of} to roll forward")
-        before = original.context.get(FROM_KEY) or {}
-        if not before.get("version"):
-            return str(of), None
+        before = facts.DEPLOY_FROM.of(original.context)
+        if before is None or not before.version:
+            return of, None
         ledger = _ledger(ctx)
-        release = await ledger.by_id(before["release_id"]) if before.get("release_id") else None
-        return str(of), release or Release(service=ctx.service, version=before["version"], image=before.get("image"),
-                                           digest=before.get("image_id"))
+        release = await ledger.by_id(before.release_id) if before.release_id else None
+        return of, release or Release(service=ctx.service, version=before.version, image=before.image,
+                                      digest=before.image_id)
 
     async def is_done(self, ctx: StepContext) -> bool:
         _, release = await self._back_to(ctx)
@@ -122,13 +125,13 @@ class RollForwardDeploy(BaseStep):
             return {"noop": True, "summary": f"incident {of} did not redeploy code: nothing to roll forward"}
         deployer, ledger = _deployer(ctx), _ledger(ctx)
         started = time.monotonic()
-        if ctx.incident.context.get(DONE_KEY) == release.version:
+        if ctx.fact(facts.DEPLOY_DONE) == release.version:
             result: JSON = {"noop": True, "resumed": True}
         else:
             result = await deployer.roll_forward(of, release, incident=ctx.incident.id)
         timeout = getattr(self.options, "health_timeout", None) or deployer.options.health_timeout
         health = await deployer.wait_healthy(time.monotonic() + timeout)
-        await ctx.save(DONE_KEY, release.version)
+        await ctx.remember(facts.DEPLOY_DONE, release.version)
         if release.id is not None:
             await ledger.moved(release, actor="rollbackd", note=f"rolled forward by incident {ctx.incident.id}",
                                old_status="superseded")

@@ -72,7 +72,7 @@ async def sweep_data(drill: Drill, prepared: dict[str, JSON], set_id: str | None
                      guard_incident: bool = True) -> tuple[list[str], list[str]]:
     """Drop the drill's data copies (recorded, or by name when prepare was cut short); (done, errors).
     ``guard_incident``: false only for the drill's own teardown, which holds the data lock."""
-    data = drill.runtime.resources.get("snapshots")
+    data = drill.runtime.caps.snapshots
     copies = dict(prepared) or (await set_copies(data, set_id) if data is not None and set_id and preparing else {})
     if data is None or not copies:
         return [], []

@@ -1,5 +1,5 @@
 """The drill capability's hooks into the core (rollbackd.plugins): the ``drill:`` section's validation,
-a Drill per service in ``runtime.resources["drill"]``, ``POST /v1/drill`` and ``GET /v1/drills``, the
+a Drill per service in ``runtime.caps.drill``, ``POST /v1/drill`` and ``GET /v1/drills``, the
 weekly (or configured) schedule, and the last drill in `status`.
 
 A drill is refused (409) while an incident of the service is active or another drill of it runs;
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rollbackd.drill.options import parse
 from rollbackd.errors import ConfigError, PayloadError
+from rollbackd.reasons import EventKind
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -46,13 +47,13 @@ def build(core: Core) -> None:
         opts, problems = parse(name, runtime.config)
         if problems or opts is None:
             raise ConfigError(problems[0].split(":")[0], problems[0], problems=problems)
-        runtime.resources["drill"] = Drill(core, runtime, opts, clock=core.runner.clock)
+        runtime.caps.drill = Drill(core, runtime, opts, clock=core.runner.clock)
 
 
 def _drills(core: Core) -> list[Drill]:
     from rollbackd.drill.runner import Drill
 
-    return [rt.resources["drill"] for rt in core.services.values() if isinstance(rt.resources.get("drill"), Drill)]
+    return [rt.caps.drill for rt in core.services.values() if isinstance(rt.caps.drill, Drill)]
 
 
 async def start(core: Core) -> None:
@@ -70,7 +71,7 @@ async def start(core: Core) -> None:
             await journal.recover(drill)
         except Exception:  # the engine or a store may be down: the daemon starts; the next start retries
             log.exception("drill_recover_failed", extra={"service": drill.service})
-        deployer = drill.runtime.resources.get("deployer")
+        deployer = drill.runtime.caps.deployer
         if isinstance(deployer, DockerDeployer):
             try:
                 removed = await scratch.sweep(deployer, drill.service)
@@ -101,7 +102,7 @@ def jobs(core: Core, scheduler: Scheduler) -> None:
 async def status(core: Core, runtime: ServiceRuntime) -> dict[str, Any]:
     from rollbackd.drill.runner import Drill, last_key
 
-    drill = runtime.resources.get("drill")
+    drill = runtime.caps.drill
     if not isinstance(drill, Drill):
         return {}
     last = await core.store.get_kv(last_key(runtime.name))
@@ -122,7 +123,7 @@ def _drill_for(core: Core, service: str | None) -> Drill:
     from rollbackd.drill.runner import Drill
 
     runtime = core.controls.service(service)  # one service may go unnamed; an unknown one is a 400
-    drill = runtime.resources.get("drill")
+    drill = runtime.caps.drill
     if not isinstance(drill, Drill):
         raise PayloadError("service", f"service {runtime.name!r} has no `drill:` section configured")
     return drill
@@ -173,8 +174,19 @@ async def list_drills(request: web.Request) -> web.Response:
 
     core = request.app[CORE]
     limit = query_int(request, "limit", 20, 1, 500)
-    events = await core.store.events(service=query_service(request), kinds=("drill",), limit=limit)
+    wait = query_int(request, "wait", 0, 0, 25)
+    if wait and query_service(request) is not None:
+        await _until_done(_drill_for(core, query_service(request)), wait)
+    events = await core.store.events(service=query_service(request), kinds=(EventKind.DRILL,), limit=limit)
     return web.json_response({"drills": [e.data for e in events]})
+
+
+async def _until_done(drill: Drill, wait: float) -> None:
+    """A follower's long poll: return as soon as the running drill ends (its report is journaled by then), so a
+    drill the daemon stops on SIGTERM is reported to the CLI before the API closes."""
+    task = drill.task
+    if task is not None and not task.done():
+        await asyncio.wait({asyncio.ensure_future(asyncio.shield(task))}, timeout=wait)
 
 
 def routes(app: web.Application) -> None:
@@ -187,11 +199,14 @@ def openapi() -> tuple[dict[str, Any], list[type[BaseModel]]]:
 
     service = {"name": "service", "in": "query", "schema": {"type": "string"}}
     limit = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}
+    wait = {"name": "wait", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 25}}
     paths = {
         "/v1/drill": {"post": op(
             "Rehearse the rollback on scratch copies (latest snapshot, green image on another port), verify, "
             "tear down; answers the report when done: verdict GO or NO-GO, stages timed, time_to_restore_s. "
             "409 while an incident of the service is active or another drill of it runs", body=DrillBody)},
-        "/v1/drills": {"get": op("Drill reports, newest first", params=[service, limit])},
+        "/v1/drills": {"get": op("Drill reports, newest first; with `wait` (seconds, up to 25) and `service`, answers "
+                                 "once the running drill ends or the wait is over (the CLI's long poll)",
+                                 params=[service, limit, wait])},
     }
     return paths, [DrillBody]

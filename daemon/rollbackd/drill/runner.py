@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from rollbackd import logs
 from rollbackd.drill import isolation, journal, scratch
 from rollbackd.drill.options import DrillOptions
+from rollbackd.reasons import EventKind
 from rollbackd.records import JSON, Event, iso
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ class DrillState:
 
 
 class Drill:
-    """The drills of one service (``runtime.resources["drill"]``): one at a time."""
+    """The drills of one service (``runtime.caps.drill``): one at a time."""
 
     def __init__(self, core: Core, runtime: ServiceRuntime, options: DrillOptions,
                  clock: Callable[[], float] = time.time) -> None:
@@ -136,7 +137,7 @@ class Drill:
         with logs.bound(svc=self.service):
             log.info("drill_started", extra={"drill_id": state.id, "reason": state.reason, "actor": state.actor})
             verdict, why = NO_GO, ""
-            data = self.runtime.resources.get("snapshots")
+            data = self.runtime.caps.snapshots
             try:
                 async with data.lock if data is not None else contextlib.nullcontext():
                     try:
@@ -185,7 +186,7 @@ class Drill:
 
     async def _live_changes(self, state: DrillState) -> list[str]:
         """The live fingerprint again, compared with pick's; a failure to read it is a NO-GO too."""
-        data = self.runtime.resources.get("snapshots")
+        data = self.runtime.caps.snapshots
         if state.live_before is None or data is None:
             return []
         try:
@@ -286,7 +287,7 @@ class Drill:
                     errors.append(f"container {state.container.name} still exists")
             except Exception as exc:
                 errors.append(f"container {state.container.name}: {exc}")
-        data = self.runtime.resources.get("snapshots")
+        data = self.runtime.caps.snapshots
         if state.prepared and data is not None:
             keep = await self._live_copies(data, state.prepared)  # deletion asks the servers, never the name
             errors += [f"{n} copy {_copy_name(r)} is live (or the servers could not say): not dropped"
@@ -344,8 +345,8 @@ class Drill:
                                           "torn_down": report["torn_down"]})
         try:
             await self.core.store.set_kv(last_key(self.service), report)
-            await self.core.store.append_event(Event(kind="drill", service=self.service, data=report,
-                                                     reason=report["verdict"], actor=report["requested_by"]))
+            await self.core.store.append_event(Event(kind=EventKind.DRILL, service=self.service, data=report,
+                                                     verdict=report["verdict"], actor=report["requested_by"]))
             if report["verdict"] == GO:
                 now = self.clock()
                 await self.core.store.set_kv(last_go_key(self.service), now)

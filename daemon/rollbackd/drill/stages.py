@@ -18,6 +18,7 @@ from rollbackd.verify.suite import VerifySuite
 
 if TYPE_CHECKING:
     from rollbackd.drill.runner import Drill, DrillState
+    from rollbackd.snapshots.dataset import DataSet
 
 _BAD = ("failed", "rolled_back")
 
@@ -29,9 +30,7 @@ async def pick(drill: Drill, state: DrillState) -> str:
         raise StageFailed("no green release: mark one green (`rollbackd release mark-green`) before drilling")
     if not (green.digest or green.image):
         raise StageFailed(f"green release {green.version} has neither image nor digest")
-    data = drill.runtime.resources.get("snapshots")
-    if data is None:
-        raise StageFailed("the service has no snapshots configured")
+    data = _dataset(drill)
     snap = await data.latest(release=green.version, verified_only=True)
     whose = f"the newest verified one taken while {green.version} was live"
     if snap is None:
@@ -54,8 +53,15 @@ async def pick(drill: Drill, state: DrillState) -> str:
             f"snapshot set {snap.id} ({whose}, release {snap.release or '-'}); live data fingerprinted")
 
 
+def _dataset(drill: Drill) -> DataSet:
+    data = drill.runtime.caps.snapshots
+    if data is None:
+        raise StageFailed("the service has no snapshots configured")
+    return data
+
+
 async def prepare(drill: Drill, state: DrillState) -> str:
-    data = drill.runtime.resources["snapshots"]
+    data = _dataset(drill)
     assert state.snapshot_set is not None
     # Copies get fresh names per attempt and the snapshotters ask the servers before dropping anything, so
     # a drill of the set a rollback restored (whose copy is live) never touches the live copy.
@@ -85,7 +91,7 @@ def _copy(restored: dict[str, object]) -> str:
 
 
 def deployer_or_none(drill: Drill) -> DockerDeployer | None:
-    deployer = drill.runtime.resources.get("deployer")
+    deployer = drill.runtime.caps.deployer
     return deployer if isinstance(deployer, DockerDeployer) else None
 
 
@@ -146,7 +152,7 @@ async def verify(drill: Drill, state: DrillState) -> str:
         raise StageFailed("not isolated, the checks would look at the live service: " + "; ".join(problems) +
                           " (set drill.rewrite)")
     state.scratch["rewrite"] = {**mapping, **{_no_password(k): _no_password(v) for k, v in exact.items()}}
-    suite = VerifySuite(service=drill.service, checks=checks, resources=drill.runtime.resources,
+    suite = VerifySuite(service=drill.service, checks=checks, caps=drill.runtime.caps,
                         prometheus=drill.core.prometheus, store=None, metrics=None,
                         service_label=drill.core.settings.service_label)
     try:

@@ -6,10 +6,10 @@ from typing import Any
 
 from rollbackd.ha import Leadership
 from rollbackd.records import iso
-from rollbackd.state import StateStore
+from rollbackd.state import ReplicaView
 
 
-async def replicas_json(store: StateStore, leadership: Leadership) -> dict[str, Any]:
+async def replicas_json(store: ReplicaView, leadership: Leadership) -> dict[str, Any]:
     raw = await store.replicas()
     leader, now = raw["leader"], raw["now"]
     valid = leader is not None and now is not None and leader["expires_at"] > now

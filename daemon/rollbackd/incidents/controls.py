@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
+from rollbackd import facts
 from rollbackd.errors import NotFoundError, PayloadError
 from rollbackd.incidents.intake import Intake
 from rollbackd.incidents.runner import Runner
 from rollbackd.metrics import Metrics
 from rollbackd.plan import ServiceRuntime
-from rollbackd.reasons import Reason
+from rollbackd.reasons import EventKind, Reason
 from rollbackd.records import Event, Incident, Pause, Trigger
 from rollbackd.state import StateStore
 
@@ -55,13 +56,13 @@ class Controls:
             trigger = Trigger(kind="manual", reason=reason, requested_by=actor, received_at=self.clock(),
                               to_release=to_release)
             incident = await self.intake.new_incident(runtime, trigger, dry_run=dry_run)
-            if runtime.config.releases.track and not incident.context.get("target"):
-                refusal = incident.context.get("no_target") or {}
+            if runtime.config.releases.track and facts.TARGET.of(incident.context) is None:
+                refusal = facts.NO_TARGET.of(incident.context) or {}
                 raise Refused(Reason(refusal.get("reason", Reason.NOTHING_TO_ROLL_BACK_TO.value)),
                               refusal.get("detail", ""))
             if not await self.store.create_incident(incident):
                 raise Refused(Reason.INCIDENT_ACTIVE)
-            await self._event("trigger", runtime.name, actor, reason, incident_id=incident.id,
+            await self._event(EventKind.TRIGGER, runtime.name, actor, reason, incident_id=incident.id,
                               data={"dry_run": dry_run, "to_release": to_release})
         self.runner.start(incident.id)
         return incident
@@ -70,7 +71,7 @@ class Controls:
         incident = await self.runner.abort(incident_id)
         if incident is None:
             raise NotFoundError(f"no incident {incident_id}")
-        await self._event("abort", incident.service, actor, reason, incident_id=incident_id)
+        await self._event(EventKind.ABORT, incident.service, actor, reason, incident_id=incident_id)
         return incident
 
     async def pause(self, service: str | None, *, actor: str, reason: str, duration: float | None) -> Pause:
@@ -80,7 +81,7 @@ class Controls:
                       until=now + duration if duration else None)
         await self.store.set_pause(pause)
         self.metrics.paused.labels(name).set(1)
-        await self._event("pause", name, actor, reason, data={"until": pause.until})
+        await self._event(EventKind.PAUSE, name, actor, reason, data={"until": pause.until})
         return pause
 
     def resume_targets(self, service: str | None, *, every: bool = False) -> list[str]:
@@ -103,10 +104,10 @@ class Controls:
             self.metrics.paused.labels(name).set(0)
             if name != "*":
                 self.metrics.held.labels(name).set(0)
-            await self._event("resume", name, actor, reason, data={"cleared": cleared[name]})
+            await self._event(EventKind.RESUME, name, actor, reason, data={"cleared": cleared[name]})
         return cleared
 
-    async def _event(self, kind: str, service: str, actor: str, reason: str, *,
+    async def _event(self, kind: EventKind, service: str, actor: str, reason: str, *,
                      incident_id: str | None = None, data: dict[str, object] | None = None) -> None:
         await self.store.append_event(Event(kind=kind, service=service, incident_id=incident_id, actor=actor,
                                             data={"why": reason, **(data or {})}))

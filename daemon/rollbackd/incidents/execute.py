@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from rollbackd import logs, procs
+from rollbackd import facts, logs, procs
 from rollbackd.errors import FencedError, RollbackdError, StoreUnavailable
 from rollbackd.incidents import leftovers, messages
 from rollbackd.incidents.journal import Journal
@@ -140,9 +140,9 @@ class StepExecutor:
 
     def _first_step_latency(self, incident: Incident, started: float) -> None:
         received = incident.trigger.received_at
-        if received is not None and not incident.context.get("act_latency_observed"):
+        if received is not None and not facts.ACT_LATENCY_OBSERVED.of(incident.context):
             self.metrics.act_latency.observe(max(0.0, started - received))
-            incident.context["act_latency_observed"] = True
+            facts.ACT_LATENCY_OBSERVED.put(incident.context, True)
 
 
 def _describe(exc: BaseException, timeout: float) -> str:

@@ -16,25 +16,28 @@ from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rollbackd import policy, releases
+from rollbackd import facts, policy, releases
 from rollbackd.config import Settings
 from rollbackd.errors import IncidentActiveError
 from rollbackd.incidents import escalate, messages
 from rollbackd.incidents.batch import Body
 from rollbackd.incidents.coalesce import Coalescer
 from rollbackd.incidents.runner import Runner
+from rollbackd.incidents.views import ViewCache
 from rollbackd.metrics import Metrics
 from rollbackd.notify.queue import NotifyQueue
 from rollbackd.plan import ServiceRuntime, plan_to_json
-from rollbackd.reasons import Action, IncidentState, Reason
+from rollbackd.reasons import Action, EventKind, IncidentState, Reason
 from rollbackd.records import Alert, Decision, Event, Incident, Pause, PolicyView, Trigger, new_incident_id
 from rollbackd.state import StateStore
+from rollbackd.state.group import GroupCommit, GroupRead, SeenReader
 
 log = logging.getLogger(__name__)
 
 _SEEN_MAX = 20_000  # alert keys known to be journaled: duplicates answered without a write
 _QUIET = frozenset({Reason.DUPLICATE, Reason.INCIDENT_ACTIVE, Reason.RESOLVED, Reason.NOT_IN_POLICY,
                     Reason.TEST_ALERT})  # `doctor --send-test-alert`: recorded, never posted
+_NOISE = _QUIET | {Reason.NOTIFY_RULE, Reason.UNKNOWN_SERVICE}
 _PAGED = frozenset({Reason.BUDGET_EXHAUSTED})  # a refusal a human must hear about now (held pages at failure)
 
 
@@ -51,9 +54,14 @@ class Intake:
         self.clock = clock
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._unsettled: dict[str, asyncio.Future[None]] = {}  # decided, their body's commit not yet done
         self._duplicates: Counter[str] = Counter()
-        self._dup_counters: dict[str, Any] = {}
+        self._counters: dict[tuple[str, ...], Any] = {}
+        self._classes: dict[tuple[str, str], Action] = {}  # (service, alertname) -> its policy list
         self.coalesce = Coalescer(settings.notify_coalesce_window, clock)
+        self.views = ViewCache(store, clock)
+        self.group = GroupCommit(store)  # rows of concurrent webhook requests share one commit
+        self.seen_reads = GroupRead(store)  # and one "journaled already?" query
 
     def lock(self, service: str) -> asyncio.Lock:
         """The service's lock: decisions about one service are taken one at a time."""
@@ -61,30 +69,81 @@ class Intake:
 
     async def receive(self, alerts: list[Alert], received_at: float) -> list[Decision]:
         """Every alert of one webhook body; the ones that open no incident are written in one transaction."""
-        body = await Body.read(self.store, [a.key for a in alerts if a.key not in self._seen])
+        if all(a.key in self._seen for a in alerts):  # Alertmanager's re-sends: nothing to decide or read
+            return await self._duplicates_only(alerts)
+        may_act = any(a.key not in self._seen and self._may_act(a) for a in alerts)
+        if not may_act:
+            if self.runner.starts:
+                await self.runner.starts.step_aside()  # an incident is starting: it goes first (starts.py)
+            return await self._receive(alerts, received_at, self.seen_reads)
+        token = f"body-{id(alerts)}"  # from now until its incident's first step, the storm steps aside
+        self.runner.starts.begin(token)
+        try:  # a body that may open an incident reads on its own, in the store's first lane (lanes.py)
+            return await self._receive(alerts, received_at, self.store)
+        finally:
+            self.runner.starts.end(token)
+
+    async def _receive(self, alerts: list[Alert], received_at: float, reader: SeenReader) -> list[Decision]:
+        unknown = [a.key for a in alerts if a.key not in self._seen]
+        body = await Body.read(reader, unknown)
         try:
             decisions = [await self.one(alert, received_at, body) for alert in alerts]
-            await body.flush(self.store)
-        except BaseException:
+            await body.flush(self.group)
+        except BaseException as exc:
             for key in body.keys:  # not journaled: Alertmanager's retry must decide them again
                 self._seen.pop(key, None)
+            self._settle(body, exc)
             raise
+        self._settle(body, None)
+        await body.journaled_elsewhere()
         return decisions
+
+    async def _duplicates_only(self, alerts: list[Alert]) -> list[Decision]:
+        label = self.settings.service_label
+        decisions = [self._duplicate(a, self.services.get(a.labels.get(label) or "")) for a in alerts]
+        for key in {a.key for a in alerts}:
+            settled = self._unsettled.get(key)
+            if settled is not None:  # the original's commit is in flight: a 202 waits for it
+                await asyncio.shield(settled)
+        return decisions
+
+    def _may_act(self, alert: Alert) -> bool:
+        runtime = self.services.get(alert.labels.get(self.settings.service_label) or "")
+        return runtime is not None and self._needs_view(alert, runtime)
+
+    def _needs_view(self, alert: Alert, runtime: ServiceRuntime) -> bool:
+        """Only an alert the policy would roll back for reads the view: notify-only and ignored ones cost no read."""
+        if alert.status != "firing":
+            return False
+        key = (runtime.name, alert.alertname)
+        kind = self._classes.get(key)
+        if kind is None:  # shell patterns cost: a storm repeats a few names thousands of times
+            if len(self._classes) > _SEEN_MAX:
+                self._classes.clear()
+            kind = self._classes[key] = policy.classify(alert.alertname, runtime.config.policy)
+        return kind is Action.ROLLBACK
+
+    def _settle(self, body: Body, error: BaseException | None) -> None:
+        body.settle(error)
+        for key in body.keys:
+            if self._unsettled.get(key) is body.settled:
+                del self._unsettled[key]
 
     async def one(self, alert: Alert, received_at: float, body: Body | None = None) -> Decision:
         label = alert.labels.get(self.settings.service_label)
         runtime = self.services.get(label) if label is not None else None
         if alert.key in self._seen:
-            return self._duplicate(alert, runtime)
+            return self._duplicate(alert, runtime, body)
         async with self._locks[runtime.name if runtime else ""]:
             if await self._known(alert, body):
                 self._remember(alert.key)
-                return self._duplicate(alert, runtime)
-            decision, incident = await self._decide(alert, runtime, received_at, body)
+                return self._duplicate(alert, runtime, body)
+            decision, incident = await self._decide(alert, runtime, received_at)
             if incident is None and body is not None:
                 service = runtime.name if runtime else None
                 body.defer((alert, service, received_at, decision, _decision_event(alert, decision, None)),
                            functools.partial(self._report, alert, decision, None))
+                self._unsettled[alert.key] = body.settled
             else:
                 decision, incident = await self._journal(alert, runtime, received_at, decision, incident, body)
             self._remember(alert.key)
@@ -101,19 +160,19 @@ class Intake:
             return True
         return alert.key in body.known if body is not None else await self.store.seen_alert(alert.key)
 
-    async def _found_view(self, runtime: ServiceRuntime, body: Body | None) -> tuple[Any, PolicyView]:
-        """The rollback target and policy view, read once per body and service (see batch.py)."""
-        cached = body.views.get(runtime.name) if body is not None else None
+    async def _found_view(self, runtime: ServiceRuntime) -> tuple[Any, PolicyView]:
+        """The rollback target and policy view, from memory while no write changed them (views.py)."""
+        cached = self.views.get(runtime.name)
         if cached is None:
+            version = self.views.version(runtime.name)
             found = await self.target(runtime, None)
             cached = (found, await self.view(runtime, found))
-            if body is not None:
-                body.views[runtime.name] = cached
+            self.views.put(runtime.name, version, cached)
         return cached
 
-    async def _decide(self, alert: Alert, runtime: ServiceRuntime | None, received_at: float,
-                      body: Body | None = None) -> tuple[Decision, Incident | None]:
-        found, view = (await self._found_view(runtime, body) if runtime is not None and alert.status == "firing"
+    async def _decide(self, alert: Alert, runtime: ServiceRuntime | None,
+                      received_at: float) -> tuple[Decision, Incident | None]:
+        found, view = (await self._found_view(runtime) if runtime is not None and self._needs_view(alert, runtime)
                        else (None, None))
         decision = policy.decide(
             alert, service=runtime.name if runtime else None, policy=runtime.config.policy if runtime else None,
@@ -145,9 +204,12 @@ class Intake:
                            found: tuple[releases.Target | None, releases.NoTarget | None] | None = None
                            ) -> Incident:
         target, refused = found if found is not None else await self.target(runtime, trigger.to_release)
-        context: dict[str, object] = {"target": target.to_json() if target else None}
+        context = facts.new_context()
+        context[facts.TARGET.key] = None  # "no target" is a fact too: the incident was opened without one
+        if target is not None:
+            facts.TARGET.put(context, facts.TargetFact.from_json(target.to_json()))
         if refused is not None:
-            context["no_target"] = refused.to_json()
+            facts.NO_TARGET.put(context, refused.to_json())
         return Incident(
             id=new_incident_id(self.clock()), service=runtime.name, state=IncidentState.PENDING, trigger=trigger,
             dry_run=dry_run, created_at=self.clock(), plan=plan_to_json(runtime.config.plan), context=context,
@@ -170,7 +232,7 @@ class Intake:
                        body: Body | None = None) -> tuple[Decision, Incident | None]:
         service = runtime.name if runtime else None
         if body is not None and service is not None:
-            await body.flush(self.store)  # the rows decided before it come first in the journal
+            await body.flush(self.group)  # the rows decided before it come first in the journal
             body.changed(service)
         try:
             await self.store.journal_alert(alert, service, received_at, decision, incident,
@@ -208,14 +270,12 @@ class Intake:
                     and incident.trigger.fingerprint == alert.fingerprint):
                 await self.runner.finish(incident, IncidentState.CANCELLED, Reason.CANCELLED_BY_RESOLVE.sentence)
 
-    def _duplicate(self, alert: Alert, runtime: ServiceRuntime | None) -> Decision:
+    def _duplicate(self, alert: Alert, runtime: ServiceRuntime | None, body: Body | None = None) -> Decision:
+        settled = self._unsettled.get(alert.key)
+        if settled is not None and body is not None and settled is not body.settled:
+            body.waits.add(settled)  # the original is still being committed by another request
         self._duplicates[alert.key] += 1
-        service = runtime.name if runtime else ""
-        counter = self._dup_counters.get(service)
-        if counter is None:  # label lookups cost; a duplicate storm takes this path thousands of times a second
-            counter = self._dup_counters[service] = self.metrics.alerts.labels(
-                service, Action.SUPPRESSED.value, Reason.DUPLICATE.value)
-        counter.inc()
+        self._counter(runtime.name if runtime else "", Action.SUPPRESSED.value, Reason.DUPLICATE.value).inc()
         return Decision(Action.SUPPRESSED, Reason.DUPLICATE, runtime.name if runtime else None)
 
     async def flush_duplicates(self) -> None:
@@ -224,14 +284,23 @@ class Intake:
         if counts:
             await self.store.add_duplicates(counts)
 
+    def _counter(self, *labels: str) -> Any:
+        counter = self._counters.get(labels)
+        if counter is None:  # label lookups cost; a storm takes this path thousands of times a second
+            counter = self._counters[labels] = self.metrics.alerts.labels(*labels)
+        return counter
+
     def _remember(self, key: str) -> None:
         self._seen[key] = None
         if len(self._seen) > _SEEN_MAX:
             self._seen.popitem(last=False)
 
     async def _report(self, alert: Alert, decision: Decision, incident: Incident | None) -> None:
-        self.metrics.alerts.labels(decision.service or "", decision.action.value, decision.reason.value).inc()
-        log.info("alert_decided", extra={
+        self._counter(decision.service or "", decision.action.value, decision.reason.value).inc()
+        # A storm's noise (notify-only, ignored, quiet) is in the journal and the metrics; one log line
+        # per such alert costs more than deciding it, so those lines are debug.
+        level = logging.DEBUG if decision.reason in _NOISE else logging.INFO
+        log.log(level, "alert_decided", extra={
             "alertname": alert.alertname, "status": alert.status, "fingerprint": alert.fingerprint,
             "service": decision.service, "decision": decision.action.value, "reason": decision.reason.value,
             "detail": decision.detail, "incident_id": incident.id if incident else None,
@@ -250,7 +319,7 @@ class Intake:
 
 def _decision_event(alert: Alert, decision: Decision, incident: Incident | None) -> Event:
     return Event(
-        kind="decision", service=decision.service, incident_id=incident.id if incident else None,
+        kind=EventKind.DECISION, service=decision.service, incident_id=incident.id if incident else None,
         reason=decision.reason.value, actor="alertmanager",
         data={"alertname": alert.alertname, "status": alert.status, "fingerprint": alert.fingerprint,
               "action": decision.action.value, "detail": decision.detail, "sentence": decision.reason.sentence},

@@ -47,8 +47,10 @@ class Outage:
 
 
 class Journal:
-    def __init__(self, store: StateStore, *, limit: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: StateStore, *, limit: float, clock: Callable[[], float] = time.time,
+                 on_step_started: Callable[[str], None] = lambda incident_id: None) -> None:
         self.store = store
+        self.on_step_started = on_step_started
         self.limit = limit
         self.clock = clock
         self.outage = Outage()
@@ -109,6 +111,7 @@ class Journal:
     async def step_started(self, incident_id: str, index: int, name: str, type_: str, attempt: int,
                            ts: float) -> None:
         await self.call("step_started", lambda: self.store.step_started(incident_id, index, name, type_, attempt, ts))
+        self.on_step_started(incident_id)
 
     async def step_finished(self, incident_id: str, index: int, state: StepState, ts: float,
                             output: Mapping[str, Any], error: str | None) -> None:

@@ -16,12 +16,13 @@ from rollbackd import procs
 from rollbackd.ha import HOST
 from rollbackd.incidents.journal import Journal
 from rollbackd.plan import Step
+from rollbackd.reasons import EventKind
 from rollbackd.records import Event, Incident, StepRecord
 
 log = logging.getLogger(__name__)
 
-PROCESS = "step_process"
-INTERRUPTED = "step_interrupted"
+PROCESS = EventKind.STEP_PROCESS
+INTERRUPTED = EventKind.STEP_INTERRUPTED
 
 
 def marker(incident_id: str, index: int) -> str:

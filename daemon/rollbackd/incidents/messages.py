@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rollbackd import facts
 from rollbackd.durations import format_duration
 from rollbackd.notify import Message
 from rollbackd.reasons import Action, IncidentState, Reason
@@ -25,13 +26,13 @@ def _alert_fields(incident: Incident) -> list[tuple[str, str]]:
             fields.append((key.capitalize(), trig.annotations[key]))
     if trig.annotations.get("summary"):
         fields.append(("Summary", trig.annotations["summary"]))
-    target = incident.context.get("target") or {}
-    if target:
-        fields.append(("Target", str(target.get("version") or target)))
-        if target.get("why"):
-            fields.append(("Why this target", str(target["why"])))
-        if target.get("what_changed"):
-            fields.append(("What changed", "\n".join(target["what_changed"])))
+    target = facts.TARGET.of(incident.context)
+    if target is not None:
+        fields.append(("Target", target.version or f"snapshot set {target.snapshot_set}"))
+        if target.why:
+            fields.append(("Why this target", target.why))
+        if target.what_changed:
+            fields.append(("What changed", "\n".join(target.what_changed)))
     fields.append(("Trigger", f"{trig.kind} by {trig.requested_by}"))
     return fields
 

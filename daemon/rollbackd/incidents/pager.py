@@ -14,13 +14,14 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from rollbackd.errors import StateError
 from rollbackd.incidents import escalate
 from rollbackd.plan import ServiceRuntime
+from rollbackd.reasons import EventKind
 from rollbackd.records import Event
-from rollbackd.state import StateStore
+from rollbackd.state import EventLog, KvStore
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,12 @@ PENDING_KEY = "pages.pending"
 ROUND_PAUSE_MAX_S = 300.0
 
 
+class PagerStore(KvStore, EventLog, Protocol):
+    """Pending pages are a kv value; every outcome is a journal event."""
+
+
 class Pager:
-    def __init__(self, store: StateStore, services: Mapping[str, ServiceRuntime], *,
+    def __init__(self, store: PagerStore, services: Mapping[str, ServiceRuntime], *,
                  clock: Callable[[], float] = time.time, first_pause: float = 1.0) -> None:
         self.store = store
         self.services = services
@@ -108,6 +113,6 @@ class Pager:
 
     async def _event(self, record: dict[str, Any], outcome: str) -> None:
         await self.store.append_event(Event(
-            kind="page", service=record["service"], incident_id=record["body"].get("incident_id"),
+            kind=EventKind.PAGE, service=record["service"], incident_id=record["body"].get("incident_id"),
             actor="rollbackd", reason=outcome,
             data={"page_id": record["id"], "outcome": outcome, "state": record["body"].get("state")}))

@@ -21,17 +21,18 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
-from rollbackd import logs
+from rollbackd import facts, logs
 from rollbackd.errors import FencedError, StoreUnavailable
 from rollbackd.ha import Leadership, SingleNode
 from rollbackd.incidents import escalate, messages
 from rollbackd.incidents.execute import StepExecutor, StepFailed
 from rollbackd.incidents.journal import Journal
 from rollbackd.incidents.pager import Pager
+from rollbackd.incidents.starts import Starts
 from rollbackd.metrics import Metrics
 from rollbackd.notify.queue import NotifyQueue
 from rollbackd.plan import ServiceRuntime, Stage, StepContext, build_plan
-from rollbackd.reasons import HOLDING_STATES, IncidentState, Reason, StepState
+from rollbackd.reasons import HOLDING_STATES, EventKind, IncidentState, Reason, StepState
 from rollbackd.records import JSON, Event, Incident, Pause, StepRecord
 from rollbackd.state import StateStore, fence
 
@@ -49,7 +50,8 @@ class Runner:
                  store_outage_limit: float = 300.0, kill_grace: float = 3.0,
                  leadership: Leadership | None = None) -> None:
         self.store = store
-        self.journal = Journal(store, limit=store_outage_limit, clock=clock)
+        self.starts = Starts()  # incidents not yet at their first step: storm work steps aside (starts.py)
+        self.journal = Journal(store, limit=store_outage_limit, clock=clock, on_step_started=self.starts.end)
         self.services = services
         self.notify = notify
         self.metrics = metrics
@@ -79,6 +81,8 @@ class Runner:
             ctx.run(fence.current.set, self.leadership.token)
             task = asyncio.create_task(self._fenced_run(incident_id), name=f"incident-{incident_id}", context=ctx)
             self._tasks[incident_id] = task
+            self.starts.begin(incident_id)
+            task.add_done_callback(lambda t: self.starts.end(incident_id))
             task.add_done_callback(lambda t: self._tasks.pop(incident_id, None) if self._tasks.get(
                 incident_id) is t else None)
         return task
@@ -158,7 +162,7 @@ class Runner:
         with logs.bound(incident=incident.id, svc=incident.service):
             self.metrics.incident_active.labels(incident.service).set(1)
             try:
-                return await self._run(incident)
+                return await self._run(await self._upgraded(incident))
             except asyncio.CancelledError:
                 if incident_id in self._aborting and not self._stopping:
                     asyncio.current_task().uncancel()  # type: ignore[union-attr]
@@ -174,6 +178,13 @@ class Runner:
                 return await self.finish(incident, IncidentState.FAILED, f"rollbackd error: {exc}")
             finally:
                 self._aborting.discard(incident_id)
+
+    async def _upgraded(self, incident: Incident) -> Incident:
+        """An incident journaled by an older rollbackd resumes with its context in today's format."""
+        context = facts.upgrade(incident.context)
+        if context != incident.context:
+            await self.journal.update_incident(incident.id, context=context)
+        return dataclasses.replace(incident, context=context)
 
     async def _run(self, incident: Incident) -> IncidentState:
         if incident.state is P:
@@ -213,7 +224,7 @@ class Runner:
             if verdict is not None:
                 state, reason, detail = verdict
                 await self.journal.append_event(Event(
-                    kind="decision", service=incident.service, incident_id=incident.id, reason=reason.value,
+                    kind=EventKind.DECISION, service=incident.service, incident_id=incident.id, reason=reason.value,
                     actor="rollbackd", data={"action": "suppressed", "sentence": reason.sentence,
                                              "alertname": incident.trigger.alertname, "detail": detail},
                 ))
@@ -257,6 +268,7 @@ class Runner:
     def _saver(self, incident: Incident) -> Callable[[str, Any], Awaitable[None]]:
         async def save(key: str, value: Any) -> None:
             incident.context[key] = value
+            incident.context[facts.VERSION_KEY] = facts.CONTEXT_VERSION
             await self.journal.update_incident(incident.id, context=incident.context)
         return save
 

@@ -3,8 +3,11 @@ notifier (channel) has its own queue and worker, so one that is slow or rate-lim
 another, nor the daemon's shutdown (a channel in backoff is not waited for).
 
 Root messages create a thread whose reference is kept on the incident (so replies after a restart
-land in the same thread). When the queue is full the new message is dropped, counted and logged:
-a notifier outage must never hold up or fail a rollback."""
+land in the same thread). Each channel has two queues: an incident's own messages (root, replies,
+outcome) go before any other (decisions of an alert storm, coalesced suppressions), and each queue
+has its own bound, so a storm never fills the room an incident's messages need. When a queue is full
+the new message is dropped, counted (by priority) and logged: a notifier outage must never hold up
+or fail a rollback."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -27,11 +31,18 @@ ThreadSaver = Callable[[str, ThreadRef], Awaitable[None]]
 ThreadLoader = Callable[[str], Awaitable[ThreadRef | None]]
 
 
+Priority = Literal["incident", "other"]
+
+
 @dataclass(frozen=True, slots=True)
 class _Item:
     op: Literal["root", "reply", "update", "plain"]
     service: str | None
     message: Message
+
+    @property
+    def priority(self) -> Priority:
+        return "incident" if self.op != "plain" or self.message.incident_id is not None else "other"
 
 
 class _Channel:
@@ -41,7 +52,9 @@ class _Channel:
 
     def __init__(self, notifier: Notifier, maxsize: int, backoff_max: float) -> None:
         self.notifier = notifier
-        self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=maxsize)
+        self.maxsize = maxsize
+        self.queues: dict[Priority, deque[_Item]] = {"incident": deque(), "other": deque()}
+        self.ready = asyncio.Event()
         self.backoff_max = backoff_max
         self.backing_off = False
         self.task: asyncio.Task[None] | None = None
@@ -59,6 +72,24 @@ class _Channel:
 
     def idle(self) -> bool:
         return self.pending == 0
+
+    def put(self, item: _Item) -> bool:
+        queue = self.queues[item.priority]
+        if len(queue) >= self.maxsize:
+            return False
+        queue.append(item)
+        self.pending += 1
+        self.ready.set()
+        return True
+
+    async def get(self) -> _Item:
+        """The oldest incident message, else the oldest other one."""
+        while True:
+            for queue in self.queues.values():
+                if queue:
+                    return queue.popleft()
+            self.ready.clear()
+            await self.ready.wait()
 
 
 _BACKOFF_FIRST_S = 0.2
@@ -79,6 +110,7 @@ class NotifyQueue:
         save_thread: ThreadSaver | None = None,
         load_thread: ThreadLoader | None = None,
         on_failure: Callable[[str], None] | None = None,
+        on_drop: Callable[[Priority], None] | None = None,
         backoff_max: float = 300.0,
     ) -> None:
         self._notifiers = dict(notifiers)
@@ -89,6 +121,7 @@ class NotifyQueue:
         self._save_thread = save_thread
         self._load_thread = load_thread
         self._on_failure = on_failure or (lambda name: None)
+        self._on_drop = on_drop or (lambda priority: None)
         self.dropped = 0
 
     # ---- what the runner calls (never blocks) ---------------------------------------------------
@@ -106,15 +139,13 @@ class NotifyQueue:
 
     def _put(self, item: _Item) -> None:
         item = dataclasses.replace(item, message=_redacted(item.message))  # one sink for every notifier
-        try:
-            channel = self._channel(item.service)
-            channel.queue.put_nowait(item)
-            channel.pending += 1
-        except asyncio.QueueFull:
+        if not self._channel(item.service).put(item):
             self.dropped += 1
+            self._on_drop(item.priority)
             log.warning(
                 "notify_dropped",
-                extra={"incident_id": item.message.incident_id, "kind": item.message.kind},
+                extra={"incident_id": item.message.incident_id, "kind": item.message.kind,
+                       "priority": item.priority},
             )
 
     # ---- the workers ----------------------------------------------------------------------------
@@ -147,7 +178,7 @@ class NotifyQueue:
 
     async def _work(self, channel: _Channel) -> None:
         while True:
-            item = await channel.queue.get()
+            item = await channel.get()
             failure: Exception | None = None
             try:
                 await self._send(channel.notifier, item)
@@ -157,7 +188,6 @@ class NotifyQueue:
                 failure = exc
                 self._failed(channel.notifier, item, exc)
             finally:
-                channel.queue.task_done()
                 channel.pending -= 1
             pause = channel.pause_after(failure)
             if pause > 0:

@@ -11,11 +11,13 @@ import builtins
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, Protocol
+from types import MappingProxyType
+from typing import Any, ClassVar, Final, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from rollbackd import childenv, redact
+from rollbackd import childenv, facts, redact
+from rollbackd.capabilities import Capabilities
 from rollbackd.config import ParallelGroup, ServiceConfig, StepConfig
 from rollbackd.records import JSON, Incident
 
@@ -45,15 +47,20 @@ class StepOptions(BaseModel):
 
 @dataclass
 class ServiceRuntime:
-    """A guarded service with its built backends. ``resources`` holds each concern's backend by
-    name (``snapshots``, ``deployer``, ``traffic``, ``verifiers``...), filled by the wiring."""
+    """A guarded service with its built backends: ``caps``, typed handles filled by the plugins."""
 
     name: str
     config: ServiceConfig
-    resources: dict[str, Any] = field(default_factory=dict)
+    caps: Capabilities = field(default_factory=Capabilities)
+
+    @property
+    def resources(self) -> Mapping[str, object]:
+        """Deprecated, kept one release for out-of-tree code: the handles of ``caps`` by name, read-only."""
+        return MappingProxyType(dict(self.caps.by_name()))
 
 
 ContextSaver = Callable[[str, Any], Awaitable[None]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -71,6 +78,14 @@ class StepContext:
     def service(self) -> str:
         return self.incident.service
 
+    def fact(self, fact: facts.Fact[T]) -> T | None:
+        """A fact an earlier step (or the incident's opening) kept in the context."""
+        return fact.of(self.incident.context)
+
+    async def remember(self, fact: facts.Fact[T], value: T) -> None:
+        """Keep a fact in the incident's context, journaled before this returns (survives a restart)."""
+        await self.save(fact.key, fact.encode(value))
+
     def env(self) -> dict[str, str]:
         """Alert and incident fields for child processes: passed as environment, never in a command line."""
         trig = self.incident.trigger
@@ -85,9 +100,9 @@ class StepContext:
             "ROLLBACKD_ALERTNAME": trig.alertname or "",
             "ROLLBACKD_ALERT_FINGERPRINT": trig.fingerprint or "",
         }
-        target = self.incident.context.get("target") or {}
-        if target.get("version"):
-            env["ROLLBACKD_TARGET_VERSION"] = str(target["version"])
+        target = self.fact(facts.TARGET)
+        if target is not None and target.version:
+            env["ROLLBACKD_TARGET_VERSION"] = target.version
         env.update(childenv.label_vars(trig.labels)[0])  # names that cannot be variables are skipped
         return env
 

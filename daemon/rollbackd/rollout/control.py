@@ -49,7 +49,7 @@ async def _target(core: Core, runtime: ServiceRuntime, new: NewRelease) -> tuple
         raise PayloadError("version", f"{new.version} is already the live release")
     pretend = Release(service=runtime.name, version=new.version, status="deployed", schema_version=new.schema_version)
     try:
-        target = await releases.select_target([pretend, *history], snapshots=runtime.resources.get("snapshots"),
+        target = await releases.select_target([pretend, *history], snapshots=runtime.caps.snapshots,
                                               data=runtime.config.releases.data, to_release=live.version)
     except releases.NoTarget as refused:
         raise Refused(refused.reason, refused.detail) from refused
@@ -104,7 +104,7 @@ async def control(core: Core, rollout: Incident, action: Control, *, actor: str,
 
 async def abort(core: Core, rollout: Incident, *, actor: str, reason: str) -> Incident:
     """The kill switch: the new release's weight goes to 0 before anything else, then the rollout stops."""
-    switch: Any = core.services[rollout.service].resources.get("traffic")
+    switch = core.services[rollout.service].caps.traffic
     if switch is not None:
         await switch.set_weight(0)
     await _event(core, rollout, "abort", actor, reason, {"action": "abort", "weight": 0})

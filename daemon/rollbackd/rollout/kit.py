@@ -1,5 +1,5 @@
 """What a rollout's steps use, built once per service by the rollout plugin and kept in
-``runtime.resources["rollout"]``: the config, the gate reader (Prometheus), the canary runner, the
+``runtime.caps.rollout``: the config, the gate reader (Prometheus), the canary runner, the
 journal of human controls (promote, hold, resume: events of the rollout, each with who)."""
 
 from __future__ import annotations

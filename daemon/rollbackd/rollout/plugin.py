@@ -1,5 +1,5 @@
 """The rollout capability's hooks into the core (rollbackd.plugins): its config section, the kit each
-service's rollout steps use (``runtime.resources["rollout"]``), and the ``/v1/rollouts`` routes."""
+service's rollout steps use (``runtime.caps.rollout``), and the ``/v1/rollouts`` routes."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ def validate(settings: Settings) -> list[str]:
 def build(core: Core) -> None:
     for runtime in core.services.values():
         cfg = config.parse(runtime.config.rollout, f"services.{runtime.name}.rollout")
-        runtime.resources["rollout"] = Kit(config=cfg, prometheus=core.prometheus, events=core.store,
-                                           canary=_canary(cfg.canary, runtime.resources.get("deployer")),
-                                           notify=core.notify.reply, clock=core.runner.clock)
+        runtime.caps.rollout = Kit(config=cfg, prometheus=core.prometheus, events=core.store,
+                                   canary=_canary(cfg.canary, runtime.caps.deployer),
+                                   notify=core.notify.reply, clock=core.runner.clock)
 
 
 def _canary(options: config.Canary, deployer: Any) -> CanaryBackend:

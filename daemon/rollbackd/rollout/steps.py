@@ -16,6 +16,7 @@ import dataclasses
 import time
 from typing import Any, cast
 
+from rollbackd.errors import FatalError
 from rollbackd.notify import Message
 from rollbackd.plan import BaseStep, StepContext, StepOptions
 from rollbackd.reasons import RolloutDecision
@@ -30,7 +31,10 @@ _FINAL = (RolloutDecision.PROMOTE, RolloutDecision.ROLLBACK)
 
 
 def kit_of(ctx: StepContext) -> Kit:
-    return cast(Kit, ctx.runtime.resources[KEY])
+    kit = ctx.runtime.caps.rollout
+    if kit is None:  # built for every service by the rollout plugin
+        raise FatalError(f"service {ctx.service} has no rollout capability")
+    return kit
 
 
 def rollout_of(ctx: StepContext) -> dict[str, Any]:
@@ -175,7 +179,7 @@ class Complete(BaseStep):
             return {"skipped": True, "summary": f"skipped: the rollout was {ro['outcome']}"}
         release = release_of(ro, ctx.service)
         out: JSON = {}
-        deployer: Any = ctx.runtime.resources.get("deployer")
+        deployer: Any = ctx.runtime.caps.deployer
         if deployer is not None:  # the live container takes the release the canary proved; then users move
             out["deploy"] = await deployer.deploy(release, incident=ctx.incident.id)
             await deployer.wait_healthy(_deadline(deployer))
@@ -194,7 +198,7 @@ def _deadline(deployer: Any) -> float:
 
 
 async def _record_green(ctx: StepContext, release: Release) -> JSON:
-    ledger: Any = ctx.runtime.resources.get("releases")
+    ledger = ctx.runtime.caps.releases
     if ledger is None:
         return {"recorded": False}
     live = await ledger.live()

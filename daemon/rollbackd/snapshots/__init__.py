@@ -6,7 +6,7 @@ every store restores its snapshot *aside* (a new database / collection) while th
 and only when all are ready does each store swap (database rename / alias switch). The live copy that
 was replaced is kept (``<db>__pre_<incident>``, the collection the alias pointed at) for roll-forward.
 
-    Snapshotter (per store)         DataSet (per service: runtime.resources["snapshots"])
+    Snapshotter (per store)         DataSet (per service: runtime.caps.snapshots)
       create(dest)  -> manifest       create / list / get / latest / verify / prune
       prepare(...)  -> restored       prepare (all stores, parallel; on failure discard the rest)
       check_swap / swap / discard     swap (only when all are ready) / discard / roll_forward

@@ -17,6 +17,7 @@ from rollbackd.api.openapi import op
 from rollbackd.api.problems import problem
 from rollbackd.api.v1 import ACTOR, body_of, query_service
 from rollbackd.errors import ConfigError, NotFoundError, PayloadError, RollbackdError
+from rollbackd.reasons import EventKind
 from rollbackd.records import JSON, Event
 from rollbackd.snapshots.dataset import DataSet
 from rollbackd.snapshots.manual import open_restore
@@ -59,13 +60,13 @@ class AdoptAliasBody(_Body):
 
 def _dataset(core: Core, service: str | None) -> DataSet:
     runtime = core.controls.service(service)
-    data = runtime.resources.get("snapshots")
+    data = runtime.caps.snapshots
     if not isinstance(data, DataSet):
         raise PayloadError("service", f"service {runtime.name} has no `snapshots:` configured")
     return data
 
 
-async def _journal(core: Core, kind: str, data: DataSet, actor: str, why: str, **fields: Any) -> None:
+async def _journal(core: Core, kind: EventKind, data: DataSet, actor: str, why: str, **fields: Any) -> None:
     await core.store.append_event(Event(kind=kind, service=data.service, actor=actor, data={"why": why, **fields}))
 
 
@@ -83,7 +84,7 @@ async def create_snapshot(request: web.Request) -> web.Response:
 
     async def create() -> JSON:
         snap = await data.create(reason=body.reason)
-        await _journal(core, "snapshot", data, actor, body.reason, snapshot_set=snap.id)
+        await _journal(core, EventKind.SNAPSHOT, data, actor, body.reason, snapshot_set=snap.id)
         return snap.to_json()
 
     if body.background and data.jobs is not None:
@@ -104,7 +105,7 @@ async def verify_snapshot(request: web.Request) -> web.Response:
     body = await body_of(request, SnapshotVerifyBody)
     data = _dataset(core, body.service)
     result = await data.verify(request.match_info["id"])
-    await _journal(core, "snapshot_verify", data, request[ACTOR], "verify", **result)
+    await _journal(core, EventKind.SNAPSHOT_VERIFY, data, request[ACTOR], "verify", **result)
     return web.json_response(result)
 
 
@@ -159,7 +160,7 @@ async def prune_snapshots(request: web.Request) -> web.Response:
         result = await prune(data, keep_last=retention.keep_last, keep_kept=retention.keep_kept,
                              dry_run=body.dry_run)
     if not body.dry_run:
-        await _journal(core, "snapshot_prune", data, request[ACTOR], body.reason, deleted=result["deleted"])
+        await _journal(core, EventKind.SNAPSHOT_PRUNE, data, request[ACTOR], body.reason, deleted=result["deleted"])
     return web.json_response(result)
 
 
@@ -171,12 +172,12 @@ async def adopt_alias(request: web.Request) -> web.Response:
     if not qdrant:
         raise PayloadError("store", "no qdrant store of that name")
     snapshotter: Any = data.snapshotters[qdrant[0]]
-    await _journal(core, "alias_adopt_started", data, request[ACTOR], body.reason, store=qdrant[0],
+    await _journal(core, EventKind.ALIAS_ADOPT_STARTED, data, request[ACTOR], body.reason, store=qdrant[0],
                    alias=snapshotter.alias, announce=f"reads of {snapshotter.alias!r} fail for a short window")
     async with data.lock:
         with tempfile.TemporaryDirectory(prefix="rollbackd-adopt-") as tmp:
             result = await snapshotter.adopt_alias(Path(tmp))
-    await _journal(core, "alias_adopt", data, request[ACTOR], body.reason, store=qdrant[0], **result)
+    await _journal(core, EventKind.ALIAS_ADOPT, data, request[ACTOR], body.reason, store=qdrant[0], **result)
     return web.json_response(result)
 
 

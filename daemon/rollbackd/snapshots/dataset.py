@@ -1,4 +1,4 @@
-"""DataSet: a service's stores together (``runtime.resources["snapshots"]``). Snapshot sets are taken of
+"""DataSet: a service's stores together (``runtime.caps.snapshots``). Snapshot sets are taken of
 all stores at once; a restore is two-phase: every store prepares aside in parallel, and the swaps start
 only when all are ready. If one prepare fails, the others are discarded and the live data stays as it was.
 """
@@ -10,7 +10,7 @@ import builtins
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from rollbackd.errors import FatalError
 from rollbackd.records import JSON
@@ -19,7 +19,10 @@ from rollbackd.snapshots.store import SnapshotStore, fs_error
 
 if TYPE_CHECKING:
     from rollbackd.snapshots.jobs import Jobs
-    from rollbackd.state import StateStore
+    from rollbackd.state import IncidentJournal, ReleaseStore
+
+    class DataSetState(ReleaseStore, IncidentJournal, Protocol):
+        """What a data set reads of the journal: releases (the live one), incidents (copies in use)."""
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -27,7 +30,7 @@ T = TypeVar("T")
 
 class DataSet:
     def __init__(self, *, service: str, store: SnapshotStore, snapshotters: Mapping[str, Snapshotter],
-                 state: StateStore | None = None, on_success: Callable[[str, float], None] | None = None) -> None:
+                 state: DataSetState | None = None, on_success: Callable[[str, float], None] | None = None) -> None:
         self.service = service
         self.store = store
         self.snapshotters = dict(snapshotters)

@@ -14,17 +14,18 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from rollbackd.errors import NotFoundError
+from rollbackd.reasons import EventKind
 from rollbackd.records import JSON, Event
 
 if TYPE_CHECKING:
-    from rollbackd.state import StateStore
+    from rollbackd.state import EventLog
 
 log = logging.getLogger(__name__)
-KINDS = ("job_started", "job_done", "job_failed")
+KINDS = (EventKind.JOB_STARTED, EventKind.JOB_DONE, EventKind.JOB_FAILED)
 
 
 class Jobs:
-    def __init__(self, store: StateStore, service: str) -> None:
+    def __init__(self, store: EventLog, service: str) -> None:
         self.store = store
         self.service = service
         self.known: dict[str, JSON] = {}
@@ -35,7 +36,7 @@ class Jobs:
         job: JSON = {"id": job_id, "kind": kind, "service": self.service, "state": "running",
                      "started_at": time.time(), "actor": actor, "why": why}
         self.known[job_id] = job
-        await self._journal("job_started", job)
+        await self._journal(EventKind.JOB_STARTED, job)
         task = asyncio.create_task(self._run(job, work))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -49,9 +50,9 @@ class Jobs:
             job.update(state="failed", error=str(exc), retryable=bool(getattr(exc, "retryable", False)))
             log.warning("snapshot_job_failed", extra={"job": job["id"], "error": str(exc)})
         job["finished_at"] = time.time()
-        await asyncio.shield(self._journal("job_done" if job["state"] == "done" else "job_failed", job))
+        await asyncio.shield(self._journal(EventKind.JOB_DONE if job["state"] == "done" else EventKind.JOB_FAILED, job))
 
-    async def _journal(self, kind: str, job: JSON) -> None:
+    async def _journal(self, kind: EventKind, job: JSON) -> None:
         try:
             await self.store.append_event(Event(kind=kind, service=self.service, actor=str(job["actor"]),
                                                 data={"job": job["id"], **{k: v for k, v in job.items()
@@ -68,7 +69,7 @@ class Jobs:
             raise NotFoundError(f"no job {job_id} of service {self.service}")
         last = max(events, key=lambda e: e.ts)
         job = {"id": job_id, **{k: v for k, v in last.data.items() if k != "job"}}
-        if last.kind == "job_started":  # started, never finished: the daemon stopped while it ran
+        if last.kind == EventKind.JOB_STARTED:  # started, never finished: the daemon stopped while it ran
             job["state"] = "interrupted"
         return job
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rollbackd import facts
 from rollbackd.incidents.controls import Refused
-from rollbackd.reasons import IncidentState, Reason
+from rollbackd.reasons import EventKind, IncidentState, Reason
 from rollbackd.records import Event, Incident, Trigger, new_incident_id
 
 if TYPE_CHECKING:
@@ -30,9 +31,10 @@ async def open_restore(core: Core, data: DataSet, set_id: str, *, actor: str, re
             raise Refused(Reason.INCIDENT_ACTIVE, view.active_incident)
         incident_id = new_incident_id(now)
         await data.preflight(set_id, incident_id, allow_foreign=allow_foreign, rehash=False)
-        context: dict[str, object] = {"target": {"snapshot_set": set_id, "why": f"restore by hand: {reason}"}}
+        context = facts.new_context()
+        facts.TARGET.put(context, facts.TargetFact(snapshot_set=set_id, why=f"restore by hand: {reason}"))
         if allow_foreign:
-            context["allow_foreign"] = allow_foreign
+            facts.ALLOW_FOREIGN.put(context, allow_foreign)
         incident = Incident(
             id=incident_id, service=runtime.name, state=IncidentState.PENDING,
             trigger=Trigger(kind="manual", reason=f"restore snapshot {set_id}: {reason}", requested_by=actor,
@@ -40,7 +42,7 @@ async def open_restore(core: Core, data: DataSet, set_id: str, *, actor: str, re
             dry_run=False, created_at=now, plan=[dict(step) for step in RESTORE_PLAN], context=context)
         if not await core.store.create_incident(incident):
             raise Refused(Reason.INCIDENT_ACTIVE)
-        await core.store.append_event(Event(kind="snapshot_restore_started", service=runtime.name,
+        await core.store.append_event(Event(kind=EventKind.SNAPSHOT_RESTORE_STARTED, service=runtime.name,
                                             incident_id=incident.id, actor=actor,
                                             data={"why": reason, "snapshot_set": set_id}))
     core.runner.start(incident.id)

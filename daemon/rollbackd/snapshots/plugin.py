@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from rollbackd.config import BackendRef
 from rollbackd.errors import ConfigError
+from rollbackd.reasons import EventKind
 from rollbackd.records import JSON, Event, iso
 from rollbackd.registry import format_loc, resolve, validate_options
 from rollbackd.scheduler import Schedule
@@ -153,11 +154,11 @@ def build(core: Core) -> None:
 
         data = build_dataset(runtime, core.store, on_success)
         data.jobs = Jobs(core.store, runtime.name)
-        runtime.resources["snapshots"] = data
+        runtime.caps.snapshots = data
 
 
 def datasets(core: Core) -> dict[str, DataSet]:
-    return {name: rt.resources["snapshots"] for name, rt in core.services.items() if "snapshots" in rt.resources}
+    return {name: rt.caps.snapshots for name, rt in core.services.items() if rt.caps.snapshots is not None}
 
 
 async def start(core: Core) -> None:
@@ -198,7 +199,7 @@ def jobs(core: Core, scheduler: Scheduler) -> None:
 
         async def snapshot(data: DataSet = data) -> None:
             snap = await data.create(reason="scheduled", kind="scheduled")
-            await core.store.append_event(Event(kind="snapshot", service=data.service, actor="scheduler",
+            await core.store.append_event(Event(kind=EventKind.SNAPSHOT, service=data.service, actor="scheduler",
                                                 data={"why": "scheduled", "snapshot_set": snap.id}))
 
         async def retention(data: DataSet = data, keep: int = cfg.retention.keep_last,
@@ -212,7 +213,7 @@ def jobs(core: Core, scheduler: Scheduler) -> None:
 
 
 async def status(core: Core, runtime: ServiceRuntime) -> JSON:
-    data = runtime.resources.get("snapshots")
+    data = runtime.caps.snapshots
     if data is None:
         return {}
     sets = await data.list()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from rollbackd import facts
 from rollbackd.errors import RollbackdError
 from rollbackd.records import JSON
 from rollbackd.snapshots.dataset import DataSet
@@ -55,27 +56,21 @@ def plan_kept(kept: list[JSON], keep_kept: int, in_use: set[str]) -> tuple[list[
 
 
 def _used_sets(context: JSON) -> set[str]:
-    out = set()
-    for key in ("data_target", "data_prepared"):
-        value = context.get(key)
-        if isinstance(value, dict) and value.get("snapshot_set"):
-            out.add(str(value["snapshot_set"]))
-    target = context.get("target")
-    if isinstance(target, dict) and target.get("snapshot_set"):
-        out.add(str(target["snapshot_set"]))
-    if context.get("safety_snapshot"):
-        out.add(str(context["safety_snapshot"]))
-    return out
+    data_target, prepared = facts.DATA_TARGET.of(context), facts.DATA_PREPARED.of(context)
+    target, safety = facts.TARGET.of(context), facts.SAFETY_SNAPSHOT.of(context)
+    named = (data_target.snapshot_set if data_target else None, prepared.snapshot_set if prepared else None,
+             target.snapshot_set if target else None, safety)
+    return {name for name in named if name}
 
 
 def _used_copies(context: JSON) -> set[str]:
     """Names of the copies an incident's context holds (prepared, swapped in, kept)."""
     out: set[str] = set()
-    prepared = context.get("data_prepared")
-    if isinstance(prepared, dict):
-        out |= {str(r.get("database") or r.get("collection")) for r in prepared["restored"].values()}
-    for key in ("data_swapped", "data_rolled_forward"):
-        for info in (context.get(key) or {}).values():
+    prepared = facts.DATA_PREPARED.of(context)
+    if prepared is not None:
+        out |= {str(r.get("database") or r.get("collection")) for r in prepared.restored.values()}
+    for fact in (facts.DATA_SWAPPED, facts.DATA_ROLLED_FORWARD):
+        for info in (fact.of(context) or {}).values():
             if isinstance(info, dict):
                 out |= {str(info[k]) for k in ("kept", "previous", "current", "restored") if info.get(k)}
     return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from rollbackd import facts
 from rollbackd.errors import FatalError, NotFoundError
 from rollbackd.plan import BaseStep, StepContext
 from rollbackd.records import JSON
@@ -25,7 +26,7 @@ CODE_ONLY = {"skipped": "code-only target"}
 
 
 def dataset(ctx: StepContext) -> DataSet:
-    data = ctx.runtime.resources.get("snapshots")
+    data = ctx.runtime.caps.snapshots
     if not isinstance(data, DataSet):
         raise FatalError(f"service {ctx.service} has no `snapshots:` configured; data steps cannot run")
     return data
@@ -34,18 +35,18 @@ def dataset(ctx: StepContext) -> DataSet:
 async def target_set(ctx: StepContext, data: DataSet) -> str | None:
     """The set to restore: the target's ``snapshot_set``; without one, the newest verified set when the
     service tracks no releases; else None (a code-only target). Chosen once and kept."""
-    saved = ctx.incident.context.get("data_target")
-    if isinstance(saved, dict):
-        return saved.get("snapshot_set")
-    target = ctx.incident.context.get("target") or {}
-    chosen: str | None = target.get("snapshot_set") if isinstance(target, dict) else None
+    saved = ctx.fact(facts.DATA_TARGET)
+    if saved is not None:
+        return saved.snapshot_set
+    target = ctx.fact(facts.TARGET)
+    chosen = target.snapshot_set if target is not None else None
     if chosen is None and not ctx.runtime.config.releases.track:
         good = await data.restore_target()
         if good is None:
             raise FatalError(f"no verified snapshot set of {ctx.service} to restore (safety snapshots are "
                              "restored only by explicit id)")
         chosen = good.id
-    await ctx.save("data_target", {"snapshot_set": chosen})
+    await ctx.remember(facts.DATA_TARGET, facts.DataTarget(chosen))
     return chosen
 
 
@@ -66,7 +67,7 @@ class SafetySnapshot(BaseStep):
         return "snapshot the live data (kept for roll-forward) before anything changes"
 
     async def is_done(self, ctx: StepContext) -> bool:
-        return await _exists(dataset(ctx), ctx.incident.context.get("safety_snapshot"))
+        return await _exists(dataset(ctx), ctx.fact(facts.SAFETY_SNAPSHOT))
 
     async def run(self, ctx: StepContext) -> JSON:
         data = dataset(ctx)
@@ -74,24 +75,24 @@ class SafetySnapshot(BaseStep):
         if target is None:
             return dict(CODE_ONLY)
         if await self.is_done(ctx):
-            return {"snapshot_set": ctx.incident.context["safety_snapshot"], "target": target, "found": True}
+            return {"snapshot_set": ctx.fact(facts.SAFETY_SNAPSHOT), "target": target, "found": True}
         # a restore that will be refused takes no safety snapshot
-        await data.preflight(target, ctx.incident.id, allow_foreign=ctx.incident.context.get("allow_foreign"))
+        await data.preflight(target, ctx.incident.id, allow_foreign=ctx.fact(facts.ALLOW_FOREIGN))
         if not data.safety_snapshot:
             return {"skipped": "safety_snapshot: false", "target": target}
         snap = await data.create(reason=f"safety snapshot before incident {ctx.incident.id}", kind=SAFETY)
-        await ctx.save("safety_snapshot", snap.id)
+        await ctx.remember(facts.SAFETY_SNAPSHOT, snap.id)
         return {"snapshot_set": snap.id, "target": target, "bytes": snap.size_bytes,
                 "summary": f"safety snapshot {snap.id} ({snap.size_bytes} bytes)"}
 
 
 async def _every_store(ctx: StepContext, check: Callable[[Any, JSON], Awaitable[bool]]) -> bool:
     """True when this incident prepared its copies and ``check`` holds for every store's copy."""
-    prepared = ctx.incident.context.get("data_prepared")
-    if not isinstance(prepared, dict):
+    prepared = ctx.fact(facts.DATA_PREPARED)
+    if prepared is None:
         return False
     data = dataset(ctx)
-    for name, restored in prepared["restored"].items():
+    for name, restored in prepared.restored.items():
         if not await check(data.snapshotters[name], restored):
             return False
     return True
@@ -111,14 +112,14 @@ class PrepareData(BaseStep):
         target = await target_set(ctx, data)
         if target is None:
             return dict(CODE_ONLY)
-        saved = ctx.incident.context.get("data_prepared")
-        if isinstance(saved, dict) and saved.get("snapshot_set") == target and await self.is_done(ctx):
-            return {**saved, "found": True}
+        saved = ctx.fact(facts.DATA_PREPARED)
+        if saved is not None and saved.snapshot_set == target and await self.is_done(ctx):
+            return {**saved.to_json(), "found": True}
         async with data.lock:
             restored = await data.prepare(target)
-        out = {"snapshot_set": target, "restored": restored}
-        await ctx.save("data_prepared", out)
-        return {**out, "summary": f"snapshot {target} restored aside: "
+        prepared = facts.DataPrepared(target, restored)
+        await ctx.remember(facts.DATA_PREPARED, prepared)
+        return {**prepared.to_json(), "summary": f"snapshot {target} restored aside: "
                 + ", ".join(f"{n} -> {r.get('database') or r.get('collection')}" for n, r in restored.items())}
 
 
@@ -135,16 +136,16 @@ class SwapData(BaseStep):
         data = dataset(ctx)
         if await target_set(ctx, data) is None:
             return dict(CODE_ONLY)
-        prepared = ctx.incident.context.get("data_prepared")
-        if not isinstance(prepared, dict):
+        prepared = ctx.fact(facts.DATA_PREPARED)
+        if prepared is None:
             raise FatalError("nothing prepared to swap: data.prepare must run before data.swap")
-        done: dict[str, JSON] = dict(ctx.incident.context.get("data_swapped") or {})
+        done = ctx.fact(facts.DATA_SWAPPED) or {}
         async with data.lock:  # a store swapped before a crash is found by is_swapped and not swapped again
-            swapped = await data.swap(prepared["restored"], ctx.incident.id, done=done)
-        await ctx.save("data_swapped", swapped)
+            swapped = await data.swap(dict(prepared.restored), ctx.incident.id, done=done)
+        await ctx.remember(facts.DATA_SWAPPED, swapped)
         downtime = {n: s.get("downtime_s") for n, s in swapped.items()}
         changed = properties_changed(swapped)
-        return {"snapshot_set": prepared["snapshot_set"], "swapped": swapped, "downtime_s": downtime,
+        return {"snapshot_set": prepared.snapshot_set, "swapped": swapped, "downtime_s": downtime,
                 "properties_changed": changed,
                 "summary": "swapped " + ", ".join(f"{n} ({d}s)" for n, d in downtime.items())
                 + describe_changes(changed)}
@@ -169,16 +170,15 @@ class RollForwardData(BaseStep):
         return "put the data a rollback replaced back live (the kept pre-rollback copies)"
 
     async def _swapped(self, ctx: StepContext, data: DataSet) -> JSON | None:
-        of = ctx.incident.context.get("rollforward_of")
+        of = ctx.fact(facts.ROLLFORWARD_OF)
         if not of:
             raise FatalError("data.roll_forward needs `rollforward_of` (the incident to undo) in the context")
         if data.state is None:
             raise FatalError("no state store to read incident " + str(of))
-        original = await data.state.get_incident(str(of))
+        original = await data.state.get_incident(of)
         if original is None:
             raise FatalError(f"no incident {of}")
-        swapped = original.context.get("data_swapped")
-        return swapped if isinstance(swapped, dict) and swapped else None
+        return facts.DATA_SWAPPED.of(original.context) or None
 
     async def is_done(self, ctx: StepContext) -> bool:
         data = dataset(ctx)
@@ -194,8 +194,9 @@ class RollForwardData(BaseStep):
         data = dataset(ctx)
         swapped = await self._swapped(ctx, data)
         if swapped is None:
-            return {"skipped": f"incident {ctx.incident.context.get('rollforward_of')} swapped no data"}
+            of = ctx.fact(facts.ROLLFORWARD_OF)
+            return {"skipped": f"incident {of} swapped no data"}
         async with data.lock:
             result = await data.roll_forward(swapped, ctx.incident.id)
-        await ctx.save("data_rolled_forward", result)
-        return {"rolled_forward": result, "of": ctx.incident.context.get("rollforward_of")}
+        await ctx.remember(facts.DATA_ROLLED_FORWARD, result)
+        return {"rolled_forward": result, "of": ctx.fact(facts.ROLLFORWARD_OF)}

@@ -1,5 +1,8 @@
 """StateStore: the journal. Everything rollbackd decides or does is written here first.
 
+The store is one object but a few Protocols (alerts, incidents, events, controls, releases, kv, replicas):
+callers annotate the one they use; each has its contract suite (tests/contracts/test_state_*.py).
+
 Backends: ``sqlite`` (embedded default, WAL) and ``postgres`` (asyncpg; for a shared, HA-ready state).
 Both run the same SQL (rollbackd.state.sql); only the driver differs.
 """
@@ -7,7 +10,7 @@ Both run the same SQL (rollbackd.state.sql); only the driver differs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from rollbackd.reasons import IncidentState, StepState
 from rollbackd.records import Alert, Decision, Event, Incident, Pause, PolicyView, Release, StepRecord
@@ -18,12 +21,20 @@ BACKENDS: Final[Mapping[str, str]] = {
 }
 
 
-class StateStore(Protocol):
+class Lifecycle(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def ping(self) -> None: ...
+    def decision_version(self, service: str) -> int:
+        """Changes whenever a write may have changed what a decision about ``service`` reads (pauses,
+        holds, incidents, releases): the intake's cached view is current while this is unchanged."""
+        ...
 
-    # alerts and decisions
+
+
+class AlertJournal(Protocol):
+    """Alerts as received, with the decision taken on each (the intake's store)."""
+
     async def seen_alert(self, key: str) -> bool:
         """True when the same alert (fingerprint, start, status) was journaled before."""
         ...
@@ -52,7 +63,10 @@ class StateStore(Protocol):
     async def add_duplicates(self, counts: Mapping[str, int]) -> None: ...
     async def recent_alerts(self, service: str | None, limit: int) -> list[dict[str, Any]]: ...
 
-    # incidents and their steps
+
+class IncidentJournal(Protocol):
+    """Incidents and their steps, written ahead of what they do (the runner's store)."""
+
     async def create_incident(self, incident: Incident) -> bool:
         """False when the service already has an active incident (one at a time, enforced by the store)."""
         ...
@@ -81,7 +95,10 @@ class StateStore(Protocol):
     ) -> None: ...
     async def steps(self, incident_id: str) -> list[StepRecord]: ...
 
-    # journal events (decisions, pauses, releases marked green, ...)
+
+class EventLog(Protocol):
+    """Journal events (decisions, pauses, releases marked green, verdicts...), newest first."""
+
     async def append_event(self, event: Event) -> int: ...
     async def events(
         self,
@@ -92,13 +109,19 @@ class StateStore(Protocol):
         limit: int = 50,
     ) -> list[Event]: ...
 
-    # pauses and holds
+
+class ControlStore(Protocol):
+    """Pauses and holds, and what the policy reads of a service's state."""
+
     async def set_pause(self, pause: Pause) -> None: ...
     async def clear_pauses(self, service: str, kinds: tuple[str, ...] = ("pause", "hold")) -> int: ...
     async def pauses(self) -> list[Pause]: ...
     async def policy_view(self, service: str, now: float, window: float) -> PolicyView: ...
 
-    # releases
+
+class ReleaseStore(Protocol):
+    """The release registry: releases and their append-only history."""
+
     async def record_release(self, release: Release) -> Release: ...
     async def releases(self, service: str, limit: int = 100) -> list[Release]: ...
     async def update_release(self, release_id: int, **fields: Any) -> Release: ...
@@ -111,13 +134,31 @@ class StateStore(Protocol):
         """Append-only history of the service's releases (id, release_id, version, ts, change, actor, note)."""
         ...
 
-    async def replicas(self) -> dict[str, Any]:
-        """HA: ``leader`` (holder, token, since, expires_at), ``replicas`` (heartbeats), ``now`` (store clock)."""
-        ...
 
-    # small named values (notifier threads, baselines, schedules)
+class KvStore(Protocol):
+    """Small named JSON values: notifier threads, the snapshot index, last verification and drill, schedules."""
+
     async def get_kv(self, key: str) -> Any: ...
     async def set_kv(self, key: str, value: Any) -> None: ...
 
 
-__all__ = ["BACKENDS", "IncidentState", "StateStore"]
+class ReplicaView(Protocol):
+    async def replicas(self) -> dict[str, Any]:
+        """HA: ``leader`` (holder, token, since, expires_at), ``replicas`` (heartbeats), ``now`` (store clock)."""
+        ...
+
+
+class StateStore(Lifecycle, AlertJournal, IncidentJournal, EventLog, ControlStore, ReleaseStore, KvStore, ReplicaView,
+                 Protocol):
+    """Everything: what the concrete stores implement and the wiring hands out. A caller annotates the
+    narrow Protocol above that it uses."""
+
+
+__all__ = ["BACKENDS", "AlertJournal", "ControlStore", "EventLog", "IncidentJournal", "IncidentState", "KvStore",
+           "Lifecycle", "ReleaseStore", "ReplicaView", "StateStore"]
+
+if TYPE_CHECKING:  # mypy proves both concrete stores implement every Protocol above
+    from rollbackd.state.postgres import PostgresStateStore
+    from rollbackd.state.sqlite import SqliteStateStore
+
+    _STORES: tuple[type[StateStore], ...] = (SqliteStateStore, PostgresStateStore)

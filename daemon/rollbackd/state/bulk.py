@@ -8,28 +8,49 @@ from collections.abc import Sequence
 from typing import Any
 
 from rollbackd.records import Alert, Decision, Event, Incident
-from rollbackd.state.schema import dumps
+from rollbackd.state.schema import dumps, event_data
 
 Statement = tuple[str, Sequence[Any]]
 
 
+_ALERT_INSERT = ("INSERT INTO rb_alerts (key, service, fingerprint, alertname, status, starts_at, received_at,"
+                 " labels, annotations, action, reason, incident_id) VALUES ")
+_EVENT_INSERT = "INSERT INTO rb_events (ts, service, incident_id, kind, reason, actor, data) VALUES "
+_ROWS_PER_INSERT = 500  # 12 parameters a row: well under both drivers' limit on parameters
+
+
+def _alert_args(alert: Alert, service: str | None, received_at: float, decision: Decision,
+                incident: Incident | None) -> tuple[Any, ...]:
+    return (alert.key, service, alert.fingerprint, alert.alertname, alert.status, alert.starts_at.isoformat(),
+            received_at, dumps(dict(alert.labels)), dumps(dict(alert.annotations)), decision.action.value,
+            decision.reason.value, incident.id if incident else None)
+
+
+def _event_args(event: Event) -> tuple[Any, ...]:
+    return (event.ts, event.service, event.incident_id, event.kind, event.reason, event.actor,
+            dumps(event_data(event)))
+
+
 def alert_insert(alert: Alert, service: str | None, received_at: float, decision: Decision,
-                  incident: Incident | None) -> Statement:
-    return (
-        "INSERT INTO rb_alerts (key, service, fingerprint, alertname, status, starts_at, received_at,"
-        " labels, annotations, action, reason, incident_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
-        " ON CONFLICT DO NOTHING",
-        (alert.key, service, alert.fingerprint, alert.alertname, alert.status, alert.starts_at.isoformat(),
-         received_at, dumps(dict(alert.labels)), dumps(dict(alert.annotations)), decision.action.value,
-         decision.reason.value, incident.id if incident else None),
-    )
+                 incident: Incident | None) -> Statement:
+    return _ALERT_INSERT + f"({marks(1, 12)}) ON CONFLICT DO NOTHING", _alert_args(
+        alert, service, received_at, decision, incident)
+
+
+def multi_insert(head: str, rows: Sequence[tuple[Any, ...]], tail: str = "") -> list[Statement]:
+    """One INSERT of many rows per chunk: a batch of a thousand alerts is a few statements, not a
+    thousand round trips (Postgres runs each statement of a transaction as its own round trip)."""
+    statements: list[Statement] = []
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start:start + _ROWS_PER_INSERT]
+        width = len(chunk[0])
+        values = ", ".join(f"({marks(1 + i * width, width)})" for i in range(len(chunk)))
+        statements.append((head + values + tail, [arg for row in chunk for arg in row]))
+    return statements
 
 
 def event_insert(event: Event) -> Statement:
-    return (
-        "INSERT INTO rb_events (ts, service, incident_id, kind, reason, actor, data) VALUES ($1,$2,$3,$4,$5,$6,$7)",
-        (event.ts, event.service, event.incident_id, event.kind, event.reason, event.actor, dumps(event.data)),
-    )
+    return _EVENT_INSERT + f"({marks(1, 7)})", _event_args(event)
 
 
 def marks(first: int, count: int) -> str:
@@ -52,11 +73,13 @@ class BulkJournal(abc.ABC):
                 for r in await self._fetch(f"SELECT key FROM rb_alerts WHERE key IN ({marks(1, len(c))})", *c)}
 
     async def journal_alerts(self, rows: Sequence[tuple[Alert, str | None, float, Decision, Event]]) -> None:
-        """Alerts that open no incident, with decisions and journal lines: one commit per webhook body."""
+        """Alerts that open no incident, with decisions and journal lines: one commit per batch
+        (a webhook body, or the bodies of concurrent requests: rollbackd.state.group)."""
         if rows:
-            await self._atomic([stmt for alert, service, received_at, decision, event in rows
-                                for stmt in (alert_insert(alert, service, received_at, decision, None),
-                                             event_insert(event))])
+            alerts = [_alert_args(alert, service, received_at, decision, None)
+                      for alert, service, received_at, decision, _ in rows]
+            await self._atomic([*multi_insert(_ALERT_INSERT, alerts, " ON CONFLICT DO NOTHING"),
+                                *multi_insert(_EVENT_INSERT, [_event_args(row[4]) for row in rows])])
 
     async def prune_journal(self, before: float) -> dict[str, int]:
         """Delete alert and event rows older than ``before`` that no incident refers to (incidents, their

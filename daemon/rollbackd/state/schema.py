@@ -6,8 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from rollbackd.reasons import IncidentState, StepState
-from rollbackd.records import Event, Incident, Pause, Release, StepRecord, Trigger
+from rollbackd.reasons import VERDICT_KINDS, IncidentState, StepState
+from rollbackd.records import JSON, Event, Incident, Pause, Release, StepRecord, Trigger
 
 SCHEMA_VERSION = 1
 # The store's own clock in epoch seconds (HA lease times are the server's, never a replica's).
@@ -123,17 +123,23 @@ def step_from_row(row: Mapping[str, Any]) -> StepRecord:
     )
 
 
+VERDICT_KEY = "verdict"
+
+
 def event_from_row(row: Mapping[str, Any]) -> Event:
-    return Event(
-        id=row["id"],
-        ts=row["ts"],
-        service=row["service"],
-        incident_id=row["incident_id"],
-        kind=row["kind"],
-        reason=row["reason"],
-        actor=row["actor"],
-        data=loads(row["data"]) or {},
-    )
+    data: JSON = loads(row["data"]) or {}
+    reason, verdict = row["reason"], None
+    if row["kind"] in VERDICT_KINDS:
+        # The verdict is kept in the data; rows written before Event.verdict existed carried it in `reason`.
+        verdict = data.get(VERDICT_KEY) or reason
+        reason = None
+    return Event(id=row["id"], ts=row["ts"], service=row["service"], incident_id=row["incident_id"],
+                 kind=row["kind"], reason=reason, actor=row["actor"], data=data, verdict=verdict)
+
+
+def event_data(event: Event) -> JSON:
+    """The stored data of an event: its verdict rides in it (no column of its own, no schema change)."""
+    return event.data if event.verdict is None else {**event.data, VERDICT_KEY: event.verdict}
 
 
 def pause_from_row(row: Mapping[str, Any]) -> Pause:

@@ -19,6 +19,7 @@ from rollbackd.state.bulk import alert_insert as _alert_insert
 from rollbackd.state.bulk import event_insert as _event_insert
 from rollbackd.state.bulk import marks as _marks
 from rollbackd.state.schema import dumps, loads
+from rollbackd.state.versions import Versioned, invalidates
 
 _INCIDENT_UPDATABLE = {
     "state": lambda v: IncidentState(v).value,
@@ -61,7 +62,7 @@ def _assignments(fields: Mapping[str, Any], first: int) -> tuple[str, list[Any]]
     return ", ".join(sets), args
 
 
-class SqlStateStore(BulkJournal):
+class SqlStateStore(BulkJournal, Versioned):
     serial_type = "INTEGER PRIMARY KEY"
     epoch_now = schema.EPOCH_NOW
 
@@ -105,6 +106,7 @@ class SqlStateStore(BulkJournal):
     async def seen_alert(self, key: str) -> bool:
         return await self._fetchrow("SELECT 1 AS seen FROM rb_alerts WHERE key = $1", key) is not None
 
+    @invalidates(lambda alert, service, received_at, decision, incident, event: incident and incident.service)
     async def journal_alert(
         self, alert: Alert, service: str | None, received_at: float, decision: Decision,
         incident: Incident | None, event: Event,
@@ -143,11 +145,13 @@ class SqlStateStore(BulkJournal):
         return rows
 
     # ---- incidents ------------------------------------------------------------------------------
+    @invalidates(lambda incident: incident.service)
     async def create_incident(self, incident: Incident) -> bool:
         sql, args = _incident_insert(incident)
         row = await self._fetchrow(sql + " ON CONFLICT DO NOTHING RETURNING id", *args)
         return row is not None
 
+    @invalidates()
     async def transition(
         self, incident_id: str, from_states: tuple[IncidentState, ...], to: IncidentState, **fields: Any
     ) -> Incident | None:
@@ -181,6 +185,7 @@ class SqlStateStore(BulkJournal):
         )
         return [schema.incident_from_row(r) for r in rows]
 
+    @invalidates()
     async def update_incident(self, incident_id: str, **fields: Any) -> Incident:
         sets, args = _assignments(fields, first=2)
         rows = await self._atomic([
@@ -250,6 +255,7 @@ class SqlStateStore(BulkJournal):
         return [schema.event_from_row(r) for r in rows]
 
     # ---- pauses, holds and the policy's view ----------------------------------------------------
+    @invalidates(lambda pause: pause.service)
     async def set_pause(self, pause: Pause) -> None:
         await self._execute(
             f"INSERT INTO rb_pauses ({schema.PAUSE_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7)"
@@ -259,6 +265,7 @@ class SqlStateStore(BulkJournal):
             pause.incident_id,
         )
 
+    @invalidates(lambda service, kinds=(): service)
     async def clear_pauses(self, service: str, kinds: tuple[str, ...] = ("pause", "hold")) -> int:
         rows = await self._fetch(
             f"DELETE FROM rb_pauses WHERE service = $1 AND kind IN ({_marks(2, len(kinds))}) RETURNING service",
@@ -271,32 +278,27 @@ class SqlStateStore(BulkJournal):
         return [schema.pause_from_row(r) for r in rows]
 
     async def policy_view(self, service: str, now: float, window: float) -> PolicyView:
-        active = await self._fetchrow(
-            "SELECT id FROM rb_incidents WHERE service = $1 AND active = 1", service
-        )
-        pauses = [p for p in await self.pauses() if p.service in (service, "*") and p.in_force(now)]
         ran = _marks(3, len(_RAN_STATES))
-        auto = await self._fetchrow(
-            "SELECT COUNT(*) AS n FROM rb_incidents WHERE service = $1 AND auto = 1 AND dry_run = 0"
-            f" AND created_at >= $2 AND state IN ({ran})",
+        counted = f"FROM rb_incidents WHERE service = $1 AND auto = 1 AND dry_run = 0 AND state IN ({ran})"
+        row = await self._fetchrow(  # one round trip: a decision under load waits for each one
+            "SELECT (SELECT id FROM rb_incidents WHERE service = $1 AND active = 1 LIMIT 1) AS active,"
+            f" (SELECT COUNT(*) {counted} AND created_at >= $2) AS n, (SELECT MAX(finished_at) {counted}) AS last_end",
             service, now - window, *_RAN_STATES,
         )
-        last = await self._fetchrow(
-            "SELECT MAX(finished_at) AS last_end FROM rb_incidents WHERE service = $1 AND auto = 1"
-            f" AND dry_run = 0 AND state IN ({_marks(2, len(_RAN_STATES))})",
-            service, *_RAN_STATES,
-        )
+        assert row is not None
+        pauses = [p for p in await self.pauses() if p.service in (service, "*") and p.in_force(now)]
         return PolicyView(
             service=service,
-            active_incident=active["id"] if active else None,
+            active_incident=row["active"],
             pause=next((p for p in pauses if p.kind == "pause"), None),
             hold=next((p for p in pauses if p.kind == "hold"), None),
-            auto_rollbacks_in_window=int(auto["n"]) if auto else 0,
-            last_auto_rollback_end=last["last_end"] if last else None,
+            auto_rollbacks_in_window=int(row["n"] or 0),
+            last_auto_rollback_end=row["last_end"],
             has_target=None,
         )
 
     # ---- releases -------------------------------------------------------------------------------
+    @invalidates(lambda release: release.service)
     async def record_release(self, release: Release) -> Release:
         """Append a release; a ``deployed`` one supersedes the others (history appended, one transaction)."""
         values = [getattr(release, f) for f in schema.RELEASE_FIELDS]
@@ -334,6 +336,7 @@ class SqlStateStore(BulkJournal):
         )
         return [schema.release_from_row(r) for r in rows]
 
+    @invalidates()
     async def update_release(self, release_id: int, **fields: Any) -> Release:
         unknown = set(fields) - set(schema.RELEASE_FIELDS)
         if unknown:
@@ -348,6 +351,7 @@ class SqlStateStore(BulkJournal):
             raise NotFoundError(f"no release with id {release_id}")
         return schema.release_from_row(rows[0])
 
+    @invalidates()
     async def change_release(self, release_id: int, *, change: str, actor: str, note: str, ts: float,
                              **fields: Any) -> Release:
         """Update a release and append ``change`` (a status, ``green``, ``baseline``) to its history."""

@@ -8,7 +8,6 @@ import asyncio
 import re
 import sqlite3
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from rollbackd.config import Duration
 from rollbackd.errors import IncidentActiveError, StateError
+from rollbackd.state.lanes import LaneExecutor
 from rollbackd.state.sql import SqlStateStore, Statement
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
@@ -36,7 +36,7 @@ class SqliteStateStore(SqlStateStore):
     def __init__(self, options: Options) -> None:
         self.options = options
         self._conn: sqlite3.Connection | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollbackd-sqlite")
+        self._executor = LaneExecutor("rollbackd-sqlite")  # storm batches never ahead of an incident (lanes.py)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()

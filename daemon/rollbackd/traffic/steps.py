@@ -4,20 +4,17 @@ plan, puts exactly that weight back. Without a switch both succeed and say nothi
 
 from __future__ import annotations
 
-from typing import Any
-
+from rollbackd import facts
 from rollbackd.plan import BaseStep, StepContext
 from rollbackd.records import JSON
 from rollbackd.traffic import TrafficSwitch
-from rollbackd.traffic.null import NullTrafficSwitch
 
-SAVED = "traffic_weight"
+SAVED = facts.TRAFFIC_WEIGHT  # the weight the cut found
 NULL_SUMMARY = "no traffic switch configured: traffic was not switched"
 
 
 def switch_of(ctx: StepContext) -> TrafficSwitch:
-    switch: Any = ctx.runtime.resources.get("traffic")
-    return switch if switch is not None else NullTrafficSwitch()
+    return ctx.runtime.caps.traffic_switch()
 
 
 class CutTraffic(BaseStep):
@@ -30,15 +27,16 @@ class CutTraffic(BaseStep):
         switch = switch_of(ctx)
         if switch.kind == "null":
             return True
-        return SAVED in ctx.incident.context and await switch.weight() == 0
+        return ctx.fact(SAVED) is not None and await switch.weight() == 0
 
     async def run(self, ctx: StepContext) -> JSON:
         switch = switch_of(ctx)
         if switch.kind == "null":
             return {"switch": "null", "summary": NULL_SUMMARY}
-        if SAVED not in ctx.incident.context:  # a resumed cut must not remember its own 0
-            await ctx.save(SAVED, await switch.weight())
-        before = int(ctx.incident.context[SAVED])
+        before = ctx.fact(SAVED)
+        if before is None:  # a resumed cut must not remember its own 0
+            before = await switch.weight()
+            await ctx.remember(SAVED, before)
         await switch.set_weight(0)
         return {"switch": switch.kind, "weight_before": before, "weight": 0,
                 "summary": f"traffic cut: weight {before} -> 0 ({switch.kind} switch)"}
@@ -52,16 +50,17 @@ class RestoreTraffic(BaseStep):
 
     async def is_done(self, ctx: StepContext) -> bool:
         switch = switch_of(ctx)
-        if switch.kind == "null" or SAVED not in ctx.incident.context:
+        saved = ctx.fact(SAVED)
+        if switch.kind == "null" or saved is None:
             return True
-        return await switch.weight() == int(ctx.incident.context[SAVED])
+        return await switch.weight() == saved
 
     async def run(self, ctx: StepContext) -> JSON:
         switch = switch_of(ctx)
         if switch.kind == "null":
             return {"switch": "null", "summary": NULL_SUMMARY}
-        if SAVED not in ctx.incident.context:
+        weight = ctx.fact(SAVED)
+        if weight is None:
             return {"switch": switch.kind, "summary": "traffic was not cut by this incident: left as it is"}
-        weight = int(ctx.incident.context[SAVED])
         await switch.set_weight(weight)
         return {"switch": switch.kind, "weight": weight, "summary": f"traffic restored: weight {weight}"}

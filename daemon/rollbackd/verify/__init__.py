@@ -25,6 +25,7 @@ from typing import Annotated, Any, ClassVar, Final, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rollbackd.capabilities import Capabilities
 from rollbackd.config import Duration
 from rollbackd.errors import FatalError
 from rollbackd.reasons import IncidentState, Verdict
@@ -93,7 +94,7 @@ class VerifyContext:
     deadline: float
     incident: Incident | None = None
     outputs: Mapping[str, JSON] = field(default_factory=dict)
-    resources: Mapping[str, Any] = field(default_factory=dict)  # the service runtime's resources
+    caps: Capabilities = field(default_factory=Capabilities)  # the service's handles (snapshots...)
     prometheus: Any = None  # rollbackd.prom.Prometheus | None
     store: Any = None  # rollbackd.state.StateStore | None
     service_label: str = "service"

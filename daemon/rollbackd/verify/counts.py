@@ -12,13 +12,17 @@ that legitimately change (``conversations``). Connection or query errors are ERR
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from rollbackd.reasons import Verdict
 from rollbackd.records import JSON
 from rollbackd.verify import BaseVerifier, CheckOptions, CheckResult, VerifyContext
+
+if TYPE_CHECKING:
+    from rollbackd.snapshots import SnapshotSet
+    from rollbackd.snapshots.dataset import DataSet
 
 
 class StoreConnection(BaseModel):
@@ -80,15 +84,12 @@ def _from_manifests(manifests: dict[str, Any]) -> Expected:
     return out
 
 
-SAFETY_REASON = "safety snapshot"  # how plan step data.safety_snapshot names its sets
-
-
-async def live_release_set(snapshots: Any) -> tuple[Any, str]:
+async def live_release_set(snapshots: DataSet) -> tuple[SnapshotSet | None, str]:
     """(the newest verified non-safety set of the live release, its name); (None, ...) when there is none.
     Without release tracking, the newest verified non-safety set (the release is then unknown)."""
-    release = await snapshots.live_release() if hasattr(snapshots, "live_release") else None
+    release = await snapshots.live_release()
     for snap in await snapshots.list():
-        if not snap.verified or str(snap.reason or "").startswith(SAFETY_REASON):
+        if not snap.verified or snap.is_safety:  # the kind the set records (old sets: read from their reason)
             continue
         if release is None or snap.release == release:
             return snap, release or "(unknown: releases not tracked)"
@@ -112,8 +113,8 @@ class CountsVerifier(BaseVerifier):
         prepared = ctx.step_output_of_type("data.prepare")
         if prepared:
             return _from_prepare(prepared), f"snapshot set {prepared.get('snapshot_set')}"
-        snapshots = ctx.resources.get("snapshots")
-        if ctx.incident is None and snapshots is not None and hasattr(snapshots, "list"):
+        snapshots = ctx.caps.snapshots
+        if ctx.incident is None and snapshots is not None:
             snap, release = await live_release_set(snapshots)
             if snap is not None:
                 return _from_manifests(dict(snap.manifests)), f"snapshot set {snap.id} of the live release {release}"

@@ -1,5 +1,5 @@
 """The verify capability's hooks into the core (see rollbackd.plugins): config validation, the
-per-service VerifySuite in ``runtime.resources["verify"]``, ``POST /v1/verify``, its OpenAPI part and
+per-service VerifySuite in ``runtime.caps.verify``, ``POST /v1/verify``, its OpenAPI part and
 the last verification in `status`.
 
     services:
@@ -143,8 +143,8 @@ def build(core: Core) -> None:
         checks, problems = _checks_of(name, runtime.config)
         if problems:
             raise ConfigError(problems[0].split(":")[0], problems[0], problems=problems)
-        runtime.resources["verify"] = VerifySuite(
-            service=name, checks=checks, resources=runtime.resources, prometheus=core.prometheus, store=core.store,
+        runtime.caps.verify = VerifySuite(
+            service=name, checks=checks, caps=runtime.caps, prometheus=core.prometheus, store=core.store,
             metrics=core.metrics, service_label=core.settings.service_label,
             rollback_alerts=tuple(runtime.config.policy.rollback_alerts),
         )
@@ -152,13 +152,13 @@ def build(core: Core) -> None:
 
 async def close(core: Core) -> None:
     for runtime in core.services.values():
-        suite = runtime.resources.get("verify")
+        suite = runtime.caps.verify
         if isinstance(suite, VerifySuite):
             await suite.close()
 
 
 async def status(core: Core, runtime: ServiceRuntime) -> dict[str, Any]:
-    if not isinstance(runtime.resources.get("verify"), VerifySuite):
+    if not isinstance(runtime.caps.verify, VerifySuite):
         return {"verification": None}
     last = await core.store.get_kv(last_key(runtime.name))
     return {"verification": last}
@@ -174,7 +174,7 @@ class VerifyBody(BaseModel):
 
 def _suite_for(core: Core, service: str | None) -> VerifySuite:
     runtime = core.controls.service(service)  # one service may go unnamed; an unknown one is a 400
-    suite = runtime.resources.get("verify")
+    suite = runtime.caps.verify
     if not isinstance(suite, VerifySuite):
         raise PayloadError("service", f"service {runtime.name!r} has no verify checks configured")
     return suite

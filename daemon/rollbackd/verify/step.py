@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rollbackd import facts
 from rollbackd.plan import BaseStep, StepContext, StepOptions
 from rollbackd.reasons import Verdict
 from rollbackd.records import JSON
 from rollbackd.verify import VerificationFailed, VerificationInconclusive, overall
 from rollbackd.verify.suite import VerifySuite
 
-CONTEXT_KEY = "verification"
+CONTEXT = facts.VERIFICATION
 
 
 class VerifyStepOptions(StepOptions):
@@ -37,11 +38,11 @@ class Verify(BaseStep):
         return f"verify: {which}; only all-pass gives traffic back"
 
     async def is_done(self, ctx: StepContext) -> bool:
-        saved = (ctx.incident.context.get(CONTEXT_KEY) or {}).get(self.name) or {}
+        saved = (ctx.fact(CONTEXT) or {}).get(self.name) or {}
         return bool(saved.get("verdict") == Verdict.PASS.value)
 
     async def run(self, ctx: StepContext) -> JSON:
-        suite = ctx.runtime.resources.get("verify")
+        suite = ctx.runtime.caps.verify
         if not isinstance(suite, VerifySuite):
             output: JSON = {"verdict": Verdict.INCONCLUSIVE.value, "summary": "no verify checks configured"}
             raise VerificationInconclusive(f"verification inconclusive: no checks configured for {ctx.service}",
@@ -50,9 +51,9 @@ class Verify(BaseStep):
         verdict = overall(results)
         summary = "\n".join(r.line() for r in results)
         output = {"verdict": verdict.value, "summary": summary, "results": [r.to_json() for r in results]}
-        saved = dict(ctx.incident.context.get(CONTEXT_KEY) or {})
+        saved = ctx.fact(CONTEXT) or {}
         saved[self.name] = {"verdict": verdict.value, "attempt": ctx.attempt, "results": output["results"]}
-        await ctx.save(CONTEXT_KEY, saved)
+        await ctx.remember(CONTEXT, saved)
         if verdict is Verdict.PASS:
             return output
         bad = sum(1 for r in results if r.verdict is not Verdict.PASS and not r.dry_run)

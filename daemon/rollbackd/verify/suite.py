@@ -1,4 +1,4 @@
-"""A service's configured checks, run together: ``runtime.resources["verify"]``.
+"""A service's configured checks, run together: ``runtime.caps.verify``.
 
 Each check waits for the checks named in its ``after``, then its ``initial_delay``, then runs against
 its own deadline. FAIL and PASS are final; ERROR and INCONCLUSIVE are tried again every ``interval``
@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from rollbackd.capabilities import Capabilities
 from rollbackd.errors import PayloadError
-from rollbackd.reasons import Verdict
+from rollbackd.reasons import EventKind, Verdict
 from rollbackd.records import JSON, Event, Incident
 from rollbackd.verify import CheckResult, Verifier, VerifyContext, overall
 
@@ -31,12 +32,12 @@ def last_key(service: str) -> str:
 
 
 class VerifySuite:
-    def __init__(self, *, service: str, checks: list[Verifier], resources: Mapping[str, Any],
+    def __init__(self, *, service: str, checks: list[Verifier], caps: Capabilities | None = None,
                  prometheus: Any = None, store: Any = None, metrics: Any = None, service_label: str = "service",
                  rollback_alerts: tuple[str, ...] = (), clock: Callable[[], float] = time.time) -> None:
         self.service = service
         self.checks = checks
-        self.resources = resources
+        self.caps = caps if caps is not None else Capabilities()
         self.prometheus = prometheus
         self.store = store
         self.metrics = metrics
@@ -106,7 +107,7 @@ class VerifySuite:
     async def _attempt(self, check: Verifier, incident: Incident | None, outputs: Mapping[str, JSON],
                        deadline: float) -> CheckResult:
         ctx = VerifyContext(service=self.service, deadline=deadline, incident=incident, outputs=outputs,
-                            resources=self.resources, prometheus=self.prometheus, store=self.store,
+                            caps=self.caps, prometheus=self.prometheus, store=self.store,
                             service_label=self.service_label, rollback_alerts=self.rollback_alerts)
         try:
             return await asyncio.wait_for(check.verify(ctx), max(0.1, deadline - time.monotonic()) + self.grace)
@@ -130,7 +131,7 @@ class VerifySuite:
             for r in results if incident is not None else ():
                 assert incident is not None
                 await self.store.append_event(Event(
-                    kind="verification", service=self.service, incident_id=incident.id, reason=r.verdict.value,
+                    kind=EventKind.VERIFICATION, service=self.service, incident_id=incident.id, verdict=r.verdict.value,
                     actor="rollbackd", data={"sentence": r.line(), "verifier": r.verifier, "figures": r.figures},
                 ))
         except Exception:
