@@ -140,6 +140,9 @@ ROLLFORWARD_OF: Fact[str] = scalar("rollforward_of", str)  # the incident a roll
 ALLOW_FOREIGN: Fact[str] = scalar("allow_foreign", str)  # a restore by hand may take this service's set
 VERIFICATION: Fact[dict[str, JSON]] = Fact("verification", _stores, dict)  # by verify step: its verdict
 ACT_LATENCY_OBSERVED: Fact[bool] = scalar("act_latency_observed", bool)
+# A rollout's own record (release, green, baseline, phases with their gate readings, outcome; rollbackd.rollout),
+# kept as the same JSON object so the rollout steps update it in place and save it whole.
+ROLLOUT: Fact[JSON] = Fact("rollout", _same, _same)
 
 
 def new_context() -> JSON:

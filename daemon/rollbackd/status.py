@@ -35,7 +35,7 @@ def incident_json(inc: Incident, steps: list[StepRecord] | None = None) -> dict[
         "target": inc.context.get(facts.TARGET.key), "plan": inc.plan,  # as journaled
     }
     if inc.trigger.kind == "rollout":  # phases, gate readings, decisions (rollbackd.rollout.table)
-        out["rollout"] = inc.context.get("rollout")
+        out["rollout"] = facts.ROLLOUT.of(inc.context)
     if steps is not None:
         total = sum(len(e["parallel"]) if "parallel" in e else 1 for e in inc.plan)
         out["steps"] = [step_json(s) for s in steps]

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from rollbackd.capabilities import Capabilities
 from rollbackd.plan import ServiceRuntime
 from rollbackd.records import Event
 from rollbackd.rollout.config import Canary, Phase, RolloutConfig
@@ -58,7 +59,7 @@ def world_of(tmp_path: Path, *, outcome: str | None = None, canary: bool = False
               canary=CanaryRunner(Canary(deploy_argv=[sys.executable, "-c", WRITE, str(canary_file), "{version}"],
                                          remove_argv=[sys.executable, "-c", REMOVE, str(canary_file)])),
               clock=clock, sleep=clock.sleep)
-    runtime = ServiceRuntime("rag", None, {"traffic": switch, "rollout": kit})  # type: ignore[arg-type]
+    runtime = ServiceRuntime("rag", None, Capabilities(traffic=switch, rollout=kit))  # type: ignore[arg-type]
     saved = {"rollout": {"version": "v2", "release": {"version": "v2", "digest": "sha256:" + "2" * 64},
                          "green": "v1", "baseline_p95": 0.5, "phases": {}, "outcome": outcome}}
     return runtime, saved, weight, canary_file

@@ -56,6 +56,7 @@ def test_every_configured_capability_is_a_typed_handle(tmp_path: Path) -> None:
 def test_resources_is_a_read_only_view_of_the_handles(tmp_path: Path) -> None:
     core = core_of(tmp_path, {"rag": {"policy": {"confirm": "off"}, "plan": PLAN}})
     runtime = core.services["rag"]  # type: ignore[attr-defined]
-    assert dict(runtime.resources) == {"releases": runtime.caps.releases, "traffic": runtime.caps.traffic}
+    assert dict(runtime.resources) == {"releases": runtime.caps.releases, "traffic": runtime.caps.traffic,
+                                       "rollout": runtime.caps.rollout}
     with pytest.raises(TypeError):
         runtime.resources["deployer"] = object()

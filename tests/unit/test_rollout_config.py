@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from rollbackd.config import parse
 from rollbackd.errors import ConfigError
 from rollbackd.rollout import config as rollout_config
+from rollbackd.wiring import parse_settings as parse  # the rollout section is checked where it is built
 
 ENV = {"WT": "w" * 20, "AT": "a" * 20}
 

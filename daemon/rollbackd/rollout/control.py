@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, Literal
 
-from rollbackd import releases
+from rollbackd import facts, releases
 from rollbackd.errors import NotFoundError, PayloadError
 from rollbackd.incidents.controls import Refused
 from rollbackd.plan import ServiceRuntime, plan_to_json
@@ -71,9 +71,12 @@ async def start(core: Core, service: str | None, new: NewRelease, *, actor: str,
         trigger = Trigger(kind="rollout", reason=reason or f"rollout of {new.version}", requested_by=actor,
                           received_at=core.runner.clock())
         incident = await core.intake.new_incident(runtime, trigger, dry_run=False, found=(None, None))
-        context = {"target": target, "rollout": {
+        context = dict(incident.context)
+        if target is not None:
+            facts.TARGET.put(context, facts.TargetFact.from_json(target))
+        facts.ROLLOUT.put(context, {
             "version": new.version, "release": new.to_json(), "green": live.version if live else None,
-            "baseline_p95": live.baseline_p95 if live else None, "phases": {}, "outcome": None}}
+            "baseline_p95": live.baseline_p95 if live else None, "phases": {}, "outcome": None})
         incident = dataclasses.replace(incident, plan=plan_to_json(entries(runtime)), context=context)
         if not await core.store.create_incident(incident):
             raise Refused(Reason.INCIDENT_ACTIVE)

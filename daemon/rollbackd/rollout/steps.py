@@ -16,6 +16,7 @@ import dataclasses
 import time
 from typing import Any, cast
 
+from rollbackd import facts
 from rollbackd.errors import FatalError
 from rollbackd.notify import Message
 from rollbackd.plan import BaseStep, StepContext, StepOptions
@@ -38,7 +39,11 @@ def kit_of(ctx: StepContext) -> Kit:
 
 
 def rollout_of(ctx: StepContext) -> dict[str, Any]:
-    return cast(dict[str, Any], ctx.incident.context.setdefault(KEY, {}))
+    ro = facts.ROLLOUT.of(ctx.incident.context)
+    if ro is None:
+        ro = {}
+        facts.ROLLOUT.put(ctx.incident.context, ro)
+    return ro
 
 
 def release_of(ro: dict[str, Any], service: str) -> Release:
@@ -48,7 +53,7 @@ def release_of(ro: dict[str, Any], service: str) -> Release:
 
 
 async def save(ctx: StepContext, ro: dict[str, Any]) -> None:
-    await ctx.save(KEY, ro)
+    await ctx.remember(facts.ROLLOUT, ro)
 
 
 class DeployCanary(BaseStep):
