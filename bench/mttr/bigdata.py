@@ -52,22 +52,33 @@ async def load_big_collection(url: str, dsn: str, *, points: int, dim: int = 64,
     client = _client(url)
     try:
         await client.create_collection(
-            BIG_COLLECTION, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE))
-        structs = [models.PointStruct(id=i + 1, vector=corpus.point_vector(p["doc_id"], dim), payload=p)
-                   for i, p in enumerate(docs)]
+            BIG_COLLECTION, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE)
+        )
+        structs = [
+            models.PointStruct(id=i + 1, vector=corpus.point_vector(p["doc_id"], dim), payload=p)
+            for i, p in enumerate(docs)
+        ]
         await client.upsert(BIG_COLLECTION, points=structs, wait=True)
         base = len(docs) + 1
         for lo in range(0, filler, batch):
-            chunk = vectors[lo:lo + batch]
-            structs = [models.PointStruct(id=base + lo + i, vector=v.tolist(),
-                                          payload={"doc_id": f"bulk-{lo + i}", "title": "", "source": "bulk"})
-                       for i, v in enumerate(chunk)]
+            chunk = vectors[lo : lo + batch]
+            structs = [
+                models.PointStruct(
+                    id=base + lo + i,
+                    vector=v.tolist(),
+                    payload={"doc_id": f"bulk-{lo + i}", "title": "", "source": "bulk"},
+                )
+                for i, v in enumerate(chunk)
+            ]
             await client.upsert(BIG_COLLECTION, points=structs, wait=True)
-        await client.update_collection_aliases(change_aliases_operations=[
-            models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=ALIAS)),
-            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=BIG_COLLECTION,
-                                                                        alias_name=ALIAS)),
-        ])
+        await client.update_collection_aliases(
+            change_aliases_operations=[
+                models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=ALIAS)),
+                models.CreateAliasOperation(
+                    create_alias=models.CreateAlias(collection_name=BIG_COLLECTION, alias_name=ALIAS)
+                ),
+            ]
+        )
         await client.delete_collection(SMALL_COLLECTION)
         info = await client.get_collection(ALIAS)
         return int(info.points_count or 0)
@@ -82,12 +93,22 @@ async def change_collection(url: str, *, rewritten_ids: list[int], junk: int = 4
 
     client = _client(url)
     try:
-        moved = [models.PointStruct(id=i, vector=corpus.point_vector(f"rewritten-{i}", dim, seed=2),
-                                    payload={"doc_id": f"doc-{i:04d}", "title": "rewritten", "source": "bad-deploy"})
-                 for i in rewritten_ids]
-        structs = [models.PointStruct(id=10_000_000 + n, vector=corpus.point_vector(f"junk-{n}", dim),
-                                      payload={"doc_id": f"junk-{n:04d}", "title": "Scraped page",
-                                               "source": corpus.JUNK_SOURCE}) for n in range(1, junk + 1)]
+        moved = [
+            models.PointStruct(
+                id=i,
+                vector=corpus.point_vector(f"rewritten-{i}", dim, seed=2),
+                payload={"doc_id": f"doc-{i:04d}", "title": "rewritten", "source": "bad-deploy"},
+            )
+            for i in rewritten_ids
+        ]
+        structs = [
+            models.PointStruct(
+                id=10_000_000 + n,
+                vector=corpus.point_vector(f"junk-{n}", dim),
+                payload={"doc_id": f"junk-{n:04d}", "title": "Scraped page", "source": corpus.JUNK_SOURCE},
+            )
+            for n in range(1, junk + 1)
+        ]
         await client.upsert(ALIAS, points=moved + structs, wait=True)
         return int((await client.get_collection(ALIAS)).points_count or 0)
     finally:

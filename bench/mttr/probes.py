@@ -31,7 +31,7 @@ def parse_ts(value: str | float | None) -> float | None:
     if "." in text:  # Go prints up to nanoseconds; fromisoformat takes at most microseconds
         head, _, tail = text.partition(".")
         digits = "".join(c for c in tail if c.isdigit())
-        zone = tail[len(digits):]
+        zone = tail[len(digits) :]
         text = f"{head}.{digits[:6]}{zone}"
     return datetime.fromisoformat(text).timestamp()
 

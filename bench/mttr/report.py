@@ -84,43 +84,79 @@ class Breakdown:
         for_note = "`for: 3m`" if self.inp.factor == 1 else f"`for: 3m` / {self.inp.factor}"
         group = "group_wait 10s" if self.inp.factor == 1 else "group_wait 1s (time-compressed stack)"
         rows = [
-            Row("evaluation/window delay (fault -> rule pending)", 0.0, self.rel(active),
+            Row(
+                "evaluation/window delay (fault -> rule pending)",
+                0.0,
+                self.rel(active),
                 f"{name}: the fail ratio over {window} climbs past 7 %; scrape/eval 1 s"
-                if name == "RAGGateFailRateHigh" else f"{name}: its expression turns true; scrape/eval 1 s"),
-            Row(f"rule pending -> firing ({for_note})", self.rel(active),
+                if name == "RAGGateFailRateHigh"
+                else f"{name}: its expression turns true; scrape/eval 1 s",
+            ),
+            Row(
+                f"rule pending -> firing ({for_note})",
+                self.rel(active),
                 None if active is None or fired is None else fired - active,
-                "Prometheus activeAt -> FiredAt (Alertmanager startsAt)"),
-            Row("Alertmanager grouping + send (firing -> webhook received)", self.rel(fired),
-                None if fired is None or self.received is None else self.received - fired, group),
+                "Prometheus activeAt -> FiredAt (Alertmanager startsAt)",
+            ),
+            Row(
+                "Alertmanager grouping + send (firing -> webhook received)",
+                self.rel(fired),
+                None if fired is None or self.received is None else self.received - fired,
+                group,
+            ),
         ]
         if seen is not None and seen.am_seen is not None:
             rows.append(Row("  . first listed by Alertmanager's API (0.25 s polls)", self.rel(seen.am_seen), None))
         return rows
 
     def decision_rows(self) -> list[Row]:
-        first = min((t for t in (parse_ts(s.get("started_at")) for s in self.steps.values()) if t is not None),
-                    default=None)
+        first = min(
+            (t for t in (parse_ts(s.get("started_at")) for s in self.steps.values()) if t is not None), default=None
+        )
         return [
-            Row("decision: webhook received -> incident created", self.rel(self.received),
+            Row(
+                "decision: webhook received -> incident created",
+                self.rel(self.received),
                 None if self.received is None or self.created is None else self.created - self.received,
-                "policy, confirm in Prometheus, target chosen"),
-            Row("decision: incident created -> first step started", self.rel(self.created),
-                None if first is None or self.created is None else first - self.created),
+                "policy, confirm in Prometheus, target chosen",
+            ),
+            Row(
+                "decision: incident created -> first step started",
+                self.rel(self.created),
+                None if first is None or self.created is None else first - self.created,
+            ),
         ]
 
     # ---- the plan's steps -----------------------------------------------------------------------
     def safety_rows(self) -> list[Row]:
-        rows = [self.step_row("snapshot.safety", "safety snapshot (snapshot.safety)",
-                              f"{(self.output('snapshot.safety').get('bytes') or 0) / 2**20:.0f} MB")]
+        rows = [
+            self.step_row(
+                "snapshot.safety",
+                "safety snapshot (snapshot.safety)",
+                f"{(self.output('snapshot.safety').get('bytes') or 0) / 2**20:.0f} MB",
+            )
+        ]
         manifests = (self.inp.safety or {}).get("manifests") or {}
         pg = (manifests.get("postgres") or {}).get("durations") or {}
         qd = (manifests.get("qdrant") or {}).get("durations") or {}
         if pg:
-            rows.append(Row("  . Postgres pg_dump -Fd -j2 (parallel with Qdrant)", None, pg.get("total_s"),
-                            f"dump {pg.get('dump_s')} s"))
+            rows.append(
+                Row(
+                    "  . Postgres pg_dump -Fd -j2 (parallel with Qdrant)",
+                    None,
+                    pg.get("total_s"),
+                    f"dump {pg.get('dump_s')} s",
+                )
+            )
         if qd:
-            rows.append(Row("  . Qdrant snapshot create + download", None, qd.get("total_s"),
-                            f"{QDRANT_NOTE}; create {qd.get('create_s')} s"))
+            rows.append(
+                Row(
+                    "  . Qdrant snapshot create + download",
+                    None,
+                    qd.get("total_s"),
+                    f"{QDRANT_NOTE}; create {qd.get('create_s')} s",
+                )
+            )
         return rows
 
     def prepare_rows(self) -> list[Row]:
@@ -130,8 +166,14 @@ class Breakdown:
         qd = (restored.get("qdrant") or {}).get("durations") or {}
         if pg:
             vacuum = pg.get("vacuum_analyze_s", pg.get("analyze_s"))
-            rows.append(Row("  . Postgres pg_restore -j2 + counts + VACUUM ANALYZE", None, pg.get("total_s"),
-                            f"restore {pg.get('restore_s')} s, vacuum analyze {vacuum} s"))
+            rows.append(
+                Row(
+                    "  . Postgres pg_restore -j2 + counts + VACUUM ANALYZE",
+                    None,
+                    pg.get("total_s"),
+                    f"restore {pg.get('restore_s')} s, vacuum analyze {vacuum} s",
+                )
+            )
         if qd:
             rows.append(Row("  . Qdrant snapshot recover + point count", None, qd.get("restore_s"), QDRANT_NOTE))
         return rows
@@ -146,34 +188,57 @@ class Breakdown:
 
     def deploy_rows(self) -> list[Row]:
         out = self.output("deploy.revert")
-        rows = [self.step_row("deploy.revert", "deploy (deploy.revert: v2 -> v1 container)",
-                              f"deploy_s {out.get('deploy_s')}")]
+        rows = [
+            self.step_row(
+                "deploy.revert", "deploy (deploy.revert: v2 -> v1 container)", f"deploy_s {out.get('deploy_s')}"
+            )
+        ]
         for c in out.get("containers") or []:
-            rows.append(Row("  . stop old -> new started (stop_start_s)", None, c.get("stop_start_s"),
-                            "journaled downtime"))
-        rows.append(Row("  . started -> healthy (healthy_after_s)", None, out.get("healthy_after_s"),
-                        "journaled downtime"))
+            rows.append(
+                Row("  . stop old -> new started (stop_start_s)", None, c.get("stop_start_s"), "journaled downtime")
+            )
+        rows.append(
+            Row("  . started -> healthy (healthy_after_s)", None, out.get("healthy_after_s"), "journaled downtime")
+        )
         return rows
 
     def verify_rows(self) -> list[Row]:
         rows = [self.step_row("verify", "verify (all verifiers in parallel)")]
         for r in self.output("verify").get("results") or []:
-            rows.append(Row(f"  . {r.get('verifier')}", None, r.get("duration_s"),
-                            f"{r.get('verdict')}, {r.get('attempts')} attempt(s)"))
+            rows.append(
+                Row(
+                    f"  . {r.get('verifier')}",
+                    None,
+                    r.get("duration_s"),
+                    f"{r.get('verdict')}, {r.get('attempts')} attempt(s)",
+                )
+            )
         return rows
 
     def rows(self) -> list[Row]:
-        return [*self.alert_rows(), *self.decision_rows(), *self.safety_rows(), *self.prepare_rows(),
-                self.step_row("traffic.cut", "traffic cut (traffic.cut: weight 0)"), *self.swap_rows(),
-                *self.deploy_rows(), *self.verify_rows(),
-                self.step_row("traffic.restore", "traffic restore (traffic.restore: weight 100)"),
-                *self.cleared_rows()]
+        return [
+            *self.alert_rows(),
+            *self.decision_rows(),
+            *self.safety_rows(),
+            *self.prepare_rows(),
+            self.step_row("traffic.cut", "traffic cut (traffic.cut: weight 0)"),
+            *self.swap_rows(),
+            *self.deploy_rows(),
+            *self.verify_rows(),
+            self.step_row("traffic.restore", "traffic restore (traffic.restore: weight 100)"),
+            *self.cleared_rows(),
+        ]
 
     def cleared_rows(self) -> list[Row]:
         if "alert_cleared" not in self.steps:
             return []
-        return [self.step_row("alert_cleared", "alert cleared (verify: alert_cleared, users back on v1)",
-                              "the rule's window draining; the incident resolves at its end")]
+        return [
+            self.step_row(
+                "alert_cleared",
+                "alert cleared (verify: alert_cleared, users back on v1)",
+                "the rule's window draining; the incident resolves at its end",
+            )
+        ]
 
     # ---- totals and goals -----------------------------------------------------------------------
     def journaled_downtime(self) -> float:
@@ -185,11 +250,15 @@ class Breakdown:
     def poller_lines(self) -> list[str]:
         poller = self.inp.poller
         outages = poller.outages()
-        lines = [f"poller: GET {poller.url} every {poller.interval * 1000:.0f} ms from the fault to the end: "
-                 f"{len(poller.probes)} probes, {sum(1 for p in poller.probes if not p.ok)} failed"]
+        lines = [
+            f"poller: GET {poller.url} every {poller.interval * 1000:.0f} ms from the fault to the end: "
+            f"{len(poller.probes)} probes, {sum(1 for p in poller.probes if not p.ok)} failed"
+        ]
         for o in outages:
-            lines.append(f"  unavailable at +{o.start - self.t0:8.3f} s for {o.duration:6.3f} s "
-                         f"({o.failed} failed probes: {', '.join(o.details)}) during {self.during(o)}")
+            lines.append(
+                f"  unavailable at +{o.start - self.t0:8.3f} s for {o.duration:6.3f} s "
+                f"({o.failed} failed probes: {', '.join(o.details)}) during {self.during(o)}"
+            )
         for at, version in poller.version_changes():
             lines.append(f"  answering version {version} from +{at - self.t0:8.3f} s")
         slow = poller.slowest()
@@ -198,8 +267,10 @@ class Breakdown:
         cut, _ = self.step_times("traffic.cut")
         _, restored = self.step_times("traffic.restore")
         if cut is not None and restored is not None:
-            lines.append(f"  traffic weight 0 (the load balancer's fallback serves users) from +{cut - self.t0:.3f}"
-                         f" s for {restored - cut:.3f} s (cut -> restored; the poller bypasses the balancer)")
+            lines.append(
+                f"  traffic weight 0 (the load balancer's fallback serves users) from +{cut - self.t0:.3f}"
+                f" s for {restored - cut:.3f} s (cut -> restored; the poller bypasses the balancer)"
+            )
         return lines
 
     def during(self, outage: Outage) -> str:
@@ -217,23 +288,31 @@ class Breakdown:
         if verified is not None and self.received is not None and prepare is not None:
             took = verified - self.received
             budget = BUDGET_S + float(prepare)
-            lines.append(f"verified {took:.3f} s after the alert arrived; budget 30 s + prepare {float(prepare):.3f} s"
-                         f" = {budget:.3f} s -> {'OK' if took <= budget else 'MISSED'}")
+            lines.append(
+                f"verified {took:.3f} s after the alert arrived; budget 30 s + prepare {float(prepare):.3f} s"
+                f" = {budget:.3f} s -> {'OK' if took <= budget else 'MISSED'}"
+            )
             _, cleared = self.step_times("alert_cleared")
             if cleared is not None:
-                lines.append(f"  alert cleared {cleared - self.received:.3f} s after it arrived (the rule's window "
-                             "draining with users back on the service; the incident resolves then)")
+                lines.append(
+                    f"  alert cleared {cleared - self.received:.3f} s after it arrived (the rule's window "
+                    "draining with users back on the service; the incident resolves then)"
+                )
         else:
             lines.append("verified: no verified rollback (see the verify row) -> MISSED")
         journaled = self.journaled_downtime()
         seen = sum(o.duration for o in self.inp.poller.outages())
         ok = max(journaled, seen) < DOWNTIME_GOAL_S
-        lines.append(f"user-visible downtime (swap + deploy) {journaled:.3f} s (journaled) / {seen:.3f} s (seen by "
-                     f"the poller) < 5 s -> {'OK' if ok else 'MISSED'}")
+        lines.append(
+            f"user-visible downtime (swap + deploy) {journaled:.3f} s (journaled) / {seen:.3f} s (seen by "
+            f"the poller) < 5 s -> {'OK' if ok else 'MISSED'}"
+        )
         finished = parse_ts(self.inp.incident.get("finished_at"))
         if verified is not None:
-            lines.append(f"fault -> verified {verified - self.t0:.3f} s; fault -> incident "
-                         f"{self.inp.incident.get('state')} {_num(self.rel(finished), 0).strip()} s")
+            lines.append(
+                f"fault -> verified {verified - self.t0:.3f} s; fault -> incident "
+                f"{self.inp.incident.get('state')} {_num(self.rel(finished), 0).strip()} s"
+            )
         return lines
 
     def render(self) -> str:

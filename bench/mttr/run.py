@@ -53,10 +53,12 @@ def api(stack: Stack, method: str, path: str, body: Any = None, timeout: float =
     """rollbackd's API (the test client's 30 s timeout is too short for a 250 MB snapshot)."""
     assert stack.daemon is not None
     client = stack.daemon.api
-    req = urllib.request.Request(client.url + path, method=method,
-                                 data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Authorization": f"Bearer {client.token}",
-                                          "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        client.url + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {client.token}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read() or b"null")
@@ -67,15 +69,21 @@ def api(stack: Stack, method: str, path: str, body: Any = None, timeout: float =
 def large_corpus(stack: Stack, mb: int, points: int) -> dict[str, Any]:
     log(f"growing Postgres to {mb} MB and loading {points} points into Qdrant ...")
     made = bigdata.grow(stack.dsn, stack.qdrant.url, mb=mb, points=points)
-    log(f"Postgres {made['db_mb']:.0f} MB in {made['pg_s']:.1f} s; Qdrant {made['points']:.0f} points in "
-        f"{made['qdrant_s']:.1f} s")
+    log(
+        f"Postgres {made['db_mb']:.0f} MB in {made['pg_s']:.1f} s; Qdrant {made['points']:.0f} points in "
+        f"{made['qdrant_s']:.1f} s"
+    )
     return made
 
 
 def green_v1(stack: Stack) -> dict[str, Any]:
     """The afternoon before: v1 recorded, marked green, its data snapshotted (timed)."""
-    api(stack, "POST", "/v1/releases", {"version": "v1", "image": "rag:v1", "digest": stack.image_v1,
-                                        "schema_version": "1"})
+    api(
+        stack,
+        "POST",
+        "/v1/releases",
+        {"version": "v1", "image": "rag:v1", "digest": stack.image_v1, "schema_version": "1"},
+    )
     api(stack, "POST", "/v1/releases/v1/green", {"reason": "canary passed, 30 min clean"})
     started = time.monotonic()
     snap = api(stack, "POST", "/v1/snapshots", {"reason": "release v1 green"}, timeout=900)
@@ -88,8 +96,12 @@ def green_v1(stack: Stack) -> dict[str, Any]:
 def deploy_v2(stack: Stack) -> None:
     """18:00: v2 goes out, and its migration changes the corpus (rows and vectors)."""
     stack.run_release(stack.image_v2)
-    api(stack, "POST", "/v1/releases", {"version": "v2", "image": "rag:v2", "digest": stack.image_v2,
-                                        "schema_version": "2"})
+    api(
+        stack,
+        "POST",
+        "/v1/releases",
+        {"version": "v2", "image": "rag:v2", "digest": stack.image_v2, "schema_version": "2"},
+    )
     asyncio.run(corpus.change_corpus(stack.dsn))
     asyncio.run(bigdata.change_collection(stack.qdrant.url, rewritten_ids=REWRITTEN_POINTS))
     version = stack.rag_version()
@@ -134,17 +146,20 @@ def active_at_fallback(stack: Stack, incident: dict[str, Any]) -> float | None:
     at = trigger.get("received_at")
     if not at or not trigger.get("alertname"):
         return None
-    result = stack.prometheus.query(f'ALERTS_FOR_STATE{{alertname="{trigger["alertname"]}",service="rag"}}',
-                                    at=float(at))
+    result = stack.prometheus.query(
+        f'ALERTS_FOR_STATE{{alertname="{trigger["alertname"]}",service="rag"}}', at=float(at)
+    )
     return float(result[0]["value"][1]) if result else None
 
 
 def story(stack: Stack, args: argparse.Namespace, setup: dict[str, Any]) -> str:
     made = large_corpus(stack, args.mb, args.points)
     green = green_v1(stack)
-    setup["corpus"] = (f"Postgres {made['db_mb']:.0f} MB (generated in {made['pg_s']:.1f} s), Qdrant "
-                       f"{made['points']:.0f} points dim 64 (test server, loaded in {made['qdrant_s']:.1f} s); "
-                       f"green snapshot {green['green_snapshot_mb']:.0f} MB in {green['green_snapshot_s']:.1f} s")
+    setup["corpus"] = (
+        f"Postgres {made['db_mb']:.0f} MB (generated in {made['pg_s']:.1f} s), Qdrant "
+        f"{made['points']:.0f} points dim 64 (test server, loaded in {made['qdrant_s']:.1f} s); "
+        f"green snapshot {green['green_snapshot_mb']:.0f} MB in {green['green_snapshot_s']:.1f} s"
+    )
     deploy_v2(stack)
     poller = Poller(f"{stack.rag_url}/healthz", args.interval).start()
     watch = AlertWatch(stack.prometheus, stack.alertmanager).start()
@@ -158,17 +173,26 @@ def story(stack: Stack, args: argparse.Namespace, setup: dict[str, Any]) -> str:
         poller.stop()
         watch.stop()
     name = (incident.get("trigger") or {}).get("alertname")
-    inputs = Inputs(fault_at=fault_at, factor=args.factor, incident=incident, safety=safety_set(stack, incident),
-                    alert=watch.seen.get(str(name)), active_at_fallback=active_at_fallback(stack, incident),
-                    poller=poller, setup=setup)
+    inputs = Inputs(
+        fault_at=fault_at,
+        factor=args.factor,
+        incident=incident,
+        safety=safety_set(stack, incident),
+        alert=watch.seen.get(str(name)),
+        active_at_fallback=active_at_fallback(stack, incident),
+        poller=poller,
+        setup=setup,
+    )
     return Breakdown(inputs).render()
 
 
 def describe_setup(args: argparse.Namespace) -> dict[str, Any]:
     rules = "shipped rules unchanged" if args.factor == 1 else f"rules time-compressed by {args.factor}"
-    return {"run": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-            "stack": f"factor {args.factor} ({rules}); Prometheus scrape/eval 1 s; rollbackd plan and verifiers "
-                     "of tests/e2e/config.py"}
+    return {
+        "run": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "stack": f"factor {args.factor} ({rules}); Prometheus scrape/eval 1 s; rollbackd plan and verifiers "
+        "of tests/e2e/config.py",
+    }
 
 
 def main() -> None:
@@ -177,8 +201,12 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=250, help="Postgres database size to reach (MB)")
     parser.add_argument("--points", type=int, default=100_000, help="points in the Qdrant collection")
     parser.add_argument("--interval", type=float, default=0.025, help="the client's polling interval (s)")
-    parser.add_argument("--timeout", type=float, default=0.0,
-                        help="seconds to wait for the incident to finish (default: 1200 at factor 1, else 300)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=0.0,
+        help="seconds to wait for the incident to finish (default: 1200 at factor 1, else 300)",
+    )
     args = parser.parse_args()
     args.timeout = args.timeout or (1200.0 if args.factor == 1 else 300.0)
     setup = describe_setup(args)

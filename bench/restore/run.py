@@ -143,8 +143,9 @@ async def bench(mb: int, rounds: int) -> None:
             scratch = f"{dsn.database}__raw{i}"
             started = time.monotonic()  # a restore into a new database includes making it (rollbackd does too)
             await create_db(scratch)
-            raw_b.append(time.monotonic() - started
-                         + run([pg_restore, "-j", "2", *dsn.argv(scratch), str(dump_dir)], dsn))
+            raw_b.append(
+                time.monotonic() - started + run([pg_restore, "-j", "2", *dsn.argv(scratch), str(dump_dir)], dsn)
+            )
             await drop_database(scratch, related=False)
             started = time.monotonic()
             prepared = await data.prepare(set_id)
@@ -163,18 +164,26 @@ async def bench(mb: int, rounds: int) -> None:
         in_place, seen_in_place = [], []
         for _ in range(rounds):
             with PgPoller(live_dsn, expected) as client:
-                in_place.append(run([pg_restore, "--clean", "--if-exists", "-j", "2", *dsn.argv(dsn.database),
-                                     str(dump_dir)], dsn))
+                in_place.append(
+                    run([pg_restore, "--clean", "--if-exists", "-j", "2", *dsn.argv(dsn.database), str(dump_dir)], dsn)
+                )
             seen_in_place.append(client.unavailable)
-        print(f"dump: {sum(f.stat().st_size for f in dump_dir.iterdir()) / 2**20:.0f} MB, rounds: {rounds}, "
-              f"swap windows rollbackd measured: {', '.join(f'{d * 1000:.1f} ms' for d in downtime)}; seen by "
-              f"the client: {', '.join(f'{d * 1000:.1f} ms' for d in seen_ours)}; in-place pg_restore took "
-              f"{', '.join(f'{d:.2f} s' for d in in_place)}")
-        print(line("(a) swap window vs in-place pg_restore --clean (client)", min(seen_ours), min(seen_in_place),
-                   0.05))
+        print(
+            f"dump: {sum(f.stat().st_size for f in dump_dir.iterdir()) / 2**20:.0f} MB, rounds: {rounds}, "
+            f"swap windows rollbackd measured: {', '.join(f'{d * 1000:.1f} ms' for d in downtime)}; seen by "
+            f"the client: {', '.join(f'{d * 1000:.1f} ms' for d in seen_ours)}; in-place pg_restore took "
+            f"{', '.join(f'{d:.2f} s' for d in in_place)}"
+        )
+        print(line("(a) swap window vs in-place pg_restore --clean (client)", min(seen_ours), min(seen_in_place), 0.05))
         print(line("(b) prepare+swap vs raw pg_restore -j2", min(ours_b), min(raw_b), 1.10))
-        print(line("(b') the same without VACUUM (ANALYZE) (the copy's visibility map)",
-                   min(o - v for o, v in zip(ours_b, vacuum, strict=True)), min(raw_b), 1.10))
+        print(
+            line(
+                "(b') the same without VACUUM (ANALYZE) (the copy's visibility map)",
+                min(o - v for o, v in zip(ours_b, vacuum, strict=True)),
+                min(raw_b),
+                1.10,
+            )
+        )
         print(line("(c) snapshot create vs raw pg_dump -Fd -j2", min(ours_c), min(raw_c), 1.10))
         await data.close()
     finally:

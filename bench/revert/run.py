@@ -50,15 +50,19 @@ class Bench:
     def __init__(self, pm: PodmanService, store: SqliteStateStore) -> None:
         self.pm, self.store = pm, store
         self.v1 = images.build_web_image(pm, images.session_tag(pm, "bweb", "v1"), version="v1")
-        self.v2 = images.build_web_image(pm, images.session_tag(pm, "bweb", "v2"), version="v2", healthy=False,
-                                         env={"MODEL": "big"})
+        self.v2 = images.build_web_image(
+            pm, images.session_tag(pm, "bweb", "v2"), version="v2", healthy=False, env={"MODEL": "big"}
+        )
         self.round = 0
 
     def flags(self, port: int) -> dict[str, Any]:
-        return {**images.web_container_kwargs(self.pm, port=port, labels={"op.label": "x"}),
-                "environment": {"USER_SET": "1"}, "restart_policy": {"Name": "on-failure", "MaximumRetryCount": 3},
-                "healthcheck": Healthcheck(test=["CMD", "/bin/true"], interval=30_000_000_000),
-                "command": ["/bin/sh", "-c", "exec /bin/sh /start.sh"]}
+        return {
+            **images.web_container_kwargs(self.pm, port=port, labels={"op.label": "x"}),
+            "environment": {"USER_SET": "1"},
+            "restart_policy": {"Name": "on-failure", "MaximumRetryCount": 3},
+            "healthcheck": Healthcheck(test=["CMD", "/bin/true"], interval=30_000_000_000),
+            "command": ["/bin/sh", "-c", "exec /bin/sh /start.sh"],
+        }
 
     def start_v2(self) -> tuple[str, int]:
         port, name = images.free_port(), self.pm.name("bench")
@@ -73,31 +77,72 @@ class Bench:
         images.start_container(self.pm, self.v1, name=name, **self.flags(port))
         images.wait_http(f"http://127.0.0.1:{port}/health")
         self.round += 1
-        deployer = DockerDeployer(DockerDeployer.Options.model_validate({
-            "type": "docker", "docker_host": self.pm.docker_host, "version_label": "app.version",
-            "health_url": f"http://127.0.0.1:{port}/health", "health_interval": 0.02,
-            "containers": [{"name": name}]}))
-        ledger = Ledger(service=f"bench{self.round}", store=self.store, metrics=Metrics([]), prometheus=None,
-                        baseline=BaselineOptions(), green_after=None, deployer=deployer)
-        green = await ledger.record(version="v1", image=None, digest=self.v1, config_digest=None, schema_version=None,
-                                    source="pipeline", actor="bench", reason="bench")
+        deployer = DockerDeployer(
+            DockerDeployer.Options.model_validate(
+                {
+                    "type": "docker",
+                    "docker_host": self.pm.docker_host,
+                    "version_label": "app.version",
+                    "health_url": f"http://127.0.0.1:{port}/health",
+                    "health_interval": 0.02,
+                    "containers": [{"name": name}],
+                }
+            )
+        )
+        ledger = Ledger(
+            service=f"bench{self.round}",
+            store=self.store,
+            metrics=Metrics([]),
+            prometheus=None,
+            baseline=BaselineOptions(),
+            green_after=None,
+            deployer=deployer,
+        )
+        green = await ledger.record(
+            version="v1",
+            image=None,
+            digest=self.v1,
+            config_digest=None,
+            schema_version=None,
+            source="pipeline",
+            actor="bench",
+            reason="bench",
+        )
         assert green.spec is not None, "the green container's spec was not captured"
         self.pm.client().api.remove_container(name, force=True)
         images.start_container(self.pm, self.v2, name=name, **self.flags(port))
         images.wait_http(f"http://127.0.0.1:{port}/version")
         await ledger.observe()  # v2 runs and is recorded as observed (live)
         context: dict[str, Any] = {"target": {"version": "v1", "digest": self.v1, "release_id": green.id}}
-        incident = Incident(id=f"b{self.round}", service=ledger.service, state=IncidentState.RUNNING,
-                            trigger=Trigger(kind="manual", reason="bench", requested_by="bench"), dry_run=False,
-                            created_at=time.time(), plan=[], context=context)
+        incident = Incident(
+            id=f"b{self.round}",
+            service=ledger.service,
+            state=IncidentState.RUNNING,
+            trigger=Trigger(kind="manual", reason="bench", requested_by="bench"),
+            dry_run=False,
+            created_at=time.time(),
+            plan=[],
+            context=context,
+        )
 
         async def save(key: str, value: Any) -> None:
             context[key] = value
 
-        runtime = ServiceRuntime(name=ledger.service, config=None,  # type: ignore[arg-type]
-                                 resources={"deployer": deployer, "releases": ledger})
-        ctx = StepContext(incident=incident, runtime=runtime, step_name="deploy.revert", attempt=1, dry_run=False,
-                          outputs={}, log=logging.LoggerAdapter(logging.getLogger("bench"), {}), save=save)
+        runtime = ServiceRuntime(
+            name=ledger.service,
+            config=None,  # type: ignore[arg-type]
+            resources={"deployer": deployer, "releases": ledger},
+        )
+        ctx = StepContext(
+            incident=incident,
+            runtime=runtime,
+            step_name="deploy.revert",
+            attempt=1,
+            dry_run=False,
+            outputs={},
+            log=logging.LoggerAdapter(logging.getLogger("bench"), {}),
+            save=save,
+        )
         step = Redeploy(StepConfig(type="deploy.revert"), Redeploy.Options())
         with Poller(port) as poller:
             started = time.monotonic()
@@ -128,10 +173,29 @@ class Bench:
     def cli_sequence(self, name: str, port: int) -> None:
         self.pm.cli("stop", "-t", "10", name)
         self.pm.cli("rm", name)
-        self.pm.cli("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:{images.WEB_PORT}", "-e", "USER_SET=1",
-                    *[a for k, v in self.pm.labels.items() for a in ("--label", f"{k}={v}")], "--label", "op.label=x",
-                    "--restart", "on-failure:3", "--health-cmd", "/bin/true", "--health-interval", "30s",
-                    self.v1, "/bin/sh", "-c", "exec /bin/sh /start.sh")
+        self.pm.cli(
+            "run",
+            "-d",
+            "--name",
+            name,
+            "-p",
+            f"127.0.0.1:{port}:{images.WEB_PORT}",
+            "-e",
+            "USER_SET=1",
+            *[a for k, v in self.pm.labels.items() for a in ("--label", f"{k}={v}")],
+            "--label",
+            "op.label=x",
+            "--restart",
+            "on-failure:3",
+            "--health-cmd",
+            "/bin/true",
+            "--health-interval",
+            "30s",
+            self.v1,
+            "/bin/sh",
+            "-c",
+            "exec /bin/sh /start.sh",
+        )
 
 
 def show(label: str, values: list[float]) -> str:
@@ -164,10 +228,14 @@ async def main() -> None:
     print(show("rollbackd deploy.revert", ours))
     print(show("raw stop, rm, run (same API client)", api))
     print(show("raw podman stop, rm, run (CLI)", cli))
-    print(f"ratio rollbackd / raw API   best {min(ours) / min(api):.2f}   median "
-          f"{statistics.median(ours) / statistics.median(api):.2f}   (goal <= 1.10)")
-    print(f"ratio rollbackd / raw CLI   best {min(ours) / min(cli):.2f}   median "
-          f"{statistics.median(ours) / statistics.median(cli):.2f}")
+    print(
+        f"ratio rollbackd / raw API   best {min(ours) / min(api):.2f}   median "
+        f"{statistics.median(ours) / statistics.median(api):.2f}   (goal <= 1.10)"
+    )
+    print(
+        f"ratio rollbackd / raw CLI   best {min(ours) / min(cli):.2f}   median "
+        f"{statistics.median(ours) / statistics.median(cli):.2f}"
+    )
     print(show("rollbackd step start -> healthy", [t for _, t in results["ours"]]))
     print(show("raw API stop -> healthy", [t for _, t in results["api"]]))
     print(show("raw CLI stop -> healthy", [t for _, t in results["cli"]]))

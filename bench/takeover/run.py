@@ -40,8 +40,14 @@ def main() -> int:
             root = Path(tmp) / "runs"
             root.mkdir()
             svc = command_service(failover_plan(root), cooldown="0s", budget={"max": 10_000, "window": "1h"})
-            configs = replica_configs(Path(tmp), args.replicas, services={"rag": svc}, dsn=dsn, lease=args.lease,
-                                      incidents={"kill_grace": "1s"})
+            configs = replica_configs(
+                Path(tmp),
+                args.replicas,
+                services={"rag": svc},
+                dsn=dsn,
+                lease=args.lease,
+                incidents={"kill_grace": "1s"},
+            )
             with Replicas(configs) as rs:
                 cycles = run_cycles(rs, args.cycles, seed)
                 _, body = rs.wait_leader().api.call("GET", "/v1/incidents?limit=1000")
@@ -52,12 +58,18 @@ def main() -> int:
     states: dict[str, int] = {}
     for incident in body["incidents"]:
         states[incident["state"]] = states.get(incident["state"], 0) + 1
-    print(f"takeover after SIGKILL of the leader: {len(times)} cycles, {args.replicas} replicas, lease {args.lease},"
-          f" seed {seed}")
-    print(f"  p50 {percentile(times, 0.5):.2f}s  p90 {percentile(times, 0.9):.2f}s  "
-          f"p99 {percentile(times, 0.99):.2f}s  max {max(times):.2f}s")
-    print(f"  incidents: {sum(states.values())} ({', '.join(f'{k} {v}' for k, v in sorted(states.items()))});"
-          f" steps run twice: {'YES' if rerun else 'none'}")
+    print(
+        f"takeover after SIGKILL of the leader: {len(times)} cycles, {args.replicas} replicas, lease {args.lease},"
+        f" seed {seed}"
+    )
+    print(
+        f"  p50 {percentile(times, 0.5):.2f}s  p90 {percentile(times, 0.9):.2f}s  "
+        f"p99 {percentile(times, 0.99):.2f}s  max {max(times):.2f}s"
+    )
+    print(
+        f"  incidents: {sum(states.values())} ({', '.join(f'{k} {v}' for k, v in sorted(states.items()))});"
+        f" steps run twice: {'YES' if rerun else 'none'}"
+    )
     return 0
 
 

@@ -21,8 +21,12 @@ GOAL_S = 2.0
 
 
 def post(url: str, raw: bytes) -> tuple[int, float]:
-    req = urllib.request.Request(url + "/v1/webhook/alertmanager", data=raw, method="POST", headers={
-        "Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url + "/v1/webhook/alertmanager",
+        data=raw,
+        method="POST",
+        headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"},
+    )
     started = time.perf_counter()
     with urllib.request.urlopen(req, timeout=60) as resp:
         resp.read()
@@ -32,8 +36,9 @@ def post(url: str, raw: bytes) -> tuple[int, float]:
 def main(runs: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="bigbody-"))
     plan = [{"type": "command", "name": "wait", "argv": ["/bin/sleep", "600"]}]
-    daemon = DaemonProcess(write_config(work, services={"rag": command_service(plan)}),
-                           env={"ROLLBACKD_LOG_LEVEL": "warning"})
+    daemon = DaemonProcess(
+        write_config(work, services={"rag": command_service(plan)}), env={"ROLLBACKD_LOG_LEVEL": "warning"}
+    )
     bodies = [many_alerts(4000, seed=f"{n:x}") for n in range(runs)]
     try:
         daemon.start()
@@ -45,5 +50,7 @@ def main(runs: int) -> None:
     for n, ((status, seconds), raw) in enumerate(zip(results, bodies, strict=True)):
         print(f"  run {n + 1}: {len(raw):8d} bytes  HTTP {status}  answered in {seconds * 1000:8.1f} ms")
     worst = max(s for _, s in results)
-    print(f"  worst                     {worst * 1000:8.1f} ms   goal <= {GOAL_S * 1000:.0f} ms  "
-          f"{'OK' if worst <= GOAL_S and all(st == 202 for st, _ in results) else 'MISSED'}")
+    print(
+        f"  worst                     {worst * 1000:8.1f} ms   goal <= {GOAL_S * 1000:.0f} ms  "
+        f"{'OK' if worst <= GOAL_S and all(st == 202 for st, _ in results) else 'MISSED'}"
+    )

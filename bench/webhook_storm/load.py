@@ -50,8 +50,12 @@ def lua(template: str, services: int, run: str) -> str:
             pieces.append("svc")
         elif piece:
             pieces.append(json.dumps(piece))  # a JSON string literal is a valid Lua string literal here
-    return LUA.replace("{token}", WEBHOOK_TOKEN).replace("{run}", run).replace(
-        "{services}", str(max(services, 1))).replace("{body}", " .. ".join(pieces))
+    return (
+        LUA.replace("{token}", WEBHOOK_TOKEN)
+        .replace("{run}", run)
+        .replace("{services}", str(max(services, 1)))
+        .replace("{body}", " .. ".join(pieces))
+    )
 
 
 def _ms(out: str, label: str) -> float:
@@ -68,18 +72,21 @@ def parse(out: str) -> Result:
     return Result(rps, _ms(out, "50%"), _ms(out, "99%"), errors)
 
 
-def start(url: str, template: str, *, services: int, run: str, seconds: int, connections: int,
-          workdir: Path) -> subprocess.Popen[str]:
+def start(
+    url: str, template: str, *, services: int, run: str, seconds: int, connections: int, workdir: Path
+) -> subprocess.Popen[str]:
     script = workdir / f"{run}.lua"
     script.write_text(lua(template, services, run))
-    return subprocess.Popen(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-                             url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
-def wrk(url: str, template: str, *, services: int, run: str, seconds: int, connections: int,
-        workdir: Path) -> Result:
-    proc = start(url, template, services=services, run=run, seconds=seconds, connections=connections,
-                 workdir=workdir)
+def wrk(url: str, template: str, *, services: int, run: str, seconds: int, connections: int, workdir: Path) -> Result:
+    proc = start(url, template, services=services, run=run, seconds=seconds, connections=connections, workdir=workdir)
     out, err = proc.communicate()
     assert proc.returncode == 0, err
     return parse(out)

@@ -52,20 +52,27 @@ def template(*, alertname: str, service: str, fingerprint: str, group: str, inst
     body = fixture()
     labels = {**body["alerts"][0]["labels"], "alertname": alertname, "service": service, "instance": instance}
     body["alerts"][0].update(labels=labels, fingerprint=fingerprint)
-    body.update(commonLabels=labels, groupLabels={"alertname": alertname, "service": service},
-                groupKey=f"{{}}:{{alertname=\"{alertname}\", service=\"{service}\", g=\"{group}\"}}")
+    body.update(
+        commonLabels=labels,
+        groupLabels={"alertname": alertname, "service": service},
+        groupKey=f'{{}}:{{alertname="{alertname}", service="{service}", g="{group}"}}',
+    )
     return json.dumps(body)
 
 
 MODES: dict[str, str] = {
-    "identical": template(alertname="RAGGateFailRateHigh", service="rag", fingerprint="e07521b485271af4",
-                          group="g", instance="i"),
-    "other-bytes": template(alertname="RAGGateFailRateHigh", service="rag", fingerprint="e07521b485271af4",
-                            group="@@TAG@@", instance="i"),
-    "distinct": template(alertname="DependencyDown", service="rag", fingerprint="@@TAG@@", group="g",
-                         instance="@@TAG@@"),
-    "groups-50": template(alertname="DependencyDown", service="@@SVC@@", fingerprint="@@TAG@@",
-                          group="@@TAG@@", instance="@@TAG@@"),
+    "identical": template(
+        alertname="RAGGateFailRateHigh", service="rag", fingerprint="e07521b485271af4", group="g", instance="i"
+    ),
+    "other-bytes": template(
+        alertname="RAGGateFailRateHigh", service="rag", fingerprint="e07521b485271af4", group="@@TAG@@", instance="i"
+    ),
+    "distinct": template(
+        alertname="DependencyDown", service="rag", fingerprint="@@TAG@@", group="g", instance="@@TAG@@"
+    ),
+    "groups-50": template(
+        alertname="DependencyDown", service="@@SVC@@", fingerprint="@@TAG@@", group="@@TAG@@", instance="@@TAG@@"
+    ),
 }
 GOAL_RATIO = {"identical": 0.5, "other-bytes": 0.0, "distinct": 0.25, "groups-50": 0.25}
 
@@ -77,10 +84,14 @@ def services(**policy: Any) -> dict[str, Any]:
 @contextmanager
 def daemon(work: Path, store: str, **policy: Any) -> Iterator[DaemonProcess]:
     dsn = fresh_database_sync("storm") if store == "postgres" else None
-    state = ({"type": "postgres", "dsn": secret_ref("STORM_STATE_DSN", dsn), "max_size": 4} if dsn
-             else {"type": "sqlite", "path": str(work / "state.db")})
-    proc = DaemonProcess(write_config(work, services=services(**policy), state=state),
-                         env={"ROLLBACKD_LOG_LEVEL": "warning"})
+    state = (
+        {"type": "postgres", "dsn": secret_ref("STORM_STATE_DSN", dsn), "max_size": 4}
+        if dsn
+        else {"type": "sqlite", "path": str(work / "state.db")}
+    )
+    proc = DaemonProcess(
+        write_config(work, services=services(**policy), state=state), env={"ROLLBACKD_LOG_LEVEL": "warning"}
+    )
     proc.start()
     try:
         yield proc
@@ -121,19 +132,28 @@ def table(args: argparse.Namespace, store: str, work: Path, modes: dict[str, str
             results[mode] = got = load.wrk(d.url, body, run=run, **opts)  # type: ignore[arg-type]
         ratio = got.rps / base.rps
         ok = ratio >= GOAL_RATIO[mode] and got.p99_ms <= 20
-        print(f"  {store:8s} {mode:12s} bare {base.rps:7.0f} req/s  rollbackd {got.rps:7.0f} req/s  "
-              f"ratio {ratio:5.2f}  p50 {got.p50_ms:6.2f} ms  p99 {got.p99_ms:6.2f} ms  errors {got.errors}"
-              f"  {'OK' if ok else 'MISSED'}", flush=True)
+        print(
+            f"  {store:8s} {mode:12s} bare {base.rps:7.0f} req/s  rollbackd {got.rps:7.0f} req/s  "
+            f"ratio {ratio:5.2f}  p50 {got.p50_ms:6.2f} ms  p99 {got.p99_ms:6.2f} ms  errors {got.errors}"
+            f"  {'OK' if ok else 'MISSED'}",
+            flush=True,
+        )
     return results
 
 
 def act_under_noise(args: argparse.Namespace, store: str, work: Path, storm_rps: float) -> list[float]:
     """Rollback alerts for the 50 services in turn, about 1 per 1,000 storm requests, during a storm."""
     interval = max(0.05, 1000.0 / max(storm_rps, 1.0))
-    with daemon(work / f"{store}-act", store, cooldown="0s", budget={"max": 100000},
-                rollback_alerts=["ActNow"]) as d:
-        storm = load.start(d.url, MODES["groups-50"], services=SERVICES, run=f"act{store[:2]}",
-                           seconds=args.act_seconds, connections=args.connections, workdir=work)
+    with daemon(work / f"{store}-act", store, cooldown="0s", budget={"max": 100000}, rollback_alerts=["ActNow"]) as d:
+        storm = load.start(
+            d.url,
+            MODES["groups-50"],
+            services=SERVICES,
+            run=f"act{store[:2]}",
+            seconds=args.act_seconds,
+            connections=args.connections,
+            workdir=work,
+        )
         sent = 0
         deadline = time.monotonic() + args.act_seconds - 1
         while time.monotonic() < deadline:
@@ -144,14 +164,20 @@ def act_under_noise(args: argparse.Namespace, store: str, work: Path, storm_rps:
         out, _ = storm.communicate()
         noise = load.parse(out)
         lat = latencies(d, sent)
-    print(f"  {store:8s} act under noise: {sent} rollback alerts in a storm of {noise.rps:.0f} req/s "
-          f"(errors {noise.errors}), 1 per {noise.rps * interval:.0f} storm requests", flush=True)
+    print(
+        f"  {store:8s} act under noise: {sent} rollback alerts in a storm of {noise.rps:.0f} req/s "
+        f"(errors {noise.errors}), 1 per {noise.rps * interval:.0f} storm requests",
+        flush=True,
+    )
     return lat
 
 
 def actionable(n: int) -> dict[str, Any]:
-    body = json.loads(template(alertname="ActNow", service=f"svc{n % SERVICES}", fingerprint=f"act{n:08d}",
-                               group=f"act{n}", instance="i"))
+    body = json.loads(
+        template(
+            alertname="ActNow", service=f"svc{n % SERVICES}", fingerprint=f"act{n:08d}", group=f"act{n}", instance="i"
+        )
+    )
     return dict(body)
 
 
@@ -190,14 +216,20 @@ def main() -> None:
         raise SystemExit("wrk is missing: apt-get install wrk (scripts/test installs it)")
     modes = {mode: MODES[mode] for mode in args.modes.split(",")}
     work = Path(tempfile.mkdtemp(prefix="storm-"))
-    print(f"webhook storm: {args.seconds}s per mode x {args.connections} connections, wrk -t2, loopback; "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"webhook storm: {args.seconds}s per mode x {args.connections} connections, wrk -t2, loopback; "
+        f"load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     for store in args.stores.split(","):
         results = table(args, store, work, modes)
         lat = act_under_noise(args, store, work, results.get("groups-50", load.Result(2000, 0, 0, 0)).rps)
         report: Callable[[float], str] = lambda v: "OK" if v <= 50 else "MISSED"  # noqa: E731
-        print(f"  {store:8s} act latency under noise ({len(lat)} incidents)  p50 {pct(lat, 0.5):.2f} ms  "
-              f"p99 {pct(lat, 0.99):.2f} ms  goal <= 50 ms {report(pct(lat, 0.99))}", flush=True)
+        print(
+            f"  {store:8s} act latency under noise ({len(lat)} incidents)  p50 {pct(lat, 0.5):.2f} ms  "
+            f"p99 {pct(lat, 0.99):.2f} ms  goal <= 50 ms {report(pct(lat, 0.99))}",
+            flush=True,
+        )
     print(f"load average at the end {os.getloadavg()[0]:.2f} (2 cores, shared)")
     shutil.rmtree(work, ignore_errors=True)
     os._exit(0)

@@ -32,9 +32,7 @@ from rollbackd.records import Alert
 from rollbackd.registry import format_loc
 
 MAX_DEPTH = 64
-_RFC3339 = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$")
 _GO_ZERO_YEAR = 1
 # Only an escape can put a lone surrogate or a NUL into a parsed string (raw ones are invalid UTF-8 or JSON).
 _SUSPECT_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
@@ -156,8 +154,13 @@ def loads_strict(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise PayloadError("", f"body is not valid UTF-8 (byte {exc.start})") from exc
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
-                          parse_float=_finite, parse_int=_bounded_int)
+        data = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_reject_constant,
+            parse_float=_finite,
+            parse_int=_bounded_int,
+        )
     except PayloadError:
         raise
     except RecursionError as exc:
@@ -195,7 +198,8 @@ def _check_strings(root: Any) -> None:
         for key, value in items:
             where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{_printable(key)}".lstrip(".")
             problem = (_string_problem(key) if isinstance(key, str) else None) or (
-                _string_problem(value) if isinstance(value, str) else None)
+                _string_problem(value) if isinstance(value, str) else None
+            )
             if problem:
                 raise PayloadError(where, problem)
             stack.append((value, where))
@@ -217,7 +221,15 @@ def parse_webhook(body: bytes) -> tuple[WebhookV4, list[Alert]]:
 def _to_alert(payload: WebhookV4, a: AlertV4) -> Alert:
     ends = a.ends_at if a.ends_at is not None and a.ends_at.year > _GO_ZERO_YEAR else None
     return Alert(
-        fingerprint=a.fingerprint, status=a.status, alertname=a.labels["alertname"], labels=a.labels,
-        annotations=a.annotations or {}, starts_at=a.starts_at, ends_at=ends, generator_url=a.generator_url,
-        receiver=payload.receiver, group_key=payload.group_key, external_url=payload.external_url,
+        fingerprint=a.fingerprint,
+        status=a.status,
+        alertname=a.labels["alertname"],
+        labels=a.labels,
+        annotations=a.annotations or {},
+        starts_at=a.starts_at,
+        ends_at=ends,
+        generator_url=a.generator_url,
+        receiver=payload.receiver,
+        group_key=payload.group_key,
+        external_url=payload.external_url,
     )

@@ -25,8 +25,9 @@ from collections.abc import Mapping
 
 from rollbackd import redact
 
-ALLOWED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
-                     "XDG_RUNTIME_DIR"})
+ALLOWED = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "XDG_RUNTIME_DIR"}
+)
 ALLOWED_PREFIXES = ("LC_",)
 LABEL_PREFIX = "ROLLBACKD_LABEL_"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -35,12 +36,18 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def inherited(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The allow-listed part of the daemon's environment (1. above)."""
     source = os.environ if environ is None else environ
-    return {k: v for k, v in source.items()
-            if (k in ALLOWED or k.startswith(ALLOWED_PREFIXES)) and not redact.contains_secret(v)}
+    return {
+        k: v
+        for k, v in source.items()
+        if (k in ALLOWED or k.startswith(ALLOWED_PREFIXES)) and not redact.contains_secret(v)
+    }
 
 
-def build(declared: Mapping[str, str] | None = None, fields: Mapping[str, str] | None = None,
-          environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def build(
+    declared: Mapping[str, str] | None = None,
+    fields: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """A child's whole environment: allow-list, then declared variables, then ROLLBACKD_* fields."""
     return {**inherited(environ), **(declared or {}), **(fields or {})}
 

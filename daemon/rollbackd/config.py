@@ -32,8 +32,9 @@ from rollbackd.registry import format_loc
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
-SECRET_KEYS = frozenset({"token", "webhook_token", "bot_token", "api_key", "password", "secret", "webhook_url",
-                         "dsn", "bearer_token"})
+SECRET_KEYS = frozenset(
+    {"token", "webhook_token", "bot_token", "api_key", "password", "secret", "webhook_url", "dsn", "bearer_token"}
+)
 # Settings secret by where they are, not by their key: a paging URL often carries its routing key.
 _SECRET_PATHS = re.compile(r"(?:^|\.)page_webhook\.url$")
 _USERINFO_PASSWORD = re.compile(r"://[^/\s@:]*:([^/\s@]+)@")
@@ -305,7 +306,7 @@ def _expand(node: Any, path: str, env: Mapping[str, str], problems: list[str]) -
 
 
 def _secret_kind(path: str, key: str) -> str | None:
-    """"whole": the value must be one ${ENV} (or ``<key>_file``); "ref": it must use one (``Bearer
+    """ "whole": the value must be one ${ENV} (or ``<key>_file``); "ref": it must use one (``Bearer
     ${TOKEN}``); None: not a secret. Keys named in SECRET_KEYS, credential headers, paging URLs."""
     if key in SECRET_KEYS or _SECRET_PATHS.search(path):
         return "whole"

@@ -75,9 +75,17 @@ class Daemon:
             self._tasks.append(asyncio.create_task(_every(interval, self._watchdog, "watchdog")))
         await self._refresh_gauges()
         sdnotify.notify(f"READY=1\nSTATUS=listening on {host}:{self.port}")
-        log.info("daemon_started", extra={"listen": f"{host}:{self.port}", "resumed": resumed,
-                                          "services": sorted(core.services), "mode": self.settings.mode,
-                                          "ha": node.describe(), "leader": node.leading})
+        log.info(
+            "daemon_started",
+            extra={
+                "listen": f"{host}:{self.port}",
+                "resumed": resumed,
+                "services": sorted(core.services),
+                "mode": self.settings.mode,
+                "ha": node.describe(),
+                "leader": node.leading,
+            },
+        )
         return core
 
     async def _refresh_gauges(self) -> None:
@@ -116,8 +124,11 @@ class Daemon:
 def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
     """What asyncio would print as "Task exception was never retrieved": a JSON line with the traceback."""
     exc = context.get("exception")
-    log.error("unhandled_exception", exc_info=exc if isinstance(exc, BaseException) else None,
-              extra={"detail": str(context.get("message", "")), "task": str(context.get("task", ""))[:200]})
+    log.error(
+        "unhandled_exception",
+        exc_info=exc if isinstance(exc, BaseException) else None,
+        extra={"detail": str(context.get("message", "")), "task": str(context.get("task", ""))[:200]},
+    )
 
 
 async def serve(settings: Settings, *, listen: str | None = None) -> None:

@@ -92,8 +92,9 @@ class FatalError(StepError):
 class BackendError(RollbackdError):
     """A backend failed. ``backend`` names it (``postgres``, ``slack``), ``retryable`` whether to retry."""
 
-    def __init__(self, backend: str, message: str, *, retryable: bool = False,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, backend: str, message: str, *, retryable: bool = False, retry_after: float | None = None
+    ) -> None:
         self.backend = backend
         self.retryable = retryable
         self.retry_after = retry_after  # seconds the far end asked us to wait (HTTP 429 Retry-After)

@@ -60,18 +60,32 @@ class TargetFact:
     what_changed: tuple[str, ...] = ()
 
     def to_json(self) -> JSON:
-        return {"version": self.version, "image": self.image, "digest": self.digest, "release_id": self.release_id,
-                "schema_version": self.schema_version, "snapshot_set": self.snapshot_set,
-                "code_only": self.code_only, "why": self.why, "what_changed": list(self.what_changed)}
+        return {
+            "version": self.version,
+            "image": self.image,
+            "digest": self.digest,
+            "release_id": self.release_id,
+            "schema_version": self.schema_version,
+            "snapshot_set": self.snapshot_set,
+            "code_only": self.code_only,
+            "why": self.why,
+            "what_changed": list(self.what_changed),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TargetFact:
         version = data.get("version")
-        return cls(version=None if version is None else str(version), image=data.get("image"),
-                   digest=data.get("digest"), release_id=data.get("release_id"),
-                   schema_version=data.get("schema_version"), snapshot_set=data.get("snapshot_set"),
-                   code_only=bool(data.get("code_only")), why=str(data.get("why") or ""),
-                   what_changed=tuple(data.get("what_changed") or ()))
+        return cls(
+            version=None if version is None else str(version),
+            image=data.get("image"),
+            digest=data.get("digest"),
+            release_id=data.get("release_id"),
+            schema_version=data.get("schema_version"),
+            snapshot_set=data.get("snapshot_set"),
+            code_only=bool(data.get("code_only")),
+            why=str(data.get("why") or ""),
+            what_changed=tuple(data.get("what_changed") or ()),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +132,13 @@ class DeployOrigin:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DeployOrigin:
-        return cls(version=data.get("version"), release_id=data.get("release_id"), image=data.get("image"),
-                   image_id=data.get("image_id"), deployed=dict(data))
+        return cls(
+            version=data.get("version"),
+            release_id=data.get("release_id"),
+            image=data.get("image"),
+            image_id=data.get("image_id"),
+            deployed=dict(data),
+        )
 
 
 def _stores(value: Any) -> dict[str, JSON]:

@@ -15,9 +15,18 @@ _DECISION_REASONS: dict[Action, tuple[Reason, ...]] = {
     Action.NOTIFY: (Reason.NOTIFY_RULE,),
     Action.IGNORE: (Reason.RESOLVED, Reason.UNKNOWN_SERVICE, Reason.NOT_IN_POLICY, Reason.TEST_ALERT),
     Action.SUPPRESSED: tuple(
-        r for r in Reason
-        if r not in (Reason.ROLLBACK_RULE, Reason.MANUAL, Reason.NOTIFY_RULE, Reason.RESOLVED,
-                     Reason.UNKNOWN_SERVICE, Reason.NOT_IN_POLICY, Reason.TEST_ALERT)
+        r
+        for r in Reason
+        if r
+        not in (
+            Reason.ROLLBACK_RULE,
+            Reason.MANUAL,
+            Reason.NOTIFY_RULE,
+            Reason.RESOLVED,
+            Reason.UNKNOWN_SERVICE,
+            Reason.NOT_IN_POLICY,
+            Reason.TEST_ALERT,
+        )
     ),
 }
 
@@ -34,12 +43,17 @@ class Metrics:
         self.incidents = Counter("rollbackd_incidents", "Finished incidents", ["service", "outcome"], registry=r)
         self.incident_active = Gauge("rollbackd_incident_active", "1 while an incident runs", ["service"], registry=r)
         self.step_duration = Histogram(
-            "rollbackd_step_duration_seconds", "Step durations", ["service", "step"], registry=r,
+            "rollbackd_step_duration_seconds",
+            "Step durations",
+            ["service", "step"],
+            registry=r,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
         )
         self.step_failures = Counter("rollbackd_step_failures", "Failed steps", ["service", "step"], registry=r)
         self.act_latency = Histogram(
-            "rollbackd_act_latency_seconds", "Webhook received to first step started", registry=r,
+            "rollbackd_act_latency_seconds",
+            "Webhook received to first step started",
+            registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
         self.paused = Gauge("rollbackd_paused", "1 while paused (service=* is global)", ["service"], registry=r)
@@ -51,22 +65,28 @@ class Metrics:
             "rollbackd_cooldown_remaining_seconds", "Cooldown left", ["service"], registry=r
         )
         self.snapshot_last_success = Gauge(
-            "rollbackd_snapshot_last_success_timestamp_seconds", "Time of the last good snapshot",
-            ["service", "store"], registry=r,
+            "rollbackd_snapshot_last_success_timestamp_seconds",
+            "Time of the last good snapshot",
+            ["service", "store"],
+            registry=r,
         )
         self.verifications = Counter(
             "rollbackd_verifications", "Verifier results", ["service", "verifier", "verdict"], registry=r
         )
         self.baseline_p95 = Gauge(
-            "rollbackd_baseline_latency_p95_seconds", "P95 latency of the last green release", ["service"],
+            "rollbackd_baseline_latency_p95_seconds",
+            "P95 latency of the last green release",
+            ["service"],
             registry=r,
         )
         self.notify_failures = Counter(
             "rollbackd_notify_failures", "Notifications that could not be sent", ["notifier"], registry=r
         )
         self.notify_dropped = Counter(
-            "rollbackd_notify_dropped", "Notifications dropped on a full queue (incident: an incident's own;"
-            " other: alert decisions, suppressions)", ["priority"], registry=r
+            "rollbackd_notify_dropped",
+            "Notifications dropped on a full queue (incident: an incident's own; other: alert decisions, suppressions)",
+            ["priority"],
+            registry=r,
         )
         self.drill_last_success = Gauge(
             "rollbackd_drill_last_success_timestamp_seconds", "Time of the last GO drill", ["service"], registry=r
@@ -90,8 +110,7 @@ class Metrics:
             for state in IncidentState:
                 if state not in ACTIVE_STATES:
                     self.incidents.labels(svc, state.value)
-            for gauge in (self.incident_active, self.paused, self.held, self.drill_last_success,
-                          self.drill_scheduled):
+            for gauge in (self.incident_active, self.paused, self.held, self.drill_last_success, self.drill_scheduled):
                 gauge.labels(svc).set(0)  # drill 0 = never: stale where a drill is scheduled (drill_scheduled)
         self.alerts.labels("", Action.IGNORE.value, Reason.UNKNOWN_SERVICE.value)
         self.alerts.labels("", Action.SUPPRESSED.value, Reason.DUPLICATE.value)

@@ -65,11 +65,19 @@ def _child_setup(parent: int) -> Callable[[], None]:
             _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the daemon died before the setting took effect
             os._exit(_EXIT_ORPHANED)
+
     return setup
 
 
-async def run(argv: list[str], *, env: dict[str, str], cwd: str | None = None, timeout: float | None = None,
-              grace: float | None = None, keep: int = 1 << 20) -> Completed:
+async def run(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    cwd: str | None = None,
+    timeout: float | None = None,
+    grace: float | None = None,
+    keep: int = 1 << 20,
+) -> Completed:
     """Run argv to completion in its own process group; the last ``keep`` bytes of stdout and stderr.
     Raises TimeoutError after ``timeout`` (the group killed first), FileNotFoundError/PermissionError
     when argv[0] cannot be run; on cancellation the group is killed before CancelledError goes on."""
@@ -80,8 +88,14 @@ async def run(argv: list[str], *, env: dict[str, str], cwd: str | None = None, t
         grace = hook.grace if hook is not None else DEFAULT_GRACE_S
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd,
-            start_new_session=True, preexec_fn=_child_setup(os.getpid()),
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_child_setup(os.getpid()),
         )
 
         async def finish() -> int:
@@ -137,11 +151,12 @@ def members(pgid: int, marker: str | None = None, proc_root: Path = Path("/proc"
     for entry in _pids(proc_root):
         try:
             stat = (proc_root / entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             if int(fields[2]) != pgid or fields[0] == "Z":
                 continue
-            if marker is not None and f"{MARKER_ENV}={marker}".encode() not in \
-                    (proc_root / entry / "environ").read_bytes().split(b"\0"):
+            if marker is not None and f"{MARKER_ENV}={marker}".encode() not in (
+                proc_root / entry / "environ"
+            ).read_bytes().split(b"\0"):
                 continue
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile, or not ours to read

@@ -30,8 +30,9 @@ class Prometheus:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout),
-                                                  headers=self._headers)
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout), headers=self._headers
+            )
         return self._session
 
     async def close(self) -> None:
@@ -64,8 +65,9 @@ class Prometheus:
     async def alert_rules(self, name: str) -> list[dict[str, Any]]:
         """The loaded alerting rules called ``name`` (every group), with health and lastEvaluation."""
         data = await self._api("GET", "/api/v1/rules", params={"type": "alert"})
-        return [rule for group in data.get("groups") or [] for rule in group.get("rules") or []
-                if rule.get("name") == name]
+        return [
+            rule for group in data.get("groups") or [] for rule in group.get("rules") or [] if rule.get("name") == name
+        ]
 
     async def scalar(self, expr: str) -> float | None:
         """The single value of a query, or None when it returns no series."""

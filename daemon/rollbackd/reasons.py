@@ -51,7 +51,7 @@ _SENTENCES: dict[Reason, str] = {
     Reason.RESOLVED: "the alert resolved",
     Reason.UNKNOWN_SERVICE: "the alert names no service that rollbackd guards",
     Reason.NOT_IN_POLICY: "the alert is in no list of the service's policy",
-    Reason.TEST_ALERT: "a test alert (rollbackd_test=\"true\", from `rollbackd doctor`): recorded, never acted on",
+    Reason.TEST_ALERT: 'a test alert (rollbackd_test="true", from `rollbackd doctor`): recorded, never acted on',
     Reason.DUPLICATE: "the same alert (fingerprint and start) was already handled",
     Reason.INCIDENT_ACTIVE: "an incident is already running for this service",
     Reason.ROLLOUT_ALERT: "a rollout of this service is running: the alert fails its hard gate and rolls it back",

@@ -224,7 +224,6 @@ class Release:
     id: int | None = None
     spec: JSON | None = None  # container name -> spec as it ran (rollbackd.deploy.spec); kept beside the row
 
-
     @property
     def green(self) -> bool:
         return self.green_at is not None

@@ -19,13 +19,14 @@ _secrets: set[str] = set()
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]*@")
 _QUERY = re.compile(
     r"(?i)([?&;](?:[a-z0-9_.-]*(?:token|key|secret|password|passwd|pwd|sig|signature|auth|credential|session)"
-    r"[a-z0-9_.-]*)=)[^&#\s\"']*")
+    r"[a-z0-9_.-]*)=)[^&#\s\"']*"
+)
 _HEADER = re.compile(
     r"(?i)((?:authorization|proxy-authorization|x-api-key|api-key|x-auth-token|cookie|set-cookie)[\"']?\s*[:=]\s*[\"']?)"
-    r"(?:(?:bearer|basic|token)\s+)?[^\s\"',;}]+")
+    r"(?:(?:bearer|basic|token)\s+)?[^\s\"',;}]+"
+)
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[a-z0-9._~+/=-]{8,}")
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "x-auth-token",
-                            "cookie"})
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "x-auth-token", "cookie"})
 
 
 def register(*values: str | None) -> None:
@@ -50,7 +51,7 @@ def text(value: str, limit: int = 500) -> str:
     value = _QUERY.sub(rf"\1{MASK}", value)
     value = _HEADER.sub(rf"\1{MASK}", value)
     value = _BEARER.sub(rf"\1 {MASK}", value)
-    return value if len(value) <= limit else value[:limit - 1] + "\u2026"
+    return value if len(value) <= limit else value[: limit - 1] + "\u2026"
 
 
 def url(value: str) -> str:

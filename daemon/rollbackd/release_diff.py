@@ -16,9 +16,28 @@ from rollbackd.records import JSON, Release
 
 SECRET = re.compile(r"(?i)pass|secret|token|key|credential|auth|dsn|private|cookie|session")
 MASK = "***"
-RESOURCES = ("Memory", "MemoryReservation", "MemorySwap", "NanoCpus", "CpuShares", "CpuQuota", "CpusetCpus",
-             "PidsLimit", "OomScoreAdj", "ShmSize", "Ulimits", "Sysctls", "RestartPolicy", "ReadonlyRootfs",
-             "CapAdd", "CapDrop", "SecurityOpt", "GroupAdd", "LogConfig", "PortBindings")
+RESOURCES = (
+    "Memory",
+    "MemoryReservation",
+    "MemorySwap",
+    "NanoCpus",
+    "CpuShares",
+    "CpuQuota",
+    "CpusetCpus",
+    "PidsLimit",
+    "OomScoreAdj",
+    "ShmSize",
+    "Ulimits",
+    "Sysctls",
+    "RestartPolicy",
+    "ReadonlyRootfs",
+    "CapAdd",
+    "CapDrop",
+    "SecurityOpt",
+    "GroupAdd",
+    "LogConfig",
+    "PortBindings",
+)
 
 
 def _short(digest: str | None) -> str:
@@ -44,14 +63,23 @@ def _env(spec: Mapping[str, Any]) -> dict[str, str]:
 def env_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
     out = [f"env {k} added: {_value(k, after[k])}" for k in sorted(set(after) - set(before))]
     out += [f"env {k} removed (was {_value(k, before[k])})" for k in sorted(set(before) - set(after))]
-    out += [f"env {k}: {_value(k, before[k])} -> {_value(k, after[k])}"
-            for k in sorted(set(before) & set(after)) if before[k] != after[k]]
+    out += [
+        f"env {k}: {_value(k, before[k])} -> {_value(k, after[k])}"
+        for k in sorted(set(before) & set(after))
+        if before[k] != after[k]
+    ]
     return out
 
 
 def _pair(label: str, before: Any, after: Any) -> list[str]:
-    return [] if before == after else [f"{label}: {before if before not in (None, '') else '(default)'} -> "
-                                       f"{after if after not in (None, '') else '(default)'}"]
+    return (
+        []
+        if before == after
+        else [
+            f"{label}: {before if before not in (None, '') else '(default)'} -> "
+            f"{after if after not in (None, '') else '(default)'}"
+        ]
+    )
 
 
 def spec_changes(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -30,8 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _BAD = ("failed", "rolled_back")
-VERSION_RULE = ("1 to 128 characters: letters, digits and . _ + - : @, starting with a letter or digit, "
-                "without '..'")
+VERSION_RULE = "1 to 128 characters: letters, digits and . _ + - : @, starting with a letter or digit, without '..'"
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:@-]{0,127}")
 
 
@@ -72,9 +71,17 @@ class Target:
 
     def to_json(self) -> JSON:
         r = self.release
-        return {"version": r.version, "image": r.image, "digest": r.digest, "release_id": r.id,
-                "schema_version": r.schema_version, "snapshot_set": self.snapshot_set,
-                "code_only": self.code_only, "why": self.why, "what_changed": list(self.what_changed)}
+        return {
+            "version": r.version,
+            "image": r.image,
+            "digest": r.digest,
+            "release_id": r.id,
+            "schema_version": r.schema_version,
+            "snapshot_set": self.snapshot_set,
+            "code_only": self.code_only,
+            "why": self.why,
+            "what_changed": list(self.what_changed),
+        }
 
 
 def live_release(history: Sequence[Release]) -> Release | None:
@@ -117,8 +124,13 @@ async def _snapshot_of(snapshots: SnapshotLookup | None, version: str) -> tuple[
     return snap, ""
 
 
-async def select_target(history: Sequence[Release], *, snapshots: SnapshotLookup | None,
-                        data: Literal["required", "optional"], to_release: str | None = None) -> Target:
+async def select_target(
+    history: Sequence[Release],
+    *,
+    snapshots: SnapshotLookup | None,
+    data: Literal["required", "optional"],
+    to_release: str | None = None,
+) -> Target:
     """The target, or NoTarget naming why there is none. Pure but for the snapshot lookups."""
     live, options = candidates(history, to_release)
     live_text = f"live is {live.version}" if live else "nothing is recorded as live"
@@ -129,19 +141,29 @@ async def select_target(history: Sequence[Release], *, snapshots: SnapshotLookup
     for release in options:
         snap, missing = await _snapshot_of(snapshots, release.version)
         if snap is not None:
-            why = (f"{release.version}: {chosen} ({live_text}); data from snapshot set {snap.id}, the newest "
-                   f"verified one taken while {release.version} was live")
-            return Target(release, _with_skips(why, skipped), snapshot_set=str(snap.id),
-                          data_counts=tuple(release_diff.data_counts(getattr(snap, "manifests", None) or {})))
+            why = (
+                f"{release.version}: {chosen} ({live_text}); data from snapshot set {snap.id}, the newest "
+                f"verified one taken while {release.version} was live"
+            )
+            return Target(
+                release,
+                _with_skips(why, skipped),
+                snapshot_set=str(snap.id),
+                data_counts=tuple(release_diff.data_counts(getattr(snap, "manifests", None) or {})),
+            )
         if data == "required" and snapshots is not None:
             skipped.append(f"{release.version} ({missing})")
             continue
         _check_schema(release, live)
-        why = (f"{release.version}: {chosen} ({live_text}); code only: {missing}, allowed by releases.data: "
-               f"{data}; schema {release.schema_version or 'unknown'}")
+        why = (
+            f"{release.version}: {chosen} ({live_text}); code only: {missing}, allowed by releases.data: "
+            f"{data}; schema {release.schema_version or 'unknown'}"
+        )
         return Target(release, _with_skips(why, skipped), code_only=True)
-    raise NoTarget(Reason.NOTHING_TO_ROLL_BACK_TO,
-                   f"releases.data is required and no green release has a snapshot: {'; '.join(skipped)}")
+    raise NoTarget(
+        Reason.NOTHING_TO_ROLL_BACK_TO,
+        f"releases.data is required and no green release has a snapshot: {'; '.join(skipped)}",
+    )
 
 
 def _with_skips(why: str, skipped: list[str]) -> str:
@@ -151,10 +173,12 @@ def _with_skips(why: str, skipped: list[str]) -> str:
 def _check_schema(target: Release, live: Release | None) -> None:
     have = live.schema_version if live else None
     if have is not None and target.schema_version is not None and have != target.schema_version:
-        raise NoTarget(Reason.SCHEMA_MISMATCH,
-                       f"{target.version} needs schema {target.schema_version} but the live data is at schema "
-                       f"{have} ({live.version if live else '?'}) and there is no snapshot of {target.version} "
-                       "to restore with it")
+        raise NoTarget(
+            Reason.SCHEMA_MISMATCH,
+            f"{target.version} needs schema {target.schema_version} but the live data is at schema "
+            f"{have} ({live.version if live else '?'}) and there is no snapshot of {target.version} "
+            "to restore with it",
+        )
 
 
 async def target_for(store: ReleaseStore, runtime: ServiceRuntime, to_release: str | None) -> Target | None:

@@ -47,8 +47,11 @@ class Scheduler:
         from apscheduler.triggers.cron import CronTrigger
         from apscheduler.triggers.interval import IntervalTrigger
 
-        trigger = (CronTrigger.from_crontab(schedule.cron, timezone="UTC") if schedule.cron
-                   else IntervalTrigger(seconds=schedule.interval or 0, timezone="UTC"))
+        trigger = (
+            CronTrigger.from_crontab(schedule.cron, timezone="UTC")
+            if schedule.cron
+            else IntervalTrigger(seconds=schedule.interval or 0, timezone="UTC")
+        )
 
         async def run() -> None:
             if self.gate is not None and not self.gate():
@@ -59,8 +62,9 @@ class Scheduler:
             except Exception:  # a failed job is logged and counted where it matters; the daemon goes on
                 log.exception("scheduled_job_failed", extra={"job": name})
 
-        self._scheduler.add_job(run, trigger, id=name, name=name, max_instances=1, coalesce=True,
-                                misfire_grace_time=300)
+        self._scheduler.add_job(
+            run, trigger, id=name, name=name, max_instances=1, coalesce=True, misfire_grace_time=300
+        )
         self.jobs.append(name)
 
     def start(self) -> None:

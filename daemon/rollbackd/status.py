@@ -17,22 +17,45 @@ if TYPE_CHECKING:
 def pause_json(p: Pause | None) -> dict[str, Any] | None:
     if p is None:
         return None
-    return {"kind": p.kind, "reason": p.reason, "by": p.actor, "since": iso(p.created_at), "until": iso(p.until),
-            "incident_id": p.incident_id}
+    return {
+        "kind": p.kind,
+        "reason": p.reason,
+        "by": p.actor,
+        "since": iso(p.created_at),
+        "until": iso(p.until),
+        "incident_id": p.incident_id,
+    }
 
 
 def step_json(s: StepRecord) -> dict[str, Any]:
-    return {"index": s.index, "name": s.name, "type": s.type, "state": s.state.value, "attempts": s.attempts,
-            "started_at": iso(s.started_at), "finished_at": iso(s.finished_at), "duration_s": s.duration,
-            "output": s.output, "error": s.error}
+    return {
+        "index": s.index,
+        "name": s.name,
+        "type": s.type,
+        "state": s.state.value,
+        "attempts": s.attempts,
+        "started_at": iso(s.started_at),
+        "finished_at": iso(s.finished_at),
+        "duration_s": s.duration,
+        "output": s.output,
+        "error": s.error,
+    }
 
 
 def incident_json(inc: Incident, steps: list[StepRecord] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "id": inc.id, "service": inc.service, "state": inc.state.value, "dry_run": inc.dry_run,
-        "trigger": inc.trigger.to_json(), "created_at": iso(inc.created_at), "started_at": iso(inc.started_at),
-        "finished_at": iso(inc.finished_at), "abort_requested": inc.abort_requested, "error": inc.error,
-        "target": inc.context.get(facts.TARGET.key), "plan": inc.plan,  # as journaled
+        "id": inc.id,
+        "service": inc.service,
+        "state": inc.state.value,
+        "dry_run": inc.dry_run,
+        "trigger": inc.trigger.to_json(),
+        "created_at": iso(inc.created_at),
+        "started_at": iso(inc.started_at),
+        "finished_at": iso(inc.finished_at),
+        "abort_requested": inc.abort_requested,
+        "error": inc.error,
+        "target": inc.context.get(facts.TARGET.key),
+        "plan": inc.plan,  # as journaled
     }
     if inc.trigger.kind == "rollout":  # phases, gate readings, decisions (rollbackd.rollout.table)
         out["rollout"] = facts.ROLLOUT.of(inc.context)
@@ -57,15 +80,24 @@ async def service_status(core: Core, runtime: ServiceRuntime, now: float) -> dic
         "held": pause_json(view.hold),
         "active_incident": incident_json(active, await store.steps(active.id)) if active else None,
         "cooldown_remaining_s": round(policy.cooldown_remaining(view, pol, now), 1),
-        "budget": {"remaining": policy.budget_remaining(view, pol), "max": pol.budget.max,
-                   "window_s": pol.budget.window},
+        "budget": {
+            "remaining": policy.budget_remaining(view, pol),
+            "max": pol.budget.max,
+            "window_s": pol.budget.window,
+        },
         "live_release": live.version if live else None,
         "last_green": green.version if green else None,
         "has_target": view.has_target,
         "confirm": pol.confirm,
         "last_decisions": [
-            {"at": iso(e.ts), "alertname": e.data.get("alertname"), "action": e.data.get("action"),
-             "reason": e.reason, "detail": e.data.get("detail"), "incident_id": e.incident_id}
+            {
+                "at": iso(e.ts),
+                "alertname": e.data.get("alertname"),
+                "action": e.data.get("action"),
+                "reason": e.reason,
+                "detail": e.data.get("detail"),
+                "incident_id": e.incident_id,
+            }
             for e in decisions
         ],
     }
@@ -76,8 +108,12 @@ async def service_status(core: Core, runtime: ServiceRuntime, now: float) -> dic
 
 async def build(core: Core, *, now: float, update_metrics: bool = False) -> dict[str, Any]:
     pauses = [p for p in await core.store.pauses() if p.service == "*" and p.in_force(now)]
-    out: dict[str, Any] = {"mode": core.settings.mode, "paused": pause_json(pauses[0]) if pauses else None,
-                           "services": {}, "ha": await replicas_json(core.store, core.runner.leadership)}
+    out: dict[str, Any] = {
+        "mode": core.settings.mode,
+        "paused": pause_json(pauses[0]) if pauses else None,
+        "services": {},
+        "ha": await replicas_json(core.store, core.runner.leadership),
+    }
     metrics = core.metrics if update_metrics else None
     for name, runtime in core.services.items():
         svc = await service_status(core, runtime, now)

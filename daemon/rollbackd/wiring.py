@@ -72,16 +72,21 @@ def validate_backends(settings: Settings) -> list[str]:
             check(_validate_ref, NOTIFY_BACKENDS, svc.notify, f"services.{name}.notify")
         check(build_plan, svc.plan, f"services.{name}.plan")
         if svc.policy.confirm == "required" and settings.prometheus is None:
-            problems.append(f"services.{name}.policy.confirm: `required` needs `prometheus.url` "
-                            "(or set confirm: best_effort | off)")
+            problems.append(
+                f"services.{name}.policy.confirm: `required` needs `prometheus.url` (or set confirm: best_effort | off)"
+            )
     if settings.ha.replicas > 1 and settings.state.type != "postgres":
-        problems.append(f"ha.replicas: {settings.ha.replicas} replicas need the postgres state store "
-                        f"(state.type: postgres); {settings.state.type} is single node")
+        problems.append(
+            f"ha.replicas: {settings.ha.replicas} replicas need the postgres state store "
+            f"(state.type: postgres); {settings.state.type} is single node"
+        )
     if settings.state.type == "postgres" and settings.incidents.kill_grace >= settings.ha.lease / 3:
         # A leader that steps down has a third of its lease before another replica takes over: its steps'
         # process groups must be dead by then, or a step could run on two hosts at once.
-        problems.append(f"incidents.kill_grace: {settings.incidents.kill_grace:g}s must be shorter than a third "
-                        f"of ha.lease ({settings.ha.lease:g}s), or a step could outlive its replica's lease")
+        problems.append(
+            f"incidents.kill_grace: {settings.incidents.kill_grace:g}s must be shorter than a third "
+            f"of ha.lease ({settings.ha.lease:g}s), or a step could outlive its replica's lease"
+        )
     for plugin in plugins.having("validate"):
         problems.extend(plugin.validate(settings))
     return problems
@@ -122,8 +127,7 @@ def build_core(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     store: StateStore = build_backend(STATE_BACKENDS, settings.state, "state")
     services = {name: ServiceRuntime(name=name, config=svc) for name, svc in settings.services.items()}
     metrics = Metrics(services)
-    default: Notifier = (build_backend(NOTIFY_BACKENDS, settings.notify, "notify") if settings.notify
-                         else NullNotifier())
+    default: Notifier = build_backend(NOTIFY_BACKENDS, settings.notify, "notify") if settings.notify else NullNotifier()
     notifiers: dict[str, Notifier] = {}
     for name, svc in settings.services.items():
         if svc.notify is not None:
@@ -136,24 +140,53 @@ def build_core(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         incident = await store.get_incident(incident_id)
         return incident.thread if incident else None
 
-    notify = NotifyQueue(notifiers, default=default, maxsize=settings.notify_queue_size, save_thread=save_thread,
-                         load_thread=load_thread,
-                         on_failure=lambda name: metrics.notify_failures.labels(name).inc(),
-                         on_drop=lambda priority: metrics.notify_dropped.labels(priority).inc(),
-                         backoff_max=settings.notify_backoff_max)
+    notify = NotifyQueue(
+        notifiers,
+        default=default,
+        maxsize=settings.notify_queue_size,
+        save_thread=save_thread,
+        load_thread=load_thread,
+        on_failure=lambda name: metrics.notify_failures.labels(name).inc(),
+        on_drop=lambda priority: metrics.notify_dropped.labels(priority).inc(),
+        backoff_max=settings.notify_backoff_max,
+    )
     prom_cfg = settings.prometheus
-    prometheus = (Prometheus(prom_cfg.url, timeout=prom_cfg.timeout,
-                             bearer_token=prom_cfg.bearer_token.get_secret_value() if prom_cfg.bearer_token else None)
-                  if prom_cfg else None)
+    prometheus = (
+        Prometheus(
+            prom_cfg.url,
+            timeout=prom_cfg.timeout,
+            bearer_token=prom_cfg.bearer_token.get_secret_value() if prom_cfg.bearer_token else None,
+        )
+        if prom_cfg
+        else None
+    )
     confirm = Confirmer(prometheus, services, settings.service_label)
-    runner = Runner(store=store, services=services, notify=notify, metrics=metrics, confirm=confirm, clock=clock,
-                    store_outage_limit=settings.incidents.store_outage_limit,
-                    kill_grace=settings.incidents.kill_grace)
-    intake = Intake(settings=settings, store=store, services=services, runner=runner, notify=notify,
-                    metrics=metrics, clock=clock)
+    runner = Runner(
+        store=store,
+        services=services,
+        notify=notify,
+        metrics=metrics,
+        confirm=confirm,
+        clock=clock,
+        store_outage_limit=settings.incidents.store_outage_limit,
+        kill_grace=settings.incidents.kill_grace,
+    )
+    intake = Intake(
+        settings=settings, store=store, services=services, runner=runner, notify=notify, metrics=metrics, clock=clock
+    )
     controls = Controls(store=store, services=services, intake=intake, runner=runner, metrics=metrics, clock=clock)
-    core = Core(settings=settings, store=store, services=services, metrics=metrics, notify=notify, runner=runner,
-                intake=intake, controls=controls, prometheus=prometheus, started_at=clock())
+    core = Core(
+        settings=settings,
+        store=store,
+        services=services,
+        metrics=metrics,
+        notify=notify,
+        runner=runner,
+        intake=intake,
+        controls=controls,
+        prometheus=prometheus,
+        started_at=clock(),
+    )
     for plugin in plugins.having("build"):
         plugin.build(core)
     for name, runtime in services.items():

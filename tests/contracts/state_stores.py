@@ -21,17 +21,35 @@ NOW = 1_800_000_000.0
 
 
 def alert(fp: str = "f1", status: str = "firing") -> Alert:
-    return Alert(fingerprint=fp, status=status, alertname="RAGGateFailRateHigh",  # type: ignore[arg-type]
-                 labels={"alertname": "RAGGateFailRateHigh", "service": "rag"}, annotations={"summary": "9%"},
-                 starts_at=datetime(2026, 11, 22, 3, tzinfo=UTC), ends_at=None)
+    return Alert(
+        fingerprint=fp,
+        status=status,
+        alertname="RAGGateFailRateHigh",  # type: ignore[arg-type]
+        labels={"alertname": "RAGGateFailRateHigh", "service": "rag"},
+        annotations={"summary": "9%"},
+        starts_at=datetime(2026, 11, 22, 3, tzinfo=UTC),
+        ends_at=None,
+    )
 
 
 def incident(iid: str = "i1", service: str = "rag", *, created: float = NOW, kind: str = "alert") -> Incident:
-    return Incident(id=iid, service=service, state=IncidentState.PENDING,
-                    trigger=Trigger(kind=kind, reason="r", requested_by="alertmanager",  # type: ignore[arg-type]
-                                    alertname="RAGGateFailRateHigh", fingerprint="f1", labels={"service": service}),
-                    dry_run=False, created_at=created, plan=[{"type": "command", "argv": ["true"]}],
-                    context={"target": None})
+    return Incident(
+        id=iid,
+        service=service,
+        state=IncidentState.PENDING,
+        trigger=Trigger(
+            kind=kind,
+            reason="r",
+            requested_by="alertmanager",  # type: ignore[arg-type]
+            alertname="RAGGateFailRateHigh",
+            fingerprint="f1",
+            labels={"service": service},
+        ),
+        dry_run=False,
+        created_at=created,
+        plan=[{"type": "command", "argv": ["true"]}],
+        context={"target": None},
+    )
 
 
 ROLLBACK = Decision(Action.ROLLBACK, Reason.ROLLBACK_RULE, "rag")

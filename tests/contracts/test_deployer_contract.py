@@ -70,15 +70,24 @@ class DeployerContract:
 class TestHttp(DeployerContract):
     @pytest.fixture
     def deployer(self, cd: Any) -> HttpDeployer:
-        return HttpDeployer(HttpDeployer.Options.model_validate({
-            "type": "http", "url": f"{cd.url}/dispatch/{{incident}}", "current_url": f"{cd.url}/current",
-            "current_field": "deployment.version", "health_url": f"{cd.url}/health",
-            "body": {"ref": "main", "inputs": {"version": "{version}", "image": "{image}@{digest}"}}}))
+        return HttpDeployer(
+            HttpDeployer.Options.model_validate(
+                {
+                    "type": "http",
+                    "url": f"{cd.url}/dispatch/{{incident}}",
+                    "current_url": f"{cd.url}/current",
+                    "current_field": "deployment.version",
+                    "health_url": f"{cd.url}/health",
+                    "body": {"ref": "main", "inputs": {"version": "{version}", "image": "{image}@{digest}"}},
+                }
+            )
+        )
 
     async def test_body_is_a_template(self, deployer: HttpDeployer, cd: Any) -> None:
         await deployer.deploy(V1, incident="i9")
-        assert cd.dispatches == [("/dispatch/i9", {"ref": "main", "inputs": {"version": "v1",
-                                                                             "image": "reg/rag:v1@sha256:1"}})]
+        assert cd.dispatches == [
+            ("/dispatch/i9", {"ref": "main", "inputs": {"version": "v1", "image": "reg/rag:v1@sha256:1"}})
+        ]
 
     async def test_a_refused_dispatch_names_the_status(self, deployer: HttpDeployer, cd: Any) -> None:
         cd.status = 422
@@ -91,24 +100,45 @@ class TestCommand(DeployerContract):
     def deployer(self, cd: Any, tmp_path: Path) -> CommandDeployer:
         state = tmp_path / "version"
         state.write_text("v2")
-        write = [sys.executable, "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", str(state),
-                 "{version}"]
-        return CommandDeployer(CommandDeployer.Options.model_validate({
-            "type": "command", "argv": write, "current_argv": ["/bin/cat", str(state)],
-            "health_url": f"{cd.url}/health"}))
+        write = [sys.executable, "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", str(state), "{version}"]
+        return CommandDeployer(
+            CommandDeployer.Options.model_validate(
+                {
+                    "type": "command",
+                    "argv": write,
+                    "current_argv": ["/bin/cat", str(state)],
+                    "health_url": f"{cd.url}/health",
+                }
+            )
+        )
 
     async def test_argv_is_never_a_shell(self, tmp_path: Path) -> None:
         evil = Release(service="rag", version="v1; touch /tmp/pwned", digest="sha256:1")
         out = tmp_path / "argv"
-        dep = CommandDeployer(CommandDeployer.Options.model_validate({"type": "command", "argv": [
-            sys.executable, "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", str(out), "{version}"]}))
+        dep = CommandDeployer(
+            CommandDeployer.Options.model_validate(
+                {
+                    "type": "command",
+                    "argv": [
+                        sys.executable,
+                        "-c",
+                        "import sys; open(sys.argv[1], 'w').write(sys.argv[2])",
+                        str(out),
+                        "{version}",
+                    ],
+                }
+            )
+        )
         await dep.deploy(evil, incident="i1")
         assert out.read_text() == "v1; touch /tmp/pwned"
         assert render(["{image}", "{digest}"], {"image": "a", "digest": "b"}) == ["a", "b"]
 
 
 async def test_wait_healthy_fails_without_a_running_server(tmp_path: Path) -> None:
-    dep = CommandDeployer(CommandDeployer.Options.model_validate({
-        "type": "command", "argv": ["/bin/true"], "health_url": "http://127.0.0.1:1/health"}))
+    dep = CommandDeployer(
+        CommandDeployer.Options.model_validate(
+            {"type": "command", "argv": ["/bin/true"], "health_url": "http://127.0.0.1:1/health"}
+        )
+    )
     with pytest.raises(BackendError, match=r"127\.0\.0\.1:1"):
         await dep.wait_healthy(time.monotonic() + 0.3)

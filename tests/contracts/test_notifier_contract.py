@@ -52,8 +52,14 @@ LONG = Message(
 
 
 def opened(incident_id: str = "inc-1") -> Message:
-    return Message(kind="opened", title="Rollback started", service="rag", incident_id=incident_id,
-                   fields=(("alert", "RAGGateFailRateHigh"),), severity="warning")
+    return Message(
+        kind="opened",
+        title="Rollback started",
+        service="rag",
+        incident_id=incident_id,
+        fields=(("alert", "RAGGateFailRateHigh"),),
+        severity="warning",
+    )
 
 
 def step(name: str) -> Message:
@@ -61,8 +67,9 @@ def step(name: str) -> Message:
 
 
 def is_ref(ref: object) -> bool:
-    return ref is None or (isinstance(ref, dict) and all(isinstance(k, str) and isinstance(v, str)
-                                                         for k, v in ref.items()))
+    return ref is None or (
+        isinstance(ref, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in ref.items())
+    )
 
 
 class NotifierContract:
@@ -77,8 +84,9 @@ class NotifierContract:
             assert reply == root  # replies thread under the root, never under a reply
         assert "cut_traffic done" in rendered()
 
-    async def test_update(self, notifier: Notifier, rendered: Callable[[], str],
-                          updated: Callable[[], str | None]) -> None:
+    async def test_update(
+        self, notifier: Notifier, rendered: Callable[[], str], updated: Callable[[], str | None]
+    ) -> None:
         root = await notifier.post(opened(), None)
         thread: ThreadRef = root if root is not None else {}
         await notifier.update(thread, Message(kind="finished", title="Rolled back", incident_id="inc-1"))
@@ -103,9 +111,7 @@ class NotifierContract:
         for part in [*expected, *(k for k, _ in FIELDS), *(v for _, v in FIELDS)]:
             assert part in text, part
 
-    async def test_unicode_and_long_text_do_not_fail(
-        self, notifier: Notifier, rendered: Callable[[], str]
-    ) -> None:
+    async def test_unicode_and_long_text_do_not_fail(self, notifier: Notifier, rendered: Callable[[], str]) -> None:
         ref = await notifier.post(LONG, None)
         await notifier.post(LONG, ref)
         if ref is not None:
@@ -114,9 +120,7 @@ class NotifierContract:
         assert UNICODE[:12] in text
         text.encode("utf-8")  # no lone surrogate left by a cut
 
-    async def test_post_raises_only_backend_error(
-        self, notifier: Notifier, break_backend: Callable[[], None]
-    ) -> None:
+    async def test_post_raises_only_backend_error(self, notifier: Notifier, break_backend: Callable[[], None]) -> None:
         break_backend()
         for message in (opened(), EVERYTHING):
             try:

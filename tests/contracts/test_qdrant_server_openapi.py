@@ -98,8 +98,16 @@ class Caller:
         self.contract, self.session, self.url = contract, session, url
 
     async def call(
-        self, method: str, path: str, expect: int, *, params: dict[str, str] | None = None,
-        body: object = None, form: aiohttp.FormData | None = None, bad_body: bool = False, **names: str,
+        self,
+        method: str,
+        path: str,
+        expect: int,
+        *,
+        params: dict[str, str] | None = None,
+        body: object = None,
+        form: aiohttp.FormData | None = None,
+        bad_body: bool = False,
+        **names: str,
     ) -> Any:
         if body is not None and bad_body:  # a body the document itself rejects
             with pytest.raises(jsonschema.ValidationError):
@@ -125,12 +133,26 @@ class Caller:
 
 
 OPERATIONS = [
-    ("GET", "/"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/collections"),
-    ("GET", CT), ("PUT", CT), ("DELETE", CT), ("GET", CT + "/exists"),
-    ("POST", "/collections/aliases"), ("GET", CT + "/aliases"), ("GET", "/aliases"),
-    ("GET", SNAP), ("POST", SNAP), ("GET", SNAP + "/{snapshot_name}"), ("DELETE", SNAP + "/{snapshot_name}"),
-    ("POST", SNAP + "/upload"), ("PUT", SNAP + "/recover"),
-    ("PUT", CT + "/points"), ("POST", CT + "/points/count"), ("POST", CT + "/points/scroll"),
+    ("GET", "/"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/collections"),
+    ("GET", CT),
+    ("PUT", CT),
+    ("DELETE", CT),
+    ("GET", CT + "/exists"),
+    ("POST", "/collections/aliases"),
+    ("GET", CT + "/aliases"),
+    ("GET", "/aliases"),
+    ("GET", SNAP),
+    ("POST", SNAP),
+    ("GET", SNAP + "/{snapshot_name}"),
+    ("DELETE", SNAP + "/{snapshot_name}"),
+    ("POST", SNAP + "/upload"),
+    ("PUT", SNAP + "/recover"),
+    ("PUT", CT + "/points"),
+    ("POST", CT + "/points/count"),
+    ("POST", CT + "/points/scroll"),
 ]
 
 
@@ -154,8 +176,7 @@ async def api(contract: Contract, server: QdrantTestServer) -> AsyncIterator[Cal
 async def make_collection(api: Caller, name: str, points: int = 3) -> None:
     await api.call("PUT", CT, 200, body={"vectors": VECTORS}, collection_name=name)
     if points:
-        batch = {"points": [{"id": i, "vector": [1.0, 0.5, 0.25, i], "payload": {"k": i % 2}}
-                            for i in range(points)]}
+        batch = {"points": [{"id": i, "vector": [1.0, 0.5, 0.25, i], "payload": {"k": i % 2}} for i in range(points)]}
         await api.call("PUT", CT + "/points", 200, params={"wait": "true"}, body=batch, collection_name=name)
 
 
@@ -181,8 +202,9 @@ async def test_collection_operations(api: Caller) -> None:
     await api.call("GET", CT, 404, collection_name="c_missing")
     await api.call("PUT", CT, 409, body={"vectors": VECTORS}, collection_name="c_ops")
     await api.call("PUT", CT, 422, body={"vectors": VECTORS}, collection_name="bad:name")
-    await api.call("PUT", CT, 400, body={"vectors": {"size": 4, "distance": "Hamming"}}, bad_body=True,
-                   collection_name="c_x")
+    await api.call(
+        "PUT", CT, 400, body={"vectors": {"size": 4, "distance": "Hamming"}}, bad_body=True, collection_name="c_x"
+    )
     assert (await api.call("GET", CT + "/exists", 200, collection_name="c_ops"))["result"] == {"exists": True}
     assert (await api.call("DELETE", CT, 200, collection_name="c_ops"))["result"] is True
     assert (await api.call("DELETE", CT, 200, collection_name="c_ops"))["result"] is False
@@ -215,8 +237,13 @@ async def test_point_operations(api: Caller) -> None:
     flt = {"must": [{"key": "k", "match": {"value": 1}}]}
     count = await api.call("POST", CT + "/points/count", 200, body={"filter": flt}, collection_name="p_ops")
     assert count["result"] == {"count": 2}
-    page = await api.call("POST", CT + "/points/scroll", 200, collection_name="p_ops",
-                          body={"limit": 2, "offset": 1, "with_payload": True, "with_vector": True})
+    page = await api.call(
+        "POST",
+        CT + "/points/scroll",
+        200,
+        collection_name="p_ops",
+        body={"limit": 2, "offset": 1, "with_payload": True, "with_vector": True},
+    )
     assert [p["id"] for p in page["result"]["points"]] == [1, 2] and page["result"]["next_page_offset"] == 3
     await api.call("POST", CT + "/points/scroll", 422, body={"limit": 0}, bad_body=True, collection_name="p_ops")
     await api.call("POST", CT + "/points/count", 404, body={}, collection_name="p_missing")
@@ -233,8 +260,7 @@ async def test_snapshot_list_create_download_delete(api: Caller, server: QdrantT
     created = (await api.call("POST", SNAP, 200, params={"wait": "true"}, collection_name="s_ops"))["result"]
     listed = await api.call("GET", SNAP, 200, collection_name="s_ops")
     assert created in listed["result"]
-    raw = await api.call("GET", SNAP + "/{snapshot_name}", 200, collection_name="s_ops",
-                         snapshot_name=created["name"])
+    raw = await api.call("GET", SNAP + "/{snapshot_name}", 200, collection_name="s_ops", snapshot_name=created["name"])
     assert hashlib.sha256(raw).hexdigest() == created["checksum"] and len(raw) == created["size"]
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         assert "config.json" in tar.getnames()
@@ -255,16 +281,22 @@ def _form(data: bytes, name: str = "upload.snapshot") -> aiohttp.FormData:
 async def test_snapshot_upload_and_recover(api: Caller, server: QdrantTestServer) -> None:
     await make_collection(api, "r_src", points=4)
     created = (await api.call("POST", SNAP, 200, collection_name="r_src"))["result"]
-    raw = await api.call("GET", SNAP + "/{snapshot_name}", 200, collection_name="r_src",
-                         snapshot_name=created["name"])
+    raw = await api.call("GET", SNAP + "/{snapshot_name}", 200, collection_name="r_src", snapshot_name=created["name"])
     good = {"priority": "snapshot", "checksum": created["checksum"], "wait": "true"}
     await api.call("POST", SNAP + "/upload", 200, params=good, form=_form(raw), collection_name="r_up")
     wrong = dict(good, checksum="0" * 64)
     await api.call("POST", SNAP + "/upload", 400, params=wrong, form=_form(raw), collection_name="r_up2")
-    await api.call("POST", SNAP + "/upload", 400, params=dict(good, priority="first"), form=_form(raw),
-                   collection_name="r_up2")
-    await api.call("POST", SNAP + "/upload", 500, params={"priority": "snapshot"}, form=_form(b"not a tar"),
-                   collection_name="r_up2")
+    await api.call(
+        "POST", SNAP + "/upload", 400, params=dict(good, priority="first"), form=_form(raw), collection_name="r_up2"
+    )
+    await api.call(
+        "POST",
+        SNAP + "/upload",
+        500,
+        params={"priority": "snapshot"},
+        form=_form(b"not a tar"),
+        collection_name="r_up2",
+    )
     await api.call("POST", SNAP + "/upload", 202, params={"wait": "false"}, form=_form(raw), collection_name="r_up3")
     location = f"file://{server.snapshots_dir}/r_src/{created['name']}"
     recover = {"location": location, "priority": "snapshot", "checksum": created["checksum"]}
@@ -294,4 +326,3 @@ async def test_unauthorized_answers_as_qdrant_does(contract: Contract, tmp_path:
                 assert (response.status, await response.text()) == (401, "Invalid API key or JWT")
         async with aiohttp.ClientSession(headers={"api-key": "secret"}) as session:
             await Caller(contract, session, qdrant.url).call("GET", "/collections", 200)
-

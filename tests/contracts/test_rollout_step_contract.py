@@ -28,8 +28,14 @@ class Gauges:
 
 
 class NoControls:
-    async def events(self, *, service: str | None = None, kinds: tuple[str, ...] = (),
-                     incident_id: str | None = None, limit: int = 50) -> list[Event]:
+    async def events(
+        self,
+        *,
+        service: str | None = None,
+        kinds: tuple[str, ...] = (),
+        incident_id: str | None = None,
+        limit: int = 50,
+    ) -> list[Event]:
         return []
 
 
@@ -53,21 +59,39 @@ def world_of(tmp_path: Path, *, outcome: str | None = None, canary: bool = False
     if canary:
         canary_file.write_text("v2")
     clock = Clock()
-    kit = Kit(config=RolloutConfig(phases=[Phase(weight=10, window=1, interval=0.5), Phase(weight=100, window=1,
-                                                                                          interval=0.5)]),
-              prometheus=Gauges(), events=NoControls(),
-              canary=CanaryRunner(Canary(deploy_argv=[sys.executable, "-c", WRITE, str(canary_file), "{version}"],
-                                         remove_argv=[sys.executable, "-c", REMOVE, str(canary_file)])),
-              clock=clock, sleep=clock.sleep)
+    kit = Kit(
+        config=RolloutConfig(
+            phases=[Phase(weight=10, window=1, interval=0.5), Phase(weight=100, window=1, interval=0.5)]
+        ),
+        prometheus=Gauges(),
+        events=NoControls(),
+        canary=CanaryRunner(
+            Canary(
+                deploy_argv=[sys.executable, "-c", WRITE, str(canary_file), "{version}"],
+                remove_argv=[sys.executable, "-c", REMOVE, str(canary_file)],
+            )
+        ),
+        clock=clock,
+        sleep=clock.sleep,
+    )
     runtime = ServiceRuntime("rag", None, Capabilities(traffic=switch, rollout=kit))  # type: ignore[arg-type]
-    saved = {"rollout": {"version": "v2", "release": {"version": "v2", "digest": "sha256:" + "2" * 64},
-                         "green": "v1", "baseline_p95": 0.5, "phases": {}, "outcome": outcome}}
+    saved = {
+        "rollout": {
+            "version": "v2",
+            "release": {"version": "v2", "digest": "sha256:" + "2" * 64},
+            "green": "v1",
+            "baseline_p95": 0.5,
+            "phases": {},
+            "outcome": outcome,
+        }
+    }
     return runtime, saved, weight, canary_file
 
 
 def files(*paths: Path) -> Any:
     async def world() -> tuple[str | None, ...]:
         return tuple(p.read_text() if p.exists() else None for p in paths)
+
     return world
 
 

@@ -31,8 +31,9 @@ class SnapshotterContract:
     def expected_count(self, restored: dict[str, Any]) -> int:
         raise NotImplementedError
 
-    async def test_create_writes_a_manifest_with_counts(self, snapshotter: Snapshotter, live_count: Count,
-                                                        tmp_path: Path) -> None:
+    async def test_create_writes_a_manifest_with_counts(
+        self, snapshotter: Snapshotter, live_count: Count, tmp_path: Path
+    ) -> None:
         manifest = await snapshotter.create(tmp_path)
         assert manifest["kind"] == self.expected_kind == snapshotter.kind
         assert self.manifest_count(manifest) == await live_count()
@@ -40,8 +41,9 @@ class SnapshotterContract:
         assert await snapshotter.estimate_bytes() > 0
         assert "durations" in manifest
 
-    async def test_prepare_swap_roll_forward(self, snapshotter: Snapshotter, mutate: Callable[[], Awaitable[None]],
-                                             live_count: Count, tmp_path: Path) -> None:
+    async def test_prepare_swap_roll_forward(
+        self, snapshotter: Snapshotter, mutate: Callable[[], Awaitable[None]], live_count: Count, tmp_path: Path
+    ) -> None:
         manifest = await snapshotter.create(tmp_path)
         before = await live_count()
         await mutate()
@@ -71,8 +73,9 @@ class SnapshotterContract:
         with pytest.raises((FatalError, BackendError)):
             await snapshotter.check_swap(restored)
 
-    async def test_nothing_live_or_kept_is_ever_dropped(self, snapshotter: Snapshotter, live_count: Count,
-                                                         tmp_path: Path) -> None:
+    async def test_nothing_live_or_kept_is_ever_dropped(
+        self, snapshotter: Snapshotter, live_count: Count, tmp_path: Path
+    ) -> None:
         """Restore the same set twice: fresh copy names, the live one never dropped (asked of the server), the
         replaced ones kept and listed, never orphans."""
         manifest = await snapshotter.create(tmp_path)

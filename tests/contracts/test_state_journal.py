@@ -36,7 +36,11 @@ class AlertJournalContract:
         assert await store.seen_alert(a.key)
         (row,) = await store.recent_alerts("rag", 10)
         assert (row["action"], row["reason"], row["incident_id"], row["labels"]["service"]) == (
-            "rollback", "rollback_rule", "i1", "rag")
+            "rollback",
+            "rollback_rule",
+            "i1",
+            "rag",
+        )
         inc = await store.get_incident("i1")
         assert inc is not None and inc.state is IncidentState.PENDING and inc.trigger.labels == {"service": "rag"}
         (event,) = await store.events(service="rag")
@@ -54,14 +58,17 @@ class AlertJournalContract:
         old, young = NOW - 100 * 86400, NOW - 3600
         notify = Decision(Action.NOTIFY, Reason.NOTIFY_RULE, "rag")
         journal = [  # (alert, received_at, decision, incident): what each row is
-            (alert("done"), old, notify, None), (alert("done", "resolved"), old, notify, None),  # resolved: go
+            (alert("done"), old, notify, None),
+            (alert("done", "resolved"), old, notify, None),  # resolved: go
             (alert("firing"), old, notify, None),  # still firing (no resolution journaled): kept
             (alert("acted"), old, ROLLBACK, incident("i-old", created=old)),  # opened an incident: kept
-            (alert("young"), young, notify, None), (alert("young", "resolved"), young, notify, None),  # young
+            (alert("young"), young, notify, None),
+            (alert("young", "resolved"), young, notify, None),  # young
         ]
         for a, at, decision, inc in journal:
-            event = Event(kind="decision", service="rag", incident_id=inc.id if inc else None, reason="r", data={},
-                          ts=at)
+            event = Event(
+                kind="decision", service="rag", incident_id=inc.id if inc else None, reason="r", data={}, ts=at
+            )
             await store.journal_alert(a, "rag", at, decision, inc, event)
         await store.append_event(Event(kind="pause", service="rag", reason="old", data={}, ts=old))
         counts = await store.prune_journal(NOW - 90 * 86400)
@@ -71,8 +78,7 @@ class AlertJournalContract:
         events = await store.events(limit=100)
         assert sorted((e.incident_id or "", e.ts) for e in events) == [("", young), ("", young), ("i-old", old)]
         assert await store.get_incident("i-old") is not None
-        assert await store.prune_journal(NOW - 90 * 86400) == {"alerts_firing": 0, "alerts_resolved": 0,
-                                                               "events": 0}
+        assert await store.prune_journal(NOW - 90 * 86400) == {"alerts_firing": 0, "alerts_resolved": 0, "events": 0}
 
 
 class IncidentJournalContract:
@@ -92,8 +98,9 @@ class IncidentJournalContract:
             await store.journal_alert(alert("f2"), "rag", NOW, ROLLBACK, incident("i4"), decision_event("i4"))
         assert not await store.seen_alert(alert("f2").key)  # all or nothing
         with pytest.raises(StateError) as other:  # any other violation is a plain store error
-            await store.journal_alert(alert("f3"), "other", NOW, ROLLBACK, incident("i1", "other"),
-                                      decision_event("i1"))
+            await store.journal_alert(
+                alert("f3"), "other", NOW, ROLLBACK, incident("i1", "other"), decision_event("i1")
+            )
         assert not isinstance(other.value, IncidentActiveError)
         await store.transition("i1", (IncidentState.PENDING,), IncidentState.RESOLVED, finished_at=NOW)
         assert await store.create_incident(incident("i2"))
@@ -123,8 +130,9 @@ class IncidentJournalContract:
 
     async def test_context_and_thread_updates(self, store: StateStore) -> None:
         await store.create_incident(incident())
-        updated = await store.update_incident("i1", context={"target": {"version": "v1"}}, thread={"ts": "1.2"},
-                                              abort_requested=True)
+        updated = await store.update_incident(
+            "i1", context={"target": {"version": "v1"}}, thread={"ts": "1.2"}, abort_requested=True
+        )
         assert updated.context == {"target": {"version": "v1"}} and updated.thread == {"ts": "1.2"}
         assert updated.abort_requested
         with pytest.raises(ValueError):
@@ -146,11 +154,24 @@ class EventLogContract:
         await store.append_event(Event(kind=EventKind.DRILL, service="rag", verdict="GO", data={"verdict": "GO"}))
         # Rows written before Event.verdict existed carried the verdict in `reason`.
         for kind, verdict in (("verification", "fail"), ("drill", "NO-GO")):
-            await store._execute("INSERT INTO rb_events (ts, service, incident_id, kind, reason, actor, data)"
-                                 " VALUES ($1,$2,$3,$4,$5,$6,$7)", NOW, "rag", None, kind, verdict, None, "{}")
+            await store._execute(
+                "INSERT INTO rb_events (ts, service, incident_id, kind, reason, actor, data)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7)",
+                NOW,
+                "rag",
+                None,
+                kind,
+                verdict,
+                None,
+                "{}",
+            )
         read = [(e.kind, e.verdict, e.reason) for e in await store.events(kinds=("verification", "drill"))]
-        assert sorted(read) == [("drill", "GO", None), ("drill", "NO-GO", None),
-                                ("verification", "fail", None), ("verification", "pass", None)]
+        assert sorted(read) == [
+            ("drill", "GO", None),
+            ("drill", "NO-GO", None),
+            ("verification", "fail", None),
+            ("verification", "pass", None),
+        ]
         decision = await latest_event(store, decision_event())
         assert (decision.reason, decision.verdict) == ("rollback_rule", None)
 

@@ -16,15 +16,23 @@ NOW = 1_800_000_000.0
 
 
 def rel(version: str, **kw: Any) -> Release:
-    return Release(service=kw.pop("service", "rag"), version=version, image=f"localhost/rag:{version}",
-                   digest=f"sha256:{version}", schema_version=kw.pop("schema", "1"), recorded_by="ci",
-                   live_at=kw.pop("live_at", NOW), **kw)
+    return Release(
+        service=kw.pop("service", "rag"),
+        version=version,
+        image=f"localhost/rag:{version}",
+        digest=f"sha256:{version}",
+        schema_version=kw.pop("schema", "1"),
+        recorded_by="ci",
+        live_at=kw.pop("live_at", NOW),
+        **kw,
+    )
 
 
 class ReleaseRegistryContract:
     async def test_update_release_marks_green(self, store: ReleaseStore) -> None:
-        r = await store.record_release(Release(service="rag", version="v1", image="app:v1", digest="sha256:ab",
-                                               recorded_by="ci", live_at=NOW))
+        r = await store.record_release(
+            Release(service="rag", version="v1", image="app:v1", digest="sha256:ab", recorded_by="ci", live_at=NOW)
+        )
         assert r.id is not None
         green = await store.update_release(r.id, green_at=NOW + 10, green_by="alice", green_reason="ok")
         assert green.green and [x.version for x in await store.releases("rag")] == ["v1"]
@@ -41,32 +49,65 @@ class ReleaseRegistryContract:
         assert changes == [("v2", "deployed"), ("v1", "superseded"), ("v1", "deployed")]
 
     async def test_every_field_round_trips(self, store: Any) -> None:
-        r = await store.record_release(Release(
-            service="rag", version="v7", image="reg/rag:v7", digest="sha256:abc", config_digest="sha256:cfg",
-            schema_version="12", source="observed", recorded_by="rollbackd", live_at=NOW + 0.5))
+        r = await store.record_release(
+            Release(
+                service="rag",
+                version="v7",
+                image="reg/rag:v7",
+                digest="sha256:abc",
+                config_digest="sha256:cfg",
+                schema_version="12",
+                source="observed",
+                recorded_by="rollbackd",
+                live_at=NOW + 0.5,
+            )
+        )
         got = (await store.releases("rag"))[0]
         assert got == r
-        assert (got.image, got.digest, got.config_digest, got.schema_version, got.source, got.recorded_by,
-                got.live_at, got.status, got.green) == ("reg/rag:v7", "sha256:abc", "sha256:cfg", "12", "observed",
-                                                        "rollbackd", NOW + 0.5, "deployed", False)
+        assert (
+            got.image,
+            got.digest,
+            got.config_digest,
+            got.schema_version,
+            got.source,
+            got.recorded_by,
+            got.live_at,
+            got.status,
+            got.green,
+        ) == ("reg/rag:v7", "sha256:abc", "sha256:cfg", "12", "observed", "rollbackd", NOW + 0.5, "deployed", False)
 
     async def test_status_changes_green_and_baseline_are_appended_to_history(self, store: Any) -> None:
         v1 = await store.record_release(rel("v1"))
-        green = await store.change_release(v1.id, change="green", actor="alice", note="looks good", ts=NOW + 5,
-                                           green_at=NOW + 5, green_by="alice", green_reason="looks good",
-                                           baseline_p95=0.42)
+        green = await store.change_release(
+            v1.id,
+            change="green",
+            actor="alice",
+            note="looks good",
+            ts=NOW + 5,
+            green_at=NOW + 5,
+            green_by="alice",
+            green_reason="looks good",
+            baseline_p95=0.42,
+        )
         assert green.green and green.green_by == "alice" and green.baseline_p95 == 0.42
         assert green.status == "deployed"
         v2 = await store.record_release(rel("v2", live_at=NOW + 10))
-        rolled = await store.change_release(v2.id, change="rolled_back", actor="rollbackd", note="incident i1",
-                                            ts=NOW + 20)
-        back = await store.change_release(v1.id, change="deployed", actor="rollbackd", note="incident i1",
-                                          ts=NOW + 20, live_at=NOW + 20)
+        rolled = await store.change_release(
+            v2.id, change="rolled_back", actor="rollbackd", note="incident i1", ts=NOW + 20
+        )
+        back = await store.change_release(
+            v1.id, change="deployed", actor="rollbackd", note="incident i1", ts=NOW + 20, live_at=NOW + 20
+        )
         assert rolled.status == "rolled_back" and back.status == "deployed" and back.live_at == NOW + 20
         history = await store.release_history("rag")
         assert [(h["version"], h["change"], h["actor"]) for h in history] == [
-            ("v1", "deployed", "rollbackd"), ("v2", "rolled_back", "rollbackd"), ("v2", "deployed", "ci"),
-            ("v1", "superseded", "ci"), ("v1", "green", "alice"), ("v1", "deployed", "ci")]
+            ("v1", "deployed", "rollbackd"),
+            ("v2", "rolled_back", "rollbackd"),
+            ("v2", "deployed", "ci"),
+            ("v1", "superseded", "ci"),
+            ("v1", "green", "alice"),
+            ("v1", "deployed", "ci"),
+        ]
         assert history[-2]["note"] == "looks good" and history[-2]["ts"] == NOW + 5
         # the rows are history too: nothing was deleted
         assert [r.version for r in await store.releases("rag")] == ["v2", "v1"]
@@ -85,8 +126,11 @@ class ReleaseRegistryContract:
         await store.record_release(rel("v2", live_at=NOW + 1))
         again = await store.record_release(rel("v1", live_at=NOW + 2))
         history = await store.releases("rag")
-        assert [(r.version, r.status) for r in history] == [("v1", "deployed"), ("v2", "superseded"),
-                                                            ("v1", "superseded")]
+        assert [(r.version, r.status) for r in history] == [
+            ("v1", "deployed"),
+            ("v2", "superseded"),
+            ("v1", "superseded"),
+        ]
         assert history[0].id == again.id
 
 

@@ -22,8 +22,11 @@ from tests.support.pg import drop_database, fresh_database
 @pytest.fixture(params=["sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     dsn = await fresh_database("rbversions") if request.param == "postgres" else None
-    s: Any = (PostgresStateStore(PostgresStateStore.Options(dsn=dsn)) if dsn
-              else SqliteStateStore(SqliteStateStore.Options(path=str(tmp_path / "state.db"))))
+    s: Any = (
+        PostgresStateStore(PostgresStateStore.Options(dsn=dsn))
+        if dsn
+        else SqliteStateStore(SqliteStateStore.Options(path=str(tmp_path / "state.db")))
+    )
     await s.open()
     yield s
     await s.close()
@@ -41,8 +44,15 @@ async def what_a_decision_reads(store: Any) -> tuple[Any, ...]:
 
 def writes(store: Any) -> list[tuple[str, Callable[[], Awaitable[Any]]]]:
     async def green() -> Any:
-        return await store.change_release((await store.releases("rag"))[0].id, change="green", actor="ci",
-                                          note="ok", ts=NOW, green_at=NOW, green_by="ci")
+        return await store.change_release(
+            (await store.releases("rag"))[0].id,
+            change="green",
+            actor="ci",
+            note="ok",
+            ts=NOW,
+            green_at=NOW,
+            green_by="ci",
+        )
 
     return [
         ("pause", lambda: store.set_pause(pause("rag"))),
@@ -50,10 +60,14 @@ def writes(store: Any) -> list[tuple[str, Callable[[], Awaitable[Any]]]]:
         ("resume", lambda: store.clear_pauses("rag")),
         ("global pause", lambda: store.set_pause(pause("*"))),
         ("global resume", lambda: store.clear_pauses("*")),
-        ("incident opened", lambda: store.journal_alert(alert(), "rag", NOW, ROLLBACK, incident(),
-                                                        decision_event("i1"))),
-        ("incident finished", lambda: store.transition("i1", (IncidentState.PENDING,), IncidentState.RESOLVED,
-                                                       finished_at=NOW)),
+        (
+            "incident opened",
+            lambda: store.journal_alert(alert(), "rag", NOW, ROLLBACK, incident(), decision_event("i1")),
+        ),
+        (
+            "incident finished",
+            lambda: store.transition("i1", (IncidentState.PENDING,), IncidentState.RESOLVED, finished_at=NOW),
+        ),
         ("incident created", lambda: store.create_incident(incident("i2"))),
         ("incident updated", lambda: store.update_incident("i2", state=IncidentState.CANCELLED)),
         ("release recorded", lambda: store.record_release(rel("v1"))),
@@ -73,8 +87,9 @@ async def test_every_write_a_decision_reads_moves_the_version(store: Any) -> Non
 async def test_reads_and_decision_free_writes_leave_the_version(store: Any) -> None:
     version = store.decision_version("rag")
     await what_a_decision_reads(store)
-    await store.journal_alerts([(alert("n1"), "rag", NOW, Decision(Action.NOTIFY, Reason.NOTIFY_RULE, "rag"),
-                                 decision_event())])
+    await store.journal_alerts(
+        [(alert("n1"), "rag", NOW, Decision(Action.NOTIFY, Reason.NOTIFY_RULE, "rag"), decision_event())]
+    )
     await store.append_event(decision_event())
     await store.set_pause(pause("search"))  # another service's pause is not this one's
     assert store.decision_version("rag") == version

@@ -49,17 +49,36 @@ class Case:
     world: Any = None  # what the step changes, for the idempotence check (a callable returning a snapshot)
 
 
-def context(runtime: ServiceRuntime, saved: dict[str, Any], incident_id: str = "20261122-031502-a1b2",
-            labels: dict[str, str] | None = None) -> StepContext:
-    incident = Incident(id=incident_id, service="rag", state=IncidentState.RUNNING, dry_run=False, created_at=0,
-                        plan=[], context=saved, trigger=Trigger(kind="alert", reason="t", requested_by="am",
-                                                                alertname="A", labels=labels or {}))
+def context(
+    runtime: ServiceRuntime,
+    saved: dict[str, Any],
+    incident_id: str = "20261122-031502-a1b2",
+    labels: dict[str, str] | None = None,
+) -> StepContext:
+    incident = Incident(
+        id=incident_id,
+        service="rag",
+        state=IncidentState.RUNNING,
+        dry_run=False,
+        created_at=0,
+        plan=[],
+        context=saved,
+        trigger=Trigger(kind="alert", reason="t", requested_by="am", alertname="A", labels=labels or {}),
+    )
 
     async def save(key: str, value: Any) -> None:
         saved[key] = value
 
-    return StepContext(incident=incident, runtime=runtime, step_name="x", attempt=1, dry_run=False, outputs={},
-                       log=logging.LoggerAdapter(logging.getLogger("contract"), {}), save=save)
+    return StepContext(
+        incident=incident,
+        runtime=runtime,
+        step_name="x",
+        attempt=1,
+        dry_run=False,
+        outputs={},
+        log=logging.LoggerAdapter(logging.getLogger("contract"), {}),
+        save=save,
+    )
 
 
 def built(spec: dict[str, Any]) -> Any:
@@ -119,8 +138,14 @@ class TestCommandStep(StepContract):
     async def case(self, tmp_path: Path) -> AsyncIterator[Case]:
         marker = tmp_path / "marker"
         code = "import os, sys; open(sys.argv[1], 'a').write(os.environ['ROLLBACKD_LABEL_SERVICE'] + '\\n')"
-        step = built({"type": "command", "name": "mark", "argv": [sys.executable, "-c", code, str(marker)],
-                      "check": ["/bin/sh", "-c", f'test -s "{marker}"']})
+        step = built(
+            {
+                "type": "command",
+                "name": "mark",
+                "argv": [sys.executable, "-c", code, str(marker)],
+                "check": ["/bin/sh", "-c", f'test -s "{marker}"'],
+            }
+        )
 
         # world=None: a command is as idempotent as the operator's program; ``check`` is what resume asks
         yield Case(step, context(ServiceRuntime("rag", None), {}, labels={"service": "rag"}))  # type: ignore[arg-type]
@@ -146,8 +171,15 @@ class TestHttpStep(StepContract):
 
     @pytest.fixture
     async def case(self, tmp_path: Path, stub: Any) -> AsyncIterator[Case]:
-        step = built({"type": "http", "name": "switch", "url": stub.url + "/switch", "json_body": {"to": "$service"},
-                      "check": {"url": stub.url + "/switch", "expect_status": [200]}})
+        step = built(
+            {
+                "type": "http",
+                "name": "switch",
+                "url": stub.url + "/switch",
+                "json_body": {"to": "$service"},
+                "check": {"url": stub.url + "/switch", "expect_status": [200]},
+            }
+        )
 
         async def world() -> bool:
             return bool(stub.switched)
@@ -160,8 +192,9 @@ def file_switch(tmp_path: Path, weight: int) -> tuple[CommandTrafficSwitch, Path
     state = tmp_path / "weight"
     state.write_text(str(weight))
     write = [sys.executable, "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", str(state), "{weight}"]
-    return CommandTrafficSwitch(CommandTrafficSwitch.Options(
-        type="command", get_argv=["/bin/cat", str(state)], set_argv=write)), state
+    return CommandTrafficSwitch(
+        CommandTrafficSwitch.Options(type="command", get_argv=["/bin/cat", str(state)], set_argv=write)
+    ), state
 
 
 class TestCutTraffic(StepContract):
@@ -174,8 +207,14 @@ class TestCutTraffic(StepContract):
         async def world() -> str:
             return state.read_text()
 
-        yield Case(built({"type": "traffic.cut"}), context(ServiceRuntime("rag", None, Capabilities(traffic=switch)),  # type: ignore[arg-type]
-                                                            {}), world)
+        yield Case(
+            built({"type": "traffic.cut"}),
+            context(
+                ServiceRuntime("rag", None, Capabilities(traffic=switch)),  # type: ignore[arg-type]
+                {},
+            ),
+            world,
+        )
 
 
 class TestRestoreTraffic(StepContract):
@@ -215,10 +254,14 @@ class DataContract(StepContract):
     async def data_world(self, pg_dsn: str, qdrant_server: QdrantTestServer, tmp_path: Path) -> AsyncIterator[Any]:
         await create_corpus(pg_dsn, docs=200)
         await load_points(qdrant_server.url, "docs_v1", dsn=pg_dsn, alias="docs")
-        data = DataSet(service="rag", store=SnapshotStore(tmp_path / "store", "rag"), snapshotters={
-            "postgres": PostgresSnapshotter(PostgresOptions(dsn=pg_dsn), name="postgres"),  # type: ignore[arg-type]
-            "qdrant": QdrantSnapshotter(QdrantOptions(url=qdrant_server.url, alias="docs"), name="qdrant"),
-        })
+        data = DataSet(
+            service="rag",
+            store=SnapshotStore(tmp_path / "store", "rag"),
+            snapshotters={
+                "postgres": PostgresSnapshotter(PostgresOptions(dsn=pg_dsn), name="postgres"),  # type: ignore[arg-type]
+                "qdrant": QdrantSnapshotter(QdrantOptions(url=qdrant_server.url, alias="docs"), name="qdrant"),
+            },
+        )
         await data.create(reason="green")
         await bad_deploy(pg_dsn, qdrant_server.url)
 
@@ -293,12 +336,27 @@ class DeployContract(StepContract):
         await store.record_release(Release(service="rag", version="v2"))  # live now; v1 superseded
         running = tmp_path / "version"
         running.write_text("v2")
-        write = [sys.executable, "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", str(running),
-                 "{version}"]
-        deployer = CommandDeployer(CommandDeployer.Options.model_validate({
-            "type": "command", "argv": write, "current_argv": ["/bin/cat", str(running)]}))
-        ledger = Ledger(service="rag", store=store, metrics=Metrics(["rag"]), prometheus=None,
-                        baseline=BaselineOptions(), green_after=None, deployer=deployer)
+        write = [
+            sys.executable,
+            "-c",
+            "import sys; open(sys.argv[1], 'w').write(sys.argv[2])",
+            str(running),
+            "{version}",
+        ]
+        deployer = CommandDeployer(
+            CommandDeployer.Options.model_validate(
+                {"type": "command", "argv": write, "current_argv": ["/bin/cat", str(running)]}
+            )
+        )
+        ledger = Ledger(
+            service="rag",
+            store=store,
+            metrics=Metrics(["rag"]),
+            prometheus=None,
+            baseline=BaselineOptions(),
+            green_after=None,
+            deployer=deployer,
+        )
         runtime = ServiceRuntime("rag", None, Capabilities(deployer=deployer, releases=ledger))  # type: ignore[arg-type]
 
         async def world() -> tuple[str, str | None]:

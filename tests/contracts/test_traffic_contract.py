@@ -51,9 +51,16 @@ class TestHttp(TrafficContract):
     @pytest.fixture
     def switch(self, admin: Any) -> HttpTrafficSwitch:
         url = f"http://127.0.0.1:{admin.server_address[1]}"
-        return HttpTrafficSwitch(HttpTrafficSwitch.Options(
-            type="http", get_url=f"{url}/state", weight_field="canary.weight", set_url=f"{url}/set/{{weight}}",
-            set_method="POST", body={"backends": [{"name": "rag-v2", "weight": "{weight}"}]}))
+        return HttpTrafficSwitch(
+            HttpTrafficSwitch.Options(
+                type="http",
+                get_url=f"{url}/state",
+                weight_field="canary.weight",
+                set_url=f"{url}/set/{{weight}}",
+                set_method="POST",
+                body={"backends": [{"name": "rag-v2", "weight": "{weight}"}]},
+            )
+        )
 
     async def test_body_template_gets_a_number(self, switch: Any, admin: Any) -> None:
         await switch.set_weight(10)
@@ -76,8 +83,11 @@ class TestCommand(TrafficContract):
         return CommandTrafficSwitch(CommandTrafficSwitch.Options(type="command", get_argv=read, set_argv=write))
 
     async def test_a_failing_program_is_a_backend_error(self, tmp_path: Path) -> None:
-        bad = CommandTrafficSwitch(CommandTrafficSwitch.Options(
-            type="command", get_argv=[sys.executable, "-c", "print('half')"], set_argv=["/bin/false"]))
+        bad = CommandTrafficSwitch(
+            CommandTrafficSwitch.Options(
+                type="command", get_argv=[sys.executable, "-c", "print('half')"], set_argv=["/bin/false"]
+            )
+        )
         with pytest.raises(BackendError, match="not an integer"):
             await bad.weight()
         with pytest.raises(BackendError, match="exited 1"):

@@ -37,8 +37,9 @@ class VerifierContract:
 
     def build(self, options: dict[str, Any]) -> Verifier:
         cls = load_class(BACKENDS[self.type])
-        verifier: Verifier = cls(cls.Options.model_validate({"type": self.type, "name": "x", "interval": 0.05,
-                                                             "error_limit": 1, **options}))
+        verifier: Verifier = cls(
+            cls.Options.model_validate({"type": self.type, "name": "x", "interval": 0.05, "error_limit": 1, **options})
+        )
         return verifier
 
     def check_shape(self, verifier: Verifier, result: CheckResult) -> None:
@@ -88,8 +89,10 @@ class TestSmoke(VerifierContract):
         self._server = server
         url = f"http://127.0.0.1:{server.server_address[1]}/"
         # the deadline ends during the warm-up: nothing was measured
-        return ({"requests": [{"url": url}], "warmup": 100, "interval": 0.01},
-                VerifyContext(service="rag", deadline=time.monotonic() + 0.1))
+        return (
+            {"requests": [{"url": url}], "warmup": 100, "interval": 0.01},
+            VerifyContext(service="rag", deadline=time.monotonic() + 0.1),
+        )
 
     def teardown_method(self) -> None:
         server = getattr(self, "_server", None)
@@ -108,8 +111,15 @@ class TestCounts(VerifierContract):
         from rollbackd.reasons import IncidentState
         from rollbackd.records import Incident, Trigger
 
-        inc = Incident(id="i", service="rag", state=IncidentState.RUNNING, dry_run=False, created_at=0.0,
-                       trigger=Trigger(kind="manual", reason="r", requested_by="t"), plan=[{"type": "data.prepare"}])
+        inc = Incident(
+            id="i",
+            service="rag",
+            state=IncidentState.RUNNING,
+            dry_run=False,
+            created_at=0.0,
+            trigger=Trigger(kind="manual", reason="r", requested_by="t"),
+            plan=[{"type": "data.prepare"}],
+        )
         out = {"restored": {"pg": {"kind": "postgres", "expected": {"tables": {"public.docs": 1}}}}}
         return VerifyContext(service="rag", deadline=time.monotonic() + 1, incident=inc, outputs={"data.prepare": out})
 
@@ -126,16 +136,20 @@ class TestRagasQuick(VerifierContract):
     def no_data_context(self, tmp_path: Path) -> tuple[dict[str, Any], VerifyContext]:
         empty = tmp_path / "golden.yaml"
         empty.write_text("[]\n")
-        return ({"golden": str(empty), "request": {"url": f"{dead()}/query"}},
-                VerifyContext(service="rag", deadline=time.monotonic() + 1))
+        return (
+            {"golden": str(empty), "request": {"url": f"{dead()}/query"}},
+            VerifyContext(service="rag", deadline=time.monotonic() + 1),
+        )
 
 
 class TestGovernance(VerifierContract):
     type = "governance"
 
     def options(self, tmp_path: Path, *, reachable: bool) -> dict[str, Any]:
-        return {"sources_file": str(DATA / "sources.yaml"),
-                "corpus": {"dsn": f"postgresql://127.0.0.1:{free_port()}/x", "timeout": 2}}
+        return {
+            "sources_file": str(DATA / "sources.yaml"),
+            "corpus": {"dsn": f"postgresql://127.0.0.1:{free_port()}/x", "timeout": 2},
+        }
 
     def no_data_context(self, tmp_path: Path) -> tuple[dict[str, Any], VerifyContext]:
         path = tmp_path / "sources.yaml"
@@ -153,8 +167,12 @@ class TestAlertCleared(VerifierContract):
         from rollbackd.prom import Prometheus
 
         self._prom = Prometheus(dead(), timeout=1)
-        return VerifyContext(service="rag", deadline=time.monotonic() + 1, prometheus=self._prom,
-                             rollback_alerts=("RAGGateFailRateHigh",))
+        return VerifyContext(
+            service="rag",
+            deadline=time.monotonic() + 1,
+            prometheus=self._prom,
+            rollback_alerts=("RAGGateFailRateHigh",),
+        )
 
     def no_data_context(self, tmp_path: Path) -> tuple[dict[str, Any], VerifyContext]:
         return {}, VerifyContext(service="rag", deadline=time.monotonic() + 1)
@@ -182,13 +200,26 @@ async def test_ragas_scorer_against_the_openai_stub(mode: str) -> None:
     async with OpenAIStub(mode=mode, delay=2.0) as stub:
         samples = [{"question": "How wide is the mirror?", "ground_truth": "Four meters."}]
         scorer = {"type": "ragas", "base_url": stub.base_url, "timeout": 1}
-        check = RagasQuickVerifier(RagasQuickOptions.model_validate({
-            "type": "ragas_quick", "golden": str(DATA / "golden.yaml"), "limit": 5,
-            "request": {"url": f"{stub.url}/fake-rag"}, "scorer": scorer}))
+        check = RagasQuickVerifier(
+            RagasQuickOptions.model_validate(
+                {
+                    "type": "ragas_quick",
+                    "golden": str(DATA / "golden.yaml"),
+                    "limit": 5,
+                    "request": {"url": f"{stub.url}/fake-rag"},
+                    "scorer": scorer,
+                }
+            )
+        )
         from rollbackd.verify.scorers import Sample
 
-        sample = Sample("q01", samples[0]["question"], samples[0]["ground_truth"], "The mirror is four meters wide.",
-                        ["The Heron telescope mirror is four meters wide."])
+        sample = Sample(
+            "q01",
+            samples[0]["question"],
+            samples[0]["ground_truth"],
+            "The mirror is four meters wide.",
+            ["The Heron telescope mirror is four meters wide."],
+        )
         # The extra is part of the test install (scripts/test: `.[test,ragas]`): its absence is a failure.
         assert ragas.available(), "the ragas extra is missing: pip install -e '.[test,ragas]' (scripts/test does)"
         assert check.describe().endswith("scorer ragas")
@@ -196,8 +227,9 @@ async def test_ragas_scorer_against_the_openai_stub(mode: str) -> None:
         try:
             if mode in ("good", "bad"):
                 value = 1.0 if mode == "good" else 0.0
-                assert await judge.score([sample]) == [dict.fromkeys(("faithfulness", "answer_relevancy",
-                                                                      "context_recall"), value)]
+                assert await judge.score([sample]) == [
+                    dict.fromkeys(("faithfulness", "answer_relevancy", "context_recall"), value)
+                ]
                 assert stub.requests, "the stub was not asked"
             else:
                 from rollbackd.verify.scorers import JudgeError

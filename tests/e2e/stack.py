@@ -59,10 +59,10 @@ class Stack:
         asyncio.run(corpus.create_corpus(self.dsn))
         self.qdrant = self.exit.enter_context(QdrantTestServer(self.dir / "qdrant"))
         asyncio.run(corpus.load_points(self.qdrant.url, "docs__v1", dsn=self.dsn, alias="docs"))
-        self.image_v1 = images.build_rag_image(self.podman, images.session_tag(self.podman, "rag", "v1"),
-                                               version="v1")
-        self.image_v2 = images.build_rag_image(self.podman, images.session_tag(self.podman, "rag", "v2"),
-                                               version="v2", env={"RAG_MODE": "bad"})
+        self.image_v1 = images.build_rag_image(self.podman, images.session_tag(self.podman, "rag", "v1"), version="v1")
+        self.image_v2 = images.build_rag_image(
+            self.podman, images.session_tag(self.podman, "rag", "v2"), version="v2", env={"RAG_MODE": "bad"}
+        )
         self.run_release(self.image_v1)
         self.traffic = self.exit.enter_context(TrafficStub())
         self.slack = self.exit.enter_context(SlackRecorder())
@@ -71,13 +71,24 @@ class Stack:
         config = rollbackd_config(self)
         self.daemon_url = f"http://{config['listen']}"
         self.alertmanager = self.exit.enter_context(AlertmanagerServer(self._alertmanager_config()))
-        self.prometheus = self.exit.enter_context(PrometheusServer(
-            targets=[ScrapeTarget("rag", f"127.0.0.1:{self.rag_port}", labels={"service": "rag"}),
-                     ScrapeTarget("rollbackd", config["listen"]), *self.extra_targets],
-            rule_files=self._rules(), alertmanager_url=self.alertmanager.url, workdir=self.dir / "prometheus"))
+        self.prometheus = self.exit.enter_context(
+            PrometheusServer(
+                targets=[
+                    ScrapeTarget("rag", f"127.0.0.1:{self.rag_port}", labels={"service": "rag"}),
+                    ScrapeTarget("rollbackd", config["listen"]),
+                    *self.extra_targets,
+                ],
+                rule_files=self._rules(),
+                alertmanager_url=self.alertmanager.url,
+                workdir=self.dir / "prometheus",
+            )
+        )
         config["prometheus"] = {"url": self.prometheus.url, "timeout": "3s"}
-        env = {"DOCKER_HOST": self.podman.docker_host, "CONTAINERS_CONF": str(self.podman.conf_path),
-               "SLACK_BOT_TOKEN": self.slack.token}
+        env = {
+            "DOCKER_HOST": self.podman.docker_host,
+            "CONTAINERS_CONF": str(self.podman.conf_path),
+            "SLACK_BOT_TOKEN": self.slack.token,
+        }
         self.daemon = DaemonProcess(self._write_rollbackd_config(config), env=env)
         self.daemon.start()
         self.exit.callback(self.daemon.stop)
@@ -100,9 +111,15 @@ class Stack:
             old = client.containers.get(self.container_name)
             old.stop(timeout=5)
             old.remove()
-        kwargs = images.rag_container_kwargs(self.podman, port=self.rag_port, pg_dsn=self.dsn,
-                                             qdrant_url=self.qdrant.url, collection="docs", self_traffic_rps=20,
-                                             env=env)
+        kwargs = images.rag_container_kwargs(
+            self.podman,
+            port=self.rag_port,
+            pg_dsn=self.dsn,
+            qdrant_url=self.qdrant.url,
+            collection="docs",
+            self_traffic_rps=20,
+            env=env,
+        )
         container = images.start_container(self.podman, image_id, name=self.container_name, **kwargs)
         images.wait_http(f"{self.rag_url}/healthz", timeout=30)
         return container
@@ -117,8 +134,12 @@ class Stack:
             return version
 
     def fault(self, **fault: Any) -> None:
-        req = urllib.request.Request(f"{self.rag_url}/admin/fault", data=json.dumps(fault).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.rag_url}/admin/fault",
+            data=json.dumps(fault).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         urllib.request.urlopen(req, timeout=5).close()
 
     def running_image(self) -> str:

@@ -35,8 +35,10 @@ class GateCounters:
         with self.lock:
             self.failed += self.fail
             self.passed += 100 - self.fail
-            return (f'rag_gate_checks_total{{gate="grounding",result="pass"}} {self.passed}\n'
-                    f'rag_gate_checks_total{{gate="grounding",result="fail"}} {self.failed}\n')
+            return (
+                f'rag_gate_checks_total{{gate="grounding",result="pass"}} {self.passed}\n'
+                f'rag_gate_checks_total{{gate="grounding",result="fail"}} {self.failed}\n'
+            )
 
 
 class FlakyProxy:
@@ -56,8 +58,12 @@ class FlakyProxy:
                     self.send_response(503)
                     self.end_headers()
                     return
-                req = urllib.request.Request(target + self.path, data=body, method="POST", headers={
-                    "Authorization": self.headers["Authorization"], "Content-Type": "application/json"})
+                req = urllib.request.Request(
+                    target + self.path,
+                    data=body,
+                    method="POST",
+                    headers={"Authorization": self.headers["Authorization"], "Content-Type": "application/json"},
+                )
                 try:
                     with urllib.request.urlopen(req, timeout=10) as resp:
                         status, data = resp.status, resp.read()
@@ -99,18 +105,27 @@ def test_gate_failure_to_incident_with_retries_and_resolve(tmp_path: Path) -> No
         with DaemonProcess(cfg, env={"SLACK_BOT_TOKEN": slack.token}) as daemon:
             proxy = FlakyProxy(daemon.url, failures=2)
             try:
-                with AlertmanagerServer(example_config(proxy.url, token_file)) as am, PrometheusServer(
-                        targets=[ScrapeTarget("rag", rag.address, labels={"service": "rag"})], rule_files=rules,
-                        alertmanager_url=am.url) as prom:
+                with (
+                    AlertmanagerServer(example_config(proxy.url, token_file)) as am,
+                    PrometheusServer(
+                        targets=[ScrapeTarget("rag", rag.address, labels={"service": "rag"})],
+                        rule_files=rules,
+                        alertmanager_url=am.url,
+                    ) as prom,
+                ):
                     prom.wait_for('rag:gate_checks_fail:ratio_rate3m{service="rag"} == 0')
                     gates.fail = 9  # 9 % of answers fail the gates, against the 7 % threshold
                     incidents = wait_until(
-                        lambda: daemon.api.call("GET", "/v1/incidents")[1]["incidents"], 120, "an incident")
+                        lambda: daemon.api.call("GET", "/v1/incidents")[1]["incidents"], 120, "an incident"
+                    )
                     final = daemon.api.wait_incident(incidents[0]["id"], ("resolved",), timeout=60)
                     assert final["trigger"]["alertname"] == "RAGGateFailRateHigh"
                     gates.fail = 0
-                    wait_until(lambda: any(row["status"] == "resolved" for row in alert_rows(daemon)), 120,
-                               "the resolved notification")
+                    wait_until(
+                        lambda: any(row["status"] == "resolved" for row in alert_rows(daemon)),
+                        120,
+                        "the resolved notification",
+                    )
                     # Alertmanager kept re-sending the firing group meanwhile (group_interval 1s).
                     wait_until(lambda: len(proxy.bodies) >= 4, 60, "Alertmanager's repeats")
             finally:

@@ -25,8 +25,10 @@ pytestmark = pytest.mark.e2e
 # The canary is scraped under a service label of its own, so the live service's rules and alerts (which
 # `sum by (service)`) see the live container only; the gates read the canary by its `canary` label.
 CANARY = '{canary="true"}'
-ERRORS = (f'(sum(rate(rag_http_requests_total{CANARY[:-1]},code=~"5.."}}[5s])) or vector(0))'
-          f" / sum(rate(rag_http_requests_total{CANARY}[5s]))")
+ERRORS = (
+    f'(sum(rate(rag_http_requests_total{CANARY[:-1]},code=~"5.."}}[5s])) or vector(0))'
+    f" / sum(rate(rag_http_requests_total{CANARY}[5s]))"
+)
 P95 = f"histogram_quantile(0.95, sum by (le) (rate(rag_http_request_duration_seconds_bucket{CANARY}[5s])))"
 
 
@@ -41,8 +43,12 @@ def rollout_config(stack: Stack) -> dict[str, Any]:
         "phases": [{"weight": w, "window": "5s", "interval": "500ms"} for w in (1, 10, 50, 100)],
         "hard": [{"name": "error_rate", "expr": ERRORS, "op": "<=", "threshold": 0.05}],
         "soft": [{"name": "latency_p95", "expr": P95, "relative_to": "baseline_p95", "max_ratio": 3.0}],
-        "canary": {"port": port, "health_url": f"http://127.0.0.1:{port}/healthz", "timeout": "60s",
-                   "env": {"RAG_PORT": "{port}", "RAG_MODE": "good"}},
+        "canary": {
+            "port": port,
+            "health_url": f"http://127.0.0.1:{port}/healthz",
+            "timeout": "60s",
+            "env": {"RAG_PORT": "{port}", "RAG_MODE": "good"},
+        },
     }
     return cfg
 
@@ -51,12 +57,18 @@ def rollout_config(stack: Stack) -> dict[str, Any]:
 def stack(tmp_path: Path, podman: PodmanService) -> Iterator[Stack]:
     with Stack(tmp_path / "stack", podman) as s:
         s.canary_port = free_port()  # type: ignore[attr-defined]
-        s.extra_targets = [ScrapeTarget("canary", f"127.0.0.1:{s.canary_port}",  # type: ignore[attr-defined]
-                                        labels={"service": "rag-canary", "canary": "true"})]
+        s.extra_targets = [
+            ScrapeTarget(
+                "canary",
+                f"127.0.0.1:{s.canary_port}",  # type: ignore[attr-defined]
+                labels={"service": "rag-canary", "canary": "true"},
+            )
+        ]
         s.start(rollout_config)
         # v2 as a good release (the stack's v2 image is the 3 AM story's bad one): faults are injected
         s.image_v2_good = images.build_rag_image(  # type: ignore[attr-defined]
-            podman, images.session_tag(podman, "rag", "v2good"), version="v2")
+            podman, images.session_tag(podman, "rag", "v2good"), version="v2"
+        )
         yield s
 
 
@@ -68,47 +80,69 @@ def api(stack: Stack, method: str, path: str, body: Any = None) -> Any:
 
 
 def start_v2(stack: Stack) -> dict[str, Any]:
-    api(stack, "POST", "/v1/releases", {"version": "v1", "image": "rag:v1", "digest": stack.image_v1,
-                                        "schema_version": "1"})
+    api(
+        stack,
+        "POST",
+        "/v1/releases",
+        {"version": "v1", "image": "rag:v1", "digest": stack.image_v1, "schema_version": "1"},
+    )
     stack.prometheus.wait_for('rag_http_request_duration_seconds_count{service="rag"}')
-    wait_until(lambda: stack.prometheus.query(
-        'histogram_quantile(0.95, sum by (le) (rate(rag_http_request_duration_seconds_bucket{service="rag"}[30s])))'),
-        60, "a p95 of v1")
+    wait_until(
+        lambda: stack.prometheus.query(
+            'histogram_quantile(0.95, sum by (le) (rate(rag_http_request_duration_seconds_bucket{service="rag"}[30s])))'
+        ),
+        60,
+        "a p95 of v1",
+    )
     green = api(stack, "POST", "/v1/releases/v1/green", {"reason": "canary passed, 30 min clean"})
     assert green["baseline_p95_s"], green
     api(stack, "POST", "/v1/snapshots", {"reason": "release v1 green"})
     v2 = stack.image_v2_good  # type: ignore[attr-defined]
-    return dict(api(stack, "POST", "/v1/rollouts", {"version": "v2", "image": "rag:v2", "digest": v2,
-                                                    "schema_version": "1"}))
+    return dict(
+        api(stack, "POST", "/v1/rollouts", {"version": "v2", "image": "rag:v2", "digest": v2, "schema_version": "1"})
+    )
 
 
 def canary_fault(stack: Stack, **fault: Any) -> None:
     url = f"http://127.0.0.1:{stack.canary_port}/admin/fault"  # type: ignore[attr-defined]
-    req = urllib.request.Request(url, data=json.dumps(fault).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(fault).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     urllib.request.urlopen(req, timeout=5).close()
 
 
 def at_weight(stack: Stack, weight: int, action: Any) -> threading.Thread:
     """Run ``action`` once the traffic switch reaches ``weight`` (a release that breaks under load)."""
+
     def watch() -> None:
         wait_until(lambda: stack.traffic.weight == weight, 120, f"weight {weight}")
         action()
+
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     return thread
 
 
 def ended(stack: Stack, rollout_id: str, timeout: float = 240) -> dict[str, Any]:
-    return dict(wait_until(lambda: (b := api(stack, "GET", f"/v1/incidents/{rollout_id}"))["state"] not in
-                           ("pending", "running") and b, timeout, "the rollout's end"))
+    return dict(
+        wait_until(
+            lambda: (
+                (b := api(stack, "GET", f"/v1/incidents/{rollout_id}"))["state"] not in ("pending", "running") and b
+            ),
+            timeout,
+            "the rollout's end",
+        )
+    )
 
 
 def test_clean_release_reaches_100_and_is_green(stack: Stack) -> None:
     rollout = start_v2(stack)
     final = ended(stack, rollout["id"])
-    assert final["state"] == "resolved" and final["rollout"]["outcome"] == "promoted", \
-        (final["state"], final["error"], final["rollout"].get("rolled_back"))
+    assert final["state"] == "resolved" and final["rollout"]["outcome"] == "promoted", (
+        final["state"],
+        final["error"],
+        final["rollout"].get("rolled_back"),
+    )
     assert [w for w in stack.traffic.history if w] == [1, 10, 50, 100]
     assert stack.traffic.weight == 0  # users on the live container, which now runs v2
     assert stack.running_image() == stack.image_v2_good  # type: ignore[attr-defined]
@@ -131,9 +165,19 @@ def test_errors_at_10_percent_roll_back_to_green(stack: Stack) -> None:
     rollout = start_v2(stack)
     at_weight(stack, 10, lambda: canary_fault(stack, error_fraction=0.5))
     final = ended(stack, rollout["id"])
-    steps = [(s["name"], s["state"], s["error"], [(r["verifier"], r["verdict"], r.get("detail") or r.get("message"))
-                                                  for r in (s["output"] or {}).get("results") or []])
-             for s in final["steps"] if s["name"].startswith("rollback:")]
+    steps = [
+        (
+            s["name"],
+            s["state"],
+            s["error"],
+            [
+                (r["verifier"], r["verdict"], r.get("detail") or r.get("message"))
+                for r in (s["output"] or {}).get("results") or []
+            ],
+        )
+        for s in final["steps"]
+        if s["name"].startswith("rollback:")
+    ]
     assert final["state"] == "resolved" and final["rollout"]["outcome"] == "rolled_back", steps
     assert final["rollout"]["rolled_back"]["phase"] == 1, final["rollout"]
     history = stack.traffic.history
@@ -142,8 +186,11 @@ def test_errors_at_10_percent_roll_back_to_green(stack: Stack) -> None:
     print(f"\nrollout rollback: decision to verified end {took:.1f}s")
     assert took < 240  # the rollback's usual bound in the 3 AM e2e (WAIT)
     assert stack.rag_version() == "v1" and stack.running_image() == stack.image_v1
-    ran = {s["name"] for s in final["steps"] if s["name"].startswith("rollback:") and s["state"] == "done"
-           and not (s["output"] or {}).get("skipped")}
+    ran = {
+        s["name"]
+        for s in final["steps"]
+        if s["name"].startswith("rollback:") and s["state"] == "done" and not (s["output"] or {}).get("skipped")
+    }
     assert {"rollback: data.swap", "rollback: deploy.revert", "rollback: verify"} <= ran, steps
     names = [c.name for c in stack.podman.client().containers.list(all=True)]
     assert f"{stack.container_name}__canary" not in names
@@ -151,8 +198,9 @@ def test_errors_at_10_percent_roll_back_to_green(stack: Stack) -> None:
 
 def held_phase(stack: Stack, rollout_id: str) -> dict[str, Any] | None:
     body = api(stack, "GET", f"/v1/rollouts/current?id={rollout_id}")
-    return next((p for p in body["rollout"]["phases"].values() if (p.get("last") or {}).get("decision") == "hold"),
-                None)
+    return next(
+        (p for p in body["rollout"]["phases"].values() if (p.get("last") or {}).get("decision") == "hold"), None
+    )
 
 
 def test_soft_gate_holds_then_clears(stack: Stack) -> None:
@@ -167,6 +215,7 @@ def test_soft_gate_holds_then_clears(stack: Stack) -> None:
     final = ended(stack, rollout["id"])
     outcome = final["rollout"]
     assert final["state"] == "resolved" and outcome["outcome"] == "promoted", outcome.get("rolled_back")
-    thread_texts = [m.text for root in stack.slack.roots() if "Rolling out" in root.text
-                    for m in stack.slack.thread(root.ts)]
+    thread_texts = [
+        m.text for root in stack.slack.roots() if "Rolling out" in root.text for m in stack.slack.thread(root.ts)
+    ]
     assert any(f"({weight} %): HOLD" in t for t in thread_texts)

@@ -41,8 +41,12 @@ def api(stack: Stack, method: str, path: str, body: Any = None) -> Any:
 
 def green_v1_with_snapshot(stack: Stack) -> None:
     """The afternoon before: v1 recorded by the pipeline, marked green, its data snapshotted."""
-    api(stack, "POST", "/v1/releases", {"version": "v1", "image": "rag:v1", "digest": stack.image_v1,
-                                        "schema_version": "1"})
+    api(
+        stack,
+        "POST",
+        "/v1/releases",
+        {"version": "v1", "image": "rag:v1", "digest": stack.image_v1, "schema_version": "1"},
+    )
     api(stack, "POST", "/v1/releases/v1/green", {"reason": "canary passed, 30 min clean"})
     api(stack, "POST", "/v1/snapshots", {"reason": "release v1 green"})
 
@@ -50,8 +54,12 @@ def green_v1_with_snapshot(stack: Stack) -> None:
 def deploy_v2(stack: Stack, **env: str) -> None:
     """18:00: v2 goes out, and its migration changes the corpus."""
     stack.run_release(stack.image_v2, env=env)
-    api(stack, "POST", "/v1/releases", {"version": "v2", "image": "rag:v2", "digest": stack.image_v2,
-                                        "schema_version": "2"})
+    api(
+        stack,
+        "POST",
+        "/v1/releases",
+        {"version": "v2", "image": "rag:v2", "digest": stack.image_v2, "schema_version": "2"},
+    )
     asyncio.run(corpus.change_corpus(stack.dsn))
     assert stack.rag_version() == "v2"
 
@@ -78,25 +86,42 @@ def test_gate_failure_rolls_back_data_and_code_and_verifies(stack: Stack) -> Non
     assert incident["state"] == "resolved", json.dumps([(s["name"], s["state"], s["error"]) for s in incident["steps"]])
     assert incident["trigger"]["alertname"] in ROLLBACK_ALERTS
     steps = {s["name"]: s for s in incident["steps"]}
-    assert [s["name"] for s in incident["steps"]] == ["snapshot.safety", "data.prepare", "traffic.cut", "data.swap",
-                                                      "deploy.revert", "verify", "traffic.restore", "alert_cleared"]
+    assert [s["name"] for s in incident["steps"]] == [
+        "snapshot.safety",
+        "data.prepare",
+        "traffic.cut",
+        "data.swap",
+        "deploy.revert",
+        "verify",
+        "traffic.restore",
+        "alert_cleared",
+    ]
     assert all(s["state"] == "done" for s in incident["steps"])
     assert incident["target"]["version"] == "v1"
 
     # data and code are v1's again
     assert stack.rag_version() == "v1" and stack.running_image() == stack.image_v1
     counts = asyncio.run(corpus.table_counts(stack.dsn))
-    assert {k: v for k, v in counts.items() if k != "conversations"} == \
-        {k: v for k, v in live_counts_v1.items() if k != "conversations"}
+    assert {k: v for k, v in counts.items() if k != "conversations"} == {
+        k: v for k, v in live_counts_v1.items() if k != "conversations"
+    }
     # every verifier passed; traffic was cut during the swap and given back
-    verdicts = {r["verifier"]: r["verdict"] for name in ("verify", "alert_cleared")
-                for r in steps[name]["output"]["results"]}
+    verdicts = {
+        r["verifier"]: r["verdict"] for name in ("verify", "alert_cleared") for r in steps[name]["output"]["results"]
+    }
     assert set(verdicts.values()) == {"pass"}, verdicts
     assert set(verdicts) == {"smoke", "counts", "ragas_quick", "governance", "alert_cleared"}
     assert stack.traffic.history == [0, 100]
     # the alert resolved, and the Slack thread tells the whole story
-    wait_until(lambda: not stack.prometheus.query(
-        'ALERTS{alertname=~"RAGGateFailRateHigh|RAGFaithfulnessCritical",alertstate="firing"}'), WAIT, "resolved")
+    wait_until(
+        lambda: (
+            not stack.prometheus.query(
+                'ALERTS{alertname=~"RAGGateFailRateHigh|RAGFaithfulnessCritical",alertstate="firing"}'
+            )
+        ),
+        WAIT,
+        "resolved",
+    )
     root = incident_root(stack, incident["id"])
     thread = [m.text for m in stack.slack.thread(root.ts)]
     for step in steps:
@@ -128,8 +153,13 @@ def test_5xx_with_failing_verification_stays_cut_and_held(stack: Stack) -> None:
     status = api(stack, "GET", "/v1/status")["services"]["rag"]
     assert status["held"]["incident_id"] == incident["id"]
     # nothing loops: the alert resolves (v1 serves no 5xx), no second incident opens, the hold stays
-    wait_until(lambda: any(d["reason"] == "resolved" for d in
-                           api(stack, "GET", "/v1/status")["services"]["rag"]["last_decisions"]), WAIT, "resolved")
+    wait_until(
+        lambda: any(
+            d["reason"] == "resolved" for d in api(stack, "GET", "/v1/status")["services"]["rag"]["last_decisions"]
+        ),
+        WAIT,
+        "resolved",
+    )
     assert len(api(stack, "GET", "/v1/incidents")["incidents"]) == 1
     assert api(stack, "GET", "/v1/status")["services"]["rag"]["held"] is not None
     root = incident_root(stack, incident["id"])

@@ -28,8 +28,14 @@ from tests.support.prometheus import PrometheusServer, ScrapeTarget
 
 pytestmark = pytest.mark.integration
 ALERT = "RAGGovernanceTest"
-RULES = {"groups": [{"name": "t", "rules": [
-    {"alert": ALERT, "expr": "max by (service) (rag_governance_violations) > 0", "for": "0s"}]}]}
+RULES = {
+    "groups": [
+        {
+            "name": "t",
+            "rules": [{"alert": ALERT, "expr": "max by (service) (rag_governance_violations) > 0", "for": "0s"}],
+        }
+    ]
+}
 
 
 @dataclass
@@ -38,13 +44,19 @@ class World:
     prom: PrometheusServer
 
     def fault(self, **body: Any) -> None:
-        req = urllib.request.Request(f"{self.rag.url}/admin/fault", data=json.dumps(body).encode() if body else None,
-                                     method="POST" if body else "DELETE", headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.rag.url}/admin/fault",
+            data=json.dumps(body).encode() if body else None,
+            method="POST" if body else "DELETE",
+            headers={"Content-Type": "application/json"},
+        )
         urllib.request.urlopen(req, timeout=5).close()
 
     def firing(self, service: str = "rag") -> bool:
-        return any(a["labels"].get("alertname") == ALERT and a["labels"].get("service") == service
-                   and a["state"] == "firing" for a in self.prom.alerts())
+        return any(
+            a["labels"].get("alertname") == ALERT and a["labels"].get("service") == service and a["state"] == "firing"
+            for a in self.prom.alerts()
+        )
 
     def wait_firing(self, want: bool) -> None:
         deadline = time.monotonic() + 30
@@ -62,8 +74,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         asyncio.run(corpus.create_corpus(dsn))
         with images.RagServiceProcess(env={"RAG_PG_DSN": dsn, "RAG_RECORD_CONVERSATIONS": "0"}) as rag:
             gone = f"127.0.0.1:{images.free_port()}"  # a stopped service: its target answers nothing, up = 0
-            targets = [ScrapeTarget("rag", rag.url.removeprefix("http://"), labels={"service": "rag"}),
-                       ScrapeTarget("gone", gone, labels={"service": "gone"})]
+            targets = [
+                ScrapeTarget("rag", rag.url.removeprefix("http://"), labels={"service": "rag"}),
+                ScrapeTarget("gone", gone, labels={"service": "gone"}),
+            ]
             with PrometheusServer(targets=targets, rule_files=[rules]) as prom:
                 prom.wait_for('up{service="rag"} == 1')
                 prom.wait_for('up{service="gone"} == 0')
@@ -83,20 +97,41 @@ class Rows:
 
 
 def incident(service: str = "rag") -> Incident:
-    return Incident(id="inc-1", service=service, state=IncidentState.RUNNING, dry_run=False,
-                    created_at=time.time() - 60, plan=[{"type": "verify"}],
-                    trigger=Trigger(kind="alert", reason="r", requested_by="alertmanager", alertname=ALERT,
-                                    fingerprint="fp1", labels={"service": service}))
+    return Incident(
+        id="inc-1",
+        service=service,
+        state=IncidentState.RUNNING,
+        dry_run=False,
+        created_at=time.time() - 60,
+        plan=[{"type": "verify"}],
+        trigger=Trigger(
+            kind="alert",
+            reason="r",
+            requested_by="alertmanager",
+            alertname=ALERT,
+            fingerprint="fp1",
+            labels={"service": service},
+        ),
+    )
 
 
-async def check(url: str, *, service: str = "rag", deadline: float = 8.0, store: Any = None,
-                timeout: float = 2.0, **opts: Any) -> Any:
+async def check(
+    url: str, *, service: str = "rag", deadline: float = 8.0, store: Any = None, timeout: float = 2.0, **opts: Any
+) -> Any:
     prom = Prometheus(url, timeout=timeout)
-    verifier = AlertClearedVerifier(AlertClearedOptions.model_validate(
-        {"type": "alert_cleared", "interval": "200ms", "stable_for": "2s", "deadline": f"{deadline}s", **opts}))
+    verifier = AlertClearedVerifier(
+        AlertClearedOptions.model_validate(
+            {"type": "alert_cleared", "interval": "200ms", "stable_for": "2s", "deadline": f"{deadline}s", **opts}
+        )
+    )
     try:
-        ctx = VerifyContext(service=service, deadline=time.monotonic() + deadline, incident=incident(service),
-                            prometheus=prom, store=store)
+        ctx = VerifyContext(
+            service=service,
+            deadline=time.monotonic() + deadline,
+            incident=incident(service),
+            prometheus=prom,
+            store=store,
+        )
         return await verifier.verify(ctx)
     finally:
         await prom.close()
@@ -116,8 +151,10 @@ async def test_a_stale_resolved_notification_does_not_clear_a_firing_alert(world
     world.fault(governance={"missing_owner": 1})
     try:
         await asyncio.to_thread(world.wait_firing, True)
-        rows = Rows({"fingerprint": "fp1", "status": "resolved", "received_at": time.time() - 30},
-                    {"fingerprint": "fp1", "status": "firing", "received_at": time.time() - 10})
+        rows = Rows(
+            {"fingerprint": "fp1", "status": "resolved", "received_at": time.time() - 30},
+            {"fingerprint": "fp1", "status": "firing", "received_at": time.time() - 10},
+        )
         result = await check(world.prom.url, store=rows, deadline=3.0, stable_for="1s")
     finally:
         world.fault()
@@ -144,8 +181,9 @@ async def test_a_stopped_service_proves_nothing(world: World) -> None:
     """The service is down (up == 0): its rule has no data, the alert cannot fire: INCONCLUSIVE."""
     result = await check(world.prom.url, service="gone", deadline=3.0, stable_for="1s")
     assert result.verdict is Verdict.INCONCLUSIVE, result.summary
-    assert result.summary == (f'cannot tell whether {ALERT} cleared: no sample of the service: '
-                              'up{service="gone"} == 1 returns nothing')
+    assert result.summary == (
+        f'cannot tell whether {ALERT} cleared: no sample of the service: up{{service="gone"}} == 1 returns nothing'
+    )
 
 
 class Broken(JsonHandler):
@@ -162,8 +200,7 @@ class Broken(JsonHandler):
 
 
 @pytest.mark.parametrize(("status", "delay"), [(503, 0.0), (200, 3.0)], ids=["503", "slow"])
-async def test_prometheus_failing_or_slow_is_an_error_not_still_firing(world: World, status: int,
-                                                                       delay: float) -> None:
+async def test_prometheus_failing_or_slow_is_an_error_not_still_firing(world: World, status: int, delay: float) -> None:
     rows = Rows({"fingerprint": "fp1", "status": "firing", "received_at": time.time()})
     with serve(Broken, status=status, delay=delay) as stub:
         result = await check(stub.url, store=rows, deadline=3.0, stable_for="1s", timeout=1.0)

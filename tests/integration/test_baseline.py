@@ -43,21 +43,36 @@ class Feed:
         for le in BUCKETS:
             self.counts[le] += adds[le]
             lines.append(f'rag_http_request_duration_seconds_bucket{{route="/query",le="{le}"}} {self.counts[le]}')
-        lines += [f"rag_http_request_duration_seconds_count{{route=\"/query\"}} {self.counts['+Inf']}",
-                  f"rag_test_block {self.block}"]
+        lines += [
+            f'rag_http_request_duration_seconds_count{{route="/query"}} {self.counts["+Inf"]}',
+            f"rag_test_block {self.block}",
+        ]
         return "\n".join(lines) + "\n"
 
 
 @pytest.fixture
 def prom(tmp_path: Path) -> Iterator[tuple[PrometheusServer, Feed]]:
     rules = tmp_path / "rules.yml"
-    rules.write_text(yaml.safe_dump({"groups": [{"name": "t", "rules": [
-        {"alert": "RAGTestBlock", "expr": "rag_test_block == 1", "labels": {"severity": "warning"}}]}]}))
+    rules.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "t",
+                        "rules": [
+                            {"alert": "RAGTestBlock", "expr": "rag_test_block == 1", "labels": {"severity": "warning"}}
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     feed = Feed()
     with MetricsExporter() as exporter:
         exporter.set_render(feed.render)
-        with PrometheusServer(targets=[ScrapeTarget("rag", exporter.address, labels={"service": "rag"})],
-                              rule_files=[rules]) as server:
+        with PrometheusServer(
+            targets=[ScrapeTarget("rag", exporter.address, labels={"service": "rag"})], rule_files=[rules]
+        ) as server:
             server.wait_for('rate(rag_http_request_duration_seconds_count{service="rag"}[15s]) > 0')
             yield server, feed
 
@@ -69,8 +84,14 @@ async def ledger(prom: tuple[PrometheusServer, Feed], tmp_path: Path) -> AsyncIt
     await store.open()
     client = Prometheus(server.url)
     metrics = Metrics(["rag"])
-    yield Ledger(service="rag", store=store, metrics=metrics, prometheus=client, green_after=2.0,
-                 baseline=BaselineOptions(window=15.0))
+    yield Ledger(
+        service="rag",
+        store=store,
+        metrics=metrics,
+        prometheus=client,
+        green_after=2.0,
+        baseline=BaselineOptions(window=15.0),
+    )
     await client.close()
     await store.close()
 
@@ -89,22 +110,41 @@ class Suite:
 
 
 def exported(ledger: Ledger) -> str:
-    return next(line for line in ledger.metrics.exposition().decode().splitlines()
-                if line.startswith("rollbackd_baseline_latency_p95_seconds{"))
+    return next(
+        line
+        for line in ledger.metrics.exposition().decode().splitlines()
+        if line.startswith("rollbackd_baseline_latency_p95_seconds{")
+    )
 
 
 async def test_mark_green_measures_and_exports_the_baseline(ledger: Ledger, prom: tuple[Any, Feed]) -> None:
     _, feed = prom
-    await ledger.record(version="v1", image=None, digest="sha256:1", config_digest=None, schema_version="1",
-                        source="pipeline", actor="ci", reason="deploy")
+    await ledger.record(
+        version="v1",
+        image=None,
+        digest="sha256:1",
+        config_digest=None,
+        schema_version="1",
+        source="pipeline",
+        actor="ci",
+        reason="deploy",
+    )
     green = await ledger.mark_green("v1", actor="alice", reason="good all day")
     print(f"\nbaseline of v1 from Prometheus: {green.baseline_p95}")
     assert green.baseline_p95 is not None and green.baseline_p95 == pytest.approx(0.375, abs=0.01)
     assert exported(ledger) == f'rollbackd_baseline_latency_p95_seconds{{service="rag"}} {green.baseline_p95}'
 
     # a bad release goes live and is slow: the refresh never moves the baseline to it
-    await ledger.record(version="v2", image=None, digest="sha256:2", config_digest=None, schema_version="1",
-                        source="pipeline", actor="ci", reason="deploy")
+    await ledger.record(
+        version="v2",
+        image=None,
+        digest="sha256:2",
+        config_digest=None,
+        schema_version="1",
+        source="pipeline",
+        actor="ci",
+        reason="deploy",
+    )
     feed.slow, feed.fast = True, 10
     await asyncio.sleep(3)
     assert await ledger.refresh_baseline() is None
@@ -113,11 +153,20 @@ async def test_mark_green_measures_and_exports_the_baseline(ledger: Ledger, prom
     assert [h["change"] for h in history][:2] == ["deployed", "superseded"]
 
 
-async def test_auto_green_waits_for_green_after_and_no_firing_alert(ledger: Ledger,
-                                                                    prom: tuple[PrometheusServer, Feed]) -> None:
+async def test_auto_green_waits_for_green_after_and_no_firing_alert(
+    ledger: Ledger, prom: tuple[PrometheusServer, Feed]
+) -> None:
     server, feed = prom
-    await ledger.record(version="v3", image=None, digest="sha256:3", config_digest=None, schema_version="1",
-                        source="pipeline", actor="ci", reason="deploy")
+    await ledger.record(
+        version="v3",
+        image=None,
+        digest="sha256:3",
+        config_digest=None,
+        schema_version="1",
+        source="pipeline",
+        actor="ci",
+        reason="deploy",
+    )
     assert await ledger.auto_green() is None  # not live for green_after yet
     server.wait_for('ALERTS{alertname="RAGTestBlock",alertstate="firing",service="rag"}')
     await asyncio.sleep(2.1)
@@ -141,8 +190,10 @@ async def test_auto_green_waits_for_green_after_and_no_firing_alert(ledger: Ledg
 
 def test_baseline_queries_quote_label_values() -> None:
     default = baseline_expr(BaselineOptions(), 'ra"g')
-    assert default == ('histogram_quantile(0.95, sum by (le) (rate(rag_http_request_duration_seconds_bucket'
-                       '{service="ra\\"g"}[1800s])))')
+    assert default == (
+        "histogram_quantile(0.95, sum by (le) (rate(rag_http_request_duration_seconds_bucket"
+        '{service="ra\\"g"}[1800s])))'
+    )
     rule = baseline_expr(BaselineOptions(recording_rule="rag:http_request_duration_seconds:p95_5m", window=600), "rag")
     assert rule == 'avg_over_time(rag:http_request_duration_seconds:p95_5m{service="rag"}[600s])'
     custom = baseline_expr(BaselineOptions(expr="my_p95{svc=$service}[$window]"), "rag")

@@ -22,8 +22,7 @@ SECRET_ENV = {**TEST_ENV, "AWS_SECRET_ACCESS_KEY": "aws-secret-value-123", "PGPA
 
 
 def dump_env(out: Path) -> list[str]:
-    return [sys.executable, "-c", "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], 'w'))",
-            str(out)]
+    return [sys.executable, "-c", "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], 'w'))", str(out)]
 
 
 def assert_clean(env: dict[str, str], declared: frozenset[str] = frozenset()) -> None:
@@ -39,13 +38,15 @@ def secret_environ(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, value)
 
 
-async def test_hostile_labels_never_fail_a_command_step(tmp_path: Path, firing_payload: dict[str, Any],
-                                                        secret_environ: None) -> None:
+async def test_hostile_labels_never_fail_a_command_step(
+    tmp_path: Path, firing_payload: dict[str, Any], secret_environ: None
+) -> None:
     out = tmp_path / "env.json"
     payload = firing_payload
     for alert in payload["alerts"]:
-        alert["labels"].update({"a=b": "eq", "a-b": "dash", "Foo": "upper", "foo": "lower", "1x": "digit",
-                                "ok": "line1\nline2 $(id)"})
+        alert["labels"].update(
+            {"a=b": "eq", "a-b": "dash", "Foo": "upper", "foo": "lower", "1x": "digit", "ok": "line1\nline2 $(id)"}
+        )
     plan = [{"type": "command", "name": "dump", "argv": dump_env(out), "env": {"DECLARED": "yes"}}]
     cfg = write_config(tmp_path, services={"rag": command_service(plan)})
     async with running_daemon(cfg) as d:
@@ -56,16 +57,20 @@ async def test_hostile_labels_never_fail_a_command_step(tmp_path: Path, firing_p
     assert env["ROLLBACKD_LABEL_FOO"] == "upper" and env["ROLLBACKD_LABEL_OK"] == "line1\nline2 $(id)"
     assert env["DECLARED"] == "yes"
     labels = {k for k in env if k.startswith("ROLLBACKD_LABEL_")}
-    assert labels == {"ROLLBACKD_LABEL_" + n for n in ("ALERTNAME", "INSTANCE", "JOB", "ROUTE", "SERVICE", "SEVERITY",
-                                                       "FOO", "OK")}
+    assert labels == {
+        "ROLLBACKD_LABEL_" + n for n in ("ALERTNAME", "INSTANCE", "JOB", "ROUTE", "SERVICE", "SEVERITY", "FOO", "OK")
+    }
     assert steps[0].output["labels_skipped"] == ["1x", "a-b", "a=b", "foo"]
     assert_clean(env, frozenset({"DECLARED"}))
 
 
 async def test_command_deployer_child_gets_no_daemon_secret(tmp_path: Path, secret_environ: None) -> None:
     out = tmp_path / "env.json"
-    dep = CommandDeployer(CommandDeployer.Options.model_validate({
-        "type": "command", "argv": dump_env(out), "env": {"KUBECONFIG": "/etc/kube"}}))
+    dep = CommandDeployer(
+        CommandDeployer.Options.model_validate(
+            {"type": "command", "argv": dump_env(out), "env": {"KUBECONFIG": "/etc/kube"}}
+        )
+    )
     await dep.deploy(Release(service="rag", version="v1", digest="sha256:1"), incident="i1")
     env = json.loads(out.read_text())
     assert env["KUBECONFIG"] == "/etc/kube" and "PATH" in env
@@ -74,8 +79,9 @@ async def test_command_deployer_child_gets_no_daemon_secret(tmp_path: Path, secr
 
 async def test_command_traffic_child_gets_no_daemon_secret(tmp_path: Path, secret_environ: None) -> None:
     out = tmp_path / "env.json"
-    switch = CommandTrafficSwitch(CommandTrafficSwitch.Options(
-        type="command", get_argv=["/bin/echo", "100"], set_argv=dump_env(out)))
+    switch = CommandTrafficSwitch(
+        CommandTrafficSwitch.Options(type="command", get_argv=["/bin/echo", "100"], set_argv=dump_env(out))
+    )
     await switch.set_weight(0)
     assert_clean(json.loads(out.read_text()))
 

@@ -29,8 +29,9 @@ def cli(*args: str, url: str | None = None, token: str | None = API_TOKEN) -> su
         env["ROLLBACKD_URL"] = url
     if token:
         env["ROLLBACKD_API_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "rollbackd", *args], capture_output=True, text=True, env=env,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "rollbackd", *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
 
 
 def test_status_table_and_json(daemon: DaemonProcess) -> None:
@@ -87,14 +88,21 @@ def test_exit_codes_unreachable_usage_auth(daemon: DaemonProcess) -> None:
 
 
 def test_help_and_status_import_nothing_heavy() -> None:
-    code = ("import sys; from rollbackd.cli.main import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "main(['status', '--url', 'http://127.0.0.1:9'])\n"
-            "heavy = [m for m in ('aiohttp', 'asyncpg', 'docker', 'slack_sdk', 'qdrant_client', 'pydantic',"
-            " 'prometheus_client', 'yaml', 'apscheduler') if m in sys.modules]\n"
-            "print('HEAVY', heavy)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
-                         env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO / "daemon")})
+    code = (
+        "import sys; from rollbackd.cli.main import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "main(['status', '--url', 'http://127.0.0.1:9'])\n"
+        "heavy = [m for m in ('aiohttp', 'asyncpg', 'docker', 'slack_sdk', 'qdrant_client', 'pydantic',"
+        " 'prometheus_client', 'yaml', 'apscheduler') if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO / "daemon")},
+    )
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
 
 

@@ -54,21 +54,26 @@ def wait_step(daemon: DaemonProcess, incident_id: str, name: str, timeout: float
 
 def gate(tmp_path: Path, name: str) -> dict[str, Any]:
     flag = tmp_path / name
-    return {"type": "command", "name": name,
-            "argv": ["/bin/sh", "-c", f"while [ ! -f {flag} ]; do sleep 0.05; done"]}
+    return {"type": "command", "name": name, "argv": ["/bin/sh", "-c", f"while [ ! -f {flag} ]; do sleep 0.05; done"]}
 
 
 def cli(daemon: DaemonProcess, *args: str) -> str:
-    env = {**os.environ, "ROLLBACKD_URL": daemon.url, "ROLLBACKD_API_TOKEN": API_TOKEN,
-           "PYTHONPATH": str(REPO / "daemon")}
-    proc = subprocess.run([sys.executable, "-m", "rollbackd", *args], env=env, capture_output=True, text=True,
-                          timeout=30, check=False)
+    env = {
+        **os.environ,
+        "ROLLBACKD_URL": daemon.url,
+        "ROLLBACKD_API_TOKEN": API_TOKEN,
+        "PYTHONPATH": str(REPO / "daemon"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "rollbackd", *args], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
 
-def test_kill9_between_code_steps_resumes_then_rolls_forward(podman: PodmanService, switch: Any,
-                                                             tmp_path: Path) -> None:
+def test_kill9_between_code_steps_resumes_then_rolls_forward(
+    podman: PodmanService, switch: Any, tmp_path: Path
+) -> None:
     v1 = images.build_web_image(podman, images.session_tag(podman, "cweb", "v1"), version="v1")
     v2 = images.build_web_image(podman, images.session_tag(podman, "cweb", "v2"), version="v2", healthy=False)
     port = images.free_port()
@@ -80,12 +85,22 @@ def test_kill9_between_code_steps_resumes_then_rolls_forward(podman: PodmanServi
     service = {
         "policy": {"confirm": "off"},
         "releases": {"data": "optional"},
-        "deploy": {"type": "docker", "docker_host": podman.docker_host, "version_label": "app.version",
-                   "health_url": f"http://127.0.0.1:{port}/version", "health_timeout": "20s",
-                   "containers": [{"name": name}]},
+        "deploy": {
+            "type": "docker",
+            "docker_host": podman.docker_host,
+            "version_label": "app.version",
+            "health_url": f"http://127.0.0.1:{port}/version",
+            "health_timeout": "20s",
+            "containers": [{"name": name}],
+        },
         "traffic": {"type": "http", "get_url": switch_url, "set_url": switch_url},
-        "plan": [{"type": "traffic.cut"}, gate(tmp_path, "gate1"), {"type": "deploy.revert"},
-                 gate(tmp_path, "gate2"), {"type": "traffic.restore"}],
+        "plan": [
+            {"type": "traffic.cut"},
+            gate(tmp_path, "gate1"),
+            {"type": "deploy.revert"},
+            gate(tmp_path, "gate2"),
+            {"type": "traffic.restore"},
+        ],
     }
     daemon = DaemonProcess(write_config(tmp_path, services={"web": service}))
     try:
@@ -94,7 +109,8 @@ def test_kill9_between_code_steps_resumes_then_rolls_forward(podman: PodmanServi
         # the running v1 was noticed and recorded as an observed release; the on-call marks it green
         listed = api.call("GET", "/v1/releases")[1]
         assert [(r["version"], r["source"], r["status"]) for r in listed["releases"]] == [
-            ("v1", "observed", "deployed")]
+            ("v1", "observed", "deployed")
+        ]
         assert "release v1 is green" in cli(daemon, "release", "mark-green", "v1", "--reason", "ran all day")
         # the pipeline deploys v2 (same flags) and records it by tag: the deployer resolves the digest
         podman.client().containers.get(name).remove(force=True)
@@ -129,8 +145,10 @@ def test_kill9_between_code_steps_resumes_then_rolls_forward(podman: PodmanServi
         assert switch.weight == 50 and switch.sets == [0, 50]  # the weight found, not the 0 it set
         assert "USER_SET=1" in podman.client().api.inspect_container(name)["Config"]["Env"]
         matrix = api.call("GET", "/v1/releases")[1]
-        assert [(r["version"], r["status"]) for r in matrix["releases"]][:2] == [("v2", "rolled_back"),
-                                                                                   ("v1", "deployed")]
+        assert [(r["version"], r["status"]) for r in matrix["releases"]][:2] == [
+            ("v2", "rolled_back"),
+            ("v1", "deployed"),
+        ]
         table = cli(daemon, "release", "list", "--markdown")
         print("\n" + table)
         assert "| v1 | deployed | yes (tester: ran all day)" in table and "| v2 | rolled_back | no |" in table

@@ -30,14 +30,22 @@ def test_kill9_mid_step_then_resume_without_rerunning(tmp_path: Path) -> None:
     plan = [
         {"type": "command", "name": "first", "argv": ["/bin/sh", "-c", f"echo first >> {log}"]},
         # Sleeps until the gate file exists: long enough to kill the daemon inside it, short after restart.
-        {"type": "command", "name": "slow", "argv": [
-            "/bin/sh", "-c", f"echo slow-start >> {log}; touch {sleeping}; "
-                             f"while [ ! -f {gate} ]; do sleep 0.05; done; echo slow-end >> {log}"]},
+        {
+            "type": "command",
+            "name": "slow",
+            "argv": [
+                "/bin/sh",
+                "-c",
+                f"echo slow-start >> {log}; touch {sleeping}; "
+                f"while [ ! -f {gate} ]; do sleep 0.05; done; echo slow-end >> {log}",
+            ],
+        },
         {"type": "command", "name": "last", "argv": ["/bin/sh", "-c", f"echo last >> {log}"]},
     ]
     cfg = write_config(tmp_path, services={"rag": command_service(plan)})
-    payload: dict[str, Any] = json.loads((Path(__file__).parents[1] / "fixtures" /
-                                          "alertmanager-0.25-firing.json").read_text())
+    payload: dict[str, Any] = json.loads(
+        (Path(__file__).parents[1] / "fixtures" / "alertmanager-0.25-firing.json").read_text()
+    )
     for a in payload["alerts"]:
         a["labels"].update(alertname="RAGGateFailRateHigh", service="rag")
     daemon = DaemonProcess(cfg)
@@ -75,8 +83,17 @@ def test_kill9_mid_step_then_resume_without_rerunning(tmp_path: Path) -> None:
 def test_sigterm_interrupts_and_the_next_start_resumes(tmp_path: Path) -> None:
     log = tmp_path / "steps.log"
     gate = tmp_path / "gate"
-    plan = [{"type": "command", "name": "wait", "argv": [
-        "/bin/sh", "-c", f"echo start >> {log}; while [ ! -f {gate} ]; do sleep 0.05; done; echo end >> {log}"]}]
+    plan = [
+        {
+            "type": "command",
+            "name": "wait",
+            "argv": [
+                "/bin/sh",
+                "-c",
+                f"echo start >> {log}; while [ ! -f {gate} ]; do sleep 0.05; done; echo end >> {log}",
+            ],
+        }
+    ]
     cfg = write_config(tmp_path, services={"rag": command_service(plan)})
     daemon = DaemonProcess(cfg)
     try:
@@ -94,8 +111,9 @@ def test_sigterm_interrupts_and_the_next_start_resumes(tmp_path: Path) -> None:
 
 
 def firing(service: str = "rag") -> dict[str, Any]:
-    payload: dict[str, Any] = json.loads((Path(__file__).parents[1] / "fixtures" /
-                                          "alertmanager-0.25-firing.json").read_text())
+    payload: dict[str, Any] = json.loads(
+        (Path(__file__).parents[1] / "fixtures" / "alertmanager-0.25-firing.json").read_text()
+    )
     for a in payload["alerts"]:
         a["labels"].update(alertname="RAGGateFailRateHigh", service=service)
     return payload
@@ -113,8 +131,10 @@ def test_a_resumed_step_first_kills_what_the_crashed_daemon_left_of_it(tmp_path:
     # The step's shell dies with the daemon; its grandchild does not (die-with-parent is not inherited).
     # The restarted daemon finds the group journaled for the step and kills it before the step runs again.
     leftover, again = tmp_path / "leftover", tmp_path / "again"
-    script = (f"if [ -f {again} ]; then echo resumed >> {again}; exit 0; fi; touch {again}; "
-              f"sleep 300 & echo $! > {leftover}.tmp; mv {leftover}.tmp {leftover}; wait")
+    script = (
+        f"if [ -f {again} ]; then echo resumed >> {again}; exit 0; fi; touch {again}; "
+        f"sleep 300 & echo $! > {leftover}.tmp; mv {leftover}.tmp {leftover}; wait"
+    )
     plan = [{"type": "command", "name": "spawns", "argv": ["/bin/sh", "-c", script]}]
     cfg = write_config(tmp_path, services={"rag": command_service(plan)})
     daemon = DaemonProcess(cfg)
@@ -142,10 +162,14 @@ def test_a_resumed_step_first_kills_what_the_crashed_daemon_left_of_it(tmp_path:
 def test_two_crashes_inside_one_step_do_not_use_up_its_retries(tmp_path: Path) -> None:
     log, gate = tmp_path / "steps.log", tmp_path / "gate"
     count = tmp_path / "runs"
-    script = (f"echo run >> {count}; n=$(wc -l < {count}); echo start-$n >> {log}; "
-              f"while [ ! -f {gate}-$n ] && [ ! -f {gate} ]; do sleep 0.02; done; echo end >> {log}")
-    plan = [{"type": "command", "name": "long", "argv": ["/bin/sh", "-c", script], "retries": 0},
-            {"type": "command", "name": "last", "argv": ["/bin/sh", "-c", f"echo last >> {log}"]}]
+    script = (
+        f"echo run >> {count}; n=$(wc -l < {count}); echo start-$n >> {log}; "
+        f"while [ ! -f {gate}-$n ] && [ ! -f {gate} ]; do sleep 0.02; done; echo end >> {log}"
+    )
+    plan = [
+        {"type": "command", "name": "long", "argv": ["/bin/sh", "-c", script], "retries": 0},
+        {"type": "command", "name": "last", "argv": ["/bin/sh", "-c", f"echo last >> {log}"]},
+    ]
     cfg = write_config(tmp_path, services={"rag": command_service(plan)})
     daemon = DaemonProcess(cfg)
     try:
@@ -162,8 +186,10 @@ def test_two_crashes_inside_one_step_do_not_use_up_its_retries(tmp_path: Path) -
         (incident,) = daemon.api.call("GET", "/v1/incidents")[1]["incidents"]
         final = daemon.api.wait_incident(incident["id"], ("resolved", "failed"))
         assert final["state"] == "resolved", final
-        assert [(s["name"], s["state"], s["attempts"]) for s in final["steps"]] == [("long", "done", 1),
-                                                                                  ("last", "done", 1)]
+        assert [(s["name"], s["state"], s["attempts"]) for s in final["steps"]] == [
+            ("long", "done", 1),
+            ("last", "done", 1),
+        ]
         resumes = [e["data"]["resumes"] for e in final["events"] if e["kind"] == "step_interrupted"]
         assert resumes == [1, 2]
         assert log.read_text().splitlines() == ["start-1", "start-2", "start-3", "end", "last"]
@@ -173,8 +199,14 @@ def test_two_crashes_inside_one_step_do_not_use_up_its_retries(tmp_path: Path) -
 
 def test_crash_resumes_are_bounded_per_step(tmp_path: Path) -> None:
     started = tmp_path / "started"
-    plan = [{"type": "command", "name": "crashy", "crash_resumes": 1,
-             "argv": ["/bin/sh", "-c", f"echo x >> {started}; sleep 30"]}]
+    plan = [
+        {
+            "type": "command",
+            "name": "crashy",
+            "crash_resumes": 1,
+            "argv": ["/bin/sh", "-c", f"echo x >> {started}; sleep 30"],
+        }
+    ]
     cfg = write_config(tmp_path, services={"rag": command_service(plan)})
     daemon = DaemonProcess(cfg)
     try:
@@ -212,18 +244,25 @@ _FLAKY = "[ -f $d/flaky.tried ] || { touch $d/flaky.tried; echo failing >&2; exi
 
 def kill_loop_plan(root: Path) -> list[dict[str, Any]]:
     def step(name: str, seconds: float, extra: str = "", **more: Any) -> dict[str, Any]:
-        return {"type": "command", "name": name, "timeout": "20s", "crash_resumes": 20,
-                "argv": ["/bin/sh", "-c", _STEP.format(root=root, extra=extra, seconds=seconds)],
-                "check": ["/bin/sh", "-c", f'test -f {root}/"$ROLLBACKD_INCIDENT_ID"/"$ROLLBACKD_STEP".done'],
-                **more}
+        return {
+            "type": "command",
+            "name": name,
+            "timeout": "20s",
+            "crash_resumes": 20,
+            "argv": ["/bin/sh", "-c", _STEP.format(root=root, extra=extra, seconds=seconds)],
+            "check": ["/bin/sh", "-c", f'test -f {root}/"$ROLLBACKD_INCIDENT_ID"/"$ROLLBACKD_STEP".done'],
+            **more,
+        }
 
-    return [step("prepare", 0.2),
-            # `left` outlives a restart of the daemon (~0.7 s): a leftover of it would race its resumed attempt
-            {"parallel": [step("left", 1.0), step("right", 0.3), step("aside", 0.1)]},
-            step("flaky", 0.2, _FLAKY, retries=2, backoff="0.05s"),
-            step("cut", 0.1),
-            {"parallel": [step("swap", 0.3), step("deploy", 0.2)]},
-            step("verify", 0.4)]
+    return [
+        step("prepare", 0.2),
+        # `left` outlives a restart of the daemon (~0.7 s): a leftover of it would race its resumed attempt
+        {"parallel": [step("left", 1.0), step("right", 0.3), step("aside", 0.1)]},
+        step("flaky", 0.2, _FLAKY, retries=2, backoff="0.05s"),
+        step("cut", 0.1),
+        {"parallel": [step("swap", 0.3), step("deploy", 0.2)]},
+        step("verify", 0.4),
+    ]
 
 
 def kill_loop_config(tmp_path: Path, state: dict[str, Any]) -> Path:
@@ -272,14 +311,17 @@ def test_kill_loop_every_incident_ends_no_step_twice_or_twice_at_once(tmp_path: 
     assert not (root / "rerun").exists(), (seed, (root / "rerun").read_text())
     assert not (root / "concurrent").exists(), (seed, (root / "concurrent").read_text())
     states = [i["state"] for i in incidents.values()]
-    print(f"kill loop {store}: seed {seed}, {len(states)} incidents: {sorted(states)}",
-          [i.get("error") for i in incidents.values()])
+    print(
+        f"kill loop {store}: seed {seed}, {len(states)} incidents: {sorted(states)}",
+        [i.get("error") for i in incidents.values()],
+    )
     assert "resolved" in states, (seed, incidents)
     for incident_id, incident in incidents.items():  # a resolved incident ran every step to its end
         if incident["state"] == "resolved":
             done = sorted(p.name for p in (root / incident_id).glob("*.done"))
-            assert done == sorted(f"{n}.done" for n in (
-                "prepare", "left", "right", "aside", "flaky", "cut", "swap", "deploy", "verify")), (seed, done)
+            assert done == sorted(
+                f"{n}.done" for n in ("prepare", "left", "right", "aside", "flaky", "cut", "swap", "deploy", "verify")
+            ), (seed, done)
     leftovers = [pid for pid in _marked_processes() if any(i in _environ(pid) for i in incidents)]
     assert leftovers == [], seed
 

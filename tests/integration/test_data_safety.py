@@ -14,12 +14,15 @@ import pytest
 from rollbackd.errors import FatalError
 from rollbackd.snapshots.dataset import DataSet
 from rollbackd.snapshots.retention import prune
-from tests.integration.test_data_steps import bad_deploy, points, world  # noqa: F401 (fixture)
+from tests.integration import test_data_steps
+from tests.integration.test_data_steps import bad_deploy, points
 from tests.support.corpus import create_corpus, load_points, table_counts
 from tests.support.daemon import Api, command_service, running_daemon, write_config
 from tests.support.pg import database_exists, db_name
 from tests.support.poller import Poller
 from tests.support.qdrant import QdrantTestServer
+
+world = test_data_steps.world
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +38,19 @@ async def aliases(url: str) -> dict[str, str]:
 
 
 async def test_restore_prune_and_scheduled_retention_leave_the_alias_serving(
-        pg_dsn: str, qdrant_server: QdrantTestServer, tmp_path: Path) -> None:
+    pg_dsn: str, qdrant_server: QdrantTestServer, tmp_path: Path
+) -> None:
     await create_corpus(pg_dsn, docs=200)
     await load_points(qdrant_server.url, "docs_v1", dsn=pg_dsn, alias="docs")
     service = command_service([{"type": "command", "argv": ["true"]}])
-    service["snapshots"] = {"dir": str(tmp_path / "snaps"),
-                            "retention": {"keep_last": 3, "schedule": {"interval": "1s"}}, "stores": {
-        "postgres": {"type": "postgres", "dsn": pg_dsn},
-        "qdrant": {"type": "qdrant", "url": qdrant_server.url, "alias": "docs"}}}
+    service["snapshots"] = {
+        "dir": str(tmp_path / "snaps"),
+        "retention": {"keep_last": 3, "schedule": {"interval": "1s"}},
+        "stores": {
+            "postgres": {"type": "postgres", "dsn": pg_dsn},
+            "qdrant": {"type": "qdrant", "url": qdrant_server.url, "alias": "docs"},
+        },
+    }
     cfg = write_config(tmp_path, services={"rag": service})
     async with running_daemon(cfg) as daemon:
         api = Api(daemon.url)
@@ -73,8 +81,11 @@ async def test_restore_prune_and_scheduled_retention_leave_the_alias_serving(
         assert done["state"] == "resolved", done
 
 
-async def test_the_same_set_restored_twice_never_fails_a_reader(world: DataSet, pg_dsn: str,  # noqa: F811
-                                                                 qdrant_server: QdrantTestServer) -> None:
+async def test_the_same_set_restored_twice_never_fails_a_reader(
+    world: DataSet,
+    pg_dsn: str,
+    qdrant_server: QdrantTestServer,
+) -> None:
     good = await world.create(reason="green")
     await bad_deploy(pg_dsn, qdrant_server.url)
     port = urlsplit(qdrant_server.url).port
@@ -97,7 +108,8 @@ async def test_the_same_set_restored_twice_never_fails_a_reader(world: DataSet, 
 
 
 async def test_a_drill_after_a_rollback_of_the_same_set_leaves_live_alone(
-        world: DataSet, pg_dsn: str, qdrant_server: QdrantTestServer) -> None:  # noqa: F811
+    world: DataSet, pg_dsn: str, qdrant_server: QdrantTestServer
+) -> None:
     good = await world.create(reason="green")
     await bad_deploy(pg_dsn, qdrant_server.url)
     await world.restore(good.id, "20261122-031502-a1b2")
@@ -110,8 +122,11 @@ async def test_a_drill_after_a_rollback_of_the_same_set_leaves_live_alone(
     assert (await table_counts(pg_dsn))["docs"] == 200
 
 
-async def test_deletion_asks_the_server_not_the_name(world: DataSet, pg_dsn: str,  # noqa: F811
-                                                      qdrant_server: QdrantTestServer) -> None:
+async def test_deletion_asks_the_server_not_the_name(
+    world: DataSet,
+    pg_dsn: str,
+    qdrant_server: QdrantTestServer,
+) -> None:
     good = await world.create(reason="green")
     prepared = await world.prepare(good.id)
     qdrant, postgres = world.snapshotters["qdrant"], world.snapshotters["postgres"]
@@ -120,9 +135,15 @@ async def test_deletion_asks_the_server_not_the_name(world: DataSet, pg_dsn: str
 
     client = AsyncQdrantClient(url=qdrant_server.url, check_compatibility=False)
     try:
-        await client.update_collection_aliases(change_aliases_operations=[models.CreateAliasOperation(
-            create_alias=models.CreateAlias(collection_name=prepared["qdrant"]["collection"],
-                                            alias_name="docs_preview"))])
+        await client.update_collection_aliases(
+            change_aliases_operations=[
+                models.CreateAliasOperation(
+                    create_alias=models.CreateAlias(
+                        collection_name=prepared["qdrant"]["collection"], alias_name="docs_preview"
+                    )
+                )
+            ]
+        )
     finally:
         await client.close()
     with pytest.raises(FatalError, match="docs_preview point at it"):
@@ -141,13 +162,16 @@ async def test_deletion_asks_the_server_not_the_name(world: DataSet, pg_dsn: str
 
 
 async def test_a_refused_restore_takes_no_safety_snapshot(qdrant_server: QdrantTestServer, tmp_path: Path) -> None:
-    """"alias is a collection" is refused before any safety snapshot or restore-aside copy is made."""
+    """ "alias is a collection" is refused before any safety snapshot or restore-aside copy is made."""
     from rollbackd.snapshots.qdrant import QdrantOptions, QdrantSnapshotter
     from rollbackd.snapshots.store import SnapshotStore
 
     await load_points(qdrant_server.url, "docs", count=30)  # a plain collection, no alias
-    data = DataSet(service="rag", store=SnapshotStore(tmp_path / "store", "rag"), snapshotters={
-        "qdrant": QdrantSnapshotter(QdrantOptions(url=qdrant_server.url, alias="docs"), name="qdrant")})
+    data = DataSet(
+        service="rag",
+        store=SnapshotStore(tmp_path / "store", "rag"),
+        snapshotters={"qdrant": QdrantSnapshotter(QdrantOptions(url=qdrant_server.url, alias="docs"), name="qdrant")},
+    )
     try:
         good = await data.create(reason="green")
         for attempt in range(3):
@@ -160,7 +184,8 @@ async def test_a_refused_restore_takes_no_safety_snapshot(qdrant_server: QdrantT
 
 
 async def test_untracked_releases_restore_the_good_set_not_a_safety_snapshot(
-        world: DataSet, pg_dsn: str, qdrant_server: QdrantTestServer) -> None:  # noqa: F811
+    world: DataSet, pg_dsn: str, qdrant_server: QdrantTestServer
+) -> None:
     from rollbackd.snapshots.steps import SafetySnapshot
     from tests.integration.test_data_steps import make_ctx, step
 
@@ -173,8 +198,11 @@ async def test_untracked_releases_restore_the_good_set_not_a_safety_snapshot(
     assert context["data_target"] == {"snapshot_set": good.id}
 
 
-async def test_kept_copies_fall_under_retention_and_are_listed(world: DataSet, pg_dsn: str,  # noqa: F811
-                                                               qdrant_server: QdrantTestServer) -> None:
+async def test_kept_copies_fall_under_retention_and_are_listed(
+    world: DataSet,
+    pg_dsn: str,
+    qdrant_server: QdrantTestServer,
+) -> None:
     from rollbackd.snapshots.retention import kept_copies
 
     good = await world.create(reason="green")
@@ -196,15 +224,21 @@ async def test_kept_copies_fall_under_retention_and_are_listed(world: DataSet, p
 
 
 async def test_every_alias_of_the_live_collection_is_switched_and_switched_back(
-        world: DataSet, pg_dsn: str, qdrant_server: QdrantTestServer) -> None:  # noqa: F811
+    world: DataSet, pg_dsn: str, qdrant_server: QdrantTestServer
+) -> None:
     from qdrant_client import AsyncQdrantClient, models
 
     good = await world.create(reason="green")
     await bad_deploy(pg_dsn, qdrant_server.url)
     client = AsyncQdrantClient(url=qdrant_server.url, check_compatibility=False)
     try:  # a second reader of the same collection (another app, a dashboard)
-        await client.update_collection_aliases(change_aliases_operations=[models.CreateAliasOperation(
-            create_alias=models.CreateAlias(collection_name="docs_v2", alias_name="docs_read"))])
+        await client.update_collection_aliases(
+            change_aliases_operations=[
+                models.CreateAliasOperation(
+                    create_alias=models.CreateAlias(collection_name="docs_v2", alias_name="docs_read")
+                )
+            ]
+        )
     finally:
         await client.close()
     done = await world.restore(good.id, "20261122-031502-a1b2")
@@ -220,13 +254,13 @@ async def test_every_alias_of_the_live_collection_is_switched_and_switched_back(
 
 
 async def test_a_snapshot_directory_that_cannot_be_written_names_the_path_and_errno(
-        pg_dsn: str, qdrant_server: QdrantTestServer, tmp_path: Path) -> None:
+    pg_dsn: str, qdrant_server: QdrantTestServer, tmp_path: Path
+) -> None:
     await create_corpus(pg_dsn, docs=20)
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the snapshot directory's parent should be")
     service = command_service([{"type": "command", "argv": ["true"]}])
-    service["snapshots"] = {"dir": str(blocker / "snaps"), "stores": {"postgres": {"type": "postgres",
-                                                                                   "dsn": pg_dsn}}}
+    service["snapshots"] = {"dir": str(blocker / "snaps"), "stores": {"postgres": {"type": "postgres", "dsn": pg_dsn}}}
     async with running_daemon(write_config(tmp_path, services={"rag": service})) as daemon:
         status, body = await asyncio.to_thread(Api(daemon.url).call, "POST", "/v1/snapshots", {"reason": "x"})
     assert status == 502, body

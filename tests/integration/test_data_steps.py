@@ -45,10 +45,14 @@ async def points(url: str, name: str = "docs") -> int:
 async def world(pg_dsn: str, qdrant_server: QdrantTestServer, tmp_path: Path) -> Any:
     await create_corpus(pg_dsn, docs=200)
     await load_points(qdrant_server.url, "docs_v1", dsn=pg_dsn, alias="docs")
-    data = DataSet(service="rag", store=SnapshotStore(tmp_path / "store", "rag"), snapshotters={
-        "postgres": PostgresSnapshotter(PostgresOptions(dsn=pg_dsn), name="postgres"),  # type: ignore[arg-type]
-        "qdrant": QdrantSnapshotter(QdrantOptions(url=qdrant_server.url, alias="docs"), name="qdrant"),
-    })
+    data = DataSet(
+        service="rag",
+        store=SnapshotStore(tmp_path / "store", "rag"),
+        snapshotters={
+            "postgres": PostgresSnapshotter(PostgresOptions(dsn=pg_dsn), name="postgres"),  # type: ignore[arg-type]
+            "qdrant": QdrantSnapshotter(QdrantOptions(url=qdrant_server.url, alias="docs"), name="qdrant"),
+        },
+    )
     yield data
     await data.close()
 
@@ -58,8 +62,9 @@ async def bad_deploy(dsn: str, qdrant_url: str) -> None:
     await load_points(qdrant_url, "docs_v2", dsn=dsn, alias="docs")
 
 
-async def test_qdrant_fault_leaves_postgres_live_untouched(world: DataSet, pg_dsn: str,
-                                                           qdrant_server: QdrantTestServer) -> None:
+async def test_qdrant_fault_leaves_postgres_live_untouched(
+    world: DataSet, pg_dsn: str, qdrant_server: QdrantTestServer
+) -> None:
     snap = await world.create(reason="t")
     await bad_deploy(pg_dsn, qdrant_server.url)
     qdrant_server.inject_fault(r"/snapshots/upload$", method="POST", status=500, message="injected")
@@ -73,8 +78,9 @@ async def test_qdrant_fault_leaves_postgres_live_untouched(world: DataSet, pg_ds
     assert set(swapped) == {"postgres", "qdrant"}
 
 
-async def test_a_failed_swap_puts_the_swapped_stores_back(world: DataSet, pg_dsn: str,
-                                                          qdrant_server: QdrantTestServer) -> None:
+async def test_a_failed_swap_puts_the_swapped_stores_back(
+    world: DataSet, pg_dsn: str, qdrant_server: QdrantTestServer
+) -> None:
     snap = await world.create(reason="t")
     await bad_deploy(pg_dsn, qdrant_server.url)
     prepared = await world.prepare(snap.id)
@@ -84,27 +90,44 @@ async def test_a_failed_swap_puts_the_swapped_stores_back(world: DataSet, pg_dsn
     assert (await table_counts(pg_dsn))["docs"] == 230 and await points(qdrant_server.url) == 230  # one pair
 
 
-def make_ctx(data: DataSet, context: dict[str, Any], *, track: bool = False,
-             incident_id: str = "20261122-031502-a1b2") -> StepContext:
+def make_ctx(
+    data: DataSet, context: dict[str, Any], *, track: bool = False, incident_id: str = "20261122-031502-a1b2"
+) -> StepContext:
     config: Any = type("Cfg", (), {"releases": type("R", (), {"track": track})()})()
     runtime = ServiceRuntime(name="rag", config=config, caps=Capabilities(snapshots=data))
-    incident = Incident(id=incident_id, service="rag", state=IncidentState.RUNNING,
-                        trigger=Trigger(kind="manual", reason="test", requested_by="tester"), dry_run=False,
-                        created_at=0.0, plan=[], context=context)
+    incident = Incident(
+        id=incident_id,
+        service="rag",
+        state=IncidentState.RUNNING,
+        trigger=Trigger(kind="manual", reason="test", requested_by="tester"),
+        dry_run=False,
+        created_at=0.0,
+        plan=[],
+        context=context,
+    )
 
     async def save(key: str, value: Any) -> None:
         context[key] = value
 
-    return StepContext(incident=incident, runtime=runtime, step_name="x", attempt=1, dry_run=False, outputs={},
-                       log=logging.LoggerAdapter(logging.getLogger("test"), {}), save=save)
+    return StepContext(
+        incident=incident,
+        runtime=runtime,
+        step_name="x",
+        attempt=1,
+        dry_run=False,
+        outputs={},
+        log=logging.LoggerAdapter(logging.getLogger("test"), {}),
+        save=save,
+    )
 
 
 def step(cls: Any) -> Any:
     return cls(StepConfig(type=cls.type), StepOptions())
 
 
-async def test_steps_resume_after_a_crash_between_prepare_and_swap(world: DataSet, pg_dsn: str,
-                                                                   qdrant_server: QdrantTestServer) -> None:
+async def test_steps_resume_after_a_crash_between_prepare_and_swap(
+    world: DataSet, pg_dsn: str, qdrant_server: QdrantTestServer
+) -> None:
     good = await world.create(reason="green")
     await bad_deploy(pg_dsn, qdrant_server.url)
     context: dict[str, Any] = {"target": None}
@@ -157,23 +180,34 @@ async def test_prune_discards_orphan_copies(world: DataSet, pg_dsn: str) -> None
     snap = await world.create(reason="t")
     prepared = await world.prepare(snap.id)  # then the incident is aborted: nobody swaps or discards
     result = await prune(world, keep_last=5)
-    assert sorted(result["orphan_copies_dropped"]) == [f"postgres:{prepared['postgres']['database']}",
-                                                       f"qdrant:{prepared['qdrant']['collection']}"]
+    assert sorted(result["orphan_copies_dropped"]) == [
+        f"postgres:{prepared['postgres']['database']}",
+        f"qdrant:{prepared['qdrant']['collection']}",
+    ]
     assert not await world.snapshotters["postgres"].is_prepared(prepared["postgres"])
     assert [k["id"] for k in result["kept"]] == [snap.id]
 
 
-async def test_daemon_api_and_cli(pg_dsn: str, qdrant_server: QdrantTestServer, tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+async def test_daemon_api_and_cli(
+    pg_dsn: str, qdrant_server: QdrantTestServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from rollbackd.cli.main import main
 
     await create_corpus(pg_dsn, docs=200)
     await load_points(qdrant_server.url, "docs_v1", dsn=pg_dsn, alias="docs")
     service = command_service([{"type": "snapshot.safety"}, {"type": "data.prepare"}, {"type": "data.swap"}])
-    service["snapshots"] = {"dir": str(tmp_path / "snaps"), "retention": {"keep_last": 3}, "stores": {
-        "postgres": {"type": "postgres", "dsn": secret_ref("RAG_PG_DSN", pg_dsn),
-                     "schema_version_sql": "SELECT max(version) FROM schema_version"},
-        "qdrant": {"type": "qdrant", "url": qdrant_server.url, "alias": "docs"}}}
+    service["snapshots"] = {
+        "dir": str(tmp_path / "snaps"),
+        "retention": {"keep_last": 3},
+        "stores": {
+            "postgres": {
+                "type": "postgres",
+                "dsn": secret_ref("RAG_PG_DSN", pg_dsn),
+                "schema_version_sql": "SELECT max(version) FROM schema_version",
+            },
+            "qdrant": {"type": "qdrant", "url": qdrant_server.url, "alias": "docs"},
+        },
+    }
     cfg = write_config(tmp_path, services={"rag": service})
     async with running_daemon(cfg) as daemon:
         api = Api(daemon.url)
@@ -187,8 +221,9 @@ async def test_daemon_api_and_cli(pg_dsn: str, qdrant_server: QdrantTestServer, 
         assert await asyncio.to_thread(main, ["snapshot", "list", *flags]) == 0
         assert set_id in capsys.readouterr().out
         await bad_deploy(pg_dsn, qdrant_server.url)
-        assert await asyncio.to_thread(main, ["snapshot", "restore", set_id, "--reason", "test", "--dry-run",
-                                              *flags]) == 0
+        assert (
+            await asyncio.to_thread(main, ["snapshot", "restore", set_id, "--reason", "test", "--dry-run", *flags]) == 0
+        )
         out = capsys.readouterr().out
         print(out)
         assert "this REPLACES" in out and "public.docs: 230 rows -> 200" in out and "230 points -> 200" in out
@@ -203,21 +238,25 @@ async def test_daemon_api_and_cli(pg_dsn: str, qdrant_server: QdrantTestServer, 
         done = await asyncio.to_thread(api.wait_incident, inc["id"], ("resolved", "failed"), 90)
         assert done["state"] == "resolved", done
         assert (await table_counts(pg_dsn))["docs"] == 200 and await points(qdrant_server.url) == 200
-        status, body = await asyncio.to_thread(api.call, "POST", "/v1/snapshots/prune",
-                                               {"reason": "t", "dry_run": True})
+        status, body = await asyncio.to_thread(
+            api.call, "POST", "/v1/snapshots/prune", {"reason": "t", "dry_run": True}
+        )
         assert status == 200 and body["deleted"] == []
         status, doc = await asyncio.to_thread(api.call, "GET", "/v1/openapi.json")
         assert "/v1/snapshots/{id}/restore" in doc["paths"]
 
 
-async def test_api_restore_verify_and_adopt_alias(pg_dsn: str, qdrant_server: QdrantTestServer,
-                                                  tmp_path: Path) -> None:
+async def test_api_restore_verify_and_adopt_alias(pg_dsn: str, qdrant_server: QdrantTestServer, tmp_path: Path) -> None:
     await create_corpus(pg_dsn, docs=200)
     await load_points(qdrant_server.url, "docs", dsn=pg_dsn)  # a plain collection: the app reads it by name
     service = command_service([{"type": "command", "argv": ["true"]}])
-    service["snapshots"] = {"dir": str(tmp_path / "snaps"), "stores": {
-        "postgres": {"type": "postgres", "dsn": secret_ref("RAG_PG_DSN", pg_dsn)},
-        "qdrant": {"type": "qdrant", "url": qdrant_server.url, "alias": "docs"}}}
+    service["snapshots"] = {
+        "dir": str(tmp_path / "snaps"),
+        "stores": {
+            "postgres": {"type": "postgres", "dsn": secret_ref("RAG_PG_DSN", pg_dsn)},
+            "qdrant": {"type": "qdrant", "url": qdrant_server.url, "alias": "docs"},
+        },
+    }
     cfg = write_config(tmp_path, services={"rag": service})
     async with running_daemon(cfg) as daemon:
         api = Api(daemon.url)
@@ -243,7 +282,9 @@ async def test_api_restore_verify_and_adopt_alias(pg_dsn: str, qdrant_server: Qd
         assert (await table_counts(pg_dsn))["docs"] == 200
         events = await daemon.core.store.events(service="rag", kinds=("snapshot_restore_started", "alias_adopt"))
         assert {(e.kind, e.actor, e.data["why"]) for e in events} == {
-            ("snapshot_restore_started", "tester", "bad deploy"), ("alias_adopt", "tester", "read through an alias")}
+            ("snapshot_restore_started", "tester", "bad deploy"),
+            ("alias_adopt", "tester", "read through an alias"),
+        }
         # a corrupt set is refused before any safety snapshot, and nothing live changes
         victim = next(p for p in (tmp_path / "snaps" / snap["id"] / "postgres").rglob("*") if p.is_file())
         victim.write_bytes(victim.read_bytes() + b"x")
@@ -259,8 +300,9 @@ async def test_api_restore_verify_and_adopt_alias(pg_dsn: str, qdrant_server: Qd
         assert status == 400 and body["field"] == "service"
 
 
-async def test_daemon_killed_between_prepare_and_swap_resumes(pg_dsn: str, qdrant_server: QdrantTestServer,
-                                                              tmp_path: Path) -> None:
+async def test_daemon_killed_between_prepare_and_swap_resumes(
+    pg_dsn: str, qdrant_server: QdrantTestServer, tmp_path: Path
+) -> None:
     """SIGKILL while a step between prepare and swap runs; the restarted daemon finds prepare done (journal and
     world), re-runs the interrupted step, swaps the copies prepared before the crash."""
     from tests.support.daemon import DaemonProcess
@@ -270,9 +312,13 @@ async def test_daemon_killed_between_prepare_and_swap_resumes(pg_dsn: str, qdran
     go = tmp_path / "go"
     wait = {"type": "command", "name": "hold", "argv": ["sh", "-c", f"while [ ! -f {go} ]; do sleep 0.05; done"]}
     service = command_service([{"type": "snapshot.safety"}, {"type": "data.prepare"}, wait, {"type": "data.swap"}])
-    service["snapshots"] = {"dir": str(tmp_path / "snaps"), "stores": {
-        "postgres": {"type": "postgres", "dsn": secret_ref("RAG_PG_DSN", pg_dsn)},
-        "qdrant": {"type": "qdrant", "url": qdrant_server.url, "alias": "docs"}}}
+    service["snapshots"] = {
+        "dir": str(tmp_path / "snaps"),
+        "stores": {
+            "postgres": {"type": "postgres", "dsn": secret_ref("RAG_PG_DSN", pg_dsn)},
+            "qdrant": {"type": "qdrant", "url": qdrant_server.url, "alias": "docs"},
+        },
+    }
     cfg = write_config(tmp_path, services={"rag": service})
     proc = DaemonProcess(cfg)
     try:
@@ -306,8 +352,11 @@ async def test_daemon_killed_between_prepare_and_swap_resumes(pg_dsn: str, qdran
 async def test_scheduled_snapshots_run_in_the_daemon(pg_dsn: str, tmp_path: Path) -> None:
     await create_corpus(pg_dsn, docs=50)
     service = command_service([{"type": "command", "argv": ["true"]}])
-    service["snapshots"] = {"dir": str(tmp_path / "snaps"), "schedule": {"interval": "1s"},
-                            "stores": {"postgres": {"type": "postgres", "dsn": secret_ref("RAG_PG_DSN", pg_dsn)}}}
+    service["snapshots"] = {
+        "dir": str(tmp_path / "snaps"),
+        "schedule": {"interval": "1s"},
+        "stores": {"postgres": {"type": "postgres", "dsn": secret_ref("RAG_PG_DSN", pg_dsn)}},
+    }
     cfg = write_config(tmp_path, services={"rag": service})
     async with running_daemon(cfg) as daemon:
         assert "snapshot:rag" in daemon.scheduler.jobs and "snapshot-retention:rag" in daemon.scheduler.jobs

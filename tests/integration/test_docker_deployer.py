@@ -43,27 +43,44 @@ class World:
         name = self.podman.name("web")
         kwargs = images.web_container_kwargs(self.podman, port=port, labels={"op.label": "kept"})
         container = self.podman.client().containers.create(
-            image, name=name, environment={"USER_SET": "1"}, network=self.network, command=COMMAND,
+            image,
+            name=name,
+            environment={"USER_SET": "1"},
+            network=self.network,
+            command=COMMAND,
             restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
             mounts=[Mount("/data", str(self.mount_dir), type="bind", read_only=True)],
-            healthcheck=Healthcheck(test=["CMD", "/bin/true"], interval=30_000_000_000), **kwargs)
+            healthcheck=Healthcheck(test=["CMD", "/bin/true"], interval=30_000_000_000),
+            **kwargs,
+        )
         if start:
             container.start()
             images.wait_http(f"http://127.0.0.1:{port}/version")
         return name, port
 
     def deployer(self, name: str, port: int, **extra: Any) -> DockerDeployer:
-        opts = {"type": "docker", "docker_host": self.podman.docker_host, "health_timeout": 20,
-                "version_label": "app.version",
-                "containers": [{"name": name, "health_url": f"http://127.0.0.1:{port}/health"}], **extra}
+        opts = {
+            "type": "docker",
+            "docker_host": self.podman.docker_host,
+            "health_timeout": 20,
+            "version_label": "app.version",
+            "containers": [{"name": name, "health_url": f"http://127.0.0.1:{port}/health"}],
+            **extra,
+        }
         return DockerDeployer(DockerDeployer.Options.model_validate(opts))
 
 
 @pytest.fixture(scope="module")
 def world(podman: PodmanService, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     v1 = images.build_web_image(podman, images.session_tag(podman, "dweb", "v1"), version="v1")
-    v2 = images.build_web_image(podman, images.session_tag(podman, "dweb", "v2"), version="v2", healthy=False,
-                                env={"MODEL": "big"}, labels={"v2.only": "yes"})
+    v2 = images.build_web_image(
+        podman,
+        images.session_tag(podman, "dweb", "v2"),
+        version="v2",
+        healthy=False,
+        env={"MODEL": "big"},
+        labels={"v2.only": "yes"},
+    )
     net = podman.client().networks.create(podman.name("net"), labels=podman.labels)
     mount_dir = tmp_path_factory.mktemp("mount")
     (mount_dir / "f").write_text("x")
@@ -95,9 +112,11 @@ async def test_revert_keeps_operator_config_and_drops_bad_image_settings(world: 
             result = await deployer.deploy(world.release("v1"), incident="inc1")
             health = await deployer.wait_healthy(time.monotonic() + 20)
             to_healthy = time.monotonic() - started
-        print(f"\nrevert v2->v1: unavailable {poller.unavailable * 1000:.0f} ms seen by a 20 ms poller "
-              f"({poller.failures} failed requests), step start to healthy {to_healthy:.3f}s, "
-              f"stop+start {result['containers'][0]['stop_start_s']}s, {health}")
+        print(
+            f"\nrevert v2->v1: unavailable {poller.unavailable * 1000:.0f} ms seen by a 20 ms poller "
+            f"({poller.failures} failed requests), step start to healthy {to_healthy:.3f}s, "
+            f"stop+start {result['containers'][0]['stop_start_s']}s, {health}"
+        )
         assert result["containers"][0]["action"] == "recreated"
         assert version_of(port) == "v1"
         new = inspect(world.podman, name)
@@ -111,8 +130,9 @@ async def test_revert_keeps_operator_config_and_drops_bad_image_settings(world: 
         assert cfg["Healthcheck"]["Test"] == ["CMD", "/bin/true"]
         assert host["PortBindings"]["8080/tcp"][0]["HostPort"] == str(port)
         assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
-        assert any(m["Destination"] == "/data" and m["Source"] == str(world.mount_dir) and not m["RW"]
-                   for m in new["Mounts"])
+        assert any(
+            m["Destination"] == "/data" and m["Source"] == str(world.mount_dir) and not m["RW"] for m in new["Mounts"]
+        )
         assert world.network in new["NetworkSettings"]["Networks"]
         kept = inspect(world.podman, f"{name}__pre_inc1")
         assert kept["Image"] == world.v2 and not kept["State"]["Running"]
@@ -212,8 +232,11 @@ async def test_port_taken_names_container_and_image_and_puts_the_old_back(world:
 
 
 async def test_daemon_unreachable_names_the_host(world: World, tmp_path: Path) -> None:
-    opts = {"type": "docker", "docker_host": f"unix://{tmp_path}/none.sock",
-            "containers": [{"name": "web", "health_url": "http://127.0.0.1:1/health"}]}
+    opts = {
+        "type": "docker",
+        "docker_host": f"unix://{tmp_path}/none.sock",
+        "containers": [{"name": "web", "health_url": "http://127.0.0.1:1/health"}],
+    }
     deployer = DockerDeployer(DockerDeployer.Options.model_validate(opts))
     with pytest.raises(BackendError) as info:
         await deployer.deploy(world.release("v1"), incident="inc8")

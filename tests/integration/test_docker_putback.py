@@ -30,8 +30,10 @@ SVC = {"budget": {"remaining": 1, "max": 1, "window_s": 60}, "cooldown_remaining
 FAILURES = {
     "start_fails": (["/nonexistent"], "did not start"),
     "exits": (["/bin/sh", "-c", "exit 3"], "exited (code 3"),
-    "unhealthy": (["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"],
-                  "not healthy within its health timeout"),
+    "unhealthy": (
+        ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"],
+        "not healthy within its health timeout",
+    ),
 }
 
 
@@ -40,21 +42,35 @@ class World:
         self.podman, self.v1, self.v2 = podman, v1, v2
 
     def run(self, image: str, name: str, port: int) -> None:
-        images.start_container(self.podman, image, name=name,
-                               **images.web_container_kwargs(self.podman, port=port, labels={"op": "x"}))
+        images.start_container(
+            self.podman, image, name=name, **images.web_container_kwargs(self.podman, port=port, labels={"op": "x"})
+        )
         images.wait_http(f"http://127.0.0.1:{port}/health")
 
     def deployer(self, name: str, port: int, **extra: Any) -> DockerDeployer:
-        return DockerDeployer(DockerDeployer.Options.model_validate({
-            "type": "docker", "docker_host": self.podman.docker_host, "health_timeout": 3,
-            "port_release_timeout": 5, "stop_timeout": 2, "version_label": "app.version",
-            "containers": [{"name": name, "health_url": f"http://127.0.0.1:{port}/health"}], **extra}))
+        return DockerDeployer(
+            DockerDeployer.Options.model_validate(
+                {
+                    "type": "docker",
+                    "docker_host": self.podman.docker_host,
+                    "health_timeout": 3,
+                    "port_release_timeout": 5,
+                    "stop_timeout": 2,
+                    "version_label": "app.version",
+                    "containers": [{"name": name, "health_url": f"http://127.0.0.1:{port}/health"}],
+                    **extra,
+                }
+            )
+        )
 
     def ours(self, name: str) -> list[dict[str, Any]]:
         """Every container named ``name`` or ``name__pre_*`` (running or not)."""
         found = self.podman.client().api.containers(all=True)
-        return [c for c in found if any(n.lstrip("/") == name or n.lstrip("/").startswith(f"{name}__pre_")
-                                        for n in c["Names"])]
+        return [
+            c
+            for c in found
+            if any(n.lstrip("/") == name or n.lstrip("/").startswith(f"{name}__pre_") for n in c["Names"])
+        ]
 
     def running(self, name: str) -> list[str]:
         return [c["Names"][0].lstrip("/") for c in self.ours(name) if c["State"] == "running"]
@@ -100,8 +116,9 @@ async def test_a_failing_green_container_puts_the_previous_one_back_serving(worl
         assert world.running(name) == [name] and len(world.ours(name)) == 1  # the failed one is gone
         assert version(port) == b"v2"
         # roll-forward of that failed revert: the previous container already serves
-        forward = await deployer.roll_forward("f1", Release(service="web", version="v2", digest=world.v2),
-                                              incident="f2")
+        forward = await deployer.roll_forward(
+            "f1", Release(service="web", version="v2", digest=world.v2), incident="f2"
+        )
         assert forward["noop"] is True and version(port) == b"v2" and world.running(name) == [name]
     finally:
         await deployer.close()
@@ -134,8 +151,9 @@ async def test_put_back_waits_for_the_port_and_pages_when_nothing_serves(world: 
         assert world.running(name) == []
         holder.pop().close()
         deployer.engine.hook = None
-        forward = await deployer.roll_forward("h1", Release(service="web", version="v2", digest=world.v2),
-                                              incident="h2")
+        forward = await deployer.roll_forward(
+            "h1", Release(service="web", version="v2", digest=world.v2), incident="h2"
+        )
         assert forward["noop"] is True and version(port) == b"v2" and world.running(name) == [name]
 
         # the port freed 1 s after the stop (Podman releasing it late): the put-back waits, then serves
@@ -171,13 +189,15 @@ async def test_status_of_what_serves(world: World) -> None:
         body = await deployer.serving()
         assert body["serving"] == [name] and body["containers"][name]["image_id"] == world.v2
         assert body["note"] is None
-        assert "serving:      " + name in render.status({"mode": "auto", "services": {"web": {
-            **SVC, "containers": body}}})
+        assert "serving:      " + name in render.status(
+            {"mode": "auto", "services": {"web": {**SVC, "containers": body}}}
+        )
         world.podman.client().api.stop(name, timeout=2)
         body = await deployer.serving()
         assert body["note"] == "NO RUNNING CONTAINER"
-        assert "serving:      NO RUNNING CONTAINER" in render.status({"mode": "auto", "services": {"web": {
-            **SVC, "containers": body}}})
+        assert "serving:      NO RUNNING CONTAINER" in render.status(
+            {"mode": "auto", "services": {"web": {**SVC, "containers": body}}}
+        )
     finally:
         await deployer.close()
         world.podman.remove_containers()

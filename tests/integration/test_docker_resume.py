@@ -56,15 +56,20 @@ class World:
 
     def start_v2(self) -> tuple[str, int]:
         name, port = self.podman.name("rs"), images.free_port()
-        images.start_container(self.podman, self.v2, name=name,
-                               **images.web_container_kwargs(self.podman, port=port))
+        images.start_container(self.podman, self.v2, name=name, **images.web_container_kwargs(self.podman, port=port))
         images.wait_http(f"http://127.0.0.1:{port}/version")
         return name, port
 
     def options(self, name: str, port: int) -> dict[str, Any]:
-        return {"type": "docker", "docker_host": self.podman.docker_host, "health_timeout": 10, "stop_timeout": 2,
-                "api_backoff": 0.05, "version_label": "app.version",
-                "containers": [{"name": name, "health_url": f"http://127.0.0.1:{port}/health"}]}
+        return {
+            "type": "docker",
+            "docker_host": self.podman.docker_host,
+            "health_timeout": 10,
+            "stop_timeout": 2,
+            "api_backoff": 0.05,
+            "version_label": "app.version",
+            "containers": [{"name": name, "health_url": f"http://127.0.0.1:{port}/health"}],
+        }
 
     def deployer(self, name: str, port: int) -> DockerDeployer:
         return DockerDeployer(DockerDeployer.Options.model_validate(self.options(name, port)))
@@ -72,8 +77,11 @@ class World:
     def state(self, name: str) -> dict[str, tuple[str, str]]:
         """name -> (image, state) of ``name`` and its kept copies."""
         found = self.podman.client().api.containers(all=True)
-        return {c["Names"][0].lstrip("/"): (c["ImageID"] if "ImageID" in c else c["Image"], c["State"])
-                for c in found if c["Names"][0].lstrip("/").split("__pre_")[0] == name}
+        return {
+            c["Names"][0].lstrip("/"): (c["ImageID"] if "ImageID" in c else c["Image"], c["State"])
+            for c in found
+            if c["Names"][0].lstrip("/").split("__pre_")[0] == name
+        }
 
     def assert_one_serving_v1(self, name: str, port: int, incident: str) -> None:
         state = self.state(name)
@@ -104,6 +112,7 @@ def flaky(real: Callable[..., Any], *, lose_answer: bool) -> Callable[..., Any]:
                 real(*args, **kwargs)
             raise requests.ConnectionError("connection reset by peer (injected)")
         return real(*args, **kwargs)
+
     return call
 
 
@@ -171,16 +180,20 @@ def test_kill_9_of_the_daemon_during_the_revert_resumes_to_one_container(world: 
     images.start_container(world.podman, world.v1, name=name, **images.web_container_kwargs(world.podman, port=port))
     images.wait_http(f"http://127.0.0.1:{port}/health")
     # retries: a kill -9 still counts as an attempt in this runner (the incident engine's concern, not the step's)
-    svc = {"policy": {"confirm": "off"}, "releases": {"data": "optional"},
-           "plan": [{"type": "deploy.revert", "retries": 3}],
-           "deploy": {**world.options(name, port), "stop_timeout": 1}}
+    svc = {
+        "policy": {"confirm": "off"},
+        "releases": {"data": "optional"},
+        "plan": [{"type": "deploy.revert", "retries": 3}],
+        "deploy": {**world.options(name, port), "stop_timeout": 1},
+    }
     daemon = DaemonProcess(write_config(tmp_path, services={"web": svc}))
     try:
         daemon.start()
         assert daemon.api.call("POST", "/v1/releases/v1/green", {"service": "web", "reason": "ok"})[0] == 200
         world.podman.client().api.remove_container(name, force=True)
-        images.start_container(world.podman, world.v2, name=name,
-                               **images.web_container_kwargs(world.podman, port=port))
+        images.start_container(
+            world.podman, world.v2, name=name, **images.web_container_kwargs(world.podman, port=port)
+        )
         images.wait_http(f"http://127.0.0.1:{port}/health")
         time.sleep(OBSERVE_CACHE_S)  # the decision-time inspect may be cached that long (readyz asked)
         status, inc = daemon.api.call("POST", "/v1/trigger", {"service": "web", "reason": "bad"})

@@ -51,10 +51,18 @@ class Images:
 
 @pytest.fixture(scope="module")
 def imgs(podman: PodmanService, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
-    v1 = images.build_web_image(podman, images.session_tag(podman, "sweb", "v1"), version="v1",
-                                env={"WORKERS": "1"}, labels={"tier": "bronze"})
-    v2 = images.build_web_image(podman, images.session_tag(podman, "sweb", "v2"), version="v2",
-                                env={"WORKERS": "4"}, labels={"tier": "gold"}, user="1000", volumes=["/v2data"])
+    v1 = images.build_web_image(
+        podman, images.session_tag(podman, "sweb", "v1"), version="v1", env={"WORKERS": "1"}, labels={"tier": "bronze"}
+    )
+    v2 = images.build_web_image(
+        podman,
+        images.session_tag(podman, "sweb", "v2"),
+        version="v2",
+        env={"WORKERS": "4"},
+        labels={"tier": "gold"},
+        user="1000",
+        volumes=["/v2data"],
+    )
     net = podman.client().networks.create(podman.name("snet"), labels=podman.labels)
     bind = tmp_path_factory.mktemp("bind")
     (bind / "f").write_text("x")
@@ -70,21 +78,88 @@ def labels(podman: PodmanService) -> list[str]:
 
 
 def green_flags(pm: PodmanService, im: Images, port: int, volume: str) -> list[str]:
-    return [*labels(pm), "-p", f"127.0.0.1:{port}:8080", "--user", "1000", "-e", "WORKERS=4", "-e", "OP=1",
-            "--label", "tier=gold", "--label", "op.label=kept", "--network", im.network, "--network-alias", "web-a",
-            "--hostname", "webhost", "--restart", "on-failure:3", "-v", f"{im.bind}:/data:ro", "-v",
-            f"{volume}:/named", "--read-only", "--tmpfs", "/scratch",
-            "--ulimit", "nofile=1024:2048", "--ulimit", "nproc=1024:2048",
-            "--cap-drop", "NET_RAW", "--security-opt", "no-new-privileges", "--pids-limit", "200",
-            "--memory-reservation", "64m", "--oom-score-adj", "300", "--group-add", "123",
-            "--sysctl", f"{SYSCTL}=0", "--log-opt", "max-size=5m", "--stop-timeout", "7",
-            "--health-cmd", "/bin/true", "--health-interval", "30s"]
+    return [
+        *labels(pm),
+        "-p",
+        f"127.0.0.1:{port}:8080",
+        "--user",
+        "1000",
+        "-e",
+        "WORKERS=4",
+        "-e",
+        "OP=1",
+        "--label",
+        "tier=gold",
+        "--label",
+        "op.label=kept",
+        "--network",
+        im.network,
+        "--network-alias",
+        "web-a",
+        "--hostname",
+        "webhost",
+        "--restart",
+        "on-failure:3",
+        "-v",
+        f"{im.bind}:/data:ro",
+        "-v",
+        f"{volume}:/named",
+        "--read-only",
+        "--tmpfs",
+        "/scratch",
+        "--ulimit",
+        "nofile=1024:2048",
+        "--ulimit",
+        "nproc=1024:2048",
+        "--cap-drop",
+        "NET_RAW",
+        "--security-opt",
+        "no-new-privileges",
+        "--pids-limit",
+        "200",
+        "--memory-reservation",
+        "64m",
+        "--oom-score-adj",
+        "300",
+        "--group-add",
+        "123",
+        "--sysctl",
+        f"{SYSCTL}=0",
+        "--log-opt",
+        "max-size=5m",
+        "--stop-timeout",
+        "7",
+        "--health-cmd",
+        "/bin/true",
+        "--health-interval",
+        "30s",
+    ]
 
 
 def bad_flags(pm: PodmanService, im: Images, port: int) -> list[str]:
-    return [*labels(pm), "-p", f"127.0.0.1:{port}:8080", "--user", "1000", "-e", "WORKERS=4", "-e", "FEATURE_X=on",
-            "--label", "tier=gold", "--label", "bad.only=1", "--network", im.network, "--memory", "256m",
-            "--health-cmd", "/bin/false", "--health-interval", "10s"]
+    return [
+        *labels(pm),
+        "-p",
+        f"127.0.0.1:{port}:8080",
+        "--user",
+        "1000",
+        "-e",
+        "WORKERS=4",
+        "-e",
+        "FEATURE_X=on",
+        "--label",
+        "tier=gold",
+        "--label",
+        "bad.only=1",
+        "--network",
+        im.network,
+        "--memory",
+        "256m",
+        "--health-cmd",
+        "/bin/false",
+        "--health-interval",
+        "10s",
+    ]
 
 
 def inspect(pm: PodmanService, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -97,26 +172,54 @@ def inspect(pm: PodmanService, name: str) -> tuple[dict[str, Any], dict[str, Any
 @pytest.fixture
 async def ledger(podman: PodmanService, tmp_path: Path) -> AsyncIterator[tuple[Ledger, str, int]]:
     name, port = podman.name("sweb"), images.free_port()
-    deployer = DockerDeployer(DockerDeployer.Options.model_validate({
-        "type": "docker", "docker_host": podman.docker_host, "health_timeout": 20, "version_label": "app.version",
-        "containers": [{"name": name, "health_url": f"http://127.0.0.1:{port}/health"}]}))
+    deployer = DockerDeployer(
+        DockerDeployer.Options.model_validate(
+            {
+                "type": "docker",
+                "docker_host": podman.docker_host,
+                "health_timeout": 20,
+                "version_label": "app.version",
+                "containers": [{"name": name, "health_url": f"http://127.0.0.1:{port}/health"}],
+            }
+        )
+    )
     store = SqliteStateStore(SqliteStateStore.Options(path=str(tmp_path / "s.db")))
     await store.open()
-    yield Ledger(service="web", store=store, metrics=Metrics(["web"]), prometheus=None, baseline=BaselineOptions(),
-                 green_after=None, deployer=deployer), name, port
+    yield (
+        Ledger(
+            service="web",
+            store=store,
+            metrics=Metrics(["web"]),
+            prometheus=None,
+            baseline=BaselineOptions(),
+            green_after=None,
+            deployer=deployer,
+        ),
+        name,
+        port,
+    )
     await deployer.close()
     await store.close()
 
 
 async def test_revert_recreates_the_green_spec_property_by_property(
-        podman: PodmanService, imgs: Images, ledger: tuple[Ledger, str, int]) -> None:
+    podman: PodmanService, imgs: Images, ledger: tuple[Ledger, str, int]
+) -> None:
     led, name, port = ledger
     volume = podman.name("vol")
     podman.cli("run", "-d", "--name", name, *green_flags(podman, imgs, port, volume), imgs.v1)
     try:
         await asyncio.to_thread(images.wait_http, f"http://127.0.0.1:{port}/health")
-        green = await led.record(version="v1", image=None, digest=imgs.v1, config_digest=None, schema_version=None,
-                                 source="pipeline", actor="t", reason="t")
+        green = await led.record(
+            version="v1",
+            image=None,
+            digest=imgs.v1,
+            config_digest=None,
+            schema_version=None,
+            source="pipeline",
+            actor="t",
+            reason="t",
+        )
         await led.mark_green("v1", actor="t", reason="t")
         assert green.spec is not None and await led.spec_of(green) == green.spec
         recorded = green.spec[name]
@@ -128,8 +231,10 @@ async def test_revert_recreates_the_green_spec_property_by_property(
         await led.observe()
         assert (await led.live()).version == "v2"  # type: ignore[union-attr]
 
-        result = await led.deployer.deploy(await led.with_spec(await led.find("v1")),  # type: ignore[union-attr]
-                                           incident="s1")
+        result = await led.deployer.deploy(
+            await led.with_spec(await led.find("v1")),  # type: ignore[union-attr]
+            incident="s1",
+        )
         assert result["spec"] == "recorded", result
         assert (await asyncio.to_thread(images.wait_http, f"http://127.0.0.1:{port}/version")).strip() == b"v1"
         compat, libpod = inspect(podman, name)
@@ -151,8 +256,19 @@ async def test_revert_recreates_the_green_spec_property_by_property(
         assert any(m["Destination"] == "/named" and m["Name"] == volume for m in compat["Mounts"])
         assert any(m["Destination"] == "/data" and not m["RW"] for m in compat["Mounts"])
         assert host["Memory"] == 0  # v2's --memory 256m not carried over
-        for key in ("PidsLimit", "MemoryReservation", "OomScoreAdj", "GroupAdd", "ReadonlyRootfs", "CapDrop",
-                    "SecurityOpt", "RestartPolicy", "PortBindings", "Ulimits", "Tmpfs"):
+        for key in (
+            "PidsLimit",
+            "MemoryReservation",
+            "OomScoreAdj",
+            "GroupAdd",
+            "ReadonlyRootfs",
+            "CapDrop",
+            "SecurityOpt",
+            "RestartPolicy",
+            "PortBindings",
+            "Ulimits",
+            "Tmpfs",
+        ):
             assert host[key] == before_compat["HostConfig"][key], key
         assert host["PidsLimit"] == 200 and host["OomScoreAdj"] == 300 and host["GroupAdd"] == ["123"]
         assert libpod["HostConfig"]["LogConfig"]["Size"] == before_libpod["HostConfig"]["LogConfig"]["Size"] == "5MB"
@@ -166,7 +282,8 @@ async def test_revert_recreates_the_green_spec_property_by_property(
 
 
 async def test_a_release_without_spec_falls_back_and_says_so(
-        podman: PodmanService, imgs: Images, ledger: tuple[Ledger, str, int]) -> None:
+    podman: PodmanService, imgs: Images, ledger: tuple[Ledger, str, int]
+) -> None:
     led, name, port = ledger
     podman.cli("run", "-d", "--name", name, *bad_flags(podman, imgs, port), imgs.v2)
     deployer = led.deployer
@@ -183,49 +300,96 @@ async def test_a_release_without_spec_falls_back_and_says_so(
 
 
 async def test_record_refuses_what_the_docker_host_cannot_resolve(
-        podman: PodmanService, imgs: Images, ledger: tuple[Ledger, str, int]) -> None:
+    podman: PodmanService, imgs: Images, ledger: tuple[Ledger, str, int]
+) -> None:
     led, _, _ = ledger
     manifest = "sha256:" + "ab" * 32  # a registry manifest digest: never an image id on this host
-    for kwargs in ({"image": None, "digest": manifest}, {"image": "localhost/no-such:v9", "digest": None},
-                   {"image": "localhost/rag@" + manifest, "digest": None}):
+    for kwargs in (
+        {"image": None, "digest": manifest},
+        {"image": "localhost/no-such:v9", "digest": None},
+        {"image": "localhost/rag@" + manifest, "digest": None},
+    ):
         with pytest.raises(PayloadError) as info:
-            await led.record(version="v9", config_digest=None, schema_version=None, source="pipeline", actor="t",
-                             reason="t", **kwargs)  # type: ignore[arg-type]
+            await led.record(
+                version="v9",
+                config_digest=None,
+                schema_version=None,
+                source="pipeline",
+                actor="t",
+                reason="t",
+                **kwargs,
+            )  # type: ignore[arg-type]
         assert "does not resolve on the Docker host" in str(info.value)
     assert await led.history() == []
     tag = images.session_tag(podman, "sweb", "v1")
-    release = await led.record(version="v1", image=f"localhost/{tag}", digest=None, config_digest=None,
-                               schema_version=None, source="pipeline", actor="t", reason="t")
+    release = await led.record(
+        version="v1",
+        image=f"localhost/{tag}",
+        digest=None,
+        config_digest=None,
+        schema_version=None,
+        source="pipeline",
+        actor="t",
+        reason="t",
+    )
     assert release.digest == imgs.v1
 
 
 def step_context(led: Ledger, target: Release, incident: str) -> tuple[StepContext, dict[str, Any]]:
-    context: dict[str, Any] = {"target": {"version": target.version, "digest": target.digest,
-                                          "release_id": target.id, "why": "the last green"}}
+    context: dict[str, Any] = {
+        "target": {"version": target.version, "digest": target.digest, "release_id": target.id, "why": "the last green"}
+    }
 
     async def save(key: str, value: Any) -> None:
         context[key] = value
 
-    inc = Incident(id=incident, service=led.service, state=IncidentState.RUNNING, dry_run=False,
-                   trigger=Trigger(kind="manual", reason="t", requested_by="t"), created_at=time.time(), plan=[],
-                   context=context)
-    runtime = ServiceRuntime(name=led.service, config=None,  # type: ignore[arg-type]
-                             caps=Capabilities(deployer=led.deployer, releases=led))
-    return StepContext(incident=inc, runtime=runtime, step_name="deploy.revert", attempt=1, dry_run=False,
-                       outputs={}, log=logging.LoggerAdapter(logging.getLogger("t"), {}), save=save), context
+    inc = Incident(
+        id=incident,
+        service=led.service,
+        state=IncidentState.RUNNING,
+        dry_run=False,
+        trigger=Trigger(kind="manual", reason="t", requested_by="t"),
+        created_at=time.time(),
+        plan=[],
+        context=context,
+    )
+    runtime = ServiceRuntime(
+        name=led.service,
+        config=None,  # type: ignore[arg-type]
+        caps=Capabilities(deployer=led.deployer, releases=led),
+    )
+    return StepContext(
+        incident=inc,
+        runtime=runtime,
+        step_name="deploy.revert",
+        attempt=1,
+        dry_run=False,
+        outputs={},
+        log=logging.LoggerAdapter(logging.getLogger("t"), {}),
+        save=save,
+    ), context
 
 
 @pytest.mark.parametrize("with_spec", [True, False], ids=["spec", "no_spec"])
 async def test_the_revert_step_uses_the_recorded_spec_or_says_it_had_none(
-        podman: PodmanService, imgs: Images, ledger: tuple[Ledger, str, int], with_spec: bool) -> None:
+    podman: PodmanService, imgs: Images, ledger: tuple[Ledger, str, int], with_spec: bool
+) -> None:
     led, name, port = ledger
     flags = [*labels(podman), "-p", f"127.0.0.1:{port}:8080", "--user", "1000"]
     try:
         if with_spec:
             podman.cli("run", "-d", "--name", name, *flags, imgs.v1)
             await asyncio.to_thread(images.wait_http, f"http://127.0.0.1:{port}/health")
-        green = await led.record(version="v1", image=None, digest=imgs.v1, config_digest=None, schema_version=None,
-                                 source="pipeline", actor="t", reason="t")
+        green = await led.record(
+            version="v1",
+            image=None,
+            digest=imgs.v1,
+            config_digest=None,
+            schema_version=None,
+            source="pipeline",
+            actor="t",
+            reason="t",
+        )
         await led.mark_green("v1", actor="t", reason="t")
         assert (green.spec is not None) is with_spec
         podman.cli("rm", "-f", "-t", "1", name, check=False)
@@ -234,8 +398,9 @@ async def test_the_revert_step_uses_the_recorded_spec_or_says_it_had_none(
         ctx, _ = step_context(led, green, "st1")
         output = await Redeploy(StepConfig(type="deploy.revert"), Redeploy.Options()).run(ctx)
         print("\n" + output["summary"])
-        assert (NO_SPEC in output["summary"]) is not with_spec and output["spec"] == ("recorded" if with_spec
-                                                                                       else NO_SPEC)
+        assert (NO_SPEC in output["summary"]) is not with_spec and output["spec"] == (
+            "recorded" if with_spec else NO_SPEC
+        )
         user = podman.client().api.inspect_container(name)["Config"]["User"]
         assert user == "1000" if with_spec else user in ("", "0", "root")  # the old inference loses it
         assert (await led.live()).version == "v1"  # type: ignore[union-attr]

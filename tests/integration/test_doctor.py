@@ -40,10 +40,20 @@ class Stack:
 
 
 def doctor(config: Path, *args: str, webhook_token: str = WEBHOOK_TOKEN) -> tuple[int, Any, str]:
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO / "daemon"), **TEST_ENV,
-           "ROLLBACKD_WEBHOOK_TOKEN": webhook_token}
-    out = subprocess.run([sys.executable, "-m", "rollbackd", "doctor", "--config", str(config), *args],
-                         capture_output=True, text=True, env=env, timeout=200, check=False)
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(REPO / "daemon"),
+        **TEST_ENV,
+        "ROLLBACKD_WEBHOOK_TOKEN": webhook_token,
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "rollbackd", "doctor", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=200,
+        check=False,
+    )
     body = json.loads(out.stdout) if "--json" in args and out.stdout.strip().startswith("{") else None
     return out.returncode, body, out.stdout + out.stderr
 
@@ -58,10 +68,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     listen = f"127.0.0.1:{free_port()}"
     token_file = tmp / "webhook-token"
     token_file.write_text(WEBHOOK_TOKEN + "\n")
-    with MetricsExporter() as rag, \
-            AlertmanagerServer(example_config(f"http://{listen}", token_file, fast=False)) as am, \
-            PrometheusServer(config=prometheus_config(rag=rag.address, rollbackd=listen,
-                                                      alertmanager=am.url.removeprefix("http://"))) as prom:
+    with (
+        MetricsExporter() as rag,
+        AlertmanagerServer(example_config(f"http://{listen}", token_file, fast=False)) as am,
+        PrometheusServer(
+            config=prometheus_config(rag=rag.address, rollbackd=listen, alertmanager=am.url.removeprefix("http://"))
+        ) as prom,
+    ):
         rag.set_render(rag_metrics())
         config = rollbackd_config(tmp, listen=listen, prometheus=prom.url, alertmanager=am.url)
         with DaemonProcess(config) as daemon:
@@ -73,8 +86,9 @@ def _record_green_release(stack: Stack) -> None:
     prom = stack.prometheus
     # The baseline is a rate over the service's latency histogram: it needs two samples.
     prom.wait_for('count_over_time(rag_http_request_duration_seconds_count{service="rag"}[30m]) >= 2', timeout=WAIT)
-    status, body = stack.daemon.api.call("POST", "/v1/releases", {"service": "rag", "version": "v1",
-                                                                  "image": "rag:v1", "digest": DIGEST})
+    status, body = stack.daemon.api.call(
+        "POST", "/v1/releases", {"service": "rag", "version": "v1", "image": "rag:v1", "digest": DIGEST}
+    )
     assert status == 201, body
     status, body = stack.daemon.api.call("POST", "/v1/releases/v1/green", {"service": "rag", "reason": "known good"})
     assert status == 200, body
@@ -96,8 +110,18 @@ def test_every_check_is_green_with_the_shipped_configs_and_the_test_alert_is_nev
     code, body, text = doctor(stack.config, "--json", "--send-test-alert", "--timeout", "90")
     assert code == 0, text
     checks = by_name(body)
-    green = {"rollbackd", "prometheus", "series[rag]", "rules", "scraped", "baseline[rag]", "alertmanager",
-             "routing[rag]", "test_alert[rag]", "releases[rag]"}
+    green = {
+        "rollbackd",
+        "prometheus",
+        "series[rag]",
+        "rules",
+        "scraped",
+        "baseline[rag]",
+        "alertmanager",
+        "routing[rag]",
+        "test_alert[rag]",
+        "releases[rag]",
+    }
     assert {n for n, c in checks.items() if c["status"] == "ok"} == green, text
     # What this example does not configure is skipped, never failed or warned about.
     assert {c["status"] for n, c in checks.items() if n not in green} <= {"skip"}, text
@@ -129,9 +153,18 @@ def test_without_the_service_label_doctor_names_the_scrape_job(tmp_path: Path) -
     """Three faults of a first hour at once: the RAG job without its service label, only the RAG rule
     file loaded, rollbackd not running where Prometheus scrapes it."""
     listen = f"127.0.0.1:{free_port()}"
-    with MetricsExporter() as rag, PrometheusServer(config=prometheus_config(
-            rag=rag.address, rollbackd=listen, alertmanager="127.0.0.1:9", drop_service_label=True,
-            rule_glob="rag.rules.yml")) as prom:
+    with (
+        MetricsExporter() as rag,
+        PrometheusServer(
+            config=prometheus_config(
+                rag=rag.address,
+                rollbackd=listen,
+                alertmanager="127.0.0.1:9",
+                drop_service_label=True,
+                rule_glob="rag.rules.yml",
+            )
+        ) as prom,
+    ):
         rag.set_render(rag_metrics())
         prom.wait_for('rag_http_requests_total{job="rag"}', timeout=WAIT)
         prom.wait_for('up{job="rollbackd"} == 0', timeout=WAIT)
@@ -147,8 +180,10 @@ def test_without_the_service_label_doctor_names_the_scrape_job(tmp_path: Path) -
     assert rules["status"] == "fail" and "missing: RollbackdBudgetExhausted, RollbackdDown," in rules["detail"]
     assert "RAGGateFailRateHigh" not in rules["detail"]
     scraped = checks["scraped"]
-    assert scraped["status"] == "fail" and f"job rollbackd scrapes http://{listen}/metrics but it is down" in \
-        scraped["detail"]
+    assert (
+        scraped["status"] == "fail"
+        and f"job rollbackd scrapes http://{listen}/metrics but it is down" in scraped["detail"]
+    )
     # The daemon and Alertmanager are not running: said once each, and what needs them is skipped.
     assert checks["rollbackd"]["status"] == "fail" and "start the daemon" in checks["rollbackd"]["fix"]
     assert checks["alertmanager"]["status"] == "fail" and checks["routing"]["status"] == "skip"

@@ -45,27 +45,33 @@ async def check(s: Settings, fn: Any) -> list[Finding]:
 
 
 def slack_settings(tmp_path: Path, recorder: SlackRecorder, *, token: str, channel: str) -> Settings:
-    raw = config_dict(tmp_path, services={"rag": {"policy": {"confirm": "off"}, "plan": PLAN}},
-                      notify={"type": "slack", "bot_token": "${SLACK_BOT_TOKEN}", "channel": channel,
-                              "base_url": recorder.base_url})
+    raw = config_dict(
+        tmp_path,
+        services={"rag": {"policy": {"confirm": "off"}, "plan": PLAN}},
+        notify={"type": "slack", "bot_token": "${SLACK_BOT_TOKEN}", "channel": channel, "base_url": recorder.base_url},
+    )
     return parse(yaml.safe_dump(raw), {**TEST_ENV, "SLACK_BOT_TOKEN": token})
 
 
 async def test_slack_token_and_channel(tmp_path: Path, slack_recorder: SlackRecorder) -> None:
     slack_recorder.channels = {"C0RAG"}
-    (good,) = await check(slack_settings(tmp_path, slack_recorder, token=slack_recorder.token, channel="C0RAG"),
-                          backends.check_slack)
+    (good,) = await check(
+        slack_settings(tmp_path, slack_recorder, token=slack_recorder.token, channel="C0RAG"), backends.check_slack
+    )
     assert (good.status, good.subject) == (Status.OK, "rag"), good
     assert "token valid" in good.detail and "#channel-c0rag reachable" in good.detail
-    (bad_token,) = await check(slack_settings(tmp_path, slack_recorder, token="xoxb-wrong", channel="C0RAG"),
-                               backends.check_slack)
+    (bad_token,) = await check(
+        slack_settings(tmp_path, slack_recorder, token="xoxb-wrong", channel="C0RAG"), backends.check_slack
+    )
     assert bad_token.status is Status.FAIL and "invalid_auth" in bad_token.detail and "xoxb-wrong" not in str(bad_token)
-    (by_name,) = await check(slack_settings(tmp_path, slack_recorder, token=slack_recorder.token, channel="#rag"),
-                             backends.check_slack)
+    (by_name,) = await check(
+        slack_settings(tmp_path, slack_recorder, token=slack_recorder.token, channel="#rag"), backends.check_slack
+    )
     assert by_name.status is Status.FAIL and "channel ID" in by_name.fix
     slack_recorder.set_down(True)
-    (down,) = await check(slack_settings(tmp_path, slack_recorder, token=slack_recorder.token, channel="C0RAG"),
-                          backends.check_slack)
+    (down,) = await check(
+        slack_settings(tmp_path, slack_recorder, token=slack_recorder.token, channel="C0RAG"), backends.check_slack
+    )
     assert down.status is Status.FAIL and "does not answer" in down.detail
     # The doctor only reads: it never posted a message.
     assert {r.method for r in slack_recorder.requests} <= {"auth.test", "conversations.info"}
@@ -78,8 +84,12 @@ async def test_no_notifier_is_skipped(tmp_path: Path) -> None:
 
 
 def _pg_service(dsn: str) -> dict[str, Any]:
-    return {"snapshots": {"dir": "/tmp/rbt-doctor-snaps", "stores": {
-        "postgres": {"type": "postgres", "dsn": secret_ref("DOCTOR_PG_DSN", dsn)}}}}
+    return {
+        "snapshots": {
+            "dir": "/tmp/rbt-doctor-snaps",
+            "stores": {"postgres": {"type": "postgres", "dsn": secret_ref("DOCTOR_PG_DSN", dsn)}},
+        }
+    }
 
 
 async def test_postgres_rights(tmp_path: Path, pg_dsn: str) -> None:
@@ -92,14 +102,17 @@ async def test_postgres_rights(tmp_path: Path, pg_dsn: str) -> None:
         weak = pg_dsn.replace("postgresql://postgres@", f"postgresql://{role}@")
         (finding,) = await check(settings(tmp_path, _pg_service(weak)), backends.check_postgres)
         assert finding.status is Status.FAIL, finding
-        assert "missing CREATEDB" in finding.detail and "ownership of the live database (owned by postgres" in \
-            finding.detail
+        assert (
+            "missing CREATEDB" in finding.detail
+            and "ownership of the live database (owned by postgres" in finding.detail
+        )
         assert f"ALTER ROLE {role} CREATEDB" in finding.fix
     finally:
         await admin.execute(f"DROP ROLE IF EXISTS {role}")
         await admin.close()
-    (down,) = await check(settings(tmp_path, _pg_service("postgresql://postgres@127.0.0.1:9/x")),
-                          backends.check_postgres)
+    (down,) = await check(
+        settings(tmp_path, _pg_service("postgresql://postgres@127.0.0.1:9/x")), backends.check_postgres
+    )
     assert down.status is Status.FAIL and "connection refused" in down.detail
 
 
@@ -123,20 +136,30 @@ async def test_unconfigured_stores_are_skipped(tmp_path: Path) -> None:
 
 
 async def test_docker_api_and_the_service_container(tmp_path: Path, podman: PodmanService) -> None:
-    image = images.build_image(podman, images.session_tag(podman, "doctor", "v1"), files={},
-                               cmd=["/bin/busybox", "sleep", "600"], env={}, labels={})
+    image = images.build_image(
+        podman,
+        images.session_tag(podman, "doctor", "v1"),
+        files={},
+        cmd=["/bin/busybox", "sleep", "600"],
+        env={},
+        labels={},
+    )
     name = podman.name("doctor")
     podman.client().containers.create(image, name=name, labels=podman.labels)
 
     def deploy(host: str, container: str) -> dict[str, Any]:
-        return {"deploy": {"type": "docker", "docker_host": host,
-                           "containers": [{"name": container, "health_url": "http://127.0.0.1:9/healthz"}]}}
+        return {
+            "deploy": {
+                "type": "docker",
+                "docker_host": host,
+                "containers": [{"name": container, "health_url": "http://127.0.0.1:9/healthz"}],
+            }
+        }
 
     try:
         (good,) = await check(settings(tmp_path, deploy(podman.docker_host, name)), backends.check_docker)
         assert good.status is Status.OK and f"container {name} (created)" in good.detail, good
-        (missing,) = await check(settings(tmp_path, deploy(podman.docker_host, name + "-gone")),
-                                 backends.check_docker)
+        (missing,) = await check(settings(tmp_path, deploy(podman.docker_host, name + "-gone")), backends.check_docker)
         assert missing.status is Status.FAIL and f"no container named {name}-gone" in missing.detail
         (down,) = await check(settings(tmp_path, deploy(f"unix://{tmp_path}/none.sock", name)), backends.check_docker)
         assert down.status is Status.FAIL and "does not answer" in down.detail
@@ -146,9 +169,15 @@ async def test_docker_api_and_the_service_container(tmp_path: Path, podman: Podm
 
 async def test_snapshots_fresh_and_verified_per_store_through_the_daemon(tmp_path: Path, pg_dsn: str) -> None:
     """The snapshot check reads the daemon's status and its per-store gauge, before and after a set."""
-    service = {"policy": {"confirm": "off"}, "releases": {"track": False}, "plan": [{"type": "snapshot.safety"}],
-               "snapshots": {"dir": str(tmp_path / "snaps"), "stores": {
-                   "postgres": {"type": "postgres", "dsn": secret_ref("DOCTOR_PG_DSN", pg_dsn)}}}}
+    service = {
+        "policy": {"confirm": "off"},
+        "releases": {"track": False},
+        "plan": [{"type": "snapshot.safety"}],
+        "snapshots": {
+            "dir": str(tmp_path / "snaps"),
+            "stores": {"postgres": {"type": "postgres", "dsn": secret_ref("DOCTOR_PG_DSN", pg_dsn)}},
+        },
+    }
     config = write_config(tmp_path, services={"rag": service})
     s = load_settings(config)
     with DaemonProcess(config) as daemon:

@@ -54,7 +54,8 @@ async def _pg_fingerprint(dsn: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for table in TABLES:
             out[table] = await conn.fetchval(
-                f"SELECT md5(coalesce(string_agg(md5(t::text), '' ORDER BY t::text), '')) FROM {table} t")
+                f"SELECT md5(coalesce(string_agg(md5(t::text), '' ORDER BY t::text), '')) FROM {table} t"
+            )
         out["oid"] = await conn.fetchval("SELECT oid FROM pg_database WHERE datname = current_database()")
         out["conversations_max"] = await conn.fetchval("SELECT coalesce(max(id), 0) FROM conversations")
         return out
@@ -65,8 +66,13 @@ async def _pg_fingerprint(dsn: str) -> dict[str, Any]:
 async def _conversations_upto(dsn: str, upto: int) -> str:
     conn = await asyncpg.connect(dsn)
     try:
-        return str(await conn.fetchval("SELECT md5(coalesce(string_agg(md5(t::text), '' ORDER BY id), '')) "
-                                       "FROM conversations t WHERE id <= $1", upto))
+        return str(
+            await conn.fetchval(
+                "SELECT md5(coalesce(string_agg(md5(t::text), '' ORDER BY id), '')) "
+                "FROM conversations t WHERE id <= $1",
+                upto,
+            )
+        )
     finally:
         await conn.close()
 
@@ -74,8 +80,9 @@ async def _conversations_upto(dsn: str, upto: int) -> str:
 async def _databases_like(pattern: str) -> list[str]:
     conn = await admin_connect()
     try:
-        return sorted(r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1",
-                                                             pattern))
+        return sorted(
+            r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1", pattern)
+        )
     finally:
         await conn.close()
 
@@ -90,11 +97,18 @@ def live_fingerprint(stack: Stack) -> dict[str, Any]:
     collection = _qdrant(stack, "/collections/docs__v1")
     return {
         "pg": asyncio.run(_pg_fingerprint(stack.dsn)),
-        "qdrant": {"points": collection["points_count"], "status": collection["status"],
-                   "aliases": _qdrant(stack, "/aliases")["aliases"],
-                   "collections": sorted(c["name"] for c in _qdrant(stack, "/collections")["collections"])},
-        "container": {"id": container["Id"], "image": container["Image"], "started": container["State"]["StartedAt"],
-                      "running": container["State"]["Running"]},
+        "qdrant": {
+            "points": collection["points_count"],
+            "status": collection["status"],
+            "aliases": _qdrant(stack, "/aliases")["aliases"],
+            "collections": sorted(c["name"] for c in _qdrant(stack, "/collections")["collections"]),
+        },
+        "container": {
+            "id": container["Id"],
+            "image": container["Image"],
+            "started": container["State"]["StartedAt"],
+            "running": container["State"]["Running"],
+        },
         "traffic": list(stack.traffic.history),
     }
 
@@ -131,8 +145,9 @@ def assert_scratch_gone(stack: Stack, report: dict[str, Any]) -> None:
 
 def cli(stack: Stack, *args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ROLLBACKD_URL": url or stack.daemon_url, "ROLLBACKD_API_TOKEN": API_TOKEN}
-    return subprocess.run([sys.executable, "-m", "rollbackd", *args], env=env, capture_output=True, text=True,
-                          timeout=240, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "rollbackd", *args], env=env, capture_output=True, text=True, timeout=240, check=False
+    )
 
 
 # ---- the tests ----------------------------------------------------------------------------------
@@ -148,15 +163,19 @@ def test_go_drill_restores_scratch_copies_and_leaves_the_live_service_alone(stac
     assert report["time_to_restore_s"] > 0
     assert report["release"]["version"] == "v1" and report["release"]["live"] == "v2"
     assert {r["verifier"]: r["verdict"] for r in report["results"]} == {
-        "smoke": "pass", "ragas_quick": "pass", "governance": "pass"}
+        "smoke": "pass",
+        "ragas_quick": "pass",
+        "governance": "pass",
+    }
     assert any("counts" in n and "manifest" in n for n in report["notes"])
     scratch = report["scratch"]["container"]
     assert scratch["container"] == f"{stack.container_name}__drill_{report['id']}"
     assert scratch["image_id"].removeprefix("sha256:") == stack.image_v1.removeprefix("sha256:")
     assert scratch["live_container"] == before["container"]["id"] and scratch["port"] != stack.rag_port
     copies = sorted(report["scratch"]["data"].values())  # fresh names: <base>__rb_<set>_<4 hex>
-    assert [c.rpartition("_")[0] for c in copies] == sorted([f"{db_name(stack.dsn)}__rb_{report['snapshot_set']}",
-                                                             f"docs__rb_{report['snapshot_set']}"])
+    assert [c.rpartition("_")[0] for c in copies] == sorted(
+        [f"{db_name(stack.dsn)}__rb_{report['snapshot_set']}", f"docs__rb_{report['snapshot_set']}"]
+    )
     rewrite = report["scratch"]["rewrite"]  # the checks looked at the scratch container and database
     assert rewrite[stack.rag_url] == f"http://127.0.0.1:{scratch['port']}"
     assert rewrite[stack.dsn].rpartition("_")[0].endswith(f"__rb_{report['snapshot_set']}")
@@ -212,13 +231,18 @@ def test_no_go_when_the_scratch_container_is_unhealthy(stack: Stack, tmp_path: P
     config["services"]["rag"]["drill"].update(health_url="http://127.0.0.1:{port}/no-such-page", health_timeout="3s")
     path = tmp_path / "rollbackd.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    env = {"DOCKER_HOST": stack.podman.docker_host, "CONTAINERS_CONF": str(stack.podman.conf_path),
-           "SLACK_BOT_TOKEN": stack.slack.token}
+    env = {
+        "DOCKER_HOST": stack.podman.docker_host,
+        "CONTAINERS_CONF": str(stack.podman.conf_path),
+        "SLACK_BOT_TOKEN": stack.slack.token,
+    }
     before = fingerprint(stack)
     with DaemonProcess(path, env=env) as other:
         url = f"http://{config['listen']}"
-        for call in (("POST", "/v1/releases", {"version": "v1", "image": "rag:v1", "digest": stack.image_v1}),
-                     ("POST", "/v1/releases/v1/green", {"reason": "known good"})):
+        for call in (
+            ("POST", "/v1/releases", {"version": "v1", "image": "rag:v1", "digest": stack.image_v1}),
+            ("POST", "/v1/releases/v1/green", {"reason": "known good"}),
+        ):
             status, body = other.api.call(*call)
             assert status < 300, body
         run = cli(stack, "drill", "--json", url=url)
@@ -226,8 +250,12 @@ def test_no_go_when_the_scratch_container_is_unhealthy(stack: Stack, tmp_path: P
     report = json.loads(run.stdout)
     assert report["verdict"] == "NO-GO" and report["reason"].startswith("deploy: ")
     assert "no-such-page" in report["reason"] and "HTTP 404" in report["reason"]
-    assert [(s["name"], s["ok"]) for s in report["stages"]] == [("pick", True), ("prepare", True), ("deploy", False),
-                                                                 ("teardown", True)]
+    assert [(s["name"], s["ok"]) for s in report["stages"]] == [
+        ("pick", True),
+        ("prepare", True),
+        ("deploy", False),
+        ("teardown", True),
+    ]
     assert "removed" in report["stages"][-1]["detail"] and "dropped" in report["stages"][-1]["detail"]
     assert_scratch_gone(stack, report)
     assert_untouched(stack, before)
@@ -236,9 +264,12 @@ def test_no_go_when_the_scratch_container_is_unhealthy(stack: Stack, tmp_path: P
 def test_an_incident_preempts_a_running_drill_and_refuses_new_ones(stack: Stack) -> None:
     """Last: the rollback it starts changes the live service."""
     stack.qdrant.inject_fault(r"/snapshots/upload", status=None, delay_s=4.0, times=1)  # the drill's prepare waits
-    drill = subprocess.Popen([sys.executable, "-m", "rollbackd", "drill", "--json"], stdout=subprocess.PIPE,
-                             text=True, env={**os.environ, "ROLLBACKD_URL": stack.daemon_url,
-                                             "ROLLBACKD_API_TOKEN": API_TOKEN})
+    drill = subprocess.Popen(
+        [sys.executable, "-m", "rollbackd", "drill", "--json"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "ROLLBACKD_URL": stack.daemon_url, "ROLLBACKD_API_TOKEN": API_TOKEN},
+    )
     try:
         wait_until(lambda: api(stack, "GET", "/v1/status")["services"]["rag"]["drill"]["running"], 60, "a drill")
         assert stack.daemon is not None
@@ -254,8 +285,9 @@ def test_an_incident_preempts_a_running_drill_and_refuses_new_ones(stack: Stack)
     assert report["verdict"] == "NO-GO" and f"pre-empted by incident {incident['id']}" in report["reason"]
     assert report["torn_down"] is True
     status, body = stack.daemon.api.call("POST", "/v1/drill", {"reason": "during the incident"})
-    final = stack.daemon.api.wait_incident(incident["id"], ("resolved", "failed", "verification_failed",
-                                                            "verification_inconclusive"), timeout=180)
+    final = stack.daemon.api.wait_incident(
+        incident["id"], ("resolved", "failed", "verification_failed", "verification_inconclusive"), timeout=180
+    )
     assert status == 409 and body["reason"] == "incident_active" and incident["id"] in body["detail"], body
     steps = [(s["name"], s["state"], s["error"]) for s in final["steps"]]
     assert final["state"] in ("resolved", "verification_inconclusive"), json.dumps(steps)  # manual: no alert

@@ -64,14 +64,19 @@ def other_daemon(stack: Stack, tmp_path: Path, *, drop_env: tuple[str, ...] = ()
         section["env"].pop(key)
     path = tmp_path / "rollbackd.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    env = {"DOCKER_HOST": stack.podman.docker_host, "CONTAINERS_CONF": str(stack.podman.conf_path),
-           "SLACK_BOT_TOKEN": stack.slack.token}
+    env = {
+        "DOCKER_HOST": stack.podman.docker_host,
+        "CONTAINERS_CONF": str(stack.podman.conf_path),
+        "SLACK_BOT_TOKEN": stack.slack.token,
+    }
     return DaemonProcess(path, env=env)
 
 
 def register_green(daemon: DaemonProcess, stack: Stack) -> None:
-    for call in (("POST", "/v1/releases", {"version": "v1", "image": "rag:v1", "digest": stack.image_v1}),
-                 ("POST", "/v1/releases/v1/green", {"reason": "known good"})):
+    for call in (
+        ("POST", "/v1/releases", {"version": "v1", "image": "rag:v1", "digest": stack.image_v1}),
+        ("POST", "/v1/releases/v1/green", {"reason": "known good"}),
+    ):
         status, body = daemon.api.call(*call)
         assert status < 300, body
 
@@ -89,9 +94,13 @@ def scratch_collections(stack: Stack) -> list[str]:
 
 
 def drill_in_background(url: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "rollbackd", "drill", "--json"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "ROLLBACKD_URL": url, "ROLLBACKD_API_TOKEN": API_TOKEN})
+    return subprocess.Popen(
+        [sys.executable, "-m", "rollbackd", "drill", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "ROLLBACKD_URL": url, "ROLLBACKD_API_TOKEN": API_TOKEN},
+    )
 
 
 def drills(daemon: DaemonProcess) -> list[dict[str, Any]]:
@@ -101,12 +110,16 @@ def drills(daemon: DaemonProcess) -> list[dict[str, Any]]:
 
 
 # ---- isolation before the container starts --------------------------------------------------------
-@pytest.mark.parametrize(("dropped", "sentence"), [
-    ("RAG_PG_DSN", "env RAG_PG_DSN points at the live database {db}"),
-    ("RAG_QDRANT_COLLECTION", "env RAG_QDRANT_COLLECTION names the live collection docs"),
-])
-def test_a_scratch_container_reaching_live_data_is_never_started(stack: Stack, tmp_path: Path, dropped: str,
-                                                                 sentence: str) -> None:
+@pytest.mark.parametrize(
+    ("dropped", "sentence"),
+    [
+        ("RAG_PG_DSN", "env RAG_PG_DSN points at the live database {db}"),
+        ("RAG_QDRANT_COLLECTION", "env RAG_QDRANT_COLLECTION names the live collection docs"),
+    ],
+)
+def test_a_scratch_container_reaching_live_data_is_never_started(
+    stack: Stack, tmp_path: Path, dropped: str, sentence: str
+) -> None:
     """drill.env forgets to point the container at a copy: it would inherit the live container's env
     (the live database: 22 rows written into live `conversations` before this check existed)."""
     before = fingerprint(stack)
@@ -133,8 +146,10 @@ def test_checks_the_rewrite_missed_would_verify_the_live_service(stack: Stack, t
         run = cli(stack, "drill", "--json", url=other.url)
     report = json.loads(run.stdout)
     assert run.returncode == 4 and report["verdict"] == "NO-GO", report
-    assert report["reason"].startswith("verify: not isolated, the checks would look at the live service: check "
-                                       "smoke: requests[0].url reaches the live service at "), report["reason"]
+    assert report["reason"].startswith(
+        "verify: not isolated, the checks would look at the live service: check "
+        "smoke: requests[0].url reaches the live service at "
+    ), report["reason"]
     assert report["results"] == []  # no check ran
     assert_scratch_gone(stack, report)
     assert_untouched(stack, before)
@@ -166,11 +181,13 @@ def test_live_data_changing_during_a_drill_is_no_go_with_a_page(stack: Stack) ->
     assert drill.returncode == 4, (out, err)
     report = json.loads(out)
     assert report["verdict"] == "NO-GO"
-    assert report["reason"].startswith("the live data changed during the drill: postgres: table public.docs "
-                                       "written"), report["reason"]
+    assert report["reason"].startswith("the live data changed during the drill: postgres: table public.docs written"), (
+        report["reason"]
+    )
     assert report["isolation"]["changes"] and report["torn_down"] is True
-    stack.slack.wait_for(lambda s: any("the drill touched live data" in json.dumps(m.body) for m in s.messages()),
-                         timeout=15)
+    stack.slack.wait_for(
+        lambda s: any("the drill touched live data" in json.dumps(m.body) for m in s.messages()), timeout=15
+    )
 
 
 # ---- interrupted drills ---------------------------------------------------------------------------
@@ -250,8 +267,9 @@ def test_a_drill_after_a_rollback_to_the_same_set_never_touches_the_live_collect
     guards whatever the names.)"""
     incident = api(stack, "POST", "/v1/trigger", {"reason": "roll back to v1, then drill"})
     assert stack.daemon is not None
-    final = stack.daemon.api.wait_incident(incident["id"], ("resolved", "failed", "verification_failed",
-                                                            "verification_inconclusive"), timeout=180)
+    final = stack.daemon.api.wait_incident(
+        incident["id"], ("resolved", "failed", "verification_failed", "verification_inconclusive"), timeout=180
+    )
     assert any(s["name"] == "data.swap" and s["state"] == "done" for s in final["steps"]), final["steps"]
     live = _alias_target(stack)
     points = _qdrant(stack, f"/collections/{live}")["points_count"]

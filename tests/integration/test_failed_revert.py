@@ -19,14 +19,24 @@ pytestmark = pytest.mark.integration
 
 
 async def test_a_failed_revert_leaves_the_previous_container_serving_and_rolls_forward(
-        tmp_path: Path, podman: PodmanService) -> None:
+    tmp_path: Path, podman: PodmanService
+) -> None:
     v1 = images.build_web_image(podman, images.session_tag(podman, "fweb", "v1"), version="v1")
     v2 = images.build_web_image(podman, images.session_tag(podman, "fweb", "v2"), version="v2")
     name, port = podman.name("fweb"), images.free_port()
-    svc = {"policy": {"confirm": "off"}, "releases": {"data": "optional"}, "plan": [{"type": "deploy.revert"}],
-           "deploy": {"type": "docker", "docker_host": podman.docker_host, "version_label": "app.version",
-                      "health_timeout": 5, "stop_timeout": 2,
-                      "containers": [{"name": name, "health_url": f"http://127.0.0.1:{port}/health"}]}}
+    svc = {
+        "policy": {"confirm": "off"},
+        "releases": {"data": "optional"},
+        "plan": [{"type": "deploy.revert"}],
+        "deploy": {
+            "type": "docker",
+            "docker_host": podman.docker_host,
+            "version_label": "app.version",
+            "health_timeout": 5,
+            "stop_timeout": 2,
+            "containers": [{"name": name, "health_url": f"http://127.0.0.1:{port}/health"}],
+        },
+    }
     cfg = write_config(tmp_path, services={"rag": svc})
     kwargs = images.web_container_kwargs(podman, port=port)
     try:

@@ -44,9 +44,15 @@ async def lease(pg_dsn: str) -> AsyncIterator[PostgresLease]:
 
 
 def incident(service: str = "rag") -> Incident:
-    return Incident(id=new_incident_id(), service=service, state=IncidentState.PENDING, dry_run=False,
-                    trigger=Trigger(kind="manual", reason="test", requested_by="t"), created_at=time.time(),
-                    plan=[{"type": "command", "name": "s1", "argv": ["true"]}])
+    return Incident(
+        id=new_incident_id(),
+        service=service,
+        state=IncidentState.PENDING,
+        dry_run=False,
+        trigger=Trigger(kind="manual", reason="test", requested_by="t"),
+        created_at=time.time(),
+        plan=[{"type": "command", "name": "s1", "argv": ["true"]}],
+    )
 
 
 async def journal(dsn: str) -> dict[str, list[Any]]:
@@ -75,7 +81,8 @@ async def as_holder(token: int, write: Callable[[], Awaitable[Any]]) -> Any:
 
 
 async def test_the_lease_is_renewed_by_its_holder_and_taken_only_when_expired(
-        pg_dsn: str, store: PostgresStateStore, lease: PostgresLease) -> None:
+    pg_dsn: str, store: PostgresStateStore, lease: PostgresLease
+) -> None:
     first = await lease.acquire(A, 30, None)
     assert first is not None and first.token == 1 and first.previous is None
     renewed = await lease.acquire(A, 30, first.token)
@@ -90,7 +97,8 @@ async def test_the_lease_is_renewed_by_its_holder_and_taken_only_when_expired(
 
 
 async def test_every_write_of_a_stale_leader_is_refused_and_leaves_the_journal_as_it_was(
-        pg_dsn: str, store: PostgresStateStore, lease: PostgresLease) -> None:
+    pg_dsn: str, store: PostgresStateStore, lease: PostgresLease
+) -> None:
     old = await lease.acquire(A, 30, None)
     assert old is not None
     inc = incident()
@@ -127,11 +135,16 @@ class Stale:
 
 
 async def test_a_runner_with_a_stale_token_stops_at_its_first_write_and_steps_down(
-        tmp_path: Path, pg_dsn: str, lease: PostgresLease, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, pg_dsn: str, lease: PostgresLease, caplog: pytest.LogCaptureFixture
+) -> None:
     ran = tmp_path / "ran"
-    cfg = write_config(tmp_path, services={"rag": command_service(
-        [{"type": "command", "name": "s1", "argv": ["/bin/sh", "-c", f"touch {ran}"]}])},
-        state={"type": "postgres", "dsn": pg_dsn})
+    cfg = write_config(
+        tmp_path,
+        services={
+            "rag": command_service([{"type": "command", "name": "s1", "argv": ["/bin/sh", "-c", f"touch {ran}"]}])
+        },
+        state={"type": "postgres", "dsn": pg_dsn},
+    )
     core = build_core(load_settings(cfg))
     await core.start()
     try:
@@ -166,11 +179,15 @@ async def test_a_runner_with_a_stale_token_stops_at_its_first_write_and_steps_do
 
 
 async def test_a_follower_runs_nothing_it_journals(tmp_path: Path, pg_dsn: str) -> None:
-    cfg = write_config(tmp_path, services={"rag": command_service([{"type": "command", "argv": ["true"]}])},
-                       state={"type": "postgres", "dsn": pg_dsn})
+    cfg = write_config(
+        tmp_path,
+        services={"rag": command_service([{"type": "command", "argv": ["true"]}])},
+        state={"type": "postgres", "dsn": pg_dsn},
+    )
     core = build_core(load_settings(cfg))
     await core.start()
     try:
+
         class Follower:
             leading = False
             token = None
@@ -216,8 +233,9 @@ async def test_leftover_groups_are_killed_only_on_the_host_that_started_them(hos
 
     inc = incident()
     marker = leftovers.marker(inc.id, 0)
-    child = await asyncio.create_subprocess_exec("sleep", "30", start_new_session=True,
-                                                 env={**os.environ, procs.MARKER_ENV: marker})
+    child = await asyncio.create_subprocess_exec(
+        "sleep", "30", start_new_session=True, env={**os.environ, procs.MARKER_ENV: marker}
+    )
     try:
         data: dict[str, Any] = {"index": 0, "step": "s1", "attempt": 1, "pgid": child.pid, "program": "sleep"}
         if host is not None:
@@ -239,7 +257,8 @@ async def test_leftover_groups_are_killed_only_on_the_host_that_started_them(hos
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_a_journal_from_before_replicas_gains_the_lease_tables_on_open(
-        tmp_path: Path, pg_dsn: str, kind: str) -> None:
+    tmp_path: Path, pg_dsn: str, kind: str
+) -> None:
     from rollbackd.state.sqlite import SqliteStateStore
 
     def make() -> Any:

@@ -28,7 +28,7 @@ ROUNDS = 3
 def storm_body(tag: str) -> bytes:
     payload = relabel(load_fixture("alertmanager-0.25-firing.json"), alertname="StormNoise", service="rag")
     body = copy.deepcopy(payload)
-    body["groupKey"] = f"{{}}:{{alertname=\"StormNoise\", n=\"{tag}\"}}"
+    body["groupKey"] = f'{{}}:{{alertname="StormNoise", n="{tag}"}}'
     for alert in body["alerts"]:
         alert["fingerprint"] = tag
         alert["labels"]["n"] = tag
@@ -43,8 +43,12 @@ def client(port: int, name: str, stop: threading.Event, accepted: list[str]) -> 
         n += 1
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         try:
-            conn.request("POST", "/v1/webhook/alertmanager", storm_body(tag),
-                         {"Content-Type": "application/json", "Authorization": f"Bearer {WEBHOOK_TOKEN}"})
+            conn.request(
+                "POST",
+                "/v1/webhook/alertmanager",
+                storm_body(tag),
+                {"Content-Type": "application/json", "Authorization": f"Bearer {WEBHOOK_TOKEN}"},
+            )
             status = conn.getresponse().status
         except OSError:  # the daemon died under us: this one was never answered 202
             return
@@ -59,8 +63,10 @@ def storm_then_kill(daemon: DaemonProcess, round_: int, seconds: float) -> list[
     port = int(daemon.url.rsplit(":", 1)[1])
     stop = threading.Event()
     accepted: list[str] = []
-    threads = [threading.Thread(target=client, args=(port, f"r{round_}c{c}", stop, accepted), daemon=True)
-               for c in range(CLIENTS)]
+    threads = [
+        threading.Thread(target=client, args=(port, f"r{round_}c{c}", stop, accepted), daemon=True)
+        for c in range(CLIENTS)
+    ]
     for thread in threads:
         thread.start()
     time.sleep(seconds)
@@ -90,12 +96,17 @@ def journaled_postgres(dsn: str) -> set[str]:
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_kill9_during_distinct_storm_every_202_is_journaled(tmp_path: Path, store: str) -> None:
     dsn = fresh_database_sync("groupkill") if store == "postgres" else None
-    state: dict[str, Any] = ({"type": "postgres", "dsn": secret_ref("GROUP_KILL_DSN", dsn)} if dsn
-                             else {"type": "sqlite", "path": str(tmp_path / "state.db")})
-    service = command_service([{"type": "command", "name": "noop", "argv": ["/bin/true"]}],
-                              notify_alerts=["StormNoise"])
-    daemon = DaemonProcess(write_config(tmp_path, services={"rag": service}, state=state),
-                           env={"ROLLBACKD_LOG_LEVEL": "warning"})
+    state: dict[str, Any] = (
+        {"type": "postgres", "dsn": secret_ref("GROUP_KILL_DSN", dsn)}
+        if dsn
+        else {"type": "sqlite", "path": str(tmp_path / "state.db")}
+    )
+    service = command_service(
+        [{"type": "command", "name": "noop", "argv": ["/bin/true"]}], notify_alerts=["StormNoise"]
+    )
+    daemon = DaemonProcess(
+        write_config(tmp_path, services={"rag": service}, state=state), env={"ROLLBACKD_LOG_LEVEL": "warning"}
+    )
     try:
         accepted = [tag for r in range(ROUNDS) for tag in storm_then_kill(daemon, r, 1.0 + 0.4 * r)]
         journaled = journaled_postgres(dsn) if dsn else journaled_sqlite(tmp_path / "state.db")

@@ -46,8 +46,9 @@ def test_the_cache_is_bounded_by_count_too() -> None:
 
 async def test_the_daemon_keeps_its_configured_bound(tmp_path: Path) -> None:
     limit = 3 * 1_048_576  # about one 1 MiB body, parsed
-    cfg = write_config(tmp_path, services={"rag": command_service(plan(tmp_path, sleep=600))},
-                       webhook={"body_cache_bytes": limit})
+    cfg = write_config(
+        tmp_path, services={"rag": command_service(plan(tmp_path, sleep=600))}, webhook={"body_cache_bytes": limit}
+    )
     async with running_daemon(cfg) as d, aiohttp.ClientSession(d.url) as http:
         d.http = http
         seen = d._runner.app[SEEN]
@@ -60,8 +61,11 @@ async def test_the_daemon_keeps_its_configured_bound(tmp_path: Path) -> None:
 
 
 async def test_retention_runs_on_schedule_and_keeps_incidents(tmp_path: Path, firing_payload: dict[str, Any]) -> None:
-    cfg = write_config(tmp_path, services={"rag": command_service(plan(tmp_path))},
-                       journal_retention={"max_age": "2s", "interval": "1s"})
+    cfg = write_config(
+        tmp_path,
+        services={"rag": command_service(plan(tmp_path))},
+        journal_retention={"max_age": "2s", "interval": "1s"},
+    )
     async with running_daemon(cfg) as d, aiohttp.ClientSession(d.url) as http:
         d.http = http
         assert retention.JOB in d.scheduler.jobs

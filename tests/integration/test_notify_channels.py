@@ -22,8 +22,11 @@ def msg(service: str, title: str) -> Message:
 
 
 def bot(recorder: SlackRecorder, **options: Any) -> SlackNotifier:
-    return SlackNotifier(SlackNotifier.Options.model_validate(
-        {"bot_token": recorder.token, "channel": "C1", "base_url": recorder.base_url, **options}))
+    return SlackNotifier(
+        SlackNotifier.Options.model_validate(
+            {"bot_token": recorder.token, "channel": "C1", "base_url": recorder.base_url, **options}
+        )
+    )
 
 
 @pytest.fixture
@@ -35,8 +38,11 @@ async def two() -> AsyncIterator[tuple[SlackRecorder, SlackRecorder]]:
 @pytest.mark.parametrize("webhook", [False, True], ids=["bot", "webhook"])
 async def test_a_retry_after_past_the_cap_is_not_slept_inline(webhook: bool) -> None:
     async with SlackRecorder() as slack:
-        options = {"webhook_url": slack.webhook_url} if webhook else {
-            "bot_token": slack.token, "channel": "C1", "base_url": slack.base_url}
+        options = (
+            {"webhook_url": slack.webhook_url}
+            if webhook
+            else {"bot_token": slack.token, "channel": "C1", "base_url": slack.base_url}
+        )
         notifier = SlackNotifier(SlackNotifier.Options.model_validate({**options, "retry_after_max": 2}))
         slack.fail_next(5, status=429, retry_after=3600)
         began = time.monotonic()
@@ -51,7 +57,8 @@ async def test_a_retry_after_past_the_cap_is_not_slept_inline(webhook: bool) -> 
 
 
 async def test_one_rate_limited_channel_delays_neither_the_others_nor_shutdown(
-        two: tuple[SlackRecorder, SlackRecorder]) -> None:
+    two: tuple[SlackRecorder, SlackRecorder],
+) -> None:
     limited, healthy = two
     queue = NotifyQueue({"rag": bot(limited), "search": bot(healthy)}, default=bot(healthy), backoff_max=3600)
     queue.start()
@@ -70,7 +77,8 @@ async def test_one_rate_limited_channel_delays_neither_the_others_nor_shutdown(
 
 
 async def test_a_short_retry_after_backs_the_channel_off_then_it_goes_on(
-        two: tuple[SlackRecorder, SlackRecorder]) -> None:
+    two: tuple[SlackRecorder, SlackRecorder],
+) -> None:
     limited, _ = two
     queue = NotifyQueue({}, default=bot(limited, retry_after_max=1), backoff_max=60)
     queue.start()

@@ -21,23 +21,33 @@ async def fire(url: str, payload: dict[str, Any], n: int) -> dict[str, Any]:
     body = copy.deepcopy(payload)
     body["alerts"][0]["fingerprint"] = f"flap{n:04d}"
     body["alerts"][0]["startsAt"] = f"2026-11-22T03:{n:02d}:00Z"
-    async with aiohttp.ClientSession() as http, http.post(
-            url + "/v1/webhook/alertmanager", data=json.dumps(body),
-            headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"}) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            url + "/v1/webhook/alertmanager",
+            data=json.dumps(body),
+            headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"},
+        ) as r,
+    ):
         assert r.status == 202
         answer: dict[str, Any] = await r.json()
         return answer
 
 
 async def test_budget_exhaustion_while_flapping_is_one_message_and_one_page_per_window(
-        tmp_path: Path, slack_recorder: SlackRecorder, firing_payload: dict[str, Any], monkeypatch: Any) -> None:
+    tmp_path: Path, slack_recorder: SlackRecorder, firing_payload: dict[str, Any], monkeypatch: Any
+) -> None:
     monkeypatch.setenv("SLACK_WEBHOOK_URL", slack_recorder.webhook_url)
     with serve(PageHook, attempts=[], pages=[], down=False) as hook:
         svc = command_service([{"type": "command", "argv": ["/bin/true"]}], budget={"max": 0})
         svc["page_webhook"] = {"url": f"{hook.url}/page", "retries": 0}
         svc["escalate_mention"] = "<!subteam^S0ONCALL>"
-        cfg = write_config(tmp_path, services={"rag": svc}, notify_coalesce_window="1s",
-                           notify={"type": "slack", "webhook_url": "${SLACK_WEBHOOK_URL}"})
+        cfg = write_config(
+            tmp_path,
+            services={"rag": svc},
+            notify_coalesce_window="1s",
+            notify={"type": "slack", "webhook_url": "${SLACK_WEBHOOK_URL}"},
+        )
         async with running_daemon(cfg) as d:
             for n in range(7):
                 answer = await fire(d.url, firing_payload, n)

@@ -22,8 +22,11 @@ def incident(title: str) -> Message:
 
 async def test_a_storm_never_crowds_out_the_incident_and_only_storm_messages_are_dropped() -> None:
     async with SlackRecorder() as slack:
-        notifier = SlackNotifier(SlackNotifier.Options.model_validate(
-            {"bot_token": slack.token, "channel": "C1", "base_url": slack.base_url}))
+        notifier = SlackNotifier(
+            SlackNotifier.Options.model_validate(
+                {"bot_token": slack.token, "channel": "C1", "base_url": slack.base_url}
+            )
+        )
         dropped: Counter[str] = Counter()
         queue = NotifyQueue({}, default=notifier, maxsize=10, on_drop=lambda p: dropped.update([p]))
         for n in range(40):  # the storm arrives first and fills its share of the queue

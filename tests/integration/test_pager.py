@@ -57,22 +57,28 @@ def test_an_undelivered_page_is_sent_after_a_restart(tmp_path: Path) -> None:
             (page,) = hook.pages
             assert page["incident_id"] == body["id"] and page["state"] == "failed"
             events = daemon.api.call("GET", f"/v1/incidents/{body['id']}")[1]["events"]
-            wait(lambda: any(e["kind"] == "page" and e["reason"] == "sent" for e in
-                             daemon.api.call("GET", f"/v1/incidents/{body['id']}")[1]["events"]),
-                 what="the page journaled as sent")
+            wait(
+                lambda: any(
+                    e["kind"] == "page" and e["reason"] == "sent"
+                    for e in daemon.api.call("GET", f"/v1/incidents/{body['id']}")[1]["events"]
+                ),
+                what="the page journaled as sent",
+            )
             assert any(e["kind"] == "page" and e["reason"] == "queued" for e in events)
         finally:
             daemon.stop()
 
 
 async def test_a_page_never_delivered_is_given_up_and_logged_as_an_error(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with serve(PageHook, attempts=[], pages=[], down=True) as hook:
         svc = failing_service(f"{hook.url}/page", give_up_after="1s")
         cfg = write_config(tmp_path, services={"rag": svc})
         async with running_daemon(cfg) as d:
-            incident = await d.core.controls.trigger("rag", reason="test", actor="tester", dry_run=False,
-                                                     to_release=None)
+            incident = await d.core.controls.trigger(
+                "rag", reason="test", actor="tester", dry_run=False, to_release=None
+            )
             await d.core.runner.wait(incident.id)
             await asyncio.wait_for(d.core.runner.pager.wait(), 30)
             pending = await d.core.store.get_kv(PENDING_KEY)

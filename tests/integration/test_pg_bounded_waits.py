@@ -53,8 +53,13 @@ async def test_a_lock_held_by_a_migration_fails_the_snapshot_naming_it(pg_dsn: s
 
 async def test_a_lock_held_during_the_in_place_swap_is_named(pg_dsn: str, tmp_path: Path) -> None:
     await create_corpus(pg_dsn, docs=100)
-    snap = PostgresSnapshotter(PostgresOptions(dsn=pg_dsn, lock_timeout=1.0,  # type: ignore[arg-type]
-                                               in_place_tables=["public.docs"]))
+    snap = PostgresSnapshotter(
+        PostgresOptions(
+            dsn=pg_dsn,
+            lock_timeout=1.0,  # type: ignore[arg-type]
+            in_place_tables=["public.docs"],
+        )
+    )
     data = DataSet(service="rag", store=SnapshotStore(tmp_path / "store", "rag"), snapshotters={"postgres": snap})
     made = await data.create(reason="green")
     prepared = await data.prepare(made.id)

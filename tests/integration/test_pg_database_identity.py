@@ -82,8 +82,11 @@ async def run(dsn: str, sql: str, *args: Any) -> Any:
 async def locale_of(name: str) -> dict[str, Any]:
     conn = await admin_connect()
     try:
-        row = await conn.fetchrow("SELECT pg_encoding_to_char(encoding) AS encoding, datcollate, datctype, "
-                                  "datlocprovider, daticulocale FROM pg_database WHERE datname = $1", name)
+        row = await conn.fetchrow(
+            "SELECT pg_encoding_to_char(encoding) AS encoding, datcollate, datctype, "
+            "datlocprovider, daticulocale FROM pg_database WHERE datname = $1",
+            name,
+        )
         return dict(row) if row else {}
     finally:
         await conn.close()
@@ -95,8 +98,9 @@ async def test_an_icu_database_comes_back_icu(make_db: Make, tmp_path: Path) -> 
         assert await conn.fetchval("SELECT count(*) FROM pg_collation WHERE collprovider = 'i'") > 0
     finally:
         await conn.close()
-    dsn = await make_db("ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' LOCALE_PROVIDER icu "
-                        "ICU_LOCALE 'en-US'")
+    dsn = await make_db(
+        "ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+    )
     await run(dsn, "CREATE TABLE words (w text)")
     await run(dsn, "INSERT INTO words SELECT unnest($1::text[])", WORDS)
     ordered = [r["w"] for r in await run(dsn, "SELECT w FROM words ORDER BY w")]
@@ -134,13 +138,16 @@ async def damaged(make_db: Make, roles: dict[str, str]) -> str:
     owner -> app (with grant option) -> reader."""
     dsn = await make_db(f"OWNER {roles['owner']}")
     name = dsn.rpartition("/")[2]
-    await run(dsn, f"""
+    await run(
+        dsn,
+        f"""
         CREATE SCHEMA app; CREATE TABLE app.docs (id int PRIMARY KEY, body text);
         INSERT INTO app.docs SELECT g, 'doc ' || g FROM generate_series(1, 50) g;
         ALTER DATABASE {name} SET search_path = app, public; COMMENT ON DATABASE {name} IS 'corpus';
         REVOKE ALL ON DATABASE {name} FROM PUBLIC;
-        GRANT CONNECT ON DATABASE {name} TO {roles['app']} WITH GRANT OPTION;
-        SET ROLE {roles['app']}; GRANT CONNECT ON DATABASE {name} TO {roles['reader']}; RESET ROLE;""")
+        GRANT CONNECT ON DATABASE {name} TO {roles["app"]} WITH GRANT OPTION;
+        SET ROLE {roles["app"]}; GRANT CONNECT ON DATABASE {name} TO {roles["reader"]}; RESET ROLE;""",
+    )
     return dsn
 
 
@@ -152,8 +159,9 @@ async def acl_of(name: str) -> list[str]:
         await conn.close()
 
 
-async def test_a_damaged_search_path_is_rolled_back_and_reported(make_db: Make, roles: dict[str, str],
-                                                                 tmp_path: Path) -> None:
+async def test_a_damaged_search_path_is_rolled_back_and_reported(
+    make_db: Make, roles: dict[str, str], tmp_path: Path
+) -> None:
     dsn = await damaged(make_db, roles)
     name = dsn.rpartition("/")[2]
     acl = await acl_of(name)
@@ -187,8 +195,7 @@ async def test_properties_live_keeps_the_live_ones(make_db: Make, roles: dict[st
     assert (await run(dsn, "SHOW search_path"))[0]["search_path"] == "app, public, extra"
 
 
-async def test_a_server_that_cannot_create_the_snapshots_database_refuses_first(make_db: Make,
-                                                                               tmp_path: Path) -> None:
+async def test_a_server_that_cannot_create_the_snapshots_database_refuses_first(make_db: Make, tmp_path: Path) -> None:
     dsn = await make_db("")
     await run(dsn, "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 10)")
     data = dataset(tmp_path, dsn)
@@ -216,8 +223,9 @@ async def test_prepare_vacuums_the_copy(make_db: Make, tmp_path: Path) -> None:
     assert row["relpages"] > 0 and row["relallvisible"] == row["relpages"]  # index-only scans skip the heap
 
 
-async def test_the_incident_step_reports_the_properties_it_changed(make_db: Make, roles: dict[str, str],
-                                                                   tmp_path: Path) -> None:
+async def test_the_incident_step_reports_the_properties_it_changed(
+    make_db: Make, roles: dict[str, str], tmp_path: Path
+) -> None:
     """The data.swap step's summary (what `show` and the Slack thread print) lists live -> snapshot."""
     from rollbackd.snapshots.steps import PrepareData, SwapData
     from tests.integration.test_data_steps import make_ctx, step
@@ -231,5 +239,7 @@ async def test_the_incident_step_reports_the_properties_it_changed(make_db: Make
     await step(PrepareData).run(ctx)
     out = await step(SwapData).run(ctx)
     assert out["properties_changed"]["postgres"]["settings"]["snapshot"] == ["search_path=app, public"]
-    assert ("database properties changed (live -> snapshot): postgres settings ['search_path=public'] -> "
-            "['search_path=app, public']") in out["summary"]
+    assert (
+        "database properties changed (live -> snapshot): postgres settings ['search_path=public'] -> "
+        "['search_path=app, public']"
+    ) in out["summary"]

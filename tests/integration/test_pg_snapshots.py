@@ -31,8 +31,7 @@ SCHEMA_SQL = "SELECT max(version) FROM schema_version"
 
 
 def snapshotter(dsn: str, **options: Any) -> PostgresSnapshotter:
-    return PostgresSnapshotter(PostgresOptions(dsn=dsn, schema_version_sql=options.pop("sql", SCHEMA_SQL),
-                                               **options))
+    return PostgresSnapshotter(PostgresOptions(dsn=dsn, schema_version_sql=options.pop("sql", SCHEMA_SQL), **options))
 
 
 def dataset(tmp_path: Path, snap: PostgresSnapshotter) -> DataSet:
@@ -43,8 +42,9 @@ async def leftovers(dsn: str) -> list[str]:
     conn = await admin_connect()
     try:
         pattern = db_name(dsn).replace("_", r"\_") + r"\_\_rb\_%"
-        return [r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1",
-                                                       pattern)]
+        return [
+            r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1", pattern)
+        ]
     finally:
         await conn.close()
 
@@ -143,8 +143,10 @@ async def test_swap_window_seen_by_a_reconnecting_client(corpus_dsn: str, tmp_pa
     last_old = max(t for t, c in seen if c == 430)
     first_new = min(t for t, c in seen if c == 400)
     failures = sum(1 for _, c in seen if c is None)
-    print(f"swap: rollbackd measured {swapped['postgres']['downtime_s'] * 1000:.1f} ms; the reconnecting client saw "
-          f"{(first_new - last_old) * 1000:.1f} ms between old and new data ({failures} failed attempts)")
+    print(
+        f"swap: rollbackd measured {swapped['postgres']['downtime_s'] * 1000:.1f} ms; the reconnecting client saw "
+        f"{(first_new - last_old) * 1000:.1f} ms between old and new data ({failures} failed attempts)"
+    )
     assert last_old < first_new
     assert all(c == 400 for t, c in seen if t > first_new)  # never back to the old data
     kept = swapped["postgres"]["kept"]
@@ -165,10 +167,13 @@ async def _observe(dsn: str, roles: dict[str, str]) -> dict[str, Any]:
     """What the app role sees, and the database's own properties."""
     app = await asyncpg.connect(dsn.replace("postgres@", f"{roles['app']}:app-password@"))
     try:
-        seen = {"search_path": await app.fetchval("SHOW search_path"), "work_mem": await app.fetchval("SHOW work_mem"),
-                "docs": await app.fetchval("SELECT count(*) FROM docs"),
-                "insert": await app.fetchval("SELECT has_table_privilege('app.docs', 'INSERT')"),
-                "select": await app.fetchval("SELECT has_table_privilege('app.docs', 'SELECT')")}
+        seen = {
+            "search_path": await app.fetchval("SHOW search_path"),
+            "work_mem": await app.fetchval("SHOW work_mem"),
+            "docs": await app.fetchval("SELECT count(*) FROM docs"),
+            "insert": await app.fetchval("SELECT has_table_privilege('app.docs', 'INSERT')"),
+            "select": await app.fetchval("SELECT has_table_privilege('app.docs', 'SELECT')"),
+        }
     finally:
         await app.close()
     try:
@@ -186,8 +191,9 @@ async def _observe(dsn: str, roles: dict[str, str]) -> dict[str, Any]:
     return seen
 
 
-async def test_app_role_sees_the_same_database_after_the_swap(roles: dict[str, str], pg_dsn: str,
-                                                              tmp_path: Path) -> None:
+async def test_app_role_sees_the_same_database_after_the_swap(
+    roles: dict[str, str], pg_dsn: str, tmp_path: Path
+) -> None:
     app, name = roles["app"], db_name(pg_dsn)
     conn = await asyncpg.connect(pg_dsn)
     try:
@@ -232,8 +238,10 @@ async def test_rename_swap_refused_with_a_subscription(corpus_dsn: str, tmp_path
     await change_corpus(corpus_dsn)
     conn = await asyncpg.connect(corpus_dsn)
     try:
-        await conn.execute("CREATE SUBSCRIPTION rbt_sub CONNECTION 'host=127.0.0.1 dbname=postgres' "
-                           "PUBLICATION nothing WITH (connect = false)")
+        await conn.execute(
+            "CREATE SUBSCRIPTION rbt_sub CONNECTION 'host=127.0.0.1 dbname=postgres' "
+            "PUBLICATION nothing WITH (connect = false)"
+        )
         with pytest.raises(FatalError, match=r"refusing the rename swap .* subscription\(s\) rbt_sub"):
             await data.swap(prepared, "inc-sub")
         assert (await table_counts(corpus_dsn))["docs"] == 430  # live untouched
@@ -288,13 +296,15 @@ async def test_in_place_mode_keeps_the_other_tables(corpus_dsn: str, tmp_path: P
     conn = await asyncpg.connect(corpus_dsn)
     try:
         assert await conn.fetchval("SELECT max(id) FROM chunks") == await conn.fetchval(
-            "SELECT last_value FROM chunks_id_seq")
+            "SELECT last_value FROM chunks_id_seq"
+        )
     finally:
         await conn.close()
 
 
-async def test_clear_errors(corpus_dsn: str, roles: dict[str, str], tmp_path: Path,
-                            monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_clear_errors(
+    corpus_dsn: str, roles: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     refused = snapshotter("postgresql://postgres@127.0.0.1:9/rag")
     with pytest.raises(BackendError, match=r"127.0.0.1:9/rag: connection refused") as info:
         await refused.create(tmp_path / "a")

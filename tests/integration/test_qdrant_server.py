@@ -28,8 +28,9 @@ DIM = 8
 
 def make_points(count: int, start: int = 0, tag: str = "v1") -> list[models.PointStruct]:
     return [
-        models.PointStruct(id=i, vector=[float(i % 7 + 1), 1.0, *([0.5] * (DIM - 2))],
-                           payload={"n": i, "tag": tag, "parity": i % 2})
+        models.PointStruct(
+            id=i, vector=[float(i % 7 + 1), 1.0, *([0.5] * (DIM - 2))], payload={"n": i, "tag": tag, "parity": i % 2}
+        )
         for i in range(start, start + count)
     ]
 
@@ -57,8 +58,12 @@ async def download(url: str, headers: dict[str, str] | None = None) -> bytes:
 
 async def upload(url: str, data: bytes, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
     form = aiohttp.FormData()
-    form.add_field("snapshot", io.BytesIO(data), filename="upload.snapshot",  # a stream: no large-bytes warning
-                   content_type="application/octet-stream")
+    form.add_field(
+        "snapshot",
+        io.BytesIO(data),
+        filename="upload.snapshot",  # a stream: no large-bytes warning
+        content_type="application/octet-stream",
+    )
     async with aiohttp.ClientSession() as session, session.post(url, data=form, params=params) as response:
         return response.status, await response.json()
 
@@ -80,8 +85,10 @@ def test_server_version_is_compatible_with_the_client(qdrant_server: QdrantTestS
 async def test_collection_points_count_and_scroll(client: AsyncQdrantClient) -> None:
     await new_collection(client, "docs", 25)
     assert await client.collection_exists("docs") and not await client.collection_exists("other")
-    await client.upsert("docs", points=models.Batch(ids=[100, "5c56c793-69f3-4fbf-87e6-c4bf54c28c26"],
-                                                     vectors=[[1.0] * DIM, [2.0] * DIM]))
+    await client.upsert(
+        "docs",
+        points=models.Batch(ids=[100, "5c56c793-69f3-4fbf-87e6-c4bf54c28c26"], vectors=[[1.0] * DIM, [2.0] * DIM]),
+    )
     assert (await client.count("docs", exact=True)).count == 27
     odd = models.Filter(must=[models.FieldCondition(key="parity", match=models.MatchValue(value=1))])
     assert (await client.count("docs", count_filter=odd)).count == 12
@@ -111,10 +118,16 @@ async def test_snapshot_download_upload_and_recover(client: AsyncQdrantClient, q
     status, body = await upload(upload_url, data, {"priority": "snapshot", "checksum": snapshot.checksum})
     assert (status, body["result"], body["status"]) == (200, True, "ok")
     from_file = f"file://{qdrant_server.snapshots_dir}/docs/{snapshot.name}"
-    assert await client.recover_snapshot("docs__rb_2", location=from_file, checksum=snapshot.checksum,
-                                         priority=models.SnapshotPriority.SNAPSHOT, wait=True)
-    assert await client.recover_snapshot("docs__rb_3", location=url, checksum=snapshot.checksum,
-                                         priority=models.SnapshotPriority.SNAPSHOT)
+    assert await client.recover_snapshot(
+        "docs__rb_2",
+        location=from_file,
+        checksum=snapshot.checksum,
+        priority=models.SnapshotPriority.SNAPSHOT,
+        wait=True,
+    )
+    assert await client.recover_snapshot(
+        "docs__rb_3", location=url, checksum=snapshot.checksum, priority=models.SnapshotPriority.SNAPSHOT
+    )
     original = await all_points(client, "docs")
     for name in ("docs__rb_1", "docs__rb_2", "docs__rb_3"):
         assert (await client.get_collection(name)).points_count == 40
@@ -145,12 +158,17 @@ async def test_checksum_mismatch_is_refused_and_nothing_changes(
     data = await download(f"{qdrant_server.url}/collections/docs/snapshots/{snapshot.name}")
     wrong = "0" * 64
     for name in ("target", "fresh"):
-        status, body = await upload(f"{qdrant_server.url}/collections/{name}/snapshots/upload", data,
-                                    {"priority": "snapshot", "checksum": wrong})
+        status, body = await upload(
+            f"{qdrant_server.url}/collections/{name}/snapshots/upload",
+            data,
+            {"priority": "snapshot", "checksum": wrong},
+        )
         assert status == 400
         assert body["status"] == {"error": f"Checksum mismatch: expected {snapshot.checksum}, actual {wrong}"}
-    for location in (f"file://{qdrant_server.snapshots_dir}/docs/{snapshot.name}",
-                     f"{qdrant_server.url}/collections/docs/snapshots/{snapshot.name}"):
+    for location in (
+        f"file://{qdrant_server.snapshots_dir}/docs/{snapshot.name}",
+        f"{qdrant_server.url}/collections/docs/snapshots/{snapshot.name}",
+    ):
         with pytest.raises(UnexpectedResponse) as refused:
             await client.recover_snapshot("target", location=location, checksum=wrong)
         assert refused.value.status_code == 400
@@ -180,11 +198,14 @@ async def test_corrupt_snapshot_is_refused_and_collection_untouched(
     snapshot = await client.create_snapshot("docs")
     assert snapshot is not None
     data = await download(f"{qdrant_server.url}/collections/docs/snapshots/{snapshot.name}")
-    for corrupt, error in ((b"\x00garbage" * 100, "Malformed tar archive"),
-                           (data[: len(data) // 2], "Malformed tar archive"),
-                           (short_vectors(data), "does not match its manifest")):
-        status, body = await upload(f"{qdrant_server.url}/collections/target/snapshots/upload", corrupt,
-                                    {"priority": "snapshot"})
+    for corrupt, error in (
+        (b"\x00garbage" * 100, "Malformed tar archive"),
+        (data[: len(data) // 2], "Malformed tar archive"),
+        (short_vectors(data), "does not match its manifest"),
+    ):
+        status, body = await upload(
+            f"{qdrant_server.url}/collections/target/snapshots/upload", corrupt, {"priority": "snapshot"}
+        )
         assert status == 500 and body["status"]["error"].startswith("Service internal error: ")
         assert error in body["status"]["error"]
     bad = qdrant_server.snapshots_dir / "docs" / "broken.snapshot"
@@ -201,11 +222,11 @@ async def test_priority_is_validated(client: AsyncQdrantClient, qdrant_server: Q
     assert snapshot is not None
     data = await download(f"{qdrant_server.url}/collections/docs/snapshots/{snapshot.name}")
     for priority in ("snapshot", "replica", "no_sync"):
-        status, _ = await upload(f"{qdrant_server.url}/collections/p_{priority}/snapshots/upload", data,
-                                 {"priority": priority})
+        status, _ = await upload(
+            f"{qdrant_server.url}/collections/p_{priority}/snapshots/upload", data, {"priority": priority}
+        )
         assert status == 200
-    status, body = await upload(f"{qdrant_server.url}/collections/p_bad/snapshots/upload", data,
-                                {"priority": "latest"})
+    status, body = await upload(f"{qdrant_server.url}/collections/p_bad/snapshots/upload", data, {"priority": "latest"})
     assert status == 400 and "unknown variant `latest`" in body["status"]["error"]
 
 
@@ -267,13 +288,14 @@ async def test_alias_rules(client: AsyncQdrantClient) -> None:
 async def test_api_key_is_enforced(qdrant_server_factory: Callable[..., QdrantTestServer]) -> None:
     server = qdrant_server_factory(api_key="s3cret")
     anonymous = AsyncQdrantClient(url=server.url, prefer_grpc=False, check_compatibility=False)
-    wrong = AsyncQdrantClient(url=server.url, prefer_grpc=False, check_compatibility=False,
-                              headers={"api-key": "nope"})
+    wrong = AsyncQdrantClient(url=server.url, prefer_grpc=False, check_compatibility=False, headers={"api-key": "nope"})
     with pytest.warns(UserWarning, match="insecure connection"):
         keyed = AsyncQdrantClient(url=server.url, prefer_grpc=False, check_compatibility=False, api_key="s3cret")
     try:
-        for qdrant, message in ((anonymous, b"Must provide an API key or an Authorization bearer token"),
-                                (wrong, b"Invalid API key or JWT")):
+        for qdrant, message in (
+            (anonymous, b"Must provide an API key or an Authorization bearer token"),
+            (wrong, b"Invalid API key or JWT"),
+        ):
             with pytest.raises(UnexpectedResponse) as denied:
                 await qdrant.get_collections()
             assert (denied.value.status_code, denied.value.content) == (401, message)
@@ -350,16 +372,20 @@ async def test_hundred_thousand_points(qdrant_server: QdrantTestServer) -> None:
         for start in range(0, 100_000, 5_000):
             batch = {"batch": {"ids": list(range(start, start + 5_000)), "vectors": [vector] * 5_000}}
             body = io.BytesIO(json.dumps(batch).encode())  # a stream: aiohttp warns about large raw bytes
-            async with session.put(base + "/points", data=body,
-                                   headers={"Content-Type": "application/json"}) as response:
+            async with session.put(
+                base + "/points", data=body, headers={"Content-Type": "application/json"}
+            ) as response:
                 assert response.status == 200
         async with session.post(base + "/snapshots") as response:
             snapshot = (await response.json())["result"]
         async with session.get(f"{base}/snapshots/{snapshot['name']}") as response:
             data = await response.read()
     assert hashlib.sha256(data).hexdigest() == snapshot["checksum"]
-    status, _ = await upload(qdrant_server.url + "/collections/big2/snapshots/upload", data,
-                             {"priority": "snapshot", "checksum": snapshot["checksum"]})
+    status, _ = await upload(
+        qdrant_server.url + "/collections/big2/snapshots/upload",
+        data,
+        {"priority": "snapshot", "checksum": snapshot["checksum"]},
+    )
     assert status == 200
     client = AsyncQdrantClient(url=qdrant_server.url, prefer_grpc=False, check_compatibility=False)
     try:

@@ -37,8 +37,9 @@ async def alias_target(client: AsyncQdrantClient, alias: str) -> str | None:
     return found[0] if found else None
 
 
-async def test_snapshot_restore_aside_and_swap_by_alias(qdrant_server: QdrantTestServer, client: AsyncQdrantClient,
-                                                        tmp_path: Path) -> None:
+async def test_snapshot_restore_aside_and_swap_by_alias(
+    qdrant_server: QdrantTestServer, client: AsyncQdrantClient, tmp_path: Path
+) -> None:
     await load_points(qdrant_server.url, "docs_v1", count=120, alias="docs")
     snap = make(qdrant_server.url)
     try:
@@ -67,13 +68,13 @@ async def test_snapshot_restore_aside_and_swap_by_alias(qdrant_server: QdrantTes
         await snap.close()
 
 
-async def test_errors_name_the_endpoint_and_qdrants_message(qdrant_server: QdrantTestServer,
-                                                            tmp_path: Path) -> None:
+async def test_errors_name_the_endpoint_and_qdrants_message(qdrant_server: QdrantTestServer, tmp_path: Path) -> None:
     await load_points(qdrant_server.url, "docs_v1", count=10, alias="docs")
     snap = make(qdrant_server.url)
     try:
-        qdrant_server.inject_fault(r"/collections/docs_v1/snapshots$", method="POST", status=503,
-                                   message="disk is busy")
+        qdrant_server.inject_fault(
+            r"/collections/docs_v1/snapshots$", method="POST", status=503, message="disk is busy"
+        )
         with pytest.raises(BackendError) as info:
             await snap.create(tmp_path)
         assert "POST /collections/docs_v1/snapshots: 503" in str(info.value) and "disk is busy" in str(info.value)
@@ -103,8 +104,9 @@ async def test_unreachable_server_is_retryable(tmp_path: Path) -> None:
         await snap.close()
 
 
-async def test_adopt_alias_for_an_existing_collection(qdrant_server: QdrantTestServer, client: AsyncQdrantClient,
-                                                      tmp_path: Path) -> None:
+async def test_adopt_alias_for_an_existing_collection(
+    qdrant_server: QdrantTestServer, client: AsyncQdrantClient, tmp_path: Path
+) -> None:
     await load_points(qdrant_server.url, "docs", count=40)
     snap = make(qdrant_server.url)
     try:
@@ -139,8 +141,9 @@ async def test_api_key_is_sent(qdrant_server_factory: Callable[..., QdrantTestSe
         await wrong.close()
 
 
-async def test_recover_mode_uses_recover_snapshot_with_checksum(qdrant_server: QdrantTestServer,
-                                                               client: AsyncQdrantClient) -> None:
+async def test_recover_mode_uses_recover_snapshot_with_checksum(
+    qdrant_server: QdrantTestServer, client: AsyncQdrantClient
+) -> None:
     """A node that sees rollbackd's snapshot directory (here: inside its own snapshots path) recovers by file://."""
     await load_points(qdrant_server.url, "docs_v1", count=30, alias="docs")
     snap = QdrantSnapshotter(QdrantOptions(url=qdrant_server.url, alias="docs", restore_via="recover"))
@@ -151,8 +154,9 @@ async def test_recover_mode_uses_recover_snapshot_with_checksum(qdrant_server: Q
         restored = await snap.prepare(manifest, store, "r1")
         assert (await client.get_collection(restored["collection"])).points_count == 30
         bad = dict(manifest, sha256="0" * 64)
-        with pytest.raises(BackendError,
-                           match=r"PUT /collections/docs__rb_r2_[0-9a-f]{4}/snapshots/recover: 4\d\d .*checksum"):
+        with pytest.raises(
+            BackendError, match=r"PUT /collections/docs__rb_r2_[0-9a-f]{4}/snapshots/recover: 4\d\d .*checksum"
+        ):
             await snap.prepare(bad, store, "r2")
     finally:
         await snap.close()

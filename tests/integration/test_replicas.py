@@ -49,12 +49,12 @@ def _done(root: Path, incident_id: str) -> list[str]:
 def test_one_leader_runs_what_a_follower_journaled(tmp_path: Path, dsn: str) -> None:
     root = tmp_path / "runs"
     root.mkdir()
-    with Replicas(replica_configs(tmp_path, 3, services={"rag": command_service(failover_plan(root))},
-                                  dsn=dsn)) as rs:
+    with Replicas(replica_configs(tmp_path, 3, services={"rag": command_service(failover_plan(root))}, dsn=dsn)) as rs:
         leader = rs.wait_leader()
         followers = rs.followers(leader)
-        assert [f.readyz() for f in followers] == [{"ready": True, "leader": False, "replica": f.readyz()["replica"]}
-                                                   for f in followers]
+        assert [f.readyz() for f in followers] == [
+            {"ready": True, "leader": False, "replica": f.readyz()["replica"]} for f in followers
+        ]
         status, _ = followers[0].api.webhook(_alert(1))  # only a follower hears it
         assert status == 202
         first = _only_incident(followers[1])
@@ -87,8 +87,9 @@ def test_one_leader_runs_what_a_follower_journaled(tmp_path: Path, dsn: str) -> 
 def test_sqlite_refuses_replicas(tmp_path: Path) -> None:
     from rollbackd.errors import ConfigError
 
-    cfg = write_config(tmp_path, services={"rag": command_service([{"type": "command", "argv": ["true"]}])},
-                       ha={"replicas": 2})
+    cfg = write_config(
+        tmp_path, services={"rag": command_service([{"type": "command", "argv": ["true"]}])}, ha={"replicas": 2}
+    )
     with pytest.raises(ConfigError, match=r"ha\.replicas: 2 replicas need the postgres state store"):
         load_settings(cfg)
 
@@ -112,8 +113,9 @@ def _replica_pids(replica: DaemonProcess) -> dict[str, int]:
 
 def _cli_status(replica: DaemonProcess) -> str:
     env = {**replica.env, "ROLLBACKD_URL": replica.url, "ROLLBACKD_API_TOKEN": API_TOKEN}
-    done = subprocess.run([sys.executable, "-m", "rollbackd", "status"], env=env, capture_output=True, text=True,
-                          timeout=30, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "rollbackd", "status"], env=env, capture_output=True, text=True, timeout=30, check=True
+    )
     return done.stdout
 
 
@@ -129,8 +131,7 @@ def test_kill9_of_the_leader_mid_rollback_30_cycles(tmp_path: Path, dsn: str) ->
     root = tmp_path / "runs"
     root.mkdir()
     svc = command_service(failover_plan(root), cooldown="0s", budget={"max": 1000, "window": "1h"})
-    with Replicas(replica_configs(tmp_path, 3, services={"rag": svc}, dsn=dsn,
-                                  incidents={"kill_grace": "0.5s"})) as rs:
+    with Replicas(replica_configs(tmp_path, 3, services={"rag": svc}, dsn=dsn, incidents={"kill_grace": "0.5s"})) as rs:
         cycles = run_cycles(rs, 30, seed)
         _, body = rs.wait_leader().api.call("GET", "/v1/incidents?limit=1000")
         running = {str(r.readyz()["replica"]): r.pid for r in rs.all}  # type: ignore[index]
@@ -149,8 +150,10 @@ def test_kill9_of_the_leader_mid_rollback_30_cycles(tmp_path: Path, dsn: str) ->
     accepted = {fp for c in cycles for fp in c.accepted}
     assert len(accepted) == 60 and accepted <= journaled_fingerprints(dsn), seed  # 0 alerts 202 and lost
     takeovers = [c.takeover_s for c in cycles if c.takeover_s is not None]
-    print(f"takeover over {len(takeovers)} kills: p50 {percentile(takeovers, 0.5):.2f}s "
-          f"p99 {percentile(takeovers, 0.99):.2f}s (lease 2s), seed {seed}")
+    print(
+        f"takeover over {len(takeovers)} kills: p50 {percentile(takeovers, 0.5):.2f}s "
+        f"p99 {percentile(takeovers, 0.99):.2f}s (lease 2s), seed {seed}"
+    )
 
 
 def _long_plan(root: Path, seconds: float) -> list[dict[str, object]]:
@@ -173,7 +176,8 @@ def _events_after(replica: DaemonProcess, since: float, names: tuple[str, ...]) 
 
 
 def test_a_leader_stopped_past_its_lease_never_writes_a_step_again(
-        tmp_path: Path, dsn: str, slack_recorder: SlackRecorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, dsn: str, slack_recorder: SlackRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """SIGSTOP of the leader mid-step for longer than the lease: a follower takes over (killing the
     stopped leader's step process group), says so in the incident's Slack thread, and finishes; after
     SIGCONT the old leader starts, finishes and journals nothing: it steps down and says so."""
@@ -181,8 +185,14 @@ def test_a_leader_stopped_past_its_lease_never_writes_a_step_again(
     root.mkdir()
     monkeypatch.setenv("SLACK_BOT_TOKEN", slack_recorder.token)
     svc = command_service(_long_plan(root, 3.0))
-    slack = {"type": "slack", "bot_token": "${SLACK_BOT_TOKEN}", "channel": "C0INCIDENT",
-             "base_url": slack_recorder.base_url, "max_retries": 1, "timeout": 2}
+    slack = {
+        "type": "slack",
+        "bot_token": "${SLACK_BOT_TOKEN}",
+        "channel": "C0INCIDENT",
+        "base_url": slack_recorder.base_url,
+        "max_retries": 1,
+        "timeout": 2,
+    }
     with Replicas(replica_configs(tmp_path, 2, services={"rag": svc}, dsn=dsn, notify=slack)) as rs:
         old = rs.wait_leader()
         old_id = str(old.readyz()["replica"])  # type: ignore[index]
@@ -200,16 +210,20 @@ def test_a_leader_stopped_past_its_lease_never_writes_a_step_again(
         while old.leads() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert old.readyz() == {"ready": True, "leader": False, "replica": old.readyz()["replica"]}  # type: ignore[index]
-        slack_recorder.wait_for(lambda r: len(r.roots()) == 1 and any(
-            "takeover" in (m.text or "") for m in r.thread(r.roots()[0].ts)))
+        slack_recorder.wait_for(
+            lambda r: len(r.roots()) == 1 and any("takeover" in (m.text or "") for m in r.thread(r.roots()[0].ts))
+        )
     assert final["state"] == "resolved", final
     (root_post,) = slack_recorder.roots()
     (note,) = [m.text or "" for m in slack_recorder.thread(root_post.ts) if "takeover" in (m.text or "")]
     assert f"replica {old_id} stopped leading" in note
     assert _done(root, body["id"]) == sorted(["long", "swap", "deploy", "verify"])
     assert not (root / "rerun").exists() and not (root / "concurrent").exists()
-    started_by_old = [line for line in (root / "pids").read_text().splitlines()
-                      if line.startswith(f"{old.pid} ") and float(line.split()[3]) > woke]
+    started_by_old = [
+        line
+        for line in (root / "pids").read_text().splitlines()
+        if line.startswith(f"{old.pid} ") and float(line.split()[3]) > woke
+    ]
     assert started_by_old == []
     assert _events_after(old, woke, ("step_started", "step_finished", "incident_finished", "incident_started")) == []
     said = _events_after(old, woke, ("leader_stepped_down", "incident_fenced"))
@@ -217,8 +231,7 @@ def test_a_leader_stopped_past_its_lease_never_writes_a_step_again(
 
 
 @pytest.mark.parametrize("fault", ["blackhole", "cut"])
-def test_a_leader_cut_from_postgres_steps_down_and_rejoins_as_a_follower(tmp_path: Path, dsn: str,
-                                                                         fault: str) -> None:
+def test_a_leader_cut_from_postgres_steps_down_and_rejoins_as_a_follower(tmp_path: Path, dsn: str, fault: str) -> None:
     """The leader's link to Postgres is cut (or silently dropped) mid-step: it steps down on its own
     (its lease can no longer be renewed), the other replica takes over and finishes the rollback; when
     the link heals the old leader is a follower and never ran a step again."""
@@ -227,8 +240,10 @@ def test_a_leader_cut_from_postgres_steps_down_and_rejoins_as_a_follower(tmp_pat
     services = {"rag": command_service(_long_plan(root, 3.0))}
     with ThreadedProxy("127.0.0.1", 5432) as proxy:
         proxied = dsn.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-        configs = [*replica_configs(tmp_path / "cut", 1, services=services, dsn=proxied, ha={"replicas": 2}),
-                   *replica_configs(tmp_path / "direct", 1, services=services, dsn=dsn, ha={"replicas": 2})]
+        configs = [
+            *replica_configs(tmp_path / "cut", 1, services=services, dsn=proxied, ha={"replicas": 2}),
+            *replica_configs(tmp_path / "direct", 1, services=services, dsn=dsn, ha={"replicas": 2}),
+        ]
         with Replicas(configs) as rs:
             old, other = rs.all
             assert rs.wait_leader() is old  # it started first
@@ -249,8 +264,11 @@ def test_a_leader_cut_from_postgres_steps_down_and_rejoins_as_a_follower(tmp_pat
     assert final["state"] == "resolved", final
     assert _done(root, body["id"]) == sorted(["long", "swap", "deploy", "verify"])
     assert not (root / "rerun").exists() and not (root / "concurrent").exists()
-    assert [line for line in (root / "pids").read_text().splitlines()
-            if line.startswith(f"{old.pid} ") and float(line.split()[3]) > cut] == []
+    assert [
+        line
+        for line in (root / "pids").read_text().splitlines()
+        if line.startswith(f"{old.pid} ") and float(line.split()[3]) > cut
+    ] == []
     assert _events_after(old, cut, ("step_started", "step_finished", "incident_finished")) == []
     down = _events_after(old, cut, ("leader_stepped_down",))
     assert down and ("renew" in str(down[0]["why"]) or "expired" in str(down[0]["why"])), down
@@ -259,8 +277,9 @@ def test_a_leader_cut_from_postgres_steps_down_and_rejoins_as_a_follower(tmp_pat
 def test_abort_asked_of_a_follower_stops_the_leaders_running_step(tmp_path: Path, dsn: str) -> None:
     root = tmp_path / "runs"
     root.mkdir()
-    with Replicas(replica_configs(tmp_path, 2, services={"rag": command_service(_long_plan(root, 20.0))},
-                                  dsn=dsn)) as rs:
+    with Replicas(
+        replica_configs(tmp_path, 2, services={"rag": command_service(_long_plan(root, 20.0))}, dsn=dsn)
+    ) as rs:
         leader = rs.wait_leader()
         (follower,) = rs.followers(leader)
         status, body = follower.api.call("POST", "/v1/trigger", {"reason": "abort me", "service": "rag"})

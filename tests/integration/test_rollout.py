@@ -75,13 +75,24 @@ async def wait_phase(api: Api, rollout_id: str, phase: int, decision: str, timeo
 
 
 @pytest.fixture
-async def daemon(tmp_path: Path, prom: PrometheusServer, exporter: MetricsExporter, slack_recorder: SlackRecorder,
-                 monkeypatch: Any) -> AsyncIterator[Any]:
+async def daemon(
+    tmp_path: Path, prom: PrometheusServer, exporter: MetricsExporter, slack_recorder: SlackRecorder, monkeypatch: Any
+) -> AsyncIterator[Any]:
     monkeypatch.setenv("SLACK_BOT_TOKEN", slack_recorder.token)
     w = ro.world(tmp_path / "world")
-    cfg = write_config(tmp_path, services={"rag": ro.service(w)}, prometheus={"url": prom.url},
-                       notify={"type": "slack", "bot_token": "${SLACK_BOT_TOKEN}", "channel": "C0DEPLOY",
-                               "base_url": slack_recorder.base_url, "max_retries": 1, "timeout": 2})
+    cfg = write_config(
+        tmp_path,
+        services={"rag": ro.service(w)},
+        prometheus={"url": prom.url},
+        notify={
+            "type": "slack",
+            "bot_token": "${SLACK_BOT_TOKEN}",
+            "channel": "C0DEPLOY",
+            "base_url": slack_recorder.base_url,
+            "max_retries": 1,
+            "timeout": 2,
+        },
+    )
     async with running_daemon(cfg) as d:
         d.world = w
         d.api = Api(d.url)
@@ -91,8 +102,9 @@ async def daemon(tmp_path: Path, prom: PrometheusServer, exporter: MetricsExport
         yield d
 
 
-async def test_a_clean_release_reaches_100_and_is_marked_green(daemon: Any, exporter: MetricsExporter,
-                                                                prom: PrometheusServer, capsys: Any) -> None:
+async def test_a_clean_release_reaches_100_and_is_marked_green(
+    daemon: Any, exporter: MetricsExporter, prom: PrometheusServer, capsys: Any
+) -> None:
     w, api = daemon.world, daemon.api
     ro.feed(exporter, w, errors=lambda w: 0.0, p95=lambda w: 0.5, live_p95=0.45)
     prom.wait_for('rag_canary_errors{service="rag"}')
@@ -129,8 +141,9 @@ async def cli(capsys: Any, *argv: str) -> str:
     return str(capsys.readouterr().out)
 
 
-async def test_errors_at_10_percent_roll_back_through_the_plan(daemon: Any, exporter: MetricsExporter,
-                                                              prom: PrometheusServer) -> None:
+async def test_errors_at_10_percent_roll_back_through_the_plan(
+    daemon: Any, exporter: MetricsExporter, prom: PrometheusServer
+) -> None:
     w, api = daemon.world, daemon.api
     ro.feed(exporter, w, errors=lambda w: 0.3 if w.weight() >= 10 else 0.0, p95=lambda w: 0.5)
     prom.wait_for('rag_canary_errors{service="rag"}')
@@ -149,8 +162,9 @@ async def test_errors_at_10_percent_roll_back_through_the_plan(daemon: Any, expo
     assert [r["version"] for r in releases] == ["v1"]  # v2 was never recorded live
 
 
-async def test_a_soft_gate_holds_then_clears(daemon: Any, exporter: MetricsExporter, prom: PrometheusServer,
-                                            slack_recorder: SlackRecorder) -> None:
+async def test_a_soft_gate_holds_then_clears(
+    daemon: Any, exporter: MetricsExporter, prom: PrometheusServer, slack_recorder: SlackRecorder
+) -> None:
     w, api = daemon.world, daemon.api
     slow = {"on": True}
     ro.feed(exporter, w, errors=lambda w: 0.0, p95=lambda w: 0.9 if slow["on"] and w.weight() >= 10 else 0.5)
@@ -177,8 +191,9 @@ async def test_a_soft_gate_holds_then_clears(daemon: Any, exporter: MetricsExpor
         assert any(f"phase {n} ({weight} %): PROMOTE" in t for t in thread), thread
 
 
-async def test_human_hold_promote_and_abort_are_journaled(daemon: Any, exporter: MetricsExporter,
-                                                          prom: PrometheusServer) -> None:
+async def test_human_hold_promote_and_abort_are_journaled(
+    daemon: Any, exporter: MetricsExporter, prom: PrometheusServer
+) -> None:
     w, api = daemon.world, daemon.api
     ro.feed(exporter, w, errors=lambda w: 0.0, p95=lambda w: 0.5)
     prom.wait_for('rag_canary_errors{service="rag"}')
@@ -203,14 +218,16 @@ async def test_human_hold_promote_and_abort_are_journaled(daemon: Any, exporter:
 
 
 async def test_a_rollback_alert_during_a_rollout_rolls_it_back_not_a_second_incident(
-        daemon: Any, exporter: MetricsExporter, prom: PrometheusServer) -> None:
+    daemon: Any, exporter: MetricsExporter, prom: PrometheusServer
+) -> None:
     w, api = daemon.world, daemon.api
     ro.feed(exporter, w, errors=lambda w: 0.0, p95=lambda w: 0.5)
     prom.wait_for('rag_canary_errors{service="rag"}')
     rollout = await start(api)
     await wait_phase(api, rollout["id"], 0, "wait")
-    status, _ = await asyncio.to_thread(api.webhook, relabel(load_fixture("alertmanager-0.25-firing.json"),
-                                                             alertname="CanaryErrors", service="rag"))
+    status, _ = await asyncio.to_thread(
+        api.webhook, relabel(load_fixture("alertmanager-0.25-firing.json"), alertname="CanaryErrors", service="rag")
+    )
     assert status == 202
     ended = await wait_end(api, rollout["id"])
     body = (await call(api, "GET", f"/v1/rollouts/current?id={rollout['id']}"))[1]

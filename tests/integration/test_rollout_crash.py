@@ -27,15 +27,19 @@ def ended(daemon: DaemonProcess, rollout_id: str, timeout: float = 120) -> dict[
     raise AssertionError(f"rollout {rollout_id} did not end: {body}")
 
 
-def run_with_kills(tmp_path: Path, errors: Any, kill_every: float, kills: int) -> tuple[dict[str, Any], Any,
-                                                                                        list[dict[str, Any]]]:
+def run_with_kills(
+    tmp_path: Path, errors: Any, kill_every: float, kills: int
+) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:
     w = ro.world(tmp_path / "world")
-    with MetricsExporter() as exporter, PrometheusServer(
-            targets=[ScrapeTarget("rag", exporter.address, labels={"service": "rag"})]) as prom:
+    with (
+        MetricsExporter() as exporter,
+        PrometheusServer(targets=[ScrapeTarget("rag", exporter.address, labels={"service": "rag"})]) as prom,
+    ):
         ro.feed(exporter, w, errors=errors, p95=lambda w: 0.5)
         prom.wait_for('rag_live_p95{service="rag"}')
-        cfg = write_config(tmp_path, services={"rag": ro.service(w, window="2s", interval="300ms")},
-                           prometheus={"url": prom.url})
+        cfg = write_config(
+            tmp_path, services={"rag": ro.service(w, window="2s", interval="300ms")}, prometheus={"url": prom.url}
+        )
         daemon = DaemonProcess(cfg)
         try:
             daemon.start()
@@ -69,8 +73,7 @@ def test_kill9_anywhere_in_a_clean_rollout_still_promotes_once(tmp_path: Path) -
 
 
 def test_kill9_during_a_failing_rollout_still_rolls_back_to_green(tmp_path: Path) -> None:
-    final, w, releases = run_with_kills(tmp_path, lambda w: 0.3 if w.weight() >= 10 else 0.0, kill_every=1.3,
-                                        kills=4)
+    final, w, releases = run_with_kills(tmp_path, lambda w: 0.3 if w.weight() >= 10 else 0.0, kill_every=1.3, kills=4)
     assert final["state"] == "resolved" and final["rollout"]["outcome"] == "rolled_back", final
     assert final["rollout"]["rolled_back"]["phase"] == 1
     assert w.weight() == 0 and w.live() == "v1" and w.canary() is None

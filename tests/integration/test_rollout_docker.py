@@ -32,8 +32,9 @@ def live(podman: PodmanService) -> Iterator[tuple[str, int, str, str, str]]:
     v3 = images.build_web_image(podman, images.session_tag(podman, "cweb", "v3"), version="v3")
     port = images.free_port()
     name = podman.name("web")
-    images.start_container(podman, v1, name=name, environment={"USER_SET": "1"},
-                           **images.web_container_kwargs(podman, port=port))
+    images.start_container(
+        podman, v1, name=name, environment={"USER_SET": "1"}, **images.web_container_kwargs(podman, port=port)
+    )
     images.wait_http(f"http://127.0.0.1:{port}/version")
     try:
         yield name, port, v1, v2, v3
@@ -41,15 +42,29 @@ def live(podman: PodmanService) -> Iterator[tuple[str, int, str, str, str]]:
         podman.remove_containers()
 
 
-async def test_canary_runs_beside_the_live_container(podman: PodmanService,
-                                                     live: tuple[str, int, str, str, str]) -> None:
+async def test_canary_runs_beside_the_live_container(
+    podman: PodmanService, live: tuple[str, int, str, str, str]
+) -> None:
     name, port, _v1, v2, v3 = live
     canary_port = images.free_port()
-    deployer = DockerDeployer(DockerDeployer.Options.model_validate({
-        "type": "docker", "docker_host": podman.docker_host,
-        "containers": [{"name": name, "health_url": f"http://127.0.0.1:{port}/health"}]}))
-    canary = DockerCanary(deployer, Canary(port=canary_port, health_url=f"http://127.0.0.1:{canary_port}/health",
-                                           timeout=30, env={"CANARY_PORT": "{port}"}))
+    deployer = DockerDeployer(
+        DockerDeployer.Options.model_validate(
+            {
+                "type": "docker",
+                "docker_host": podman.docker_host,
+                "containers": [{"name": name, "health_url": f"http://127.0.0.1:{port}/health"}],
+            }
+        )
+    )
+    canary = DockerCanary(
+        deployer,
+        Canary(
+            port=canary_port,
+            health_url=f"http://127.0.0.1:{canary_port}/health",
+            timeout=30,
+            env={"CANARY_PORT": "{port}"},
+        ),
+    )
     release = Release(service="web", version="v2", digest=v2)
     try:
         out = await canary.deploy(release, rollout_id="r1", service="web")

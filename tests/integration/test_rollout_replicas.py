@@ -27,12 +27,19 @@ def dsn() -> object:
 
 def test_a_rollout_runs_on_the_leader_and_survives_its_death(tmp_path: Path, dsn: str) -> None:
     w = ro.world(tmp_path / "world")
-    with MetricsExporter() as exporter, PrometheusServer(
-            targets=[ScrapeTarget("rag", exporter.address, labels={"service": "rag"})]) as prom:
+    with (
+        MetricsExporter() as exporter,
+        PrometheusServer(targets=[ScrapeTarget("rag", exporter.address, labels={"service": "rag"})]) as prom,
+    ):
         ro.feed(exporter, w, errors=lambda w: 0.0, p95=lambda w: 0.5)
         prom.wait_for('rag_live_p95{service="rag"}')
-        configs = replica_configs(tmp_path, 2, services={"rag": ro.service(w, window="2s", interval="300ms")},
-                                  dsn=dsn, prometheus={"url": prom.url})
+        configs = replica_configs(
+            tmp_path,
+            2,
+            services={"rag": ro.service(w, window="2s", interval="300ms")},
+            dsn=dsn,
+            prometheus={"url": prom.url},
+        )
         with Replicas(configs) as rs:
             leader = rs.wait_leader()
             (follower,) = rs.followers(leader)

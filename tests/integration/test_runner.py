@@ -17,17 +17,24 @@ from tests.support.daemon import API_TOKEN, WEBHOOK_TOKEN, command_service, runn
 
 
 async def webhook(d: Any, payload: dict[str, Any]) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http, http.post(
-            d.url + "/v1/webhook/alertmanager", data=json.dumps(payload),
-            headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"}) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            d.url + "/v1/webhook/alertmanager",
+            data=json.dumps(payload),
+            headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"},
+        ) as r,
+    ):
         assert r.status == 202
         body: dict[str, Any] = await r.json()
         return body
 
 
 async def api(d: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http, http.request(
-            method, d.url + path, json=body, headers={"Authorization": f"Bearer {API_TOKEN}"}) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, d.url + path, json=body, headers={"Authorization": f"Bearer {API_TOKEN}"}) as r,
+    ):
         return r.status, await r.json()
 
 
@@ -46,28 +53,45 @@ def fresh(payload: dict[str, Any], fingerprint: str, **labels: str) -> dict[str,
 async def test_parallel_group_runs_together(tmp_path: Path, firing_payload: dict[str, Any]) -> None:
     # Each branch waits for the other's marker: only a real parallel run finishes.
     a, b = tmp_path / "a", tmp_path / "b"
+
     def waits(mine: Path, other: Path) -> list[str]:
         return ["/bin/sh", "-c", f"touch {mine}; while [ ! -f {other} ]; do sleep 0.02; done"]
 
-    plan = [{"parallel": [
-        {"type": "command", "name": "left", "argv": waits(a, b), "timeout": "20s"},
-        {"type": "command", "name": "right", "argv": waits(b, a), "timeout": "20s"},
-    ]}, {"type": "command", "name": "after", "argv": ["/bin/true"]}]
+    plan = [
+        {
+            "parallel": [
+                {"type": "command", "name": "left", "argv": waits(a, b), "timeout": "20s"},
+                {"type": "command", "name": "right", "argv": waits(b, a), "timeout": "20s"},
+            ]
+        },
+        {"type": "command", "name": "after", "argv": ["/bin/true"]},
+    ]
     cfg = write_config(tmp_path, services={"rag": command_service(plan)})
     async with running_daemon(cfg) as d:
         await webhook(d, firing_payload)
         incident, steps = await only_incident(d)
     assert incident.state.value == "resolved"
-    assert [(s.index, s.name, s.state.value) for s in steps] == [(0, "left", "done"), (1, "right", "done"),
-                                                                 (2, "after", "done")]
+    assert [(s.index, s.name, s.state.value) for s in steps] == [
+        (0, "left", "done"),
+        (1, "right", "done"),
+        (2, "after", "done"),
+    ]
 
 
 async def test_timeout_then_retry_with_backoff(tmp_path: Path, firing_payload: dict[str, Any]) -> None:
     count = tmp_path / "count"
     # First attempt hangs past the timeout, the second succeeds.
     script = f'echo x >> {count}; [ "$(wc -l < {count})" -ge 2 ] || sleep 30'
-    plan = [{"type": "command", "name": "flaky", "argv": ["/bin/sh", "-c", script], "timeout": "0.5s",
-             "retries": 2, "backoff": "0.1s"}]
+    plan = [
+        {
+            "type": "command",
+            "name": "flaky",
+            "argv": ["/bin/sh", "-c", script],
+            "timeout": "0.5s",
+            "retries": 2,
+            "backoff": "0.1s",
+        }
+    ]
     cfg = write_config(tmp_path, services={"rag": command_service(plan)})
     async with running_daemon(cfg) as d:
         await webhook(d, firing_payload)
@@ -76,8 +100,16 @@ async def test_timeout_then_retry_with_backoff(tmp_path: Path, firing_payload: d
 
 
 async def test_retries_exhausted_fail_and_hold_the_service(tmp_path: Path, firing_payload: dict[str, Any]) -> None:
-    plan = [{"type": "command", "name": "broken", "argv": ["/bin/sh", "-c", "echo nope >&2; exit 7"], "retries": 1,
-             "backoff": "0.05s"}, {"type": "command", "name": "never", "argv": ["/bin/true"]}]
+    plan = [
+        {
+            "type": "command",
+            "name": "broken",
+            "argv": ["/bin/sh", "-c", "echo nope >&2; exit 7"],
+            "retries": 1,
+            "backoff": "0.05s",
+        },
+        {"type": "command", "name": "never", "argv": ["/bin/true"]},
+    ]
     cfg = write_config(tmp_path, services={"rag": command_service(plan)})
     async with running_daemon(cfg) as d:
         await webhook(d, firing_payload)
@@ -101,13 +133,16 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
-async def test_abort_stops_the_hung_step_and_kills_its_process_group(tmp_path: Path,
-                                                                       firing_payload: dict[str, Any]) -> None:
+async def test_abort_stops_the_hung_step_and_kills_its_process_group(
+    tmp_path: Path, firing_payload: dict[str, Any]
+) -> None:
     # The step hangs in a grandchild that also holds stdout: abort must still stop it, at once.
     pids = tmp_path / "pids"
     script = f"sleep 3600 & echo $$ $! > {pids}.tmp; mv {pids}.tmp {pids}; wait"
-    plan = [{"type": "command", "name": "current", "argv": ["/bin/sh", "-c", script]},
-            {"type": "command", "name": "next", "argv": ["/bin/true"]}]
+    plan = [
+        {"type": "command", "name": "current", "argv": ["/bin/sh", "-c", script]},
+        {"type": "command", "name": "next", "argv": ["/bin/true"]},
+    ]
     cfg = write_config(tmp_path, services={"rag": command_service(plan)}, incidents={"kill_grace": "1s"})
     async with running_daemon(cfg) as d:
         await webhook(d, firing_payload)
@@ -127,13 +162,16 @@ async def test_abort_stops_the_hung_step_and_kills_its_process_group(tmp_path: P
     assert any(e.kind == "abort" and e.actor == "tester" and e.data["why"] == "wrong alert" for e in events)
 
 
-async def test_command_sees_alert_fields_as_environment_never_as_code(tmp_path: Path,
-                                                                      firing_payload: dict[str, Any]) -> None:
+async def test_command_sees_alert_fields_as_environment_never_as_code(
+    tmp_path: Path, firing_payload: dict[str, Any]
+) -> None:
     out = tmp_path / "env.json"
     nasty = '$(touch /tmp/rollbackd-pwned); `id`; "quoted"'
     payload = relabel(firing_payload, instance=nasty)
-    code = ("import json, os; json.dump({k: v for k, v in os.environ.items() if k.startswith('ROLLBACKD_')}, "
-            f"open('{out}', 'w'))")
+    code = (
+        "import json, os; json.dump({k: v for k, v in os.environ.items() if k.startswith('ROLLBACKD_')}, "
+        f"open('{out}', 'w'))"
+    )
     plan = [{"type": "command", "name": "dump", "argv": ["/usr/bin/env", "python3", "-c", code]}]
     cfg = write_config(tmp_path, services={"rag": command_service(plan)})
     async with running_daemon(cfg) as d:
@@ -146,8 +184,9 @@ async def test_command_sees_alert_fields_as_environment_never_as_code(tmp_path: 
     assert not Path("/tmp/rollbackd-pwned").exists()
 
 
-async def test_http_step_with_template_expected_status_and_check(tmp_path: Path,
-                                                                 firing_payload: dict[str, Any]) -> None:
+async def test_http_step_with_template_expected_status_and_check(
+    tmp_path: Path, firing_payload: dict[str, Any]
+) -> None:
     seen: list[dict[str, Any]] = []
 
     async def handler(request: web.Request) -> web.Response:
@@ -162,11 +201,17 @@ async def test_http_step_with_template_expected_status_and_check(tmp_path: Path,
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    plan = [{"type": "http", "name": "switch", "url": f"http://127.0.0.1:{port}/switch", "headers": {"X-Key": "k1"},
-             "json_body": {"incident": "$incident_id", "service": "$service", "note": "$label_instance"},
-             "expect_status": [201]},
-            {"type": "http", "name": "broken", "url": f"http://127.0.0.1:{port}/broken", "retries": 1,
-             "backoff": "0.05s"}]
+    plan = [
+        {
+            "type": "http",
+            "name": "switch",
+            "url": f"http://127.0.0.1:{port}/switch",
+            "headers": {"X-Key": "k1"},
+            "json_body": {"incident": "$incident_id", "service": "$service", "note": "$label_instance"},
+            "expect_status": [201],
+        },
+        {"type": "http", "name": "broken", "url": f"http://127.0.0.1:{port}/broken", "retries": 1, "backoff": "0.05s"},
+    ]
     try:
         cfg = write_config(tmp_path, services={"rag": command_service(plan)})
         async with running_daemon(cfg) as d:
@@ -174,14 +219,18 @@ async def test_http_step_with_template_expected_status_and_check(tmp_path: Path,
             incident, steps = await only_incident(d)
     finally:
         await runner.cleanup()
-    assert seen[0] == {"path": "/switch", "auth": "k1",
-                       "body": {"incident": incident.id, "service": "rag", "note": 'a"b'}}
+    assert seen[0] == {
+        "path": "/switch",
+        "auth": "k1",
+        "body": {"incident": incident.id, "service": "rag", "note": 'a"b'},
+    }
     assert steps[0].state.value == "done" and steps[0].output["status"] == 201
     assert incident.state.value == "failed" and "HTTP 500" in steps[1].error and steps[1].attempts == 2
 
 
-async def test_dry_run_mode_journals_the_plan_and_changes_nothing(tmp_path: Path,
-                                                                  firing_payload: dict[str, Any]) -> None:
+async def test_dry_run_mode_journals_the_plan_and_changes_nothing(
+    tmp_path: Path, firing_payload: dict[str, Any]
+) -> None:
     marker = tmp_path / "ran"
     plan = [{"type": "command", "name": "touch", "argv": ["/usr/bin/touch", str(marker)]}]
     cfg = write_config(tmp_path, services={"rag": command_service(plan)}, mode="dry_run")

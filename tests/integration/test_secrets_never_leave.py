@@ -40,8 +40,9 @@ class Echo(JsonHandler):
             self.send_json(202, {})
             return
         self.server.auth.append(self.headers.get("Authorization"))
-        self.send_json(502, {"error": "bad gateway", "request": f"POST {self.path}",
-                             "headers": dict(self.headers.items())})
+        self.send_json(
+            502, {"error": "bad gateway", "request": f"POST {self.path}", "headers": dict(self.headers.items())}
+        )
 
 
 @pytest.fixture
@@ -70,24 +71,43 @@ async def journal_text(dsn: str) -> str:
 
 
 async def test_no_secret_leaves_in_logs_journal_slack_or_page(
-        tmp_path: Path, pg_dsn: str, slack_recorder: SlackRecorder, firing_payload: dict[str, Any],
-        monkeypatch: pytest.MonkeyPatch, captured_logs: io.StringIO) -> None:
+    tmp_path: Path,
+    pg_dsn: str,
+    slack_recorder: SlackRecorder,
+    firing_payload: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    captured_logs: io.StringIO,
+) -> None:
     state_dsn = pg_dsn.replace("postgresql://postgres@", f"postgresql://postgres:{SECRETS['STATE_PASSWORD']}@")
     assert state_dsn != pg_dsn  # trust auth on the test server: the password is sent, never checked
     with serve(Echo, pages=[], auth=[]) as cd:
-        env = {**SECRETS, "STATE_DSN": state_dsn, "SLACK_BOT_TOKEN": slack_recorder.token,
-               "PAGE_URL": f"{cd.url}/page?key={SECRETS['PAGE_KEY']}"}
+        env = {
+            **SECRETS,
+            "STATE_DSN": state_dsn,
+            "SLACK_BOT_TOKEN": slack_recorder.token,
+            "PAGE_URL": f"{cd.url}/page?key={SECRETS['PAGE_KEY']}",
+        }
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        svc = command_service([
-            {"type": "command", "name": "env", "argv": ["/usr/bin/env"]},
-            {"type": "http", "name": "deploy", "url": cd.url + "/deploy?token=${DEPLOY_TOKEN}",
-             "headers": {"Authorization": "Bearer ${DEPLOY_TOKEN}"}, "json_body": {"v": "$service"}},
-        ])
-        svc["page_webhook"] = {"url": "${PAGE_URL}", "headers": {"Authorization": "Bearer ${PAGE_TOKEN}"},
-                               "retries": 0}
-        cfg = write_config(tmp_path, services={"rag": svc}, notify=slack_config(slack_recorder),
-                           state={"type": "postgres", "dsn": "${STATE_DSN}"})
+        svc = command_service(
+            [
+                {"type": "command", "name": "env", "argv": ["/usr/bin/env"]},
+                {
+                    "type": "http",
+                    "name": "deploy",
+                    "url": cd.url + "/deploy?token=${DEPLOY_TOKEN}",
+                    "headers": {"Authorization": "Bearer ${DEPLOY_TOKEN}"},
+                    "json_body": {"v": "$service"},
+                },
+            ]
+        )
+        svc["page_webhook"] = {"url": "${PAGE_URL}", "headers": {"Authorization": "Bearer ${PAGE_TOKEN}"}, "retries": 0}
+        cfg = write_config(
+            tmp_path,
+            services={"rag": svc},
+            notify=slack_config(slack_recorder),
+            state={"type": "postgres", "dsn": "${STATE_DSN}"},
+        )
         async with running_daemon(cfg) as d:
             await webhook(d, firing_payload)
             incident, steps = await only_incident(d)

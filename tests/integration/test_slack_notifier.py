@@ -23,12 +23,29 @@ from tests.support.slack_recorder import SlackRecorder, slack_recorder
 __all__ = ["slack_recorder"]  # the fixture, used by name
 
 Make = Callable[..., SlackNotifier]
-OPENED = Message(kind="opened", title="Rollback of rag started", service="rag", incident_id="inc-1",
-                 text="RAGGateFailRateHigh fired: 9 % of answers fail the gates.", severity="warning",
-                 fields=(("alert", "RAGGateFailRateHigh"), ("value", "0.09"), ("threshold", "0.07"),
-                         ("decision", "rollback"), ("target", "v1.4.2")))
-FINISHED = Message(kind="finished", title="rag rolled back to v1.4.2", service="rag", incident_id="inc-1",
-                   severity="good", fields=(("outcome", "rolled_back"),))
+OPENED = Message(
+    kind="opened",
+    title="Rollback of rag started",
+    service="rag",
+    incident_id="inc-1",
+    text="RAGGateFailRateHigh fired: 9 % of answers fail the gates.",
+    severity="warning",
+    fields=(
+        ("alert", "RAGGateFailRateHigh"),
+        ("value", "0.09"),
+        ("threshold", "0.07"),
+        ("decision", "rollback"),
+        ("target", "v1.4.2"),
+    ),
+)
+FINISHED = Message(
+    kind="finished",
+    title="rag rolled back to v1.4.2",
+    service="rag",
+    incident_id="inc-1",
+    severity="good",
+    fields=(("outcome", "rolled_back"),),
+)
 
 
 def step(name: str, incident_id: str = "inc-1") -> Message:
@@ -41,8 +58,11 @@ async def make(slack_recorder: SlackRecorder) -> AsyncIterator[Make]:
     made: list[SlackNotifier] = []
 
     def build(*, webhook: bool = False, **options: Any) -> SlackNotifier:
-        base = ({"webhook_url": slack_recorder.webhook_url} if webhook else
-                {"bot_token": slack_recorder.token, "channel": "C1", "base_url": slack_recorder.base_url})
+        base = (
+            {"webhook_url": slack_recorder.webhook_url}
+            if webhook
+            else {"bot_token": slack_recorder.token, "channel": "C1", "base_url": slack_recorder.base_url}
+        )
         made.append(SlackNotifier(SlackNotifier.Options.model_validate({**base, **options})))
         return made[-1]
 
@@ -69,9 +89,7 @@ def statuses(recorder: SlackRecorder) -> list[int]:
 
 
 # ---- bot mode: threads and Block Kit -----------------------------------------------------------
-async def test_bot_posts_a_root_threads_replies_and_updates_the_root(
-    make: Make, slack_recorder: SlackRecorder
-) -> None:
+async def test_bot_posts_a_root_threads_replies_and_updates_the_root(make: Make, slack_recorder: SlackRecorder) -> None:
     notifier = make()
     root = await notifier.post(OPENED, None)
     assert root is not None and root["channel"] == "C1"
@@ -81,7 +99,9 @@ async def test_bot_posts_a_root_threads_replies_and_updates_the_root(
 
     assert [r.ts for r in slack_recorder.roots()] == [root["ts"]]
     assert [r.text for r in slack_recorder.thread(root["ts"])] == [
-        ":white_check_mark: cut_traffic done", ":white_check_mark: safety_snapshot done"]
+        ":white_check_mark: cut_traffic done",
+        ":white_check_mark: safety_snapshot done",
+    ]
     (update,) = slack_recorder.updates(root["ts"])
     assert update.blocks[0]["text"]["text"] == ":white_check_mark: rag rolled back to v1.4.2"
 
@@ -93,8 +113,12 @@ async def test_blocks_carry_title_text_fields_and_context(make: Make, slack_reco
     assert header["type"] == "header" and header["text"]["text"] == ":warning: Rollback of rag started"
     assert text["text"]["text"] == "RAGGateFailRateHigh fired: 9 % of answers fail the gates."
     assert [f["text"] for f in fields["fields"]] == [
-        "*alert*\nRAGGateFailRateHigh", "*value*\n0.09", "*threshold*\n0.07", "*decision*\nrollback",
-        "*target*\nv1.4.2"]
+        "*alert*\nRAGGateFailRateHigh",
+        "*value*\n0.09",
+        "*threshold*\n0.07",
+        "*decision*\nrollback",
+        "*target*\nv1.4.2",
+    ]
     assert context["elements"][0]["text"] == "service: *rag*  ·  incident: *inc-1*"
     assert message.text == f":warning: Rollback of rag started\n{OPENED.text}"
 
@@ -103,8 +127,9 @@ async def test_escalation_mentions_in_the_text_and_user_text_cannot_ping(
     make: Make, slack_recorder: SlackRecorder
 ) -> None:
     notifier = make(mention_on_escalation="<!subteam^S0123>")
-    await notifier.post(Message(kind="escalation", title="verify failed", text="error <!channel> & co",
-                                severity="danger"), None)
+    await notifier.post(
+        Message(kind="escalation", title="verify failed", text="error <!channel> & co", severity="danger"), None
+    )
     await notifier.post(Message(kind="step", title="redeploy done"), None)
     escalation, plain = slack_recorder.messages()
     assert escalation.text == "<!subteam^S0123> :rotating_light: verify failed\nerror &lt;!channel&gt; &amp; co"
@@ -225,12 +250,15 @@ def test_exactly_one_of_bot_token_and_webhook_url(options: dict[str, str]) -> No
     assert "xoxb-1" not in str(caught.value)
 
 
-@pytest.mark.parametrize(("options", "problem"), [
-    ({"bot_token": "xoxb-1"}, "bot_token needs channel"),
-    ({"webhook_url": "https://h/x", "channel": "C1"}, "apply to bot_token only"),
-    ({"webhook_url": "hooks.slack.com/x"}, "http(s) URL"),
-    ({"bot_token": "xoxb-1", "channel": "C1", "colour": "red"}, "notify.colour: Extra inputs"),
-])
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"bot_token": "xoxb-1"}, "bot_token needs channel"),
+        ({"webhook_url": "https://h/x", "channel": "C1"}, "apply to bot_token only"),
+        ({"webhook_url": "hooks.slack.com/x"}, "http(s) URL"),
+        ({"bot_token": "xoxb-1", "channel": "C1", "colour": "red"}, "notify.colour: Extra inputs"),
+    ],
+)
 def test_invalid_options_name_the_problem(options: dict[str, str], problem: str) -> None:
     with pytest.raises(ConfigError) as caught:
         validate_options(SlackNotifier, options, "notify")
@@ -280,7 +308,8 @@ async def test_full_queue_drops_and_counts(
     await queue.stop()
     assert [r.text for r in slack_recorder.messages()] == [
         f":warning: Rollback of rag started\n{OPENED.text}",
-        ":white_check_mark: cut_traffic done"]
+        ":white_check_mark: cut_traffic done",
+    ]
 
 
 async def test_thread_survives_a_restart(make: Make, slack_recorder: SlackRecorder) -> None:
@@ -307,7 +336,9 @@ async def test_thread_survives_a_restart(make: Make, slack_recorder: SlackRecord
     await after.stop()
     root_ts = store["inc-1"]["ts"]
     assert [r.text for r in slack_recorder.thread(root_ts)] == [
-        ":white_check_mark: redeploy done", ":white_check_mark: rag rolled back to v1.4.2"]
+        ":white_check_mark: redeploy done",
+        ":white_check_mark: rag rolled back to v1.4.2",
+    ]
     assert len(slack_recorder.updates(root_ts)) == 1 and len(slack_recorder.roots()) == 1
 
 

@@ -15,22 +15,36 @@ from tests.support.slack_recorder import SlackRecorder
 
 
 def slack_config(recorder: SlackRecorder) -> dict[str, Any]:
-    return {"type": "slack", "bot_token": "${SLACK_BOT_TOKEN}", "channel": "C0INCIDENT", "base_url": recorder.base_url,
-            "max_retries": 1, "timeout": 2}
+    return {
+        "type": "slack",
+        "bot_token": "${SLACK_BOT_TOKEN}",
+        "channel": "C0INCIDENT",
+        "base_url": recorder.base_url,
+        "max_retries": 1,
+        "timeout": 2,
+    }
 
 
 async def fire(url: str, payload: dict[str, Any]) -> None:
-    async with aiohttp.ClientSession() as http, http.post(
-            url + "/v1/webhook/alertmanager", data=json.dumps(payload),
-            headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"}) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            url + "/v1/webhook/alertmanager",
+            data=json.dumps(payload),
+            headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"},
+        ) as r,
+    ):
         assert r.status == 202
 
 
-async def test_incident_thread(tmp_path: Path, slack_recorder: SlackRecorder, firing_payload: dict[str, Any],
-                               monkeypatch: Any) -> None:
+async def test_incident_thread(
+    tmp_path: Path, slack_recorder: SlackRecorder, firing_payload: dict[str, Any], monkeypatch: Any
+) -> None:
     monkeypatch.setenv("SLACK_BOT_TOKEN", slack_recorder.token)
-    plan = [{"type": "command", "name": "snapshot", "argv": ["/bin/true"]},
-            {"type": "command", "name": "broken", "argv": ["/bin/sh", "-c", "echo disk full >&2; exit 3"]}]
+    plan = [
+        {"type": "command", "name": "snapshot", "argv": ["/bin/true"]},
+        {"type": "command", "name": "broken", "argv": ["/bin/sh", "-c", "echo disk full >&2; exit 3"]},
+    ]
     svc = {**command_service(plan), "escalate_mention": "<!subteam^S0ONCALL>"}
     cfg = write_config(tmp_path, services={"rag": svc}, notify=slack_config(slack_recorder))
     async with running_daemon(cfg) as d:
@@ -49,8 +63,9 @@ async def test_incident_thread(tmp_path: Path, slack_recorder: SlackRecorder, fi
     assert all(r.token == slack_recorder.token for r in slack_recorder.requests)
 
 
-async def test_slack_down_never_delays_the_rollback(tmp_path: Path, slack_recorder: SlackRecorder,
-                                                    firing_payload: dict[str, Any], monkeypatch: Any) -> None:
+async def test_slack_down_never_delays_the_rollback(
+    tmp_path: Path, slack_recorder: SlackRecorder, firing_payload: dict[str, Any], monkeypatch: Any
+) -> None:
     monkeypatch.setenv("SLACK_BOT_TOKEN", slack_recorder.token)
     slack_recorder.set_down(True)
     svc = command_service([{"type": "command", "name": "only", "argv": ["/bin/true"]}])

@@ -22,14 +22,19 @@ pytestmark = pytest.mark.integration
 
 def config(tmp_path: Path, pg_dsn: str, qdrant_url: str) -> Path:
     service = command_service([{"type": "command", "argv": ["true"]}])
-    service["snapshots"] = {"dir": str(tmp_path / "snaps"), "stores": {
-        "postgres": {"type": "postgres", "dsn": pg_dsn, "lock_timeout": "1s"},
-        "qdrant": {"type": "qdrant", "url": qdrant_url, "alias": "docs"}}}
+    service["snapshots"] = {
+        "dir": str(tmp_path / "snaps"),
+        "stores": {
+            "postgres": {"type": "postgres", "dsn": pg_dsn, "lock_timeout": "1s"},
+            "qdrant": {"type": "qdrant", "url": qdrant_url, "alias": "docs"},
+        },
+    }
     return write_config(tmp_path, services={"rag": service})
 
 
 async def test_create_and_restore_are_followed_and_a_hand_restore_rolls_forward(
-        pg_dsn: str, qdrant_server: QdrantTestServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pg_dsn: str, qdrant_server: QdrantTestServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     await create_corpus(pg_dsn, docs=200)
     await load_points(qdrant_server.url, "docs_v1", dsn=pg_dsn, alias="docs")
     async with running_daemon(config(tmp_path, pg_dsn, qdrant_server.url)) as daemon:
@@ -44,16 +49,16 @@ async def test_create_and_restore_are_followed_and_a_hand_restore_rolls_forward(
         assert status == 200 and job["state"] == "done" and job["result"]["id"]
         set_id = job["result"]["id"]
         await bad_deploy(pg_dsn, qdrant_server.url)
-        code = await asyncio.to_thread(main, ["snapshot", "restore", set_id, "--reason", "bad deploy", "--yes",
-                                              *flags])
+        code = await asyncio.to_thread(main, ["snapshot", "restore", set_id, "--reason", "bad deploy", "--yes", *flags])
         out = capsys.readouterr().out
         assert code == 0, out
         assert "runs as incident" in out and "undo with `rollbackd rollforward" in out
         incident_id = out.split("runs as incident ")[1].split(";")[0]
         assert (await table_counts(pg_dsn))["docs"] == 200 and await points(qdrant_server.url) == 200
         # the hand restore is an incident: rollforward undoes it from the kept copies
-        status, body = await asyncio.to_thread(api.call, "POST", f"/v1/incidents/{incident_id}/rollforward",
-                                               {"reason": "the restore was a mistake"})
+        status, body = await asyncio.to_thread(
+            api.call, "POST", f"/v1/incidents/{incident_id}/rollforward", {"reason": "the restore was a mistake"}
+        )
         assert status in (200, 201, 202), body
         done = await asyncio.to_thread(api.wait_incident, body["id"], ("resolved", "failed"), 90)
         assert done["state"] == "resolved", done
@@ -61,7 +66,8 @@ async def test_create_and_restore_are_followed_and_a_hand_restore_rolls_forward(
 
 
 async def test_a_blocked_restore_fails_naming_the_blocker_not_unreachable(
-        pg_dsn: str, qdrant_server: QdrantTestServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pg_dsn: str, qdrant_server: QdrantTestServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     await create_corpus(pg_dsn, docs=200)
     await load_points(qdrant_server.url, "docs_v1", dsn=pg_dsn, alias="docs")
     async with running_daemon(config(tmp_path, pg_dsn, qdrant_server.url)) as daemon:
@@ -72,8 +78,7 @@ async def test_a_blocked_restore_fails_naming_the_blocker_not_unreachable(
         blocker: Any = await asyncpg.connect(pg_dsn, server_settings={"application_name": "migrate-v2"})
         try:
             await blocker.execute("BEGIN; LOCK TABLE docs IN ACCESS EXCLUSIVE MODE")
-            code = await asyncio.to_thread(main, ["snapshot", "restore", snap["id"], "--reason", "r", "--yes",
-                                                  *flags])
+            code = await asyncio.to_thread(main, ["snapshot", "restore", snap["id"], "--reason", "r", "--yes", *flags])
         finally:
             await blocker.close()
         captured = capsys.readouterr()

@@ -35,8 +35,9 @@ def service(name: str, dsn: str, root: Path) -> DataSet:
     return DataSet(service=name, store=SnapshotStore(root, name), snapshotters={"postgres": snap})
 
 
-async def test_a_set_of_another_service_and_database_is_refused_unless_named(pg_dsn: str, other_dsn: str,
-                                                                            tmp_path: Path) -> None:
+async def test_a_set_of_another_service_and_database_is_refused_unless_named(
+    pg_dsn: str, other_dsn: str, tmp_path: Path
+) -> None:
     await create_corpus(pg_dsn, docs=120)
     await create_corpus(other_dsn, docs=80)
     a, b = service("a", pg_dsn, tmp_path / "shared"), service("b", other_dsn, tmp_path / "shared")
@@ -73,6 +74,8 @@ async def test_qdrant_origin_is_its_alias_and_server() -> None:
     try:
         assert await snap.origin_problems({"alias": "docs", "server": "http://127.0.0.1:6333"}) == []
         assert await snap.origin_problems({"alias": "faq", "server": "http://q2:6333"}) == [
-            "alias faq (this store's is docs)", "Qdrant at http://q2:6333 (this store's is http://127.0.0.1:6333)"]
+            "alias faq (this store's is docs)",
+            "Qdrant at http://q2:6333 (this store's is http://127.0.0.1:6333)",
+        ]
     finally:
         await snap.close()

@@ -46,10 +46,10 @@ def unique_sleep() -> str:
 
 
 async def test_timeout_kills_the_group_even_when_a_grandchild_holds_the_pipe(
-        tmp_path: Path, firing_payload: dict[str, Any]) -> None:
+    tmp_path: Path, firing_payload: dict[str, Any]
+) -> None:
     sleep = unique_sleep()
-    plan = [{"type": "command", "name": "hangs", "argv": ["/bin/sh", "-c", f"sleep {sleep}; true"],
-             "timeout": "2s"}]
+    plan = [{"type": "command", "name": "hangs", "argv": ["/bin/sh", "-c", f"sleep {sleep}; true"], "timeout": "2s"}]
     cfg = write_config(tmp_path, services={"rag": command_service(plan)}, incidents={"kill_grace": "1s"})
     async with running_daemon(cfg) as d:
         began = time.monotonic()
@@ -66,8 +66,7 @@ async def test_command_backends_kill_their_whole_group_at_timeout() -> None:
     sleep = unique_sleep()
     began = time.monotonic()
     with pytest.raises(BackendError) as failed:
-        await backend_run_argv(["/bin/sh", "-c", f"sleep {sleep}; true"], timeout=1.0, env={},
-                               what="deploy command")
+        await backend_run_argv(["/bin/sh", "-c", f"sleep {sleep}; true"], timeout=1.0, env={}, what="deploy command")
     assert failed.value.retryable and "timed out after 1s" in str(failed.value)
     assert time.monotonic() - began < 10
     assert processes_with(f"sleep {sleep}") == []
@@ -93,8 +92,14 @@ def test_kill9_within_milliseconds_of_a_step_start_leaves_no_step_process(tmp_pa
     """Every start of the daemon resumes the step (it sleeps); each is killed 0-25 ms after the daemon
     is ready, i.e. around the moment it forks the step. No process of the step may outlive the daemon."""
     spawned = tmp_path / "spawned"
-    plan = [{"type": "command", "name": "sleeps", "crash_resumes": 100,
-             "argv": ["/bin/sh", "-c", f"echo $$ >> {spawned}; exec sleep 30"]}]
+    plan = [
+        {
+            "type": "command",
+            "name": "sleeps",
+            "crash_resumes": 100,
+            "argv": ["/bin/sh", "-c", f"echo $$ >> {spawned}; exec sleep 30"],
+        }
+    ]
     cfg = write_config(tmp_path, services={"rag": command_service(plan)})
     daemon = DaemonProcess(cfg)
     survivors: list[tuple[int, list[int]]] = []
@@ -131,7 +136,11 @@ async def test_a_group_that_ignores_sigterm_is_killed_after_the_grace() -> None:
     sleep = unique_sleep()
     began = time.monotonic()
     with pytest.raises(TimeoutError):
-        await procs.run(["/bin/sh", "-c", f"trap '' TERM; sleep {sleep} & wait"], env={"PATH": "/usr/bin:/bin"},
-                        timeout=0.5, grace=0.5)
+        await procs.run(
+            ["/bin/sh", "-c", f"trap '' TERM; sleep {sleep} & wait"],
+            env={"PATH": "/usr/bin:/bin"},
+            timeout=0.5,
+            grace=0.5,
+        )
     assert time.monotonic() - began < 10
     assert processes_with(f"sleep {sleep}") == []  # SIGTERM was ignored (inherited), SIGKILL was not

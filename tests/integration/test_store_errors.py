@@ -21,9 +21,14 @@ PATH = "/v1/webhook/alertmanager"
 
 
 async def post(d: Any, payload: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
-    async with aiohttp.ClientSession() as http, http.post(
-            d.url + PATH, data=json.dumps(payload),
-            headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"}) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            d.url + PATH,
+            data=json.dumps(payload),
+            headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"},
+        ) as resp,
+    ):
         return resp.status, await resp.json(), dict(resp.headers)
 
 
@@ -32,8 +37,9 @@ def config(tmp_path: Path, state: dict[str, Any]) -> Path:
     return write_config(tmp_path, services={"rag": command_service(plan)}, state=state)
 
 
-async def assert_outage_then_resend_opens(d: Any, payload: dict[str, Any], caplog: pytest.LogCaptureFixture,
-                                          heal: Any) -> None:
+async def assert_outage_then_resend_opens(
+    d: Any, payload: dict[str, Any], caplog: pytest.LogCaptureFixture, heal: Any
+) -> None:
     status, body, headers = await post(d, payload)
     assert status == 503, body
     assert body["error"] == "unavailable" and "state store" in body["detail"]
@@ -52,7 +58,8 @@ async def assert_outage_then_resend_opens(d: Any, payload: dict[str, Any], caplo
 
 
 async def test_sqlite_held_by_another_writer_answers_503_then_the_resend_opens(
-        tmp_path: Path, firing_payload: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, firing_payload: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     db = tmp_path / "state.db"
     cfg = config(tmp_path, {"type": "sqlite", "path": str(db), "busy_timeout": "0.2s"})
     async with running_daemon(cfg) as d:
@@ -84,7 +91,8 @@ class _LockedOnce:
 
 
 async def test_one_injected_database_is_locked_answers_503_then_the_resend_opens(
-        tmp_path: Path, firing_payload: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, firing_payload: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     cfg = config(tmp_path, {"type": "sqlite", "path": str(tmp_path / "state.db")})
     async with running_daemon(cfg) as d:
         real = d.core.store._conn
@@ -98,7 +106,8 @@ async def test_one_injected_database_is_locked_answers_503_then_the_resend_opens
 
 
 async def test_postgres_locked_past_its_timeout_answers_503_then_the_resend_opens(
-        tmp_path: Path, pg_dsn: str, firing_payload: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, pg_dsn: str, firing_payload: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     cfg = config(tmp_path, {"type": "postgres", "dsn": pg_dsn, "timeout": 0.5})
     async with running_daemon(cfg) as d:
         other = await asyncpg.connect(pg_dsn)
@@ -117,8 +126,7 @@ async def test_postgres_locked_past_its_timeout_answers_503_then_the_resend_open
                 await other.close()
 
 
-async def test_the_constraint_alone_reads_as_incident_active(
-        tmp_path: Path, firing_payload: dict[str, Any]) -> None:
+async def test_the_constraint_alone_reads_as_incident_active(tmp_path: Path, firing_payload: dict[str, Any]) -> None:
     """An HA peer opened an incident of the service between the policy's read and the write: the alert
     is journaled as suppressed (incident_active), and that is the only store error that does so."""
     from tests.contracts.state_stores import incident

@@ -35,9 +35,14 @@ async def get(d: Any, path: str) -> tuple[int, Any]:
 
 
 async def webhook(d: Any, payload: dict[str, Any]) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http, http.post(
-            d.url + "/v1/webhook/alertmanager", data=json.dumps(payload),
-            headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"}) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            d.url + "/v1/webhook/alertmanager",
+            data=json.dumps(payload),
+            headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"},
+        ) as resp,
+    ):
         assert resp.status == 202
         body: dict[str, Any] = await resp.json()
         return body
@@ -64,11 +69,15 @@ def gated_plan(tmp_path: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("fault", ["cut", "blackhole"])
 async def test_outage_mid_step_is_waited_out_and_nothing_runs_twice(
-        tmp_path: Path, pg_dsn: str, proxy: TcpProxy, firing_payload: dict[str, Any], fault: str) -> None:
+    tmp_path: Path, pg_dsn: str, proxy: TcpProxy, firing_payload: dict[str, Any], fault: str
+) -> None:
     log, gate = tmp_path / "steps.log", tmp_path / "gate"
-    cfg = write_config(tmp_path, services={"rag": command_service(gated_plan(tmp_path))},
-                       state={"type": "postgres", "dsn": proxied(pg_dsn, proxy), "timeout": 1},
-                       incidents={"store_outage_limit": "60s"})
+    cfg = write_config(
+        tmp_path,
+        services={"rag": command_service(gated_plan(tmp_path))},
+        state={"type": "postgres", "dsn": proxied(pg_dsn, proxy), "timeout": 1},
+        incidents={"store_outage_limit": "60s"},
+    )
     async with running_daemon(cfg) as d:
         await webhook(d, firing_payload)
         await wait_for(lambda: log.exists(), what="step started")
@@ -94,7 +103,8 @@ async def test_outage_mid_step_is_waited_out_and_nothing_runs_twice(
 
 
 async def test_outage_past_the_bound_pages_at_once_and_ends_failed_when_the_store_is_back(
-        tmp_path: Path, pg_dsn: str, proxy: TcpProxy, firing_payload: dict[str, Any]) -> None:
+    tmp_path: Path, pg_dsn: str, proxy: TcpProxy, firing_payload: dict[str, Any]
+) -> None:
     log, gate = tmp_path / "steps.log", tmp_path / "gate"
     pages: list[dict[str, Any]] = []
 
@@ -111,9 +121,12 @@ async def test_outage_past_the_bound_pages_at_once_and_ends_failed_when_the_stor
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     svc = command_service(gated_plan(tmp_path))
     svc["page_webhook"] = {"url": f"http://127.0.0.1:{port}/page"}
-    cfg = write_config(tmp_path, services={"rag": svc},
-                       state={"type": "postgres", "dsn": proxied(pg_dsn, proxy), "timeout": 0.5},
-                       incidents={"store_outage_limit": "2s"})
+    cfg = write_config(
+        tmp_path,
+        services={"rag": svc},
+        state={"type": "postgres", "dsn": proxied(pg_dsn, proxy), "timeout": 0.5},
+        incidents={"store_outage_limit": "2s"},
+    )
     try:
         async with running_daemon(cfg) as d:
             await webhook(d, firing_payload)
@@ -141,16 +154,19 @@ def test_a_restart_during_the_outage_does_not_run_the_finished_step_again(tmp_pa
     """The step finished while its `done` could not be written; the daemon is killed before the store
     is back. The restarted daemon asks the world (`check`), never guesses: the step is not run again."""
     log, gate, done = tmp_path / "steps.log", tmp_path / "gate", tmp_path / "slow.done"
-    slow = (f"echo slow-start >> {log}; while [ ! -f {gate} ]; do sleep 0.05; done; touch {done}; "
-            f"echo slow-end >> {log}")
-    plan = [{"type": "command", "name": "slow", "argv": ["/bin/sh", "-c", slow],
-             "check": ["test", "-f", str(done)]},
-            {"type": "command", "name": "after", "argv": ["/bin/sh", "-c", f"echo after >> {log}"]}]
+    slow = f"echo slow-start >> {log}; while [ ! -f {gate} ]; do sleep 0.05; done; touch {done}; echo slow-end >> {log}"
+    plan = [
+        {"type": "command", "name": "slow", "argv": ["/bin/sh", "-c", slow], "check": ["test", "-f", str(done)]},
+        {"type": "command", "name": "after", "argv": ["/bin/sh", "-c", f"echo after >> {log}"]},
+    ]
     dsn = fresh_database_sync("outage_restart")
     try:
         with ThreadedProxy("127.0.0.1", 5432) as proxy:
-            cfg = write_config(tmp_path, services={"rag": command_service(plan)},
-                               state={"type": "postgres", "dsn": proxied(dsn, proxy), "timeout": 1})
+            cfg = write_config(
+                tmp_path,
+                services={"rag": command_service(plan)},
+                state={"type": "postgres", "dsn": proxied(dsn, proxy), "timeout": 1},
+            )
             daemon = DaemonProcess(cfg)
             try:
                 daemon.start()

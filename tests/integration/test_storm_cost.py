@@ -19,8 +19,17 @@ from tests.conftest import load_fixture, relabel
 from tests.support.daemon import API_TOKEN, WEBHOOK_TOKEN, command_service, running_daemon, write_config
 
 PATH = "/v1/webhook/alertmanager"
-DECISION_READS = ("policy_view", "releases", "pauses", "active_incidents", "seen_alert", "events",
-                  "list_incidents", "get_incident", "get_kv")
+DECISION_READS = (
+    "policy_view",
+    "releases",
+    "pauses",
+    "active_incidents",
+    "seen_alert",
+    "events",
+    "list_incidents",
+    "get_incident",
+    "get_kv",
+)
 
 
 def body(tag: str, alertname: str = "StormNoise", service: str = "rag") -> bytes:
@@ -47,8 +56,9 @@ def count_calls(store: Any, names: tuple[str, ...]) -> Counter[str]:
 @pytest.fixture
 async def daemon(tmp_path: Path) -> Any:
     plan = [{"type": "command", "name": "busy", "argv": ["/bin/sleep", "0.5"]}]  # active while the test asks
-    service = command_service(plan, rollback_alerts=["RAGGateFailRateHigh"], notify_alerts=["StormNoise"],
-                              ignore_alerts=["Ignored*"])
+    service = command_service(
+        plan, rollback_alerts=["RAGGateFailRateHigh"], notify_alerts=["StormNoise"], ignore_alerts=["Ignored*"]
+    )
     cfg = write_config(tmp_path, services={"rag": service})
     async with running_daemon(cfg) as d, aiohttp.ClientSession(d.url) as http:
         d.http = http
@@ -149,9 +159,15 @@ async def test_storm_batches_take_the_bulk_lane_and_an_actionable_body_does_not(
 
         async def recorded(*args: Any, _real: Any = real, _name: str = name) -> Any:
             first = args[0]
-            tag = (first[0].split("|")[0] if _name == "seen_alerts" and first else
-                   first[0][0].fingerprint if _name == "journal_alerts" else
-                   first.fingerprint if _name == "journal_alert" else "view")
+            tag = (
+                first[0].split("|")[0]
+                if _name == "seen_alerts" and first
+                else first[0][0].fingerprint
+                if _name == "journal_alerts"
+                else first.fingerprint
+                if _name == "journal_alert"
+                else "view"
+            )
             lanes.append((_name, tag, BULK.get()))
             return await _real(*args)
 

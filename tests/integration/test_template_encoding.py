@@ -37,14 +37,29 @@ def stub() -> Iterator[Any]:
 
 
 def context(labels: dict[str, str]) -> StepContext:
-    incident = Incident(id="i1", service="rag", state=IncidentState.RUNNING, dry_run=False, created_at=0, plan=[],
-                        trigger=Trigger(kind="alert", reason="t", requested_by="am", alertname="A", labels=labels))
+    incident = Incident(
+        id="i1",
+        service="rag",
+        state=IncidentState.RUNNING,
+        dry_run=False,
+        created_at=0,
+        plan=[],
+        trigger=Trigger(kind="alert", reason="t", requested_by="am", alertname="A", labels=labels),
+    )
 
     async def save(key: str, value: Any) -> None:
         return None
 
-    return StepContext(incident=incident, runtime=None, step_name="x", attempt=1, dry_run=False,  # type: ignore[arg-type]
-                       outputs={}, log=logging.LoggerAdapter(logging.getLogger("t"), {}), save=save)
+    return StepContext(
+        incident=incident,
+        runtime=None,
+        step_name="x",
+        attempt=1,
+        dry_run=False,  # type: ignore[arg-type]
+        outputs={},
+        log=logging.LoggerAdapter(logging.getLogger("t"), {}),
+        save=save,
+    )
 
 
 def http_step(**options: Any) -> Any:
@@ -62,8 +77,11 @@ async def test_url_components_are_percent_encoded(stub: Any) -> None:
 
 
 async def test_a_json_text_body_stays_json_and_keeps_the_value(stub: Any) -> None:
-    step = http_step(url=stub.url + "/x", headers={"Content-Type": "application/json"},
-                     body='{"instance": "$label_instance", "n": 1}')
+    step = http_step(
+        url=stub.url + "/x",
+        headers={"Content-Type": "application/json"},
+        body='{"instance": "$label_instance", "n": 1}',
+    )
     await step.run(context({"instance": NASTY + '", "admin": true, "x": "'}))
     sent = json.loads(stub.seen[0]["body"])
     assert sent == {"instance": NASTY + '", "admin": true, "x": "', "n": 1}
@@ -76,8 +94,11 @@ async def test_json_body_values_are_json_values(stub: Any) -> None:
 
 
 async def test_a_form_body_is_form_encoded(stub: Any) -> None:
-    step = http_step(url=stub.url + "/x", headers={"Content-Type": "application/x-www-form-urlencoded"},
-                     body="instance=$label_instance&n=1")
+    step = http_step(
+        url=stub.url + "/x",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        body="instance=$label_instance&n=1",
+    )
     await step.run(context({"instance": "a&admin=1"}))
     assert stub.seen[0]["body"] == "instance=a%26admin%3D1&n=1"
 
@@ -93,9 +114,16 @@ async def test_header_values_with_cr_lf_or_nul_are_refused(stub: Any, value: str
 
 
 async def test_the_deploy_url_encodes_the_release_version(stub: Any) -> None:
-    deployer = HttpDeployer(HttpDeployer.Options.model_validate({
-        "type": "http", "url": stub.url + "/deploy/{version}?incident={incident}", "body": {"v": "{version}"},
-        "health_url": stub.url + "/health"}))
+    deployer = HttpDeployer(
+        HttpDeployer.Options.model_validate(
+            {
+                "type": "http",
+                "url": stub.url + "/deploy/{version}?incident={incident}",
+                "body": {"v": "{version}"},
+                "health_url": stub.url + "/health",
+            }
+        )
+    )
     await deployer.deploy(Release(service="rag", version="1.0/../../admin?x=1", digest="sha256:1"), incident="i&1")
     (seen,) = stub.seen
     path, _, query = seen["path"].partition("?")

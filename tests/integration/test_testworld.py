@@ -72,8 +72,11 @@ async def samples(http: aiohttp.ClientSession, base: str) -> dict[tuple[str, tup
     async with http.get(f"{base}/metrics") as resp:
         assert resp.status == 200
         text = await resp.text()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def value(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
@@ -124,10 +127,15 @@ async def test_corpus_golden_and_sources_fit_together(pg_dsn: str) -> None:
         for g in golden:
             hits = retrieval.retrieve(g["question"], docs, mode=mode)
             ctx = [h.doc.text for h in hits]
-            answer = retrieval.good_answer(g["question"], hits) if mode == "good" else retrieval.bad_answer(
-                g["question"])
-            rows.append({**retrieval.lexical_scores(g["question"], answer, ctx),
-                         "recall_vs_truth": retrieval.recall_against(g["ground_truth"], ctx)})
+            answer = (
+                retrieval.good_answer(g["question"], hits) if mode == "good" else retrieval.bad_answer(g["question"])
+            )
+            rows.append(
+                {
+                    **retrieval.lexical_scores(g["question"], answer, ctx),
+                    "recall_vs_truth": retrieval.recall_against(g["ground_truth"], ctx),
+                }
+            )
         return {k: statistics.mean(r[k] for r in rows) for k in rows[0]}
 
     good, bad = mean_scores("good"), mean_scores("bad")
@@ -148,8 +156,9 @@ async def test_change_corpus_and_generate_large(pg_dsn: str) -> None:
     assert size >= 40 * 2**20
 
 
-async def test_load_points_through_an_alias(corpus_dsn: str, qdrant_server: QdrantTestServer,
-                                            http: aiohttp.ClientSession) -> None:
+async def test_load_points_through_an_alias(
+    corpus_dsn: str, qdrant_server: QdrantTestServer, http: aiohttp.ClientSession
+) -> None:
     count = await corpus.load_points(qdrant_server.url, "docs__v1", dsn=corpus_dsn, alias="docs")
     assert count == 200
     status, body = await get_json(http, f"{qdrant_server.url}/collections/docs")
@@ -168,10 +177,21 @@ def test_podman_service_answers_the_docker_api(podman: PodmanService) -> None:
 
 
 def test_web_images_serve_version_and_health_and_stop_on_sigterm(podman: PodmanService) -> None:
-    v1 = images.build_web_image(podman, images.session_tag(podman, "web", "v1"), version="v1", healthy=True,
-                                env={"RAG_VERSION": "v1", "MODEL": "small"}, labels={"app.tier": "web"})
-    v2 = images.build_web_image(podman, images.session_tag(podman, "web", "v2"), version="v2", healthy=False,
-                                env={"RAG_VERSION": "v2", "MODEL": "big"})
+    v1 = images.build_web_image(
+        podman,
+        images.session_tag(podman, "web", "v1"),
+        version="v1",
+        healthy=True,
+        env={"RAG_VERSION": "v1", "MODEL": "small"},
+        labels={"app.tier": "web"},
+    )
+    v2 = images.build_web_image(
+        podman,
+        images.session_tag(podman, "web", "v2"),
+        version="v2",
+        healthy=False,
+        env={"RAG_VERSION": "v2", "MODEL": "big"},
+    )
     assert v1 != v2 and v1.startswith("sha256:")
     image = podman.client().images.get(v1)
     assert image.id == v1 and image.tags == [f"localhost/{images.session_tag(podman, 'web', 'v1')}"]
@@ -179,8 +199,7 @@ def test_web_images_serve_version_and_health_and_stop_on_sigterm(podman: PodmanS
     containers = {}
     for image_id, port in ports.items():
         kwargs = images.web_container_kwargs(podman, port=port)
-        containers[image_id] = images.start_container(
-            podman, image_id, environment={"USER_SET": "1"}, **kwargs)
+        containers[image_id] = images.start_container(podman, image_id, environment={"USER_SET": "1"}, **kwargs)
     assert images.wait_http(f"http://127.0.0.1:{ports[v1]}/version") == b"v1\n"
     assert images.wait_http(f"http://127.0.0.1:{ports[v1]}/health") == b"ok\n"
     assert images.wait_http(f"http://127.0.0.1:{ports[v2]}/version") == b"v2\n"
@@ -232,8 +251,13 @@ async def test_rag_service_subprocess_contract_and_deterministic_faults(
     corpus_dsn: str, qdrant_server: QdrantTestServer, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     await corpus.load_points(qdrant_server.url, "docs__v1", dsn=corpus_dsn, alias="docs")
-    env = {"RAG_PG_DSN": corpus_dsn, "RAG_QDRANT_URL": qdrant_server.url, "RAG_QDRANT_COLLECTION": "docs",
-           "RAG_VERSION": "v1", "RAG_SOURCES_FILE": str(DATA / "sources.yaml")}
+    env = {
+        "RAG_PG_DSN": corpus_dsn,
+        "RAG_QDRANT_URL": qdrant_server.url,
+        "RAG_QDRANT_COLLECTION": "docs",
+        "RAG_VERSION": "v1",
+        "RAG_SOURCES_FILE": str(DATA / "sources.yaml"),
+    }
     service = images.RagServiceProcess(env=env)
     await asyncio.to_thread(service.start)
     try:
@@ -249,7 +273,8 @@ async def test_rag_service_subprocess_contract_and_deterministic_faults(
         after = await samples(http, base)
         assert gates.count("fail") == 9
         fails = value(after, "rag_gate_checks_total", gate="grounding", result="fail") - value(
-            before, "rag_gate_checks_total", gate="grounding", result="fail")
+            before, "rag_gate_checks_total", gate="grounding", result="fail"
+        )
         assert fails == 9
 
         async with http.post(f"{base}/admin/fault", json={"error_fraction": 0.03, "answer_mode": "bad"}) as resp:
@@ -273,9 +298,7 @@ async def test_rag_service_subprocess_contract_and_deterministic_faults(
     assert service.returncode == 0
 
 
-async def test_rag_service_reports_a_missing_qdrant_or_database(
-    corpus_dsn: str, http: aiohttp.ClientSession
-) -> None:
+async def test_rag_service_reports_a_missing_qdrant_or_database(corpus_dsn: str, http: aiohttp.ClientSession) -> None:
     dead = f"http://127.0.0.1:{images.free_port()}"
     with images.RagServiceProcess(env={"RAG_PG_DSN": corpus_dsn, "RAG_QDRANT_URL": dead}) as service:
         status, health = await get_json(http, f"{service.url}/healthz")
@@ -319,11 +342,12 @@ async def test_rag_service_in_a_podman_container(
 ) -> None:
     await corpus.load_points(qdrant_server.url, "docs__v1", dsn=corpus_dsn, alias="docs")
     image_id = await asyncio.to_thread(
-        images.build_rag_image, podman, images.session_tag(podman, "rag", "v1"), version="v1",
-        env={"MODEL": "small"})
+        images.build_rag_image, podman, images.session_tag(podman, "rag", "v1"), version="v1", env={"MODEL": "small"}
+    )
     port = images.free_port()
-    kwargs = images.rag_container_kwargs(podman, port=port, pg_dsn=corpus_dsn, qdrant_url=qdrant_server.url,
-                                         self_traffic_rps=20)
+    kwargs = images.rag_container_kwargs(
+        podman, port=port, pg_dsn=corpus_dsn, qdrant_url=qdrant_server.url, self_traffic_rps=20
+    )
     started = time.monotonic()
     container = await asyncio.to_thread(images.start_container, podman, image_id, name=podman.name("rag"), **kwargs)
     base = f"http://127.0.0.1:{port}"

@@ -21,25 +21,49 @@ from tests.support.daemon import Api, command_service, running_daemon, write_con
 
 
 def context(tmp_path: Path, switch: Any, saved: dict[str, Any]) -> StepContext:
-    incident = Incident(id="i1", service="rag", state=IncidentState.RUNNING,
-                        trigger=Trigger(kind="manual", reason="t", requested_by="me"), dry_run=False, created_at=0,
-                        plan=[], context=saved)
+    incident = Incident(
+        id="i1",
+        service="rag",
+        state=IncidentState.RUNNING,
+        trigger=Trigger(kind="manual", reason="t", requested_by="me"),
+        dry_run=False,
+        created_at=0,
+        plan=[],
+        context=saved,
+    )
 
     async def save(key: str, value: Any) -> None:
         saved[key] = value
 
     runtime = ServiceRuntime(name="rag", config=None, caps=Capabilities(traffic=switch))  # type: ignore[arg-type]
-    return StepContext(incident=incident, runtime=runtime, step_name="x", attempt=1, dry_run=False, outputs={},
-                       log=logging.LoggerAdapter(logging.getLogger("t"), {}), save=save)
+    return StepContext(
+        incident=incident,
+        runtime=runtime,
+        step_name="x",
+        attempt=1,
+        dry_run=False,
+        outputs={},
+        log=logging.LoggerAdapter(logging.getLogger("t"), {}),
+        save=save,
+    )
 
 
 def file_switch(tmp_path: Path, weight: int) -> CommandTrafficSwitch:
     state = tmp_path / "weight"
     state.write_text(str(weight))
-    return CommandTrafficSwitch(CommandTrafficSwitch.Options(
-        type="command", get_argv=["/bin/cat", str(state)],
-        set_argv=[sys.executable, "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", str(state),
-                  "{weight}"]))
+    return CommandTrafficSwitch(
+        CommandTrafficSwitch.Options(
+            type="command",
+            get_argv=["/bin/cat", str(state)],
+            set_argv=[
+                sys.executable,
+                "-c",
+                "import sys; open(sys.argv[1], 'w').write(sys.argv[2])",
+                str(state),
+                "{weight}",
+            ],
+        )
+    )
 
 
 async def test_cut_remembers_the_weight_and_restore_puts_it_back(tmp_path: Path) -> None:

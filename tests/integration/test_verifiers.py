@@ -45,8 +45,12 @@ class World:
 
     def fault(self, **body: Any) -> None:
         method = "POST" if body else "DELETE"
-        req = urllib.request.Request(f"{self.url}/admin/fault", data=json.dumps(body).encode() if body else None,
-                                     method=method, headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.url}/admin/fault",
+            data=json.dumps(body).encode() if body else None,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=5) as resp:
             assert resp.status == 200
 
@@ -59,9 +63,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         asyncio.run(corpus.create_corpus(dsn))
         with qdrant:
             asyncio.run(corpus.load_points(qdrant.url, "docs__v1", dsn=dsn, alias="docs"))
-            rag = images.RagServiceProcess(env={"RAG_PG_DSN": dsn, "RAG_QDRANT_URL": qdrant.url,
-                                                "RAG_QDRANT_COLLECTION": "docs", "RAG_VERSION": "v1",
-                                                "RAG_RECORD_CONVERSATIONS": "0"})
+            rag = images.RagServiceProcess(
+                env={
+                    "RAG_PG_DSN": dsn,
+                    "RAG_QDRANT_URL": qdrant.url,
+                    "RAG_QDRANT_COLLECTION": "docs",
+                    "RAG_VERSION": "v1",
+                    "RAG_RECORD_CONVERSATIONS": "0",
+                }
+            )
             with rag:
                 yield World(dsn, qdrant, rag)
     finally:
@@ -87,13 +97,21 @@ def dead_url() -> str:
 def smoke(url: str, **kw: Any) -> SmokeVerifier:
     requests = kw.pop("requests", None) or [
         {"name": "healthz", "url": f"{url}/healthz", "expect_json": {"status": "ok"}},
-        {"name": "query", "method": "POST", "url": f"{url}/query",
-         "json": {"question": "How wide is the Heron telescope mirror and where was it polished?"},
-         "expect_fields": ["answer", "contexts[0].id"], "expect_json": {"contexts[0].id": "doc-0001"},
-         "latency_budget": "1s"},
+        {
+            "name": "query",
+            "method": "POST",
+            "url": f"{url}/query",
+            "json": {"question": "How wide is the Heron telescope mirror and where was it polished?"},
+            "expect_fields": ["answer", "contexts[0].id"],
+            "expect_json": {"contexts[0].id": "doc-0001"},
+            "latency_budget": "1s",
+        },
     ]
-    return SmokeVerifier(SmokeOptions.model_validate({"type": "smoke", "requests": requests, "warmup": 1,
-                                                      "consecutive": 3, "interval": 0.05, **kw}))
+    return SmokeVerifier(
+        SmokeOptions.model_validate(
+            {"type": "smoke", "requests": requests, "warmup": 1, "consecutive": 3, "interval": 0.05, **kw}
+        )
+    )
 
 
 async def test_smoke_passes_on_the_good_service(rag: World) -> None:
@@ -113,9 +131,18 @@ async def test_smoke_fails_on_a_500_with_the_request_named(rag: World) -> None:
 
 async def test_smoke_fails_on_a_slow_endpoint(rag: World) -> None:
     rag.fault(latency_s=0.3)
-    check = smoke(rag.url, requests=[{"name": "query", "method": "POST", "url": f"{rag.url}/query",
-                                      "json": {"question": "When do Osprey firmware releases ship?"},
-                                      "latency_budget": "100ms"}])
+    check = smoke(
+        rag.url,
+        requests=[
+            {
+                "name": "query",
+                "method": "POST",
+                "url": f"{rag.url}/query",
+                "json": {"question": "When do Osprey firmware releases ship?"},
+                "latency_budget": "100ms",
+            }
+        ],
+    )
     result = await check.verify(ctx(deadline=1.5))
     assert result.verdict is Verdict.FAIL
     assert "query: took" in result.summary and "over the 100ms budget" in result.summary
@@ -140,23 +167,36 @@ async def test_smoke_is_an_error_when_the_service_refuses_connections() -> None:
 
 # ---------------------------------------------------------------------------------------------- counts
 def prepare_output(tables: dict[str, int], points: int) -> dict[str, Any]:
-    return {"snapshot_set": "set-1", "restored": {
-        "pg": {"kind": "postgres", "database": "x", "expected": {"tables": tables}},
-        "qdrant": {"kind": "qdrant", "alias": "docs", "expected": {"collections": {"docs": points}}},
-    }}
+    return {
+        "snapshot_set": "set-1",
+        "restored": {
+            "pg": {"kind": "postgres", "database": "x", "expected": {"tables": tables}},
+            "qdrant": {"kind": "qdrant", "alias": "docs", "expected": {"collections": {"docs": points}}},
+        },
+    }
 
 
 def incident_with(plan: list[dict[str, Any]]) -> Any:
     from rollbackd.reasons import IncidentState
     from rollbackd.records import Incident, Trigger
 
-    return Incident(id="inc-1", service="rag", state=IncidentState.RUNNING, dry_run=False, created_at=time.time(),
-                    trigger=Trigger(kind="manual", reason="test", requested_by="t"), plan=plan)
+    return Incident(
+        id="inc-1",
+        service="rag",
+        state=IncidentState.RUNNING,
+        dry_run=False,
+        created_at=time.time(),
+        trigger=Trigger(kind="manual", reason="test", requested_by="t"),
+        plan=plan,
+    )
 
 
 def counts(world: World, **kw: Any) -> CountsVerifier:
-    return CountsVerifier(CountsOptions.model_validate({
-        "type": "counts", "stores": {"pg": {"dsn": world.dsn}, "qdrant": {"url": world.qdrant.url}}, **kw}))
+    return CountsVerifier(
+        CountsOptions.model_validate(
+            {"type": "counts", "stores": {"pg": {"dsn": world.dsn}, "qdrant": {"url": world.qdrant.url}}, **kw}
+        )
+    )
 
 
 async def test_counts_pass_against_the_restored_manifest(rag: World) -> None:
@@ -175,7 +215,8 @@ async def test_counts_fail_naming_the_table_and_both_numbers(rag: World) -> None
     assert result.verdict is Verdict.FAIL
     assert result.summary == ("public.docs: 200 live, 210 expected; docs: 200 live, 180 expected (tolerance ±5)")
     within = await counts(rag, tolerance={"percent": 10}, exclude=["public.conversations"]).verify(
-        ctx(incident=inc, outputs={"data.prepare": prepare_output(tables, 180)}))
+        ctx(incident=inc, outputs={"data.prepare": prepare_output(tables, 180)})
+    )
     assert within.verdict is Verdict.FAIL and within.summary.startswith("docs: 200 live, 180 expected")
 
 
@@ -198,8 +239,10 @@ class FakeSet:
 
     @property
     def manifests(self) -> dict[str, Any]:
-        return {"pg": {"tables": {t: {"rows": n} for t, n in EXPECTED_TABLES.items()}},
-                "qdrant": {"collections": {"docs": {"points": self.points}}}}
+        return {
+            "pg": {"tables": {t: {"rows": n} for t, n in EXPECTED_TABLES.items()}},
+            "qdrant": {"collections": {"docs": {"points": self.points}}},
+        }
 
 
 class Sets:
@@ -232,8 +275,14 @@ async def test_counts_on_demand_compare_with_the_live_release_set(rag: World) ->
 
 
 async def test_counts_are_an_error_when_the_database_is_unreachable(rag: World) -> None:
-    check = CountsVerifier(CountsOptions.model_validate({
-        "type": "counts", "stores": {"pg": {"dsn": "postgresql://127.0.0.1:1/none"}, "qdrant": {"url": dead_url()}}}))
+    check = CountsVerifier(
+        CountsOptions.model_validate(
+            {
+                "type": "counts",
+                "stores": {"pg": {"dsn": "postgresql://127.0.0.1:1/none"}, "qdrant": {"url": dead_url()}},
+            }
+        )
+    )
     inc = incident_with([{"type": "data.prepare"}])
     result = await check.verify(ctx(incident=inc, outputs={"data.prepare": prepare_output(EXPECTED_TABLES, 200)}))
     assert result.verdict is Verdict.ERROR and result.summary.startswith("postgres: cannot connect")
@@ -241,8 +290,11 @@ async def test_counts_are_an_error_when_the_database_is_unreachable(rag: World) 
 
 # ---------------------------------------------------------------------------------------------- ragas_quick
 def quick(url: str, **kw: Any) -> RagasQuickVerifier:
-    return RagasQuickVerifier(RagasQuickOptions.model_validate({
-        "type": "ragas_quick", "golden": str(DATA / "golden.yaml"), "request": {"url": f"{url}/query"}, **kw}))
+    return RagasQuickVerifier(
+        RagasQuickOptions.model_validate(
+            {"type": "ragas_quick", "golden": str(DATA / "golden.yaml"), "request": {"url": f"{url}/query"}, **kw}
+        )
+    )
 
 
 async def test_ragas_quick_lexical_passes_on_good_answers(rag: World) -> None:
@@ -261,10 +313,17 @@ async def test_ragas_quick_fails_on_hallucinated_answers(rag: World) -> None:
     assert "answer_relevancy 0.00 < 0.78" in result.summary and "context_recall 0.00 < 0.70" in result.summary
 
 
-@pytest.mark.parametrize(("mode", "failing"), [
-    ("dump", "answer_relevancy"), ("negate", "faithfulness"), ("wrong_number", "faithfulness"),
-    ("echo", "answer_relevancy"), ("canned", "faithfulness"), ("foreign", "faithfulness"),
-])
+@pytest.mark.parametrize(
+    ("mode", "failing"),
+    [
+        ("dump", "answer_relevancy"),
+        ("negate", "faithfulness"),
+        ("wrong_number", "faithfulness"),
+        ("echo", "answer_relevancy"),
+        ("canned", "faithfulness"),
+        ("foreign", "faithfulness"),
+    ],
+)
 async def test_ragas_quick_lexical_is_not_fooled(rag: World, mode: str, failing: str) -> None:
     """The reference service games the lexical scorer: the same corpus dump for every question, negated
     answers, wrong numbers, the question echoed, canned text, another language: never PASS."""
@@ -290,8 +349,9 @@ async def test_ragas_quick_endpoint_scorer_reads_the_service_scores(rag: World, 
     bad = await quick(rag.url, scorer={"type": "endpoint"}, limit=5).verify(ctx(deadline=60))
     assert bad.verdict is Verdict.FAIL and bad.summary.startswith("faithfulness 0.00 < 0.85")
     rag.fault()
-    missing = await quick(rag.url, scorer={"type": "endpoint", "paths": {"faithfulness": "nope"}},
-                          limit=5).verify(ctx(deadline=60))
+    missing = await quick(rag.url, scorer={"type": "endpoint", "paths": {"faithfulness": "nope"}}, limit=5).verify(
+        ctx(deadline=60)
+    )
     assert missing.verdict is Verdict.INCONCLUSIVE and "no numeric nope" in missing.summary
 
 
@@ -315,8 +375,9 @@ async def test_ragas_quick_no_pass_without_enough_answers(rag: World, tmp_path: 
     assert none.verdict is Verdict.INCONCLUSIVE, none.summary
     assert none.summary.startswith("3 golden question(s) in") and "at least 5 must be answered" in none.summary
     all_20 = await quick(rag.url, max_error_answers=20).verify(ctx(deadline=60))
-    assert all_20.verdict is Verdict.INCONCLUSIVE and all_20.summary.startswith("only 0/20 questions answered; 16 "
-                                                                                 "needed"), all_20.summary
+    assert all_20.verdict is Verdict.INCONCLUSIVE and all_20.summary.startswith(
+        "only 0/20 questions answered; 16 needed"
+    ), all_20.summary
     rag.fault(error_fraction=0.95)
     one = await quick(rag.url, max_error_answers=20, concurrency=1).verify(ctx(deadline=60))
     assert one.verdict is Verdict.INCONCLUSIVE and one.summary.startswith("only 1/20 questions answered"), one.summary
@@ -346,8 +407,11 @@ def write_sources(tmp_path: Path, sources: list[dict[str, Any]]) -> str:
 
 
 async def test_governance_passes_on_the_declared_sources_and_corpus(rag: World) -> None:
-    check = GovernanceVerifier(GovernanceOptions.model_validate({
-        "type": "governance", "sources_file": str(DATA / "sources.yaml"), "corpus": {"dsn": rag.dsn}}))
+    check = GovernanceVerifier(
+        GovernanceOptions.model_validate(
+            {"type": "governance", "sources_file": str(DATA / "sources.yaml"), "corpus": {"dsn": rag.dsn}}
+        )
+    )
     result = await check.verify(ctx())
     assert result.verdict is Verdict.PASS, result.summary
     assert result.summary == "3 critical of 5 sources owned and reviewed, every corpus source declared"
@@ -360,13 +424,18 @@ async def test_governance_names_a_missing_owner_an_overdue_review_and_an_undecla
     sources = [s for s in sources if s["id"] != "release-notes"]
     sources[1]["owner"] = ""  # engineering-wiki
     sources[2]["review_date"] = dt.date(2020, 1, 31)  # support-kb
-    check = GovernanceVerifier(GovernanceOptions.model_validate({
-        "type": "governance", "sources_file": write_sources(tmp_path, sources), "corpus": {"dsn": rag.dsn}}))
+    check = GovernanceVerifier(
+        GovernanceOptions.model_validate(
+            {"type": "governance", "sources_file": write_sources(tmp_path, sources), "corpus": {"dsn": rag.dsn}}
+        )
+    )
     check.today = lambda: dt.date(2026, 11, 22)  # type: ignore[method-assign]
     result = await check.verify(ctx())
     assert result.verdict is Verdict.FAIL
-    assert result.summary == ("engineering-wiki: critical source without an owner; support-kb: review overdue "
-                              "since 2020-01-31 (2487 days); release-notes: found in the corpus but not declared")
+    assert result.summary == (
+        "engineering-wiki: critical source without an owner; support-kb: review overdue "
+        "since 2020-01-31 (2487 days); release-notes: found in the corpus but not declared"
+    )
     assert result.figures["violations"] == 3
 
 
@@ -388,9 +457,15 @@ async def test_governance_error_and_inconclusive(tmp_path: Path) -> None:
     assert (await missing.verify(ctx())).verdict is Verdict.ERROR
     empty = GovernanceVerifier(GovernanceOptions(type="governance", sources_file=write_sources(tmp_path, [])))
     assert (await empty.verify(ctx())).verdict is Verdict.INCONCLUSIVE
-    broken = GovernanceVerifier(GovernanceOptions.model_validate({
-        "type": "governance", "sources_file": str(DATA / "sources.yaml"),
-        "corpus": {"dsn": "postgresql://127.0.0.1:1/none"}}))
+    broken = GovernanceVerifier(
+        GovernanceOptions.model_validate(
+            {
+                "type": "governance",
+                "sources_file": str(DATA / "sources.yaml"),
+                "corpus": {"dsn": "postgresql://127.0.0.1:1/none"},
+            }
+        )
+    )
     result = await broken.verify(ctx())
     assert result.verdict is Verdict.ERROR and result.summary.startswith("corpus: cannot connect")
 

@@ -34,21 +34,39 @@ def rag_url() -> Iterator[str]:
 
 
 def verify_config(url: str, **smoke: Any) -> dict[str, Any]:
-    return {"checks": [
-        {"type": "smoke", "deadline": "3s", "interval": "100ms", "warmup": 0, "consecutive": 2,
-         "requests": [{"name": "query", "method": "POST", "url": f"{url}/query", "json": {"question": QUESTION},
-                       "expect_json": {"contexts[0].id": "doc-0001"}}], **smoke},
-        {"type": "governance", "sources_file": str(DATA / "sources.yaml")},
-        {"type": "alert_cleared", "deadline": "10s", "interval": "100ms", "stable_for": "1s"},
-    ]}
+    return {
+        "checks": [
+            {
+                "type": "smoke",
+                "deadline": "3s",
+                "interval": "100ms",
+                "warmup": 0,
+                "consecutive": 2,
+                "requests": [
+                    {
+                        "name": "query",
+                        "method": "POST",
+                        "url": f"{url}/query",
+                        "json": {"question": QUESTION},
+                        "expect_json": {"contexts[0].id": "doc-0001"},
+                    }
+                ],
+                **smoke,
+            },
+            {"type": "governance", "sources_file": str(DATA / "sources.yaml")},
+            {"type": "alert_cleared", "deadline": "10s", "interval": "100ms", "stable_for": "1s"},
+        ]
+    }
 
 
 def service(tmp_path: Path, url: str, *, alert_cleared: bool = True, **smoke: Any) -> dict[str, Any]:
-    svc = command_service([
-        {"type": "command", "name": "traffic.cut", "argv": ["touch", str(tmp_path / "cut")]},
-        {"type": "verify"},
-        {"type": "command", "name": "traffic.restore", "argv": ["touch", str(tmp_path / "restored")]},
-    ])
+    svc = command_service(
+        [
+            {"type": "command", "name": "traffic.cut", "argv": ["touch", str(tmp_path / "cut")]},
+            {"type": "verify"},
+            {"type": "command", "name": "traffic.restore", "argv": ["touch", str(tmp_path / "restored")]},
+        ]
+    )
     svc["verify"] = verify_config(url, **smoke)
     if not alert_cleared:  # no Prometheus here: alert_cleared could not prove anything
         svc["verify"]["checks"] = svc["verify"]["checks"][:2]
@@ -86,8 +104,12 @@ def fault(url: str, **body: Any) -> None:
     import json
     import urllib.request
 
-    req = urllib.request.Request(f"{url}/admin/fault", data=json.dumps(body).encode() if body else None,
-                                 method="POST" if body else "DELETE", headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{url}/admin/fault",
+        data=json.dumps(body).encode() if body else None,
+        method="POST" if body else "DELETE",
+        headers={"Content-Type": "application/json"},
+    )
     urllib.request.urlopen(req, timeout=5).close()
 
 
@@ -129,8 +151,10 @@ async def test_a_resolved_notification_alone_keeps_traffic_cut(
         assert status == 202
         body = await wait_state(api, incident_id, ("resolved", "verification_failed", "verification_inconclusive"))
         assert body["state"] == "verification_inconclusive", body
-        assert "alert_cleared: INCONCLUSIVE cannot tell whether RAGGateFailRateHigh cleared: no Prometheus to ask " \
-            "(a resolved notification is only a hint)" in body["error"], body["error"]
+        assert (
+            "alert_cleared: INCONCLUSIVE cannot tell whether RAGGateFailRateHigh cleared: no Prometheus to ask "
+            "(a resolved notification is only a hint)" in body["error"]
+        ), body["error"]
         assert not (tmp_path / "restored").exists()
 
 
@@ -143,13 +167,18 @@ async def test_failed_verification_keeps_traffic_cut_and_holds_the_service(
         async with running_daemon(cfg) as d:
             api = Api(d.url)
             incident_id = await open_incident(api, firing_payload)
-            body = await wait_state(api, incident_id, ("resolved", "verification_failed", "failed",
-                                                       "verification_inconclusive"))
+            body = await wait_state(
+                api, incident_id, ("resolved", "verification_failed", "failed", "verification_inconclusive")
+            )
             assert body["state"] == "verification_failed", body
-            assert body["error"].startswith("verify: verification failed (2 of 3 checks):\nsmoke: FAIL query: "
-                                            "HTTP 500 (expected 200)"), body["error"]
-            assert "\ngovernance: PASS" in body["error"] and "\nalert_cleared: INCONCLUSIVE cannot tell whether " \
-                "RAGGateFailRateHigh cleared: no Prometheus" in body["error"]
+            assert body["error"].startswith(
+                "verify: verification failed (2 of 3 checks):\nsmoke: FAIL query: HTTP 500 (expected 200)"
+            ), body["error"]
+            assert (
+                "\ngovernance: PASS" in body["error"]
+                and "\nalert_cleared: INCONCLUSIVE cannot tell whether RAGGateFailRateHigh cleared: no Prometheus"
+                in body["error"]
+            )
             assert (tmp_path / "cut").exists() and not (tmp_path / "restored").exists()
             assert [s["name"] for s in body["steps"]] == ["traffic.cut", "verify"]
             sentences = [e["data"].get("sentence", "") for e in body["events"] if e["kind"] == "verification"]
@@ -184,8 +213,9 @@ async def test_unreachable_service_ends_inconclusive(tmp_path: Path, rag_url: st
         api = Api(d.url)
         status, inc = await call(api, "POST", "/v1/trigger", {"service": "rag", "reason": "test"})
         assert status == 202
-        body = await wait_state(api, inc["id"], ("resolved", "verification_failed", "verification_inconclusive",
-                                                 "failed"))
+        body = await wait_state(
+            api, inc["id"], ("resolved", "verification_failed", "verification_inconclusive", "failed")
+        )
         assert body["state"] == "verification_inconclusive", body
         assert "smoke: ERROR no answer" in body["error"] and "connection refused" in body["error"]
         assert not (tmp_path / "restored").exists()
@@ -194,10 +224,10 @@ async def test_unreachable_service_ends_inconclusive(tmp_path: Path, rag_url: st
 
 
 def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ROLLBACKD_URL": url, "ROLLBACKD_API_TOKEN": API_TOKEN,
-           "PYTHONPATH": str(REPO / "daemon")}
-    return subprocess.run([sys.executable, "-m", "rollbackd", "verify", *args], env=env, capture_output=True,
-                          text=True, timeout=60)
+    env = {**os.environ, "ROLLBACKD_URL": url, "ROLLBACKD_API_TOKEN": API_TOKEN, "PYTHONPATH": str(REPO / "daemon")}
+    return subprocess.run(
+        [sys.executable, "-m", "rollbackd", "verify", *args], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 async def test_on_demand_api_and_cli_gate(tmp_path: Path, rag_url: str) -> None:

@@ -22,21 +22,31 @@ PATH = "/v1/webhook/alertmanager"
 def plan(tmp_path: Path, sleep: float = 0.0) -> list[dict[str, Any]]:
     marker = tmp_path / "ran"
     mark = f'echo "$ROLLBACKD_INCIDENT_ID" >> {marker}'
-    return [{"type": "command", "name": "mark", "argv": ["/bin/sh", "-c", mark]},
-            {"type": "command", "name": "wait", "argv": ["/bin/sleep", str(sleep)]}]
+    return [
+        {"type": "command", "name": "mark", "argv": ["/bin/sh", "-c", mark]},
+        {"type": "command", "name": "wait", "argv": ["/bin/sleep", str(sleep)]},
+    ]
 
 
 @pytest.fixture
 async def daemon(tmp_path: Path) -> Any:
-    cfg = write_config(tmp_path, services={"rag": command_service(plan(tmp_path)),
-                                           "search": command_service(plan(tmp_path))})
+    cfg = write_config(
+        tmp_path, services={"rag": command_service(plan(tmp_path)), "search": command_service(plan(tmp_path))}
+    )
     async with running_daemon(cfg) as d, aiohttp.ClientSession(d.url) as http:
         d.http = http
         yield d
 
 
-async def post(d: Any, data: bytes | str | None, *, headers: dict[str, str] | None = None,
-               token: str | None = WEBHOOK_TOKEN, method: str = "POST", path: str = PATH) -> tuple[int, Any]:
+async def post(
+    d: Any,
+    data: bytes | str | None,
+    *,
+    headers: dict[str, str] | None = None,
+    token: str | None = WEBHOOK_TOKEN,
+    method: str = "POST",
+    path: str = PATH,
+) -> tuple[int, Any]:
     h = {"Content-Type": "application/json"}
     if token is not None:
         h["Authorization"] = f"Bearer {token}"
@@ -51,8 +61,11 @@ async def post(d: Any, data: bytes | str | None, *, headers: dict[str, str] | No
 
 async def journaled(d: Any) -> tuple[int, int, int]:
     store = d.core.store
-    return (len(await store.recent_alerts(None, 1000)), len(await store.events(limit=1000)),
-            len(await store.list_incidents(None, 1000)))
+    return (
+        len(await store.recent_alerts(None, 1000)),
+        len(await store.events(limit=1000)),
+        len(await store.list_incidents(None, 1000)),
+    )
 
 
 def dumps(payload: Any) -> bytes:
@@ -62,8 +75,15 @@ def dumps(payload: Any) -> bytes:
 async def test_firing_alert_opens_one_incident_and_answers_202(daemon: Any, firing_payload: dict[str, Any]) -> None:
     status, body = await post(daemon, dumps(firing_payload))
     assert status == 202
-    assert body["decisions"] == [{"fingerprint": "e07521b485271af4", "status": "firing", "service": "rag",
-                                  "action": "rollback", "reason": "rollback_rule"}]
+    assert body["decisions"] == [
+        {
+            "fingerprint": "e07521b485271af4",
+            "status": "firing",
+            "service": "rag",
+            "action": "rollback",
+            "reason": "rollback_rule",
+        }
+    ]
     incidents = await daemon.core.store.list_incidents("rag", 10)
     assert len(incidents) == 1
     assert await daemon.core.runner.wait(incidents[0].id) in (None, "resolved") or True
@@ -103,13 +123,16 @@ async def test_grouped_payload_each_alert_on_its_own(daemon: Any, firing_payload
     status, body = await post(daemon, dumps(payload))
     assert status == 202
     assert [(d["service"], d["action"], d["reason"]) for d in body["decisions"]] == [
-        ("rag", "rollback", "rollback_rule"), ("search", "rollback", "rollback_rule"),
-        ("rag", "notify", "notify_rule")]
+        ("rag", "rollback", "rollback_rule"),
+        ("search", "rollback", "rollback_rule"),
+        ("rag", "notify", "notify_rule"),
+    ]
     assert len(await daemon.core.store.list_incidents(None, 10)) == 2
 
 
-async def test_unknown_service_recorded_and_reported_never_acted_on(daemon: Any,
-                                                                   firing_payload: dict[str, Any]) -> None:
+async def test_unknown_service_recorded_and_reported_never_acted_on(
+    daemon: Any, firing_payload: dict[str, Any]
+) -> None:
     status, body = await post(daemon, dumps(relabel(firing_payload, service="checkout")))
     assert status == 202 and body["decisions"][0]["reason"] == "unknown_service"
     assert await daemon.core.store.list_incidents(None, 10) == []
@@ -120,8 +143,7 @@ async def test_unknown_service_recorded_and_reported_never_acted_on(daemon: Any,
     assert any("checkout" in m.title for m in posted)
 
 
-async def test_second_alert_while_incident_active_is_suppressed(tmp_path: Path,
-                                                               firing_payload: dict[str, Any]) -> None:
+async def test_second_alert_while_incident_active_is_suppressed(tmp_path: Path, firing_payload: dict[str, Any]) -> None:
     cfg = write_config(tmp_path, services={"rag": command_service(plan(tmp_path, sleep=30))})
     async with running_daemon(cfg) as d, aiohttp.ClientSession(d.url) as http:
         d.http = http
@@ -132,8 +154,9 @@ async def test_second_alert_while_incident_active_is_suppressed(tmp_path: Path,
         assert body["decisions"][0]["reason"] == "incident_active"
 
 
-async def test_resolved_before_start_cancels_the_decision(tmp_path: Path, firing_payload: dict[str, Any],
-                                                           resolved_payload: dict[str, Any]) -> None:
+async def test_resolved_before_start_cancels_the_decision(
+    tmp_path: Path, firing_payload: dict[str, Any], resolved_payload: dict[str, Any]
+) -> None:
     svc = command_service(plan(tmp_path), start_delay="30s")
     cfg = write_config(tmp_path, services={"rag": svc})
     async with running_daemon(cfg) as d, aiohttp.ClientSession(d.url) as http:
@@ -148,8 +171,9 @@ async def test_resolved_before_start_cancels_the_decision(tmp_path: Path, firing
         assert not (tmp_path / "ran").exists()
 
 
-async def test_resolved_never_cancels_a_running_rollback(tmp_path: Path, firing_payload: dict[str, Any],
-                                                          resolved_payload: dict[str, Any]) -> None:
+async def test_resolved_never_cancels_a_running_rollback(
+    tmp_path: Path, firing_payload: dict[str, Any], resolved_payload: dict[str, Any]
+) -> None:
     cfg = write_config(tmp_path, services={"rag": command_service(plan(tmp_path, sleep=1.5))})
     async with running_daemon(cfg) as d, aiohttp.ClientSession(d.url) as http:
         d.http = http
@@ -162,6 +186,7 @@ async def test_resolved_never_cancels_a_running_rollback(tmp_path: Path, firing_
 
 
 # ---- every bad request class: the right status, and nothing journaled -------------------------------
+
 
 def big_payload(base: dict[str, Any], size: int) -> bytes:
     payload = copy.deepcopy(base)
@@ -184,23 +209,28 @@ BAD_AUTH = [
 
 
 @pytest.mark.parametrize(("name", "token", "headers"), BAD_AUTH, ids=[b[0] for b in BAD_AUTH])
-async def test_unauthorized(daemon: Any, firing_payload: dict[str, Any], name: str, token: str | None,
-                            headers: dict[str, str]) -> None:
+async def test_unauthorized(
+    daemon: Any, firing_payload: dict[str, Any], name: str, token: str | None, headers: dict[str, str]
+) -> None:
     status, body = await post(daemon, dumps(firing_payload), token=token, headers=headers)
     assert status == 401 and body["error"] == "unauthorized"
     assert await journaled(daemon) == (0, 0, 0)
 
 
 async def test_duplicate_authorization_headers_are_refused(daemon: Any, firing_payload: dict[str, Any]) -> None:
-    headers = [("Authorization", f"Bearer {WEBHOOK_TOKEN}"), ("Authorization", f"Bearer {WEBHOOK_TOKEN}"),
-               ("Content-Type", "application/json")]
+    headers = [
+        ("Authorization", f"Bearer {WEBHOOK_TOKEN}"),
+        ("Authorization", f"Bearer {WEBHOOK_TOKEN}"),
+        ("Content-Type", "application/json"),
+    ]
     async with daemon.http.post(PATH, data=dumps(firing_payload), headers=aiohttp.typedefs.CIMultiDict(headers)) as r:
         assert r.status == 401
 
 
 async def test_bearer_scheme_is_case_insensitive(daemon: Any, firing_payload: dict[str, Any]) -> None:
-    status, _ = await post(daemon, dumps(firing_payload), token=None,
-                           headers={"Authorization": f"bEaReR {WEBHOOK_TOKEN}"})
+    status, _ = await post(
+        daemon, dumps(firing_payload), token=None, headers={"Authorization": f"bEaReR {WEBHOOK_TOKEN}"}
+    )
     assert status == 202
 
 
@@ -217,7 +247,7 @@ async def test_size_limit_without_content_length(daemon: Any, firing_payload: di
 
     async def chunks() -> Any:
         for i in range(0, len(raw), 65536):
-            yield raw[i:i + 65536]
+            yield raw[i : i + 65536]
 
     status, _ = await post(daemon, chunks())  # type: ignore[arg-type]
     assert status == 413
@@ -232,8 +262,7 @@ MEDIA = [
 
 
 @pytest.mark.parametrize(("headers", "expected"), MEDIA, ids=[str(h) for h, _ in MEDIA])
-async def test_media_types(daemon: Any, firing_payload: dict[str, Any], headers: dict[str, str],
-                           expected: int) -> None:
+async def test_media_types(daemon: Any, firing_payload: dict[str, Any], headers: dict[str, str], expected: int) -> None:
     status, _ = await post(daemon, dumps(firing_payload), headers=headers)
     assert status == expected
 
@@ -270,8 +299,13 @@ async def test_schema_error_names_the_field(daemon: Any, firing_payload: dict[st
 async def test_wrong_method_and_unknown_paths(daemon: Any) -> None:
     assert (await post(daemon, None, method="GET"))[0] == 405
     assert (await post(daemon, None, method="PUT"))[0] == 405
-    for path in ("/v1/webhook/alertmanager/", "/v1/webhook//alertmanager", "/v1/x/../webhook/alertmanager",
-                 "/v1/webhook/%2e%2e/status", "/nope"):
+    for path in (
+        "/v1/webhook/alertmanager/",
+        "/v1/webhook//alertmanager",
+        "/v1/x/../webhook/alertmanager",
+        "/v1/webhook/%2e%2e/status",
+        "/nope",
+    ):
         status, _ = await post(daemon, b"{}", path=path)
         assert status == 404, path
     async with daemon.http.get("/metrics") as r:

@@ -38,8 +38,9 @@ async def raw_request(d: Any, head: bytes, body: bytes = b"") -> tuple[int, byte
     header_block, _, payload = response.partition(b"\r\n\r\n")
     lines = header_block.split(b"\r\n")
     status = int(lines[0].split()[1])
-    ctype = next((line.split(b":", 1)[1].strip() for line in lines[1:] if line.lower().startswith(b"content-type:")),
-                 b"")
+    ctype = next(
+        (line.split(b":", 1)[1].strip() for line in lines[1:] if line.lower().startswith(b"content-type:")), b""
+    )
     return status, ctype, json.loads(payload) if ctype.startswith(b"application/json") else payload
 
 
@@ -53,11 +54,14 @@ BAD_AUTH_BYTES = [
 
 @pytest.mark.parametrize(("name", "value"), BAD_AUTH_BYTES, ids=[b[0] for b in BAD_AUTH_BYTES])
 @pytest.mark.parametrize("path", [PATH, "/v1/status", "/v1/incidents"])
-async def test_undecodable_authorization_is_401_json(daemon: Any, firing_payload: dict[str, Any], name: str,
-                                                     value: bytes, path: str) -> None:
+async def test_undecodable_authorization_is_401_json(
+    daemon: Any, firing_payload: dict[str, Any], name: str, value: bytes, path: str
+) -> None:
     method = b"POST" if path == PATH else b"GET"
-    head = (method + b" " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Authorization: " + value + b"\r\n")
+    head = (
+        method + b" " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: " + value + b"\r\n"
+    )
     status, ctype, body = await raw_request(daemon, head, dumps(firing_payload) if path == PATH else b"")
     assert (status, ctype) == (401, b"application/json; charset=utf-8"), body
     assert body["error"] == "unauthorized"
@@ -89,8 +93,11 @@ WRONG_TYPES = [
     ('"truncatedAlerts":0', '"truncatedAlerts":-1', "truncatedAlerts"),
     ('"endsAt":"0001-01-01T00:00:00Z"', '"endsAt":null', "alerts[0].endsAt"),
     ('"endsAt":"0001-01-01T00:00:00Z"', '"endsAt":0', "alerts[0].endsAt"),
-    ('"generatorURL":"http://vm:19090/graph?g0.expr=my_gauge+%3E+1&g0.tab=1"', '"generatorURL":null',
-     "alerts[0].generatorURL"),
+    (
+        '"generatorURL":"http://vm:19090/graph?g0.expr=my_gauge+%3E+1&g0.tab=1"',
+        '"generatorURL":null',
+        "alerts[0].generatorURL",
+    ),
     ('"fingerprint":"e07521b485271af4"', '"fingerprint":12', "alerts[0].fingerprint"),
     ('"job":"app"', '"job":"a\\ud800"', "alerts[0].labels.job"),
     ('"job":"app"', '"job":"\\udfff"', "alerts[0].labels.job"),
@@ -102,24 +109,25 @@ WRONG_TYPES = [
 
 
 @pytest.mark.parametrize(("old", "new", "field"), WRONG_TYPES, ids=[w[1] for w in WRONG_TYPES])
-async def test_wrong_types_and_bad_strings_are_400_naming_the_field(daemon: Any, firing_payload: dict[str, Any],
-                                                                    old: str, new: str, field: str) -> None:
+async def test_wrong_types_and_bad_strings_are_400_naming_the_field(
+    daemon: Any, firing_payload: dict[str, Any], old: str, new: str, field: str
+) -> None:
     status, body = await post(daemon, replaced(firing_payload, old, new))
     assert status == 400 and body["error"] == "bad_request", body
     assert body["field"] == field
     assert await journaled(daemon) == (0, 0, 0)
 
 
-async def test_paired_surrogates_and_positive_truncation_are_fine(daemon: Any,
-                                                                  firing_payload: dict[str, Any]) -> None:
+async def test_paired_surrogates_and_positive_truncation_are_fine(daemon: Any, firing_payload: dict[str, Any]) -> None:
     raw = replaced(firing_payload, '"truncatedAlerts":0', '"truncatedAlerts":7')
     status, body = await post(daemon, raw.replace(b'"job":"app"', b'"job":"\\ud83d\\ude00"'))
     assert status == 202, body
     (row,) = await daemon.core.store.recent_alerts("rag", 10)
-    assert row["labels"]["job"] == "\U0001F600"
+    assert row["labels"]["job"] == "\U0001f600"
 
 
 # ---- the biggest body: 1 MiB, 4,000 alerts ------------------------------------------------------------
+
 
 def count_commits(store: Any) -> list[int]:
     calls = [0]

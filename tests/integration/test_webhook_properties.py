@@ -18,28 +18,51 @@ from tests.integration.test_webhook_api import journaled, plan, post
 from tests.integration.test_webhook_hostile import raw_request
 from tests.support.daemon import WEBHOOK_TOKEN, command_service, running_daemon, write_config
 
-PATHS = [("version",), ("status",), ("receiver",), ("groupKey",), ("externalURL",), ("truncatedAlerts",),
-         ("groupLabels",), ("commonLabels",), ("commonAnnotations",), ("alerts",), ("alerts", 0),
-         ("alerts", 0, "status"), ("alerts", 0, "labels"), ("alerts", 0, "labels", "service"),
-         ("alerts", 0, "labels", "alertname"), ("alerts", 0, "labels", "job"), ("alerts", 0, "annotations"),
-         ("alerts", 0, "startsAt"), ("alerts", 0, "endsAt"), ("alerts", 0, "generatorURL"),
-         ("alerts", 0, "fingerprint")]
+PATHS = [
+    ("version",),
+    ("status",),
+    ("receiver",),
+    ("groupKey",),
+    ("externalURL",),
+    ("truncatedAlerts",),
+    ("groupLabels",),
+    ("commonLabels",),
+    ("commonAnnotations",),
+    ("alerts",),
+    ("alerts", 0),
+    ("alerts", 0, "status"),
+    ("alerts", 0, "labels"),
+    ("alerts", 0, "labels", "service"),
+    ("alerts", 0, "labels", "alertname"),
+    ("alerts", 0, "labels", "job"),
+    ("alerts", 0, "annotations"),
+    ("alerts", 0, "startsAt"),
+    ("alerts", 0, "endsAt"),
+    ("alerts", 0, "generatorURL"),
+    ("alerts", 0, "fingerprint"),
+]
 
 # Every code point, lone surrogates included (json.dumps writes them as \udXXX escapes), and often the
 # characters that broke things: a lone surrogate, NUL, controls, '=' and non-ASCII letters.
-NASTY = st.sampled_from(["\ud800", "\udfff", "\udbff", "\x00", "\x1b", "\n", "=", "\u212a", "\u00e9", "\U0001F600"])
+NASTY = st.sampled_from(["\ud800", "\udfff", "\udbff", "\x00", "\x1b", "\n", "=", "\u212a", "\u00e9", "\U0001f600"])
 # (st.text never yields a lone surrogate, whatever its alphabet: join the characters ourselves.)
 ANY_TEXT = st.lists(NASTY | st.characters(exclude_categories=()), max_size=12).map("".join)
 SCALARS = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | ANY_TEXT
-JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
-                    | st.dictionaries(ANY_TEXT, inner, max_size=3), max_leaves=8)
+JSON = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ANY_TEXT, inner, max_size=3), max_leaves=8
+)
 # Header bytes the HTTP parser lets through (no controls): latin-1, invalid UTF-8, the token's prefix.
 HEADER_BYTES = st.lists(st.integers(0x20, 0xFF).filter(lambda b: b != 0x7F), max_size=40).map(bytes) | st.builds(
-    lambda tail: b"Bearer " + WEBHOOK_TOKEN.encode() + tail, st.binary(min_size=1, max_size=2).filter(
-        lambda b: all(c >= 0x80 for c in b)))
+    lambda tail: b"Bearer " + WEBHOOK_TOKEN.encode() + tail,
+    st.binary(min_size=1, max_size=2).filter(lambda b: all(c >= 0x80 for c in b)),
+)
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @pytest.fixture
@@ -84,14 +107,18 @@ async def check(d: Any, send: Any) -> None:
 
 @SETTINGS
 @given(path=st.sampled_from(PATHS), value=ANY_TEXT | JSON, delete=st.booleans(), fingerprint=st.integers(0, 2**64 - 1))
-async def test_any_field_any_value(daemon: Any, path: tuple[Any, ...], value: Any, delete: bool,
-                                   fingerprint: int) -> None:
+async def test_any_field_any_value(
+    daemon: Any, path: tuple[Any, ...], value: Any, delete: bool, fingerprint: int
+) -> None:
     await check(daemon, post(daemon, mutated(path, value, delete, fingerprint)))
 
 
 @SETTINGS
-@given(path=st.sampled_from([p for p in PATHS if isinstance(base_value(p), str)]), value=ANY_TEXT,
-       fingerprint=st.integers(0, 2**64 - 1))
+@given(
+    path=st.sampled_from([p for p in PATHS if isinstance(base_value(p), str)]),
+    value=ANY_TEXT,
+    fingerprint=st.integers(0, 2**64 - 1),
+)
 async def test_any_text_in_any_string_field(daemon: Any, path: tuple[Any, ...], value: str, fingerprint: int) -> None:
     await check(daemon, post(daemon, mutated(path, value, False, fingerprint)))
 
@@ -105,8 +132,13 @@ async def test_any_bytes(daemon: Any, raw: bytes) -> None:
 @SETTINGS
 @given(auth=HEADER_BYTES, ctype=HEADER_BYTES, fingerprint=st.integers(0, 2**64 - 1))
 async def test_any_header_bytes(daemon: Any, auth: bytes, ctype: bytes, fingerprint: int) -> None:
-    head = (b"POST /v1/webhook/alertmanager HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth
-            + b"\r\nContent-Type: " + ctype + b"\r\n")
+    head = (
+        b"POST /v1/webhook/alertmanager HTTP/1.1\r\nHost: x\r\nAuthorization: "
+        + auth
+        + b"\r\nContent-Type: "
+        + ctype
+        + b"\r\n"
+    )
 
     async def send() -> tuple[int, Any]:
         status, _, body = await raw_request(daemon, head, mutated(("version",), "4", False, fingerprint))
@@ -119,6 +151,7 @@ async def test_the_valid_body_still_opens_one_incident(daemon: Any) -> None:
     """The properties above are not vacuous: the unmutated body is accepted and acts."""
     status, body = await post(daemon, mutated(("version",), "4", False, 1))
     assert status == 202 and body["decisions"][0]["reason"] == "rollback_rule"
-    status, body = await post(daemon, mutated(("version",), "4", False, 1), token=None,
-                              headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"})
+    status, body = await post(
+        daemon, mutated(("version",), "4", False, 1), token=None, headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
+    )
     assert status == 202 and body["decisions"][0]["reason"] == "duplicate"

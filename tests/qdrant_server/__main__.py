@@ -25,8 +25,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--storage", type=Path, required=True, help="storage directory (created if missing)")
     parser.add_argument("--api-key", default=None, help="require this key in `api-key` or a Bearer token")
     parser.add_argument("--log-level", default="WARNING")
-    parser.add_argument("--exit-with-parent", action="store_true",
-                        help="stop (gracefully) when the process that started this one goes away")
+    parser.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop (gracefully) when the process that started this one goes away",
+    )
     return parser.parse_args(argv)
 
 
@@ -44,8 +47,7 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     watcher = asyncio.create_task(_watch_parent(stop)) if args.exit_with_parent else None
-    runner = web.AppRunner(create_app(args.storage, api_key=args.api_key), access_log=None,
-                           shutdown_timeout=1.0)
+    runner = web.AppRunner(create_app(args.storage, api_key=args.api_key), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, args.host, args.port)

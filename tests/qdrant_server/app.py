@@ -60,7 +60,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     given = request.headers.get("api-key")
     if given is None:
         bearer = request.headers.get("Authorization", "")
-        given = bearer[len("Bearer "):] if bearer.startswith("Bearer ") else None
+        given = bearer[len("Bearer ") :] if bearer.startswith("Bearer ") else None
     if given is None:
         return web.Response(status=401, text="Must provide an API key or an Authorization bearer token")
     if given != key:
@@ -86,6 +86,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 # --- service ---------------------------------------------------------------------------------------
 
+
 async def root(request: web.Request) -> web.Response:
     return web.json_response(VERSION_INFO)
 
@@ -99,6 +100,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 # --- collections and aliases -------------------------------------------------------------------------
+
 
 async def list_collections(request: web.Request) -> web.Response:
     started = time.monotonic()
@@ -118,7 +120,9 @@ async def collection_exists(request: web.Request) -> web.Response:
 
 _PARAMS_KEYS = ("shard_number", "replication_factor", "write_consistency_factor", "on_disk_payload")
 _DIFF_KEYS = {
-    "hnsw_config": "hnsw_config", "optimizers_config": "optimizer_config", "wal_config": "wal_config",
+    "hnsw_config": "hnsw_config",
+    "optimizers_config": "optimizer_config",
+    "wal_config": "wal_config",
 }
 
 
@@ -168,7 +172,8 @@ _ALIAS_FIELDS = {
 def _check_alias_action(action: object) -> None:
     for kind, fields in _ALIAS_FIELDS.items():
         if (
-            isinstance(action, dict) and isinstance(action.get(kind), dict)
+            isinstance(action, dict)
+            and isinstance(action.get(kind), dict)
             and all(isinstance(action[kind].get(f), str) for f in fields)
         ):
             return
@@ -228,17 +233,16 @@ async def upsert_points(request: web.Request) -> web.Response:
     wait = query_bool(request, "wait", False)
     check_timeout(request)
     if request.query.get("ordering", "weak") not in ("weak", "medium", "strong"):
-        raise format_error(
-            "query parameters", "ordering: unknown variant, expected `weak`, `medium`, `strong`"
-        )
+        raise format_error("query parameters", "ordering: unknown variant, expected `weak`, `medium`, `strong`")
     body = await read_object(request, "PointInsertOperations")
     collection = state_of(request).store.get(name)
     if body.get("update_filter") is not None:
         raise QdrantError(400, "Bad request: the Qdrant test server does not support update_filter")
     mode = body.get("update_mode") or "upsert"
     if mode not in ("upsert", "insert_only", "update_only"):
-        raise format_error("JSON body", f"unknown variant `{mode}`, expected one of `upsert`, `insert_only`, "
-                           "`update_only`")
+        raise format_error(
+            "JSON body", f"unknown variant `{mode}`, expected one of `upsert`, `insert_only`, `update_only`"
+        )
     operation_id = collection.upsert(_upsert_items(body), mode)
     return ok({"operation_id": operation_id, "status": "completed" if wait else "acknowledged"}, started)
 
@@ -276,6 +280,7 @@ async def scroll_points(request: web.Request) -> web.Response:
 
 
 # --- application -----------------------------------------------------------------------------------
+
 
 def _add_routes(app: web.Application) -> None:
     r = app.router

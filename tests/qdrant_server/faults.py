@@ -41,8 +41,13 @@ class Fault:
 
     def public(self) -> dict[str, Any]:
         return {
-            "id": self.id, "path_regex": self.path_regex.pattern, "method": self.method,
-            "status": self.status, "message": self.message, "delay_s": self.delay_s, "times": self.times,
+            "id": self.id,
+            "path_regex": self.path_regex.pattern,
+            "method": self.method,
+            "status": self.status,
+            "message": self.message,
+            "delay_s": self.delay_s,
+            "times": self.times,
             "drop": self.drop,
         }
 
@@ -68,8 +73,14 @@ def parse_fault(body: object, fault_id: int) -> Fault:
         raise QdrantError(400, "`delay_s` must be a non-negative number")
     message = body.get("message") or "Service internal error: injected fault"
     return Fault(
-        id=fault_id, path_regex=pattern, method=None if method in (None, "*") else method.upper(),
-        status=status, message=str(message), delay_s=float(delay), times=times, drop=bool(body.get("drop")),
+        id=fault_id,
+        path_regex=pattern,
+        method=None if method in (None, "*") else method.upper(),
+        status=status,
+        message=str(message),
+        delay_s=float(delay),
+        times=times,
+        drop=bool(body.get("drop")),
     )
 
 

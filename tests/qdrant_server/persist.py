@@ -29,8 +29,9 @@ def peer_id(storage_dir: Path) -> int:
         return value
 
 
-def save(store_data: dict[str, tuple[dict[str, Any], PointsData]], aliases: dict[str, str], data_dir: Path,
-         temp_dir: Path) -> None:
+def save(
+    store_data: dict[str, tuple[dict[str, Any], PointsData]], aliases: dict[str, str], data_dir: Path, temp_dir: Path
+) -> None:
     target = data_dir / "collections"
     fresh = data_dir / "collections.new"
     shutil.rmtree(fresh, ignore_errors=True)
@@ -46,7 +47,7 @@ def load(store: Store, data_dir: Path) -> None:
     directory = data_dir / "collections"
     if directory.is_dir():
         for path in sorted(directory.glob("c-*.snapshot")):
-            name = unquote(path.name[2:-len(".snapshot")])
+            name = unquote(path.name[2 : -len(".snapshot")])
             config, points = read_snapshot(path)
             store.collections[name] = Collection(name, config, points)
     aliases = data_dir / "aliases.json"

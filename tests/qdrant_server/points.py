@@ -53,9 +53,7 @@ def parse_dense_vector(value: object, dim: int) -> list[float]:
         if unknown:
             raise QdrantError(400, f"Wrong input: Not existing vector name error: {unknown[0]}")
         value = value.get("")
-    if not isinstance(value, list) or not all(
-        isinstance(x, int | float) and not isinstance(x, bool) for x in value
-    ):
+    if not isinstance(value, list) or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in value):
         raise format_error("JSON body", "data did not match any variant of untagged enum VectorStruct")
     if len(value) != dim:
         raise QdrantError(400, f"Wrong input: Vector dimension error: expected dim: {dim}, got {len(value)}")
@@ -133,7 +131,10 @@ def _match(match: Mapping[str, Any], values: list[Any]) -> bool:
 
 def _range(spec: Mapping[str, Any], values: list[Any]) -> bool:
     ops: dict[str, Callable[[Any, Any], bool]] = {
-        "gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le,
+        "gt": operator.gt,
+        "gte": operator.ge,
+        "lt": operator.lt,
+        "lte": operator.le,
     }
     numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     bounds = [(ops[op], bound) for op, bound in spec.items() if bound is not None and op in ops]
@@ -196,6 +197,8 @@ def check_filter(flt: object) -> Mapping[str, Any] | None:
         raise format_error("JSON body", "invalid type: expected struct Filter")
     unknown = set(flt) - {"must", "should", "must_not", "min_should"}
     if unknown:
-        raise format_error("JSON body", f"unknown field `{sorted(unknown)[0]}`, expected one of "
-                           "`should`, `min_should`, `must`, `must_not`")
+        raise format_error(
+            "JSON body",
+            f"unknown field `{sorted(unknown)[0]}`, expected one of `should`, `min_should`, `must`, `must_not`",
+        )
     return flt

@@ -67,8 +67,11 @@ def _check_sha256(value: object, where: str) -> str | None:
     if not isinstance(value, str):
         raise format_error(where, "invalid type for `checksum`, expected a string")
     if len(value) != 64:
-        raise validation_error(where, "checksum", "Validation error: invalid_sha256_hash "
-                               f'[{{"expected_length": 64, "length": {len(value)}}}]')
+        raise validation_error(
+            where,
+            "checksum",
+            f'Validation error: invalid_sha256_hash [{{"expected_length": 64, "length": {len(value)}}}]',
+        )
     if any(c not in "0123456789abcdefABCDEF" for c in value):
         raise validation_error(where, "checksum", "invalid characters, expected 0-9, a-f, A-F")
     return value
@@ -110,6 +113,7 @@ def _snapshot_file(state: ServerState, collection: str, name: str) -> Path:
 
 # --- list, create, download, delete -----------------------------------------------------------------
 
+
 async def list_collection_snapshots(request: web.Request) -> web.Response:
     started = time.monotonic()
     state = state_of(request)
@@ -132,10 +136,13 @@ async def download_snapshot(request: web.Request) -> web.FileResponse:
     state = state_of(request)
     real = state.store.resolve_name(collection_name(request))
     path = _snapshot_file(state, real, request.match_info["snapshot_name"])
-    return web.FileResponse(path, headers={
-        "Content-Type": "application/octet-stream",
-        "Content-Disposition": f'attachment; filename="{path.name}"',
-    })
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": f'attachment; filename="{path.name}"',
+        },
+    )
 
 
 async def delete_snapshot(request: web.Request) -> web.Response:
@@ -153,6 +160,7 @@ async def delete_snapshot(request: web.Request) -> web.Response:
 
 
 # --- recovery ---------------------------------------------------------------------------------------
+
 
 async def _recover(state: ServerState, name: str, path: Path) -> bool:
     try:
@@ -174,8 +182,9 @@ async def _spool(chunks: aiohttp.StreamReader | aiohttp.BodyPartReader, target: 
     digest = hashlib.sha256()
     with target.open("wb") as fh:
         while True:
-            chunk = await (chunks.read_chunk(_CHUNK) if isinstance(chunks, aiohttp.BodyPartReader)
-                           else chunks.read(_CHUNK))
+            chunk = await (
+                chunks.read_chunk(_CHUNK) if isinstance(chunks, aiohttp.BodyPartReader) else chunks.read(_CHUNK)
+            )
             if not chunk:
                 return digest.hexdigest()
             digest.update(chunk)
@@ -229,13 +238,12 @@ async def _download(location: str, api_key: str | None, target: Path) -> str:
     headers = {"api-key": api_key} if api_key else {}
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
-            location, headers=headers
-        ) as response:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(location, headers=headers) as response,
+        ):
             if response.status >= 300:
-                raise bad_input(
-                    f"Failed to download tar from {location}: status - {response.status} {response.reason}"
-                )
+                raise bad_input(f"Failed to download tar from {location}: status - {response.status} {response.reason}")
             return await _spool(response.content, target)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise service_error(f"Http request error: {exc or type(exc).__name__}") from None
@@ -273,8 +281,10 @@ async def recover_snapshot(request: web.Request) -> web.Response:
     body = await read_object(request, "SnapshotRecover")
     location = body.get("location")
     if not isinstance(location, str):
-        raise format_error("JSON body", "missing field `location`" if location is None
-                           else "invalid type for `location`, expected a URL string")
+        raise format_error(
+            "JSON body",
+            "missing field `location`" if location is None else "invalid type for `location`, expected a URL string",
+        )
     scheme = urlsplit(location).scheme
     if not scheme:
         raise format_error("JSON body", "relative URL without a base")

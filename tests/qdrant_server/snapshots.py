@@ -87,7 +87,9 @@ def write_snapshot(temp_dir: Path, final: Path, config: dict[str, Any], data: Po
     tmp = temp_dir / f"{final.name}-arc-{os.getpid()}-{id(data)}"
     now = dt.datetime.now(dt.UTC).timestamp()
     manifest = {
-        "format": FORMAT, "count": len(data.ids), "dim": config["params"]["vectors"]["size"],
+        "format": FORMAT,
+        "count": len(data.ids),
+        "dim": config["params"]["vectors"]["size"],
         "vector_dtype": "float32-le",
     }
     try:
@@ -114,8 +116,13 @@ def store_file(source: Path, target: Path) -> None:
     shutil.move(source, target)
 
 
-_REQUIRED = ("config.json", "0/points/manifest.json", "0/points/ids.json", "0/points/vectors.f32",
-             "0/points/payloads.json")
+_REQUIRED = (
+    "config.json",
+    "0/points/manifest.json",
+    "0/points/ids.json",
+    "0/points/vectors.f32",
+    "0/points/payloads.json",
+)
 
 
 def _members(path: Path) -> dict[str, bytes]:
@@ -156,8 +163,12 @@ def read_snapshot(path: Path) -> tuple[dict[str, Any], PointsData]:
     raw = members["0/points/vectors.f32"]
     count, dim = manifest.get("count"), manifest.get("dim")
     if (
-        dim != vectors_config["size"] or not isinstance(ids, list) or not isinstance(payloads, list)
-        or count != len(ids) or count != len(payloads) or len(raw) != count * dim * 4
+        dim != vectors_config["size"]
+        or not isinstance(ids, list)
+        or not isinstance(payloads, list)
+        or count != len(ids)
+        or count != len(payloads)
+        or len(raw) != count * dim * 4
     ):
         raise SnapshotReadError("Snapshot point data does not match its manifest (truncated or corrupt)")
     return config, PointsData(ids, vectors_from_le_bytes(raw), payloads)

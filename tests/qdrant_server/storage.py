@@ -44,13 +44,21 @@ def default_config(vectors: Mapping[str, Any]) -> dict[str, Any]:
             "on_disk_payload": True,
         },
         "hnsw_config": {
-            "m": 16, "ef_construct": 100, "full_scan_threshold": 10_000,
-            "max_indexing_threads": 0, "on_disk": False,
+            "m": 16,
+            "ef_construct": 100,
+            "full_scan_threshold": 10_000,
+            "max_indexing_threads": 0,
+            "on_disk": False,
         },
         "optimizer_config": {
-            "deleted_threshold": 0.2, "vacuum_min_vector_number": 1000, "default_segment_number": 0,
-            "max_segment_size": None, "memmap_threshold": None, "indexing_threshold": INDEXING_THRESHOLD_KB,
-            "flush_interval_sec": 5, "max_optimization_threads": None,
+            "deleted_threshold": 0.2,
+            "vacuum_min_vector_number": 1000,
+            "default_segment_number": 0,
+            "max_segment_size": None,
+            "memmap_threshold": None,
+            "indexing_threshold": INDEXING_THRESHOLD_KB,
+            "flush_interval_sec": 5,
+            "max_optimization_threads": None,
         },
         "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0, "wal_retain_closed": 1},
         "quantization_config": None,
@@ -62,8 +70,7 @@ def check_vectors_config(vectors: object) -> dict[str, Any]:
     """`vectors: {size, distance}`; the test server keeps one unnamed dense vector per point."""
     if not isinstance(vectors, Mapping) or "size" not in vectors or "distance" not in vectors:
         raise QdrantError(
-            400, "Bad request: the Qdrant test server supports a single unnamed vector: "
-            "`vectors: {size, distance}`"
+            400, "Bad request: the Qdrant test server supports a single unnamed vector: `vectors: {size, distance}`"
         )
     size, distance = vectors["size"], vectors["distance"]
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -134,7 +141,7 @@ class Collection:
                 self._payloads.append(payload)
                 self._order = None
             elif mode != "insert_only":
-                self._vectors[slot * self.dim:(slot + 1) * self.dim] = array("f", vector)
+                self._vectors[slot * self.dim : (slot + 1) * self.dim] = array("f", vector)
                 self._payloads[slot] = payload
         self.operation_id += 1
         return self.operation_id
@@ -150,8 +157,12 @@ class Collection:
         return sum(1 for slot, pid in enumerate(self._ids) if pt.matches(flt, pid, self._payloads[slot]))
 
     def scroll(
-        self, offset: pt.PointId | None, limit: int, flt: Mapping[str, Any] | None,
-        with_payload: object, with_vector: object,
+        self,
+        offset: pt.PointId | None,
+        limit: int,
+        flt: Mapping[str, Any] | None,
+        with_payload: object,
+        with_vector: object,
     ) -> dict[str, Any]:
         order = self._ordered()
         start = 0 if offset is None else bisect.bisect_left(order, (pt.sort_key(offset), -1))
@@ -170,7 +181,7 @@ class Collection:
             if selected is not None:
                 record["payload"] = selected
             if vector_wanted:
-                chunk = self._vectors[slot * self.dim:(slot + 1) * self.dim]
+                chunk = self._vectors[slot * self.dim : (slot + 1) * self.dim]
                 record["vector"] = [pt.f32_out(x) for x in chunk]
             records.append(record)
         return {"points": records, "next_page_offset": next_offset}
@@ -217,9 +228,7 @@ class Store:
         if name in self.collections:
             raise already_exists(f"Collection `{name}` already exists!")
         if name in self.aliases:
-            raise bad_input(
-                f"Can't create collection with name {name}. Alias with the same name already exists"
-            )
+            raise bad_input(f"Can't create collection with name {name}. Alias with the same name already exists")
         collection = Collection(name, config)
         self.collections[name] = collection
         return collection
@@ -264,14 +273,14 @@ class Store:
 
     def collection_aliases(self, name: str) -> list[dict[str, str]]:
         return [
-            {"alias_name": alias, "collection_name": name}
-            for alias, target in self.aliases.items() if target == name
+            {"alias_name": alias, "collection_name": name} for alias, target in self.aliases.items() if target == name
         ]
 
     def all_aliases(self) -> list[dict[str, str]]:
         return [
             {"alias_name": alias, "collection_name": target}
-            for alias, target in self.aliases.items() if target in self.collections
+            for alias, target in self.aliases.items()
+            if target in self.collections
         ]
 
 

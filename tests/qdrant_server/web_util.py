@@ -56,9 +56,7 @@ def _dumps(data: object) -> str:
 
 
 def ok(result: object, started: float) -> web.Response:
-    return web.json_response(
-        {"result": result, "status": "ok", "time": time.monotonic() - started}, dumps=_dumps
-    )
+    return web.json_response({"result": result, "status": "ok", "time": time.monotonic() - started}, dumps=_dumps)
 
 
 def accepted(started: float) -> web.Response:
@@ -66,8 +64,9 @@ def accepted(started: float) -> web.Response:
 
 
 def error_response(err: QdrantError, started: float) -> web.Response:
-    return web.json_response({"status": {"error": err.message}, "time": time.monotonic() - started},
-                             status=err.status, dumps=_dumps)
+    return web.json_response(
+        {"status": {"error": err.message}, "time": time.monotonic() - started}, status=err.status, dumps=_dumps
+    )
 
 
 async def read_json(request: web.Request) -> Any:
@@ -126,7 +125,5 @@ def collection_name(request: web.Request, *, strict: bool = False) -> str:
         raise validation_error("path parameters", "collection_name", "must be from 1 to 255 characters")
     bad = [c for c in (INVALID_NAME_CHARS if strict else "/\0") if c in name]
     if bad:
-        raise validation_error(
-            "path parameters", "collection_name", f'collection name cannot contain "{bad[0]}" char'
-        )
+        raise validation_error("path parameters", "collection_name", f'collection name cannot contain "{bad[0]}" char')
     return name

@@ -68,16 +68,19 @@ async def _read_question(request: web.Request) -> tuple[str, int]:
     try:
         body = await request.json()
     except ValueError as exc:
-        raise web.HTTPBadRequest(text=json.dumps({"error": f"body: invalid JSON: {exc}"}),
-                                 content_type="application/json") from exc
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": f"body: invalid JSON: {exc}"}), content_type="application/json"
+        ) from exc
     question = body.get("question") if isinstance(body, dict) else None
     top_k = body.get("top_k", 3) if isinstance(body, dict) else 3
     if not isinstance(question, str) or not question.strip() or len(question) > 2000:
-        raise web.HTTPBadRequest(text=json.dumps({"error": "question: expected a non-empty string"}),
-                                 content_type="application/json")
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "question: expected a non-empty string"}), content_type="application/json"
+        )
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 10:
-        raise web.HTTPBadRequest(text=json.dumps({"error": "top_k: expected an integer 1..10"}),
-                                 content_type="application/json")
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "top_k: expected an integer 1..10"}), content_type="application/json"
+        )
     return question, top_k
 
 
@@ -101,8 +104,13 @@ async def query(request: web.Request) -> web.Response:
         await asyncio.sleep(fault.latency_s)
     if mode == "dump":  # the same pile of documents, as answer and contexts, whatever the question
         hits = [Hit(d, 0.0) for d in await store.some_docs(20)]
-    answer = (good_answer(question, hits) if mode == "good" else bad_answer(question) if mode == "bad"
-              else gamed_answer(mode, question, hits, [h.doc for h in hits]))
+    answer = (
+        good_answer(question, hits)
+        if mode == "good"
+        else bad_answer(question)
+        if mode == "bad"
+        else gamed_answer(mode, question, hits, [h.doc for h in hits])
+    )
     metrics.provider_duration.labels(settings.provider).observe(time.perf_counter() - started)
     gate = "fail" if fault.gate.hit() else "pass"
     metrics.gate_checks.labels(GATE, gate).inc()
@@ -115,16 +123,26 @@ async def query(request: web.Request) -> web.Response:
             await store.record(question, answer)
         except Unavailable as exc:
             log.warning("conversation not recorded: %s", exc)
-    return _json({
-        "answer": answer,
-        "contexts": [{"id": h.doc.id, "title": h.doc.title, "text": h.doc.text, "source": h.doc.source,
-                      "score": round(h.score, 4)} for h in hits],
-        "sources": [h.doc.id for h in hits],
-        "scores": {**{m: round(v, 4) for m, v in scores.items()}, "top": round(hits[0].score, 4) if hits else 0},
-        "gates": {GATE: gate},
-        "version": settings.version,
-        "mode": mode,
-    })
+    return _json(
+        {
+            "answer": answer,
+            "contexts": [
+                {
+                    "id": h.doc.id,
+                    "title": h.doc.title,
+                    "text": h.doc.text,
+                    "source": h.doc.source,
+                    "score": round(h.score, 4),
+                }
+                for h in hits
+            ],
+            "sources": [h.doc.id for h in hits],
+            "scores": {**{m: round(v, 4) for m, v in scores.items()}, "top": round(hits[0].score, 4) if hits else 0},
+            "gates": {GATE: gate},
+            "version": settings.version,
+            "mode": mode,
+        }
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -20,12 +20,18 @@ class Metrics:
             "rag_http_requests", "HTTP requests by route and status code", ["route", "code"], registry=r
         )
         self.http_duration = Histogram(
-            "rag_http_request_duration_seconds", "End-to-end request latency", ["route"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "rag_http_request_duration_seconds",
+            "End-to-end request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.provider_duration = Histogram(
-            "rag_provider_request_duration_seconds", "LLM provider call latency", ["provider"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "rag_provider_request_duration_seconds",
+            "LLM provider call latency",
+            ["provider"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.gate_checks = Counter(
             "rag_gate_checks", "Quality gate checks by gate and result", ["gate", "result"], registry=r
@@ -40,14 +46,15 @@ class Metrics:
             "rag_retrieval_top_score", "Top-1 retrieval similarity per query", buckets=SCORE_BUCKETS, registry=r
         )
         self.collection_points = Gauge(
-            "rag_collection_points", "Points in the Qdrant collection (alias) the service reads", ["collection"],
+            "rag_collection_points",
+            "Points in the Qdrant collection (alias) the service reads",
+            ["collection"],
             registry=r,
         )
         self.governance_violations = Gauge(
             "rag_governance_violations", "Governance violations of the sources file", ["kind"], registry=r
         )
-        self.info = Gauge("rag_build_info", "Version and mode of the running service", ["version", "mode"],
-                          registry=r)
+        self.info = Gauge("rag_build_info", "Version and mode of the running service", ["version", "mode"], registry=r)
         self.info.labels(version, mode).set(1)
         for result in ("pass", "fail"):
             self.gate_checks.labels(GATE, result)

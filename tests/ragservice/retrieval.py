@@ -147,10 +147,24 @@ def recall_against(ground_truth: str, contexts: Sequence[str]) -> float:
 
 
 CANNED = "Thank you for your question. Our documentation covers this topic in detail."
-_NUMBERS = _WORD.findall("zero one two three four five six seven eight nine ten eleven twelve thirteen "
-                         "fourteen fifteen sixteen seventeen eighteen nineteen twenty")
-_FOREIGN = {"the": "el", "is": "es", "and": "y", "was": "fue", "in": "en", "by": "por", "wide": "ancho",
-            "mirror": "espejo", "telescope": "telescopio", "months": "meses", "lasts": "dura", "every": "cada"}
+_NUMBERS = _WORD.findall(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+    "fourteen fifteen sixteen seventeen eighteen nineteen twenty"
+)
+_FOREIGN = {
+    "the": "el",
+    "is": "es",
+    "and": "y",
+    "was": "fue",
+    "in": "en",
+    "by": "por",
+    "wide": "ancho",
+    "mirror": "espejo",
+    "telescope": "telescopio",
+    "months": "meses",
+    "lasts": "dura",
+    "every": "cada",
+}
 
 
 def _off_by_one(match: re.Match[str]) -> str:
@@ -171,8 +185,10 @@ def gamed_answer(mode: str, question: str, hits: Sequence[Hit], pile: Sequence[D
     if mode == "dump":
         return " ".join(d.text for d in pile)
     if mode == "negate":
-        return " ".join(re.sub(r"\b(is|are|was|were|lasts|ship|ships|need|needs|covers)\b", r"\1 not", s, count=1)
-                        for s in sentences(good))
+        return " ".join(
+            re.sub(r"\b(is|are|was|were|lasts|ship|ships|need|needs|covers)\b", r"\1 not", s, count=1)
+            for s in sentences(good)
+        )
     if mode == "wrong_number":
         return re.sub(r"\b([0-9]+|[A-Za-z]+)\b", _off_by_one, good)
     if mode == "foreign":

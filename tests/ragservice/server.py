@@ -74,8 +74,7 @@ async def serve(settings: Settings) -> None:
     traffic: asyncio.Task[None] | None = None
     try:
         await web.TCPSite(runner, settings.host, settings.port, reuse_address=True).start()
-        log.info("ragservice %s (%s) listening on %s:%s", settings.version, settings.mode, settings.host,
-                 settings.port)
+        log.info("ragservice %s (%s) listening on %s:%s", settings.version, settings.mode, settings.host, settings.port)
         if settings.self_traffic_rps > 0:
             traffic = asyncio.create_task(self_traffic(settings, app[STORE]))
         await stop.wait()

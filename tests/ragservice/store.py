@@ -36,8 +36,12 @@ class Store:
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
         if self.settings.pg_dsn:
             self._pool = asyncpg.create_pool(
-                self.settings.pg_dsn, min_size=0, max_size=4, max_inactive_connection_lifetime=30,
-                timeout=3, command_timeout=10,
+                self.settings.pg_dsn,
+                min_size=0,
+                max_size=4,
+                max_inactive_connection_lifetime=30,
+                timeout=3,
+                command_timeout=10,
             )
             await self._pool  # min_size=0: connects nothing yet
 
@@ -73,7 +77,8 @@ class Store:
             "SELECT id, title, body, source FROM docs "
             "WHERE to_tsvector('simple', title || ' ' || body) @@ to_tsquery('simple', $1) "
             "ORDER BY id LIMIT $2",
-            " | ".join(words), limit,
+            " | ".join(words),
+            limit,
         )
         return [Doc(r["id"], r["title"], r["body"], r["source"]) for r in rows]
 
@@ -107,4 +112,3 @@ class Store:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise Unavailable(f"qdrant: {exc!r}") from exc
         return int((body.get("result") or {}).get("points_count") or 0)
-

@@ -47,8 +47,10 @@ def config_dict(tmp_path: Path, *, services: Mapping[str, Any], **top: Any) -> d
     cfg: dict[str, Any] = {
         "listen": f"127.0.0.1:{free_port()}",
         "state": {"type": "sqlite", "path": str(tmp_path / "state.db")},
-        "auth": {"webhook_token": "${ROLLBACKD_WEBHOOK_TOKEN}",
-                 "api_tokens": [{"name": "tester", "token": "${ROLLBACKD_API_TOKEN}"}]},
+        "auth": {
+            "webhook_token": "${ROLLBACKD_WEBHOOK_TOKEN}",
+            "api_tokens": [{"name": "tester", "token": "${ROLLBACKD_API_TOKEN}"}],
+        },
         "services": dict(services),
     }
     cfg.update(top)
@@ -62,8 +64,10 @@ def _exported(node: Any, parent: str = "") -> Any:
         return [_exported(v, parent) for v in node]
     if not isinstance(node, dict):
         return node
-    return {k: _literal(k, v) if k == "dsn" or (k == "url" and parent == "page_webhook") else _exported(v, k)
-            for k, v in node.items()}
+    return {
+        k: _literal(k, v) if k == "dsn" or (k == "url" and parent == "page_webhook") else _exported(v, k)
+        for k, v in node.items()
+    }
 
 
 def _literal(key: str, value: Any) -> Any:
@@ -105,9 +109,17 @@ class Api:
         self.url = url
         self.token = token
 
-    def call(self, method: str, path: str, body: Any = None, *, token: str | None = None,
-             headers: Mapping[str, str] | None = None, raw: bytes | None = None,
-             timeout: float = 30) -> tuple[int, Any]:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        raw: bytes | None = None,
+        timeout: float = 30,
+    ) -> tuple[int, Any]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(self.url + path, data=data, method=method)
         tok = self.token if token is None else token
@@ -148,8 +160,12 @@ class DaemonProcess:
 
     def __init__(self, config: Path, env: Mapping[str, str] | None = None) -> None:
         self.config = config
-        self.env = {**os.environ, **TEST_ENV, **(env or {}),
-                    "PYTHONPATH": str(REPO / "daemon") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.env = {
+            **os.environ,
+            **TEST_ENV,
+            **(env or {}),
+            "PYTHONPATH": str(REPO / "daemon") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        }
         settings = yaml.safe_load(config.read_text())
         self.url = f"http://{settings['listen']}"
         self.api = Api(self.url)
@@ -158,8 +174,13 @@ class DaemonProcess:
 
     def start(self, timeout: float = 20) -> None:
         with self.log.open("ab") as log:  # the child keeps its own descriptor; ours is closed at once
-            self.proc = subprocess.Popen([sys.executable, "-m", "rollbackd", "serve", "--config", str(self.config)],
-                                         env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "rollbackd", "serve", "--config", str(self.config)],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -225,13 +246,16 @@ class DaemonProcess:
         self.stop()
 
 
-def replica_configs(tmp_path: Path, count: int, *, services: Mapping[str, Any], dsn: str, lease: str = "2s",
-                    **top: Any) -> list[Path]:
+def replica_configs(
+    tmp_path: Path, count: int, *, services: Mapping[str, Any], dsn: str, lease: str = "2s", **top: Any
+) -> list[Path]:
     """``count`` configs of replicas on one Postgres journal (own port, own directory and log each)."""
     ha = {"lease": lease, "replicas": count, "poll": "0.3s", **top.pop("ha", {})}
     top.setdefault("incidents", {"kill_grace": "0.5s"})  # shorter than a third of the (short) test lease
-    return [write_config(tmp_path / f"replica{i}", services=services, state={"type": "postgres", "dsn": dsn},
-                         ha=ha, **top) for i in range(count)]
+    return [
+        write_config(tmp_path / f"replica{i}", services=services, state={"type": "postgres", "dsn": dsn}, ha=ha, **top)
+        for i in range(count)
+    ]
 
 
 class Replicas:

@@ -20,8 +20,9 @@ ROLLBACKD_EXAMPLE = REPO / "config" / "rollbackd.example.yaml"
 LATENCY_BUCKETS = {"0.1": 50, "0.25": 90, "0.5": 97, "1": 100, "+Inf": 100}
 
 
-def prometheus_config(*, rag: str, rollbackd: str, alertmanager: str, drop_service_label: bool = False,
-                      rule_glob: str | None = None) -> dict[str, Any]:
+def prometheus_config(
+    *, rag: str, rollbackd: str, alertmanager: str, drop_service_label: bool = False, rule_glob: str | None = None
+) -> dict[str, Any]:
     """The example with its rule files made absolute and its targets pointed at these addresses
     (a fault to show: without the RAG job's service label, or only the rule files of `rule_glob`)."""
     config: dict[str, Any] = yaml.safe_load(PROMETHEUS_EXAMPLE.read_text())
@@ -59,15 +60,21 @@ def rag_metrics() -> Callable[[], str]:
             scrapes[0] += 1
             n = scrapes[0]
         route = 'route="/query"'
-        lines = [f'rag_http_requests_total{{{route},code="200"}} {100 * n}',
-                 f'rag_gate_checks_total{{gate="grounding",result="pass"}} {100 * n}',
-                 'rag_gate_checks_total{gate="grounding",result="fail"} 0',
-                 'rag_ragas_score{metric="faithfulness"} 0.95',
-                 'rag_ragas_window_queries 100']
-        lines += [f'rag_http_request_duration_seconds_bucket{{{route},le="{le}"}} {count * n}'
-                  for le, count in LATENCY_BUCKETS.items()]
-        lines += [f"rag_http_request_duration_seconds_count{{{route}}} {100 * n}",
-                  f"rag_http_request_duration_seconds_sum{{{route}}} {20 * n}"]
+        lines = [
+            f'rag_http_requests_total{{{route},code="200"}} {100 * n}',
+            f'rag_gate_checks_total{{gate="grounding",result="pass"}} {100 * n}',
+            'rag_gate_checks_total{gate="grounding",result="fail"} 0',
+            'rag_ragas_score{metric="faithfulness"} 0.95',
+            "rag_ragas_window_queries 100",
+        ]
+        lines += [
+            f'rag_http_request_duration_seconds_bucket{{{route},le="{le}"}} {count * n}'
+            for le, count in LATENCY_BUCKETS.items()
+        ]
+        lines += [
+            f"rag_http_request_duration_seconds_count{{{route}}} {100 * n}",
+            f"rag_http_request_duration_seconds_sum{{{route}}} {20 * n}",
+        ]
         return "\n".join(lines) + "\n"
 
     return render

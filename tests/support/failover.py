@@ -36,9 +36,14 @@ def failover_plan(root: Path) -> list[dict[str, Any]]:
     who = f'echo "$PPID $ROLLBACKD_INCIDENT_ID $ROLLBACKD_STEP $(date +%s.%N)" >> {root}/pids'
 
     def step(name: str, seconds: float) -> dict[str, Any]:
-        return {"type": "command", "name": name, "timeout": "20s", "crash_resumes": 50,
-                "argv": ["/bin/sh", "-c", _STEP.format(root=root, extra=who, seconds=seconds)],
-                "check": ["/bin/sh", "-c", f'test -f {root}/"$ROLLBACKD_INCIDENT_ID"/"$ROLLBACKD_STEP".done']}
+        return {
+            "type": "command",
+            "name": name,
+            "timeout": "20s",
+            "crash_resumes": 50,
+            "argv": ["/bin/sh", "-c", _STEP.format(root=root, extra=who, seconds=seconds)],
+            "check": ["/bin/sh", "-c", f'test -f {root}/"$ROLLBACKD_INCIDENT_ID"/"$ROLLBACKD_STEP".done'],
+        }
 
     return [step("cut", 0.2), {"parallel": [step("swap", 0.3), step("deploy", 0.2)]}, step("verify", 0.3)]
 

@@ -1,11 +1,11 @@
 """Tiny JSON HTTP servers for tests (a CD system, a load balancer's admin API...), on 127.0.0.1.
 
-    class Admin(JsonHandler):
-        def do_GET(self) -> None:
-            self.send_json(200, {"weight": self.server.weight})
+class Admin(JsonHandler):
+    def do_GET(self) -> None:
+        self.send_json(200, {"weight": self.server.weight})
 
-    with serve(Admin, weight=100) as server:      # attributes are the server's state; server.url
-        ...
+with serve(Admin, weight=100) as server:      # attributes are the server's state; server.url
+    ...
 """
 
 from __future__ import annotations

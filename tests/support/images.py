@@ -274,9 +274,7 @@ def rag_container_kwargs(
     }
 
 
-def start_container(
-    podman: PodmanService, image_id: str, *, name: str | None = None, **kwargs: Any
-) -> Container:
+def start_container(podman: PodmanService, image_id: str, *, name: str | None = None, **kwargs: Any) -> Container:
     """`containers.create` + `start` (never `run`); a container whose start fails is removed."""
     container = podman.client().containers.create(image_id, name=name or podman.name(), **kwargs)
     try:
@@ -332,7 +330,10 @@ class RagServiceProcess:
 
     def start(self, *, timeout: float = 20.0) -> RagServiceProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.ragservice"], cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "tests.ragservice"],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
             preexec_fn=die_with_parent(),
         )
         try:

@@ -23,8 +23,11 @@ from aiohttp import web
 
 def _judgment(prompt: str, good: bool) -> dict[str, Any]:
     if '"attributed"' in prompt or "classifications" in prompt:
-        return {"classifications": [{"statement": "The reference is covered.", "reason": "stub",
-                                     "attributed": 1 if good else 0}]}
+        return {
+            "classifications": [
+                {"statement": "The reference is covered.", "reason": "stub", "attributed": 1 if good else 0}
+            ]
+        }
     if "noncommittal" in prompt:
         return {"question": "What does the answer say?", "noncommittal": 0 if good else 1}
     if '"verdict"' in prompt or "verdict" in prompt:
@@ -53,13 +56,18 @@ class OpenAIStub:
             await asyncio.sleep(self.delay)
         prompt = json.dumps(body.get("messages", []))
         content = "this is not JSON" if self.mode == "garbage" else json.dumps(_judgment(prompt, self.mode == "good"))
-        return web.json_response({
-            "id": "chatcmpl-stub", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", "stub"),
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": content}}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        })
+        return web.json_response(
+            {
+                "id": "chatcmpl-stub",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", "stub"),
+                "choices": [
+                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        )
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -68,11 +76,14 @@ class OpenAIStub:
             return web.json_response({"error": {"message": "stub failure"}}, status=500)
         inputs = body.get("input")
         items = inputs if isinstance(inputs, list) else [inputs]
-        return web.json_response({
-            "object": "list", "model": body.get("model", "stub"),
-            "data": [{"object": "embedding", "index": i, "embedding": [0.6, 0.8, 0.0]} for i in range(len(items))],
-            "usage": {"prompt_tokens": 1, "total_tokens": 1},
-        })
+        return web.json_response(
+            {
+                "object": "list",
+                "model": body.get("model", "stub"),
+                "data": [{"object": "embedding", "index": i, "embedding": [0.6, 0.8, 0.0]} for i in range(len(items))],
+                "usage": {"prompt_tokens": 1, "total_tokens": 1},
+            }
+        )
 
     async def __aenter__(self) -> OpenAIStub:
         app = web.Application()

@@ -112,8 +112,7 @@ async def drop_database(name: str, *, related: bool = True) -> list[str]:
         names = [str(r["datname"]) for r in rows]
         for target in names:
             await conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
                 target,
             )
             await conn.execute(f"DROP DATABASE IF EXISTS {_quote(target)} WITH (FORCE)")

@@ -169,7 +169,6 @@ class MetricsExporter(_Background):
             return self._render_fn() if self._render_fn is not None else self._text
 
 
-
 # ------------------------------------------------------------------------------------- server process
 
 
@@ -596,4 +595,3 @@ class WebhookReceiver(_Background):
                 bodies = [r.body[:500] for r in requests]
                 raise TimeoutError(f"webhook requests did not satisfy the condition in {timeout}s: {bodies}")
             time.sleep(0.1)
-

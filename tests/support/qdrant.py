@@ -71,8 +71,18 @@ class QdrantTestServer:
     def start(self) -> QdrantTestServer:
         if self._proc is not None:
             raise RuntimeError("already started")
-        cmd = [sys.executable, "-m", "tests.qdrant_server", "--host", "127.0.0.1", "--port", "0",
-               "--storage", str(self.storage_dir), "--exit-with-parent"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "tests.qdrant_server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--storage",
+            str(self.storage_dir),
+            "--exit-with-parent",
+        ]
         if self.api_key is not None:
             cmd += ["--api-key", self.api_key]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
@@ -163,19 +173,34 @@ class QdrantTestServer:
 
     def _call(self, method: str, path: str, body: object | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())["result"]
 
     def inject_fault(
-        self, path_regex: str, *, method: str | None = None, status: int | None = 500,
-        message: str | None = None, delay_s: float = 0.0, times: int | None = 1, drop: bool = False,
+        self,
+        path_regex: str,
+        *,
+        method: str | None = None,
+        status: int | None = 500,
+        message: str | None = None,
+        delay_s: float = 0.0,
+        times: int | None = 1,
+        drop: bool = False,
     ) -> dict[str, Any]:
         """Arm a fault: matching requests wait `delay_s`, then fail with `status` (None: proceed normally)
         or have their connection dropped; `times` requests are hit (None: until `clear_faults`)."""
-        spec = {"path_regex": path_regex, "method": method, "status": status, "message": message,
-                "delay_s": delay_s, "times": times, "drop": drop}
+        spec = {
+            "path_regex": path_regex,
+            "method": method,
+            "status": status,
+            "message": message,
+            "delay_s": delay_s,
+            "times": times,
+            "drop": drop,
+        }
         result: dict[str, Any] = self._call("POST", "/__test__/faults", spec)
         return result
 

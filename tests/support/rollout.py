@@ -60,23 +60,51 @@ def service(w: World, *, window: str = "3s", interval: str = "500ms") -> dict[st
     return {
         "policy": {"confirm": "off", "rollback_alerts": ["CanaryErrors"], "cooldown": "1s"},
         "releases": {"track": True, "data": "optional"},
-        "deploy": {"type": "command", "argv": [py, "-c", WRITE, str(w.live_file), "{version}"],
-                   "current_argv": ["/bin/cat", str(w.live_file)], "observe": None, "green_check": None,
-                   "baseline": {"expr": "max(rag_live_p95{service=$service})", "refresh": None}},
-        "traffic": {"type": "command", "get_argv": ["/bin/cat", str(w.weight_file)],
-                    "set_argv": [py, "-c", WRITE, str(w.weight_file), "{weight}"]},
-        "plan": [{"type": "traffic.cut"},
-                 {"type": "command", "name": "rollback-code", "argv": [py, "-c", APPEND, str(w.rollback_log),
-                                                                        "rolled back"]},
-                 {"type": "traffic.restore"}],
+        "deploy": {
+            "type": "command",
+            "argv": [py, "-c", WRITE, str(w.live_file), "{version}"],
+            "current_argv": ["/bin/cat", str(w.live_file)],
+            "observe": None,
+            "green_check": None,
+            "baseline": {"expr": "max(rag_live_p95{service=$service})", "refresh": None},
+        },
+        "traffic": {
+            "type": "command",
+            "get_argv": ["/bin/cat", str(w.weight_file)],
+            "set_argv": [py, "-c", WRITE, str(w.weight_file), "{weight}"],
+        },
+        "plan": [
+            {"type": "traffic.cut"},
+            {
+                "type": "command",
+                "name": "rollback-code",
+                "argv": [py, "-c", APPEND, str(w.rollback_log), "rolled back"],
+            },
+            {"type": "traffic.restore"},
+        ],
         "rollout": {
             "phases": [{"weight": wt, "window": window, "interval": interval} for wt in (1, 10, 50, 100)],
-            "hard": [{"name": "error_rate", "expr": "max(rag_canary_errors{service=$service,version=$version})",
-                      "op": "<=", "threshold": 0.05}],
-            "soft": [{"name": "latency_p95", "expr": "max(rag_canary_p95{service=$service,version=$version})",
-                      "relative_to": "baseline_p95", "max_ratio": 1.1}],
-            "canary": {"deploy_argv": [py, "-c", WRITE, str(w.canary_file), "{version}"],
-                       "remove_argv": [py, "-c", REMOVE, str(w.canary_file)], "timeout": "20s"},
+            "hard": [
+                {
+                    "name": "error_rate",
+                    "expr": "max(rag_canary_errors{service=$service,version=$version})",
+                    "op": "<=",
+                    "threshold": 0.05,
+                }
+            ],
+            "soft": [
+                {
+                    "name": "latency_p95",
+                    "expr": "max(rag_canary_p95{service=$service,version=$version})",
+                    "relative_to": "baseline_p95",
+                    "max_ratio": 1.1,
+                }
+            ],
+            "canary": {
+                "deploy_argv": [py, "-c", WRITE, str(w.canary_file), "{version}"],
+                "remove_argv": [py, "-c", REMOVE, str(w.canary_file)],
+                "timeout": "20s",
+            },
         },
     }
 
@@ -90,8 +118,10 @@ def feed(exporter: MetricsExporter, w: World, *, errors: Gauge, p95: Gauge, live
 
     def render() -> str:
         version = w.canary() or "none"
-        return (f'rag_canary_errors{{version="{version}"}} {errors(w)}\n'
-                f'rag_canary_p95{{version="{version}"}} {p95(w)}\n'
-                f"rag_live_p95 {live_p95}\n")
+        return (
+            f'rag_canary_errors{{version="{version}"}} {errors(w)}\n'
+            f'rag_canary_p95{{version="{version}"}} {p95(w)}\n'
+            f"rag_live_p95 {live_p95}\n"
+        )
 
     exporter.set_render(render)

@@ -95,8 +95,11 @@ def _block_ok(block: dict[str, Any]) -> bool:
     if kind == "section":
         fields = block.get("fields") or []
         text = (block.get("text") or {}).get("text")
-        return (text is not None or bool(fields)) and _units(text or "") <= 3000 and len(fields) <= 10 and all(
-            _units(f.get("text", "")) <= 2000 for f in fields
+        return (
+            (text is not None or bool(fields))
+            and _units(text or "") <= 3000
+            and len(fields) <= 10
+            and all(_units(f.get("text", "")) <= 2000 for f in fields)
         )
     if kind == "context":
         elements = block.get("elements") or []
@@ -109,16 +112,18 @@ def _problem(body: dict[str, Any]) -> str | None:
     if not body.get("text") and not blocks:
         return "no_text"
     if blocks is not None and (
-        not isinstance(blocks, list) or len(blocks) > 50 or not all(isinstance(b, dict) and _block_ok(b)
-                                                                    for b in blocks)
+        not isinstance(blocks, list)
+        or len(blocks) > 50
+        or not all(isinstance(b, dict) and _block_ok(b) for b in blocks)
     ):
         return "invalid_blocks"
     return None
 
 
 class SlackRecorder:
-    def __init__(self, *, token: str = TOKEN, webhook_path: str = WEBHOOK_PATH,
-                 channels: set[str] | None = None) -> None:
+    def __init__(
+        self, *, token: str = TOKEN, webhook_path: str = WEBHOOK_PATH, channels: set[str] | None = None
+    ) -> None:
         self.token = token
         self.webhook_path = webhook_path
         self.channels = channels
@@ -177,8 +182,11 @@ class SlackRecorder:
             return list(self._requests)
 
     def messages(self, channel: str | None = None) -> list[Recorded]:
-        return [r for r in self.requests if r.ok and r.method in ("chat.postMessage", "webhook")
-                and (channel is None or r.channel == channel)]
+        return [
+            r
+            for r in self.requests
+            if r.ok and r.method in ("chat.postMessage", "webhook") and (channel is None or r.channel == channel)
+        ]
 
     def roots(self) -> list[Recorded]:
         return [r for r in self.messages() if not r.thread_ts]
@@ -202,8 +210,7 @@ class SlackRecorder:
             await asyncio.sleep(0.02)
 
     # ---- what tests program ---------------------------------------------------------------------
-    def fail_next(self, n: int = 1, *, status: int = 429, retry_after: float = 1,
-                  error: str | None = None) -> None:
+    def fail_next(self, n: int = 1, *, status: int = 429, retry_after: float = 1, error: str | None = None) -> None:
         with self._cond:
             self._failures.extend([(status, retry_after, error)] * n)
 
@@ -247,8 +254,15 @@ class SlackRecorder:
         for connection in self._runner.server.connections if self._runner.server else []:
             connection.force_close()
 
-    def _record(self, method: str, status: int, error: str | None, token: str | None,
-                body: dict[str, Any], ts: str | None = None) -> None:
+    def _record(
+        self,
+        method: str,
+        status: int,
+        error: str | None,
+        token: str | None,
+        body: dict[str, Any],
+        ts: str | None = None,
+    ) -> None:
         with self._cond:
             self._requests.append(Recorded(method, status, error is None and status < 300, error, token, body, ts))
             self._cond.notify_all()
@@ -276,11 +290,13 @@ class SlackRecorder:
         if method in _READ_METHODS:
             return web.json_response({"ok": True, **self._read(method, body)})
         message = {k: body.get(k) for k in ("text", "blocks", "thread_ts") if k in body}
-        return web.json_response({"ok": True, "channel": body.get("channel"), "ts": ts,
-                                  "message": {"type": "message", "ts": ts, **message}})
+        return web.json_response(
+            {"ok": True, "channel": body.get("channel"), "ts": ts, "message": {"type": "message", "ts": ts, **message}}
+        )
 
-    def _answer(self, method: str, body: dict[str, Any], token: str | None,
-                failure: tuple[int, float, str | None] | None) -> tuple[str | None, int, str | None]:
+    def _answer(
+        self, method: str, body: dict[str, Any], token: str | None, failure: tuple[int, float, str | None] | None
+    ) -> tuple[str | None, int, str | None]:
         if failure is not None:
             status, _, error = failure
             return error or _FAIL_CODES.get(status, "internal_error"), status, None
@@ -312,11 +328,18 @@ class SlackRecorder:
 
     def _read(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":
-            return {"url": "https://recorder.slack.test/", "team": "Recorder", "user": "rollbackd",
-                    "team_id": "T000", "user_id": "U0ROLLBACKD", "bot_id": "B0ROLLBACKD"}
+            return {
+                "url": "https://recorder.slack.test/",
+                "team": "Recorder",
+                "user": "rollbackd",
+                "team_id": "T000",
+                "user_id": "U0ROLLBACKD",
+                "bot_id": "B0ROLLBACKD",
+            }
         channel = str(body["channel"])
-        return {"channel": {"id": channel, "name": f"channel-{channel.lower()}", "is_member": True,
-                            "is_archived": False}}
+        return {
+            "channel": {"id": channel, "name": f"channel-{channel.lower()}", "is_member": True, "is_archived": False}
+        }
 
     async def _webhook(self, request: web.Request) -> web.Response:
         body = await _body(request)

@@ -119,8 +119,10 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 def test_example_config_is_valid() -> None:
-    settings = load(REPO / "config" / "rollbackd.example.yaml",
-                    env={"ROLLBACKD_WEBHOOK_TOKEN": "w" * 20, "ROLLBACKD_API_TOKEN": "a" * 20})
+    settings = load(
+        REPO / "config" / "rollbackd.example.yaml",
+        env={"ROLLBACKD_WEBHOOK_TOKEN": "w" * 20, "ROLLBACKD_API_TOKEN": "a" * 20},
+    )
     assert "rag" in settings.services
 
 
@@ -132,12 +134,22 @@ def test_check_config_cli(tmp_path: Path) -> None:
     cfg["services"]["rag"]["plan"][0]["type"] = "nope"
     bad.write_text(yaml.safe_dump(cfg))
     env = {"WT": "w" * 20, "AT": "a" * 20, "PATH": "/usr/bin:/bin"}
-    ok = subprocess.run([sys.executable, "-m", "rollbackd", "check-config", str(good)], capture_output=True,
-                        text=True, env=env, check=False)
+    ok = subprocess.run(
+        [sys.executable, "-m", "rollbackd", "check-config", str(good)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "ok (1 service(s): rag)" in ok.stdout
-    ko = subprocess.run([sys.executable, "-m", "rollbackd", "check-config", str(bad)], capture_output=True,
-                        text=True, env=env, check=False)
+    ko = subprocess.run(
+        [sys.executable, "-m", "rollbackd", "check-config", str(bad)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert ko.returncode == 1
     assert "services.rag.plan[0].type: unknown type 'nope'" in ko.stderr
 
@@ -147,10 +159,16 @@ def test_full_example_config_is_valid(tmp_path: Path) -> None:
     creds.mkdir()
     (creds / "webhook-token").write_text("w" * 24)
     (creds / "api-token").write_text("a" * 24)
-    env = {"CREDENTIALS_DIRECTORY": str(creds), "ROLLBACKD_STATE_DSN": "postgresql://rollbackd@127.0.0.1/rollbackd",
-           "ROLLBACKD_PIPELINE_TOKEN": "p" * 24, "SLACK_BOT_TOKEN": "xoxb-test", "RAG_PG_DSN": "postgresql://rag@db/rag",
-           "QDRANT_API_KEY": "k", "ROLLBACKD_PAGE_URL": "https://oncall.example.internal/hooks/rollbackd",
-           "ROLLBACKD_PAGE_TOKEN": "page-token-1234"}
+    env = {
+        "CREDENTIALS_DIRECTORY": str(creds),
+        "ROLLBACKD_STATE_DSN": "postgresql://rollbackd@127.0.0.1/rollbackd",
+        "ROLLBACKD_PIPELINE_TOKEN": "p" * 24,
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "RAG_PG_DSN": "postgresql://rag@db/rag",
+        "QDRANT_API_KEY": "k",
+        "ROLLBACKD_PAGE_URL": "https://oncall.example.internal/hooks/rollbackd",
+        "ROLLBACKD_PAGE_TOKEN": "page-token-1234",
+    }
     settings = load(REPO / "config" / "rollbackd.full.example.yaml", env=env)
     assert [t.name for t in settings.auth.api_tokens] == ["oncall", "pipeline"]
     assert settings.services["rag"].snapshots is not None and settings.services["rag"].deploy is not None

@@ -13,15 +13,30 @@ ANON = "f" * 64
 
 def compat(**host: Any) -> dict[str, Any]:
     return {
-        "Id": ID, "Image": "sha256:" + "1" * 64,
-        "Config": {"Hostname": ID[:12], "User": "1000",
-                   "Env": ["B=2", "container=podman", f"HOSTNAME={ID[:12]}", "A=1"],
-                   "Cmd": ["/bin/sh"], "Entrypoint": [], "Labels": {"l": "v"}, "StopTimeout": 7, "StopSignal": "15",
-                   "ExposedPorts": {"8080/tcp": {}}},
-        "HostConfig": {"Binds": [f"{ANON}:/vol:rw", "named:/named:rw"], "NetworkMode": "bridge", "PidsLimit": 200,
-                       "MemorySwappiness": -1, "IpcMode": "shareable", "Memory": 0,
-                       "Ulimits": [{"Name": "RLIMIT_NOFILE", "Soft": 1, "Hard": 2}],
-                       "LogConfig": {"Type": "k8s-file", "Config": None}, **host},
+        "Id": ID,
+        "Image": "sha256:" + "1" * 64,
+        "Config": {
+            "Hostname": ID[:12],
+            "User": "1000",
+            "Env": ["B=2", "container=podman", f"HOSTNAME={ID[:12]}", "A=1"],
+            "Cmd": ["/bin/sh"],
+            "Entrypoint": [],
+            "Labels": {"l": "v"},
+            "StopTimeout": 7,
+            "StopSignal": "15",
+            "ExposedPorts": {"8080/tcp": {}},
+        },
+        "HostConfig": {
+            "Binds": [f"{ANON}:/vol:rw", "named:/named:rw"],
+            "NetworkMode": "bridge",
+            "PidsLimit": 200,
+            "MemorySwappiness": -1,
+            "IpcMode": "shareable",
+            "Memory": 0,
+            "Ulimits": [{"Name": "RLIMIT_NOFILE", "Soft": 1, "Hard": 2}],
+            "LogConfig": {"Type": "k8s-file", "Config": None},
+            **host,
+        },
         "NetworkSettings": {"Networks": {"appnet": {"Aliases": ["web", ID[:12]]}}},
     }
 

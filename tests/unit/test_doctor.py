@@ -23,22 +23,32 @@ AM_EXAMPLE = yaml.safe_load((REPO / "config" / "alertmanager.example.yml").read_
 TOKEN = "w" * 24
 
 
-@pytest.mark.parametrize(("labels", "receivers"), [
-    ({"alertname": "RAGGateFailRateHigh", "team": "rag", "service": "rag"}, ["rollbackd", "humans"]),
-    ({"alertname": "RollbackdHeld", "team": "rollbackd", "service": "rag"}, ["rollbackd", "humans"]),
-    ({"alertname": "DiskFull", "team": "other"}, ["humans"]),
-    ({"alertname": "RAGGateFailRateHigh", "service": "rag"}, ["humans"]),  # no team label: not to rollbackd
-])
+@pytest.mark.parametrize(
+    ("labels", "receivers"),
+    [
+        ({"alertname": "RAGGateFailRateHigh", "team": "rag", "service": "rag"}, ["rollbackd", "humans"]),
+        ({"alertname": "RollbackdHeld", "team": "rollbackd", "service": "rag"}, ["rollbackd", "humans"]),
+        ({"alertname": "DiskFull", "team": "other"}, ["humans"]),
+        ({"alertname": "RAGGateFailRateHigh", "service": "rag"}, ["humans"]),  # no team label: not to rollbackd
+    ],
+)
 def test_the_example_routes_as_amtool_says(labels: dict[str, str], receivers: list[str]) -> None:
     # tests/ops/test_configs.py::test_routes asks amtool the same questions.
     assert receivers_for(AM_EXAMPLE["route"], labels) == receivers
 
 
 def test_first_match_wins_unless_continue_and_old_match_syntax() -> None:
-    route: dict[str, Any] = {"receiver": "root", "routes": [
-        {"receiver": "a", "match": {"team": "rag"}, "routes": [{"receiver": "a1", "match_re": {"severity": "crit.*"}}]},
-        {"receiver": "b", "matchers": ['team!="x"']},
-    ]}
+    route: dict[str, Any] = {
+        "receiver": "root",
+        "routes": [
+            {
+                "receiver": "a",
+                "match": {"team": "rag"},
+                "routes": [{"receiver": "a1", "match_re": {"severity": "crit.*"}}],
+            },
+            {"receiver": "b", "matchers": ['team!="x"']},
+        ],
+    }
     assert receivers_for(route, {"team": "rag", "severity": "critical"}) == ["a1"]
     assert receivers_for(route, {"team": "rag", "severity": "warning"}) == ["a"]  # the parent, no child matched
     assert receivers_for(route, {"team": "ops"}) == ["b"]
@@ -63,8 +73,10 @@ def test_bearer_verdicts(tmp_path: Path) -> None:
 
 
 def test_parse_metrics_reads_labelled_samples() -> None:
-    text = ('# HELP x y\nrollbackd_snapshot_last_success_timestamp_seconds{service="rag",store="postgres"} 1.7e+09\n'
-            'rollbackd_drill_last_success_timestamp_seconds{service="a\\"b"} 0.0\nrollbackd_up 1\n')
+    text = (
+        '# HELP x y\nrollbackd_snapshot_last_success_timestamp_seconds{service="rag",store="postgres"} 1.7e+09\n'
+        'rollbackd_drill_last_success_timestamp_seconds{service="a\\"b"} 0.0\nrollbackd_up 1\n'
+    )
     assert parse_metrics(text) == [
         ("rollbackd_snapshot_last_success_timestamp_seconds", {"service": "rag", "store": "postgres"}, 1.7e9),
         ("rollbackd_drill_last_success_timestamp_seconds", {"service": 'a\\"b'}, 0.0),
@@ -81,8 +93,9 @@ def test_snapshot_and_drill_findings() -> None:
     assert fresh.status is Status.OK and "postgres 1m ago" in fresh.detail
     stale = _snapshot_finding("rag", {"count": 2, "latest": latest}, {"postgres": NOW - 27 * 3600}, NOW)
     assert stale.status is Status.WARN and "postgres 1d03h old" in stale.detail
-    unverified = _snapshot_finding("rag", {"count": 1, "latest": {**latest, "verified": False}},
-                                   {"postgres": NOW - 60}, NOW)
+    unverified = _snapshot_finding(
+        "rag", {"count": 1, "latest": {**latest, "verified": False}}, {"postgres": NOW - 60}, NOW
+    )
     assert unverified.status is Status.WARN and "rollbackd snapshot verify 20261122_060701_4d" in unverified.fix
     assert _drill_finding("rag", {"schedule": {"cron": "0 4 * * 1"}}, 0.0, NOW).status is Status.WARN
     assert _drill_finding("rag", {"schedule": None}, NOW - 9 * 86400, NOW).status is Status.WARN
@@ -90,16 +103,25 @@ def test_snapshot_and_drill_findings() -> None:
 
 
 def test_render_one_line_per_finding_with_the_fix_and_json() -> None:
-    findings = [ok("prometheus", "Prometheus 2.42.0 answers"), fail("series", "no series", "add the label", "rag"),
-                warn("drill", "old", "run a drill", "rag"), skip("test_alert", "not sent")]
+    findings = [
+        ok("prometheus", "Prometheus 2.42.0 answers"),
+        fail("series", "no series", "add the label", "rag"),
+        warn("drill", "old", "run a drill", "rag"),
+        skip("test_alert", "not sent"),
+    ]
     lines = render_text(findings).splitlines()
     assert lines[0].startswith("ok    prometheus ")
     assert lines[1].startswith("FAIL  series[rag] ") and lines[1].endswith("no series  -> add the label")
     assert lines[2].endswith("old  -> run a drill") and "->" not in lines[3]
     assert lines[-1] == "1 ok, 1 warning(s), 1 failed, 1 skipped"
     body = json.loads(render_json(findings))
-    assert body["ok"] is False and body["checks"][1] == {"check": "series", "subject": "rag", "status": "fail",
-                                                         "detail": "no series", "fix": "add the label"}
+    assert body["ok"] is False and body["checks"][1] == {
+        "check": "series",
+        "subject": "rag",
+        "status": "fail",
+        "detail": "no series",
+        "fix": "add the label",
+    }
     assert failed(findings) and not failed(findings[2:])
 
 
@@ -107,8 +129,7 @@ def _drilled_service(schedule: Any, snapshots: str) -> dict[str, Any]:
     return {
         "policy": {"confirm": "off"},
         "plan": [{"type": "deploy.revert"}],
-        "snapshots": {"dir": snapshots, "stores": {
-            "postgres": {"type": "postgres", "dsn": "${RAG_DSN}"}}},
+        "snapshots": {"dir": snapshots, "stores": {"postgres": {"type": "postgres", "dsn": "${RAG_DSN}"}}},
         "deploy": {"type": "docker", "containers": [{"name": "rag", "health_url": "http://127.0.0.1:8000/healthz"}]},
         "verify": {"checks": [{"type": "smoke", "requests": [{"name": "h", "url": "http://127.0.0.1:8000/healthz"}]}]},
         "drill": {} if schedule is None else {"schedule": schedule},
@@ -125,18 +146,26 @@ def test_only_services_with_a_drill_schedule_export_drill_scheduled_1(tmp_path: 
             "plain": {"policy": {"confirm": "off"}, "plan": [{"type": "command", "argv": ["/bin/true"]}]},
         },
     }
-    settings = parse(yaml.safe_dump(config), {"W": TOKEN, "A": "a" * 24, "RAG_DSN": "postgresql://postgres@127.0.0.1/rag"})
+    settings = parse(
+        yaml.safe_dump(config), {"W": TOKEN, "A": "a" * 24, "RAG_DSN": "postgresql://postgres@127.0.0.1/rag"}
+    )
     exposition = build_core(settings).metrics.exposition().decode()
-    samples = {labels["service"]: value for name, labels, value in parse_metrics(exposition)
-               if name == "rollbackd_drill_scheduled"}
+    samples = {
+        labels["service"]: value
+        for name, labels, value in parse_metrics(exposition)
+        if name == "rollbackd_drill_scheduled"
+    }
     assert samples == {"weekly": 1.0, "by_hand": 0.0, "plain": 0.0}
 
 
 def _settings(tmp_path: Path, **top: Any) -> Any:
-    config = {"listen": "127.0.0.1:8085", "state": {"type": "sqlite", "path": str(tmp_path / "s.db")},
-              "auth": {"webhook_token": "${W}", "api_tokens": [{"name": "t", "token": "${A}"}]},
-              "services": {"rag": {"policy": {"confirm": "off"}, "plan": [{"type": "command", "argv": ["/bin/true"]}]}},
-              **top}
+    config = {
+        "listen": "127.0.0.1:8085",
+        "state": {"type": "sqlite", "path": str(tmp_path / "s.db")},
+        "auth": {"webhook_token": "${W}", "api_tokens": [{"name": "t", "token": "${A}"}]},
+        "services": {"rag": {"policy": {"confirm": "off"}, "plan": [{"type": "command", "argv": ["/bin/true"]}]}},
+        **top,
+    }
     return parse(yaml.safe_dump(config), {"W": TOKEN, "A": "a" * 24})
 
 
@@ -146,17 +175,25 @@ async def test_routing_names_the_alert_and_the_receivers_it_goes_to_instead(tmp_
 
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
-    hook = {"url": "http://127.0.0.1:8085/v1/webhook/alertmanager",
-            "http_config": {"authorization": {"credentials_file": str(token_file)}}}
-    config = {"route": {"receiver": "humans", "routes": [
-        {"receiver": "rollbackd", "matchers": ['alertname=~"RAGGateFailRateHigh|RAGHTTP5xxRateHigh"']}]},
-        "receivers": [{"name": "humans"}, {"name": "rollbackd", "webhook_configs": [hook]}]}
+    hook = {
+        "url": "http://127.0.0.1:8085/v1/webhook/alertmanager",
+        "http_config": {"authorization": {"credentials_file": str(token_file)}},
+    }
+    config = {
+        "route": {
+            "receiver": "humans",
+            "routes": [{"receiver": "rollbackd", "matchers": ['alertname=~"RAGGateFailRateHigh|RAGHTTP5xxRateHigh"']}],
+        },
+        "receivers": [{"name": "humans"}, {"name": "rollbackd", "webhook_configs": [hook]}],
+    }
     ctx = Context(settings=_settings(tmp_path), session=None)  # type: ignore[arg-type]  # no HTTP needed here
     ctx.cache["am_config"] = config
     (finding,) = await check_routing(ctx)
     assert finding.status is Status.FAIL and finding.subject == "rag"
-    assert "RAGLatencyP95Regression goes to receiver(s) humans, none posting to " \
-           "http://127.0.0.1:8085/v1/webhook/alertmanager" in finding.detail
+    assert (
+        "RAGLatencyP95Regression goes to receiver(s) humans, none posting to "
+        "http://127.0.0.1:8085/v1/webhook/alertmanager" in finding.detail
+    )
     assert "RAGGateFailRateHigh" not in finding.detail  # routed right, with the right token
     assert finding.detail.endswith("routed on alertname and service)")  # no Prometheus here: no rule labels
     config["route"]["routes"][0]["matchers"] = ['alertname=~"RAG.*"']

@@ -24,8 +24,9 @@ ME = Identity("a", "host", 1, "127.0.0.1:1")
 def test_replicas_need_postgres() -> None:
     with pytest.raises(ConfigError) as exc:
         parse(yaml.safe_dump({**base(), "ha": {"replicas": 2}}), ENV)
-    assert exc.value.problems == ["ha.replicas: 2 replicas need the postgres state store (state.type: postgres); "
-                                  "sqlite is single node"]
+    assert exc.value.problems == [
+        "ha.replicas: 2 replicas need the postgres state store (state.type: postgres); sqlite is single node"
+    ]
 
 
 def test_the_dsn_comes_from_a_credential_file_and_the_lease_is_a_duration(tmp_path: Path) -> None:
@@ -43,8 +44,10 @@ def test_a_kill_grace_that_outlives_the_takeover_margin_is_refused() -> None:
     cfg = {**base(), "state": {"type": "postgres", "dsn": "${PG}"}, "ha": {"replicas": 2, "lease": "6s"}}
     with pytest.raises(ConfigError) as exc:
         parse(yaml.safe_dump(cfg), {**ENV, "PG": "postgresql://postgres@127.0.0.1/x"})
-    assert exc.value.problems == ["incidents.kill_grace: 3s must be shorter than a third of ha.lease (6s), "
-                                  "or a step could outlive its replica's lease"]
+    assert exc.value.problems == [
+        "incidents.kill_grace: 3s must be shorter than a third of ha.lease (6s), "
+        "or a step could outlive its replica's lease"
+    ]
     ok = {**cfg, "incidents": {"kill_grace": "1s"}}
     assert parse(yaml.safe_dump(ok), {**ENV, "PG": "postgresql://postgres@127.0.0.1/x"}).incidents.kill_grace == 1.0
 
@@ -147,8 +150,13 @@ def test_steps_down_when_the_lease_cannot_be_renewed_in_time_or_a_write_was_fenc
         await r.tick()
 
     asyncio.run(go())
-    assert said == ["lead 1 after None", "follow: cannot renew the lease: cut", "lead 2 after a",
-                    "follow: fenced: stale", "lead 3 after a"]
+    assert said == [
+        "lead 1 after None",
+        "follow: cannot renew the lease: cut",
+        "lead 2 after a",
+        "follow: fenced: stale",
+        "lead 3 after a",
+    ]
 
 
 def test_a_clean_stop_hands_the_lease_over() -> None:
@@ -161,12 +169,36 @@ def test_a_clean_stop_hands_the_lease_over() -> None:
 
 
 def test_status_lines_name_the_leader_and_each_heartbeat() -> None:
-    ha = {"this_replica": "h1:8085", "this_replica_leads": True, "leader": "h1:8085",
-          "leader_since": "2026-12-04T20:00:00Z", "lease_expires_in_s": 8.2, "fence": 3,
-          "replicas": [{"id": "h1:8085", "host": "h1", "pid": 10, "listen": "0.0.0.0:8085", "started_at": None,
-                        "last_heartbeat_s_ago": 0.4, "leads": True, "leader_since": None},
-                       {"id": "h2:8085", "host": "h2", "pid": 11, "listen": "0.0.0.0:8085", "started_at": None,
-                        "last_heartbeat_s_ago": 31.0, "leads": False, "leader_since": None}]}
+    ha = {
+        "this_replica": "h1:8085",
+        "this_replica_leads": True,
+        "leader": "h1:8085",
+        "leader_since": "2026-12-04T20:00:00Z",
+        "lease_expires_in_s": 8.2,
+        "fence": 3,
+        "replicas": [
+            {
+                "id": "h1:8085",
+                "host": "h1",
+                "pid": 10,
+                "listen": "0.0.0.0:8085",
+                "started_at": None,
+                "last_heartbeat_s_ago": 0.4,
+                "leads": True,
+                "leader_since": None,
+            },
+            {
+                "id": "h2:8085",
+                "host": "h2",
+                "pid": 11,
+                "listen": "0.0.0.0:8085",
+                "started_at": None,
+                "last_heartbeat_s_ago": 31.0,
+                "leads": False,
+                "leader_since": None,
+            },
+        ],
+    }
     lines = render(ha)
     assert lines[0].startswith("leader:       h1:8085 since 2026-12-04T20:00:00Z")
     assert "LEADER" in lines[1] and "heartbeat 0.4s ago" in lines[1]

@@ -28,20 +28,44 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 def fixed_samples() -> list[Sample]:
     items = [json.loads(line) for line in (DATA / "golden_lexical.jsonl").read_text().splitlines() if line]
-    return [Sample(d["id"], d["question"], d["ground_truth"], d["answer"], d["contexts"], d.get("context_ids", []),
-                   d.get("sources", [])) for d in items]
+    return [
+        Sample(
+            d["id"],
+            d["question"],
+            d["ground_truth"],
+            d["answer"],
+            d["contexts"],
+            d.get("context_ids", []),
+            d.get("sources", []),
+        )
+        for d in items
+    ]
 
 
 def test_tokens_drop_stop_words_and_plural_s() -> None:
     assert token_seq("The Kestrel warranty lasts 18 months, glass and gas!") == [
-        "kestrel", "warranty", "last", "18", "month", "glass", "gas"]
+        "kestrel",
+        "warranty",
+        "last",
+        "18",
+        "month",
+        "glass",
+        "gas",
+    ]
 
 
 def test_negations_and_numbers_are_tokens() -> None:
     assert token_seq("It doesn't cover water, nor sand; we cannot say no.") == [
-        "not", "cover", "water", "nor", "sand", "not", "say", "no"]
-    assert polarity(token_seq("covers swelling but not water damage")) == ({"water"}, {"cover", "swelling",
-                                                                                        "damage"})
+        "not",
+        "cover",
+        "water",
+        "nor",
+        "sand",
+        "not",
+        "say",
+        "no",
+    ]
+    assert polarity(token_seq("covers swelling but not water damage")) == ({"water"}, {"cover", "swelling", "damage"})
 
 
 def test_contradictions_count_against_faithfulness() -> None:
@@ -81,22 +105,27 @@ def test_answer_relevancy_uses_the_ground_truth_when_there_is_one() -> None:
     """The ground truth's half counts what it adds to the question (here eighteen, month): an answer
     that only restates the question gets none of it."""
     assert answer_relevancy("kestrel warranty length", "kestrel warranty") == pytest.approx(2 / 3)
-    assert answer_relevancy("kestrel warranty length", "kestrel warranty", "warranty eighteen months") == \
-        pytest.approx((2 / 3 + 0) / 2)
-    assert answer_relevancy("kestrel warranty length", "kestrel warranty eighteen months",
-                            "warranty eighteen months") == pytest.approx((2 / 3 + 1) / 2)
+    assert answer_relevancy("kestrel warranty length", "kestrel warranty", "warranty eighteen months") == pytest.approx(
+        (2 / 3 + 0) / 2
+    )
+    assert answer_relevancy(
+        "kestrel warranty length", "kestrel warranty eighteen months", "warranty eighteen months"
+    ) == pytest.approx((2 / 3 + 1) / 2)
 
 
 # Changed by issue 20 (negations kept, relevancy counts what the ground truth adds to the question):
 # L1 relevancy 0.7803 -> 0.6667 and recall 0.6364 -> 0.5833 (its ground truth's "not" is in no context),
 # L2 relevancy 0.7662 -> 0.7571, L4 relevancy 0.5625 -> 0.5833; L3 and L5 unchanged.
-@pytest.mark.parametrize(("index", "expected"), [
-    (0, {"faithfulness": 0.5, "answer_relevancy": 0.6667, "context_recall": 0.5833}),   # ROUGE-L recall
-    (1, {"faithfulness": 0.9, "answer_relevancy": 0.7571, "context_recall": 1.0}),      # ids: doc-0004 found
-    (2, {"faithfulness": 0.0, "answer_relevancy": 0.0, "context_recall": 0.5}),         # hallucinated; 1 of 2 ids
-    (3, {"faithfulness": 0.5, "answer_relevancy": 0.5833, "context_recall": 1.0}),
-    (4, {"faithfulness": 0.0, "answer_relevancy": 0.0, "context_recall": 0.0}),         # no answer, no context
-])
+@pytest.mark.parametrize(
+    ("index", "expected"),
+    [
+        (0, {"faithfulness": 0.5, "answer_relevancy": 0.6667, "context_recall": 0.5833}),  # ROUGE-L recall
+        (1, {"faithfulness": 0.9, "answer_relevancy": 0.7571, "context_recall": 1.0}),  # ids: doc-0004 found
+        (2, {"faithfulness": 0.0, "answer_relevancy": 0.0, "context_recall": 0.5}),  # hallucinated; 1 of 2 ids
+        (3, {"faithfulness": 0.5, "answer_relevancy": 0.5833, "context_recall": 1.0}),
+        (4, {"faithfulness": 0.0, "answer_relevancy": 0.0, "context_recall": 0.0}),  # no answer, no context
+    ],
+)
 def test_fixed_golden_set_gives_fixed_scores(index: int, expected: dict[str, float]) -> None:
     assert score_sample(fixed_samples()[index]) == expected
 
@@ -106,12 +135,29 @@ def _service_samples(mode: str) -> list[Sample]:
     docs = corpus_docs(200, 1)
     out = []
     for g in yaml.safe_load((DATA / "golden.yaml").read_text()):
-        hits = ([Hit(d, 0.0) for d in docs[:20]] if mode == "dump"
-                else retrieve(g["question"], docs, k=3, mode="bad" if mode == "bad" else "good"))
-        answer = (good_answer(g["question"], hits) if mode == "good" else bad_answer(g["question"]) if mode == "bad"
-                  else gamed_answer(mode, g["question"], hits, [h.doc for h in hits]))
-        out.append(Sample(g["id"], g["question"], g["ground_truth"], answer, [h.doc.text for h in hits],
-                          [h.doc.id for h in hits], g["sources"]))
+        hits = (
+            [Hit(d, 0.0) for d in docs[:20]]
+            if mode == "dump"
+            else retrieve(g["question"], docs, k=3, mode="bad" if mode == "bad" else "good")
+        )
+        answer = (
+            good_answer(g["question"], hits)
+            if mode == "good"
+            else bad_answer(g["question"])
+            if mode == "bad"
+            else gamed_answer(mode, g["question"], hits, [h.doc for h in hits])
+        )
+        out.append(
+            Sample(
+                g["id"],
+                g["question"],
+                g["ground_truth"],
+                answer,
+                [h.doc.text for h in hits],
+                [h.doc.id for h in hits],
+                g["sources"],
+            )
+        )
     return out
 
 
@@ -119,16 +165,19 @@ def _service_samples(mode: str) -> list[Sample]:
 # wrong_number (0.92/0.93/1.00) against the 0.85/0.78/0.70 thresholds; echo failed by 0.01 (0.7658).
 # Each now fails a threshold (marked). foreign: a faithful answer in other words fails too (a false FAIL
 # lexical scoring cannot avoid: README "Lexical scoring").
-@pytest.mark.parametrize(("mode", "means"), [
-    ("good", {"faithfulness": 1.0, "answer_relevancy": 0.9891, "context_recall": 1.0}),
-    ("bad", {"faithfulness": 0.0, "answer_relevancy": 0.0, "context_recall": 0.0}),
-    ("canned", {"faithfulness": 0.0063, "answer_relevancy": 0.0042, "context_recall": 1.0}),
-    ("echo", {"faithfulness": 0.9783, "answer_relevancy": 0.5, "context_recall": 1.0}),          # relevancy
-    ("dump", {"faithfulness": 1.0, "answer_relevancy": 0.0833, "context_recall": 1.0}),          # relevancy
-    ("negate", {"faithfulness": 0.55, "answer_relevancy": 0.9891, "context_recall": 1.0}),       # faithfulness
-    ("wrong_number", {"faithfulness": 0.4, "answer_relevancy": 0.8816, "context_recall": 1.0}),  # faithfulness
-    ("foreign", {"faithfulness": 0.8177, "answer_relevancy": 0.9658, "context_recall": 1.0}),    # faithfulness
-])
+@pytest.mark.parametrize(
+    ("mode", "means"),
+    [
+        ("good", {"faithfulness": 1.0, "answer_relevancy": 0.9891, "context_recall": 1.0}),
+        ("bad", {"faithfulness": 0.0, "answer_relevancy": 0.0, "context_recall": 0.0}),
+        ("canned", {"faithfulness": 0.0063, "answer_relevancy": 0.0042, "context_recall": 1.0}),
+        ("echo", {"faithfulness": 0.9783, "answer_relevancy": 0.5, "context_recall": 1.0}),  # relevancy
+        ("dump", {"faithfulness": 1.0, "answer_relevancy": 0.0833, "context_recall": 1.0}),  # relevancy
+        ("negate", {"faithfulness": 0.55, "answer_relevancy": 0.9891, "context_recall": 1.0}),  # faithfulness
+        ("wrong_number", {"faithfulness": 0.4, "answer_relevancy": 0.8816, "context_recall": 1.0}),  # faithfulness
+        ("foreign", {"faithfulness": 0.8177, "answer_relevancy": 0.9658, "context_recall": 1.0}),  # faithfulness
+    ],
+)
 async def test_reference_service_golden_set_regression(mode: str, means: dict[str, float]) -> None:
     scores = await LexicalScorer().score(_service_samples(mode))
     assert len(scores) == 20

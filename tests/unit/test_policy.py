@@ -16,21 +16,40 @@ POLICY = PolicyConfig(ignore_alerts=["RAGNoise*"], notify_alerts=["*"])
 
 
 def alert(name: str = "RAGGateFailRateHigh", status: str = "firing", **labels: str) -> Alert:
-    return Alert(fingerprint="f1", status=status, alertname=name,  # type: ignore[arg-type]
-                 labels={"alertname": name, "service": "rag", **labels},
-                 annotations={}, starts_at=datetime(2026, 11, 22, tzinfo=UTC), ends_at=None)
+    return Alert(
+        fingerprint="f1",
+        status=status,
+        alertname=name,  # type: ignore[arg-type]
+        labels={"alertname": name, "service": "rag", **labels},
+        annotations={},
+        starts_at=datetime(2026, 11, 22, tzinfo=UTC),
+        ends_at=None,
+    )
 
 
 def view(**over: object) -> PolicyView:
-    base: dict[str, object] = dict(service="rag", active_incident=None, pause=None, hold=None,
-                                   auto_rollbacks_in_window=0, last_auto_rollback_end=None, has_target=True)
+    base: dict[str, object] = dict(
+        service="rag",
+        active_incident=None,
+        pause=None,
+        hold=None,
+        auto_rollbacks_in_window=0,
+        last_auto_rollback_end=None,
+        has_target=True,
+    )
     base.update(over)
     return PolicyView(**base)  # type: ignore[arg-type]
 
 
 def pause(kind: str = "pause", until: float | None = None) -> Pause:
-    return Pause(service="rag", kind=kind, reason="deploy freeze", actor="alice", created_at=NOW - 60,  # type: ignore[arg-type]
-                 until=until)
+    return Pause(
+        service="rag",
+        kind=kind,
+        reason="deploy freeze",
+        actor="alice",
+        created_at=NOW - 60,  # type: ignore[arg-type]
+        until=until,
+    )
 
 
 CASES = [
@@ -43,27 +62,55 @@ CASES = [
     ("active", alert(), view(active_incident="i1"), False, False, Action.SUPPRESSED, Reason.INCIDENT_ACTIVE),
     ("held", alert(), view(hold=pause("hold")), False, False, Action.SUPPRESSED, Reason.HELD),
     ("paused", alert(), view(pause=pause(until=NOW + 3600)), False, False, Action.SUPPRESSED, Reason.PAUSED),
-    ("cooldown", alert(), view(last_auto_rollback_end=NOW - 60, auto_rollbacks_in_window=1), False, False,
-     Action.SUPPRESSED, Reason.COOLDOWN),
-    ("cooldown over", alert(), view(last_auto_rollback_end=NOW - 1801, auto_rollbacks_in_window=1), False, False,
-     Action.ROLLBACK, Reason.ROLLBACK_RULE),
-    ("budget", alert(), view(auto_rollbacks_in_window=2, last_auto_rollback_end=NOW - 4000), False, False,
-     Action.SUPPRESSED, Reason.BUDGET_EXHAUSTED),
+    (
+        "cooldown",
+        alert(),
+        view(last_auto_rollback_end=NOW - 60, auto_rollbacks_in_window=1),
+        False,
+        False,
+        Action.SUPPRESSED,
+        Reason.COOLDOWN,
+    ),
+    (
+        "cooldown over",
+        alert(),
+        view(last_auto_rollback_end=NOW - 1801, auto_rollbacks_in_window=1),
+        False,
+        False,
+        Action.ROLLBACK,
+        Reason.ROLLBACK_RULE,
+    ),
+    (
+        "budget",
+        alert(),
+        view(auto_rollbacks_in_window=2, last_auto_rollback_end=NOW - 4000),
+        False,
+        False,
+        Action.SUPPRESSED,
+        Reason.BUDGET_EXHAUSTED,
+    ),
     ("no target", alert(), view(has_target=False), False, False, Action.SUPPRESSED, Reason.NOTHING_TO_ROLL_BACK_TO),
     ("untracked releases", alert(), view(has_target=None), False, False, Action.ROLLBACK, Reason.ROLLBACK_RULE),
     ("dry run", alert(), view(), False, True, Action.SUPPRESSED, Reason.DRY_RUN),
     # A test alert is never acted on, even when it carries a rollback alert's name and nothing blocks.
     ("test alert", alert(rollbackd_test="true"), view(), False, False, Action.IGNORE, Reason.TEST_ALERT),
-    ("test alert resolved", alert(status="resolved", rollbackd_test="true"), view(), False, False, Action.IGNORE,
-     Reason.TEST_ALERT),
-    ("test label not true", alert(rollbackd_test="false"), view(), False, False, Action.ROLLBACK,
-     Reason.ROLLBACK_RULE),
+    (
+        "test alert resolved",
+        alert(status="resolved", rollbackd_test="true"),
+        view(),
+        False,
+        False,
+        Action.IGNORE,
+        Reason.TEST_ALERT,
+    ),
+    ("test label not true", alert(rollbackd_test="false"), view(), False, False, Action.ROLLBACK, Reason.ROLLBACK_RULE),
 ]
 
 
 @pytest.mark.parametrize(("name", "a", "v", "dup", "dry", "action", "reason"), CASES, ids=[c[0] for c in CASES])
-def test_decision_table(name: str, a: Alert, v: PolicyView, dup: bool, dry: bool, action: Action,
-                        reason: Reason) -> None:
+def test_decision_table(
+    name: str, a: Alert, v: PolicyView, dup: bool, dry: bool, action: Action, reason: Reason
+) -> None:
     decision = decide(a, service="rag", policy=POLICY, view=v, now=NOW, duplicate=dup, global_dry_run=dry)
     assert (decision.action, decision.reason) == (action, reason)
 
@@ -82,8 +129,9 @@ def test_test_alert_names_its_run_and_still_loses_to_a_duplicate() -> None:
 
 def test_guardrail_order_active_before_pause_before_cooldown() -> None:
     v = view(active_incident="i1", pause=pause(), last_auto_rollback_end=NOW)
-    assert decide(alert(), service="rag", policy=POLICY, view=v, now=NOW, duplicate=False).reason is \
-        Reason.INCIDENT_ACTIVE
+    assert (
+        decide(alert(), service="rag", policy=POLICY, view=v, now=NOW, duplicate=False).reason is Reason.INCIDENT_ACTIVE
+    )
     v = view(pause=pause(), last_auto_rollback_end=NOW)
     assert decide(alert(), service="rag", policy=POLICY, view=v, now=NOW, duplicate=False).reason is Reason.PAUSED
 

@@ -21,14 +21,18 @@ def test_ruff_clean() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_ruff_format_clean() -> None:
+    out = run("ruff", "format", "--check", "--quiet", ".")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_mypy_strict_clean() -> None:
     out = run("mypy")
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_modules_stay_small() -> None:
-    big = {str(p.relative_to(REPO)): n for p in PACKAGE.rglob("*.py")
-           if (n := len(p.read_text().splitlines())) > 420}
+    big = {str(p.relative_to(REPO)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 420}
     assert big == {}, f"modules over ~400 lines: {big}"
 
 
@@ -43,8 +47,12 @@ def _calls(name: str) -> list[tuple[str, ast.Call]]:
 
 def test_every_journal_event_kind_is_an_event_kind() -> None:
     """One vocabulary for event kinds (rollbackd.reasons.EventKind): no string literal in an Event(...)."""
-    literal = [f"{where}:{call.lineno}" for where, call in _calls("Event")
-               for kw in call.keywords if kw.arg == "kind" and isinstance(kw.value, ast.Constant)]
+    literal = [
+        f"{where}:{call.lineno}"
+        for where, call in _calls("Event")
+        for kw in call.keywords
+        if kw.arg == "kind" and isinstance(kw.value, ast.Constant)
+    ]
     assert literal == [], literal
 
 
@@ -52,6 +60,10 @@ def test_steps_share_facts_and_capabilities_only_through_typed_accessors() -> No
     """No string-keyed reads of an incident's context (rollbackd.facts) nor of a service's capabilities
     (ServiceRuntime.caps): ``resources`` is only the deprecated view in rollbackd.plan."""
     keyed = re.compile(r"""\.(context|resources)(\.get\(|\[)["']""")
-    found = [f"{p.relative_to(REPO)}:{n}" for p in PACKAGE.rglob("*.py")
-             for n, line in enumerate(p.read_text().splitlines(), 1) if keyed.search(line)]
+    found = [
+        f"{p.relative_to(REPO)}:{n}"
+        for p in PACKAGE.rglob("*.py")
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if keyed.search(line)
+    ]
     assert found == [], found

@@ -10,24 +10,52 @@ from rollbackd.release_diff import changes, data_counts
 
 def spec(env: list[str], **over: Any) -> dict[str, Any]:
     cfg = {"Env": env, "User": over.pop("user", "1000"), "Cmd": over.pop("cmd", ["/bin/sh", "/start.sh"])}
-    host = {"Memory": over.pop("memory", 0), "PidsLimit": over.pop("pids", 200),
-            "Binds": over.pop("binds", ["/srv/data:/data:ro"])}
+    host = {
+        "Memory": over.pop("memory", 0),
+        "PidsLimit": over.pop("pids", 200),
+        "Binds": over.pop("binds", ["/srv/data:/data:ro"]),
+    }
     return {"image_id": over.pop("image_id"), "config": cfg, "host_config": host}
 
 
-BAD = Release(service="rag", version="v2", image="reg/rag:v2", digest="sha256:" + "2" * 64, schema_version="7",
-              spec={"web": spec(["WORKERS=4", "FEATURE_X=on", "API_KEY=s3cr3t-new", "MODEL=big"], user="0",
-                                cmd=["/bin/sh", "-c", "serve --fast"], memory=268435456, pids=2048,
-                                binds=["/srv/data:/data:ro", "cache:/cache"], image_id="sha256:" + "2" * 64)})
-GREEN = Release(service="rag", version="v1", image="reg/rag:v1", digest="sha256:" + "1" * 64, schema_version="6",
-                spec={"web": spec(["WORKERS=4", "API_KEY=s3cr3t-old", "MODEL=small", "OLD_FLAG=1"],
-                                  image_id="sha256:" + "1" * 64)})
+BAD = Release(
+    service="rag",
+    version="v2",
+    image="reg/rag:v2",
+    digest="sha256:" + "2" * 64,
+    schema_version="7",
+    spec={
+        "web": spec(
+            ["WORKERS=4", "FEATURE_X=on", "API_KEY=s3cr3t-new", "MODEL=big"],
+            user="0",
+            cmd=["/bin/sh", "-c", "serve --fast"],
+            memory=268435456,
+            pids=2048,
+            binds=["/srv/data:/data:ro", "cache:/cache"],
+            image_id="sha256:" + "2" * 64,
+        )
+    },
+)
+GREEN = Release(
+    service="rag",
+    version="v1",
+    image="reg/rag:v1",
+    digest="sha256:" + "1" * 64,
+    schema_version="6",
+    spec={"web": spec(["WORKERS=4", "API_KEY=s3cr3t-old", "MODEL=small", "OLD_FLAG=1"], image_id="sha256:" + "1" * 64)},
+)
 
 
 def test_every_kind_of_change_in_the_rollback_direction() -> None:
-    data = {"set": "20261204-0300-ab", "counts": data_counts({
-        "postgres": {"tables": {"docs": {"rows": 120}, "chunks": {"rows": 4100}}},
-        "qdrant": {"collections": {"docs": {"points": 4100}}}})}
+    data = {
+        "set": "20261204-0300-ab",
+        "counts": data_counts(
+            {
+                "postgres": {"tables": {"docs": {"rows": 120}, "chunks": {"rows": 4100}}},
+                "qdrant": {"collections": {"docs": {"points": 4100}}},
+            }
+        ),
+    }
     lines = changes(BAD, GREEN, data)
     text = "\n".join(lines)
     print("\n" + text)
@@ -43,8 +71,9 @@ def test_every_kind_of_change_in_the_rollback_direction() -> None:
     assert "cmd: ['/bin/sh', '-c', 'serve --fast'] -> ['/bin/sh', '/start.sh']" in lines
     assert "Memory: 268435456 -> 0" in lines and "PidsLimit: 2048 -> 200" in lines
     assert "mounts: ['/srv/data:/data:ro', 'cache:/cache'] -> ['/srv/data:/data:ro']" in lines
-    assert lines[-1] == ("data: snapshot set 20261204-0300-ab (postgres: chunks 4100 rows, docs 120 rows; "
-                         "qdrant: docs 4100 points)")
+    assert lines[-1] == (
+        "data: snapshot set 20261204-0300-ab (postgres: chunks 4100 rows, docs 120 rows; qdrant: docs 4100 points)"
+    )
 
 
 def test_without_specs_it_says_what_it_could_not_compare() -> None:

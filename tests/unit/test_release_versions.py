@@ -13,8 +13,22 @@ from rollbackd.cli.main import main
 from rollbackd.releases import VERSION_RULE, version_problem
 from tests.support.daemon import Api, running_daemon, write_config
 
-BAD = ["", "a/b", "../etc", "v1..2", "v1\x00", "v1\nv2", "v1\u202e2v", "v 1", "-v1", ".v1", "x" * 129, "v1\t",
-       "v1;rm", "v1\u200f"]
+BAD = [
+    "",
+    "a/b",
+    "../etc",
+    "v1..2",
+    "v1\x00",
+    "v1\nv2",
+    "v1\u202e2v",
+    "v 1",
+    "-v1",
+    ".v1",
+    "x" * 129,
+    "v1\t",
+    "v1;rm",
+    "v1\u200f",
+]
 GOOD = ["v1", "1.2.3", "2026-12-04.1", "v1.2.3+build.7", "rag:v1", "v1_rc-2", "sha@1", "x" * 128]
 
 
@@ -36,8 +50,16 @@ def test_cli_refuses_before_any_request(version: str, capsys: pytest.CaptureFixt
 
 
 async def test_api_refuses_bad_versions(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, services={"rag": {"policy": {"confirm": "off"}, "releases": {"data": "optional"},
-                                                   "plan": [{"type": "command", "argv": ["/bin/true"]}]}})
+    cfg = write_config(
+        tmp_path,
+        services={
+            "rag": {
+                "policy": {"confirm": "off"},
+                "releases": {"data": "optional"},
+                "plan": [{"type": "command", "argv": ["/bin/true"]}],
+            }
+        },
+    )
     async with running_daemon(cfg) as daemon:
         api = Api(daemon.url)
 

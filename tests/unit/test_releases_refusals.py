@@ -12,12 +12,16 @@ from tests.support.daemon import Api, running_daemon, write_config
 
 
 def service(data: str) -> dict[str, Any]:
-    return {"policy": {"confirm": "off"}, "releases": {"data": data},
-            "plan": [{"type": "command", "argv": ["/bin/true"]}]}
+    return {
+        "policy": {"confirm": "off"},
+        "releases": {"data": data},
+        "plan": [{"type": "command", "argv": ["/bin/true"]}],
+    }
 
 
-async def test_nothing_to_roll_back_to_and_schema_mismatch_are_distinct(tmp_path: Path,
-                                                                        firing_payload: dict[str, Any]) -> None:
+async def test_nothing_to_roll_back_to_and_schema_mismatch_are_distinct(
+    tmp_path: Path, firing_payload: dict[str, Any]
+) -> None:
     cfg = write_config(tmp_path, services={"rag": service("optional")})
     async with running_daemon(cfg) as daemon:
         api = Api(daemon.url)
@@ -27,8 +31,9 @@ async def test_nothing_to_roll_back_to_and_schema_mismatch_are_distinct(tmp_path
 
         status, body = await call("POST", "/v1/trigger", {"reason": "try"})
         assert status == 409 and body["reason"] == "nothing_to_roll_back_to", body
-        assert (await call("POST", "/v1/releases", {"version": "v1", "digest": "sha256:1", "schema_version": "1"}
-                           ))[0] == 201
+        assert (await call("POST", "/v1/releases", {"version": "v1", "digest": "sha256:1", "schema_version": "1"}))[
+            0
+        ] == 201
         assert (await call("POST", "/v1/releases", {"version": "v1x", "image": "reg/rag:v1"}))[1]["field"] == "digest"
         assert (await call("POST", "/v1/releases/v1/green", {"reason": "fine"}))[0] == 200
         await call("POST", "/v1/releases", {"version": "v2", "digest": "sha256:2", "schema_version": "2"})

@@ -24,29 +24,32 @@ def soft(value: float | None, limit: float | None = 1.1) -> Reading:
 S0 = PhaseState.start(1000.0)
 
 
-@pytest.mark.parametrize(("readings", "state", "now", "decision"), [
-    # all hard pass, window not over -> WAIT; over -> PROMOTE
-    ([hard(0.0), soft(1.0)], S0, 1100.0, D.WAIT),
-    ([hard(0.0), soft(1.0)], S0, 1300.0, D.PROMOTE),
-    # a hard gate failing -> ROLLBACK, whatever else holds
-    ([hard(0.5), soft(1.0)], S0, 1300.0, D.ROLLBACK),
-    ([hard(0.5)], PhaseState(1000.0, 1000.0, held_by="ann"), 1010.0, D.ROLLBACK),
-    ([hard(0.5)], PhaseState(1000.0, 1000.0, promote_by="ann"), 1010.0, D.ROLLBACK),
-    # a soft gate failing -> HOLD even when the window is over
-    ([hard(0.0), soft(2.0)], S0, 1300.0, D.HOLD),
-    ([hard(0.0), soft(2.0)], S0, 1010.0, D.HOLD),
-    # a human's hold and promote
-    ([hard(0.0)], PhaseState(1000.0, 1000.0, held_by="ann"), 1300.0, D.HOLD),
-    ([hard(0.0), soft(2.0)], PhaseState(1000.0, 1000.0, promote_by="ann"), 1010.0, D.PROMOTE),
-    # no evidence: a hard gate without value is no pass; a soft gate without baseline does not hold
-    ([hard(None)], S0, 1300.0, D.WAIT),
-    ([hard(math.nan)], S0, 1300.0, D.WAIT),
-    ([hard(0.0), soft(5.0, limit=None)], S0, 1300.0, D.PROMOTE),
-    # comparison direction: success rate must stay above a floor
-    ([hard(0.999, limit=0.99, op=">=")], S0, 1300.0, D.PROMOTE),
-    ([hard(0.95, limit=0.99, op=">=")], S0, 1300.0, D.ROLLBACK),
-    ([hard(0.02, limit=0.02, op="<")], S0, 1010.0, D.ROLLBACK),
-])
+@pytest.mark.parametrize(
+    ("readings", "state", "now", "decision"),
+    [
+        # all hard pass, window not over -> WAIT; over -> PROMOTE
+        ([hard(0.0), soft(1.0)], S0, 1100.0, D.WAIT),
+        ([hard(0.0), soft(1.0)], S0, 1300.0, D.PROMOTE),
+        # a hard gate failing -> ROLLBACK, whatever else holds
+        ([hard(0.5), soft(1.0)], S0, 1300.0, D.ROLLBACK),
+        ([hard(0.5)], PhaseState(1000.0, 1000.0, held_by="ann"), 1010.0, D.ROLLBACK),
+        ([hard(0.5)], PhaseState(1000.0, 1000.0, promote_by="ann"), 1010.0, D.ROLLBACK),
+        # a soft gate failing -> HOLD even when the window is over
+        ([hard(0.0), soft(2.0)], S0, 1300.0, D.HOLD),
+        ([hard(0.0), soft(2.0)], S0, 1010.0, D.HOLD),
+        # a human's hold and promote
+        ([hard(0.0)], PhaseState(1000.0, 1000.0, held_by="ann"), 1300.0, D.HOLD),
+        ([hard(0.0), soft(2.0)], PhaseState(1000.0, 1000.0, promote_by="ann"), 1010.0, D.PROMOTE),
+        # no evidence: a hard gate without value is no pass; a soft gate without baseline does not hold
+        ([hard(None)], S0, 1300.0, D.WAIT),
+        ([hard(math.nan)], S0, 1300.0, D.WAIT),
+        ([hard(0.0), soft(5.0, limit=None)], S0, 1300.0, D.PROMOTE),
+        # comparison direction: success rate must stay above a floor
+        ([hard(0.999, limit=0.99, op=">=")], S0, 1300.0, D.PROMOTE),
+        ([hard(0.95, limit=0.99, op=">=")], S0, 1300.0, D.ROLLBACK),
+        ([hard(0.02, limit=0.02, op="<")], S0, 1010.0, D.ROLLBACK),
+    ],
+)
 def test_decision_matrix(readings: list[Reading], state: PhaseState, now: float, decision: D) -> None:
     assert decide(readings, state, now, WINDOW).decision is decision
 

@@ -31,18 +31,35 @@ def with_service(**extra: Any) -> dict[str, Any]:
 
 LITERALS = [
     ("state.dsn", {"state": {"type": "postgres", "dsn": DSN}}),
-    ("services.rag.snapshots.stores.postgres.dsn",
-     {"services": {"rag": {"snapshots": {"dir": "/tmp/x", "stores": {"postgres": {"type": "postgres", "dsn": DSN}}}}}}),
-    ("services.rag.verify.checks[0].stores.pg.dsn",
-     {"services": {"rag": {"verify": {"checks": [{"type": "counts", "stores": {"pg": {"dsn": DSN}}}]}}}}),
-    ("services.rag.verify.checks[0].corpus.dsn",
-     {"services": {"rag": {"verify": {"checks": [{"type": "governance", "sources_file": "/x",
-                                                   "corpus": {"dsn": DSN}}]}}}}),
+    (
+        "services.rag.snapshots.stores.postgres.dsn",
+        {
+            "services": {
+                "rag": {"snapshots": {"dir": "/tmp/x", "stores": {"postgres": {"type": "postgres", "dsn": DSN}}}}
+            }
+        },
+    ),
+    (
+        "services.rag.verify.checks[0].stores.pg.dsn",
+        {"services": {"rag": {"verify": {"checks": [{"type": "counts", "stores": {"pg": {"dsn": DSN}}}]}}}},
+    ),
+    (
+        "services.rag.verify.checks[0].corpus.dsn",
+        {
+            "services": {
+                "rag": {"verify": {"checks": [{"type": "governance", "sources_file": "/x", "corpus": {"dsn": DSN}}]}}
+            }
+        },
+    ),
     ("services.rag.page_webhook.url", {"services": {"rag": {"page_webhook": {"url": "https://pager/hook?key=k"}}}}),
-    ("services.rag.page_webhook.headers.Authorization",
-     {"services": {"rag": {"page_webhook": {"url": "${WT}", "headers": {"Authorization": "Bearer abc"}}}}}),
-    ("services.rag.plan[0].headers.X-Api-Key",
-     {"services": {"rag": {"plan": [{"type": "http", "url": "http://lb/x", "headers": {"X-Api-Key": "k123"}}]}}}),
+    (
+        "services.rag.page_webhook.headers.Authorization",
+        {"services": {"rag": {"page_webhook": {"url": "${WT}", "headers": {"Authorization": "Bearer abc"}}}}},
+    ),
+    (
+        "services.rag.plan[0].headers.X-Api-Key",
+        {"services": {"rag": {"plan": [{"type": "http", "url": "http://lb/x", "headers": {"X-Api-Key": "k123"}}]}}},
+    ),
     ("prometheus.url", {"prometheus": {"url": "http://prom:literal-pw@prom:9090"}}),
     ("prometheus.bearer_token", {"prometheus": {"url": "http://prom:9090", "bearer_token": "tok-literal"}}),
 ]
@@ -66,12 +83,22 @@ def test_credential_bearing_literals_are_refused(path: str, over: dict[str, Any]
 
 
 def test_the_same_settings_from_the_environment_load_and_are_masked() -> None:
-    env = {**ENV, "STATE_DSN": "postgresql://rb:state-pass-1@127.0.0.1/rb", "PAGE_URL": "https://pager/h?key=pk-1234",
-           "PAGE_TOKEN": "page-tok-5678", "PROM_PW": "prom-pw-4321"}
-    cfg = merged({"state": {"type": "postgres", "dsn": "${STATE_DSN}"},
-                  "prometheus": {"url": "http://prom:${PROM_PW}@prom:9090"},
-                  "services": {"rag": {"page_webhook": {"url": "${PAGE_URL}",
-                                                        "headers": {"Authorization": "Bearer ${PAGE_TOKEN}"}}}}})
+    env = {
+        **ENV,
+        "STATE_DSN": "postgresql://rb:state-pass-1@127.0.0.1/rb",
+        "PAGE_URL": "https://pager/h?key=pk-1234",
+        "PAGE_TOKEN": "page-tok-5678",
+        "PROM_PW": "prom-pw-4321",
+    }
+    cfg = merged(
+        {
+            "state": {"type": "postgres", "dsn": "${STATE_DSN}"},
+            "prometheus": {"url": "http://prom:${PROM_PW}@prom:9090"},
+            "services": {
+                "rag": {"page_webhook": {"url": "${PAGE_URL}", "headers": {"Authorization": "Bearer ${PAGE_TOKEN}"}}}
+            },
+        }
+    )
     settings = parse(yaml.safe_dump(cfg), env)
     hook = settings.services["rag"].page_webhook
     assert hook is not None and hook.headers["Authorization"].get_secret_value() == "Bearer page-tok-5678"
@@ -110,7 +137,10 @@ def test_known_secrets_are_masked_and_text_is_cut() -> None:
     assert redact.text("a registered-secret-42 b") == "a *** b"
     assert len(redact.text("x" * 10_000, limit=300)) == 300
     assert redact.data({"stdout": "registered-secret-42", "n": 1, "l": ["registered-secret-42"]}) == {
-        "stdout": "***", "n": 1, "l": ["***"]}
+        "stdout": "***",
+        "n": 1,
+        "l": ["***"],
+    }
 
 
 def test_errors_are_redacted_where_they_are_made() -> None:
@@ -142,7 +172,11 @@ def test_check_config_masks_a_secret_a_problem_quotes(tmp_path: Path) -> None:
     cfg["listen"] = "${AT}"  # a problem that quotes the value it read
     path = tmp_path / "rollbackd.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([sys.executable, "-m", "rollbackd", "check-config", str(path)], capture_output=True,
-                         text=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "daemon"), **ENV})
+    out = subprocess.run(
+        [sys.executable, "-m", "rollbackd", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "daemon"), **ENV},
+    )
     assert out.returncode != 0 and "listen" in out.stderr
     assert ENV["AT"] not in out.stdout + out.stderr

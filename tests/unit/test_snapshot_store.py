@@ -18,13 +18,21 @@ from rollbackd.snapshots.retention import plan
 from rollbackd.snapshots.store import SnapshotStore, new_set_id
 
 
-def _write_set(store: SnapshotStore, set_id: str, created_at: float, release: str | None = None,
-               kind: str = "manual") -> None:
+def _write_set(
+    store: SnapshotStore, set_id: str, created_at: float, release: str | None = None, kind: str = "manual"
+) -> None:
     tmp = store.begin(set_id)
     (tmp / "postgres").mkdir()
     (tmp / "postgres" / "toc.dat").write_bytes(b"dump bytes " + set_id.encode())
-    store.commit(tmp, set_id, created_at=created_at, release=release, reason="test", kind=kind,
-                 manifests={"postgres": {"kind": "postgres", "tables": {"public.docs": {"rows": 3, "bytes": 1}}}})
+    store.commit(
+        tmp,
+        set_id,
+        created_at=created_at,
+        release=release,
+        reason="test",
+        kind=kind,
+        manifests={"postgres": {"kind": "postgres", "tables": {"public.docs": {"rows": 3, "bytes": 1}}}},
+    )
 
 
 def test_commit_is_atomic_and_lists_newest_first(tmp_path: Path) -> None:
@@ -107,20 +115,29 @@ def test_list_settings_are_split_and_quoted_like_pg_dump() -> None:
 
 
 def test_apply_statements_cover_every_database_property() -> None:
-    props = {"owner": "app_owner", "connection_limit": 50, "comment": "the RAG corpus",
-             "grants": [{"grantee": "app", "privilege": "CONNECT", "grantable": False},
-                        {"grantee": "app_owner", "privilege": "CREATE", "grantable": True}],
-             "settings": {"*": ["search_path=app, public"], "app": ["statement_timeout=5s"]}}
+    props = {
+        "owner": "app_owner",
+        "connection_limit": 50,
+        "comment": "the RAG corpus",
+        "grants": [
+            {"grantee": "app", "privilege": "CONNECT", "grantable": False},
+            {"grantee": "app_owner", "privilege": "CREATE", "grantable": True},
+        ],
+        "settings": {"*": ["search_path=app, public"], "app": ["statement_timeout=5s"]},
+    }
     sql = apply_statements("rag__rb_x", props, {"owner": "postgres", "settings": {"*": ["work_mem=1MB"]}})
-    assert sql[:3] == ['ALTER DATABASE "rag__rb_x" OWNER TO "app_owner"',
-                       'ALTER DATABASE "rag__rb_x" CONNECTION LIMIT 50',
-                       "COMMENT ON DATABASE \"rag__rb_x\" IS 'the RAG corpus'"]
+    assert sql[:3] == [
+        'ALTER DATABASE "rag__rb_x" OWNER TO "app_owner"',
+        'ALTER DATABASE "rag__rb_x" CONNECTION LIMIT 50',
+        "COMMENT ON DATABASE \"rag__rb_x\" IS 'the RAG corpus'",
+    ]
     assert 'REVOKE ALL ON DATABASE "rag__rb_x" FROM PUBLIC' in sql
     assert 'GRANT CONNECT ON DATABASE "rag__rb_x" TO "app"' in sql
     assert 'GRANT CREATE ON DATABASE "rag__rb_x" TO "app_owner" WITH GRANT OPTION' in sql
     assert sql.index('ALTER DATABASE "rag__rb_x" RESET ALL') < sql.index(
-        "ALTER DATABASE \"rag__rb_x\" SET \"search_path\" = 'app', 'public'")
-    assert "ALTER ROLE \"app\" IN DATABASE \"rag__rb_x\" SET \"statement_timeout\" = '5s'" in sql
+        "ALTER DATABASE \"rag__rb_x\" SET \"search_path\" = 'app', 'public'"
+    )
+    assert 'ALTER ROLE "app" IN DATABASE "rag__rb_x" SET "statement_timeout" = \'5s\'' in sql
 
 
 def test_default_acl_is_left_alone() -> None:
@@ -130,12 +147,15 @@ def test_default_acl_is_left_alone() -> None:
     assert 'COMMENT ON DATABASE "d" IS NULL' in sql
 
 
-@pytest.mark.parametrize(("keep_last", "green", "in_use", "deleted"), [
-    (2, set(), set(), ["s3", "s4"]),
-    (1, {"v3"}, set(), ["s2", "s4"]),
-    (1, set(), {"s4"}, ["s2", "s3"]),
-    (10, set(), set(), []),
-])
+@pytest.mark.parametrize(
+    ("keep_last", "green", "in_use", "deleted"),
+    [
+        (2, set(), set(), ["s3", "s4"]),
+        (1, {"v3"}, set(), ["s2", "s4"]),
+        (1, set(), {"s4"}, ["s2", "s3"]),
+        (10, set(), set(), []),
+    ],
+)
 def test_retention_plan(keep_last: int, green: set[str], in_use: set[str], deleted: list[str]) -> None:
     sets = [SimpleNamespace(id=f"s{i}", release=f"v{i}") for i in range(1, 5)]
     keep, delete = plan(sets, keep_last, green, in_use)
@@ -161,12 +181,19 @@ def _settings(snapshots: object, plan_types: tuple[str, ...] = ("data.prepare",)
 def test_validate_names_the_key_path() -> None:
     from rollbackd.snapshots.plugin import validate
 
-    good = {"dir": "/tmp/x", "stores": {"postgres": {"type": "postgres", "dsn": "postgresql://u@h/db"},
-                                        "qdrant": {"type": "qdrant", "url": "http://127.0.0.1:6333", "alias": "docs"}}}
+    good = {
+        "dir": "/tmp/x",
+        "stores": {
+            "postgres": {"type": "postgres", "dsn": "postgresql://u@h/db"},
+            "qdrant": {"type": "qdrant", "url": "http://127.0.0.1:6333", "alias": "docs"},
+        },
+    }
     assert validate(_settings(good)) == []
-    bad = {"dir": "/tmp/x", "schedule": {"interval": "6h", "cron": "0 3 * * *"}, "stores": {
-        "postgres": {"type": "postgres", "dsn": "mysql://x", "jobs": 0},
-        "q": {"type": "qdrnt"}}}
+    bad = {
+        "dir": "/tmp/x",
+        "schedule": {"interval": "6h", "cron": "0 3 * * *"},
+        "stores": {"postgres": {"type": "postgres", "dsn": "mysql://x", "jobs": 0}, "q": {"type": "qdrnt"}},
+    }
     problems = validate(_settings(bad))
     assert any(p.startswith("services.rag.snapshots.schedule: ") for p in problems), problems
     bad["schedule"] = {"interval": "6h"}
@@ -174,8 +201,9 @@ def test_validate_names_the_key_path() -> None:
     assert any(p.startswith("services.rag.snapshots.stores.postgres.dsn: ") for p in problems), problems
     assert any(p.startswith("services.rag.snapshots.stores.postgres.jobs: ") for p in problems), problems
     assert any(p.startswith("services.rag.snapshots.stores.q.type: unknown type 'qdrnt'") for p in problems)
-    assert validate(_settings(None)) == ["services.rag.plan: step data.prepare needs `services.rag.snapshots` "
-                                         "to be configured"]
+    assert validate(_settings(None)) == [
+        "services.rag.plan: step data.prepare needs `services.rag.snapshots` to be configured"
+    ]
     assert validate(_settings(None, ("command",))) == []
 
 
@@ -191,19 +219,25 @@ def test_jobs_are_scheduled_per_service(tmp_path: Path) -> None:
     from rollbackd.plan import ServiceRuntime
     from rollbackd.snapshots.plugin import build_dataset, jobs
 
-    cfg = {"dir": str(tmp_path), "schedule": {"cron": "0 3 * * *"}, "retention": {"keep_last": 4},
-           "stores": {"postgres": {"type": "postgres", "dsn": "postgresql://u@127.0.0.1/db",
-                                   "password": "from-env"}}}
+    cfg = {
+        "dir": str(tmp_path),
+        "schedule": {"cron": "0 3 * * *"},
+        "retention": {"keep_last": 4},
+        "stores": {"postgres": {"type": "postgres", "dsn": "postgresql://u@127.0.0.1/db", "password": "from-env"}},
+    }
     runtime = ServiceRuntime(name="rag", config=SimpleNamespace(snapshots=cfg))  # type: ignore[arg-type]
     runtime.caps.snapshots = data = build_dataset(runtime, None)
     assert data.snapshotters["postgres"].dsn.password == "from-env"  # type: ignore[attr-defined]
     added: list[tuple[str, object]] = []
     scheduler = SimpleNamespace(add=lambda name, schedule, job: added.append((name, schedule)))
-    core = SimpleNamespace(services={"rag": runtime, "other": ServiceRuntime(
-        name="other", config=SimpleNamespace(snapshots=None))})  # type: ignore[arg-type]
+    core = SimpleNamespace(
+        services={"rag": runtime, "other": ServiceRuntime(name="other", config=SimpleNamespace(snapshots=None))}
+    )  # type: ignore[arg-type]
     jobs(core, scheduler)  # type: ignore[arg-type]
     assert [(n, s.cron, s.interval) for n, s in added] == [  # type: ignore[attr-defined]
-        ("snapshot:rag", "0 3 * * *", None), ("snapshot-retention:rag", None, 3600.0)]
+        ("snapshot:rag", "0 3 * * *", None),
+        ("snapshot-retention:rag", None, 3600.0),
+    ]
 
 
 async def test_prune_keeps_last_n_green_releases_and_sets_in_use(tmp_path: Path) -> None:
@@ -220,8 +254,10 @@ async def test_prune_keeps_last_n_green_releases_and_sets_in_use(tmp_path: Path)
             return [Release(service, "v2", green_at=10.0), Release(service, "v3", status="superseded")]
 
         async def active_incidents(self) -> list[object]:
-            return [SimpleNamespace(service="rag", context={"data_target": {"snapshot_set": "s1"}}),
-                    SimpleNamespace(service="other", context={"data_target": {"snapshot_set": "s3"}})]
+            return [
+                SimpleNamespace(service="rag", context={"data_target": {"snapshot_set": "s1"}}),
+                SimpleNamespace(service="other", context={"data_target": {"snapshot_set": "s3"}}),
+            ]
 
     data = DataSet(service="rag", store=store, snapshotters={}, state=State())  # type: ignore[arg-type]
     dry = await prune(data, keep_last=1, dry_run=True)
@@ -229,30 +265,44 @@ async def test_prune_keeps_last_n_green_releases_and_sets_in_use(tmp_path: Path)
     result = await prune(data, keep_last=1)
     assert {k["id"]: k["why"] for k in result["kept"]} == {
         "s5": "one of the last 1, the newest verified set that is not a safety snapshot",
-        "s2": "belongs to green release v2", "s1": "used by an active incident"}
+        "s2": "belongs to green release v2",
+        "s1": "used by an active incident",
+    }
     assert [s.id for s in await data.list()] == ["s5", "s2", "s1"]
 
 
 def test_grants_keep_their_grantor_chain_in_order() -> None:
     from rollbackd.snapshots.pgprops import ordered_grants
 
-    grants = [{"grantee": "reader", "privilege": "CONNECT", "grantable": False, "grantor": "app"},
-              {"grantee": "app", "privilege": "CONNECT", "grantable": True, "grantor": "owner"},
-              {"grantee": "x", "privilege": "CREATE", "grantable": False, "grantor": "nobody"}]
+    grants = [
+        {"grantee": "reader", "privilege": "CONNECT", "grantable": False, "grantor": "app"},
+        {"grantee": "app", "privilege": "CONNECT", "grantable": True, "grantor": "owner"},
+        {"grantee": "x", "privilege": "CREATE", "grantable": False, "grantor": "nobody"},
+    ]
     assert [(g["grantee"], role) for g, role in ordered_grants(grants, "owner")] == [
-        ("app", None), ("reader", "app"), ("x", None)]  # a grantor without the option: granted by the owner
+        ("app", None),
+        ("reader", "app"),
+        ("x", None),
+    ]  # a grantor without the option: granted by the owner
 
 
 def test_the_copy_is_created_like_the_snapshots_database() -> None:
     from rollbackd.snapshots.pglocale import create_sql
 
-    icu = {"encoding": "UTF8", "lc_collate": "C.UTF-8", "lc_ctype": "C.UTF-8", "locale_provider": "icu",
-           "icu_locale": "en-US"}
+    icu = {
+        "encoding": "UTF8",
+        "lc_collate": "C.UTF-8",
+        "lc_ctype": "C.UTF-8",
+        "locale_provider": "icu",
+        "icu_locale": "en-US",
+    }
     assert create_sql("rag__rb_x", icu, 15) == (
         "CREATE DATABASE \"rag__rb_x\" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' "
-        "LOCALE_PROVIDER icu ICU_LOCALE 'en-US'")
+        "LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+    )
     assert create_sql("d", {"encoding": "SQL_ASCII", "lc_collate": "C", "lc_ctype": "C"}, 14) == (
-        "CREATE DATABASE \"d\" TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'")
+        "CREATE DATABASE \"d\" TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'"
+    )
 
 
 def test_property_changes_name_live_and_snapshot() -> None:
@@ -262,7 +312,8 @@ def test_property_changes_name_live_and_snapshot() -> None:
     snap = {"owner": "o", "acl": ["a=c/o", "b=c/o"], "settings": {"*": ["search_path=app, public"], "r": ["x=1"]}}
     assert changes(live, snap) == {
         "settings": {"live": ["search_path=public"], "snapshot": ["search_path=app, public"]},
-        "settings of r": {"live": [], "snapshot": ["x=1"]}}
+        "settings of r": {"live": [], "snapshot": ["x=1"]},
+    }
 
 
 async def test_safety_snapshots_are_never_the_restore_target_nor_push_the_good_set_out(tmp_path: Path) -> None:
@@ -281,7 +332,8 @@ async def test_safety_snapshots_are_never_the_restore_target_nor_push_the_good_s
     result = await prune(data, keep_last=3)
     assert "good" not in result["deleted"] and len(result["deleted"]) == 5
     assert {k["id"]: k["why"] for k in result["kept"]}["good"] == (
-        "the newest verified set that is not a safety snapshot")
+        "the newest verified set that is not a safety snapshot"
+    )
 
 
 def test_old_manifests_get_their_kind_from_the_reason(tmp_path: Path) -> None:
@@ -299,8 +351,11 @@ def test_kept_copies_have_their_own_bound() -> None:
 
     kept = [{"name": f"rag__pre_2026112{i}_000000_aaaa", "tag": f"2026112{i}_000000_aaaa"} for i in range(5)]
     stay, go = plan_kept(kept, 2, {"rag__pre_20261120_000000_aaaa"})
-    assert [k["name"] for k in stay] == ["rag__pre_20261124_000000_aaaa", "rag__pre_20261123_000000_aaaa",
-                                         "rag__pre_20261120_000000_aaaa"]
+    assert [k["name"] for k in stay] == [
+        "rag__pre_20261124_000000_aaaa",
+        "rag__pre_20261123_000000_aaaa",
+        "rag__pre_20261120_000000_aaaa",
+    ]
     assert [k["name"] for k in go] == ["rag__pre_20261122_000000_aaaa", "rag__pre_20261121_000000_aaaa"]
 
 
@@ -308,13 +363,21 @@ def test_two_services_may_not_share_a_snapshot_directory(tmp_path: Path) -> None
     from rollbackd.snapshots.plugin import validate
 
     def svc(d: str) -> object:
-        return SimpleNamespace(plan=[], snapshots={"dir": d, "stores": {
-            "postgres": {"type": "postgres", "dsn": "postgresql://u@h/db"}}})
+        return SimpleNamespace(
+            plan=[], snapshots={"dir": d, "stores": {"postgres": {"type": "postgres", "dsn": "postgresql://u@h/db"}}}
+        )
 
-    shared = SimpleNamespace(services={"a": svc(str(tmp_path / "s")), "b": svc(str(tmp_path / "x" / ".." / "s")),
-                                       "c": svc(str(tmp_path / "c"))})
-    assert validate(shared) == [f"services.b.snapshots.dir: {tmp_path / 's'} is also services.a's; two services "
-                                "may not share a snapshot directory"]
+    shared = SimpleNamespace(
+        services={
+            "a": svc(str(tmp_path / "s")),
+            "b": svc(str(tmp_path / "x" / ".." / "s")),
+            "c": svc(str(tmp_path / "c")),
+        }
+    )
+    assert validate(shared) == [
+        f"services.b.snapshots.dir: {tmp_path / 's'} is also services.a's; two services "
+        "may not share a snapshot directory"
+    ]
 
 
 async def test_the_green_releases_set_is_never_a_safety_snapshot_labelled_with_it(tmp_path: Path) -> None:

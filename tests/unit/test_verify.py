@@ -41,8 +41,11 @@ def test_json_paths() -> None:
 
 
 def test_templates_substitute_data_never_code() -> None:
-    assert render_template({"q": "{question}", "n": 3, "l": ["Q: {question}"]}, {"question": "{x} \"y\""}) == \
-        {"q": "{x} \"y\"", "n": 3, "l": ["Q: {x} \"y\""]}
+    assert render_template({"q": "{question}", "n": 3, "l": ["Q: {question}"]}, {"question": '{x} "y"'}) == {
+        "q": '{x} "y"',
+        "n": 3,
+        "l": ['Q: {x} "y"'],
+    }
 
 
 def test_percentile_nearest_rank() -> None:
@@ -50,13 +53,16 @@ def test_percentile_nearest_rank() -> None:
     assert percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.0 and percentile([1.0, 2.0, 3.0], 100) == 3.0
 
 
-@pytest.mark.parametrize(("verdicts", "expected"), [
-    (["pass", "pass"], Verdict.PASS),
-    (["pass", "fail", "error"], Verdict.FAIL),
-    (["pass", "error"], Verdict.INCONCLUSIVE),
-    (["inconclusive"], Verdict.INCONCLUSIVE),
-    ([], Verdict.INCONCLUSIVE),  # no data is never a pass
-])
+@pytest.mark.parametrize(
+    ("verdicts", "expected"),
+    [
+        (["pass", "pass"], Verdict.PASS),
+        (["pass", "fail", "error"], Verdict.FAIL),
+        (["pass", "error"], Verdict.INCONCLUSIVE),
+        (["inconclusive"], Verdict.INCONCLUSIVE),
+        ([], Verdict.INCONCLUSIVE),  # no data is never a pass
+    ],
+)
 def test_overall_verdict(verdicts: list[str], expected: Verdict) -> None:
     assert overall([CheckResult(f"c{i}", Verdict(v), "s") for i, v in enumerate(verdicts)]) is expected
 
@@ -111,8 +117,15 @@ class Recorder:
 
 
 def incident(kind: str = "alert", **trig: Any) -> Incident:
-    return Incident(id="inc-1", service="rag", state=IncidentState.RUNNING, dry_run=False, created_at=100.0,
-                    trigger=Trigger(kind=kind, reason="r", requested_by="t", **trig), plan=[{"type": "verify"}])
+    return Incident(
+        id="inc-1",
+        service="rag",
+        state=IncidentState.RUNNING,
+        dry_run=False,
+        created_at=100.0,
+        trigger=Trigger(kind=kind, reason="r", requested_by="t", **trig),
+        plan=[{"type": "verify"}],
+    )
 
 
 async def test_suite_retries_errors_up_to_the_limit_and_stops_on_fail() -> None:
@@ -123,10 +136,16 @@ async def test_suite_retries_errors_up_to_the_limit_and_stops_on_fail() -> None:
     suite = VerifySuite(service="rag", checks=[flaky, stubborn, failing], store=rec, metrics=rec)
     results = await suite.run(incident=incident())
     assert [(r.verifier, r.verdict, r.attempts) for r in results] == [
-        ("flaky", Verdict.PASS, 3), ("stubborn", Verdict.ERROR, 2), ("failing", Verdict.FAIL, 1)]
+        ("flaky", Verdict.PASS, 3),
+        ("stubborn", Verdict.ERROR, 2),
+        ("failing", Verdict.FAIL, 1),
+    ]
     assert rec.kv["verify.last.rag"]["verdict"] == "fail" and rec.kv["verify.last.rag"]["incident_id"] == "inc-1"
     assert [e.data["sentence"] for e in rec.events] == [
-        "flaky: PASS pass once", "stubborn: ERROR error once", "failing: FAIL fail once"]
+        "flaky: PASS pass once",
+        "stubborn: ERROR error once",
+        "failing: FAIL fail once",
+    ]
     assert rec.verdicts[1] == ("rag", "stubborn", Verdict.ERROR)
 
 
@@ -162,11 +181,15 @@ async def run_step(results: list[str]) -> tuple[Any, dict[str, Any]]:
 
     inc = incident()
     checks = [Scripted(f"c{i}", [v], error_limit=1, inconclusive_limit=1) for i, v in enumerate(results)]
-    runtime = ServiceRuntime(name="rag", config=None,  # type: ignore[arg-type]
-                             caps=Capabilities(verify=VerifySuite(service="rag", checks=checks)))
+    runtime = ServiceRuntime(
+        name="rag",
+        config=None,  # type: ignore[arg-type]
+        caps=Capabilities(verify=VerifySuite(service="rag", checks=checks)),
+    )
     step = Verify(StepConfig(type="verify"), VerifyStepOptions())
-    ctx = StepContext(incident=inc, runtime=runtime, step_name="verify", attempt=1, dry_run=False, outputs={},
-                      log=None, save=save)  # type: ignore[arg-type]
+    ctx = StepContext(
+        incident=inc, runtime=runtime, step_name="verify", attempt=1, dry_run=False, outputs={}, log=None, save=save
+    )  # type: ignore[arg-type]
     try:
         return await step.run(ctx), saved
     except Exception as exc:
@@ -188,10 +211,15 @@ async def test_step_outcomes() -> None:
 
 # ---------------------------------------------------------------------------------------------- config
 def config(verify: Any, plan: list[Any] | None = None) -> str:
-    svc = {"policy": {"confirm": "off"}, "releases": {"track": False}, "plan": plan or [{"type": "verify"}],
-           "verify": verify}
-    return json.dumps({"auth": {"webhook_token": "${W}", "api_tokens": [{"name": "t", "token": "${A}"}]},
-                       "services": {"rag": svc}})
+    svc = {
+        "policy": {"confirm": "off"},
+        "releases": {"track": False},
+        "plan": plan or [{"type": "verify"}],
+        "verify": verify,
+    }
+    return json.dumps(
+        {"auth": {"webhook_token": "${W}", "api_tokens": [{"name": "t", "token": "${A}"}]}, "services": {"rag": svc}}
+    )
 
 
 def problems(verify: Any, plan: list[Any] | None = None) -> list[str]:
@@ -201,15 +229,25 @@ def problems(verify: Any, plan: list[Any] | None = None) -> list[str]:
 
 
 def test_config_errors_name_the_key_path() -> None:
-    found = problems({"checks": [
-        {"type": "smoke", "requests": [{"url": "http://127.0.0.1:1/"}]},
-        {"type": "smoke", "requests": [{"url": "ftp://x"}]},
-        {"type": "smok"},
-        {"type": "ragas_quick", "golden": "g.yaml", "request": {"url": "http://127.0.0.1:1/q"},
-         "scorer": {"type": "ragas", "base_url": "http://127.0.0.1:2/v1"}, "thresholds": {"faithfulness": 2}},
-        {"type": "governance", "sources_file": "s.yaml", "after": ["later"]},
-        {"type": "smoke", "requests": [{"url": "http://127.0.0.1:1/"}]},
-    ]}, plan=[{"type": "verify", "only": ["smoke", "nope"]}])
+    found = problems(
+        {
+            "checks": [
+                {"type": "smoke", "requests": [{"url": "http://127.0.0.1:1/"}]},
+                {"type": "smoke", "requests": [{"url": "ftp://x"}]},
+                {"type": "smok"},
+                {
+                    "type": "ragas_quick",
+                    "golden": "g.yaml",
+                    "request": {"url": "http://127.0.0.1:1/q"},
+                    "scorer": {"type": "ragas", "base_url": "http://127.0.0.1:2/v1"},
+                    "thresholds": {"faithfulness": 2},
+                },
+                {"type": "governance", "sources_file": "s.yaml", "after": ["later"]},
+                {"type": "smoke", "requests": [{"url": "http://127.0.0.1:1/"}]},
+            ]
+        },
+        plan=[{"type": "verify", "only": ["smoke", "nope"]}],
+    )
     text = "\n".join(found)
     assert "services.rag.verify.checks[1].requests[0].url: String should match pattern" in text
     assert "services.rag.verify.checks[5].name: 'smoke' is used twice" in text
@@ -222,33 +260,56 @@ def test_config_errors_name_the_key_path() -> None:
 def test_a_verify_step_needs_checks_and_ragas_needs_its_extra() -> None:
     with pytest.raises(ConfigError, match=r"services.rag.plan\[0\]: a `verify` step needs"):
         parse(config(None), ENV)
-    spec = {"checks": [{"type": "ragas_quick", "golden": "g.yaml", "request": {"url": "http://h/q"},
-                        "scorer": {"type": "ragas", "base_url": "http://127.0.0.1:2/v1"}}]}
+    spec = {
+        "checks": [
+            {
+                "type": "ragas_quick",
+                "golden": "g.yaml",
+                "request": {"url": "http://h/q"},
+                "scorer": {"type": "ragas", "base_url": "http://127.0.0.1:2/v1"},
+            }
+        ]
+    }
     from rollbackd.verify.scorers import ragas
 
     if ragas.available():
         assert parse(config(spec), ENV).services["rag"].verify == spec
     else:
-        assert problems(spec) == ["services.rag.verify.checks[0].scorer.type: the ragas scorer needs the optional "
-                                  "extra: pip install 'rollbackd[ragas]'"]
+        assert problems(spec) == [
+            "services.rag.verify.checks[0].scorer.type: the ragas scorer needs the optional "
+            "extra: pip install 'rollbackd[ragas]'"
+        ]
 
 
 def test_the_step_timeout_must_cover_the_slowest_check() -> None:
-    found = problems({"checks": [{"type": "governance", "sources_file": "s.yaml", "deadline": "100s"},
-                                 {"type": "alert_cleared", "initial_delay": "30s", "deadline": "200s",
-                                  "after": ["governance"]}]}, plan=[{"type": "verify", "timeout": "5m"}])
-    assert found == ["services.rag.plan[0].timeout: 300s is shorter than check 'alert_cleared' may take (335s with "
-                     "its delay and the checks it runs after)"]
+    found = problems(
+        {
+            "checks": [
+                {"type": "governance", "sources_file": "s.yaml", "deadline": "100s"},
+                {"type": "alert_cleared", "initial_delay": "30s", "deadline": "200s", "after": ["governance"]},
+            ]
+        },
+        plan=[{"type": "verify", "timeout": "5m"}],
+    )
+    assert found == [
+        "services.rag.plan[0].timeout: 300s is shorter than check 'alert_cleared' may take (335s with "
+        "its delay and the checks it runs after)"
+    ]
 
 
 def test_alert_cleared_must_run_after_traffic_is_back() -> None:
     """With users cut off the alert's rule has nothing to judge: a quiet rule is not a cleared alert."""
     checks = {"checks": [{"type": "governance", "sources_file": "s.yaml"}, {"type": "alert_cleared"}]}
     found = problems(checks, plan=[{"type": "verify"}, {"type": "traffic.restore"}])
-    assert found == ["services.rag.plan[0].only: alert_cleared runs before traffic.restore (plan[1]); give it its "
-                     "own verify step after it"]
-    ok = [{"type": "verify", "only": ["governance"]}, {"type": "traffic.restore"},
-          {"type": "verify", "name": "alert_cleared", "only": ["alert_cleared"]}]
+    assert found == [
+        "services.rag.plan[0].only: alert_cleared runs before traffic.restore (plan[1]); give it its "
+        "own verify step after it"
+    ]
+    ok = [
+        {"type": "verify", "only": ["governance"]},
+        {"type": "traffic.restore"},
+        {"type": "verify", "name": "alert_cleared", "only": ["alert_cleared"]},
+    ]
     assert parse(config(checks, ok), ENV).services["rag"].plan
 
 
@@ -261,8 +322,15 @@ def test_valid_config_builds() -> None:
 class FakeProm:
     """Prometheus as alert_cleared sees it: ALERTS answers in turn, evidence ages, the rule's health."""
 
-    def __init__(self, answers: list[list[dict[str, Any]]], *, age: float | None = 1.0, health: str = "ok",
-                 evaluated: float = 1e10, fail: bool = False) -> None:
+    def __init__(
+        self,
+        answers: list[list[dict[str, Any]]],
+        *,
+        age: float | None = 1.0,
+        health: str = "ok",
+        evaluated: float = 1e10,
+        fail: bool = False,
+    ) -> None:
         self.answers = answers
         self.queries: list[str] = []
         self.age, self.health, self.evaluated, self.fail = age, health, evaluated, fail
@@ -307,7 +375,7 @@ FIRING = [{"metric": {}}]
 
 async def test_alert_cleared_by_prometheus_after_polls() -> None:
     prom = FakeProm([FIRING, FIRING, []])
-    inc = incident(alertname="RAG\"Gate", fingerprint="fp", labels={"service": "rag"})
+    inc = incident(alertname='RAG"Gate', fingerprint="fp", labels={"service": "rag"})
     result = await cleared().verify(actx(inc, prometheus=prom))
     assert result.verdict is Verdict.PASS and result.figures == {"polls": 3}
     assert prom.queries[0] == 'ALERTS{alertname="RAG\\"Gate",alertstate="firing",service="rag"}'
@@ -364,8 +432,10 @@ async def test_a_refire_inside_the_stable_window_fails() -> None:
 async def test_alert_cleared_without_an_alert_is_inconclusive_unless_configured() -> None:
     manual = incident(kind="manual")
     result = await cleared().verify(actx(manual))
-    assert result.verdict is Verdict.INCONCLUSIVE and result.summary == "no alert to clear: the incident was " \
-        "opened by manual"
+    assert (
+        result.verdict is Verdict.INCONCLUSIVE
+        and result.summary == "no alert to clear: the incident was opened by manual"
+    )
     skipped = await cleared(skip_without_alert=True).verify(actx(manual))
     assert skipped.verdict is Verdict.PASS and "skip_without_alert" in skipped.summary
 
@@ -400,8 +470,12 @@ def test_cli_exit_codes_and_text() -> None:
 
     def body(*verdicts: str, dry: bool = False) -> dict[str, Any]:
         results = [CheckResult(f"c{i}", Verdict(v), "s").to_json() for i, v in enumerate(verdicts)]
-        return {"service": "rag", "dry_run": False, "results": results,
-                "verdict": overall([CheckResult.from_json(r) for r in results]).value}
+        return {
+            "service": "rag",
+            "dry_run": False,
+            "results": results,
+            "verdict": overall([CheckResult.from_json(r) for r in results]).value,
+        }
 
     assert exit_code(body("pass", "pass")) == 0
     assert exit_code(body("pass", "fail", "error")) == 4
@@ -409,7 +483,10 @@ def test_cli_exit_codes_and_text() -> None:
     assert exit_code(body("pass", "inconclusive")) == 6
     assert exit_code(body()) == 6  # nothing counted is never a pass
     assert render(body("pass", "fail")).splitlines() == [
-        "verification of rag: FAIL", "  c0             PASS         s", "  c1             FAIL         s"]
+        "verification of rag: FAIL",
+        "  c0             PASS         s",
+        "  c1             FAIL         s",
+    ]
 
 
 RAGAS_MISSING = """
@@ -427,7 +504,12 @@ else:
 
 def test_ragas_scorer_names_the_extra_when_missing() -> None:
     """In a fresh interpreter where the `ragas` extra cannot be imported (installed or not here)."""
-    out = subprocess.run([sys.executable, "-c", RAGAS_MISSING], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "daemon")})
+    out = subprocess.run(
+        [sys.executable, "-c", RAGAS_MISSING],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "daemon")},
+    )
     assert out.returncode == 0, out.stderr
     assert "pip install 'rollbackd[ragas]'" in out.stdout

@@ -73,8 +73,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def create_app(core: Core) -> web.Application:
-    app = web.Application(middlewares=[api_middleware],
-                          client_max_size=1_048_576 + 1)
+    app = web.Application(middlewares=[api_middleware], client_max_size=1_048_576 + 1)
     app[CORE] = core
     app[SEEN] = SeenBodies(core.settings.webhook.body_cache_bytes)
     app.router.add_post(WEBHOOK_PATH, alertmanager_webhook)

@@ -15,8 +15,16 @@ from rollbackd.incidents.controls import Refused
 log = logging.getLogger(__name__)
 
 STORE_RETRY_AFTER_S = 5  # Alertmanager re-sends a 5xx at once anyway; other clients get a hint
-_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-                 409: "conflict", 413: "too_large", 415: "unsupported_media_type", 503: "unavailable"}
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    503: "unavailable",
+}
 
 
 def problem(status: int, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
@@ -30,8 +38,9 @@ def store_unavailable(request: web.Request, exc: StateError) -> web.Response:
     """The journal could not be written or read: 503 with Retry-After, so the sender re-sends (an alert
     is never answered 202 unless it is journaled). Logged as an error with its traceback."""
     log.error("store_error", exc_info=exc, extra={"path": request.path, "method": request.method})
-    return problem(503, f"state store unavailable, retry later: {exc}",
-                   headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
+    return problem(
+        503, f"state store unavailable, retry later: {exc}", headers={"Retry-After": str(STORE_RETRY_AFTER_S)}
+    )
 
 
 def suspicious(raw_path: str) -> bool:

@@ -98,16 +98,19 @@ async def get_incident(request: web.Request) -> web.Response:
         raise NotFoundError(f"no incident {incident_id}")
     body = status.incident_json(incident, await core.store.steps(incident_id))
     events = await core.store.events(incident_id=incident_id, limit=200)
-    body["events"] = [{"at": e.ts, "kind": e.kind, "reason": e.reason, "verdict": e.verdict, "actor": e.actor,
-                       "data": e.data} for e in reversed(events)]
+    body["events"] = [
+        {"at": e.ts, "kind": e.kind, "reason": e.reason, "verdict": e.verdict, "actor": e.actor, "data": e.data}
+        for e in reversed(events)
+    ]
     return web.json_response(body)
 
 
 async def trigger(request: web.Request) -> web.Response:
     core = request.app[CORE]
     body = await body_of(request, TriggerBody)
-    incident = await core.controls.trigger(body.service, reason=body.reason, actor=request[ACTOR],
-                                           dry_run=body.dry_run, to_release=body.to_release)
+    incident = await core.controls.trigger(
+        body.service, reason=body.reason, actor=request[ACTOR], dry_run=body.dry_run, to_release=body.to_release
+    )
     return web.json_response(status.incident_json(incident), status=202)
 
 

@@ -127,9 +127,18 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         seen.add(digest, alerts, len(body))
     count(WebhookResult.ACCEPTED)
     return web.json_response(
-        {"accepted": len(alerts),
-         "decisions": [{"fingerprint": a.fingerprint, "status": a.status, "service": d.service,
-                        "action": d.action.value, "reason": d.reason.value} for a, d in zip(alerts, decisions,
-                                                                                           strict=True)]},
+        {
+            "accepted": len(alerts),
+            "decisions": [
+                {
+                    "fingerprint": a.fingerprint,
+                    "status": a.status,
+                    "service": d.service,
+                    "action": d.action.value,
+                    "reason": d.reason.value,
+                }
+                for a, d in zip(alerts, decisions, strict=True)
+            ],
+        },
         status=202,
     )

@@ -35,10 +35,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def register(sub: Any, remote: Any) -> None:
     p = sub.add_parser("doctor", help="check the whole chain: metrics, rules, routing, releases, backends")
-    p.add_argument("--config", default=os.environ.get("ROLLBACKD_CONFIG", DEFAULT_CONFIG),
-                   help=f"the daemon's config file (env ROLLBACKD_CONFIG; default {DEFAULT_CONFIG})")
+    p.add_argument(
+        "--config",
+        default=os.environ.get("ROLLBACKD_CONFIG", DEFAULT_CONFIG),
+        help=f"the daemon's config file (env ROLLBACKD_CONFIG; default {DEFAULT_CONFIG})",
+    )
     p.add_argument("--json", action="store_true")
-    p.add_argument("--send-test-alert", action="store_true",
-                   help="post a test alert to Alertmanager and wait for rollbackd to record it (never acted on)")
+    p.add_argument(
+        "--send-test-alert",
+        action="store_true",
+        help="post a test alert to Alertmanager and wait for rollbackd to record it (never acted on)",
+    )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the test alert (default 60)")
     p.set_defaults(local=cmd_doctor)

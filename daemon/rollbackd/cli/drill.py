@@ -47,8 +47,10 @@ def render_history(drills: list[dict[str, Any]]) -> str:
         return "no drills"
     lines = []
     for d in drills:
-        lines.append(f"{d['id']}  {d['service']}  {d['verdict']:<6} restore {_seconds(d.get('time_to_restore_s')):>8}"
-                     f"  {d.get('finished_at') or '-'}  {(d.get('reason') or '')[:60]}")
+        lines.append(
+            f"{d['id']}  {d['service']}  {d['verdict']:<6} restore {_seconds(d.get('time_to_restore_s')):>8}"
+            f"  {d.get('finished_at') or '-'}  {(d.get('reason') or '')[:60]}"
+        )
     return "\n".join(lines)
 
 
@@ -61,15 +63,26 @@ def cmd_drill(args: argparse.Namespace, client: Client) -> int:
     started = client.post("/v1/drill", {"service": args.service, "reason": args.reason, "background": True})
     report = started
     if started.get("state") == "running":  # follow the journal with short polls, up to --timeout
+
         def reported(body: dict[str, Any]) -> bool:
             return any(d.get("id") == started["id"] for d in body.get("drills", []))
 
         deadline = time.monotonic() + args.timeout
-        body = follow(client, started["follow"] + "&limit=50&wait=20",  # long polls: the report comes at once
-                      lambda b: reported(b) or time.monotonic() > deadline)
+        body = follow(
+            client,
+            started["follow"] + "&limit=50&wait=20",  # long polls: the report comes at once
+            lambda b: reported(b) or time.monotonic() > deadline,
+        )
         found = [d for d in body["drills"] if d.get("id") == started["id"]]
-        report = found[0] if found else {**started, "verdict": "UNKNOWN",
-                                         "notes": [f"no report within {args.timeout:g}s; see drill --history"]}
+        report = (
+            found[0]
+            if found
+            else {
+                **started,
+                "verdict": "UNKNOWN",
+                "notes": [f"no report within {args.timeout:g}s; see drill --history"],
+            }
+        )
     print(json.dumps(report, indent=2) if args.json else render(report))
     return EXIT_OK if report.get("verdict") == "GO" else EXIT_VERIFY_FAILED
 

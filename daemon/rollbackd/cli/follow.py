@@ -14,9 +14,17 @@ from rollbackd.cli.client import Unreachable
 Body = dict[str, Any]
 
 
-def follow(client: Any, path: str, finished: Callable[[Body], bool], *, on_update: Callable[[Body], None] | None = None,
-           interval: float = 1.0, patience: float = 60.0, clock: Callable[[], float] = time.monotonic,
-           sleep: Callable[[float], None] = time.sleep) -> Body:
+def follow(
+    client: Any,
+    path: str,
+    finished: Callable[[Body], bool],
+    *,
+    on_update: Callable[[Body], None] | None = None,
+    interval: float = 1.0,
+    patience: float = 60.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Body:
     """GET ``path`` until ``finished(body)``; ``on_update`` sees every answer (progress lines)."""
     silent_since: float | None = None
     while True:
@@ -25,9 +33,10 @@ def follow(client: Any, path: str, finished: Callable[[Body], bool], *, on_updat
         except Unreachable as exc:
             silent_since = silent_since if silent_since is not None else clock()
             if clock() - silent_since > patience:
-                raise Unreachable(f"{exc}; no answer for {patience:g}s while following {path} (the operation "
-                                  "goes on in the daemon: look again with the same command or `rollbackd show`)"
-                                  ) from exc
+                raise Unreachable(
+                    f"{exc}; no answer for {patience:g}s while following {path} (the operation "
+                    "goes on in the daemon: look again with the same command or `rollbackd show`)"
+                ) from exc
             sleep(interval)
             continue
         silent_since = None

@@ -53,8 +53,10 @@ def cmd_trigger(args: argparse.Namespace, client: Client) -> int:
     target = f" to {args.to_release}" if args.to_release else " to the last green release"
     if not _confirm(f"Start {what} of {args.service or 'the service'}{target}?", args.yes or args.dry_run):
         return EXIT_ERROR
-    body = client.post("/v1/trigger", {"service": args.service, "reason": args.reason, "dry_run": args.dry_run,
-                                       "to_release": args.to_release})
+    body = client.post(
+        "/v1/trigger",
+        {"service": args.service, "reason": args.reason, "dry_run": args.dry_run, "to_release": args.to_release},
+    )
     print(f"incident {body['id']} opened ({body['state']}); follow it with: rollbackd show {body['id']}")
     return EXIT_OK
 
@@ -126,8 +128,9 @@ def _client_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rollbackd",
-                                     description="Alerts in, verified rollbacks of data and code out.")
+    parser = argparse.ArgumentParser(
+        prog="rollbackd", description="Alerts in, verified rollbacks of data and code out."
+    )
     parser.add_argument("--version", action="version", version=f"rollbackd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -180,8 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands of the capabilities; each module has register(subparsers, remote) and imports only the stdlib.
 CLI_MODULES = (
-    "rollbackd.cli.snapshot", "rollbackd.cli.release", "rollbackd.cli.verify", "rollbackd.cli.drill",
-    "rollbackd.cli.doctor", "rollbackd.cli.rollout",
+    "rollbackd.cli.snapshot",
+    "rollbackd.cli.release",
+    "rollbackd.cli.verify",
+    "rollbackd.cli.drill",
+    "rollbackd.cli.doctor",
+    "rollbackd.cli.rollout",
 )
 
 

@@ -25,8 +25,19 @@ def _rows(body: dict[str, Any]) -> list[list[str]]:
     for r in body["releases"]:
         snaps = ", ".join(s["id"] + ("" if s["verified"] else " (unverified)") for s in r["snapshots"]) or "-"
         green = f"yes ({r['green_by']}: {r['green_reason']})" if r["green"] else "no"
-        rows.append([r["version"], r["status"], green, _num(r["baseline_p95_s"]), r["schema_version"] or "-",
-                     (r["digest"] or "-")[:19], r["source"], r["live_at"] or "-", snaps])
+        rows.append(
+            [
+                r["version"],
+                r["status"],
+                green,
+                _num(r["baseline_p95_s"]),
+                r["schema_version"] or "-",
+                (r["digest"] or "-")[:19],
+                r["source"],
+                r["live_at"] or "-",
+                snaps,
+            ]
+        )
     return rows
 
 
@@ -35,11 +46,16 @@ HEADERS = ["release", "status", "green", "baseline P95", "schema", "digest", "so
 
 def markdown(body: dict[str, Any]) -> str:
     """The compatibility matrix as a Markdown table, to paste into a postmortem."""
+
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    lines = [f"Releases of `{body['service']}` (live: {body['live'] or '-'}, last green: {body['last_green'] or '-'})",
-             "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines = [
+        f"Releases of `{body['service']}` (live: {body['live'] or '-'}, last green: {body['last_green'] or '-'})",
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + "---|" * len(HEADERS),
+    ]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in _rows(body)]
     return "\n".join(lines)
 
@@ -72,10 +88,19 @@ def cmd_list(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_record(args: argparse.Namespace, client: Client) -> int:
-    body = client.post("/v1/releases", {
-        "service": args.service, "version": args.version, "image": args.image, "digest": args.digest,
-        "config_digest": args.config_digest, "schema_version": args.schema_version, "source": args.source,
-        "reason": args.reason})
+    body = client.post(
+        "/v1/releases",
+        {
+            "service": args.service,
+            "version": args.version,
+            "image": args.image,
+            "digest": args.digest,
+            "config_digest": args.config_digest,
+            "schema_version": args.schema_version,
+            "source": args.source,
+            "reason": args.reason,
+        },
+    )
     print(f"release {body['version']} recorded (digest {body['digest']}, {body['status']})")
     return EXIT_OK
 
@@ -107,8 +132,9 @@ def cmd_traffic_set(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_rollforward(args: argparse.Namespace, client: Client) -> int:
-    body = client.post(f"/v1/incidents/{urllib.parse.quote(args.incident, safe='')}/rollforward",
-                       {"reason": args.reason})
+    body = client.post(
+        f"/v1/incidents/{urllib.parse.quote(args.incident, safe='')}/rollforward", {"reason": args.reason}
+    )
     print(f"incident {body['id']} opened to roll forward {args.incident}; follow it: rollbackd show {body['id']}")
     return EXIT_OK
 
@@ -119,16 +145,22 @@ def register(sub: Any, remote: Any) -> None:
 
     def action(parent: Any, name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = parent.add_parser(name, help=help_)
-        for flag, helptext in (("--url", "daemon URL (env ROLLBACKD_URL)"), ("--token", "API token"),
-                               ("--config", "read URL and token from this config file")):
+        for flag, helptext in (
+            ("--url", "daemon URL (env ROLLBACKD_URL)"),
+            ("--token", "API token"),
+            ("--config", "read URL and token from this config file"),
+        ):
             p.add_argument(flag, help=helptext)
         p.add_argument("--service")
         p.set_defaults(remote=fn)
         return p
 
     p = action(rsub, "record", cmd_record, "record a deployed release (the pipeline calls this)")
-    p.add_argument("version", type=release_version,
-                   help="letters, digits and . _ + - : @ (1-128, starting with a letter or digit, no '..')")
+    p.add_argument(
+        "version",
+        type=release_version,
+        help="letters, digits and . _ + - : @ (1-128, starting with a letter or digit, no '..')",
+    )
     p.add_argument("--image", help="image reference; its digest is resolved if --digest is not given")
     p.add_argument("--digest", help="image digest / id (sha256:...) or artefact id")
     p.add_argument("--config-digest")

@@ -57,8 +57,10 @@ def status(body: dict[str, Any]) -> str:
         out.append(f"  paused:       {_pause_text(svc.get('paused'))}")
         out.append(f"  held:         {_pause_text(svc.get('held'))}")
         budget = svc["budget"]
-        out.append(f"  budget:       {budget['remaining']}/{budget['max']} automatic rollbacks left"
-                   f" (window {_short(int(budget['window_s']))})")
+        out.append(
+            f"  budget:       {budget['remaining']}/{budget['max']} automatic rollbacks left"
+            f" (window {_short(int(budget['window_s']))})"
+        )
         cooldown = svc["cooldown_remaining_s"]
         out.append(f"  cooldown:     {_short(int(cooldown)) + ' left' if cooldown else 'none'}")
         out.append(f"  releases:     live {svc.get('live_release') or '-'}, last green {svc.get('last_green') or '-'}")
@@ -66,29 +68,41 @@ def status(body: dict[str, Any]) -> str:
         snaps = svc.get("snapshots")
         if snaps is not None:
             latest = snaps.get("latest")
-            out.append(f"  snapshots:    {snaps['count']}, latest " + (
-                f"{latest['id']} ({age(latest['created_at'])}, {'verified' if latest['verified'] else 'UNVERIFIED'},"
-                f" release {latest.get('release') or '-'})" if latest else "none"))
+            out.append(
+                f"  snapshots:    {snaps['count']}, latest "
+                + (
+                    f"{latest['id']} ({age(latest['created_at'])}, "
+                    f"{'verified' if latest['verified'] else 'UNVERIFIED'},"
+                    f" release {latest.get('release') or '-'})"
+                    if latest
+                    else "none"
+                )
+            )
         verification = svc.get("verification")
         if verification:
-            out.append(f"  verified:     {str(verification.get('verdict', '?')).upper()} "
-                       f"{age(verification.get('at'))}")
+            out.append(f"  verified:     {str(verification.get('verdict', '?')).upper()} {age(verification.get('at'))}")
             for result in verification.get("results", [])[:8]:
-                out.append(f"                - {result.get('verifier')}: {str(result.get('verdict')).upper()}"
-                           f" {result.get('summary', '')}")
+                out.append(
+                    f"                - {result.get('verifier')}: {str(result.get('verdict')).upper()}"
+                    f" {result.get('summary', '')}"
+                )
         drill = (svc.get("drill") or {}).get("last")
         if drill:
-            out.append(f"  drill:        {drill['verdict']} {age(drill.get('finished_at'))}, time to restore "
-                       f"{drill['time_to_restore_s'] if drill.get('time_to_restore_s') is not None else '-'}s"
-                       f" ({drill['id']}{'' if drill.get('torn_down') else ', NOT TORN DOWN'})")
+            out.append(
+                f"  drill:        {drill['verdict']} {age(drill.get('finished_at'))}, time to restore "
+                f"{drill['time_to_restore_s'] if drill.get('time_to_restore_s') is not None else '-'}s"
+                f" ({drill['id']}{'' if drill.get('torn_down') else ', NOT TORN DOWN'})"
+            )
             out.append(f"                {drill.get('reason') or ''}")
         if (svc.get("drill") or {}).get("running"):
             out.append(f"  drilling:     {svc['drill']['running']} (running now)")
         inc = svc.get("active_incident")
         if inc:
             prog = inc.get("progress", {})
-            out.append(f"  ACTIVE:       {inc['id']} {inc['state']} ({prog.get('done', 0)}/{prog.get('total', '?')}"
-                       f" steps) started {age(inc.get('started_at') or inc['created_at'])}")
+            out.append(
+                f"  ACTIVE:       {inc['id']} {inc['state']} ({prog.get('done', 0)}/{prog.get('total', '?')}"
+                f" steps) started {age(inc.get('started_at') or inc['created_at'])}"
+            )
             for step in inc.get("steps", []):
                 out.append(f"                - {step['name']}: {step['state']}")
         else:
@@ -96,17 +110,35 @@ def status(body: dict[str, Any]) -> str:
         decisions = svc.get("last_decisions") or []
         if decisions:
             out.append("  last decisions:")
-            rows = [[age(d["at"]), d.get("alertname") or "-", d.get("action") or "-", d.get("reason") or "-",
-                     d.get("incident_id") or ""] for d in decisions[:5]]
-            out.extend("    " + line for line in table(["when", "alert", "action", "reason", "incident"],
-                                                       rows).splitlines())
+            rows = [
+                [
+                    age(d["at"]),
+                    d.get("alertname") or "-",
+                    d.get("action") or "-",
+                    d.get("reason") or "-",
+                    d.get("incident_id") or "",
+                ]
+                for d in decisions[:5]
+            ]
+            out.extend(
+                "    " + line for line in table(["when", "alert", "action", "reason", "incident"], rows).splitlines()
+            )
         out.append("")
     return "\n".join(out).rstrip()
 
 
 def history(incidents: list[dict[str, Any]]) -> str:
-    rows = [[i["id"], i["service"], i["state"], i["trigger"]["kind"], i["trigger"].get("alertname") or
-             i["trigger"].get("reason", "")[:40], age(i["created_at"])] for i in incidents]
+    rows = [
+        [
+            i["id"],
+            i["service"],
+            i["state"],
+            i["trigger"]["kind"],
+            i["trigger"].get("alertname") or i["trigger"].get("reason", "")[:40],
+            age(i["created_at"]),
+        ]
+        for i in incidents
+    ]
     return table(["incident", "service", "state", "trigger", "why", "opened"], rows) if rows else "no incidents"
 
 
@@ -129,17 +161,26 @@ def incident(body: dict[str, Any]) -> str:
         from rollbackd.rollout.table import render as rollout_table
 
         out += ["", rollout_table(body["rollout"])]
-    rows = [[str(s["index"]), s["name"], s["state"], str(s["attempts"]),
-             f"{s['duration_s']:.2f}s" if s.get("duration_s") is not None else "-",
-             _first_line(s.get("error") or _output_summary(s.get("output") or {}))[:90]]
-            for s in body.get("steps", [])]
+    rows = [
+        [
+            str(s["index"]),
+            s["name"],
+            s["state"],
+            str(s["attempts"]),
+            f"{s['duration_s']:.2f}s" if s.get("duration_s") is not None else "-",
+            _first_line(s.get("error") or _output_summary(s.get("output") or {}))[:90],
+        ]
+        for s in body.get("steps", [])
+    ]
     out += ["", table(["#", "step", "state", "tries", "took", "result"], rows)] if rows else []
     events = body.get("events") or []
     if events:
         out += ["", "journal:"]
-        out += [f"  {datetime.fromtimestamp(e['at']).strftime('%H:%M:%S')} {e['kind']} "
-                f"{e.get('reason') or ''} {_event_detail(e['data'])}".rstrip()
-                for e in events]
+        out += [
+            f"  {datetime.fromtimestamp(e['at']).strftime('%H:%M:%S')} {e['kind']} "
+            f"{e.get('reason') or ''} {_event_detail(e['data'])}".rstrip()
+            for e in events
+        ]
     return "\n".join(out)
 
 
@@ -162,5 +203,8 @@ def _output_summary(output: dict[str, Any]) -> str:
         return str(output["summary"])
     if "would" in output:
         return f"would: {output['would']}"
-    return ", ".join(f"{k}={v}" for k, v in output.items() if isinstance(v, int | float | str) and k not in (
-        "stdout", "stderr", "response"))[:70]
+    return ", ".join(
+        f"{k}={v}"
+        for k, v in output.items()
+        if isinstance(v, int | float | str) and k not in ("stdout", "stderr", "response")
+    )[:70]

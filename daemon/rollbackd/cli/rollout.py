@@ -26,9 +26,17 @@ def text(body: dict[str, Any]) -> str:
 
 
 def cmd_start(args: argparse.Namespace, client: Client) -> int:
-    body = client.post("/v1/rollouts", {"service": args.service, "version": args.version, "image": args.image,
-                                        "digest": args.digest, "schema_version": args.schema_version,
-                                        "reason": args.reason})
+    body = client.post(
+        "/v1/rollouts",
+        {
+            "service": args.service,
+            "version": args.version,
+            "image": args.image,
+            "digest": args.digest,
+            "schema_version": args.schema_version,
+            "reason": args.reason,
+        },
+    )
     print(f"rollout {body['id']} of {args.version} started: `rollbackd rollout status` follows it")
     return EXIT_OK
 
@@ -45,6 +53,7 @@ def _act(action: str) -> Any:
         body = client.post(f"/v1/rollouts/{urllib.parse.quote(rollout_id)}/{action}", {"reason": args.reason})
         print(f"rollout {rollout_id}: {action} journaled (state {body['state']})")
         return EXIT_OK
+
     return run
 
 
@@ -62,8 +71,11 @@ def register(sub: Any, remote: Any) -> None:
 
     def action(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = rsub.add_parser(name, help=help_)
-        for flag, helptext in (("--url", "daemon URL (env ROLLBACKD_URL)"), ("--token", "API token"),
-                               ("--config", "read URL and token from this config file")):
+        for flag, helptext in (
+            ("--url", "daemon URL (env ROLLBACKD_URL)"),
+            ("--token", "API token"),
+            ("--config", "read URL and token from this config file"),
+        ):
             p.add_argument(flag, help=helptext)
         p.add_argument("--service")
         p.set_defaults(remote=fn)

@@ -54,12 +54,16 @@ def _counts(manifests: dict[str, Any]) -> str:
 def cmd_list(args: argparse.Namespace, client: Any) -> int:
     query = f"?service={args.service}" if args.service else ""
     body = client.get(f"/v1/snapshots{query}")
-    rows = [f"{s['id']:<20} {_when(s['created_at'])}  release {s.get('release') or '-':<12} "
-            f"{'verified' if s['verified'] else 'UNVERIFIED':<10} {s.get('kind', ''):<9} "
-            f"{_size(s.get('size_bytes')):>9}  "
-            f"{_counts(s['manifests'])}  ({s.get('reason') or ''})" for s in body["snapshots"]]
-    kept = [f"kept copy {store}: {k['name']}" for store, copies in (body.get("kept_copies") or {}).items()
-            for k in copies]
+    rows = [
+        f"{s['id']:<20} {_when(s['created_at'])}  release {s.get('release') or '-':<12} "
+        f"{'verified' if s['verified'] else 'UNVERIFIED':<10} {s.get('kind', ''):<9} "
+        f"{_size(s.get('size_bytes')):>9}  "
+        f"{_counts(s['manifests'])}  ({s.get('reason') or ''})"
+        for s in body["snapshots"]
+    ]
+    kept = [
+        f"kept copy {store}: {k['name']}" for store, copies in (body.get("kept_copies") or {}).items() for k in copies
+    ]
     return _out(args, body, "\n".join(rows + kept) if rows or kept else f"no snapshots of {body['service']}")
 
 
@@ -69,37 +73,45 @@ def cmd_create(args: argparse.Namespace, client: Any) -> int:
         query = f"?service={job['service']}"
         job = follow(client, f"/v1/snapshots/jobs/{job['id']}{query}", lambda b: b["state"] != "running")
         if job["state"] != "done":
-            print(f"snapshot {job['state']}: {job.get('error') or 'the daemon stopped while it ran'}",
-                  file=sys.stderr)
+            print(f"snapshot {job['state']}: {job.get('error') or 'the daemon stopped while it ran'}", file=sys.stderr)
             return 1
         job = job["result"]
-    return _out(args, job, f"snapshot set {job['id']} created ({_size(job.get('size_bytes'))}): "
-                f"{_counts(job['manifests'])}")
+    return _out(
+        args, job, f"snapshot set {job['id']} created ({_size(job.get('size_bytes'))}): {_counts(job['manifests'])}"
+    )
 
 
 def cmd_verify(args: argparse.Namespace, client: Any) -> int:
     client.timeout = max(client.timeout, LONG)
     body = client.post(f"/v1/snapshots/{args.id}/verify", _svc(args))
-    text = (f"{args.id}: ok ({body.get('files')} files re-hashed)" if body["verified"]
-            else f"{args.id}: CORRUPT: {body.get('error')}")
+    text = (
+        f"{args.id}: ok ({body.get('files')} files re-hashed)"
+        if body["verified"]
+        else f"{args.id}: CORRUPT: {body.get('error')}"
+    )
     _out(args, body, text)
     return 0 if body["verified"] else 1
 
 
 def describe_plan(plan: dict[str, Any]) -> str:
     snap = plan["snapshot"]
-    out = [f"restore snapshot {snap['id']} of {plan['service']} (taken {_when(snap['created_at'])}, "
-           f"release {snap.get('release') or '-'}); this REPLACES:"]
+    out = [
+        f"restore snapshot {snap['id']} of {plan['service']} (taken {_when(snap['created_at'])}, "
+        f"release {snap.get('release') or '-'}); this REPLACES:"
+    ]
     for name, what in plan["replaces"].items():
         if "database" in what:
             sv = what["schema_version"]
-            out.append(f"  {name}: database {what['database']} ({_size(what['bytes'])}), schema version "
-                       f"{sv['live']} -> {sv['snapshot']}")
+            out.append(
+                f"  {name}: database {what['database']} ({_size(what['bytes'])}), schema version "
+                f"{sv['live']} -> {sv['snapshot']}"
+            )
             out += [f"    {t}: {c['live']} rows -> {c['snapshot']}" for t, c in what["tables"].items()]
         else:
             p = what["points"]
-            out.append(f"  {name}: alias {what['alias']} -> {what['collection']}: {p['live']} points -> "
-                       f"{p['snapshot']}")
+            out.append(
+                f"  {name}: alias {what['alias']} -> {what['collection']}: {p['live']} points -> {p['snapshot']}"
+            )
     out.append("steps: " + "; ".join(plan["steps"]))
     return "\n".join(out)
 
@@ -143,11 +155,16 @@ def describe_restore(incident: dict[str, Any]) -> str:
     swap = outputs.get("data.swap", {})
     downtime = ", ".join(f"{n} {d}s" for n, d in (swap.get("downtime_s") or {}).items())
     kept = ", ".join(f"{n}: {s.get('kept')}" for n, s in (swap.get("swapped") or {}).items())
-    changed = [f"{n} {prop}: {c['live']} -> {c['snapshot']}" for n, props in
-               (swap.get("properties_changed") or {}).items() for prop, c in props.items()]
-    lines = [f"restored {swap.get('snapshot_set')} (incident {incident['id']}, downtime {downtime}); safety "
-             f"snapshot {outputs.get('snapshot.safety', {}).get('snapshot_set') or 'none'}; replaced data kept as "
-             f"{kept}; undo with `rollbackd rollforward {incident['id']}`"]
+    changed = [
+        f"{n} {prop}: {c['live']} -> {c['snapshot']}"
+        for n, props in (swap.get("properties_changed") or {}).items()
+        for prop, c in props.items()
+    ]
+    lines = [
+        f"restored {swap.get('snapshot_set')} (incident {incident['id']}, downtime {downtime}); safety "
+        f"snapshot {outputs.get('snapshot.safety', {}).get('snapshot_set') or 'none'}; replaced data kept as "
+        f"{kept}; undo with `rollbackd rollforward {incident['id']}`"
+    ]
     if changed:
         lines += ["database properties changed (live -> snapshot):", *(f"  {c}" for c in changed)]
     return "\n".join(lines)
@@ -166,15 +183,22 @@ def cmd_prune(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_adopt(args: argparse.Namespace, client: Any) -> int:
-    print("adopting an alias: the collection is copied, dropped and replaced by an alias of the same name; "
-          "reads of that name FAIL during the switch (usually well under a second)")
+    print(
+        "adopting an alias: the collection is copied, dropped and replaced by an alias of the same name; "
+        "reads of that name FAIL during the switch (usually well under a second)"
+    )
     if not args.yes and not _ask("Go on?"):
         return 1
     client.timeout = max(client.timeout, LONG)
-    body = client.post("/v1/snapshots/adopt-alias", {**_svc(args), "reason": args.reason,
-                                                     **({"store": args.store} if args.store else {})})
-    text = (f"alias {body['alias']} -> {body['collection']} ({body['points']} points); window {body['window_s']}s"
-            if body.get("adopted") else body.get("detail", ""))
+    body = client.post(
+        "/v1/snapshots/adopt-alias",
+        {**_svc(args), "reason": args.reason, **({"store": args.store} if args.store else {})},
+    )
+    text = (
+        f"alias {body['alias']} -> {body['collection']} ({body['points']} points); window {body['window_s']}s"
+        if body.get("adopted")
+        else body.get("detail", "")
+    )
     return _out(args, body, text)
 
 
@@ -217,8 +241,11 @@ def register(sub: Any, remote: Any) -> None:
     p.add_argument("--reason", required=True)
     p.add_argument("--dry-run", action="store_true", help="only show what would be replaced")
     p.add_argument("--yes", action="store_true", help="do not ask")
-    p.add_argument("--allow-foreign", metavar="SERVICE",
-                   help="restore a set taken of another service, database or server (name that service)")
+    p.add_argument(
+        "--allow-foreign",
+        metavar="SERVICE",
+        help="restore a set taken of another service, database or server (name that service)",
+    )
     p = add("prune", cmd_prune, "apply retention now")
     p.add_argument("--reason", default="manual prune")
     p.add_argument("--dry-run", action="store_true")

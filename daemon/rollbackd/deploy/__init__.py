@@ -77,8 +77,12 @@ class DeployedRelease:
         return self.version is not None and self.version == release.version
 
     def to_json(self) -> JSON:
-        return {"version": self.version, "image": self.image, "image_id": self.image_id,
-                "containers": dict(self.containers)}
+        return {
+            "version": self.version,
+            "image": self.image,
+            "image_id": self.image_id,
+            "containers": dict(self.containers),
+        }
 
 
 def same_digest(a: str, b: str) -> bool:
@@ -113,15 +117,21 @@ def render(template: Any, values: dict[str, str]) -> Any:
 
 
 def release_values(release: Release, incident: str) -> dict[str, str]:
-    return {"version": release.version, "image": release.image or "", "digest": release.digest or "",
-            "incident": incident}
+    return {
+        "version": release.version,
+        "image": release.image or "",
+        "digest": release.digest or "",
+        "incident": incident,
+    }
 
 
 async def probe(url: str, timeout: float = 2.0) -> str | None:
     """None when ``url`` answers 2xx; otherwise what it answered (for error messages)."""
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session, \
-                session.get(url) as resp:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.get(url) as resp,
+        ):
             await resp.read()
             return None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:

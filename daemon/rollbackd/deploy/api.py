@@ -89,9 +89,17 @@ async def diff_releases(request: web.Request) -> web.Response:
 async def record_release(request: web.Request) -> web.Response:
     body = await body_of(request, ReleaseBody)
     ledger = _ledger(request, body.service)
-    release = await ledger.record(version=body.version, image=body.image, digest=body.digest,
-                                  config_digest=body.config_digest, schema_version=body.schema_version,
-                                  source=body.source, actor=request[ACTOR], reason=body.reason, live_at=body.live_at)
+    release = await ledger.record(
+        version=body.version,
+        image=body.image,
+        digest=body.digest,
+        config_digest=body.config_digest,
+        schema_version=body.schema_version,
+        source=body.source,
+        actor=request[ACTOR],
+        reason=body.reason,
+        live_at=body.live_at,
+    )
     return web.json_response(release_json(release), status=201)
 
 
@@ -122,10 +130,17 @@ async def set_traffic(request: web.Request) -> web.Response:
     switch = runtime.caps.traffic_switch()
     before = await switch.weight()
     await switch.set_weight(body.weight)
-    await core.store.append_event(Event(kind=EventKind.TRAFFIC, service=runtime.name, actor=request[ACTOR], data={
-        "why": body.reason, "switch": switch.kind, "from": before, "to": body.weight}))
-    return web.json_response({"service": runtime.name, "switch": switch.kind, "weight": body.weight,
-                              "previous": before})
+    await core.store.append_event(
+        Event(
+            kind=EventKind.TRAFFIC,
+            service=runtime.name,
+            actor=request[ACTOR],
+            data={"why": body.reason, "switch": switch.kind, "from": before, "to": body.weight},
+        )
+    )
+    return web.json_response(
+        {"service": runtime.name, "switch": switch.kind, "weight": body.weight, "previous": before}
+    )
 
 
 def add_routes(app: web.Application) -> None:
@@ -147,16 +162,25 @@ def openapi() -> tuple[dict[str, Any], list[type[BaseModel]]]:
     paths = {
         "/v1/releases": {
             "get": op("Release history with snapshots and baselines (compatibility matrix)", params=[service, limit]),
-            "post": op("Record a deployed release (a digest, or an image the deployer resolves)", body=ReleaseBody,
-                       ok="201"),
+            "post": op(
+                "Record a deployed release (a digest, or an image the deployer resolves)", body=ReleaseBody, ok="201"
+            ),
         },
-        "/v1/releases/diff": {"get": op("What changes from one release to another (image, env, user, cmd, "
-                                        "resources, mounts, schema, data)", params=[service, *pair])},
-        "/v1/releases/{version}/green": {"post": op("Mark a release green (measures its baseline)",
-                                                     body=GreenBody, params=[version])},
-        "/v1/incidents/{id}/rollforward": {"post": op("Undo a rollback from the kept copies", body=RollForwardBody,
-                                                       ok="202", params=[ident])},
-        "/v1/traffic": {"get": op("The traffic weight of the guarded version", params=[service]),
-                        "post": op("Set the traffic weight (0-100)", body=TrafficBody)},
+        "/v1/releases/diff": {
+            "get": op(
+                "What changes from one release to another (image, env, user, cmd, resources, mounts, schema, data)",
+                params=[service, *pair],
+            )
+        },
+        "/v1/releases/{version}/green": {
+            "post": op("Mark a release green (measures its baseline)", body=GreenBody, params=[version])
+        },
+        "/v1/incidents/{id}/rollforward": {
+            "post": op("Undo a rollback from the kept copies", body=RollForwardBody, ok="202", params=[ident])
+        },
+        "/v1/traffic": {
+            "get": op("The traffic weight of the guarded version", params=[service]),
+            "post": op("Set the traffic weight (0-100)", body=TrafficBody),
+        },
     }
     return paths, [ReleaseBody, GreenBody, RollForwardBody, TrafficBody]

@@ -5,6 +5,7 @@ RAGLatencyP95Regression compares against). Label values go into PromQL only as e
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from rollbackd.deploy import BaselineOptions
 from rollbackd.prom import Prometheus, promql_string, selector
@@ -34,3 +35,17 @@ async def measure(prom: Prometheus, options: BaselineOptions, service: str) -> f
     if value is None or math.isnan(value) or math.isinf(value):
         return None
     return value
+
+
+def verification_passed(result: Any) -> bool:
+    """A verification result (bool, dict, CheckResult, or a list of them) as pass or not."""
+    if isinstance(result, bool):
+        return result
+    if isinstance(result, list | tuple):
+        counted = [r for r in result if not getattr(r, "dry_run", False)]
+        return all(verification_passed(r) for r in counted)
+    if isinstance(result, dict):
+        verdict = result.get("verdict", result.get("ok", result.get("passed")))
+    else:
+        verdict = getattr(result, "verdict", getattr(result, "ok", getattr(result, "passed", None)))
+    return verdict is True or str(getattr(verdict, "value", verdict)).lower() == "pass"

@@ -35,6 +35,7 @@ async def run_argv(argv: list[str], *, timeout: float, env: dict[str, str], what
 
 class CommandDeployer(RedeployByUrl):
     backend = "deploy command"
+
     class Options(DeployOptions):
         argv: Annotated[list[str], Field(min_length=1)]
         current_argv: list[str] | None = None
@@ -47,8 +48,12 @@ class CommandDeployer(RedeployByUrl):
     async def current(self) -> DeployedRelease:
         if not self.options.current_argv:
             return DeployedRelease(version=None)
-        out = await run_argv(self.options.current_argv, timeout=self.options.timeout, env=self.options.env,
-                             what="deploy command (current)")
+        out = await run_argv(
+            self.options.current_argv,
+            timeout=self.options.timeout,
+            env=self.options.env,
+            what="deploy command (current)",
+        )
         return DeployedRelease(version=out.strip() or None)
 
     async def deploy(self, release: Release, *, incident: str) -> JSON:

@@ -76,8 +76,9 @@ class DockerDeployer:
             # docker-py leaks the socket of a failed unix connect: say it before it tries
             raise requests.ConnectionError(f"no such socket {socket_path}")
         if self._client is None:  # one client for the daemon's life (no version probe: it is pinned)
-            self._client = docker.APIClient(base_url=self.host, version=self.options.api_version,
-                                            timeout=int(self.options.api_timeout))
+            self._client = docker.APIClient(
+                base_url=self.host, version=self.options.api_version, timeout=int(self.options.api_timeout)
+            )
         return self._client
 
     async def close(self) -> None:
@@ -92,8 +93,9 @@ class DockerDeployer:
         """A library error as a BackendError naming the container, the image and the API's message."""
         where = f"container {container}, image {image}"
         if transport_error(exc):
-            return BackendError("docker", f"{where}: daemon unreachable at {self.host} while {doing}: {exc}",
-                                retryable=True)
+            return BackendError(
+                "docker", f"{where}: daemon unreachable at {self.host} while {doing}: {exc}", retryable=True
+            )
         assert isinstance(exc, docker.errors.APIError)
         message = str(exc.explanation or exc)
         low = message.lower()
@@ -107,8 +109,11 @@ class DockerDeployer:
             kind = "name in use"
         else:
             kind = f"API error {exc.status_code}"
-        return BackendError("docker", f"{where}: {kind} while {doing}: {message}",
-                            retryable=exc.status_code is not None and exc.status_code >= 500 and kind.startswith("API"))
+        return BackendError(
+            "docker",
+            f"{where}: {kind} while {doing}: {message}",
+            retryable=exc.status_code is not None and exc.status_code >= 500 and kind.startswith("API"),
+        )
 
     def _inspect(self, name: str) -> dict[str, Any] | None:
         return self.engine.inspect(name)
@@ -145,8 +150,12 @@ class DockerDeployer:
         image = self._image(first["Image"], self.options.containers[0].name)
         labels = (image.get("Config") or {}).get("Labels") or {}
         tags = image.get("RepoTags") or []
-        return DeployedRelease(version=labels.get(self.options.version_label), image=tags[0] if tags else None,
-                               image_id=image["Id"], containers=containers)
+        return DeployedRelease(
+            version=labels.get(self.options.version_label),
+            image=tags[0] if tags else None,
+            image_id=image["Id"],
+            containers=containers,
+        )
 
     async def running_image(self) -> str | None:
         """The image id of the first configured container (one inspect), None when there is none."""
@@ -165,6 +174,7 @@ class DockerDeployer:
                 return None
             except (docker.errors.DockerException, requests.RequestException) as exc:
                 raise self._error(exc, "-", image, "resolving the image") from exc
+
         return await self._thread(run)
 
     async def capture(self) -> JSON | None:
@@ -195,10 +205,14 @@ class DockerDeployer:
             spec = (release.spec or {}).get(container.name)
             results.append(await self._thread(self._recreate, container.name, ref, incident, spec))
         gaps = sorted({g for r in results for g in r.get("gaps") or []})
-        return {"containers": results, "deploy_s": round(time.monotonic() - started, 3),
-                "noop": all(r["action"] == "noop" for r in results),
-                "spec": ("recorded" + (f", except {'; '.join(gaps)}" if gaps else ""))
-                if all(r.get("spec") != NO_SPEC for r in results) else NO_SPEC}
+        return {
+            "containers": results,
+            "deploy_s": round(time.monotonic() - started, 3),
+            "noop": all(r["action"] == "noop" for r in results),
+            "spec": ("recorded" + (f", except {'; '.join(gaps)}" if gaps else ""))
+            if all(r.get("spec") != NO_SPEC for r in results)
+            else NO_SPEC,
+        }
 
     def _recreate(self, name: str, ref: str, incident: str, spec: JSON | None) -> JSON:
         image_id = str(self._image(ref, name)["Id"])  # first: its errors are mapped (daemon unreachable...)
@@ -208,8 +222,10 @@ class DockerDeployer:
             if cur is not None and same_digest(cur["Image"], image_id):
                 return self._resume(name, cur, pre, image_id, kept)
             if cur is not None and pre is not None:
-                raise docker.errors.APIError(f"{kept} already exists and {name} runs another image",
-                                             explanation=f"the name {kept} is already in use")
+                raise docker.errors.APIError(
+                    f"{kept} already exists and {name} runs another image",
+                    explanation=f"the name {kept} is already in use",
+                )
             source = cur or pre
             if source is None:
                 raise docker.errors.NotFound(f"no container named {name} (nor {kept})")
@@ -231,8 +247,14 @@ class DockerDeployer:
         if not _running(cur):
             self.engine.start(cur["Id"])
         health = self._judge(name, pre, cur["Id"])
-        return {"container": name, "action": "noop" if finished else "started", "image_id": image_id,
-                "kept": kept, "resumed": not finished, "health": health}
+        return {
+            "container": name,
+            "action": "noop" if finished else "started",
+            "image_id": image_id,
+            "kept": kept,
+            "resumed": not finished,
+            "health": health,
+        }
 
     def _body(self, source: JSON, image_id: str, spec: JSON | None) -> tuple[JSON, str]:
         if spec is not None and same_digest(str(spec.get("image_id") or ""), image_id):
@@ -255,31 +277,57 @@ class DockerDeployer:
             self.engine.start(new_id)
             started = time.monotonic()
         except (docker.errors.DockerException, requests.RequestException) as exc:
-            self._fail(name, source, new_id,
-                       f"the new container did not start: {self._error(exc, name, ref, 'creating and starting it')}")
+            self._fail(
+                name,
+                source,
+                new_id,
+                f"the new container did not start: {self._error(exc, name, ref, 'creating and starting it')}",
+            )
         health = self._judge(name, source, new_id)
-        return {"container": name, "action": "recreated", "image_id": image_id, "kept": kept, "spec": how,
-                "gaps": list((spec or {}).get("gaps") or []) if how == "recorded" else [],
-                "stop_start_s": round(started - stopped, 3), "id": new_id, "health": health}
+        return {
+            "container": name,
+            "action": "recreated",
+            "image_id": image_id,
+            "kept": kept,
+            "spec": how,
+            "gaps": list((spec or {}).get("gaps") or []) if how == "recorded" else [],
+            "stop_start_s": round(started - stopped, 3),
+            "id": new_id,
+            "health": health,
+        }
 
     def _judge(self, name: str, old: JSON, new_id: str) -> str:
         opts = self.options
-        verdict = await_healthy(self.engine, new_id, self._url(name), time.monotonic() + opts.health_timeout,
-                                opts.health_interval)
+        verdict = await_healthy(
+            self.engine, new_id, self._url(name), time.monotonic() + opts.health_timeout, opts.health_interval
+        )
         if not verdict.ok:
             self._fail(name, old, new_id, f"the new container {verdict.detail}")
         return verdict.detail
 
     def _fail(self, name: str, old: JSON, new_id: str | None, reason: str) -> NoReturn:
         opts = self.options
-        back = put_back(self.engine, name=name, old=old, new_id=new_id, url=self._url(name),
-                        port_timeout=opts.port_release_timeout, health_timeout=opts.health_timeout,
-                        interval=opts.health_interval)
+        back = put_back(
+            self.engine,
+            name=name,
+            old=old,
+            new_id=new_id,
+            url=self._url(name),
+            port_timeout=opts.port_release_timeout,
+            health_timeout=opts.health_timeout,
+            interval=opts.health_interval,
+        )
         if back.ok:
-            raise BackendError("docker", f"container {name}: {reason}; the previous container (image "
-                                         f"{old['Image']}) is back under {name}, {back.detail}")
-        raise BackendError("docker", f"container {name}: {reason}; NO RUNNING CONTAINER: putting the previous "
-                                     f"one (image {old['Image']}) back failed: {back.detail}")
+            raise BackendError(
+                "docker",
+                f"container {name}: {reason}; the previous container (image "
+                f"{old['Image']}) is back under {name}, {back.detail}",
+            )
+        raise BackendError(
+            "docker",
+            f"container {name}: {reason}; NO RUNNING CONTAINER: putting the previous "
+            f"one (image {old['Image']}) back failed: {back.detail}",
+        )
 
     async def roll_forward(self, of_incident: str, release: Release | None, *, incident: str) -> JSON:
         results = []
@@ -305,8 +353,13 @@ class DockerDeployer:
             self.engine.start(old["Id"])
         except (docker.errors.DockerException, requests.RequestException) as exc:
             raise self._error(exc, name, kept, "rolling forward") from exc
-        return {"container": name, "action": "rolled_forward", "image_id": old["Image"], "kept": keep_now,
-                "stop_start_s": round(time.monotonic() - stopped, 3)}
+        return {
+            "container": name,
+            "action": "rolled_forward",
+            "image_id": old["Image"],
+            "kept": keep_now,
+            "stop_start_s": round(time.monotonic() - stopped, 3),
+        }
 
     def _forward_in_place(self, name: str, cur: JSON | None, kept: str, release: Release | None) -> JSON:
         wanted = release.digest if release is not None else None
@@ -318,12 +371,13 @@ class DockerDeployer:
 
     async def serving(self) -> JSON:
         """Which configured containers run now (for status): ``note`` is NO RUNNING CONTAINER when none."""
+
         def run() -> JSON:
             found = {c.name: self._inspect(c.name) for c in self.options.containers}
             containers = {n: {"running": _running(f), "image_id": f["Image"]} for n, f in found.items() if f}
             serving = [n for n, c in containers.items() if c["running"]]
-            return {"serving": serving, "containers": containers,
-                    "note": None if serving else "NO RUNNING CONTAINER"}
+            return {"serving": serving, "containers": containers, "note": None if serving else "NO RUNNING CONTAINER"}
+
         try:
             return await self._thread(run)
         except (docker.errors.DockerException, requests.RequestException) as exc:

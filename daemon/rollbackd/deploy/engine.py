@@ -26,7 +26,8 @@ LIBPOD = "/v4.0.0/libpod/containers/{}/json"
 def transport_error(exc: BaseException) -> bool:
     """A failure to talk to the engine (retryable), as opposed to the engine's answer (APIError)."""
     return isinstance(exc, requests.RequestException | docker.errors.DockerException) and not isinstance(
-        exc, docker.errors.APIError)
+        exc, docker.errors.APIError
+    )
 
 
 class Engine:
@@ -45,7 +46,7 @@ class Engine:
                 if not transport_error(exc) or attempt >= self.retries:
                     raise
                 log.warning("docker_retry", extra={"op": op, "attempt": attempt + 1, "error": str(exc)})
-                time.sleep(self.backoff * 2 ** attempt)
+                time.sleep(self.backoff * 2**attempt)
         raise AssertionError("unreachable")
 
     def _done(self, op: str) -> None:

@@ -18,6 +18,7 @@ from rollbackd.records import JSON, Release
 
 class HttpDeployer(RedeployByUrl):
     backend = "deploy http"
+
     class Options(DeployOptions):
         url: str
         method: Literal["POST", "PUT", "PATCH"] = "POST"
@@ -32,8 +33,9 @@ class HttpDeployer(RedeployByUrl):
         self.options = options
 
     def _session(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.options.timeout),
-                                     headers=self.options.headers)
+        return aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.options.timeout), headers=self.options.headers
+        )
 
     async def current(self) -> DeployedRelease:
         if not self.options.current_url:
@@ -62,6 +64,7 @@ class HttpDeployer(RedeployByUrl):
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise BackendError("deploy http", f"{self.options.method} {url}: {exc}", retryable=True) from exc
         if status not in self.options.expect_status:
-            raise BackendError("deploy http", f"{self.options.method} {url} answered {status}: {text[:300]}",
-                               retryable=status >= 500)
+            raise BackendError(
+                "deploy http", f"{self.options.method} {url} answered {status}: {text[:300]}", retryable=status >= 500
+            )
         return {"noop": False, "version": release.version, "status": status, "response": text}

@@ -13,9 +13,29 @@ from typing import Any
 from rollbackd.deploy.spec import attach_networks
 
 ENGINE_ENV = frozenset({"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"})
-_HOST_KEYS = ("Binds", "Mounts", "PortBindings", "RestartPolicy", "NetworkMode", "ExtraHosts", "Dns",
-              "DnsOptions", "DnsSearch", "CapAdd", "CapDrop", "Privileged", "ReadonlyRootfs", "Memory",
-              "NanoCpus", "CpuShares", "SecurityOpt", "Tmpfs", "Ulimits", "Init", "ShmSize")
+_HOST_KEYS = (
+    "Binds",
+    "Mounts",
+    "PortBindings",
+    "RestartPolicy",
+    "NetworkMode",
+    "ExtraHosts",
+    "Dns",
+    "DnsOptions",
+    "DnsSearch",
+    "CapAdd",
+    "CapDrop",
+    "Privileged",
+    "ReadonlyRootfs",
+    "Memory",
+    "NanoCpus",
+    "CpuShares",
+    "SecurityOpt",
+    "Tmpfs",
+    "Ulimits",
+    "Init",
+    "ShmSize",
+)
 _CONFIG_KEYS = ("Cmd", "Entrypoint", "Healthcheck", "WorkingDir", "User")
 _DEFAULTS = {"WorkingDir": "/"}
 
@@ -39,11 +59,15 @@ def creation_body(source: dict[str, Any], image_config: dict[str, Any], image_id
     cfg = source.get("Config") or {}
     host = source.get("HostConfig") or {}
     ident = str(source.get("Id", ""))
-    body: dict[str, Any] = {"Image": image_id, **_operator_config(cfg, image_config, ident),
-                            "HostConfig": _operator_host(host)}
+    body: dict[str, Any] = {
+        "Image": image_id,
+        **_operator_config(cfg, image_config, ident),
+        "HostConfig": _operator_host(host),
+    }
     networks = (source.get("NetworkSettings") or {}).get("Networks") or {}
-    aliases = {net: [a for a in (ep or {}).get("Aliases") or [] if not ident.startswith(a)]
-               for net, ep in networks.items()}  # the engine's own alias (the short id) is not the operator's
+    aliases = {
+        net: [a for a in (ep or {}).get("Aliases") or [] if not ident.startswith(a)] for net, ep in networks.items()
+    }  # the engine's own alias (the short id) is not the operator's
     attach_networks(body, str(host.get("NetworkMode") or ""), aliases)
     return body
 

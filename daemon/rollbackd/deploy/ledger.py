@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from rollbackd import release_diff, releases
 from rollbackd.capabilities import Capabilities
 from rollbackd.deploy import BaselineOptions, Deployer, same_digest
-from rollbackd.deploy.baseline import measure, window_text
+from rollbackd.deploy.baseline import measure, verification_passed, window_text
 from rollbackd.errors import NotFoundError, PayloadError, RollbackdError
 from rollbackd.facts import TargetFact
 from rollbackd.metrics import Metrics
@@ -35,15 +35,34 @@ OBSERVE_CACHE_S = 0.2  # one inspect per alert burst; a deploy is never within 0
 
 
 def release_json(r: Release) -> JSON:
-    return {"id": r.id, "version": r.version, "image": r.image, "digest": r.digest, "config_digest": r.config_digest,
-            "schema_version": r.schema_version, "source": r.source, "recorded_by": r.recorded_by,
-            "live_at": iso(r.live_at), "status": r.status, "green": r.green, "green_at": iso(r.green_at),
-            "green_by": r.green_by, "green_reason": r.green_reason, "baseline_p95_s": r.baseline_p95}
+    return {
+        "id": r.id,
+        "version": r.version,
+        "image": r.image,
+        "digest": r.digest,
+        "config_digest": r.config_digest,
+        "schema_version": r.schema_version,
+        "source": r.source,
+        "recorded_by": r.recorded_by,
+        "live_at": iso(r.live_at),
+        "status": r.status,
+        "green": r.green,
+        "green_at": iso(r.green_at),
+        "green_by": r.green_by,
+        "green_reason": r.green_reason,
+        "baseline_p95_s": r.baseline_p95,
+    }
 
 
 def release_from_target(service: str, target: TargetFact) -> Release:
-    return Release(service=service, version=str(target.version), image=target.image, digest=target.digest,
-                   schema_version=target.schema_version, id=target.release_id)
+    return Release(
+        service=service,
+        version=str(target.version),
+        image=target.image,
+        digest=target.digest,
+        schema_version=target.schema_version,
+        id=target.release_id,
+    )
 
 
 class LedgerStore(ReleaseStore, EventLog, KvStore, IncidentJournal, Protocol):
@@ -51,10 +70,20 @@ class LedgerStore(ReleaseStore, EventLog, KvStore, IncidentJournal, Protocol):
 
 
 class Ledger:
-    def __init__(self, *, service: str, store: LedgerStore, metrics: Metrics, prometheus: Prometheus | None,
-                 baseline: BaselineOptions, green_after: float | None, service_label: str = "service",
-                 deployer: Deployer | None = None, caps: Capabilities | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        service: str,
+        store: LedgerStore,
+        metrics: Metrics,
+        prometheus: Prometheus | None,
+        baseline: BaselineOptions,
+        green_after: float | None,
+        service_label: str = "service",
+        deployer: Deployer | None = None,
+        caps: Capabilities | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.service = service
         self.store = store
         self.metrics = metrics
@@ -98,13 +127,27 @@ class Ledger:
         rows = []
         for r in history:
             mine = [s for s in snaps if getattr(s, "release", None) == r.version]
-            rows.append({**release_json(r), "snapshots": [
-                {"id": str(s.id), "created_at": _ts(getattr(s, "created_at", None)),
-                 "verified": bool(getattr(s, "verified", False))} for s in mine]})
+            rows.append(
+                {
+                    **release_json(r),
+                    "snapshots": [
+                        {
+                            "id": str(s.id),
+                            "created_at": _ts(getattr(s, "created_at", None)),
+                            "verified": bool(getattr(s, "verified", False)),
+                        }
+                        for s in mine
+                    ],
+                }
+            )
         live = releases.live_release(history)
         green = next((r for r in history if r.green), None)
-        return {"service": self.service, "live": live.version if live else None,
-                "last_green": green.version if green else None, "releases": rows}
+        return {
+            "service": self.service,
+            "live": live.version if live else None,
+            "last_green": green.version if green else None,
+            "releases": rows,
+        }
 
     async def diff(self, from_version: str, to_version: str) -> list[str]:
         """What going from ``from_version`` to ``to_version`` changes (rollbackd.release_diff)."""
@@ -122,19 +165,39 @@ class Ledger:
         return release_diff.changes(await self.with_spec(bad), await self.with_spec(green), data)
 
     # ---- writing --------------------------------------------------------------------------------
-    async def record(self, *, version: str, image: str | None, digest: str | None, config_digest: str | None,
-                     schema_version: str | None, source: str, actor: str, reason: str,
-                     live_at: float | None = None) -> Release:
+    async def record(
+        self,
+        *,
+        version: str,
+        image: str | None,
+        digest: str | None,
+        config_digest: str | None,
+        schema_version: str | None,
+        source: str,
+        actor: str,
+        reason: str,
+        live_at: float | None = None,
+    ) -> Release:
         """Append a deployed release. A tag alone is refused unless the deployer resolves its digest; a
         deployer that runs images (docker) must find the image on its host (else it could never deploy it)."""
         problem = releases.version_problem(version)
         if problem is not None:
             raise PayloadError("version", problem)
         digest = await self._resolve(image, digest)
-        release = await self.store.record_release(Release(
-            service=self.service, version=version, image=image, digest=digest, config_digest=config_digest,
-            schema_version=schema_version, source=source, recorded_by=actor,  # type: ignore[arg-type]
-            live_at=live_at if live_at is not None else self.clock(), status="deployed"))
+        release = await self.store.record_release(
+            Release(
+                service=self.service,
+                version=version,
+                image=image,
+                digest=digest,
+                config_digest=config_digest,
+                schema_version=schema_version,
+                source=source,  # type: ignore[arg-type]
+                recorded_by=actor,
+                live_at=live_at if live_at is not None else self.clock(),
+                status="deployed",
+            )
+        )
         await self._event(EventKind.RELEASE_RECORDED, actor, reason, release)
         return await self.capture(release)
 
@@ -143,9 +206,11 @@ class Ledger:
             ref = str(digest or image)
             found = await self.deployer.resolve(ref)
             if found is None:
-                raise PayloadError("digest" if digest else "image",
-                                   f"{ref!r} does not resolve on the Docker host: a release must name an image the "
-                                   "host has (its image id, or repo@sha256 manifest digest of a pulled image)")
+                raise PayloadError(
+                    "digest" if digest else "image",
+                    f"{ref!r} does not resolve on the Docker host: a release must name an image the "
+                    "host has (its image id, or repo@sha256 manifest digest of a pulled image)",
+                )
             return found
         if image and not digest and self.deployer is not None:
             digest = await self.deployer.resolve(image)
@@ -180,8 +245,10 @@ class Ledger:
         if not specs or not all(same_digest(str(s.get("image_id") or ""), release.digest) for s in specs.values()):
             return release  # it does not run (yet): the observe job captures it once it does
         await self.store.set_kv(self._spec_key(release.id), specs)
-        log.info("release_spec_captured", extra={"service": self.service, "version": release.version,
-                                                 "containers": sorted(specs)})
+        log.info(
+            "release_spec_captured",
+            extra={"service": self.service, "version": release.version, "containers": sorted(specs)},
+        )
         return replace(release, spec=specs)
 
     async def mark_green(self, version: str, *, actor: str, reason: str) -> Release:
@@ -195,8 +262,9 @@ class Ledger:
             p95 = await self._measure()
             if p95 is not None:
                 fields["baseline_p95"] = p95
-        release = await self.store.change_release(release.id or 0, change="green", actor=actor, note=reason,
-                                                  ts=self.clock(), **fields)
+        release = await self.store.change_release(
+            release.id or 0, change="green", actor=actor, note=reason, ts=self.clock(), **fields
+        )
         await self._event(EventKind.RELEASE_GREEN, actor, reason, release)
         await self.export_baseline()
         return await self.capture(release)
@@ -204,8 +272,9 @@ class Ledger:
     async def set_status(self, release: Release, status: str, *, actor: str, note: str, **fields: Any) -> Release:
         if release.id is None:
             raise NotFoundError(f"release {release.version} has no record")
-        return await self.store.change_release(release.id, change=status, actor=actor, note=note, ts=self.clock(),
-                                               **fields)
+        return await self.store.change_release(
+            release.id, change=status, actor=actor, note=note, ts=self.clock(), **fields
+        )
 
     async def moved(self, to: Release, *, actor: str, note: str, old_status: str) -> None:
         """``to`` runs now: the release that was live becomes ``old_status``; idempotent."""
@@ -233,9 +302,16 @@ class Ledger:
         if version is None or releases.version_problem(version) is not None:
             version = current.image_id.removeprefix("sha256:")[:12]
         log.info("release_observed", extra={"service": self.service, "version": version})
-        return await self.record(version=version, image=current.image, digest=current.image_id, config_digest=None,
-                                 schema_version=None, source="observed", actor="rollbackd",
-                                 reason="a running image that no release described")
+        return await self.record(
+            version=version,
+            image=current.image,
+            digest=current.image_id,
+            config_digest=None,
+            schema_version=None,
+            source="observed",
+            actor="rollbackd",
+            reason="a running image that no release described",
+        )
 
     async def observe_now(self) -> None:
         """At decision time: record an unrecorded live container before it is judged. One container
@@ -274,8 +350,9 @@ class Ledger:
             return None
         if not await self._verified():
             return None
-        return await self.mark_green(live.version, actor="rollbackd",
-                                     reason=f"live for {window_text(self.green_after)} with no RAG alert firing")
+        return await self.mark_green(
+            live.version, actor="rollbackd", reason=f"live for {window_text(self.green_after)} with no RAG alert firing"
+        )
 
     async def _verified(self) -> bool:
         verify = self.caps.verify
@@ -285,7 +362,7 @@ class Ledger:
         checks = [c.name for c in verify.checks if c.type != "alert_cleared"]
         if not checks:
             return True
-        return _passed(await verify.run(only=checks))
+        return verification_passed(await verify.run(only=checks))
 
     async def _measure(self) -> float | None:
         if self.prometheus is None:
@@ -304,8 +381,14 @@ class Ledger:
             return None
         p95 = await self._measure()
         if p95 is not None:
-            await self.store.change_release(live.id or 0, change="baseline", actor="rollbackd",
-                                            note=f"refreshed: {p95:.4f}s", ts=self.clock(), baseline_p95=p95)
+            await self.store.change_release(
+                live.id or 0,
+                change="baseline",
+                actor="rollbackd",
+                note=f"refreshed: {p95:.4f}s",
+                ts=self.clock(),
+                baseline_p95=p95,
+            )
         await self.export_baseline()
         return p95
 
@@ -317,22 +400,9 @@ class Ledger:
         return green.baseline_p95
 
     async def _event(self, kind: EventKind, actor: str, reason: str, release: Release) -> None:
-        await self.store.append_event(Event(kind=kind, service=self.service, actor=actor,
-                                            data={"why": reason, "release": release_json(release)}))
-
-
-def _passed(result: Any) -> bool:
-    """A verification result (bool, dict, CheckResult, or a list of them) as pass or not."""
-    if isinstance(result, bool):
-        return result
-    if isinstance(result, list | tuple):
-        counted = [r for r in result if not getattr(r, "dry_run", False)]
-        return all(_passed(r) for r in counted)
-    if isinstance(result, dict):
-        verdict = result.get("verdict", result.get("ok", result.get("passed")))
-    else:
-        verdict = getattr(result, "verdict", getattr(result, "ok", getattr(result, "passed", None)))
-    return verdict is True or str(getattr(verdict, "value", verdict)).lower() == "pass"
+        await self.store.append_event(
+            Event(kind=kind, service=self.service, actor=actor, data={"why": reason, "release": release_json(release)})
+        )
 
 
 def _ts(value: Any) -> Any:

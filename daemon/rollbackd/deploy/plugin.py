@@ -36,8 +36,9 @@ def _ref(section: dict[str, Any], path: str) -> BackendRef:
 
 def _options(table: Any, section: dict[str, Any], path: str) -> Any:
     ref = _ref(section, path)
-    return resolve(table, ref.type, path), validate_options(resolve(table, ref.type, path),
-                                                           {"type": ref.type, **ref.options()}, path)
+    return resolve(table, ref.type, path), validate_options(
+        resolve(table, ref.type, path), {"type": ref.type, **ref.options()}, path
+    )
 
 
 def _check_service(name: str, svc: Any) -> list[str]:
@@ -82,15 +83,25 @@ def build(core: Core) -> None:
         from rollbackd.deploy import BaselineOptions
 
         runtime.caps.releases = Ledger(
-            service=runtime.name, store=core.store, metrics=core.metrics, prometheus=core.prometheus,
+            service=runtime.name,
+            store=core.store,
+            metrics=core.metrics,
+            prometheus=core.prometheus,
             baseline=deployer.options.baseline if deployer else BaselineOptions(),
-            green_after=cfg.releases.green_after, service_label=core.settings.service_label, deployer=deployer,
-            caps=runtime.caps, clock=core.runner.clock)
+            green_after=cfg.releases.green_after,
+            service_label=core.settings.service_label,
+            deployer=deployer,
+            caps=runtime.caps,
+            clock=core.runner.clock,
+        )
 
 
 def _tracked(core: Core) -> list[tuple[ServiceRuntime, Ledger]]:
-    return [(rt, rt.caps.releases) for rt in core.services.values()
-            if rt.config.releases.track and rt.caps.releases is not None]
+    return [
+        (rt, rt.caps.releases)
+        for rt in core.services.values()
+        if rt.config.releases.track and rt.caps.releases is not None
+    ]
 
 
 async def start(core: Core) -> None:
@@ -141,8 +152,10 @@ async def status(core: Core, runtime: ServiceRuntime) -> dict[str, Any]:
     deployer = runtime.caps.deployer
     out: dict[str, Any] = {
         "deploy": deployer.options.type if deployer is not None else None,
-        "traffic": {"switch": switch.kind if switch is not None else "null",
-                    "note": "no traffic switch configured" if switch is None or switch.kind == "null" else None},
+        "traffic": {
+            "switch": switch.kind if switch is not None else "null",
+            "note": "no traffic switch configured" if switch is None or switch.kind == "null" else None,
+        },
     }
     serving = getattr(deployer, "serving", None)
     if serving is not None:

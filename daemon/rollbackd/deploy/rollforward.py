@@ -49,21 +49,38 @@ async def open_rollforward(core: Core, incident_id: str, *, actor: str, reason: 
     before = facts.DEPLOY_FROM.of(original.context) or facts.DeployOrigin(version=None)
     context = facts.new_context()
     facts.ROLLFORWARD_OF.put(context, incident_id)
-    facts.TARGET.put(context, facts.TargetFact(
-        version=before.version, release_id=before.release_id,
-        why=f"roll-forward of incident {incident_id}: back to what ran before it"))
+    facts.TARGET.put(
+        context,
+        facts.TargetFact(
+            version=before.version,
+            release_id=before.release_id,
+            why=f"roll-forward of incident {incident_id}: back to what ran before it",
+        ),
+    )
     now = core.runner.clock()
     async with core.intake.lock(runtime.name):
         incident = Incident(
-            id=new_incident_id(now), service=runtime.name, state=IncidentState.PENDING,
-            trigger=Trigger(kind="manual", reason=f"roll forward {incident_id}: {reason}", requested_by=actor,
-                            received_at=now),
-            dry_run=False, created_at=now, plan=rollforward_plan(runtime),
+            id=new_incident_id(now),
+            service=runtime.name,
+            state=IncidentState.PENDING,
+            trigger=Trigger(
+                kind="manual", reason=f"roll forward {incident_id}: {reason}", requested_by=actor, received_at=now
+            ),
+            dry_run=False,
+            created_at=now,
+            plan=rollforward_plan(runtime),
             context=context,
         )
         if not await core.store.create_incident(incident):
             raise Refused(Reason.INCIDENT_ACTIVE)
-        await core.store.append_event(Event(kind=EventKind.ROLLFORWARD, service=runtime.name, incident_id=incident.id,
-                                            actor=actor, data={"why": reason, "rollforward_of": incident_id}))
+        await core.store.append_event(
+            Event(
+                kind=EventKind.ROLLFORWARD,
+                service=runtime.name,
+                incident_id=incident.id,
+                actor=actor,
+                data={"why": reason, "rollforward_of": incident_id},
+            )
+        )
     core.runner.start(incident.id)
     return incident

@@ -53,8 +53,10 @@ def await_healthy(engine: Engine, ident: str, url: str | None, deadline: float, 
         last = f"HTTP {status}" if status is not None else "no answer"
         state = (engine.inspect(ident) or {}).get("State") or {}
         if not state.get("Running"):
-            return Verdict(False, f"exited (code {state.get('ExitCode')}, {state.get('Status')}) before it was "
-                                  f"healthy; {url}: {last}")
+            return Verdict(
+                False,
+                f"exited (code {state.get('ExitCode')}, {state.get('Status')}) before it was healthy; {url}: {last}",
+            )
         if time.monotonic() >= deadline:
             return Verdict(False, f"was not healthy within its health timeout: {url}: {last}")
         time.sleep(interval)
@@ -85,8 +87,17 @@ def _serving(url: str | None, deadline: float, interval: float) -> Verdict:
         time.sleep(interval)
 
 
-def put_back(engine: Engine, *, name: str, old: dict[str, Any], new_id: str | None, url: str | None,
-             port_timeout: float, health_timeout: float, interval: float) -> Verdict:
+def put_back(
+    engine: Engine,
+    *,
+    name: str,
+    old: dict[str, Any],
+    new_id: str | None,
+    url: str | None,
+    port_timeout: float,
+    health_timeout: float,
+    interval: float,
+) -> Verdict:
     """Remove the new container, give the old one its name back, start it and prove it serves."""
     try:
         if new_id is not None:

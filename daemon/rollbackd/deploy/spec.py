@@ -19,17 +19,61 @@ import re
 from typing import Any, Final
 
 SPEC_VERSION: Final = 1
-CONFIG_KEYS: Final = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "Labels", "Healthcheck", "ExposedPorts",
-                      "StopSignal", "StopTimeout", "Hostname", "Domainname", "Tty", "OpenStdin")
+CONFIG_KEYS: Final = (
+    "Env",
+    "Cmd",
+    "Entrypoint",
+    "WorkingDir",
+    "User",
+    "Labels",
+    "Healthcheck",
+    "ExposedPorts",
+    "StopSignal",
+    "StopTimeout",
+    "Hostname",
+    "Domainname",
+    "Tty",
+    "OpenStdin",
+)
 HOST_KEYS: Final = (
-    "Binds", "PortBindings", "RestartPolicy", "NetworkMode", "ExtraHosts", "Dns", "DnsOptions", "DnsSearch",
-    "CapAdd", "CapDrop", "Privileged", "ReadonlyRootfs", "Memory", "MemoryReservation", "MemorySwap", "NanoCpus",
-    "CpuShares", "CpuQuota", "CpuPeriod", "CpusetCpus", "CpusetMems", "PidsLimit", "OomScoreAdj", "OomKillDisable",
-    "GroupAdd", "SecurityOpt", "Tmpfs", "Ulimits", "Init", "ShmSize", "Devices", "UsernsMode", "BlkioWeight",
-    "Sysctls", "LogConfig")
+    "Binds",
+    "PortBindings",
+    "RestartPolicy",
+    "NetworkMode",
+    "ExtraHosts",
+    "Dns",
+    "DnsOptions",
+    "DnsSearch",
+    "CapAdd",
+    "CapDrop",
+    "Privileged",
+    "ReadonlyRootfs",
+    "Memory",
+    "MemoryReservation",
+    "MemorySwap",
+    "NanoCpus",
+    "CpuShares",
+    "CpuQuota",
+    "CpuPeriod",
+    "CpusetCpus",
+    "CpusetMems",
+    "PidsLimit",
+    "OomScoreAdj",
+    "OomKillDisable",
+    "GroupAdd",
+    "SecurityOpt",
+    "Tmpfs",
+    "Ulimits",
+    "Init",
+    "ShmSize",
+    "Devices",
+    "UsernsMode",
+    "BlkioWeight",
+    "Sysctls",
+    "LogConfig",
+)
 # Engine defaults that inspect reports but a create request must not repeat (or that Podman rejects).
-_ENGINE_DEFAULTS: Final = {"MemorySwappiness": -1, "IpcMode": "shareable", "PidMode": "private",
-                           "UTSMode": "private"}
+_ENGINE_DEFAULTS: Final = {"MemorySwappiness": -1, "IpcMode": "shareable", "PidMode": "private", "UTSMode": "private"}
 _DEFAULT_NETS: Final = frozenset({"bridge", "podman", "default"})
 _ANONYMOUS = re.compile(r"^[0-9a-f]{64}$")
 
@@ -55,8 +99,11 @@ def _config(compat: dict[str, Any], libpod: dict[str, Any]) -> dict[str, Any]:
         out.pop("Hostname", None)
     # the engine adds these at start; they are not part of what the operator asked for
     # (sorted: the engine's order varies and one key appears once)
-    out["Env"] = sorted(e for e in cfg.get("Env") or []
-                        if e != "container=podman" and not (e.startswith("HOSTNAME=") and e[9:] == hostname))
+    out["Env"] = sorted(
+        e
+        for e in cfg.get("Env") or []
+        if e != "container=podman" and not (e.startswith("HOSTNAME=") and e[9:] == hostname)
+    )
     if cfg.get("StopTimeout") == 0:
         out["StopTimeout"] = 0
     return out
@@ -90,8 +137,7 @@ def _host(compat: dict[str, Any], libpod: dict[str, Any], sysctls: dict[str, str
 def _networks(compat: dict[str, Any]) -> dict[str, list[str]]:
     ident = str(compat.get("Id", ""))
     nets = (compat.get("NetworkSettings") or {}).get("Networks") or {}
-    return {net: [a for a in (ep or {}).get("Aliases") or [] if not _own_name(ident, a)]
-            for net, ep in nets.items()}
+    return {net: [a for a in (ep or {}).get("Aliases") or [] if not _own_name(ident, a)] for net, ep in nets.items()}
 
 
 def read_sysctls(libpod: dict[str, Any]) -> dict[str, str] | None:
@@ -107,16 +153,24 @@ def read_sysctls(libpod: dict[str, Any]) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in found.items()}
 
 
-def normalise(compat: dict[str, Any], libpod: dict[str, Any], image: dict[str, Any],
-              sysctls: dict[str, str] | None) -> dict[str, Any]:
+def normalise(
+    compat: dict[str, Any], libpod: dict[str, Any], image: dict[str, Any], sysctls: dict[str, str] | None
+) -> dict[str, Any]:
     """The spec of one inspected container (compat and libpod inspections, its image's inspection)."""
     gaps = [] if libpod else ["libpod inspection unavailable: log options and stop timeout from the compat API"]
     if sysctls is None:
         gaps.append("sysctls: not readable on this host (Podman's API does not show them)")
     tags = image.get("RepoTags") or []
-    return {"spec_version": SPEC_VERSION, "image_id": compat.get("Image"), "image": tags[0] if tags else None,
-            "repo_digests": list(image.get("RepoDigests") or []), "config": _config(compat, libpod),
-            "host_config": _host(compat, libpod, sysctls), "networks": _networks(compat), "gaps": gaps}
+    return {
+        "spec_version": SPEC_VERSION,
+        "image_id": compat.get("Image"),
+        "image": tags[0] if tags else None,
+        "repo_digests": list(image.get("RepoDigests") or []),
+        "config": _config(compat, libpod),
+        "host_config": _host(compat, libpod, sysctls),
+        "networks": _networks(compat),
+        "gaps": gaps,
+    }
 
 
 def creation_body(spec: dict[str, Any]) -> dict[str, Any]:

@@ -71,8 +71,13 @@ class Redeploy(BaseStep):
         origin = ctx.fact(facts.DEPLOY_FROM)
         if origin is None:
             live = await ledger.live()
-            origin = facts.DeployOrigin.from_json({**before.to_json(), "release_id": live.id if live else None,
-                                                   "version": live.version if live else before.version})
+            origin = facts.DeployOrigin.from_json(
+                {
+                    **before.to_json(),
+                    "release_id": live.id if live else None,
+                    "version": live.version if live else before.version,
+                }
+            )
             await ctx.remember(facts.DEPLOY_FROM, origin)
         if ctx.fact(facts.DEPLOY_DONE) == target.version:
             result: JSON = {"noop": True, "resumed": True}
@@ -81,16 +86,23 @@ class Redeploy(BaseStep):
         timeout = getattr(self.options, "health_timeout", None) or deployer.options.health_timeout
         health = await deployer.wait_healthy(time.monotonic() + timeout)
         await ctx.remember(facts.DEPLOY_DONE, target.version)
-        await ledger.moved(target, actor="rollbackd", note=f"rolled back by incident {ctx.incident.id}",
-                           old_status="rolled_back")
+        await ledger.moved(
+            target, actor="rollbackd", note=f"rolled back by incident {ctx.incident.id}", old_status="rolled_back"
+        )
         was = origin.version
         verb = "already ran" if result.get("noop") else "redeployed"
         why = self._why(ctx)
         spec = result.get("spec")
         note = f" ({spec})" if spec and spec != "recorded" else ""
-        return {**result, **health, "from": was, "to": target.version, "why": why,
-                "step_to_healthy_s": round(time.monotonic() - started, 3),
-                "summary": f"{target.version} {verb} (was {was}); healthy. Why {target.version}: {why}{note}"}
+        return {
+            **result,
+            **health,
+            "from": was,
+            "to": target.version,
+            "why": why,
+            "step_to_healthy_s": round(time.monotonic() - started, 3),
+            "summary": f"{target.version} {verb} (was {was}); healthy. Why {target.version}: {why}{note}",
+        }
 
 
 class RollForwardDeploy(BaseStep):
@@ -112,8 +124,9 @@ class RollForwardDeploy(BaseStep):
             return of, None
         ledger = _ledger(ctx)
         release = await ledger.by_id(before.release_id) if before.release_id else None
-        return of, release or Release(service=ctx.service, version=before.version, image=before.image,
-                                      digest=before.image_id)
+        return of, release or Release(
+            service=ctx.service, version=before.version, image=before.image, digest=before.image_id
+        )
 
     async def is_done(self, ctx: StepContext) -> bool:
         _, release = await self._back_to(ctx)
@@ -133,7 +146,16 @@ class RollForwardDeploy(BaseStep):
         health = await deployer.wait_healthy(time.monotonic() + timeout)
         await ctx.remember(facts.DEPLOY_DONE, release.version)
         if release.id is not None:
-            await ledger.moved(release, actor="rollbackd", note=f"rolled forward by incident {ctx.incident.id}",
-                               old_status="superseded")
-        return {**result, **health, "to": release.version, "step_to_healthy_s": round(time.monotonic() - started, 3),
-                "summary": f"rolled forward to {release.version} (undoing incident {of}); healthy"}
+            await ledger.moved(
+                release,
+                actor="rollbackd",
+                note=f"rolled forward by incident {ctx.incident.id}",
+                old_status="superseded",
+            )
+        return {
+            **result,
+            **health,
+            "to": release.version,
+            "step_to_healthy_s": round(time.monotonic() - started, 3),
+            "summary": f"rolled forward to {release.version} (undoing incident {of}); healthy",
+        }

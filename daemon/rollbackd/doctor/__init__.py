@@ -40,8 +40,13 @@ class Finding:
         return f"{self.check}[{self.subject}]" if self.subject else self.check
 
     def to_json(self) -> dict[str, Any]:
-        return {"check": self.check, "subject": self.subject or None, "status": self.status.value,
-                "detail": self.detail, "fix": self.fix or None}
+        return {
+            "check": self.check,
+            "subject": self.subject or None,
+            "status": self.status.value,
+            "detail": self.detail,
+            "fix": self.fix or None,
+        }
 
 
 Check = Callable[["Context"], Awaitable[list[Finding]]]

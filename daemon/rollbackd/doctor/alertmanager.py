@@ -31,8 +31,13 @@ async def check_alertmanager(ctx: Context) -> list[Finding]:
     cfg = ctx.settings.alertmanager
     if cfg is None:
         ctx.down["alertmanager"] = "alertmanager.url is not set"
-        return [warn("alertmanager", "alertmanager.url is not set: the doctor cannot check that alerts reach "
-                     "rollbackd", "set alertmanager.url in the config (e.g. http://127.0.0.1:9093)")]
+        return [
+            warn(
+                "alertmanager",
+                "alertmanager.url is not set: the doctor cannot check that alerts reach rollbackd",
+                "set alertmanager.url in the config (e.g. http://127.0.0.1:9093)",
+            )
+        ]
     try:
         status = await ctx.alertmanager("status")
     except Exception as exc:
@@ -64,8 +69,11 @@ def bearer(http_config: dict[str, Any], token: str) -> tuple[Status, str, str]:
         return _token_file(Path(str(path)), token)
     if credentials:
         return Status.OK, "an inline bearer token (not comparable from here; prefer credentials_file)", ""
-    return (Status.FAIL, "no bearer token: rollbackd answers 401 to every notification",
-            f"add http_config.authorization.credentials_file holding rollbackd's webhook token ({_EXAMPLE})")
+    return (
+        Status.FAIL,
+        "no bearer token: rollbackd answers 401 to every notification",
+        f"add http_config.authorization.credentials_file holding rollbackd's webhook token ({_EXAMPLE})",
+    )
 
 
 def _token_file(path: Path, token: str) -> tuple[Status, str, str]:
@@ -73,11 +81,18 @@ def _token_file(path: Path, token: str) -> tuple[Status, str, str]:
     try:
         held = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        return (Status.FAIL, f"credentials_file {path} does not exist: Alertmanager sends no token and every "
-                "notification fails (amtool check-config does not notice)", fix)
+        return (
+            Status.FAIL,
+            f"credentials_file {path} does not exist: Alertmanager sends no token and every "
+            "notification fails (amtool check-config does not notice)",
+            fix,
+        )
     except OSError as exc:
-        return (Status.WARN, f"credentials_file {path} cannot be read here ({exc.strerror}): cannot tell if it "
-                "holds the webhook token", "run the doctor as a user that can read it, or --send-test-alert")
+        return (
+            Status.WARN,
+            f"credentials_file {path} cannot be read here ({exc.strerror}): cannot tell if it holds the webhook token",
+            "run the doctor as a user that can read it, or --send-test-alert",
+        )
     if held != token:
         return Status.FAIL, f"credentials_file {path} holds another token than auth.webhook_token", fix
     return Status.OK, f"bearer token from {path} (matches auth.webhook_token)", ""
@@ -102,14 +117,20 @@ async def check_routing(ctx: Context) -> list[Finding]:
     return findings
 
 
-def _route_problems(ctx: Context, config: dict[str, Any], alert: str, labels: dict[str, str],
-                    good: set[str]) -> list[tuple[Status, str, str]]:
+def _route_problems(
+    ctx: Context, config: dict[str, Any], alert: str, labels: dict[str, str], good: set[str]
+) -> list[tuple[Status, str, str]]:
     receivers = receivers_for(config.get("route") or {}, labels)
     hooks = [h for r in receivers for h in webhooks_of(config, r) if _points_here(str(h.get("url", "")), ctx)]
     if not hooks:
-        return [(Status.FAIL, f"{alert} goes to receiver(s) {', '.join(receivers)}, none posting to "
-                 f"{ctx.webhook_url}", f"route it to a receiver whose webhook_configs url is {ctx.webhook_url} "
-                 f"({_EXAMPLE}: receiver rollbackd)")]
+        return [
+            (
+                Status.FAIL,
+                f"{alert} goes to receiver(s) {', '.join(receivers)}, none posting to {ctx.webhook_url}",
+                f"route it to a receiver whose webhook_configs url is {ctx.webhook_url} "
+                f"({_EXAMPLE}: receiver rollbackd)",
+            )
+        ]
     verdicts = [_hook_verdict(h, ctx.webhook_token) for h in hooks]
     best = min(verdicts, key=lambda v: [Status.OK, Status.WARN, Status.FAIL].index(v[0]))
     if best[0] is Status.OK:
@@ -121,18 +142,26 @@ def _route_problems(ctx: Context, config: dict[str, Any], alert: str, labels: di
 def _hook_verdict(hook: dict[str, Any], token: str) -> tuple[Status, str, str]:
     verdict = bearer(hook.get("http_config") or {}, token)
     if verdict[0] is Status.OK and hook.get("send_resolved", True) is False:
-        return (Status.WARN, "send_resolved is false: rollbackd never hears an alert resolve (alert_cleared "
-                "waits in vain, a pending rollback is not cancelled)", "set send_resolved: true on the webhook")
+        return (
+            Status.WARN,
+            "send_resolved is false: rollbackd never hears an alert resolve (alert_cleared "
+            "waits in vain, a pending rollback is not cancelled)",
+            "set send_resolved: true on the webhook",
+        )
     return verdict
 
 
-def _routing_finding(ctx: Context, service: str, alerts: list[str], problems: list[tuple[Status, str, str]],
-                     good: set[str]) -> Finding:
+def _routing_finding(
+    ctx: Context, service: str, alerts: list[str], problems: list[tuple[Status, str, str]], good: set[str]
+) -> Finding:
     if not alerts:
         return skip("routing", "the policy has no rollback alerts", service)
     if not problems:
-        return ok("routing", f"{len(alerts)} rollback alert(s) reach {ctx.webhook_url} with "
-                  f"{'; '.join(sorted(good))}", service)
+        return ok(
+            "routing",
+            f"{len(alerts)} rollback alert(s) reach {ctx.webhook_url} with {'; '.join(sorted(good))}",
+            service,
+        )
     worst = Status.FAIL if any(p[0] is Status.FAIL for p in problems) else Status.WARN
     first = next(p for p in problems if p[0] is worst)
     detail = "; ".join(dict.fromkeys(p[1] for p in problems))
@@ -144,12 +173,22 @@ def _iso(at: datetime) -> str:
     return at.isoformat().replace("+00:00", "Z")
 
 
-def test_alert(ctx: Context, service: str, run_id: str, rule_labels: dict[str, str], *, starts: datetime,
-               ends: datetime) -> Any:
-    labels = {**rule_labels, "alertname": TEST_ALERTNAME, ctx.settings.service_label: service,
-              TEST_LABEL: "true", TEST_ID_LABEL: run_id}
-    return {"labels": labels, "startsAt": _iso(starts), "endsAt": _iso(ends),
-            "annotations": {"summary": f"rollbackd doctor test alert for {service}: recorded, never acted on"}}
+def test_alert(
+    ctx: Context, service: str, run_id: str, rule_labels: dict[str, str], *, starts: datetime, ends: datetime
+) -> Any:
+    labels = {
+        **rule_labels,
+        "alertname": TEST_ALERTNAME,
+        ctx.settings.service_label: service,
+        TEST_LABEL: "true",
+        TEST_ID_LABEL: run_id,
+    }
+    return {
+        "labels": labels,
+        "startsAt": _iso(starts),
+        "endsAt": _iso(ends),
+        "annotations": {"summary": f"rollbackd doctor test alert for {service}: recorded, never acted on"},
+    }
 
 
 async def check_test_alert(ctx: Context) -> list[Finding]:
@@ -169,8 +208,9 @@ async def _post(ctx: Context, alert: Any) -> None:
     cfg = ctx.settings.alertmanager
     assert cfg is not None  # ctx.need("alertmanager") passed
     token = cfg.bearer_token.get_secret_value() if cfg.bearer_token else None
-    status, body = await ctx.request("alertmanager", "POST", f"{cfg.url.rstrip('/')}/api/v2/alerts", body=[alert],
-                                     token=token, timeout=cfg.timeout)
+    status, body = await ctx.request(
+        "alertmanager", "POST", f"{cfg.url.rstrip('/')}/api/v2/alerts", body=[alert], token=token, timeout=cfg.timeout
+    )
     if status != 200:
         raise BackendError("alertmanager", f"POST /api/v2/alerts answered {status}: {str(body)[:200]}")
 
@@ -178,29 +218,48 @@ async def _post(ctx: Context, alert: Any) -> None:
 async def _one_test(ctx: Context, service: str, rule_labels: dict[str, str]) -> Finding:
     run_id = f"doctor-{int(time.time())}-{secrets.token_hex(3)}"
     started, starts = time.monotonic(), datetime.now(UTC)
-    await _post(ctx, test_alert(ctx, service, run_id, rule_labels, starts=starts,
-                                ends=starts + timedelta(seconds=ctx.test_timeout + 60)))
+    await _post(
+        ctx,
+        test_alert(
+            ctx, service, run_id, rule_labels, starts=starts, ends=starts + timedelta(seconds=ctx.test_timeout + 60)
+        ),
+    )
     try:
         decision = await _wait_decision(ctx, service, run_id, started + ctx.test_timeout)
     finally:  # resolve it: the same alert, ending now
         await _post(ctx, test_alert(ctx, service, run_id, rule_labels, starts=starts, ends=datetime.now(UTC)))
     waited = time.monotonic() - started
     if decision is None:
-        return fail("test_alert", f"a test alert posted to Alertmanager did not reach rollbackd in {waited:.0f}s",
-                    "see the routing finding; the Alertmanager log names failed notifications "
-                    "(\"Notify for alerts failed\")", service)
+        return fail(
+            "test_alert",
+            f"a test alert posted to Alertmanager did not reach rollbackd in {waited:.0f}s",
+            'see the routing finding; the Alertmanager log names failed notifications ("Notify for alerts failed")',
+            service,
+        )
     if decision.get("reason") != Reason.TEST_ALERT.value:
-        return fail("test_alert", f"the test alert arrived but was decided {decision.get('action')}/"
-                    f"{decision.get('reason')}, not recognised as a test", "upgrade rollbackd", service)
-    return ok("test_alert", f"arrived after {waited:.1f}s and was recognised as a test (ignored, recorded)"
-              f"{_also_to(ctx, test_alert(ctx, service, run_id, rule_labels, starts=starts, ends=starts))}", service)
+        return fail(
+            "test_alert",
+            f"the test alert arrived but was decided {decision.get('action')}/"
+            f"{decision.get('reason')}, not recognised as a test",
+            "upgrade rollbackd",
+            service,
+        )
+    return ok(
+        "test_alert",
+        f"arrived after {waited:.1f}s and was recognised as a test (ignored, recorded)"
+        f"{_also_to(ctx, test_alert(ctx, service, run_id, rule_labels, starts=starts, ends=starts))}",
+        service,
+    )
 
 
 def _also_to(ctx: Context, alert: Any) -> str:
     """The other receivers Alertmanager sent the test alert to: the humans should know why they got it."""
     config: dict[str, Any] = ctx.cache.get("am_config") or {}
-    here = {name for name in receivers_for(config.get("route") or {}, alert["labels"])
-            if any(_points_here(str(h.get("url", "")), ctx) for h in webhooks_of(config, name))}
+    here = {
+        name
+        for name in receivers_for(config.get("route") or {}, alert["labels"])
+        if any(_points_here(str(h.get("url", "")), ctx) for h in webhooks_of(config, name))
+    }
     others = [r for r in receivers_for(config.get("route") or {}, alert["labels"]) if r not in here]
     return f"; also sent to receiver(s) {', '.join(others)} (its summary says it is a test)" if others else ""
 

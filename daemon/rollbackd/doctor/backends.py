@@ -34,8 +34,9 @@ async def check_slack(ctx: Context) -> list[Finding]:
 
 async def _slack_one(kind: str, options: dict[str, Any], subject: str) -> Finding:
     if kind != "slack":
-        return skip("slack", f"notifier {kind}: rollbacks are reported in the journal and `rollbackd status` only",
-                    subject)
+        return skip(
+            "slack", f"notifier {kind}: rollbacks are reported in the journal and `rollbackd status` only", subject
+        )
     if not options.get("bot_token"):
         return skip("slack", "an incoming webhook: not testable without posting a message", subject)
     from slack_sdk.errors import SlackApiError
@@ -52,22 +53,34 @@ async def _slack_one(kind: str, options: dict[str, Any], subject: str) -> Findin
         error = data.get("error") if isinstance(data, dict) else f"HTTP {exc.response.status_code}"
         return _slack_refused(str(error), channel, subject)
     except Exception as exc:  # connection errors of aiohttp, timeouts: Slack unreachable
-        return fail("slack", f"Slack does not answer: {type(exc).__name__}: {exc}",
-                    "check the network path to Slack (or notify.base_url)", subject)
+        return fail(
+            "slack",
+            f"Slack does not answer: {type(exc).__name__}: {exc}",
+            "check the network path to Slack (or notify.base_url)",
+            subject,
+        )
     name = (info.get("channel") or {}).get("name", channel)
     if not (info.get("channel") or {}).get("is_member", True):
-        return warn("slack", f"token valid ({who.get('user')}), but the bot is not in #{name}: posts fail "
-                    "with not_in_channel", f"invite the bot: /invite @{who.get('user')} in #{name}", subject)
-    return ok("slack", f"token valid (bot {who.get('user')} of {who.get('team')}), channel #{name} reachable",
-              subject)
+        return warn(
+            "slack",
+            f"token valid ({who.get('user')}), but the bot is not in #{name}: posts fail with not_in_channel",
+            f"invite the bot: /invite @{who.get('user')} in #{name}",
+            subject,
+        )
+    return ok("slack", f"token valid (bot {who.get('user')} of {who.get('team')}), channel #{name} reachable", subject)
 
 
 def _slack_refused(error: str, channel: str, subject: str) -> Finding:
     if error == "channel_not_found":
-        return fail("slack", f"channel {channel!r} not found (or the bot cannot see it)",
-                    "set notify.channel to the channel ID (C0..., not #name) and invite the bot", subject)
-    return fail("slack", f"Slack refused the token: {error}", "set notify.bot_token to a valid bot token (xoxb-...)",
-                subject)
+        return fail(
+            "slack",
+            f"channel {channel!r} not found (or the bot cannot see it)",
+            "set notify.channel to the channel ID (C0..., not #name) and invite the bot",
+            subject,
+        )
+    return fail(
+        "slack", f"Slack refused the token: {error}", "set notify.bot_token to a valid bot token (xoxb-...)", subject
+    )
 
 
 # ---- Docker ------------------------------------------------------------------------------------------
@@ -111,9 +124,17 @@ async def check_docker(ctx: Context) -> list[Finding]:
         host = deploy.get("docker_host") or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         names = [str(c.get("name")) for c in deploy.get("containers") or [] if isinstance(c, dict)]
         good, detail = await asyncio.to_thread(_docker_probe, host, names)
-        findings.append(ok("docker", detail, name) if good else fail(
-            "docker", detail, f"start the engine (Podman: podman system service) or fix services.{name}.deploy."
-            "docker_host / DOCKER_HOST; deploy the service as the container named in deploy.containers", name))
+        findings.append(
+            ok("docker", detail, name)
+            if good
+            else fail(
+                "docker",
+                detail,
+                f"start the engine (Podman: podman system service) or fix services.{name}.deploy."
+                "docker_host / DOCKER_HOST; deploy the service as the container named in deploy.containers",
+                name,
+            )
+        )
     return findings
 
 
@@ -145,8 +166,9 @@ async def _postgres_one(service: str, store: str, options: dict[str, Any]) -> Fi
         async with connect(dsn, timeout=10) as conn:
             row = await conn.fetchrow(_RIGHTS_SQL)
     except BackendError as exc:
-        return fail("postgres", str(exc), f"fix services.{service}.snapshots.stores.{store}.dsn, or start the server",
-                    subject)
+        return fail(
+            "postgres", str(exc), f"fix services.{service}.snapshots.stores.{store}.dsn, or start the server", subject
+        )
     return _rights_finding(dsn.where(), dict(row), subject)
 
 
@@ -158,8 +180,12 @@ def _rights_finding(where: str, row: dict[str, Any], subject: str) -> Finding:
     if not (row["owner"] == me or superuser):
         missing.append(f"ownership of the live database (owned by {row['owner']}; the swap renames it)")
     if missing:
-        return fail("postgres", f"{where} as {me}: missing {'; '.join(missing)}",
-                    f"ALTER ROLE {me} CREATEDB; ALTER DATABASE ... OWNER TO {me} (or connect as the owner)", subject)
+        return fail(
+            "postgres",
+            f"{where} as {me}: missing {'; '.join(missing)}",
+            f"ALTER ROLE {me} CREATEDB; ALTER DATABASE ... OWNER TO {me} (or connect as the owner)",
+            subject,
+        )
     return ok("postgres", f"{where} as {me}: CREATEDB and owner of the live database", subject)
 
 
@@ -180,14 +206,23 @@ async def _qdrant_one(ctx: Context, service: str, store: str, options: dict[str,
             return fail("qdrant", f"GET {url}/aliases answered {status}: {str(body)[:200]}", fix_url, subject)
         aliases = {a["alias_name"]: a["collection_name"] for a in (body.get("result") or {}).get("aliases", [])}
         if alias not in aliases:
-            return fail("qdrant", f"{url}: alias {alias!r} does not exist: the application must read Qdrant through "
-                        "an alias for the swap to work", f"rollbackd snapshot adopt-alias --service {service} "
-                        "--reason ... (moves the collection behind an alias)", subject)
+            return fail(
+                "qdrant",
+                f"{url}: alias {alias!r} does not exist: the application must read Qdrant through "
+                "an alias for the swap to work",
+                f"rollbackd snapshot adopt-alias --service {service} "
+                "--reason ... (moves the collection behind an alias)",
+                subject,
+            )
         status, body = await ctx.request("qdrant", "GET", f"{url}/collections/{aliases[alias]}", headers=headers)
     except BackendError as exc:
         return fail("qdrant", str(exc), fix_url, subject)
     if status != 200:
-        return fail("qdrant", f"alias {alias} points to {aliases[alias]}, which answers {status}",
-                    "re-point the alias at a live collection (rollbackd snapshot adopt-alias)", subject)
+        return fail(
+            "qdrant",
+            f"alias {alias} points to {aliases[alias]}, which answers {status}",
+            "re-point the alias at a live collection (rollbackd snapshot adopt-alias)",
+            subject,
+        )
     points = (body.get("result") or {}).get("points_count")
     return ok("qdrant", f"{url}: alias {alias} -> collection {aliases[alias]} ({points} points)", subject)

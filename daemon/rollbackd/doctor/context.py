@@ -57,27 +57,43 @@ class Context:
                 raise Skipped(f"{backend} did not answer ({self.down[backend]})")
 
     # ---- HTTP ----------------------------------------------------------------------------------------
-    async def request(self, backend: str, method: str, url: str, *, token: str | None = None,
-                      body: Any = None, params: dict[str, str] | None = None,
-                      headers: dict[str, str] | None = None, timeout: float | None = None) -> tuple[int, Any]:
+    async def request(
+        self,
+        backend: str,
+        method: str,
+        url: str,
+        *,
+        token: str | None = None,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[int, Any]:
         """Status and decoded body (JSON when it parses, else text); BackendError when unreachable."""
         headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
         limit = aiohttp.ClientTimeout(total=timeout) if timeout else None
         try:
-            async with self.session.request(method, url, headers=headers, json=body, params=params,
-                                            timeout=limit) as resp:
+            async with self.session.request(
+                method, url, headers=headers, json=body, params=params, timeout=limit
+            ) as resp:
                 raw = await resp.text()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise BackendError(backend, f"{url}: {type(exc).__name__}: {exc}".rstrip(": "),
-                               retryable=True) from exc
+            raise BackendError(backend, f"{url}: {type(exc).__name__}: {exc}".rstrip(": "), retryable=True) from exc
         try:
             return status, json.loads(raw) if raw else None
         except ValueError:
             return status, raw
 
-    async def get_ok(self, backend: str, url: str, *, token: str | None = None,
-                     params: dict[str, str] | None = None, timeout: float | None = None) -> Any:
+    async def get_ok(
+        self,
+        backend: str,
+        url: str,
+        *,
+        token: str | None = None,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         status, body = await self.request(backend, "GET", url, token=token, params=params, timeout=timeout)
         if status != 200:
             raise BackendError(backend, f"GET {url} answered {status}: {str(body)[:200]}")
@@ -94,8 +110,13 @@ class Context:
         cfg = self.settings.prometheus
         if cfg is None:
             raise Skipped("prometheus.url is not set")
-        body = await self.get_ok("prometheus", f"{cfg.url.rstrip('/')}/api/v1/{path}", token=self._prom_token(),
-                                 params=params, timeout=cfg.timeout)
+        body = await self.get_ok(
+            "prometheus",
+            f"{cfg.url.rstrip('/')}/api/v1/{path}",
+            token=self._prom_token(),
+            params=params,
+            timeout=cfg.timeout,
+        )
         if not isinstance(body, dict) or body.get("status") != "success":
             raise BackendError("prometheus", f"/api/v1/{path}: {str(body)[:200]}")
         return body.get("data")
@@ -120,8 +141,12 @@ class Context:
             groups = await self.rule_groups()
         except (BackendError, Skipped):
             return {}
-        return {r["name"]: dict(r.get("labels") or {}) for g in groups for r in g.get("rules", [])
-                if r.get("type") == "alerting"}
+        return {
+            r["name"]: dict(r.get("labels") or {})
+            for g in groups
+            for r in g.get("rules", [])
+            if r.get("type") == "alerting"
+        }
 
     async def targets(self) -> list[dict[str, Any]]:
         data = await self.cached("targets", lambda: self.prom("targets", {"state": "active"}))
@@ -134,8 +159,9 @@ class Context:
         if cfg is None:
             raise Skipped("alertmanager.url is not set")
         token = cfg.bearer_token.get_secret_value() if cfg.bearer_token else None
-        return await self.get_ok("alertmanager", f"{cfg.url.rstrip('/')}/api/v2/{path}", token=token,
-                                 timeout=cfg.timeout)
+        return await self.get_ok(
+            "alertmanager", f"{cfg.url.rstrip('/')}/api/v2/{path}", token=token, timeout=cfg.timeout
+        )
 
     async def daemon(self, path: str) -> Any:
         self.need("rollbackd")

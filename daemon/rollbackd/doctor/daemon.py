@@ -12,7 +12,7 @@ from rollbackd.doctor.context import Context
 from rollbackd.doctor.contract import DRILL_METRIC, DRILL_STALE_S, SNAPSHOT_METRIC, SNAPSHOT_STALE_S
 from rollbackd.durations import format_duration
 
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\}\s+(\S+)$')
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\}\s+(\S+)$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
@@ -22,16 +22,27 @@ async def check_daemon(ctx: Context) -> list[Finding]:
     except Exception as exc:
         ctx.down["rollbackd"] = str(exc)
         raise
-    return [ok("rollbackd", f"rollbackd answers at {ctx.daemon_url} (mode {status.get('mode')}, "
-               f"{len(status.get('services') or {})} service(s))")]
+    return [
+        ok(
+            "rollbackd",
+            f"rollbackd answers at {ctx.daemon_url} (mode {status.get('mode')}, "
+            f"{len(status.get('services') or {})} service(s))",
+        )
+    ]
 
 
 async def check_releases(ctx: Context) -> list[Finding]:
     findings = []
     for name, svc in ctx.settings.services.items():
         if not svc.releases.track:
-            findings.append(warn("releases", "releases.track is false: no release history, no baseline, a "
-                                 "rollback cannot choose a target", f"set services.{name}.releases.track: true", name))
+            findings.append(
+                warn(
+                    "releases",
+                    "releases.track is false: no release history, no baseline, a rollback cannot choose a target",
+                    f"set services.{name}.releases.track: true",
+                    name,
+                )
+            )
             continue
         findings.append(_release_finding(name, await ctx.service_status(name)))
     return findings
@@ -40,13 +51,20 @@ async def check_releases(ctx: Context) -> list[Finding]:
 def _release_finding(service: str, status: dict[str, Any]) -> Finding:
     live, green = status.get("live_release"), status.get("last_green")
     if live is None:
-        return fail("releases", "no live release recorded: nothing is known to roll back from or to",
-                    f"rollbackd release record V --service {service} --image IMAGE --digest sha256:... "
-                    "(your deploy pipeline should do it on every deploy)", service)
+        return fail(
+            "releases",
+            "no live release recorded: nothing is known to roll back from or to",
+            f"rollbackd release record V --service {service} --image IMAGE --digest sha256:... "
+            "(your deploy pipeline should do it on every deploy)",
+            service,
+        )
     if green is None:
-        return fail("releases", f"live {live}, but no release is green: a rollback has no target and "
-                    "no baseline is exported",
-                    f"rollbackd release mark-green {live} --service {service} --reason \"known good\"", service)
+        return fail(
+            "releases",
+            f"live {live}, but no release is green: a rollback has no target and no baseline is exported",
+            f'rollbackd release mark-green {live} --service {service} --reason "known good"',
+            service,
+        )
     target = status.get("rollback_target") or {}
     no_target = (status.get("no_target") or {}).get("detail")
     then = f"rollback target {target['version']}" if target.get("version") else f"no rollback target yet ({no_target})"
@@ -89,22 +107,32 @@ async def check_snapshots(ctx: Context) -> list[Finding]:
 
 def _snapshot_finding(service: str, snaps: dict[str, Any], stores: dict[str, float], now: float) -> Finding:
     latest = snaps.get("latest")
-    create = f"rollbackd snapshot create --service {service} --reason \"first snapshot\""
+    create = f'rollbackd snapshot create --service {service} --reason "first snapshot"'
     if not latest:
         return fail("snapshots", "no snapshot set yet: a data rollback has nothing to restore", create, service)
     never = sorted(s for s, at in stores.items() if at <= 0)
-    stale = sorted(f"{s} {format_duration(now - at)} old" for s, at in stores.items()
-                   if at > 0 and now - at > SNAPSHOT_STALE_S)
+    stale = sorted(
+        f"{s} {format_duration(now - at)} old" for s, at in stores.items() if at > 0 and now - at > SNAPSHOT_STALE_S
+    )
     ages = ", ".join(f"{s} {format_duration(now - at)} ago" for s, at in sorted(stores.items()) if at > 0)
     if never or stale:
         what = "; ".join(([f"never snapshotted since start: {', '.join(never)}"] if never else []) + stale)
-        return warn("snapshots", f"latest set {latest['id']}; {what}",
-                    f"{create}, and give snapshots a schedule (services.{service}.snapshots.schedule)", service)
+        return warn(
+            "snapshots",
+            f"latest set {latest['id']}; {what}",
+            f"{create}, and give snapshots a schedule (services.{service}.snapshots.schedule)",
+            service,
+        )
     if not latest.get("verified"):
-        return warn("snapshots", f"latest set {latest['id']} is not verified",
-                    f"rollbackd snapshot verify {latest['id']} --service {service}", service)
-    return ok("snapshots", f"{snaps.get('count')} set(s), latest {latest['id']} verified ({ages or 'age unknown'})",
-              service)
+        return warn(
+            "snapshots",
+            f"latest set {latest['id']} is not verified",
+            f"rollbackd snapshot verify {latest['id']} --service {service}",
+            service,
+        )
+    return ok(
+        "snapshots", f"{snaps.get('count')} set(s), latest {latest['id']} verified ({ages or 'age unknown'})", service
+    )
 
 
 async def check_drill(ctx: Context) -> list[Finding]:
@@ -126,8 +154,9 @@ def _drill_finding(service: str, drill: dict[str, Any], last_go: float, now: flo
     last = drill.get("last") or {}
     if last_go <= 0:
         tried = f" (last one: {last.get('verdict')}, {last.get('reason')})" if last else ""
-        return warn("drill", f"no successful drill yet{tried}: nobody knows whether the snapshots restore",
-                    run, service)
+        return warn(
+            "drill", f"no successful drill yet{tried}: nobody knows whether the snapshots restore", run, service
+        )
     age = now - last_go
     scheduled = "scheduled" if drill.get("schedule") else "not scheduled"
     if age > DRILL_STALE_S:

@@ -28,8 +28,13 @@ async def check_prometheus(ctx: Context) -> list[Finding]:
     cfg = ctx.settings.prometheus
     if cfg is None:
         ctx.down["prometheus"] = "prometheus.url is not set"
-        return [fail("prometheus", "prometheus.url is not set: no alert can be confirmed, no baseline measured",
-                     "set prometheus.url in the config (README: Connect your Prometheus and Alertmanager)")]
+        return [
+            fail(
+                "prometheus",
+                "prometheus.url is not set: no alert can be confirmed, no baseline measured",
+                "set prometheus.url in the config (README: Connect your Prometheus and Alertmanager)",
+            )
+        ]
     try:
         info = await ctx.prom("status/buildinfo")
     except Exception as exc:
@@ -55,44 +60,74 @@ async def _series_of(ctx: Context, label: str, service: str) -> Finding:
     with_label = await ctx.query(f"count by (job) ({{{name},{label}={promql_string(service)}}})")
     if with_label:
         count = sum(int(float(r["value"][1])) for r in with_label)
-        return ok("series", f"{count} {RAG_METRIC_PREFIX}* series carry {label}=\"{service}\" "
-                  f"(job {', '.join(_jobs(with_label))})", service)
+        return ok(
+            "series",
+            f'{count} {RAG_METRIC_PREFIX}* series carry {label}="{service}" (job {", ".join(_jobs(with_label))})',
+            service,
+        )
     without = _jobs(await ctx.query(f'count by (job) ({{{name},{label}=""}})'))
     if without:
         jobs = ", ".join(repr(j) for j in without)
-        return fail("series", f"{RAG_METRIC_PREFIX}* series of scrape job {jobs} have no `{label}` label: every "
-                    "RAG rule aggregates by it, so their alerts reach rollbackd without a service and are ignored "
-                    "(unknown_service)",
-                    f"in prometheus.yml, give job {jobs} the target label `{label}: {service}` (static_configs "
-                    f"labels, or a relabel rule) and reload Prometheus", service)
-    others = await ctx.query(f"count by ({label}) ({{{name},{label}!=\"\"}})")
+        return fail(
+            "series",
+            f"{RAG_METRIC_PREFIX}* series of scrape job {jobs} have no `{label}` label: every "
+            "RAG rule aggregates by it, so their alerts reach rollbackd without a service and are ignored "
+            "(unknown_service)",
+            f"in prometheus.yml, give job {jobs} the target label `{label}: {service}` (static_configs "
+            f"labels, or a relabel rule) and reload Prometheus",
+            service,
+        )
+    others = await ctx.query(f'count by ({label}) ({{{name},{label}!=""}})')
     seen = sorted({str(r["metric"].get(label)) for r in others})
     hint = f" (series exist for {label}={', '.join(seen)}: a typo in the config or in prometheus.yml?)" if seen else ""
-    return fail("series", f"no {RAG_METRIC_PREFIX}* series with {label}=\"{service}\" in Prometheus{hint}",
-                f"scrape the RAG service with the target label `{label}: {service}` "
-                "(config/prometheus.example.yml, job rag)", service)
+    return fail(
+        "series",
+        f'no {RAG_METRIC_PREFIX}* series with {label}="{service}" in Prometheus{hint}',
+        f"scrape the RAG service with the target label `{label}: {service}` (config/prometheus.example.yml, job rag)",
+        service,
+    )
 
 
 async def check_rules(ctx: Context) -> list[Finding]:
     groups = await ctx.rule_groups()
     rules = {r["name"]: r for g in groups for r in g.get("rules", []) if r.get("type") == "alerting"}
-    rollback = {a for svc in ctx.settings.services.values() for a in svc.policy.rollback_alerts
-                if not any(c in a for c in "*?[")}
+    rollback = {
+        a
+        for svc in ctx.settings.services.values()
+        for a in svc.policy.rollback_alerts
+        if not any(c in a for c in "*?[")
+    }
     required = sorted(rollback | set(ROLLBACKD_ALERTS))
     missing = [a for a in required if a not in rules]
     broken = sorted(f"{n} ({r.get('lastError')})" for n, r in rules.items() if r.get("health") == "err")
     if missing or broken:
         parts = ([f"missing: {', '.join(missing)}"] if missing else []) + (
-            [f"failing to evaluate: {'; '.join(broken)}"] if broken else [])
-        return [fail("rules", "; ".join(parts),
-                     f"list {_RULE_FILES} under rule_files in prometheus.yml and reload Prometheus "
-                     "(promtool check rules shows errors)")]
+            [f"failing to evaluate: {'; '.join(broken)}"] if broken else []
+        )
+        return [
+            fail(
+                "rules",
+                "; ".join(parts),
+                f"list {_RULE_FILES} under rule_files in prometheus.yml and reload Prometheus "
+                "(promtool check rules shows errors)",
+            )
+        ]
     optional = [a for a in RAG_ALERTS if a not in rules]
     if optional:
-        return [warn("rules", f"{len(required)} needed rules loaded; RAG alerts missing: {', '.join(optional)}",
-                     "load rules/rag.rules.yml unchanged: the missing alerts only notify, but nobody hears of them")]
-    return [ok("rules", f"{len(rules)} alert rules loaded, healthy: every rollback alert of the policy and "
-               f"rollbackd's own {len(ROLLBACKD_ALERTS)}")]
+        return [
+            warn(
+                "rules",
+                f"{len(required)} needed rules loaded; RAG alerts missing: {', '.join(optional)}",
+                "load rules/rag.rules.yml unchanged: the missing alerts only notify, but nobody hears of them",
+            )
+        ]
+    return [
+        ok(
+            "rules",
+            f"{len(rules)} alert rules loaded, healthy: every rollback alert of the policy and "
+            f"rollbackd's own {len(ROLLBACKD_ALERTS)}",
+        )
+    ]
 
 
 async def check_baseline(ctx: Context) -> list[Finding]:
@@ -101,11 +136,16 @@ async def check_baseline(ctx: Context) -> list[Finding]:
         if BASELINE_ALERT not in svc.policy.rollback_alerts:
             findings.append(skip("baseline", f"{BASELINE_ALERT} is not a rollback alert of {name}", name))
         elif not svc.releases.track:
-            findings.append(fail(
-                "baseline", f"releases.track is false: no release is ever green, no baseline is exported, so "
-                f"{BASELINE_ALERT} can never fire",
-                f"set services.{name}.releases.track: true, record the live release and mark it green "
-                "(README: Connect your Prometheus and Alertmanager, step 3)", name))
+            findings.append(
+                fail(
+                    "baseline",
+                    f"releases.track is false: no release is ever green, no baseline is exported, so "
+                    f"{BASELINE_ALERT} can never fire",
+                    f"set services.{name}.releases.track: true, record the live release and mark it green "
+                    "(README: Connect your Prometheus and Alertmanager, step 3)",
+                    name,
+                )
+            )
         else:
             findings.append(await _baseline_of(ctx, name))
     return findings
@@ -115,11 +155,18 @@ async def _baseline_of(ctx: Context, service: str) -> Finding:
     sel = selector(BASELINE_METRIC, {ctx.settings.service_label: service})
     found = await ctx.query(sel)
     if found:
-        return ok("baseline", f"{BASELINE_METRIC} = {float(found[0]['value'][1]):.3f}s: {BASELINE_ALERT} "
-                  "compares against it", service)
-    return fail("baseline", f"Prometheus has no {sel}: {BASELINE_ALERT} cannot fire",
-                f"mark the live release green while it serves traffic (rollbackd release mark-green V --service "
-                f"{service} --reason ...), and have Prometheus scrape rollbackd", service)
+        return ok(
+            "baseline",
+            f"{BASELINE_METRIC} = {float(found[0]['value'][1]):.3f}s: {BASELINE_ALERT} compares against it",
+            service,
+        )
+    return fail(
+        "baseline",
+        f"Prometheus has no {sel}: {BASELINE_ALERT} cannot fire",
+        f"mark the live release green while it serves traffic (rollbackd release mark-green V --service "
+        f"{service} --reason ...), and have Prometheus scrape rollbackd",
+        service,
+    )
 
 
 def _same_endpoint(scrape_url: str, host: str, port: int) -> bool:
@@ -135,23 +182,43 @@ async def check_scraped(ctx: Context) -> list[Finding]:
     mine = [t for t in await ctx.targets() if _same_endpoint(str(t.get("scrapeUrl", "")), host, port)]
     where = f"{ctx.daemon_url}/metrics"
     if not mine:
-        return [fail("scraped", f"no Prometheus target scrapes rollbackd at {where}: RollbackdDown cannot see it "
-                     f"and {BASELINE_METRIC} never reaches Prometheus",
-                     f"add a scrape job `{ROLLBACKD_JOB}` with target {host}:{port} "
-                     "(config/prometheus.example.yml) and reload Prometheus")]
+        return [
+            fail(
+                "scraped",
+                f"no Prometheus target scrapes rollbackd at {where}: RollbackdDown cannot see it "
+                f"and {BASELINE_METRIC} never reaches Prometheus",
+                f"add a scrape job `{ROLLBACKD_JOB}` with target {host}:{port} "
+                "(config/prometheus.example.yml) and reload Prometheus",
+            )
+        ]
     target = mine[0]
     labels = target.get("labels") or {}
     job, health = labels.get("job"), target.get("health")
     if job != ROLLBACKD_JOB:
-        return [fail("scraped", f"rollbackd is scraped as job {job!r}, but RollbackdDown queries "
-                     f"up{{job=\"{ROLLBACKD_JOB}\"}}", f"rename the scrape job to {ROLLBACKD_JOB}")]
+        return [
+            fail(
+                "scraped",
+                f'rollbackd is scraped as job {job!r}, but RollbackdDown queries up{{job="{ROLLBACKD_JOB}"}}',
+                f"rename the scrape job to {ROLLBACKD_JOB}",
+            )
+        ]
     label = ctx.settings.service_label
     if label in labels:
-        return [fail("scraped", f"job {job} sets the target label {label}={labels[label]!r}: rollbackd's own "
-                     f"series then lose their {label} label (it becomes exported_{label})",
-                     f"remove the `{label}` label from the {job} job: rollbackd's series name their service")]
+        return [
+            fail(
+                "scraped",
+                f"job {job} sets the target label {label}={labels[label]!r}: rollbackd's own "
+                f"series then lose their {label} label (it becomes exported_{label})",
+                f"remove the `{label}` label from the {job} job: rollbackd's series name their service",
+            )
+        ]
     if health != "up":
         error = target.get("lastError") or "not scraped yet"
-        return [fail("scraped", f"job {job} scrapes {where} but it is {health}: {error}",
-                     "check that rollbackd listens there and answers GET /metrics")]
+        return [
+            fail(
+                "scraped",
+                f"job {job} scrapes {where} but it is {health}: {error}",
+                "check that rollbackd listens there and answers GET /metrics",
+            )
+        ]
     return [ok("scraped", f"job {job} scrapes {where} (up)")]

@@ -68,8 +68,10 @@ def render_text(findings: Sequence[Finding]) -> str:
         fix = f"  -> {f.fix}" if f.fix and f.status in (Status.FAIL, Status.WARN) else ""
         lines.append(f"{_MARK[f.status]:<4}  {f.name:<{width}}  {f.detail}{fix}")
     counts = {s: sum(1 for f in findings if f.status is s) for s in Status}
-    lines.append(f"{counts[Status.OK]} ok, {counts[Status.WARN]} warning(s), {counts[Status.FAIL]} failed, "
-                 f"{counts[Status.SKIP]} skipped")
+    lines.append(
+        f"{counts[Status.OK]} ok, {counts[Status.WARN]} warning(s), {counts[Status.FAIL]} failed, "
+        f"{counts[Status.SKIP]} skipped"
+    )
     return "\n".join(lines)
 
 
@@ -82,8 +84,9 @@ def failed(findings: Sequence[Finding]) -> bool:
     return any(f.status is Status.FAIL for f in findings)
 
 
-async def diagnose(settings: Any, *, send_test_alert: bool = False, test_timeout: float = 60.0,
-                   request_timeout: float = 10.0) -> list[Finding]:
+async def diagnose(
+    settings: Any, *, send_test_alert: bool = False, test_timeout: float = 60.0, request_timeout: float = 10.0
+) -> list[Finding]:
     """Every check against ``settings`` (a loaded config), in CHECKS order."""
     import aiohttp
 

@@ -55,13 +55,15 @@ def strings_of(body: Mapping[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def live_references(strings: Iterable[tuple[str, str]], live: Mapping[str, JSON], live_urls: Iterable[str], *,
-                    collections: bool = True) -> tuple[list[str], set[str]]:
+def live_references(
+    strings: Iterable[tuple[str, str]], live: Mapping[str, JSON], live_urls: Iterable[str], *, collections: bool = True
+) -> tuple[list[str], set[str]]:
     """(one sentence per live reference in the strings, every database/collection name they give).
     ``collections``: look for bare collection names too (not in SQL text, where ``docs`` is a table)."""
     live_dbs = {str(v["database"]) for v in live.values() if v.get("kind") == "postgres"}
-    live_names = {str(v[k]) for v in live.values() if v.get("kind") == "qdrant" for k in ("alias", "collection")
-                  if v.get(k)}
+    live_names = {
+        str(v[k]) for v in live.values() if v.get("kind") == "qdrant" for k in ("alias", "collection") if v.get(k)
+    }
     netlocs = {urlsplit(u).netloc for u in live_urls if urlsplit(u).netloc}
     problems: list[str] = []
     seen: set[str] = set()
@@ -71,13 +73,17 @@ def live_references(strings: Iterable[tuple[str, str]], live: Mapping[str, JSON]
         seen |= dbs | names
         problems += [f"{where} points at the live database {db}" for db in sorted(dbs & live_dbs)]
         problems += [f"{where} names the live collection {n}" for n in sorted(names & live_names) if collections]
-        problems += [f"{where} reaches the live service at {n}" for n in sorted(netlocs)
-                     if re.search(re.escape(n) + r"(?![0-9])", value)]
+        problems += [
+            f"{where} reaches the live service at {n}"
+            for n in sorted(netlocs)
+            if re.search(re.escape(n) + r"(?![0-9])", value)
+        ]
     return problems, seen
 
 
-def references(body: Mapping[str, Any], live: Mapping[str, JSON], copies: Mapping[str, JSON],
-               live_urls: Iterable[str]) -> list[str]:
+def references(
+    body: Mapping[str, Any], live: Mapping[str, JSON], copies: Mapping[str, JSON], live_urls: Iterable[str]
+) -> list[str]:
     """What is wrong with the scratch container's creation body; [] when it reaches scratch copies only."""
     problems, seen = live_references(strings_of(body), live, live_urls)
     for store, restored in copies.items():
@@ -109,13 +115,20 @@ async def fingerprint(data: Any, exclude: list[str]) -> dict[str, JSON]:
     out: dict[str, JSON] = {}
     for name, info in live.items():
         if info.get("kind") == "postgres":
-            out[name] = {"kind": "postgres", "database": info["database"],
-                         **await _pg(data.snapshotters[name], exclude)}
+            out[name] = {
+                "kind": "postgres",
+                "database": info["database"],
+                **await _pg(data.snapshotters[name], exclude),
+            }
         elif info.get("kind") == "qdrant":
             collection = str(info.get("collection"))
             points = (info.get("collections") or {}).get(info.get("alias"), {}).get("points")
-            out[name] = {"kind": "qdrant", "alias": info.get("alias"), "collection": collection,
-                         **({} if _excluded(collection, exclude) else {"points": points})}
+            out[name] = {
+                "kind": "qdrant",
+                "alias": info.get("alias"),
+                "collection": collection,
+                **({} if _excluded(collection, exclude) else {"points": points}),
+            }
     return out
 
 
@@ -126,9 +139,14 @@ async def _pg(snapshotter: Any, exclude: list[str]) -> JSON:
         oid = await conn.fetchval("SELECT oid FROM pg_database WHERE datname = current_database()")
         await conn.execute("SELECT pg_stat_clear_snapshot()")
         rows = await conn.fetch(TABLES_SQL)
-    return {"oid": int(oid), "tables": {r["name"]: [int(r["n_tup_ins"]), int(r["n_tup_upd"]), int(r["n_tup_del"]),
-                                                    int(r["filenode"] or 0)]
-                                        for r in rows if not _excluded(r["name"], exclude)}}
+    return {
+        "oid": int(oid),
+        "tables": {
+            r["name"]: [int(r["n_tup_ins"]), int(r["n_tup_upd"]), int(r["n_tup_del"]), int(r["filenode"] or 0)]
+            for r in rows
+            if not _excluded(r["name"], exclude)
+        },
+    }
 
 
 def changes(before: Mapping[str, JSON], after: Mapping[str, JSON]) -> list[str]:
@@ -142,6 +160,7 @@ def changes(before: Mapping[str, JSON], after: Mapping[str, JSON]) -> list[str]:
         old_t, new_t = old.get("tables") or {}, new.get("tables") or {}
         for table in sorted(set(old_t) | set(new_t)):
             if old_t.get(table) != new_t.get(table):
-                out.append(f"{store}: table {table} written (ins/upd/del/filenode {old_t.get(table)} -> "
-                           f"{new_t.get(table)})")
+                out.append(
+                    f"{store}: table {table} written (ins/upd/del/filenode {old_t.get(table)} -> {new_t.get(table)})"
+                )
     return out

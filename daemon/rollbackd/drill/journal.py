@@ -31,14 +31,34 @@ async def write(drill: Drill, state: DrillState) -> None:
     """Journal what the drill has (or is about to have) made; raises if the journal cannot be written:
     a drill that could not be cleaned up after a crash must not create anything."""
     container = state.container.name if state.container is not None else None
-    await drill.core.store.set_kv(running_key(drill.service), {
-        "id": state.id, "started_at": state.started_at, "reason": state.reason, "actor": state.actor,
-        "snapshot_set": state.snapshot_set, "prepared": state.prepared, "container": container,
-        "preparing": state.preparing})
+    await drill.core.store.set_kv(
+        running_key(drill.service),
+        {
+            "id": state.id,
+            "started_at": state.started_at,
+            "reason": state.reason,
+            "actor": state.actor,
+            "snapshot_set": state.snapshot_set,
+            "prepared": state.prepared,
+            "container": container,
+            "preparing": state.preparing,
+        },
+    )
 
 
 async def clear(drill: Drill) -> None:
     await drill.core.store.set_kv(running_key(drill.service), None)
+
+
+async def live_copies(data: Any, prepared: dict[str, JSON]) -> set[str]:
+    """Stores whose "copy" the servers report as live (a copy named like the live data, after a rollback to the
+    same set); all of them when the servers cannot say."""
+    try:
+        live = await live_names(data)
+    except Exception:
+        log.exception("drill_live_names_failed")
+        return set(prepared)
+    return {n for n, r in prepared.items() if copy_name(r) in live}
 
 
 async def live_names(data: Any) -> set[str]:
@@ -68,8 +88,9 @@ async def set_copies(data: Any, set_id: str) -> dict[str, JSON]:
     return out
 
 
-async def sweep_data(drill: Drill, prepared: dict[str, JSON], set_id: str | None, preparing: bool, *,
-                     guard_incident: bool = True) -> tuple[list[str], list[str]]:
+async def sweep_data(
+    drill: Drill, prepared: dict[str, JSON], set_id: str | None, preparing: bool, *, guard_incident: bool = True
+) -> tuple[list[str], list[str]]:
     """Drop the drill's data copies (recorded, or by name when prepare was cut short); (done, errors).
     ``guard_incident``: false only for the drill's own teardown, which holds the data lock."""
     data = drill.runtime.caps.snapshots
@@ -78,12 +99,14 @@ async def sweep_data(drill: Drill, prepared: dict[str, JSON], set_id: str | None
         return [], []
     incident = await drill.active_incident() if guard_incident else None
     if incident is not None:
-        return [], [f"copies {', '.join(_name(r) for r in copies.values())} left for retention: incident "
-                    f"{incident} is active and may own copies of the same name"]
+        return [], [
+            f"copies {', '.join(copy_name(r) for r in copies.values())} left for retention: incident "
+            f"{incident} is active and may own copies of the same name"
+        ]
     live = await live_names(data)
     done, errors = [], []
     for store, restored in copies.items():
-        name = _name(restored)
+        name = copy_name(restored)
         if name in live:
             errors.append(f"{store} copy {name} is LIVE now: not dropped")
             continue
@@ -97,7 +120,7 @@ async def sweep_data(drill: Drill, prepared: dict[str, JSON], set_id: str | None
     return done, errors
 
 
-def _name(restored: JSON) -> str:
+def copy_name(restored: JSON) -> str:
     return str(restored.get("database") or restored.get("collection") or "?")
 
 
@@ -111,8 +134,12 @@ async def recover(drill: Drill) -> JSON | None:
     record = await drill.core.store.get_kv(running_key(drill.service))
     if not isinstance(record, dict) or not record.get("id"):
         return None
-    state = DrillState(id=str(record["id"]), reason=str(record.get("reason") or ""),
-                       actor=str(record.get("actor") or ""), started_at=float(record.get("started_at") or 0))
+    state = DrillState(
+        id=str(record["id"]),
+        reason=str(record.get("reason") or ""),
+        actor=str(record.get("actor") or ""),
+        started_at=float(record.get("started_at") or 0),
+    )
     state.snapshot_set = record.get("snapshot_set")
     done: list[str] = []
     errors: list[str] = []
@@ -123,13 +150,16 @@ async def recover(drill: Drill) -> JSON | None:
             done.append(f"container {record['container']} {'removed' if removed else 'already gone'}")
         except Exception as exc:
             errors.append(f"container {record['container']}: {exc}")
-    swept, failed = await sweep_data(drill, dict(record.get("prepared") or {}), state.snapshot_set,
-                                     bool(record.get("preparing")))
+    swept, failed = await sweep_data(
+        drill, dict(record.get("prepared") or {}), state.snapshot_set, bool(record.get("preparing"))
+    )
     done, errors = done + swept, errors + failed
-    state.stages.append({"name": "teardown", "seconds": 0.0, "ok": not errors,
-                         "detail": "; ".join(errors + done) or "nothing was left"})
-    report = drill.report(state, NO_GO, "interrupted: the daemon stopped during the drill (swept on the next "
-                          "start)", not errors)
+    state.stages.append(
+        {"name": "teardown", "seconds": 0.0, "ok": not errors, "detail": "; ".join(errors + done) or "nothing was left"}
+    )
+    report = drill.report(
+        state, NO_GO, "interrupted: the daemon stopped during the drill (swept on the next start)", not errors
+    )
     await drill.record(report)
     if not errors:
         await clear(drill)
@@ -145,13 +175,29 @@ async def page_breach(drill: Drill, report: JSON) -> None:
     cfg = drill.runtime.config
     text = f"drill {report['id']} of {drill.service}: {report['reason']}"
     try:
-        drill.core.notify.post(Message(kind="escalation", title=f"{drill.service}: the drill touched live data",
-                                       service=drill.service, text=text, severity="danger",
-                                       mention=cfg.escalate_mention))
+        drill.core.notify.post(
+            Message(
+                kind="escalation",
+                title=f"{drill.service}: the drill touched live data",
+                service=drill.service,
+                text=text,
+                severity="danger",
+                mention=cfg.escalate_mention,
+            )
+        )
     except Exception:  # a failed notification never hides the NO-GO
         log.exception("drill_breach_notify_failed")
     if cfg.page_webhook is not None:
-        await escalate.page(cfg.page_webhook, {
-            "event": "rollbackd.drill_isolation_breach", "service": drill.service, "incident_id": None,
-            "drill_id": report["id"], "state": "NO-GO", "error": report["reason"], "summary": text,
-            "changes": (report.get("isolation") or {}).get("changes", [])})
+        await escalate.page(
+            cfg.page_webhook,
+            {
+                "event": "rollbackd.drill_isolation_breach",
+                "service": drill.service,
+                "incident_id": None,
+                "drill_id": report["id"],
+                "state": "NO-GO",
+                "error": report["reason"],
+                "summary": text,
+                "changes": (report.get("isolation") or {}).get("changes", []),
+            },
+        )

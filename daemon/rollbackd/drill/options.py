@@ -104,8 +104,10 @@ def problems_of(name: str, svc: ServiceConfig, opts: DrillOptions) -> list[str]:
         problems.append(f"{base}: a drill needs services.{name}.snapshots (it restores the latest snapshot)")
     deploy = svc.deploy or {}
     if deploy.get("type") != "docker":
-        problems.append(f"{base}: a drill needs services.{name}.deploy of type docker (it runs the green image "
-                        f"in a scratch container); found {deploy.get('type')!r}")
+        problems.append(
+            f"{base}: a drill needs services.{name}.deploy of type docker (it runs the green image "
+            f"in a scratch container); found {deploy.get('type')!r}"
+        )
     names = [str(c.get("name")) for c in deploy.get("containers") or [] if isinstance(c, dict)]
     if opts.container is not None and opts.container not in names:
         problems.append(f"{base}.container: {opts.container!r} is not one of deploy.containers ({', '.join(names)})")
@@ -117,8 +119,11 @@ def _check_problems(name: str, svc: ServiceConfig, opts: DrillOptions) -> list[s
     if not svc.verify:
         return [f"{base}: a drill needs services.{name}.verify.checks (a drill that verifies nothing proves nothing)"]
     configured = [str(c.get("name") or c.get("type")) for c in svc.verify.get("checks") or [] if isinstance(c, dict)]
-    problems = [f"{base}.checks[{i}]: unknown check {check!r}; configured: {', '.join(configured)}"
-                for i, check in enumerate(opts.checks or []) if check not in configured]
+    problems = [
+        f"{base}.checks[{i}]: unknown check {check!r}; configured: {', '.join(configured)}"
+        for i, check in enumerate(opts.checks or [])
+        if check not in configured
+    ]
     if opts.checks is not None and not opts.checks:
         problems.append(f"{base}.checks: empty; leave it out for the default")
     return problems
@@ -126,8 +131,11 @@ def _check_problems(name: str, svc: ServiceConfig, opts: DrillOptions) -> list[s
 
 def _template_problems(name: str, svc: ServiceConfig, opts: DrillOptions) -> list[str]:
     base = f"services.{name}.drill"
-    stores = {str(k): str(v.get("type")) for k, v in ((svc.snapshots or {}).get("stores") or {}).items()
-              if isinstance(v, dict)}
+    stores = {
+        str(k): str(v.get("type"))
+        for k, v in ((svc.snapshots or {}).get("stores") or {}).items()
+        if isinstance(v, dict)
+    }
     problems = []
     for key, value in opts.env.items():
         problems += template_problems(value, stores, f"{base}.env.{key}")

@@ -107,8 +107,13 @@ async def status(core: Core, runtime: ServiceRuntime) -> dict[str, Any]:
         return {}
     last = await core.store.get_kv(last_key(runtime.name))
     schedule = drill.options.schedule
-    return {"drill": {"last": last, "running": drill.running_id,
-                      "schedule": schedule.model_dump(exclude_none=True) if schedule else None}}
+    return {
+        "drill": {
+            "last": last,
+            "running": drill.running_id,
+            "schedule": schedule.model_dump(exclude_none=True) if schedule else None,
+        }
+    }
 
 
 # ---- API ------------------------------------------------------------------------------------------
@@ -148,12 +153,23 @@ async def post_drill(request: web.Request) -> web.StreamResponse:
     if incident is not None:
         raise Refused(Reason.INCIDENT_ACTIVE, f"incident {incident} of {drill.service} is active; no drill now")
     if drill.task is not None and not drill.task.done():
-        return problem(409, f"a drill of {drill.service} is running ({drill.running_id})",
-                       reason=Reason.DRILL_RUNNING.value, drill_id=drill.running_id)
+        return problem(
+            409,
+            f"a drill of {drill.service} is running ({drill.running_id})",
+            reason=Reason.DRILL_RUNNING.value,
+            drill_id=drill.running_id,
+        )
     task = drill.start(reason=body.reason, actor=request[ACTOR])
     if body.background:  # the CLI follows the journal instead of holding this request open
-        return web.json_response({"id": drill.running_id, "service": drill.service, "state": "running",
-                                  "follow": f"/v1/drills?service={drill.service}"}, status=202)
+        return web.json_response(
+            {
+                "id": drill.running_id,
+                "service": drill.service,
+                "state": "running",
+                "follow": f"/v1/drills?service={drill.service}",
+            },
+            status=202,
+        )
     try:
         report = await asyncio.shield(task)  # the drill finishes (and tears down) even if the client goes away
     except asyncio.CancelledError:
@@ -201,12 +217,20 @@ def openapi() -> tuple[dict[str, Any], list[type[BaseModel]]]:
     limit = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}
     wait = {"name": "wait", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 25}}
     paths = {
-        "/v1/drill": {"post": op(
-            "Rehearse the rollback on scratch copies (latest snapshot, green image on another port), verify, "
-            "tear down; answers the report when done: verdict GO or NO-GO, stages timed, time_to_restore_s. "
-            "409 while an incident of the service is active or another drill of it runs", body=DrillBody)},
-        "/v1/drills": {"get": op("Drill reports, newest first; with `wait` (seconds, up to 25) and `service`, answers "
-                                 "once the running drill ends or the wait is over (the CLI's long poll)",
-                                 params=[service, limit, wait])},
+        "/v1/drill": {
+            "post": op(
+                "Rehearse the rollback on scratch copies (latest snapshot, green image on another port), verify, "
+                "tear down; answers the report when done: verdict GO or NO-GO, stages timed, time_to_restore_s. "
+                "409 while an incident of the service is active or another drill of it runs",
+                body=DrillBody,
+            )
+        },
+        "/v1/drills": {
+            "get": op(
+                "Drill reports, newest first; with `wait` (seconds, up to 25) and `service`, answers "
+                "once the running drill ends or the wait is over (the CLI's long poll)",
+                params=[service, limit, wait],
+            )
+        },
     }
     return paths, [DrillBody]

@@ -47,8 +47,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 GO, NO_GO = "GO", "NO-GO"
 RESTORE_STAGES = ("prepare", "deploy", "verify")
-COUNTS_NOTE = ("row and point counts were checked against the snapshot manifest by prepare (the `counts` "
-               "check is not run again)")
+COUNTS_NOTE = (
+    "row and point counts were checked against the snapshot manifest by prepare (the `counts` check is not run again)"
+)
 
 
 def last_key(service: str) -> str:
@@ -91,8 +92,9 @@ class DrillState:
 class Drill:
     """The drills of one service (``runtime.caps.drill``): one at a time."""
 
-    def __init__(self, core: Core, runtime: ServiceRuntime, options: DrillOptions,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, core: Core, runtime: ServiceRuntime, options: DrillOptions, clock: Callable[[], float] = time.time
+    ) -> None:
         self.core = core
         self.runtime = runtime
         self.service = runtime.name
@@ -157,10 +159,20 @@ class Drill:
             finally:
                 self.running_id = None
             if breach:
-                verdict, why = NO_GO, ("the live data changed during the drill: " + "; ".join(breach) +
-                                       " (a table the live service writes by itself belongs in drill.live_writes)")
-            report = self.report(state, verdict if torn_down else NO_GO,
-                                 why if torn_down or verdict != GO else "teardown incomplete", torn_down)
+                verdict, why = (
+                    NO_GO,
+                    (
+                        "the live data changed during the drill: "
+                        + "; ".join(breach)
+                        + " (a table the live service writes by itself belongs in drill.live_writes)"
+                    ),
+                )
+            report = self.report(
+                state,
+                verdict if torn_down else NO_GO,
+                why if torn_down or verdict != GO else "teardown incomplete",
+                torn_down,
+            )
             await self._finish(report=report, state=state)
             if breach:
                 self._page(report)
@@ -179,9 +191,15 @@ class Drill:
         try:
             return await asyncio.wait_for(self._teardown(state), self.options.teardown_timeout)
         except TimeoutError:
-            state.stages.append({"name": "teardown", "seconds": self.options.teardown_timeout, "ok": False,
-                                 "detail": f"not finished within {self.options.teardown_timeout:g}s; the next "
-                                           "start sweeps what is left"})
+            state.stages.append(
+                {
+                    "name": "teardown",
+                    "seconds": self.options.teardown_timeout,
+                    "ok": False,
+                    "detail": f"not finished within {self.options.teardown_timeout:g}s; the next "
+                    "start sweeps what is left",
+                }
+            )
             return False
 
     async def _live_changes(self, state: DrillState) -> list[str]:
@@ -251,10 +269,20 @@ class Drill:
     async def _stages(self, state: DrillState) -> tuple[str, str]:
         from rollbackd.drill import stages
 
-        for name, fn in (("pick", stages.pick), ("prepare", stages.prepare), ("deploy", stages.deploy),
-                         ("verify", stages.verify)):
-            stage: JSON = {"name": name, "seconds": 0.0, "ok": False, "detail": "", "running": True,
-                           "_t0": time.monotonic()}
+        for name, fn in (
+            ("pick", stages.pick),
+            ("prepare", stages.prepare),
+            ("deploy", stages.deploy),
+            ("verify", stages.verify),
+        ):
+            stage: JSON = {
+                "name": name,
+                "seconds": 0.0,
+                "ok": False,
+                "detail": "",
+                "running": True,
+                "_t0": time.monotonic(),
+            }
             state.stages.append(stage)
             with logs.bound(step_name=f"drill.{name}"):
                 try:
@@ -268,8 +296,10 @@ class Drill:
                     stage.update(ok=True, detail=detail)
                 stage.pop("running")
                 stage["seconds"] = round(time.monotonic() - stage["_t0"], 3)
-                log.info("drill_stage", extra={"drill_id": state.id, "stage": name, "ok": stage["ok"],
-                                               "seconds": stage["seconds"]})
+                log.info(
+                    "drill_stage",
+                    extra={"drill_id": state.id, "stage": name, "ok": stage["ok"], "seconds": stage["seconds"]},
+                )
             if not stage["ok"]:
                 return NO_GO, f"{name}: {stage['detail']}"
         return GO, "the snapshot restored, the green release served it and every check passed"
@@ -289,72 +319,91 @@ class Drill:
                 errors.append(f"container {state.container.name}: {exc}")
         data = self.runtime.caps.snapshots
         if state.prepared and data is not None:
-            keep = await self._live_copies(data, state.prepared)  # deletion asks the servers, never the name
-            errors += [f"{n} copy {_copy_name(r)} is live (or the servers could not say): not dropped"
-                       for n, r in state.prepared.items() if n in keep]
+            keep = await journal.live_copies(data, state.prepared)  # deletion asks the servers, never the name
+            errors += [
+                f"{n} copy {journal.copy_name(r)} is live (or the servers could not say): not dropped"
+                for n, r in state.prepared.items()
+                if n in keep
+            ]
             state.prepared = {n: r for n, r in state.prepared.items() if n not in keep}
             dropped = await data.discard(state.prepared)
-            done += [f"{n} copy {_copy_name(r)} dropped" for n, r in state.prepared.items() if n in dropped]
+            done += [f"{n} copy {journal.copy_name(r)} dropped" for n, r in state.prepared.items() if n in dropped]
             for name, restored in state.prepared.items():
                 try:
                     still = await data.snapshotters[name].is_prepared(restored)
                 except Exception as exc:
-                    errors.append(f"{name} copy {_copy_name(restored)}: cannot tell if it is gone ({exc})")
+                    errors.append(f"{name} copy {journal.copy_name(restored)}: cannot tell if it is gone ({exc})")
                     continue
                 if still:
-                    errors.append(f"{name} copy {_copy_name(restored)} NOT dropped (see the daemon log)")
+                    errors.append(f"{name} copy {journal.copy_name(restored)} NOT dropped (see the daemon log)")
         elif state.preparing:  # prepare was cut short: it may have made copies it never returned
             swept, failed = await journal.sweep_data(self, {}, state.snapshot_set, True, guard_incident=False)
             done, errors = done + swept, errors + failed
         ok = not errors
         detail = "; ".join(errors + done) or "nothing to tear down"
-        state.stages.append({"name": "teardown", "seconds": round(time.monotonic() - started, 3), "ok": ok,
-                             "detail": detail})
+        state.stages.append(
+            {"name": "teardown", "seconds": round(time.monotonic() - started, 3), "ok": ok, "detail": detail}
+        )
         (log.info if ok else log.error)("drill_teardown", extra={"drill_id": state.id, "ok": ok, "detail": detail})
         return ok
-
-    async def _live_copies(self, data: Any, prepared: dict[str, JSON]) -> set[str]:
-        """Stores whose "copy" the servers report as live (a copy named like the live data, after a
-        rollback to the same set); all of them when the servers cannot say."""
-        try:
-            live = await journal.live_names(data)
-        except Exception:
-            log.exception("drill_live_names_failed")
-            return set(prepared)
-        return {n for n, r in prepared.items() if _copy_name(r) in live}
 
     # ---- report ----------------------------------------------------------------------------------
     def report(self, state: DrillState, verdict: str, reason: str, torn_down: bool) -> JSON:
         stages = [{k: v for k, v in s.items() if not k.startswith("_") and k != "running"} for s in state.stages]
         timed = {s["name"]: s for s in stages}
-        restore = (round(sum(timed[n]["seconds"] for n in RESTORE_STAGES), 3)
-                   if all(n in timed and timed[n]["ok"] for n in RESTORE_STAGES) else None)
+        restore = (
+            round(sum(timed[n]["seconds"] for n in RESTORE_STAGES), 3)
+            if all(n in timed and timed[n]["ok"] for n in RESTORE_STAGES)
+            else None
+        )
         finished = self.clock()
-        return {"id": state.id, "service": self.service, "verdict": verdict, "reason": reason,
-                "snapshot_set": state.snapshot_set, "release": state.release, "stages": stages,
-                "time_to_restore_s": restore, "results": state.results, "torn_down": torn_down,
-                "scratch": state.scratch, "notes": state.notes, "requested_by": state.actor,
-                "isolation": state.isolation,
-                "why": state.reason, "started_at": iso(state.started_at), "finished_at": iso(finished),
-                "duration_s": round(finished - state.started_at, 3)}
+        return {
+            "id": state.id,
+            "service": self.service,
+            "verdict": verdict,
+            "reason": reason,
+            "snapshot_set": state.snapshot_set,
+            "release": state.release,
+            "stages": stages,
+            "time_to_restore_s": restore,
+            "results": state.results,
+            "torn_down": torn_down,
+            "scratch": state.scratch,
+            "notes": state.notes,
+            "requested_by": state.actor,
+            "isolation": state.isolation,
+            "why": state.reason,
+            "started_at": iso(state.started_at),
+            "finished_at": iso(finished),
+            "duration_s": round(finished - state.started_at, 3),
+        }
 
     async def record(self, report: JSON) -> None:
         """The last drill (status), a journal event (history), the metric on GO; failures logged only."""
-        log.info("drill_finished", extra={"drill_id": report["id"], "verdict": report["verdict"],
-                                          "reason": report["reason"], "time_to_restore_s": report["time_to_restore_s"],
-                                          "torn_down": report["torn_down"]})
+        log.info(
+            "drill_finished",
+            extra={
+                "drill_id": report["id"],
+                "verdict": report["verdict"],
+                "reason": report["reason"],
+                "time_to_restore_s": report["time_to_restore_s"],
+                "torn_down": report["torn_down"],
+            },
+        )
         try:
             await self.core.store.set_kv(last_key(self.service), report)
-            await self.core.store.append_event(Event(kind=EventKind.DRILL, service=self.service, data=report,
-                                                     verdict=report["verdict"], actor=report["requested_by"]))
+            await self.core.store.append_event(
+                Event(
+                    kind=EventKind.DRILL,
+                    service=self.service,
+                    data=report,
+                    verdict=report["verdict"],
+                    actor=report["requested_by"],
+                )
+            )
             if report["verdict"] == GO:
                 now = self.clock()
                 await self.core.store.set_kv(last_go_key(self.service), now)
                 self.core.metrics.drill_last_success.labels(self.service).set(now)
         except Exception:
             log.exception("drill_record_failed", extra={"drill_id": report["id"]})
-
-
-def _copy_name(restored: JSON) -> str:
-    return str(restored.get("database") or restored.get("collection") or "?")
-

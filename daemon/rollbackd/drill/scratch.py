@@ -97,8 +97,9 @@ def rewrite_strings(value: Any, mapping: dict[str, str], exact: dict[str, str] |
     return value
 
 
-def scratch_checks(name: str, svc: ServiceConfig, opts: DrillOptions, mapping: dict[str, str],
-                   exact: dict[str, str] | None = None) -> list[Verifier]:
+def scratch_checks(
+    name: str, svc: ServiceConfig, opts: DrillOptions, mapping: dict[str, str], exact: dict[str, str] | None = None
+) -> list[Verifier]:
     """The service's checks, every string option rewritten, those chosen by ``drill.checks``."""
     from rollbackd.verify.plugin import _checks_of
 
@@ -130,19 +131,22 @@ class ScratchContainer:
             if found is None:
                 raise FatalError(f"no live container {self.live_name}: nothing to copy the configuration from")
             return found
+
         try:
             return await asyncio.to_thread(run)
         except _DOCKER_ERRORS as exc:
             raise self._fail(exc, "-", "inspecting the live container") from exc
 
-    async def plan(self, live: dict[str, Any], image_ref: str, env: dict[str, str], port: int,
-                   container_port: int | None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    async def plan(
+        self, live: dict[str, Any], image_ref: str, env: dict[str, str], port: int, container_port: int | None
+    ) -> tuple[str, dict[str, Any], dict[str, Any]]:
         """(image id, creation body, effective): the body to send, and what the container would really run
         with (the image's env and command under the body's), to check before it exists."""
         return await asyncio.to_thread(self._plan, live, image_ref, env, port, container_port)
 
-    def _plan(self, live: dict[str, Any], image_ref: str, env: dict[str, str], port: int,
-              container_port: int | None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    def _plan(
+        self, live: dict[str, Any], image_ref: str, env: dict[str, str], port: int, container_port: int | None
+    ) -> tuple[str, dict[str, Any], dict[str, Any]]:
         try:
             image = self.deployer._image(image_ref, self.name)
             try:
@@ -155,10 +159,11 @@ class ScratchContainer:
         body = self.body(creation_body(live, live_image, image_id), env, port, container_port)
         config = image.get("Config") or {}
         own = {x.partition("=")[0] for x in body.get("Env") or []}
-        effective = {"Env": [*(e for e in config.get("Env") or [] if e.partition("=")[0] not in own),
-                             *(body.get("Env") or [])],
-                     "Cmd": body.get("Cmd") or config.get("Cmd"),
-                     "Entrypoint": body.get("Entrypoint") or config.get("Entrypoint")}
+        effective = {
+            "Env": [*(e for e in config.get("Env") or [] if e.partition("=")[0] not in own), *(body.get("Env") or [])],
+            "Cmd": body.get("Cmd") or config.get("Cmd"),
+            "Entrypoint": body.get("Entrypoint") or config.get("Entrypoint"),
+        }
         return image_id, body, effective
 
     async def start(self, image_id: str, body: dict[str, Any], port: int) -> JSON:
@@ -167,6 +172,7 @@ class ScratchContainer:
             created = str(api.create_container_from_config(body, self.name)["Id"])
             api.start(created)
             return created
+
         # A cancelled await leaves the thread running: remove() waits for it, or the container would be
         # created after the teardown removed "nothing".
         self._starting = asyncio.ensure_future(asyncio.to_thread(run))
@@ -219,11 +225,13 @@ async def remove_named(deployer: DockerDeployer, name: str) -> bool:
             return True
         except docker.errors.NotFound:
             return False
+
     return await asyncio.to_thread(run)
 
 
 async def sweep(deployer: DockerDeployer, service: str) -> list[str]:
     """Scratch containers a crashed daemon left behind (found by label; never a live container)."""
+
     def run() -> list[str]:
         api = deployer.api()
         removed = []
@@ -233,6 +241,7 @@ async def sweep(deployer: DockerDeployer, service: str) -> list[str]:
                 api.remove_container(c["Id"], force=True)
                 removed.extend(names)
         return removed
+
     return await asyncio.to_thread(run)
 
 

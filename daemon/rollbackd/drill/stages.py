@@ -40,17 +40,25 @@ async def pick(drill: Drill, state: DrillState) -> str:
         raise StageFailed("no verified snapshot set: take one (`rollbackd snapshot create`) before drilling")
     live = live_release(history)
     state.snapshot_set = str(snap.id)
-    state.release = {"version": green.version, "image": green.image, "digest": green.digest,
-                     "live": live.version if live else None}
+    state.release = {
+        "version": green.version,
+        "image": green.image,
+        "digest": green.digest,
+        "live": live.version if live else None,
+    }
     try:
         state.live_before = await isolation.fingerprint(data, drill.options.live_writes)
     except Exception as exc:
-        raise StageFailed(f"cannot fingerprint the live data, so the drill could not prove it left it alone: "
-                          f"{type(exc).__name__}: {exc}") from exc
+        raise StageFailed(
+            f"cannot fingerprint the live data, so the drill could not prove it left it alone: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     state.isolation["before"] = state.live_before
     await journal.write(drill, state)
-    return (f"release {green.version} (newest green; live is {live.version if live else 'unknown'}), "
-            f"snapshot set {snap.id} ({whose}, release {snap.release or '-'}); live data fingerprinted")
+    return (
+        f"release {green.version} (newest green; live is {live.version if live else 'unknown'}), "
+        f"snapshot set {snap.id} ({whose}, release {snap.release or '-'}); live data fingerprinted"
+    )
 
 
 def _dataset(drill: Drill) -> DataSet:
@@ -75,8 +83,12 @@ async def prepare(drill: Drill, state: DrillState) -> str:
     state.preparing = False
     await journal.write(drill, state)
     state.notes.append(COUNTS_NOTE)
-    state.scratch["data"] = {n: _copy(r) for n, r in prepared.items()}
-    return "restored aside: " + ", ".join(f"{n} -> {_copy(r)}" for n, r in prepared.items()) + "; counts checked"
+    state.scratch["data"] = {n: journal.copy_name(r) for n, r in prepared.items()}
+    return (
+        "restored aside: "
+        + ", ".join(f"{n} -> {journal.copy_name(r)}" for n, r in prepared.items())
+        + "; counts checked"
+    )
 
 
 def _no_password(dsn: str) -> str:
@@ -84,10 +96,6 @@ def _no_password(dsn: str) -> str:
     head, at, tail = dsn.rpartition("@")
     scheme, sep, user = head.partition("://")
     return f"{scheme}{sep}{user.split(':', 1)[0]}{at}{tail}" if at else dsn
-
-
-def _copy(restored: dict[str, object]) -> str:
-    return str(restored.get("database") or restored.get("collection"))
 
 
 def deployer_or_none(drill: Drill) -> DockerDeployer | None:
@@ -126,10 +134,13 @@ async def deploy(drill: Drill, state: DrillState) -> str:
     await journal.write(drill, state)
     started = await container.start(image_id, body, port)
     state.scratch["container"] = {**started, "health_url": url, "live_container": live["Id"]}
-    health = await wait_urls([url], time.monotonic() + opts.health_timeout, opts.health_interval,
-                             f"scratch container {container.name}")
-    return (f"{container.name} on port {port} from image {started['image_id'][:19]}, healthy after "
-            f"{health['healthy_after_s']:g}s at {url}")
+    health = await wait_urls(
+        [url], time.monotonic() + opts.health_timeout, opts.health_interval, f"scratch container {container.name}"
+    )
+    return (
+        f"{container.name} on port {port} from image {started['image_id'][:19]}, healthy after "
+        f"{health['healthy_after_s']:g}s at {url}"
+    )
 
 
 async def verify(drill: Drill, state: DrillState) -> str:
@@ -144,17 +155,28 @@ async def verify(drill: Drill, state: DrillState) -> str:
     if not checks:
         raise StageFailed("no check to run against the scratch copies (drill.checks)")
     # A check the rewrite missed would verify the LIVE service and call it the rehearsal's GO.
-    strings = [(f"check {c.name}: {where}", v) for c in checks
-               for where, v in isolation.option_strings(c.options.model_dump(mode="json"))]
-    problems, _ = isolation.live_references(strings, state.live_before or {}, scratch.live_urls(deployer),
-                                            collections=False)
+    strings = [
+        (f"check {c.name}: {where}", v)
+        for c in checks
+        for where, v in isolation.option_strings(c.options.model_dump(mode="json"))
+    ]
+    problems, _ = isolation.live_references(
+        strings, state.live_before or {}, scratch.live_urls(deployer), collections=False
+    )
     if problems:
-        raise StageFailed("not isolated, the checks would look at the live service: " + "; ".join(problems) +
-                          " (set drill.rewrite)")
+        raise StageFailed(
+            "not isolated, the checks would look at the live service: " + "; ".join(problems) + " (set drill.rewrite)"
+        )
     state.scratch["rewrite"] = {**mapping, **{_no_password(k): _no_password(v) for k, v in exact.items()}}
-    suite = VerifySuite(service=drill.service, checks=checks, caps=drill.runtime.caps,
-                        prometheus=drill.core.prometheus, store=None, metrics=None,
-                        service_label=drill.core.settings.service_label)
+    suite = VerifySuite(
+        service=drill.service,
+        checks=checks,
+        caps=drill.runtime.caps,
+        prometheus=drill.core.prometheus,
+        store=None,
+        metrics=None,
+        service_label=drill.core.settings.service_label,
+    )
     try:
         results = await asyncio.wait_for(suite.run(), drill.options.verify_timeout)
     except TimeoutError as exc:

@@ -57,8 +57,9 @@ class PostgresLease:
     async def _run(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         try:
             if self._pool is None:
-                self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=1, timeout=self.timeout,
-                                                       command_timeout=self.timeout)
+                self._pool = await asyncpg.create_pool(
+                    self.dsn, min_size=1, max_size=1, timeout=self.timeout, command_timeout=self.timeout
+                )
             async with self._pool.acquire(timeout=self.timeout) as conn, conn.transaction():
                 # never wait long for a stale leader's write to end: try again on the next tick
                 await conn.execute(f"SET LOCAL lock_timeout = {max(1, int(self.timeout * 1000))}")

@@ -1,9 +1,9 @@
 """This daemon's place among the replicas, wired to its core: who runs incidents, schedules, drills.
 
-    postgres  a Replica contends for the lease; while it leads it resumes the journal's active
-              incidents (as a restarted daemon would), polls for incidents a follower's intake
-              opened, and runs scheduled jobs; when it steps down it stops its incidents
-    sqlite    single node: always the leader, incidents resumed once at start
+postgres  a Replica contends for the lease; while it leads it resumes the journal's active
+          incidents (as a restarted daemon would), polls for incidents a follower's intake
+          opened, and runs scheduled jobs; when it steps down it stops its incidents
+sqlite    single node: always the leader, incidents resumed once at start
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ class Node:
     def __init__(self, core: Core, listen: str) -> None:
         self.core = core
         ha = core.settings.ha
-        self.gauge = Gauge("rollbackd_leader", "1 while this replica leads (runs incidents, schedules, drills)",
-                           registry=core.metrics.registry)
+        self.gauge = Gauge(
+            "rollbackd_leader",
+            "1 while this replica leads (runs incidents, schedules, drills)",
+            registry=core.metrics.registry,
+        )
         self.replica: Replica | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.resumed: list[str] = []

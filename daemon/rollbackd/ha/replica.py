@@ -36,8 +36,16 @@ OnFollow = Callable[[str], Awaitable[None]]
 
 
 class Replica:
-    def __init__(self, me: Identity, backend: LeaseBackend, *, lease: float, on_lead: OnLead,
-                 on_follow: OnFollow, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        me: Identity,
+        backend: LeaseBackend,
+        *,
+        lease: float,
+        on_lead: OnLead,
+        on_follow: OnFollow,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.me = me
         self.backend = backend
         self.lease = lease
@@ -112,8 +120,7 @@ class Replica:
         if self.leading:  # our own lease expired and we took it again: what ran under the old token stops
             await self._step_down("lease re-acquired under a new token")
         self.token, self.since = grant.token, grant.since
-        log.warning("leader_elected", extra={"replica": self.me.id, "fence": grant.token,
-                                             "previous": grant.previous})
+        log.warning("leader_elected", extra={"replica": self.me.id, "fence": grant.token, "previous": grant.previous})
         await self.on_lead(grant)
 
     async def fenced(self, detail: str, token: int | None) -> None:

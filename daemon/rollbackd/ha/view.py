@@ -20,13 +20,19 @@ async def replicas_json(store: ReplicaView, leadership: Leadership) -> dict[str,
         "leader_since": iso(leader["since"]) if valid else None,
         "lease_expires_in_s": round(leader["expires_at"] - now, 1) if valid else None,
         "fence": leader["token"] if leader else None,
-        "replicas": [{
-            "id": r["id"], "host": r["host"], "pid": r["pid"], "listen": r["listen"],
-            "started_at": iso(r["started_at"]),
-            "last_heartbeat_s_ago": round(now - r["heartbeat_at"], 1) if now is not None else None,
-            "leads": valid and r["id"] == leader["holder"],
-            "leader_since": iso(r["leader_since"]),
-        } for r in raw["replicas"]],
+        "replicas": [
+            {
+                "id": r["id"],
+                "host": r["host"],
+                "pid": r["pid"],
+                "listen": r["listen"],
+                "started_at": iso(r["started_at"]),
+                "last_heartbeat_s_ago": round(now - r["heartbeat_at"], 1) if now is not None else None,
+                "leads": valid and r["id"] == leader["holder"],
+                "leader_since": iso(r["leader_since"]),
+            }
+            for r in raw["replicas"]
+        ],
     }
     return out
 
@@ -36,10 +42,14 @@ def render(ha: dict[str, Any]) -> list[str]:
     if not ha.get("replicas"):
         return [f"replicas:     single node ({ha.get('this_replica')}), leads"]
     lead = ha.get("leader")
-    out = [f"leader:       {lead or 'NONE (lease expired: a replica takes over within the lease)'}"
-           + (f" since {ha['leader_since']}, lease renewed (expires in {ha['lease_expires_in_s']}s)" if lead else "")]
+    out = [
+        f"leader:       {lead or 'NONE (lease expired: a replica takes over within the lease)'}"
+        + (f" since {ha['leader_since']}, lease renewed (expires in {ha['lease_expires_in_s']}s)" if lead else "")
+    ]
     for r in ha["replicas"]:
         mark = "*" if r["leads"] else " "
-        out.append(f"  {mark} {r['id']:<28} host {r['host']} pid {r['pid']} listen {r['listen']}"
-                   f"  heartbeat {r['last_heartbeat_s_ago']}s ago" + ("  LEADER" if r["leads"] else ""))
+        out.append(
+            f"  {mark} {r['id']:<28} host {r['host']} pid {r['pid']} listen {r['listen']}"
+            f"  heartbeat {r['last_heartbeat_s_ago']}s ago" + ("  LEADER" if r["leads"] else "")
+        )
     return out

@@ -25,8 +25,9 @@ _PAUSE_MAX_S = 5.0
 
 
 class Confirmer:
-    def __init__(self, prometheus: Prometheus | None, services: Mapping[str, ServiceRuntime],
-                 service_label: str) -> None:
+    def __init__(
+        self, prometheus: Prometheus | None, services: Mapping[str, ServiceRuntime], service_label: str
+    ) -> None:
         self.prometheus = prometheus
         self.services = services
         self.service_label = service_label
@@ -37,18 +38,21 @@ class Confirmer:
         if mode == "off" or not incident.trigger.alertname:
             return None
         if self.prometheus is None:  # config validation requires one for `required`
-            return None if mode == "best_effort" else (IncidentState.CANCELLED, Reason.CONFIRM_FAILED,
-                                                       "no prometheus configured")
+            return (
+                None
+                if mode == "best_effort"
+                else (IncidentState.CANCELLED, Reason.CONFIRM_FAILED, "no prometheus configured")
+            )
         labels = {k: v for k, v in incident.trigger.labels.items() if k == self.service_label}
         try:
-            firing = await self._ask(incident.trigger.alertname, labels,
-                                     policy.confirm_window if mode == "required" else 0.0)
+            firing = await self._ask(
+                incident.trigger.alertname, labels, policy.confirm_window if mode == "required" else 0.0
+            )
         except BackendError as exc:
             log.warning("confirm_failed", extra={"mode": mode, "error": str(exc)})
             if mode == "best_effort":
                 return None
-            return (IncidentState.CANCELLED, Reason.CONFIRM_FAILED,
-                    f"{exc} (asked for {policy.confirm_window:g}s)")
+            return (IncidentState.CANCELLED, Reason.CONFIRM_FAILED, f"{exc} (asked for {policy.confirm_window:g}s)")
         if not firing:
             log.info("confirm_not_firing", extra={"alertname": incident.trigger.alertname})
             return IncidentState.CANCELLED, Reason.NOT_CONFIRMED, ""

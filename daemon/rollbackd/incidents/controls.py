@@ -26,8 +26,16 @@ class Refused(Exception):
 
 
 class Controls:
-    def __init__(self, *, store: StateStore, services: Mapping[str, ServiceRuntime], intake: Intake,
-                 runner: Runner, metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        services: Mapping[str, ServiceRuntime],
+        intake: Intake,
+        runner: Runner,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.services = services
         self.intake = intake
@@ -44,8 +52,9 @@ class Controls:
             raise PayloadError("service", f"unknown service {name!r}; known: {', '.join(sorted(self.services))}")
         return self.services[name]
 
-    async def trigger(self, service: str | None, *, reason: str, actor: str, dry_run: bool,
-                      to_release: str | None) -> Incident:
+    async def trigger(
+        self, service: str | None, *, reason: str, actor: str, dry_run: bool, to_release: str | None
+    ) -> Incident:
         """A manual rollback. A human decided, so cooldown, budget, pause and hold do not apply;
         an incident already running does, and so does having nothing to roll back to."""
         runtime = self.service(service)
@@ -53,17 +62,25 @@ class Controls:
             view = await self.intake.view(runtime)
             if view.active_incident:
                 raise Refused(Reason.INCIDENT_ACTIVE, view.active_incident)
-            trigger = Trigger(kind="manual", reason=reason, requested_by=actor, received_at=self.clock(),
-                              to_release=to_release)
+            trigger = Trigger(
+                kind="manual", reason=reason, requested_by=actor, received_at=self.clock(), to_release=to_release
+            )
             incident = await self.intake.new_incident(runtime, trigger, dry_run=dry_run)
             if runtime.config.releases.track and facts.TARGET.of(incident.context) is None:
                 refusal = facts.NO_TARGET.of(incident.context) or {}
-                raise Refused(Reason(refusal.get("reason", Reason.NOTHING_TO_ROLL_BACK_TO.value)),
-                              refusal.get("detail", ""))
+                raise Refused(
+                    Reason(refusal.get("reason", Reason.NOTHING_TO_ROLL_BACK_TO.value)), refusal.get("detail", "")
+                )
             if not await self.store.create_incident(incident):
                 raise Refused(Reason.INCIDENT_ACTIVE)
-            await self._event(EventKind.TRIGGER, runtime.name, actor, reason, incident_id=incident.id,
-                              data={"dry_run": dry_run, "to_release": to_release})
+            await self._event(
+                EventKind.TRIGGER,
+                runtime.name,
+                actor,
+                reason,
+                incident_id=incident.id,
+                data={"dry_run": dry_run, "to_release": to_release},
+            )
         self.runner.start(incident.id)
         return incident
 
@@ -77,8 +94,14 @@ class Controls:
     async def pause(self, service: str | None, *, actor: str, reason: str, duration: float | None) -> Pause:
         name = "*" if service in (None, "*") else self.service(service).name
         now = self.clock()
-        pause = Pause(service=name, kind="pause", reason=reason, actor=actor, created_at=now,
-                      until=now + duration if duration else None)
+        pause = Pause(
+            service=name,
+            kind="pause",
+            reason=reason,
+            actor=actor,
+            created_at=now,
+            until=now + duration if duration else None,
+        )
         await self.store.set_pause(pause)
         self.metrics.paused.labels(name).set(1)
         await self._event(EventKind.PAUSE, name, actor, reason, data={"until": pause.until})
@@ -107,7 +130,18 @@ class Controls:
             await self._event(EventKind.RESUME, name, actor, reason, data={"cleared": cleared[name]})
         return cleared
 
-    async def _event(self, kind: EventKind, service: str, actor: str, reason: str, *,
-                     incident_id: str | None = None, data: dict[str, object] | None = None) -> None:
-        await self.store.append_event(Event(kind=kind, service=service, incident_id=incident_id, actor=actor,
-                                            data={"why": reason, **(data or {})}))
+    async def _event(
+        self,
+        kind: EventKind,
+        service: str,
+        actor: str,
+        reason: str,
+        *,
+        incident_id: str | None = None,
+        data: dict[str, object] | None = None,
+    ) -> None:
+        await self.store.append_event(
+            Event(
+                kind=kind, service=service, incident_id=incident_id, actor=actor, data={"why": reason, **(data or {})}
+            )
+        )

@@ -30,7 +30,7 @@ def page_body(incident: Incident, steps: list[StepRecord]) -> dict[str, Any]:
         "state": incident.state.value,
         "error": incident.error,
         "summary": f"{incident.service}: rollback incident {incident.id} ended {incident.state.value}; "
-                   f"automatic actions are held until `rollbackd resume --service {incident.service}`",
+        f"automatic actions are held until `rollbackd resume --service {incident.service}`",
         "alertname": incident.trigger.alertname,
         "opened_at": iso(incident.created_at),
         "finished_at": iso(incident.finished_at),
@@ -46,8 +46,7 @@ def refusal_body(alert: Alert, decision: Decision, now: float) -> dict[str, Any]
         "incident_id": None,
         "state": decision.reason.value,
         "error": decision.reason.sentence + (f" ({decision.detail})" if decision.detail else ""),
-        "summary": f"{decision.service}: {alert.alertname} fires but no automatic rollback: "
-                   f"{decision.reason.sentence}",
+        "summary": f"{decision.service}: {alert.alertname} fires but no automatic rollback: {decision.reason.sentence}",
         "alertname": alert.alertname,
         "opened_at": iso(now),
         "finished_at": None,
@@ -58,9 +57,14 @@ def refusal_body(alert: Alert, decision: Decision, now: float) -> dict[str, Any]
 async def page(hook: PageWebhook, body: dict[str, Any]) -> bool:
     for attempt in range(1, hook.retries + 2):
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=hook.timeout)) as http, \
-                    http.post(hook.url.get_secret_value(), json=body,
-                              headers={k: v.get_secret_value() for k, v in hook.headers.items()}) as resp:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=hook.timeout)) as http,
+                http.post(
+                    hook.url.get_secret_value(),
+                    json=body,
+                    headers={k: v.get_secret_value() for k, v in hook.headers.items()},
+                ) as resp,
+            ):
                 if resp.status < 300:
                     log.info("page_sent", extra={"incident_id": body["incident_id"], "status": resp.status})
                     return True

@@ -35,16 +35,24 @@ class StepFailed(Exception):
 
 
 class StepExecutor:
-    def __init__(self, *, journal: Journal, notify: NotifyQueue, metrics: Metrics, grace: float = 5.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        journal: Journal,
+        notify: NotifyQueue,
+        metrics: Metrics,
+        grace: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.journal = journal
         self.notify = notify
         self.metrics = metrics
         self.grace = grace
         self.clock = clock
 
-    async def execute(self, incident: Incident, step: Step, index: int, record: StepRecord | None,
-                      ctx: StepContext) -> JSON:
+    async def execute(
+        self, incident: Incident, step: Step, index: int, record: StepRecord | None, ctx: StepContext
+    ) -> JSON:
         if record is not None and record.state is StepState.DONE:
             return record.output
         with logs.bound(step_name=step.name):
@@ -123,8 +131,16 @@ class StepExecutor:
         finally:
             procs.spawn_hook.reset(token)
 
-    async def _journal(self, incident: Incident, step: Step, index: int, started: float, output: JSON,
-                       error: str | None, state: StepState) -> None:
+    async def _journal(
+        self,
+        incident: Incident,
+        step: Step,
+        index: int,
+        started: float,
+        output: JSON,
+        error: str | None,
+        state: StepState,
+    ) -> None:
         finished = self.clock()
         await self.journal.step_finished(incident.id, index, state, finished, output, error)
         self.metrics.step_duration.labels(incident.service, step.type).observe(finished - started)
@@ -135,8 +151,7 @@ class StepExecutor:
             self.metrics.step_failures.labels(incident.service, step.type).inc()
         record = StepRecord(incident.id, index, step.name, step.type, state, 0, started, finished, output, error)
         self.notify.reply(messages.step_finished(incident, record, _summary(output)))
-        log.info("step_finished", extra={"state": state.value, "seconds": round(finished - started, 3),
-                                         "error": error})
+        log.info("step_finished", extra={"state": state.value, "seconds": round(finished - started, 3), "error": error})
 
     def _first_step_latency(self, incident: Incident, started: float) -> None:
         received = incident.trigger.received_at
@@ -159,5 +174,3 @@ def _summary(output: JSON) -> str:
         if isinstance(value, str | int | float | bool) and key not in ("stdout", "stderr", "response"):
             shown.append(f"{key}={value}")
     return ", ".join(shown[:8])
-
-

@@ -35,16 +35,25 @@ from rollbackd.state.group import GroupCommit, GroupRead, SeenReader
 log = logging.getLogger(__name__)
 
 _SEEN_MAX = 20_000  # alert keys known to be journaled: duplicates answered without a write
-_QUIET = frozenset({Reason.DUPLICATE, Reason.INCIDENT_ACTIVE, Reason.RESOLVED, Reason.NOT_IN_POLICY,
-                    Reason.TEST_ALERT})  # `doctor --send-test-alert`: recorded, never posted
+_QUIET = frozenset(
+    {Reason.DUPLICATE, Reason.INCIDENT_ACTIVE, Reason.RESOLVED, Reason.NOT_IN_POLICY, Reason.TEST_ALERT}
+)  # `doctor --send-test-alert`: recorded, never posted
 _NOISE = _QUIET | {Reason.NOTIFY_RULE, Reason.UNKNOWN_SERVICE}
 _PAGED = frozenset({Reason.BUDGET_EXHAUSTED})  # a refusal a human must hear about now (held pages at failure)
 
 
 class Intake:
-    def __init__(self, *, settings: Settings, store: StateStore, services: Mapping[str, ServiceRuntime],
-                 runner: Runner, notify: NotifyQueue, metrics: Metrics,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: StateStore,
+        services: Mapping[str, ServiceRuntime],
+        runner: Runner,
+        notify: NotifyQueue,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.services = services
@@ -141,8 +150,10 @@ class Intake:
             decision, incident = await self._decide(alert, runtime, received_at)
             if incident is None and body is not None:
                 service = runtime.name if runtime else None
-                body.defer((alert, service, received_at, decision, _decision_event(alert, decision, None)),
-                           functools.partial(self._report, alert, decision, None))
+                body.defer(
+                    (alert, service, received_at, decision, _decision_event(alert, decision, None)),
+                    functools.partial(self._report, alert, decision, None),
+                )
                 self._unsettled[alert.key] = body.settled
             else:
                 decision, incident = await self._journal(alert, runtime, received_at, decision, incident, body)
@@ -170,13 +181,21 @@ class Intake:
             self.views.put(runtime.name, version, cached)
         return cached
 
-    async def _decide(self, alert: Alert, runtime: ServiceRuntime | None,
-                      received_at: float) -> tuple[Decision, Incident | None]:
-        found, view = (await self._found_view(runtime) if runtime is not None and self._needs_view(alert, runtime)
-                       else (None, None))
+    async def _decide(
+        self, alert: Alert, runtime: ServiceRuntime | None, received_at: float
+    ) -> tuple[Decision, Incident | None]:
+        found, view = (
+            await self._found_view(runtime)
+            if runtime is not None and self._needs_view(alert, runtime)
+            else (None, None)
+        )
         decision = policy.decide(
-            alert, service=runtime.name if runtime else None, policy=runtime.config.policy if runtime else None,
-            view=view or (_empty_view(runtime.name) if runtime else None), now=self.clock(), duplicate=False,
+            alert,
+            service=runtime.name if runtime else None,
+            policy=runtime.config.policy if runtime else None,
+            view=view or (_empty_view(runtime.name) if runtime else None),
+            now=self.clock(),
+            duplicate=False,
             global_dry_run=self.settings.mode == "dry_run",
         )
         if runtime is not None and view is not None and decision.reason is Reason.INCIDENT_ACTIVE:
@@ -187,22 +206,35 @@ class Intake:
             decision = await self._no_target(runtime, decision, found[1])
         if runtime is None or not (decision.acts or decision.reason is Reason.DRY_RUN):
             return decision, None
-        trigger = Trigger(kind="alert", reason=alert.alertname, requested_by="alertmanager",
-                          alertname=alert.alertname, fingerprint=alert.fingerprint, labels=alert.labels,
-                          annotations=alert.annotations, received_at=received_at)
+        trigger = Trigger(
+            kind="alert",
+            reason=alert.alertname,
+            requested_by="alertmanager",
+            alertname=alert.alertname,
+            fingerprint=alert.fingerprint,
+            labels=alert.labels,
+            annotations=alert.annotations,
+            received_at=received_at,
+        )
         return decision, await self.new_incident(runtime, trigger, dry_run=not decision.acts, found=found)
 
-    async def target(self, runtime: ServiceRuntime,
-                     to_release: str | None) -> tuple[releases.Target | None, releases.NoTarget | None]:
+    async def target(
+        self, runtime: ServiceRuntime, to_release: str | None
+    ) -> tuple[releases.Target | None, releases.NoTarget | None]:
         """The rollback target, or why there is none (None, None: the service tracks no releases)."""
         try:
             return await releases.target_for(self.store, runtime, to_release), None
         except releases.NoTarget as refused:
             return None, refused
 
-    async def new_incident(self, runtime: ServiceRuntime, trigger: Trigger, *, dry_run: bool,
-                           found: tuple[releases.Target | None, releases.NoTarget | None] | None = None
-                           ) -> Incident:
+    async def new_incident(
+        self,
+        runtime: ServiceRuntime,
+        trigger: Trigger,
+        *,
+        dry_run: bool,
+        found: tuple[releases.Target | None, releases.NoTarget | None] | None = None,
+    ) -> Incident:
         target, refused = found if found is not None else await self.target(runtime, trigger.to_release)
         context = facts.new_context()
         context[facts.TARGET.key] = None  # "no target" is a fact too: the incident was opened without one
@@ -211,32 +243,49 @@ class Intake:
         if refused is not None:
             facts.NO_TARGET.put(context, refused.to_json())
         return Incident(
-            id=new_incident_id(self.clock()), service=runtime.name, state=IncidentState.PENDING, trigger=trigger,
-            dry_run=dry_run, created_at=self.clock(), plan=plan_to_json(runtime.config.plan), context=context,
+            id=new_incident_id(self.clock()),
+            service=runtime.name,
+            state=IncidentState.PENDING,
+            trigger=trigger,
+            dry_run=dry_run,
+            created_at=self.clock(),
+            plan=plan_to_json(runtime.config.plan),
+            context=context,
         )
 
-    async def _no_target(self, runtime: ServiceRuntime, decision: Decision,
-                         refused: releases.NoTarget | None) -> Decision:
+    async def _no_target(
+        self, runtime: ServiceRuntime, decision: Decision, refused: releases.NoTarget | None
+    ) -> Decision:
         """Name why there is no target (nothing green, or a schema mismatch). A schema mismatch
         freezes the service (a hold, lifted by `rollbackd resume`) and pages: a human decides."""
         if refused is None:
             return decision
         if refused.reason is Reason.SCHEMA_MISMATCH:
-            await self.store.set_pause(Pause(service=runtime.name, kind="hold", reason=str(refused),
-                                             actor="rollbackd", created_at=self.clock()))
+            await self.store.set_pause(
+                Pause(
+                    service=runtime.name, kind="hold", reason=str(refused), actor="rollbackd", created_at=self.clock()
+                )
+            )
             self.metrics.held.labels(runtime.name).set(1)
         return Decision(Action.SUPPRESSED, refused.reason, runtime.name, refused.detail)
 
-    async def _journal(self, alert: Alert, runtime: ServiceRuntime | None, received_at: float,
-                       decision: Decision, incident: Incident | None,
-                       body: Body | None = None) -> tuple[Decision, Incident | None]:
+    async def _journal(
+        self,
+        alert: Alert,
+        runtime: ServiceRuntime | None,
+        received_at: float,
+        decision: Decision,
+        incident: Incident | None,
+        body: Body | None = None,
+    ) -> tuple[Decision, Incident | None]:
         service = runtime.name if runtime else None
         if body is not None and service is not None:
             await body.flush(self.group)  # the rows decided before it come first in the journal
             body.changed(service)
         try:
-            await self.store.journal_alert(alert, service, received_at, decision, incident,
-                                           _decision_event(alert, decision, incident))
+            await self.store.journal_alert(
+                alert, service, received_at, decision, incident, _decision_event(alert, decision, incident)
+            )
         except IncidentActiveError:
             if incident is None:
                 raise
@@ -245,12 +294,14 @@ class Intake:
             # 503 and Alertmanager re-sends, so an outage never reads as "incident active".
             decision = Decision(Action.SUPPRESSED, Reason.INCIDENT_ACTIVE, service, "opened concurrently")
             incident = None
-            await self.store.journal_alert(alert, service, received_at, decision, None,
-                                           _decision_event(alert, decision, None))
+            await self.store.journal_alert(
+                alert, service, received_at, decision, None, _decision_event(alert, decision, None)
+            )
         return decision, incident
 
-    async def view(self, runtime: ServiceRuntime,
-                   found: tuple[releases.Target | None, releases.NoTarget | None] | None = None) -> PolicyView:
+    async def view(
+        self, runtime: ServiceRuntime, found: tuple[releases.Target | None, releases.NoTarget | None] | None = None
+    ) -> PolicyView:
         pol = runtime.config.policy
         view = await self.store.policy_view(runtime.name, self.clock(), pol.budget.window)
         if not runtime.config.releases.track:
@@ -261,13 +312,18 @@ class Intake:
     async def _cancel_pending(self, service: str, alert: Alert, body: Body | None = None) -> None:
         """A resolved alert cancels a rollback that has not started; never one in progress."""
         if body is not None:
-            if not any(i.service == service and i.trigger.fingerprint == alert.fingerprint
-                       for i in await body.active_incidents(self.store)):
+            if not any(
+                i.service == service and i.trigger.fingerprint == alert.fingerprint
+                for i in await body.active_incidents(self.store)
+            ):
                 return
             body.changed(service)
         for incident in await self.store.active_incidents():
-            if (incident.service == service and incident.state is IncidentState.PENDING
-                    and incident.trigger.fingerprint == alert.fingerprint):
+            if (
+                incident.service == service
+                and incident.state is IncidentState.PENDING
+                and incident.trigger.fingerprint == alert.fingerprint
+            ):
                 await self.runner.finish(incident, IncidentState.CANCELLED, Reason.CANCELLED_BY_RESOLVE.sentence)
 
     def _duplicate(self, alert: Alert, runtime: ServiceRuntime | None, body: Body | None = None) -> Decision:
@@ -300,11 +356,20 @@ class Intake:
         # A storm's noise (notify-only, ignored, quiet) is in the journal and the metrics; one log line
         # per such alert costs more than deciding it, so those lines are debug.
         level = logging.DEBUG if decision.reason in _NOISE else logging.INFO
-        log.log(level, "alert_decided", extra={
-            "alertname": alert.alertname, "status": alert.status, "fingerprint": alert.fingerprint,
-            "service": decision.service, "decision": decision.action.value, "reason": decision.reason.value,
-            "detail": decision.detail, "incident_id": incident.id if incident else None,
-        })
+        log.log(
+            level,
+            "alert_decided",
+            extra={
+                "alertname": alert.alertname,
+                "status": alert.status,
+                "fingerprint": alert.fingerprint,
+                "service": decision.service,
+                "decision": decision.action.value,
+                "reason": decision.reason.value,
+                "detail": decision.detail,
+                "incident_id": incident.id if incident else None,
+            },
+        )
         if decision.reason in _QUIET or decision.acts or alert.status == "resolved":
             return
         held_back = self.coalesce.admit(decision.service or "", decision.reason)
@@ -319,10 +384,19 @@ class Intake:
 
 def _decision_event(alert: Alert, decision: Decision, incident: Incident | None) -> Event:
     return Event(
-        kind=EventKind.DECISION, service=decision.service, incident_id=incident.id if incident else None,
-        reason=decision.reason.value, actor="alertmanager",
-        data={"alertname": alert.alertname, "status": alert.status, "fingerprint": alert.fingerprint,
-              "action": decision.action.value, "detail": decision.detail, "sentence": decision.reason.sentence},
+        kind=EventKind.DECISION,
+        service=decision.service,
+        incident_id=incident.id if incident else None,
+        reason=decision.reason.value,
+        actor="alertmanager",
+        data={
+            "alertname": alert.alertname,
+            "status": alert.status,
+            "fingerprint": alert.fingerprint,
+            "action": decision.action.value,
+            "detail": decision.detail,
+            "sentence": decision.reason.sentence,
+        },
     )
 
 

@@ -42,13 +42,21 @@ class Outage:
         if self.since is None:
             return None
         calls = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in sorted(self.waiting.items()))
-        return (f"state store unreachable for {now - self.since:.0f}s ({self.error}); "
-                f"the runner is waiting to journal: {calls or 'nothing'}")
+        return (
+            f"state store unreachable for {now - self.since:.0f}s ({self.error}); "
+            f"the runner is waiting to journal: {calls or 'nothing'}"
+        )
 
 
 class Journal:
-    def __init__(self, store: StateStore, *, limit: float, clock: Callable[[], float] = time.time,
-                 on_step_started: Callable[[str], None] = lambda incident_id: None) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        limit: float,
+        clock: Callable[[], float] = time.time,
+        on_step_started: Callable[[str], None] = lambda incident_id: None,
+    ) -> None:
         self.store = store
         self.on_step_started = on_step_started
         self.limit = limit
@@ -71,8 +79,9 @@ class Journal:
                     self._begin(what, exc)
                 elif bounded and now - first > self.limit:
                     self._end(what, recovered=False)
-                    raise StoreUnavailable(f"state store unreachable for {now - first:.0f}s "
-                                           f"(limit {self.limit:g}s) at {what}: {exc}") from exc
+                    raise StoreUnavailable(
+                        f"state store unreachable for {now - first:.0f}s (limit {self.limit:g}s) at {what}: {exc}"
+                    ) from exc
                 if self.outage.since is None:
                     self.outage.since = self.clock()
                 self.outage.error = str(exc)
@@ -108,15 +117,14 @@ class Journal:
     async def steps(self, incident_id: str, *, bounded: bool = True) -> list[StepRecord]:
         return await self.call("steps", lambda: self.store.steps(incident_id), bounded=bounded)
 
-    async def step_started(self, incident_id: str, index: int, name: str, type_: str, attempt: int,
-                           ts: float) -> None:
+    async def step_started(self, incident_id: str, index: int, name: str, type_: str, attempt: int, ts: float) -> None:
         await self.call("step_started", lambda: self.store.step_started(incident_id, index, name, type_, attempt, ts))
         self.on_step_started(incident_id)
 
-    async def step_finished(self, incident_id: str, index: int, state: StepState, ts: float,
-                            output: Mapping[str, Any], error: str | None) -> None:
-        await self.call("step_finished",
-                        lambda: self.store.step_finished(incident_id, index, state, ts, output, error))
+    async def step_finished(
+        self, incident_id: str, index: int, state: StepState, ts: float, output: Mapping[str, Any], error: str | None
+    ) -> None:
+        await self.call("step_finished", lambda: self.store.step_finished(incident_id, index, state, ts, output, error))
 
     async def update_incident(self, incident_id: str, **fields: Any) -> Incident:
         return await self.call("update_incident", lambda: self.store.update_incident(incident_id, **fields))
@@ -130,8 +138,15 @@ class Journal:
     async def set_pause(self, pause: Pause, *, bounded: bool = True) -> None:
         await self.call("set_pause", lambda: self.store.set_pause(pause), bounded=bounded)
 
-    async def transition(self, incident_id: str, from_states: tuple[IncidentState, ...], to: IncidentState, *,
-                         bounded: bool = True, **fields: Any) -> Incident | None:
+    async def transition(
+        self,
+        incident_id: str,
+        from_states: tuple[IncidentState, ...],
+        to: IncidentState,
+        *,
+        bounded: bool = True,
+        **fields: Any,
+    ) -> Incident | None:
         """Compare-and-set, retried: when an earlier try may have landed (its answer was lost), the
         incident is read again and an incident already in ``to`` counts as done, never as "someone else"."""
         tried = False

@@ -34,20 +34,34 @@ class Interrupted(Exception):
     """A step was interrupted by crashes of the daemon more often than its ``crash_resumes``."""
 
 
-def process_hook(journal: Journal, incident: Incident, index: int, step: Step, attempt: int,
-                 grace: float) -> procs.SpawnHook:
+def process_hook(
+    journal: Journal, incident: Incident, index: int, step: Step, attempt: int, grace: float
+) -> procs.SpawnHook:
     async def started(pgid: int, program: str) -> None:
-        await journal.append_event(Event(
-            kind=PROCESS, service=incident.service, incident_id=incident.id, actor="rollbackd",
-            data={"index": index, "step": step.name, "attempt": attempt, "pgid": pgid, "program": program,
-                  "host": HOST}))
+        await journal.append_event(
+            Event(
+                kind=PROCESS,
+                service=incident.service,
+                incident_id=incident.id,
+                actor="rollbackd",
+                data={
+                    "index": index,
+                    "step": step.name,
+                    "attempt": attempt,
+                    "pgid": pgid,
+                    "program": program,
+                    "host": HOST,
+                },
+            )
+        )
         log.info("step_process_started", extra={"pgid": pgid, "program": program, "attempt": attempt})
 
     return procs.SpawnHook(marker=marker(incident.id, index), started=started, grace=grace)
 
 
-async def resume_interrupted(journal: Journal, incident: Incident, step: Step, index: int, record: StepRecord,
-                             grace: float) -> None:
+async def resume_interrupted(
+    journal: Journal, incident: Incident, step: Step, index: int, record: StepRecord, grace: float
+) -> None:
     """Kill what is left of the interrupted attempt, journal the interruption, enforce the bound."""
     events = [e for e in await journal.events(incident.id, (PROCESS, INTERRUPTED)) if e.data.get("index") == index]
     killed: list[int] = []
@@ -55,12 +69,25 @@ async def resume_interrupted(journal: Journal, incident: Incident, step: Step, i
     for pgid in sorted({int(e.data["pgid"]) for e in here}):
         killed += await procs.kill_leftover(pgid, marker(incident.id, index), grace)
     resumes = 1 + sum(1 for e in events if e.kind == INTERRUPTED)
-    await journal.append_event(Event(
-        kind=INTERRUPTED, service=incident.service, incident_id=incident.id, actor="rollbackd",
-        data={"index": index, "step": step.name, "attempt": record.attempts, "resumes": resumes,
-              "killed": killed}))
-    log.warning("step_interrupted", extra={"attempt": record.attempts, "resumes": resumes,
-                                           "leftover_killed": killed, "crash_resumes": step.spec.crash_resumes})
+    await journal.append_event(
+        Event(
+            kind=INTERRUPTED,
+            service=incident.service,
+            incident_id=incident.id,
+            actor="rollbackd",
+            data={"index": index, "step": step.name, "attempt": record.attempts, "resumes": resumes, "killed": killed},
+        )
+    )
+    log.warning(
+        "step_interrupted",
+        extra={
+            "attempt": record.attempts,
+            "resumes": resumes,
+            "leftover_killed": killed,
+            "crash_resumes": step.spec.crash_resumes,
+        },
+    )
     if resumes > step.spec.crash_resumes:
-        raise Interrupted(f"interrupted {resumes} times by a crash or stop of rollbackd "
-                          f"(crash_resumes: {step.spec.crash_resumes})")
+        raise Interrupted(
+            f"interrupted {resumes} times by a crash or stop of rollbackd (crash_resumes: {step.spec.crash_resumes})"
+        )

@@ -43,7 +43,8 @@ def opened(incident: Incident) -> Message:
     if rollout:
         verb = "Rolling out"
     steps = ", ".join(
-        s.get("name") or s.get("type", "?") if "parallel" not in s
+        s.get("name") or s.get("type", "?")
+        if "parallel" not in s
         else "(" + " ∥ ".join(p.get("name") or p["type"] for p in s["parallel"]) + ")"
         for s in incident.plan
     )
@@ -60,17 +61,30 @@ def opened(incident: Incident) -> Message:
 
 def step_started(incident: Incident, name: str, attempt: int, describe: str) -> Message:
     again = f" (attempt {attempt})" if attempt > 1 else ""
-    return Message(kind="step", title=f"▶ {name}{again}", service=incident.service, incident_id=incident.id,
-                   text=describe)
+    return Message(
+        kind="step", title=f"▶ {name}{again}", service=incident.service, incident_id=incident.id, text=describe
+    )
 
 
 def step_finished(incident: Incident, record: StepRecord, summary: str = "") -> Message:
     took = format_duration(record.duration or 0.0)
     if record.error:
-        return Message(kind="step", title=f"✖ {record.name} failed after {took}", service=incident.service,
-                       incident_id=incident.id, text=record.error, severity="danger")
-    return Message(kind="step", title=f"✔ {record.name} done in {took}", service=incident.service,
-                   incident_id=incident.id, text=summary, severity="good")
+        return Message(
+            kind="step",
+            title=f"✖ {record.name} failed after {took}",
+            service=incident.service,
+            incident_id=incident.id,
+            text=record.error,
+            severity="danger",
+        )
+    return Message(
+        kind="step",
+        title=f"✔ {record.name} done in {took}",
+        service=incident.service,
+        incident_id=incident.id,
+        text=summary,
+        severity="good",
+    )
 
 
 def finished(incident: Incident, steps: list[StepRecord], mention: str | None) -> Message:
@@ -81,8 +95,10 @@ def finished(incident: Incident, steps: list[StepRecord], mention: str | None) -
     if incident.error:
         text = f"{incident.error}\n{text}"
     if failing:
-        text += ("\nAutomatic actions for this service are held until someone runs "
-                 f"`rollbackd resume --service {incident.service}`.")
+        text += (
+            "\nAutomatic actions for this service are held until someone runs "
+            f"`rollbackd resume --service {incident.service}`."
+        )
     return Message(
         kind="escalation" if failing else "finished",
         title=f"{incident.service}: incident {incident.id} {incident.state.value} after {took}",
@@ -104,15 +120,23 @@ def decision(alert: Alert, dec: Decision, mention: str | None = None, held_back:
     text = dec.reason.sentence + (f" ({dec.detail})" if dec.detail else "")
     if held_back:
         text += f"\n{held_back} more suppression(s) for the same reason since the last message were not posted."
-    escalate = dec.reason in (Reason.BUDGET_EXHAUSTED, Reason.HELD, Reason.NOTHING_TO_ROLL_BACK_TO,
-                              Reason.SCHEMA_MISMATCH)
+    escalate = dec.reason in (
+        Reason.BUDGET_EXHAUSTED,
+        Reason.HELD,
+        Reason.NOTHING_TO_ROLL_BACK_TO,
+        Reason.SCHEMA_MISMATCH,
+    )
     return Message(
         kind="escalation" if escalate else "decision",
         title=title,
         service=dec.service,
         text=text,
-        fields=(("Alert", alert.alertname), ("Decision", dec.action.value), ("Reason", dec.reason.value),
-                *((k, v) for k, v in alert.annotations.items() if k in ("summary", "value"))),
+        fields=(
+            ("Alert", alert.alertname),
+            ("Decision", dec.action.value),
+            ("Reason", dec.reason.value),
+            *((k, v) for k, v in alert.annotations.items() if k in ("summary", "value")),
+        ),
         severity="danger" if escalate else "warning",
         mention=mention if escalate else None,
     )
@@ -120,7 +144,12 @@ def decision(alert: Alert, dec: Decision, mention: str | None = None, held_back:
 
 def taken_over(incident: Incident, previous: str) -> Message:
     """A replica took the lead while the incident was in progress (rollbackd.ha)."""
-    return Message(kind="step", service=incident.service, incident_id=incident.id, severity="warning",
-                   title=f"⇄ takeover: replica {previous} stopped leading; another replica resumes the rollback",
-                   text=f"Incident {incident.id} ({incident.state.value}) resumes where the journal left it: "
-                        "finished steps are not run again.")
+    return Message(
+        kind="step",
+        service=incident.service,
+        incident_id=incident.id,
+        severity="warning",
+        title=f"⇄ takeover: replica {previous} stopped leading; another replica resumes the rollback",
+        text=f"Incident {incident.id} ({incident.state.value}) resumes where the journal left it: "
+        "finished steps are not run again.",
+    )

@@ -34,8 +34,14 @@ class PagerStore(KvStore, EventLog, Protocol):
 
 
 class Pager:
-    def __init__(self, store: PagerStore, services: Mapping[str, ServiceRuntime], *,
-                 clock: Callable[[], float] = time.time, first_pause: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: PagerStore,
+        services: Mapping[str, ServiceRuntime],
+        *,
+        clock: Callable[[], float] = time.time,
+        first_pause: float = 1.0,
+    ) -> None:
         self.store = store
         self.services = services
         self.clock = clock
@@ -48,8 +54,12 @@ class Pager:
         runtime = self.services.get(service)
         if runtime is None or runtime.config.page_webhook is None:
             return
-        record: dict[str, Any] = {"id": f"{int(self.clock())}-{secrets.token_hex(3)}", "service": service, "body": body,
-                  "queued_at": self.clock()}
+        record: dict[str, Any] = {
+            "id": f"{int(self.clock())}-{secrets.token_hex(3)}",
+            "service": service,
+            "body": body,
+            "queued_at": self.clock(),
+        }
         try:
             await self._update(lambda pending: {**pending, record["id"]: record})
             await self._event(record, "queued")
@@ -95,8 +105,15 @@ class Pager:
             pause = min(pause * 2, ROUND_PAUSE_MAX_S)
 
     async def _give_up(self, record: dict[str, Any], why: str) -> None:
-        log.error("page_given_up", extra={"page_id": record["id"], "service": record["service"], "why": why,
-                                          "page_incident_id": record["body"].get("incident_id")})
+        log.error(
+            "page_given_up",
+            extra={
+                "page_id": record["id"],
+                "service": record["service"],
+                "why": why,
+                "page_incident_id": record["body"].get("incident_id"),
+            },
+        )
         await self._settle(record, "given_up")
 
     async def _settle(self, record: dict[str, Any], outcome: str) -> None:
@@ -112,7 +129,13 @@ class Pager:
             await self.store.set_kv(PENDING_KEY, change(pending))
 
     async def _event(self, record: dict[str, Any], outcome: str) -> None:
-        await self.store.append_event(Event(
-            kind=EventKind.PAGE, service=record["service"], incident_id=record["body"].get("incident_id"),
-            actor="rollbackd", reason=outcome,
-            data={"page_id": record["id"], "outcome": outcome, "state": record["body"].get("state")}))
+        await self.store.append_event(
+            Event(
+                kind=EventKind.PAGE,
+                service=record["service"],
+                incident_id=record["body"].get("incident_id"),
+                actor="rollbackd",
+                reason=outcome,
+                data={"page_id": record["id"], "outcome": outcome, "state": record["body"].get("state")},
+            )
+        )

@@ -1,13 +1,13 @@
 """The runbook, in code: run an incident's plan stage by stage, journaled, resumable, abortable.
 
-    pending   wait the start delay; confirm the alert still fires (Prometheus); a resolved alert
-              cancels it here, never later
-    running   each stage in order (a parallel group runs its steps together); a step the journal
-              (or the world) shows done is skipped; abort stops the running stage (its processes
-              killed) and ends the incident; a store outage is waited out (rollbackd.incidents.journal)
-              up to ``incidents.store_outage_limit``, then the incident is paged and ended failed
-    finished  resolved | failed | verification_* | aborted | cancelled | dry_run; a failure holds
-              automatic actions for the service until `rollbackd resume`, and escalates
+pending   wait the start delay; confirm the alert still fires (Prometheus); a resolved alert
+          cancels it here, never later
+running   each stage in order (a parallel group runs its steps together); a step the journal
+          (or the world) shows done is skipped; abort stops the running stage (its processes
+          killed) and ends the incident; a store outage is waited out (rollbackd.incidents.journal)
+          up to ``incidents.store_outage_limit``, then the incident is paged and ended failed
+finished  resolved | failed | verification_* | aborted | cancelled | dry_run; a failure holds
+          automatic actions for the service until `rollbackd resume`, and escalates
 """
 
 from __future__ import annotations
@@ -45,10 +45,19 @@ P, R = IncidentState.PENDING, IncidentState.RUNNING
 
 
 class Runner:
-    def __init__(self, *, store: StateStore, services: Mapping[str, ServiceRuntime], notify: NotifyQueue,
-                 metrics: Metrics, confirm: Confirm | None = None, clock: Callable[[], float] = time.time,
-                 store_outage_limit: float = 300.0, kill_grace: float = 3.0,
-                 leadership: Leadership | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        services: Mapping[str, ServiceRuntime],
+        notify: NotifyQueue,
+        metrics: Metrics,
+        confirm: Confirm | None = None,
+        clock: Callable[[], float] = time.time,
+        store_outage_limit: float = 300.0,
+        kill_grace: float = 3.0,
+        leadership: Leadership | None = None,
+    ) -> None:
         self.store = store
         self.starts = Starts()  # incidents not yet at their first step: storm work steps aside (starts.py)
         self.journal = Journal(store, limit=store_outage_limit, clock=clock, on_step_started=self.starts.end)
@@ -57,8 +66,9 @@ class Runner:
         self.metrics = metrics
         self.confirm = confirm
         self.clock = clock
-        self.executor = StepExecutor(journal=self.journal, notify=notify, metrics=metrics, grace=kill_grace,
-                                     clock=clock)
+        self.executor = StepExecutor(
+            journal=self.journal, notify=notify, metrics=metrics, grace=kill_grace, clock=clock
+        )
         self._tasks: dict[str, asyncio.Task[IncidentState]] = {}
         self.pager = Pager(store, services, clock=clock)
         self._aborting: set[str] = set()
@@ -83,8 +93,9 @@ class Runner:
             self._tasks[incident_id] = task
             self.starts.begin(incident_id)
             task.add_done_callback(lambda t: self.starts.end(incident_id))
-            task.add_done_callback(lambda t: self._tasks.pop(incident_id, None) if self._tasks.get(
-                incident_id) is t else None)
+            task.add_done_callback(
+                lambda t: self._tasks.pop(incident_id, None) if self._tasks.get(incident_id) is t else None
+            )
         return task
 
     async def resume_open(self, *, taken_over_from: str | None = None) -> list[str]:
@@ -194,8 +205,9 @@ class Runner:
                 return current.state if current else IncidentState.CANCELLED
             incident = started
         runtime = self.services[incident.service]
-        stages = build_plan(incident.plan, f"incident {incident.id} plan",
-                            secrets_from=_configured_plan(runtime, incident))
+        stages = build_plan(
+            incident.plan, f"incident {incident.id} plan", secrets_from=_configured_plan(runtime, incident)
+        )
         journal = {r.index: r for r in await self.journal.steps(incident.id)}
         outputs: dict[str, JSON] = {r.name: r.output for r in journal.values() if r.state is StepState.DONE}
         index = 0
@@ -223,11 +235,21 @@ class Runner:
             verdict = await self.confirm(incident)
             if verdict is not None:
                 state, reason, detail = verdict
-                await self.journal.append_event(Event(
-                    kind=EventKind.DECISION, service=incident.service, incident_id=incident.id, reason=reason.value,
-                    actor="rollbackd", data={"action": "suppressed", "sentence": reason.sentence,
-                                             "alertname": incident.trigger.alertname, "detail": detail},
-                ))
+                await self.journal.append_event(
+                    Event(
+                        kind=EventKind.DECISION,
+                        service=incident.service,
+                        incident_id=incident.id,
+                        reason=reason.value,
+                        actor="rollbackd",
+                        data={
+                            "action": "suppressed",
+                            "sentence": reason.sentence,
+                            "alertname": incident.trigger.alertname,
+                            "detail": detail,
+                        },
+                    )
+                )
                 # The outcome message (rollbackd.incidents.messages.finished) announces it with this reason.
                 await self.finish(incident, state, reason.sentence + (f": {detail}" if detail else ""))
                 return None
@@ -237,15 +259,30 @@ class Runner:
             log.info("incident_started", extra={"dry_run": running.dry_run})
         return running
 
-    async def _stage(self, incident: Incident, runtime: ServiceRuntime, stage: Stage, first: int,
-                     journal: dict[int, StepRecord], outputs: dict[str, JSON]) -> None:
+    async def _stage(
+        self,
+        incident: Incident,
+        runtime: ServiceRuntime,
+        stage: Stage,
+        first: int,
+        journal: dict[int, StepRecord],
+        outputs: dict[str, JSON],
+    ) -> None:
         async def one(offset: int) -> tuple[str, JSON]:
             step = stage[offset]
-            ctx = StepContext(incident=incident, runtime=runtime, step_name=step.name, attempt=0,
-                              dry_run=False, outputs=outputs, log=logging.LoggerAdapter(log, {}),
-                              save=self._saver(incident))
-            return step.name, await self.executor.execute(incident, step, first + offset,
-                                                          journal.get(first + offset), ctx)
+            ctx = StepContext(
+                incident=incident,
+                runtime=runtime,
+                step_name=step.name,
+                attempt=0,
+                dry_run=False,
+                outputs=outputs,
+                log=logging.LoggerAdapter(log, {}),
+                save=self._saver(incident),
+            )
+            return step.name, await self.executor.execute(
+                incident, step, first + offset, journal.get(first + offset), ctx
+            )
 
         results = await asyncio.gather(*(one(i) for i in range(len(stage))), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
@@ -262,14 +299,16 @@ class Runner:
         for offset, step in enumerate(stage):
             now = self.clock()
             await self.journal.step_started(incident.id, first + offset, step.name, step.type, 0, now)
-            await self.journal.step_finished(incident.id, first + offset, StepState.SKIPPED, now,
-                                             {"would": step.describe()}, None)
+            await self.journal.step_finished(
+                incident.id, first + offset, StepState.SKIPPED, now, {"would": step.describe()}, None
+            )
 
     def _saver(self, incident: Incident) -> Callable[[str, Any], Awaitable[None]]:
         async def save(key: str, value: Any) -> None:
             incident.context[key] = value
             incident.context[facts.VERSION_KEY] = facts.CONTEXT_VERSION
             await self.journal.update_incident(incident.id, context=incident.context)
+
         return save
 
     # ---- endings ------------------------------------------------------------------------------
@@ -284,10 +323,17 @@ class Runner:
         self.metrics.incidents.labels(incident.service, incident.state.value).inc()
         runtime = self.services.get(incident.service)
         if incident.state in HOLDING_STATES:
-            await self.journal.set_pause(Pause(
-                service=incident.service, kind="hold", actor="rollbackd", created_at=self.clock(),
-                reason=f"incident {incident.id} ended {incident.state.value}", incident_id=incident.id,
-            ), bounded=False)
+            await self.journal.set_pause(
+                Pause(
+                    service=incident.service,
+                    kind="hold",
+                    actor="rollbackd",
+                    created_at=self.clock(),
+                    reason=f"incident {incident.id} ended {incident.state.value}",
+                    incident_id=incident.id,
+                ),
+                bounded=False,
+            )
             self.metrics.held.labels(incident.service).set(1)
         steps = await self.journal.steps(incident.id, bounded=False)
         if incident.state in HOLDING_STATES:
@@ -318,8 +364,9 @@ class Runner:
         """The running stage was stopped by an abort: its unfinished steps end failed, then the incident."""
         for record in await self.journal.steps(incident.id, bounded=False):
             if record.state is StepState.STARTED:
-                await self.journal.step_finished(incident.id, record.index, StepState.FAILED, self.clock(),
-                                                 {}, "stopped by abort")
+                await self.journal.step_finished(
+                    incident.id, record.index, StepState.FAILED, self.clock(), {}, "stopped by abort"
+                )
         return await self.finish(incident, IncidentState.ABORTED, "aborted by request")
 
     async def _give_up(self, incident: Incident, exc: StoreUnavailable) -> IncidentState:

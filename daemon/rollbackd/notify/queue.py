@@ -96,8 +96,12 @@ _BACKOFF_FIRST_S = 0.2
 
 
 def _redacted(message: Message) -> Message:
-    return dataclasses.replace(message, title=redact.text(message.title, 300), text=redact.text(message.text, 8000),
-                               fields=tuple((k, redact.text(v, 500)) for k, v in message.fields))
+    return dataclasses.replace(
+        message,
+        title=redact.text(message.title, 300),
+        text=redact.text(message.text, 8000),
+        fields=tuple((k, redact.text(v, 500)) for k, v in message.fields),
+    )
 
 
 class NotifyQueue:
@@ -116,7 +120,8 @@ class NotifyQueue:
         self._notifiers = dict(notifiers)
         self._default = default
         self._channels: dict[int, _Channel] = {
-            id(n): _Channel(n, maxsize, backoff_max) for n in [*self._notifiers.values(), default]}
+            id(n): _Channel(n, maxsize, backoff_max) for n in [*self._notifiers.values(), default]
+        }
         self._threads: dict[str, ThreadRef] = {}
         self._save_thread = save_thread
         self._load_thread = load_thread
@@ -144,8 +149,7 @@ class NotifyQueue:
             self._on_drop(item.priority)
             log.warning(
                 "notify_dropped",
-                extra={"incident_id": item.message.incident_id, "kind": item.message.kind,
-                       "priority": item.priority},
+                extra={"incident_id": item.message.incident_id, "kind": item.message.kind, "priority": item.priority},
             )
 
     # ---- the workers ----------------------------------------------------------------------------
@@ -202,9 +206,13 @@ class NotifyQueue:
         self._on_failure(notifier.name)
         expected = isinstance(exc, RollbackdError)  # anything else is a bug: keep its traceback
         log.warning(
-            "notify_failed", exc_info=None if expected else exc,
-            extra={"notifier": notifier.name, "incident_id": item.message.incident_id,
-                   "error": f"{type(exc).__name__}: {exc}"},
+            "notify_failed",
+            exc_info=None if expected else exc,
+            extra={
+                "notifier": notifier.name,
+                "incident_id": item.message.incident_id,
+                "error": f"{type(exc).__name__}: {exc}",
+            },
         )
 
     def _notifier(self, service: str | None) -> Notifier:

@@ -204,8 +204,9 @@ class SlackNotifier:
                 if 200 <= status < 300:
                     return
                 asked = retry_after(response.headers.get("Retry-After"), math.inf) if status == 429 else None
-                error = BackendError("slack", describe("webhook", status, response.body),
-                                     retryable=_retryable(status), retry_after=asked)
+                error = BackendError(
+                    "slack", describe("webhook", status, response.body), retryable=_retryable(status), retry_after=asked
+                )
                 wait = asked if asked is not None else wait
             cap = self._options.retry_after_max  # a longer wait is the queue's (per channel), not ours
             if not error.retryable or attempt >= self._options.max_retries or wait > cap:
@@ -226,8 +227,12 @@ def translate(method: str, exc: Exception) -> BackendError:
         code = data.get("error") if isinstance(data, dict) else None
         headers = getattr(exc.response, "headers", None) or {}
         asked = next((v for k, v in headers.items() if k.lower() == "retry-after"), None) if status == 429 else None
-        return BackendError("slack", describe(method, status, code), retryable=_retryable(status),
-                            retry_after=None if asked is None else retry_after(asked, math.inf))
+        return BackendError(
+            "slack",
+            describe(method, status, code),
+            retryable=_retryable(status),
+            retry_after=None if asked is None else retry_after(asked, math.inf),
+        )
     if isinstance(exc, aiohttp.ClientError | TimeoutError | OSError):
         return BackendError("slack", f"{method}: connection failed ({type(exc).__name__})", retryable=True)
     return BackendError("slack", f"{method}: {type(exc).__name__}")
@@ -264,13 +269,24 @@ class CappedRateLimitHandler(AsyncRateLimitErrorRetryHandler):
         super().__init__(max_retry_count=max_retry_count)
         self.cap = cap
 
-    async def _can_retry_async(self, *, state: RetryState, request: HttpRequest,
-                               response: HttpResponse | None = None, error: Exception | None = None) -> bool:
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
         return response is not None and response.status_code == 429 and _asked_wait(response) <= self.cap
 
-    async def prepare_for_next_attempt_async(self, *, state: RetryState, request: HttpRequest,
-                                             response: HttpResponse | None = None,
-                                             error: Exception | None = None) -> None:
+    async def prepare_for_next_attempt_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
         if response is None:
             raise error or BackendError("slack", "rate limited without a response")
         state.next_attempt_requested = True
@@ -308,8 +324,11 @@ def render(message: Message, mention: str | None = None) -> tuple[str, list[dict
     ]
     for start in range(0, len(fields), FIELDS_PER_SECTION):
         blocks.append({"type": "section", "fields": fields[start : start + FIELDS_PER_SECTION]})
-    context = [f"{label}: *{escape(value)}*" for label, value in
-               (("service", message.service), ("incident", message.incident_id)) if value]
+    context = [
+        f"{label}: *{escape(value)}*"
+        for label, value in (("service", message.service), ("incident", message.incident_id))
+        if value
+    ]
     if context:
         elements = [{"type": "mrkdwn", "text": clip("  ·  ".join(context), SECTION_MAX)}]
         blocks.append({"type": "context", "elements": elements})

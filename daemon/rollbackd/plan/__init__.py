@@ -150,8 +150,11 @@ class BaseStep:
 Stage = tuple[Step, ...]
 
 
-def build_plan(entries: list[ParallelGroup | StepConfig] | list[JSON], path: str,
-               secrets_from: list[ParallelGroup | StepConfig] | None = None) -> list[Stage]:
+def build_plan(
+    entries: list[ParallelGroup | StepConfig] | list[JSON],
+    path: str,
+    secrets_from: list[ParallelGroup | StepConfig] | None = None,
+) -> list[Stage]:
     """Build the stages of a plan from config (or from the plan an incident journaled, its masked
     credentials taken back from ``secrets_from``, the service's configured plan).
     Raises one ConfigError listing every problem of every step."""

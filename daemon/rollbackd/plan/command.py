@@ -56,14 +56,19 @@ class CommandStep(BaseStep):
     async def is_done(self, ctx: StepContext) -> bool:
         if not self.options.check:
             return False
-        code, _, _ = await run_argv(self.options.check, env=self._env(ctx), cwd=self.options.cwd,
-                                    timeout=self.spec.timeout)
+        code, _, _ = await run_argv(
+            self.options.check, env=self._env(ctx), cwd=self.options.cwd, timeout=self.spec.timeout
+        )
         return code == 0
 
     async def run(self, ctx: StepContext) -> JSON:
         code, out, err = await run_argv(self.options.argv, env=self._env(ctx), cwd=self.options.cwd)
-        result: dict[str, Any] = {"exit_code": code, "stdout": out, "stderr": err,
-                                  "labels_skipped": childenv.label_vars(ctx.incident.trigger.labels)[1]}
+        result: dict[str, Any] = {
+            "exit_code": code,
+            "stdout": out,
+            "stderr": err,
+            "labels_skipped": childenv.label_vars(ctx.incident.trigger.labels)[1],
+        }
         if code not in self.options.ok_codes:
             last = (err or out).strip().splitlines()[-1:] or [""]
             raise RetryableError(f"{self.options.argv[0]} exited {code}: {last[0][:300]}")

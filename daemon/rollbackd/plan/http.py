@@ -78,13 +78,20 @@ def render(value: Any, fields: dict[str, str]) -> Any:
 
 
 async def request(
-    method: str, url: str, *, timeout: float, headers: dict[str, str] | None = None,
-    data: str | None = None, json: Any = None,
+    method: str,
+    url: str,
+    *,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+    data: str | None = None,
+    json: Any = None,
 ) -> tuple[int, str]:
     """One request; connection errors and 5xx are retryable, the rest is the caller's to judge."""
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session, \
-                session.request(method, url, headers=headers, data=data, json=json) as resp:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.request(method, url, headers=headers, data=data, json=json) as resp,
+        ):
             text = await resp.text(errors="replace")
             return resp.status, text[:2000]
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -112,12 +119,16 @@ class HttpStep(BaseStep):
         url = render(self.options.url, url_fields(fields))
         headers = render_headers(self.options.headers, fields)
         status, text = await request(
-            self.options.method, url, timeout=self.spec.timeout, headers=headers,
+            self.options.method,
+            url,
+            timeout=self.spec.timeout,
+            headers=headers,
             data=render(self.options.body, body_fields(fields, headers)) if self.options.body is not None else None,
             json=render(self.options.json_body, fields) if self.options.json_body is not None else None,
         )
         if status not in self.options.expect_status:
             error = RetryableError if status >= 500 or status == 429 else FatalError
-            raise error(f"{self.options.method} {url}: HTTP {status}, expected "
-                        f"{self.options.expect_status}: {text[:200]}")
+            raise error(
+                f"{self.options.method} {url}: HTTP {status}, expected {self.options.expect_status}: {text[:200]}"
+            )
         return {"status": status, "response": text[:500]}

@@ -41,8 +41,13 @@ async def _json(request: web.Request, rollout: Any, code: int = 200) -> web.Resp
 
 async def start(request: web.Request) -> web.Response:
     body = await body_of(request, StartBody)
-    new = control.NewRelease(version=body.version, image=body.image, digest=body.digest,
-                             schema_version=body.schema_version, config_digest=body.config_digest)
+    new = control.NewRelease(
+        version=body.version,
+        image=body.image,
+        digest=body.digest,
+        schema_version=body.schema_version,
+        config_digest=body.config_digest,
+    )
     rollout = await control.start(request.app[CORE], body.service, new, actor=request[ACTOR], reason=body.reason)
     return await _json(request, rollout, 202)
 
@@ -61,8 +66,13 @@ async def act(request: web.Request) -> web.Response:
     if action == "abort":
         rollout = await control.abort(core, rollout, actor=request[ACTOR], reason=body.reason)
     elif action in ("promote", "hold", "resume"):
-        rollout = await control.control(core, rollout, action, actor=request[ACTOR],  # type: ignore[arg-type]
-                                        reason=body.reason)
+        rollout = await control.control(
+            core,
+            rollout,
+            action,  # type: ignore[arg-type]
+            actor=request[ACTOR],
+            reason=body.reason,
+        )
     else:
         raise web.HTTPNotFound()
     return await _json(request, await core.store.get_incident(rollout.id) or rollout, 202)
@@ -76,14 +86,25 @@ def add_routes(app: web.Application) -> None:
 
 def openapi() -> tuple[dict[str, Any], list[type[BaseModel]]]:
     ident = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-    action = {"name": "action", "in": "path", "required": True,
-              "schema": {"type": "string", "enum": ["promote", "hold", "resume", "abort"]}}
+    action = {
+        "name": "action",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": ["promote", "hold", "resume", "abort"]},
+    }
     service = {"name": "service", "in": "query", "schema": {"type": "string"}}
     paths = {
-        "/v1/rollouts": {"post": op("Start a progressive rollout of a release (1 -> 10 -> 50 -> 100 %)",
-                                    body=StartBody, ok="202")},
+        "/v1/rollouts": {
+            "post": op("Start a progressive rollout of a release (1 -> 10 -> 50 -> 100 %)", body=StartBody, ok="202")
+        },
         "/v1/rollouts/current": {"get": op("The service's running rollout (or ?id=)", params=[service])},
-        "/v1/rollouts/{id}/{action}": {"post": op("Promote (skip the wait), hold, resume, or abort (weight 0 now)",
-                                                  body=ControlBody, ok="202", params=[ident, action])},
+        "/v1/rollouts/{id}/{action}": {
+            "post": op(
+                "Promote (skip the wait), hold, resume, or abort (weight 0 now)",
+                body=ControlBody,
+                ok="202",
+                params=[ident, action],
+            )
+        },
     }
     return paths, [StartBody, ControlBody]

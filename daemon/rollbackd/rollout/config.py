@@ -72,10 +72,14 @@ class Canary(_Strict):
     env: dict[str, str] = {}  # docker: set in the canary's environment ({port}), e.g. a host-network port
 
 
-_ERRORS = ('sum(rate(rag_http_requests_total{service=$service,version=$version,code=~"5.."}[$window]))'
-           ' / sum(rate(rag_http_requests_total{service=$service,version=$version}[$window]))')
-_P95 = ("histogram_quantile(0.95, sum by (le) (rate("
-        "rag_http_request_duration_seconds_bucket{service=$service,version=$version}[$window])))")
+_ERRORS = (
+    'sum(rate(rag_http_requests_total{service=$service,version=$version,code=~"5.."}[$window]))'
+    " / sum(rate(rag_http_requests_total{service=$service,version=$version}[$window]))"
+)
+_P95 = (
+    "histogram_quantile(0.95, sum by (le) (rate("
+    "rag_http_request_duration_seconds_bucket{service=$service,version=$version}[$window])))"
+)
 DEFAULT_HARD = (Gate(name="error_rate", expr=_ERRORS, op="<=", threshold=0.02),)
 DEFAULT_SOFT = (Gate(name="latency_p95", expr=_P95, op="<=", relative_to="baseline_p95", max_ratio=1.1),)
 DEFAULT_PHASES = (Phase(weight=1), Phase(weight=10), Phase(weight=50), Phase(weight=100))

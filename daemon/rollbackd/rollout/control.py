@@ -49,8 +49,12 @@ async def _target(core: Core, runtime: ServiceRuntime, new: NewRelease) -> tuple
         raise PayloadError("version", f"{new.version} is already the live release")
     pretend = Release(service=runtime.name, version=new.version, status="deployed", schema_version=new.schema_version)
     try:
-        target = await releases.select_target([pretend, *history], snapshots=runtime.caps.snapshots,
-                                              data=runtime.config.releases.data, to_release=live.version)
+        target = await releases.select_target(
+            [pretend, *history],
+            snapshots=runtime.caps.snapshots,
+            data=runtime.config.releases.data,
+            to_release=live.version,
+        )
     except releases.NoTarget as refused:
         raise Refused(refused.reason, refused.detail) from refused
     return target.to_json(), live
@@ -68,15 +72,27 @@ async def start(core: Core, service: str | None, new: NewRelease, *, actor: str,
         if view.active_incident:
             raise Refused(Reason.INCIDENT_ACTIVE, view.active_incident)
         target, live = await _target(core, runtime, new)
-        trigger = Trigger(kind="rollout", reason=reason or f"rollout of {new.version}", requested_by=actor,
-                          received_at=core.runner.clock())
+        trigger = Trigger(
+            kind="rollout",
+            reason=reason or f"rollout of {new.version}",
+            requested_by=actor,
+            received_at=core.runner.clock(),
+        )
         incident = await core.intake.new_incident(runtime, trigger, dry_run=False, found=(None, None))
         context = dict(incident.context)
         if target is not None:
             facts.TARGET.put(context, facts.TargetFact.from_json(target))
-        facts.ROLLOUT.put(context, {
-            "version": new.version, "release": new.to_json(), "green": live.version if live else None,
-            "baseline_p95": live.baseline_p95 if live else None, "phases": {}, "outcome": None})
+        facts.ROLLOUT.put(
+            context,
+            {
+                "version": new.version,
+                "release": new.to_json(),
+                "green": live.version if live else None,
+                "baseline_p95": live.baseline_p95 if live else None,
+                "phases": {},
+                "outcome": None,
+            },
+        )
         incident = dataclasses.replace(incident, plan=plan_to_json(entries(runtime)), context=context)
         if not await core.store.create_incident(incident):
             raise Refused(Reason.INCIDENT_ACTIVE)
@@ -91,8 +107,9 @@ async def rollout_of(core: Core, rollout_id: str | None, service: str | None = N
         found = await core.store.get_incident(rollout_id)
     else:
         name = core.controls.service(service).name
-        found = next((i for i in await core.store.active_incidents()
-                      if i.service == name and i.trigger.kind == "rollout"), None)
+        found = next(
+            (i for i in await core.store.active_incidents() if i.service == name and i.trigger.kind == "rollout"), None
+        )
     if found is None or found.trigger.kind != "rollout":
         raise NotFoundError(f"no rollout {rollout_id}" if rollout_id else "no rollout is running")
     return found
@@ -116,6 +133,13 @@ async def abort(core: Core, rollout: Incident, *, actor: str, reason: str) -> In
 
 
 async def _event(core: Core, rollout: Incident, kind: str, actor: str, reason: str, data: dict[str, Any]) -> None:
-    await core.store.append_event(Event(kind=CONTROL if "action" in data else "rollout_start",
-                                        service=rollout.service, incident_id=rollout.id, actor=actor,
-                                        ts=core.runner.clock(), data={"why": reason, "kind": kind, **data}))
+    await core.store.append_event(
+        Event(
+            kind=CONTROL if "action" in data else "rollout_start",
+            service=rollout.service,
+            incident_id=rollout.id,
+            actor=actor,
+            ts=core.runner.clock(),
+            data={"why": reason, "kind": kind, **data},
+        )
+    )

@@ -42,8 +42,14 @@ class Reading:
         return bool(_COMPARE[self.op](float(self.value), float(self.limit)))
 
     def to_json(self) -> dict[str, object]:
-        return {"gate": self.gate, "kind": self.kind, "op": self.op, "value": self.value,
-                "limit": self.limit, "passed": self.passed}
+        return {
+            "gate": self.gate,
+            "kind": self.kind,
+            "op": self.op,
+            "value": self.value,
+            "limit": self.limit,
+            "passed": self.passed,
+        }
 
 
 def limit_of(gate: Gate, baseline_p95: float | None) -> float | None:

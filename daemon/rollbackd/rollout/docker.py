@@ -73,8 +73,11 @@ class DockerCanary:
     async def deploy(self, release: Release, *, rollout_id: str, service: str) -> JSON:
         out = await self.deployer._thread(self._create, release)
         if self.options.health_url:
-            out.update(await wait_urls([self.options.health_url], time.monotonic() + self.options.timeout, 0.2,
-                                       "rollout canary health"))
+            out.update(
+                await wait_urls(
+                    [self.options.health_url], time.monotonic() + self.options.timeout, 0.2, "rollout canary health"
+                )
+            )
         return out
 
     def _remove(self) -> JSON:

@@ -33,14 +33,23 @@ class Scalar(Protocol):
 
 
 class EventLog(Protocol):
-    async def events(self, *, service: str | None = None, kinds: tuple[str, ...] = (),
-                     incident_id: str | None = None, limit: int = 50) -> list[Event]: ...
+    async def events(
+        self,
+        *,
+        service: str | None = None,
+        kinds: tuple[str, ...] = (),
+        incident_id: str | None = None,
+        limit: int = 50,
+    ) -> list[Event]: ...
 
 
 def expression(gate: Gate, *, service: str, version: str, window: float) -> str:
     """The gate's PromQL with its placeholders filled; label values only as escaped strings."""
-    return (gate.expr.replace("$service", promql_string(service)).replace("$version", promql_string(version))
-            .replace("$window", f"{max(1, round(window))}s"))
+    return (
+        gate.expr.replace("$service", promql_string(service))
+        .replace("$version", promql_string(version))
+        .replace("$window", f"{max(1, round(window))}s")
+    )
 
 
 @dataclass
@@ -58,8 +67,11 @@ class CanaryRunner:
             await run_argv(argv, timeout=self.options.timeout, env={}, what="rollout canary deploy")
             out["argv"] = argv
         if self.options.health_url:
-            out.update(await deploy.wait_urls([self.options.health_url], time.monotonic() + self.options.timeout,
-                                              0.2, "rollout canary health"))
+            out.update(
+                await deploy.wait_urls(
+                    [self.options.health_url], time.monotonic() + self.options.timeout, 0.2, "rollout canary health"
+                )
+            )
         return out
 
     async def remove(self, release: Release, *, rollout_id: str, service: str) -> JSON:
@@ -94,7 +106,8 @@ class Kit:
         window = self.config.phases[phase].window
         gates: list[tuple[Literal["hard", "soft"], Gate]] = [
             *(("hard", g) for g in self.config.hard_gates(phase)),
-            *(("soft", g) for g in self.config.soft_gates(phase))]
+            *(("soft", g) for g in self.config.soft_gates(phase)),
+        ]
         out = []
         for kind, gate in gates:
             out.append(reading(gate, kind, await self._value(gate, service, version, window), baseline))

@@ -16,9 +16,17 @@ def config_of(runtime: ServiceRuntime) -> RolloutConfig:
 
 def _guarded(spec: StepConfig) -> StepConfig:
     inner = spec.model_dump(mode="json", exclude_none=True)
-    return StepConfig.model_validate({"type": "rollout.rollback", "name": f"rollback: {spec.step_name}",
-                                      "timeout": spec.timeout, "retries": spec.retries, "backoff": spec.backoff,
-                                      "crash_resumes": spec.crash_resumes, "step": inner})
+    return StepConfig.model_validate(
+        {
+            "type": "rollout.rollback",
+            "name": f"rollback: {spec.step_name}",
+            "timeout": spec.timeout,
+            "retries": spec.retries,
+            "backoff": spec.backoff,
+            "crash_resumes": spec.crash_resumes,
+            "step": inner,
+        }
+    )
 
 
 def entries(runtime: ServiceRuntime) -> list[PlanEntry]:
@@ -26,8 +34,17 @@ def entries(runtime: ServiceRuntime) -> list[PlanEntry]:
     plan: list[PlanEntry] = [StepConfig(type="rollout.canary", timeout=cfg.canary.timeout + 30)]
     for i, phase in enumerate(cfg.phases):
         # a phase lasts until its gates decide (a hold has no end): the bound is a guard, not a plan
-        plan.append(StepConfig.model_validate({"type": "rollout.phase", "name": f"phase {i + 1} ({phase.weight} %)",
-                                               "timeout": 30 * 86400.0, "phase": i, "weight": phase.weight}))
+        plan.append(
+            StepConfig.model_validate(
+                {
+                    "type": "rollout.phase",
+                    "name": f"phase {i + 1} ({phase.weight} %)",
+                    "timeout": 30 * 86400.0,
+                    "phase": i,
+                    "weight": phase.weight,
+                }
+            )
+        )
     plan.append(StepConfig(type="rollout.complete", timeout=cfg.canary.timeout + 300))
     plan.append(StepConfig(type="rollout.remove_canary", timeout=cfg.canary.timeout + 30))
     for entry in runtime.config.plan:

@@ -30,9 +30,14 @@ def validate(settings: Settings) -> list[str]:
 def build(core: Core) -> None:
     for runtime in core.services.values():
         cfg = config.parse(runtime.config.rollout, f"services.{runtime.name}.rollout")
-        runtime.caps.rollout = Kit(config=cfg, prometheus=core.prometheus, events=core.store,
-                                   canary=_canary(cfg.canary, runtime.caps.deployer),
-                                   notify=core.notify.reply, clock=core.runner.clock)
+        runtime.caps.rollout = Kit(
+            config=cfg,
+            prometheus=core.prometheus,
+            events=core.store,
+            canary=_canary(cfg.canary, runtime.caps.deployer),
+            notify=core.notify.reply,
+            clock=core.runner.clock,
+        )
 
 
 def _canary(options: config.Canary, deployer: Any) -> CanaryBackend:

@@ -48,8 +48,14 @@ def rollout_of(ctx: StepContext) -> dict[str, Any]:
 
 def release_of(ro: dict[str, Any], service: str) -> Release:
     r = ro["release"]
-    return Release(service=service, version=r["version"], image=r.get("image"), digest=r.get("digest"),
-                   config_digest=r.get("config_digest"), schema_version=r.get("schema_version"))
+    return Release(
+        service=service,
+        version=r["version"],
+        image=r.get("image"),
+        digest=r.get("digest"),
+        config_digest=r.get("config_digest"),
+        schema_version=r.get("schema_version"),
+    )
 
 
 async def save(ctx: StepContext, ro: dict[str, Any]) -> None:
@@ -68,8 +74,9 @@ class DeployCanary(BaseStep):
     async def run(self, ctx: StepContext) -> JSON:
         ro = rollout_of(ctx)
         await switch_of(ctx).set_weight(0)  # the canary starts with no users, whatever a crash left
-        out = await kit_of(ctx).canary.deploy(release_of(ro, ctx.service), rollout_id=ctx.incident.id,
-                                              service=ctx.service)
+        out = await kit_of(ctx).canary.deploy(
+            release_of(ro, ctx.service), rollout_id=ctx.incident.id, service=ctx.service
+        )
         ro["canary_deployed"] = True
         await save(ctx, ro)
         return {**out, "summary": f"canary {out.get('canary')} runs {ro['version']}"}
@@ -106,8 +113,9 @@ class Phase(BaseStep):
             return {"skipped": True, "summary": f"skipped: the rollout was {ro['outcome']}"}
         kit = kit_of(ctx)
         phases = ro.setdefault("phases", {})
-        rec = phases.setdefault(str(self.phase), {"weight": self.weight,
-                                                  "state": dataclasses.asdict(PhaseState.start(kit.clock()))})
+        rec = phases.setdefault(
+            str(self.phase), {"weight": self.weight, "state": dataclasses.asdict(PhaseState.start(kit.clock()))}
+        )
         await save(ctx, ro)  # the phase's start is journaled before users see the new weight
         await switch_of(ctx).set_weight(self.weight)
         interval = kit.config.phases[self.phase].interval
@@ -121,21 +129,30 @@ class Phase(BaseStep):
                 ro["outcome"] = "rolled_back"
                 ro["rolled_back"] = {"phase": self.phase, "why": verdict.why, "at": kit.clock()}
                 await save(ctx, ro)
-                return {"decision": "rollback", "why": verdict.why, "weight": 0,
-                        "summary": f"rolled back at {self.weight} %: {verdict.why}"}
+                return {
+                    "decision": "rollback",
+                    "why": verdict.why,
+                    "weight": 0,
+                    "summary": f"rolled back at {self.weight} %: {verdict.why}",
+                }
 
     async def _evaluate(self, ctx: StepContext, kit: Kit, ro: dict[str, Any], rec: dict[str, Any]) -> Verdict:
         state = PhaseState(**rec["state"])
         events = await kit.controls(ctx.incident.id)
         state, alerts = apply_controls(state, events)
-        readings = alerts + await kit.read(self.phase, service=ctx.service, version=ro["version"],
-                                           baseline=ro.get("baseline_p95"))
+        readings = alerts + await kit.read(
+            self.phase, service=ctx.service, version=ro["version"], baseline=ro.get("baseline_p95")
+        )
         now = kit.clock()
         verdict = decide(readings, state, now, kit.config.phases[self.phase].window)
         previous = (rec.get("last") or {}).get("decision")
         rec["state"] = dataclasses.asdict(verdict.state)
-        rec["last"] = {"at": now, "decision": verdict.decision.value, "why": verdict.why,
-                       "readings": [r.to_json() for r in readings]}
+        rec["last"] = {
+            "at": now,
+            "decision": verdict.decision.value,
+            "why": verdict.why,
+            "readings": [r.to_json() for r in readings],
+        }
         await save(ctx, ro)
         told = verdict.decision in _FINAL or (verdict.decision is RolloutDecision.HOLD and previous != "hold")
         if told:  # a decision, or a hold as it starts: never every interval
@@ -143,11 +160,19 @@ class Phase(BaseStep):
         return verdict
 
     def _message(self, ctx: StepContext, decision: RolloutDecision, text: str) -> Message:
-        severity = {RolloutDecision.ROLLBACK: "danger", RolloutDecision.HOLD: "warning",
-                    RolloutDecision.PROMOTE: "good"}.get(decision, "info")
-        return Message(kind="step", title=f"{ctx.service} rollout, phase {self.phase + 1} ({self.weight} %): "
-                       f"{decision.value.upper()}", service=ctx.service, incident_id=ctx.incident.id,
-                       text=f"```{text}```", severity=severity)  # type: ignore[arg-type]
+        severity = {
+            RolloutDecision.ROLLBACK: "danger",
+            RolloutDecision.HOLD: "warning",
+            RolloutDecision.PROMOTE: "good",
+        }.get(decision, "info")
+        return Message(
+            kind="step",
+            title=f"{ctx.service} rollout, phase {self.phase + 1} ({self.weight} %): {decision.value.upper()}",
+            service=ctx.service,
+            incident_id=ctx.incident.id,
+            text=f"```{text}```",
+            severity=severity,  # type: ignore[arg-type]
+        )
 
 
 def apply_controls(state: PhaseState, events: list[Event]) -> tuple[PhaseState, list[Reading]]:
@@ -194,8 +219,11 @@ class Complete(BaseStep):
         ro["outcome"] = "promoted"
         ro["baseline_p95"] = green.get("baseline_p95")
         await save(ctx, ro)
-        return {**out, **green, "summary": f"{release.version} is live and green"
-                f" (baseline p95 {green.get('baseline_p95')})"}
+        return {
+            **out,
+            **green,
+            "summary": f"{release.version} is live and green (baseline p95 {green.get('baseline_p95')})",
+        }
 
 
 def _deadline(deployer: Any) -> float:
@@ -208,11 +236,19 @@ async def _record_green(ctx: StepContext, release: Release) -> JSON:
         return {"recorded": False}
     live = await ledger.live()
     if live is None or live.version != release.version:  # a resumed step records it once
-        await ledger.record(version=release.version, image=release.image, digest=release.digest,
-                            config_digest=release.config_digest, schema_version=release.schema_version,
-                            source="pipeline", actor="rollbackd rollout", reason=f"rollout {ctx.incident.id}")
-    green = await ledger.mark_green(release.version, actor="rollbackd rollout",
-                                    reason=f"rollout {ctx.incident.id}: every phase passed its gates")
+        await ledger.record(
+            version=release.version,
+            image=release.image,
+            digest=release.digest,
+            config_digest=release.config_digest,
+            schema_version=release.schema_version,
+            source="pipeline",
+            actor="rollbackd rollout",
+            reason=f"rollout {ctx.incident.id}",
+        )
+    green = await ledger.mark_green(
+        release.version, actor="rollbackd rollout", reason=f"rollout {ctx.incident.id}: every phase passed its gates"
+    )
     return {"recorded": True, "green": True, "baseline_p95": green.baseline_p95}
 
 
@@ -234,8 +270,9 @@ class RemoveCanary(BaseStep):
             return {"skipped": True, "summary": "nothing to remove: the rollout was not rolled back"}
         await switch_of(ctx).set_weight(0)
         ro = rollout_of(ctx)
-        out = await kit_of(ctx).canary.remove(release_of(ro, ctx.service), rollout_id=ctx.incident.id,
-                                              service=ctx.service)
+        out = await kit_of(ctx).canary.remove(
+            release_of(ro, ctx.service), rollout_id=ctx.incident.id, service=ctx.service
+        )
         ro["canary_removed"] = True
         await save(ctx, ro)
         return out

@@ -14,8 +14,11 @@ def _num(value: Any) -> str:
 
 
 def gate_lines(readings: list[Mapping[str, Any]]) -> list[str]:
-    return [f"  {r['kind']:<4} {r['gate']:<18} {_num(r.get('value')):>10} {r['op']:<2} {_num(r.get('limit')):<10}"
-            f" {_MARK[r.get('passed')]}" for r in readings]
+    return [
+        f"  {r['kind']:<4} {r['gate']:<18} {_num(r.get('value')):>10} {r['op']:<2} {_num(r.get('limit')):<10}"
+        f" {_MARK[r.get('passed')]}"
+        for r in readings
+    ]
 
 
 def evaluation(phase: int, weight: int, ev: Mapping[str, Any]) -> str:
@@ -25,8 +28,10 @@ def evaluation(phase: int, weight: int, ev: Mapping[str, Any]) -> str:
 
 def render(rollout: Mapping[str, Any]) -> str:
     """The whole rollout: its version, outcome, then the last evaluation of every phase reached."""
-    lines = [f"rollout of {rollout.get('version')} (green: {rollout.get('green') or 'none'})"
-             f" - {rollout.get('outcome') or 'in progress'}"]
+    lines = [
+        f"rollout of {rollout.get('version')} (green: {rollout.get('green') or 'none'})"
+        f" - {rollout.get('outcome') or 'in progress'}"
+    ]
     for key, phase in sorted((rollout.get("phases") or {}).items(), key=lambda kv: int(kv[0])):
         last = phase.get("last")
         if last:

@@ -51,9 +51,17 @@ class SnapshotSet:
         return self.kind == SAFETY
 
     def to_json(self) -> JSON:
-        return {"id": self.id, "service": self.service, "created_at": self.created_at, "release": self.release,
-                "verified": self.verified, "reason": self.reason, "kind": self.kind, "size_bytes": self.size_bytes,
-                "manifests": self.manifests}
+        return {
+            "id": self.id,
+            "service": self.service,
+            "created_at": self.created_at,
+            "release": self.release,
+            "verified": self.verified,
+            "reason": self.reason,
+            "kind": self.kind,
+            "size_bytes": self.size_bytes,
+            "manifests": self.manifests,
+        }
 
 
 class Snapshotter(Protocol):
@@ -157,5 +165,16 @@ def rollforward_name(base: str, tag: str) -> str:
     return f"{base}__rf_{safe_tag(tag)}"
 
 
-__all__ = ["BACKENDS", "JSON", "SAFETY", "SnapshotSet", "Snapshotter", "aside_name", "kept_alias", "pre_name",
-           "restored_name", "rollforward_name", "safe_tag"]
+__all__ = [
+    "BACKENDS",
+    "JSON",
+    "SAFETY",
+    "SnapshotSet",
+    "Snapshotter",
+    "aside_name",
+    "kept_alias",
+    "pre_name",
+    "restored_name",
+    "rollforward_name",
+    "safe_tag",
+]

@@ -72,8 +72,13 @@ async def _journal(core: Core, kind: EventKind, data: DataSet, actor: str, why: 
 
 async def list_snapshots(request: web.Request) -> web.Response:
     data = _dataset(request.app[CORE], query_service(request))
-    return web.json_response({"service": data.service, "snapshots": [s.to_json() for s in await data.list()],
-                              "kept_copies": await kept_copies(data)})
+    return web.json_response(
+        {
+            "service": data.service,
+            "snapshots": [s.to_json() for s in await data.list()],
+            "kept_copies": await kept_copies(data),
+        }
+    )
 
 
 async def create_snapshot(request: web.Request) -> web.Response:
@@ -88,8 +93,7 @@ async def create_snapshot(request: web.Request) -> web.Response:
         return snap.to_json()
 
     if body.background and data.jobs is not None:
-        return web.json_response(await data.jobs.start("snapshot", create(), actor=actor, why=body.reason),
-                                 status=202)
+        return web.json_response(await data.jobs.start("snapshot", create(), actor=actor, why=body.reason), status=202)
     return web.json_response(await create(), status=201)
 
 
@@ -117,21 +121,38 @@ async def restore_plan(data: DataSet, set_id: str) -> JSON:
     for name, now in live.items():
         then = snap.manifests.get(name, {})
         if now.get("kind") == "postgres":
-            replaces[name] = {"database": now["database"], "bytes": now["bytes"],
-                              "schema_version": {"live": now.get("schema_version"),
-                                                 "snapshot": then.get("schema_version")},
-                              "tables": {t: {"live": (now["tables"].get(t) or {}).get("rows"),
-                                             "snapshot": (then.get("tables", {}).get(t) or {}).get("rows")}
-                                         for t in sorted(set(now["tables"]) | set(then.get("tables", {})))}}
+            replaces[name] = {
+                "database": now["database"],
+                "bytes": now["bytes"],
+                "schema_version": {"live": now.get("schema_version"), "snapshot": then.get("schema_version")},
+                "tables": {
+                    t: {
+                        "live": (now["tables"].get(t) or {}).get("rows"),
+                        "snapshot": (then.get("tables", {}).get(t) or {}).get("rows"),
+                    }
+                    for t in sorted(set(now["tables"]) | set(then.get("tables", {})))
+                },
+            }
         else:
             alias = now.get("alias")
-            replaces[name] = {"alias": alias, "collection": now.get("collection"),
-                              "points": {"live": now["collections"][alias]["points"],
-                                         "snapshot": then.get("collections", {}).get(alias, {}).get("points")}}
-    return {"service": data.service, "snapshot": snap.to_json(), "replaces": replaces,
-            "steps": (["safety snapshot of the live data"] if data.safety_snapshot else [])
-            + ["restore every store aside (parallel), counts checked",
-               "swap all stores (database rename, alias switch); replaced copies kept"]}
+            replaces[name] = {
+                "alias": alias,
+                "collection": now.get("collection"),
+                "points": {
+                    "live": now["collections"][alias]["points"],
+                    "snapshot": then.get("collections", {}).get(alias, {}).get("points"),
+                },
+            }
+    return {
+        "service": data.service,
+        "snapshot": snap.to_json(),
+        "replaces": replaces,
+        "steps": (["safety snapshot of the live data"] if data.safety_snapshot else [])
+        + [
+            "restore every store aside (parallel), counts checked",
+            "swap all stores (database rename, alias switch); replaced copies kept",
+        ],
+    }
 
 
 async def restore_snapshot(request: web.Request) -> web.Response:
@@ -142,11 +163,19 @@ async def restore_snapshot(request: web.Request) -> web.Response:
     plan = await restore_plan(data, set_id)
     if body.dry_run:
         return web.json_response({"dry_run": True, **plan})
-    incident = await open_restore(core, data, set_id, actor=request[ACTOR], reason=body.reason,
-                                  allow_foreign=body.allow_foreign)
-    return web.json_response({"incident": incident.id, "service": data.service, "snapshot_set": set_id,
-                              "state": incident.state.value, "follow": f"/v1/incidents/{incident.id}"},
-                             status=202)
+    incident = await open_restore(
+        core, data, set_id, actor=request[ACTOR], reason=body.reason, allow_foreign=body.allow_foreign
+    )
+    return web.json_response(
+        {
+            "incident": incident.id,
+            "service": data.service,
+            "snapshot_set": set_id,
+            "state": incident.state.value,
+            "follow": f"/v1/incidents/{incident.id}",
+        },
+        status=202,
+    )
 
 
 async def prune_snapshots(request: web.Request) -> web.Response:
@@ -157,8 +186,7 @@ async def prune_snapshots(request: web.Request) -> web.Response:
     assert runtime.config.snapshots is not None
     retention = parse(runtime.config.snapshots, f"services.{data.service}.snapshots").retention
     async with data.lock:
-        result = await prune(data, keep_last=retention.keep_last, keep_kept=retention.keep_kept,
-                             dry_run=body.dry_run)
+        result = await prune(data, keep_last=retention.keep_last, keep_kept=retention.keep_kept, dry_run=body.dry_run)
     if not body.dry_run:
         await _journal(core, EventKind.SNAPSHOT_PRUNE, data, request[ACTOR], body.reason, deleted=result["deleted"])
     return web.json_response(result)
@@ -172,8 +200,16 @@ async def adopt_alias(request: web.Request) -> web.Response:
     if not qdrant:
         raise PayloadError("store", "no qdrant store of that name")
     snapshotter: Any = data.snapshotters[qdrant[0]]
-    await _journal(core, EventKind.ALIAS_ADOPT_STARTED, data, request[ACTOR], body.reason, store=qdrant[0],
-                   alias=snapshotter.alias, announce=f"reads of {snapshotter.alias!r} fail for a short window")
+    await _journal(
+        core,
+        EventKind.ALIAS_ADOPT_STARTED,
+        data,
+        request[ACTOR],
+        body.reason,
+        store=qdrant[0],
+        alias=snapshotter.alias,
+        announce=f"reads of {snapshotter.alias!r} fail for a short window",
+    )
     async with data.lock:
         with tempfile.TemporaryDirectory(prefix="rollbackd-adopt-") as tmp:
             result = await snapshotter.adopt_alias(Path(tmp))
@@ -213,17 +249,28 @@ def openapi() -> tuple[dict[str, Any], list[type[BaseModel]]]:
             "get": op("Snapshot sets of a service, newest first", params=[service]),
             "post": op("Take a snapshot set of every store now", body=SnapshotCreateBody, ok="201"),
         },
-        "/v1/snapshots/{id}/verify": {"post": op("Re-hash every file against the manifest",
-                                                 body=SnapshotVerifyBody, params=[ident])},
-        "/v1/snapshots/{id}/restore": {"post": op(
-            "Restore a set as an incident (safety snapshot, prepare aside, swap; 202, follow the incident); "
-            "dry_run: what would be replaced",
-            body=SnapshotRestoreBody, params=[ident])},
-        "/v1/snapshots/jobs/{id}": {"get": op("A snapshot job (background create): running, done, failed or "
-                                              "interrupted, with its result", params=[service, ident])},
-        "/v1/snapshots/prune": {"post": op("Apply retention (keep last N and green releases' sets)",
-                                           body=SnapshotPruneBody)},
-        "/v1/snapshots/adopt-alias": {"post": op("Move a Qdrant collection behind an alias of its name",
-                                                 body=AdoptAliasBody)},
+        "/v1/snapshots/{id}/verify": {
+            "post": op("Re-hash every file against the manifest", body=SnapshotVerifyBody, params=[ident])
+        },
+        "/v1/snapshots/{id}/restore": {
+            "post": op(
+                "Restore a set as an incident (safety snapshot, prepare aside, swap; 202, follow the incident); "
+                "dry_run: what would be replaced",
+                body=SnapshotRestoreBody,
+                params=[ident],
+            )
+        },
+        "/v1/snapshots/jobs/{id}": {
+            "get": op(
+                "A snapshot job (background create): running, done, failed or interrupted, with its result",
+                params=[service, ident],
+            )
+        },
+        "/v1/snapshots/prune": {
+            "post": op("Apply retention (keep last N and green releases' sets)", body=SnapshotPruneBody)
+        },
+        "/v1/snapshots/adopt-alias": {
+            "post": op("Move a Qdrant collection behind an alias of its name", body=AdoptAliasBody)
+        },
     }
     return paths, [SnapshotCreateBody, SnapshotVerifyBody, SnapshotRestoreBody, SnapshotPruneBody, AdoptAliasBody]

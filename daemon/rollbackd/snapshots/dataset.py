@@ -24,13 +24,21 @@ if TYPE_CHECKING:
     class DataSetState(ReleaseStore, IncidentJournal, Protocol):
         """What a data set reads of the journal: releases (the live one), incidents (copies in use)."""
 
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
 class DataSet:
-    def __init__(self, *, service: str, store: SnapshotStore, snapshotters: Mapping[str, Snapshotter],
-                 state: DataSetState | None = None, on_success: Callable[[str, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        service: str,
+        store: SnapshotStore,
+        snapshotters: Mapping[str, Snapshotter],
+        state: DataSetState | None = None,
+        on_success: Callable[[str, float], None] | None = None,
+    ) -> None:
         self.service = service
         self.store = store
         self.snapshotters = dict(snapshotters)
@@ -59,8 +67,9 @@ class DataSet:
         except OSError as exc:
             raise fs_error(exc, self.store.root) from exc
 
-    async def latest(self, *, release: str | None = None, verified_only: bool = True,
-                     include_safety: bool = False) -> SnapshotSet | None:
+    async def latest(
+        self, *, release: str | None = None, verified_only: bool = True, include_safety: bool = False
+    ) -> SnapshotSet | None:
         """The newest set (of ``release``); never a safety snapshot unless asked: one taken during a later
         incident is labelled with the release then live, yet holds the damaged data it was taken to keep."""
         for snap in await self.own():
@@ -108,8 +117,10 @@ class DataSet:
         estimates = await asyncio.gather(*(s.estimate_bytes() for s in self.snapshotters.values()))
         free = await self.fs(self.store.free_bytes)
         if sum(estimates) * 1.1 > free:
-            raise FatalError(f"too little disk in {self.store.root}: {free} bytes free, the snapshot needs about "
-                             f"{sum(estimates)} (database and collection sizes)")
+            raise FatalError(
+                f"too little disk in {self.store.root}: {free} bytes free, the snapshot needs about "
+                f"{sum(estimates)} (database and collection sizes)"
+            )
         created_at = time.time()
         release = await self.live_release()
         set_id, tmp = await asyncio.to_thread(self.store.reserve, created_at)
@@ -117,10 +128,19 @@ class DataSet:
             for name in self.snapshotters:
                 (tmp / name).mkdir()
             parts = await asyncio.gather(*(s.create(tmp / name) for name, s in self.snapshotters.items()))
-            manifests = {name: {**part, "release": release} for name, part in
-                         zip(self.snapshotters, parts, strict=True)}
-            snap = await asyncio.to_thread(self.store.commit, tmp, set_id, created_at=created_at,
-                                           release=release, reason=reason, manifests=manifests, kind=kind)
+            manifests = {
+                name: {**part, "release": release} for name, part in zip(self.snapshotters, parts, strict=True)
+            }
+            snap = await asyncio.to_thread(
+                self.store.commit,
+                tmp,
+                set_id,
+                created_at=created_at,
+                release=release,
+                reason=reason,
+                manifests=manifests,
+                kind=kind,
+            )
         except BaseException:
             await asyncio.to_thread(self.store.abort, tmp)
             raise
@@ -134,8 +154,9 @@ class DataSet:
         return await self.fs(self.store.verify, set_id)
 
     # ---- two-phase restore ------------------------------------------------------------------------
-    async def preflight(self, set_id: str, tag: str, *, allow_foreign: str | None = None,
-                        rehash: bool = True) -> SnapshotSet:
+    async def preflight(
+        self, set_id: str, tag: str, *, allow_foreign: str | None = None, rehash: bool = True
+    ) -> SnapshotSet:
         """Everything that would refuse a restore of ``set_id``, checked before anything is written (no
         safety snapshot is taken for a restore that will be refused): the set is complete, is this
         service's (same stores, databases, servers: else refused unless ``allow_foreign`` names the
@@ -161,9 +182,11 @@ class DataSet:
         assert snap.path is not None
         names = list(self.snapshotters)
         # The re-hash runs alongside the restores (it reads the same files); a mismatch discards them all.
-        results = await asyncio.gather(self._verified(set_id), *(
-            self.snapshotters[n].prepare(snap.manifests[n], snap.path / n, set_id) for n in names),
-            return_exceptions=True)
+        results = await asyncio.gather(
+            self._verified(set_id),
+            *(self.snapshotters[n].prepare(snap.manifests[n], snap.path / n, set_id) for n in names),
+            return_exceptions=True,
+        )
         check, results = results[0], results[1:]
         failures = [(n, r) for n, r in zip(names, results, strict=True) if isinstance(r, BaseException)]
         prepared = {n: r for n, r in zip(names, results, strict=True) if isinstance(r, dict)}
@@ -183,16 +206,19 @@ class DataSet:
         for name, snapshotter in self.snapshotters.items():
             problems += [f"{name}: {p}" for p in await snapshotter.origin_problems(snap.manifests[name])]
         if problems and allow_foreign != snap.service:
-            raise FatalError(f"snapshot set {snap.id} was taken of " + "; ".join(problems) + "; refused, nothing "
-                             f"changed (to restore it anyway, name its service: allow_foreign={snap.service!r})")
+            raise FatalError(
+                f"snapshot set {snap.id} was taken of " + "; ".join(problems) + "; refused, nothing "
+                f"changed (to restore it anyway, name its service: allow_foreign={snap.service!r})"
+            )
         if problems:
             log.warning("snapshot_foreign_restore", extra={"set_id": snap.id, "problems": problems})
 
     async def _verified(self, set_id: str) -> None:
         result = await self.verify(set_id)
         if not result["verified"]:
-            raise FatalError(f"snapshot set {set_id} failed verification ({result['error']}); refused, the live "
-                             "data is untouched")
+            raise FatalError(
+                f"snapshot set {set_id} failed verification ({result['error']}); refused, the live data is untouched"
+            )
 
     async def discard(self, prepared: Mapping[str, JSON]) -> builtins.list[str]:
         dropped = []
@@ -204,8 +230,9 @@ class DataSet:
                 log.exception("data_discard_failed", extra={"store": name})
         return dropped
 
-    async def swap(self, prepared: Mapping[str, JSON], tag: str,
-                   done: Mapping[str, JSON] | None = None) -> dict[str, JSON]:
+    async def swap(
+        self, prepared: Mapping[str, JSON], tag: str, done: Mapping[str, JSON] | None = None
+    ) -> dict[str, JSON]:
         """Swap every store; all checks first, so a refusal changes nothing; if a swap fails after others
         succeeded, those are put back. ``done``: stores already swapped (on resume; the world is asked too)."""
         done = dict(done or {})
@@ -235,8 +262,9 @@ class DataSet:
             except Exception as undo_exc:  # report it; a human must look
                 stuck.append(f"{name} ({undo_exc})")
         log.error("data_swap_failed", extra={"store": failed, "undone": undone, "stuck": stuck})
-        state = f"swapped back: {', '.join(undone) or 'none'}" + (f"; STILL SWAPPED: {', '.join(stuck)}"
-                                                                    if stuck else "; live data as before")
+        state = f"swapped back: {', '.join(undone) or 'none'}" + (
+            f"; STILL SWAPPED: {', '.join(stuck)}" if stuck else "; live data as before"
+        )
         return FatalError(f"swap of {failed} failed: {exc} ({state})")
 
     async def restore(self, set_id: str, tag: str, *, allow_foreign: str | None = None) -> JSON:
@@ -250,9 +278,15 @@ class DataSet:
         async with self.lock:
             prepared = await self.prepare(set_id)
             swapped = await self.swap(prepared, tag)
-        return {"op": tag, "snapshot_set": set_id, "safety_snapshot": safety, "restored": prepared,
-                "swapped": swapped, "downtime_s": {n: s.get("downtime_s") for n, s in swapped.items()},
-                "seconds": round(time.monotonic() - started, 3)}
+        return {
+            "op": tag,
+            "snapshot_set": set_id,
+            "safety_snapshot": safety,
+            "restored": prepared,
+            "swapped": swapped,
+            "downtime_s": {n: s.get("downtime_s") for n, s in swapped.items()},
+            "seconds": round(time.monotonic() - started, 3),
+        }
 
     async def roll_forward(self, swapped: Mapping[str, JSON], tag: str) -> dict[str, JSON]:
         out: dict[str, JSON] = {}
@@ -284,8 +318,17 @@ def _kept_of(restored: JSON, tag: str) -> JSON:
         return {"kind": "postgres", "mode": "in_place", "live": restored["live"], "kept": None}
     if restored.get("kind") == "postgres":
         live = restored["live"]
-        return {"kind": "postgres", "mode": "rename", "live": live, "kept": pre_name(live, tag),
-                "restored": restored["database"]}
-    return {"kind": restored.get("kind"), "alias": restored.get("alias"), "current": restored.get("collection"),
-            "previous": restored.get("previous"), "kept": restored.get("previous")}
-
+        return {
+            "kind": "postgres",
+            "mode": "rename",
+            "live": live,
+            "kept": pre_name(live, tag),
+            "restored": restored["database"],
+        }
+    return {
+        "kind": restored.get("kind"),
+        "alias": restored.get("alias"),
+        "current": restored.get("collection"),
+        "previous": restored.get("previous"),
+        "kept": restored.get("previous"),
+    }

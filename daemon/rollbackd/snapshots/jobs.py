@@ -33,8 +33,15 @@ class Jobs:
 
     async def start(self, kind: str, work: Awaitable[JSON], *, actor: str, why: str) -> JSON:
         job_id = f"{kind}-{secrets.token_hex(4)}"
-        job: JSON = {"id": job_id, "kind": kind, "service": self.service, "state": "running",
-                     "started_at": time.time(), "actor": actor, "why": why}
+        job: JSON = {
+            "id": job_id,
+            "kind": kind,
+            "service": self.service,
+            "state": "running",
+            "started_at": time.time(),
+            "actor": actor,
+            "why": why,
+        }
         self.known[job_id] = job
         await self._journal(EventKind.JOB_STARTED, job)
         task = asyncio.create_task(self._run(job, work))
@@ -54,17 +61,25 @@ class Jobs:
 
     async def _journal(self, kind: EventKind, job: JSON) -> None:
         try:
-            await self.store.append_event(Event(kind=kind, service=self.service, actor=str(job["actor"]),
-                                                data={"job": job["id"], **{k: v for k, v in job.items()
-                                                                          if k != "id"}}))
+            await self.store.append_event(
+                Event(
+                    kind=kind,
+                    service=self.service,
+                    actor=str(job["actor"]),
+                    data={"job": job["id"], **{k: v for k, v in job.items() if k != "id"}},
+                )
+            )
         except Exception:  # the job runs whether or not the journal line was written
             log.exception("snapshot_job_journal_failed", extra={"job": job["id"]})
 
     async def get(self, job_id: str) -> JSON:
         if job_id in self.known:
             return dict(self.known[job_id])
-        events = [e for e in await self.store.events(service=self.service, kinds=KINDS, limit=500)
-                  if e.data.get("job") == job_id]
+        events = [
+            e
+            for e in await self.store.events(service=self.service, kinds=KINDS, limit=500)
+            if e.data.get("job") == job_id
+        ]
         if not events:
             raise NotFoundError(f"no job {job_id} of service {self.service}")
         last = max(events, key=lambda e: e.ts)

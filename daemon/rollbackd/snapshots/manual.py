@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 RESTORE_PLAN = ({"type": "snapshot.safety"}, {"type": "data.prepare"}, {"type": "data.swap"})
 
 
-async def open_restore(core: Core, data: DataSet, set_id: str, *, actor: str, reason: str,
-                       allow_foreign: str | None = None) -> Incident:
+async def open_restore(
+    core: Core, data: DataSet, set_id: str, *, actor: str, reason: str, allow_foreign: str | None = None
+) -> Incident:
     """Check what can refuse the restore now (set, origin, swap blockers; the re-hash runs in the safety
     step), then open the incident and start it. Refused while another incident of the service is active."""
     runtime = core.services[data.service]
@@ -36,14 +37,27 @@ async def open_restore(core: Core, data: DataSet, set_id: str, *, actor: str, re
         if allow_foreign:
             facts.ALLOW_FOREIGN.put(context, allow_foreign)
         incident = Incident(
-            id=incident_id, service=runtime.name, state=IncidentState.PENDING,
-            trigger=Trigger(kind="manual", reason=f"restore snapshot {set_id}: {reason}", requested_by=actor,
-                            received_at=now),
-            dry_run=False, created_at=now, plan=[dict(step) for step in RESTORE_PLAN], context=context)
+            id=incident_id,
+            service=runtime.name,
+            state=IncidentState.PENDING,
+            trigger=Trigger(
+                kind="manual", reason=f"restore snapshot {set_id}: {reason}", requested_by=actor, received_at=now
+            ),
+            dry_run=False,
+            created_at=now,
+            plan=[dict(step) for step in RESTORE_PLAN],
+            context=context,
+        )
         if not await core.store.create_incident(incident):
             raise Refused(Reason.INCIDENT_ACTIVE)
-        await core.store.append_event(Event(kind=EventKind.SNAPSHOT_RESTORE_STARTED, service=runtime.name,
-                                            incident_id=incident.id, actor=actor,
-                                            data={"why": reason, "snapshot_set": set_id}))
+        await core.store.append_event(
+            Event(
+                kind=EventKind.SNAPSHOT_RESTORE_STARTED,
+                service=runtime.name,
+                incident_id=incident.id,
+                actor=actor,
+                data={"why": reason, "snapshot_set": set_id},
+            )
+        )
     core.runner.start(incident.id)
     return incident

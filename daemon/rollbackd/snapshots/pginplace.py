@@ -39,9 +39,14 @@ async def swap_in_place(snap: PostgresSnapshotter, restored: JSON) -> JSON:
             spooled: list[tuple[str, str, list[str], Path]] = []
             sequences: list[tuple[str, int, bool]] = []
             for schema, name in tables:
-                cols = [r["attname"] for r in await src.fetch(
-                    "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 "
-                    "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum", f"{ident(schema)}.{ident(name)}")]
+                cols = [
+                    r["attname"]
+                    for r in await src.fetch(
+                        "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 "
+                        "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+                        f"{ident(schema)}.{ident(name)}",
+                    )
+                ]
                 if not cols:
                     raise FatalError(f"in_place_tables: {schema}.{name} is not in the snapshot")
                 path = Path(tmp) / f"{len(spooled)}.copy"
@@ -54,12 +59,13 @@ async def swap_in_place(snap: PostgresSnapshotter, restored: JSON) -> JSON:
                 await live.execute(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE")
                 await live.execute(f"TRUNCATE {names}")
                 for schema, name, cols, path in spooled:
-                    await live.copy_to_table(name, schema_name=schema, columns=cols, source=str(path),
-                                             format="binary")
+                    await live.copy_to_table(name, schema_name=schema, columns=cols, source=str(path), format="binary")
                 for seq, value, called in sequences:
                     await live.execute("SELECT setval($1::regclass, $2, $3)", seq, value, called)
-                counts = {f"{s}.{n}": int(await live.fetchval(f"SELECT count(*) FROM {ident(s)}.{ident(n)}"))
-                          for s, n, _, _ in spooled}
+                counts = {
+                    f"{s}.{n}": int(await live.fetchval(f"SELECT count(*) FROM {ident(s)}.{ident(n)}"))
+                    for s, n, _, _ in spooled
+                }
                 expected = restored["expected"]["tables"]
                 wrong = [t for t, c in counts.items() if t in expected and expected[t]["rows"] != c]
                 if wrong:
@@ -67,8 +73,15 @@ async def swap_in_place(snap: PostgresSnapshotter, restored: JSON) -> JSON:
             window = time.monotonic() - started
             await live.execute(f"ANALYZE {names}")
     await snap.discard(restored)
-    return {"kind": snap.kind, "mode": "in_place", "live": snap.database, "tables": counts,
-            "downtime_s": round(window, 4), "kept": None, "note": "tables locked (not the database) during the window"}
+    return {
+        "kind": snap.kind,
+        "mode": "in_place",
+        "live": snap.database,
+        "tables": counts,
+        "downtime_s": round(window, 4),
+        "kept": None,
+        "note": "tables locked (not the database) during the window",
+    }
 
 
 async def _sequences(src: Any, schema: str, name: str) -> list[tuple[str, int, bool]]:

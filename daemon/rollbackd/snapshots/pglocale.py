@@ -23,9 +23,14 @@ async def read(conn: Any, database: str) -> JSON:
     if not row:
         return {}
     encoding = await conn.fetchval("SELECT pg_encoding_to_char($1::int)", int(row["encoding"]))
-    return {"encoding": str(encoding), "lc_collate": row.get("datcollate"), "lc_ctype": row.get("datctype"),
-            "locale_provider": _PROVIDERS.get(str(row.get("datlocprovider") or "c"), "libc"),
-            "icu_locale": row.get("daticulocale") or row.get("datlocale"), "icu_rules": row.get("daticurules")}
+    return {
+        "encoding": str(encoding),
+        "lc_collate": row.get("datcollate"),
+        "lc_ctype": row.get("datctype"),
+        "locale_provider": _PROVIDERS.get(str(row.get("datlocprovider") or "c"), "libc"),
+        "icu_locale": row.get("daticulocale") or row.get("datlocale"),
+        "icu_rules": row.get("daticurules"),
+    }
 
 
 def create_sql(target: str, locale: JSON, server_major: int) -> str:
@@ -56,5 +61,7 @@ async def create(admin: Any, target: str, locale: JSON, server_major: int) -> No
         await admin.execute(create_sql(target, locale, server_major))
     except asyncpg.PostgresError as exc:
         described = ", ".join(f"{k} {v}" for k, v in locale.items() if v)
-        raise FatalError(f"this server cannot create a database like the snapshot's ({described}): "
-                         f"{type(exc).__name__}: {exc}; refused, nothing live changed") from exc
+        raise FatalError(
+            f"this server cannot create a database like the snapshot's ({described}): "
+            f"{type(exc).__name__}: {exc}; refused, nothing live changed"
+        ) from exc

@@ -15,29 +15,51 @@ from rollbackd.records import JSON
 from rollbackd.snapshots.pgtools import ident, literal
 
 # Settings whose value is a list that pg_dump splits and quotes element by element (GUC_LIST_QUOTE).
-_LIST_SETTINGS = frozenset({"search_path", "temp_tablespaces", "session_preload_libraries",
-                            "local_preload_libraries", "shared_preload_libraries"})
+_LIST_SETTINGS = frozenset(
+    {
+        "search_path",
+        "temp_tablespaces",
+        "session_preload_libraries",
+        "local_preload_libraries",
+        "shared_preload_libraries",
+    }
+)
 
 
 async def read(conn: Any, database: str) -> JSON:
     row = await conn.fetchrow(
         "SELECT d.oid, pg_get_userbyid(d.datdba) AS owner, d.datconnlimit AS connlimit, d.datacl::text[] AS acl,"
-        " shobj_description(d.oid, 'pg_database') AS comment FROM pg_database d WHERE d.datname = $1", database)
+        " shobj_description(d.oid, 'pg_database') AS comment FROM pg_database d WHERE d.datname = $1",
+        database,
+    )
     if row is None:
         return {}
     grants = await conn.fetch(
         "SELECT coalesce(pg_get_userbyid(nullif(a.grantee, 0)), 'PUBLIC') AS grantee, a.privilege_type,"
         " a.is_grantable, pg_get_userbyid(a.grantor) AS grantor FROM pg_database d, aclexplode(d.datacl) a"
-        " WHERE d.datname = $1 ORDER BY 1, 2", database)
+        " WHERE d.datname = $1 ORDER BY 1, 2",
+        database,
+    )
     settings = await conn.fetch(
         "SELECT coalesce(pg_get_userbyid(nullif(s.setrole, 0)), '') AS role, s.setconfig FROM pg_db_role_setting s"
-        " WHERE s.setdatabase = $1 ORDER BY 1", row["oid"])
+        " WHERE s.setdatabase = $1 ORDER BY 1",
+        row["oid"],
+    )
     return {
         "owner": row["owner"],
         "connection_limit": row["connlimit"],
         "acl": list(row["acl"]) if row["acl"] is not None else None,
-        "grants": [{"grantee": g["grantee"], "privilege": g["privilege_type"], "grantable": g["is_grantable"],
-                    "grantor": g["grantor"]} for g in grants] if row["acl"] is not None else None,
+        "grants": [
+            {
+                "grantee": g["grantee"],
+                "privilege": g["privilege_type"],
+                "grantable": g["is_grantable"],
+                "grantor": g["grantor"],
+            }
+            for g in grants
+        ]
+        if row["acl"] is not None
+        else None,
         "comment": row["comment"],
         "settings": {s["role"] or "*": list(s["setconfig"] or []) for s in settings},
     }
@@ -118,13 +140,16 @@ def apply_statements(target: str, props: JSON, current: JSON) -> list[str]:
     the result is exactly ``props``)."""
     db = ident(target)
     out = [f"ALTER DATABASE {db} OWNER TO {ident(props['owner'])}"] if props.get("owner") else []
-    out += [f"ALTER DATABASE {db} CONNECTION LIMIT {int(props['connection_limit'])}",
-            f"COMMENT ON DATABASE {db} IS " + (literal(props["comment"]) if props.get("comment") else "NULL")]
+    out += [
+        f"ALTER DATABASE {db} CONNECTION LIMIT {int(props['connection_limit'])}",
+        f"COMMENT ON DATABASE {db} IS " + (literal(props["comment"]) if props.get("comment") else "NULL"),
+    ]
     if props.get("grants") is not None:
         out += _grant_statements(db, props, current)
     for role in current.get("settings", {}):
-        out.append(f"ALTER DATABASE {db} RESET ALL" if role == "*" else
-                   f"ALTER ROLE {ident(role)} IN DATABASE {db} RESET ALL")
+        out.append(
+            f"ALTER DATABASE {db} RESET ALL" if role == "*" else f"ALTER ROLE {ident(role)} IN DATABASE {db} RESET ALL"
+        )
     for role, entries in props.get("settings", {}).items():
         prefix = f"ALTER DATABASE {db}" if role == "*" else f"ALTER ROLE {ident(role)} IN DATABASE {db}"
         out += [f"{prefix} SET {set_clause(e)}" for e in entries]
@@ -172,8 +197,10 @@ def changes(live: JSON, applied: JSON) -> JSON:
 
 async def apply(conn: Any, target: str, props: JSON) -> JSON:
     """Apply in one transaction; returns the statement count and what was left out (missing roles)."""
-    roles = {r["rolname"]: r["member"] for r in await conn.fetch(
-        "SELECT rolname, pg_has_role(current_user, oid, 'MEMBER') AS member FROM pg_roles")}
+    roles = {
+        r["rolname"]: r["member"]
+        for r in await conn.fetch("SELECT rolname, pg_has_role(current_user, oid, 'MEMBER') AS member FROM pg_roles")
+    }
     wanted, skipped = usable(props, set(roles), {r for r, member in roles.items() if member})
     statements = apply_statements(target, wanted, await read(conn, target))
     async with conn.transaction():
@@ -186,12 +213,16 @@ async def swap_blockers(conn: Any, database: str) -> list[str]:
     """Why a rename swap must not happen: logical replication slots and subscriptions stay with the old
     database (by OID), so after a rename they would silently serve the wrong one."""
     reasons: list[str] = []
-    slots = await conn.fetch("SELECT slot_name FROM pg_replication_slots WHERE database = $1 AND "
-                             "slot_type = 'logical' ORDER BY 1", database)
+    slots = await conn.fetch(
+        "SELECT slot_name FROM pg_replication_slots WHERE database = $1 AND slot_type = 'logical' ORDER BY 1", database
+    )
     if slots:
         reasons.append("logical replication slot(s) " + ", ".join(r["slot_name"] for r in slots))
-    subs = await conn.fetch("SELECT s.subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid "
-                            "WHERE d.datname = $1 ORDER BY 1", database)
+    subs = await conn.fetch(
+        "SELECT s.subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid "
+        "WHERE d.datname = $1 ORDER BY 1",
+        database,
+    )
     if subs:
         reasons.append("subscription(s) " + ", ".join(r["subname"] for r in subs))
     return reasons

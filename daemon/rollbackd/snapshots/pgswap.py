@@ -30,7 +30,6 @@ class RenameSwap:
     def plain(self, database: str) -> AbstractAsyncContextManager[Any]:
         raise NotImplementedError
 
-
     async def check_swap(self, restored: JSON, tag: str = "") -> None:
         async with self.bounded("postgres") as admin:
             if restored.get("mode") == "in_place":
@@ -47,9 +46,12 @@ class RenameSwap:
                 raise FatalError(f"database name {name!r} is longer than PostgreSQL's 63 bytes")
         blockers = await pgprops.swap_blockers(admin, self.database)
         if blockers:
-            raise FatalError(f"refusing the rename swap of {self.database}: it has "
-                             + "; ".join(blockers) + " (they stay with the old database); use "
-                             "`in_place_tables` for this database")
+            raise FatalError(
+                f"refusing the rename swap of {self.database}: it has "
+                + "; ".join(blockers)
+                + " (they stay with the old database); use "
+                "`in_place_tables` for this database"
+            )
 
     async def preflight(self, manifest: JSON, tag: str) -> None:
         """What would refuse the swap of this snapshot, checked before anything is written."""
@@ -69,9 +71,17 @@ class RenameSwap:
                     applied = await pgprops.apply(conn, copy, live)
             changed = pgprops.changes(live, await pgprops.read(admin, copy))
             downtime = await self._rename(admin, self.database, kept, copy)
-        return {"kind": self.kind, "mode": "rename", "live": self.database, "kept": kept, "restored": copy,
-                "properties_from": restored.get("properties_from", "live"), "properties_applied": applied,
-                "properties_changed": changed, "downtime_s": round(downtime, 4)}
+        return {
+            "kind": self.kind,
+            "mode": "rename",
+            "live": self.database,
+            "kept": kept,
+            "restored": copy,
+            "properties_from": restored.get("properties_from", "live"),
+            "properties_applied": applied,
+            "properties_changed": changed,
+            "downtime_s": round(downtime, 4),
+        }
 
     async def _rename(self, admin: Any, live: str, kept: str, incoming: str) -> float:
         """The window: no connections, backends ended, the two renames in one transaction."""
@@ -92,25 +102,35 @@ class RenameSwap:
 
     async def _terminate(self, admin: Any, databases: tuple[str, ...]) -> None:
         deadline = time.monotonic() + self.options.terminate_wait
-        sql = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-               "WHERE datname = ANY($1::text[]) AND pid <> pg_backend_pid()")
+        sql = (
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = ANY($1::text[]) AND pid <> pg_backend_pid()"
+        )
         while await admin.fetchval(sql, list(databases)):
             if time.monotonic() > deadline:
-                left = await admin.fetch("SELECT pid, application_name, state, left(query, 200) AS query FROM "
-                                         "pg_stat_activity WHERE datname = ANY($1::text[]) AND pid <> "
-                                         "pg_backend_pid() ORDER BY pid", list(databases))
-                raise FatalError(f"sessions of {', '.join(databases)} did not end in "
-                                 f"{self.options.terminate_wait:g}s: {describe([dict(r) for r in left])}")
+                left = await admin.fetch(
+                    "SELECT pid, application_name, state, left(query, 200) AS query FROM "
+                    "pg_stat_activity WHERE datname = ANY($1::text[]) AND pid <> "
+                    "pg_backend_pid() ORDER BY pid",
+                    list(databases),
+                )
+                raise FatalError(
+                    f"sessions of {', '.join(databases)} did not end in "
+                    f"{self.options.terminate_wait:g}s: {describe([dict(r) for r in left])}"
+                )
             await asyncio.sleep(0.01)
 
     async def is_swapped(self, restored: JSON, tag: str) -> bool:
         async with self.bounded("postgres") as admin:
             if restored.get("mode") == "in_place":  # the copy is dropped only after the tables went in
-                return not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
-                                                restored["database"])
-            names = {r["datname"] for r in await admin.fetch(
-                "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])",
-                [pre_name(self.database, tag), restored["database"]])}
+                return not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", restored["database"])
+            names = {
+                r["datname"]
+                for r in await admin.fetch(
+                    "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])",
+                    [pre_name(self.database, tag), restored["database"]],
+                )
+            }
         return pre_name(self.database, tag) in names and restored["database"] not in names
 
     async def roll_forward(self, swapped: JSON, tag: str) -> JSON:
@@ -121,12 +141,21 @@ class RenameSwap:
             if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", kept):
                 raise FatalError(f"the pre-rollback copy {kept} is gone (pruned?)")
             downtime = await self._rename(admin, self.database, aside, kept)
-        return {"kind": self.kind, "live": self.database, "restored": kept, "kept": aside,
-                "downtime_s": round(downtime, 4)}
+        return {
+            "kind": self.kind,
+            "live": self.database,
+            "restored": kept,
+            "kept": aside,
+            "downtime_s": round(downtime, 4),
+        }
 
     async def is_rolled_forward(self, swapped: JSON, tag: str) -> bool:
         async with self.bounded("postgres") as admin:
-            names = {r["datname"] for r in await admin.fetch(
-                "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])",
-                [swapped["kept"], rollforward_name(self.database, tag)])}
+            names = {
+                r["datname"]
+                for r in await admin.fetch(
+                    "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])",
+                    [swapped["kept"], rollforward_name(self.database, tag)],
+                )
+            }
         return rollforward_name(self.database, tag) in names and swapped["kept"] not in names

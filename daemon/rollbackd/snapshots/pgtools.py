@@ -17,8 +17,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from rollbackd import childenv, procs
 from rollbackd.errors import BackendError, FatalError
 
-_LIBPQ_ENV = {"sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT",
-              "sslkey": "PGSSLKEY", "connect_timeout": "PGCONNECT_TIMEOUT", "application_name": "PGAPPNAME"}
+_LIBPQ_ENV = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "application_name": "PGAPPNAME",
+}
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
 
@@ -40,9 +46,14 @@ class Dsn:
         if not database or "/" in database:
             raise ValueError("the DSN must name the database (…/database)")
         params = tuple((k, v[-1]) for k, v in parse_qs(parts.query).items())
-        return cls(host=parts.hostname or "127.0.0.1", port=parts.port or 5432,
-                   user=unquote(parts.username) if parts.username else None,
-                   password=unquote(parts.password) if parts.password else None, database=database, params=params)
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 5432,
+            user=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            database=database,
+            params=params,
+        )
 
     def url(self, database: str | None = None) -> str:
         """The asyncpg DSN of another database on the same server (not for logs: may hold the password)."""
@@ -52,8 +63,9 @@ class Dsn:
 
             auth = quote(self.user, safe="") + (f":{quote(self.password, safe='')}" if self.password else "") + "@"
         query = "&".join(f"{k}={v}" for k, v in self.params)
-        return f"postgresql://{auth}{self.host}:{self.port}/{database or self.database}" + (f"?{query}" if query
-                                                                                             else "")
+        return f"postgresql://{auth}{self.host}:{self.port}/{database or self.database}" + (
+            f"?{query}" if query else ""
+        )
 
     def where(self, database: str | None = None) -> str:
         """For messages: host:port/database, never the password."""
@@ -78,14 +90,17 @@ def tool_path(name: str, bin_dir: str | None) -> str:
     path = shutil.which(name, path=bin_dir) if bin_dir else shutil.which(name)
     if path is None:
         where = f" in {bin_dir}" if bin_dir else " on PATH"
-        raise FatalError(f"{name} not found{where}: install the PostgreSQL client of the server's major version "
-                         "(Debian: postgresql-client-15) or set `pg_bin_dir`")
+        raise FatalError(
+            f"{name} not found{where}: install the PostgreSQL client of the server's major version "
+            "(Debian: postgresql-client-15) or set `pg_bin_dir`"
+        )
     return path
 
 
 async def tool_major(path: str) -> int:
-    proc = await asyncio.create_subprocess_exec(path, "--version", stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        path, "--version", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, _ = await proc.communicate()
     found = _VERSION.search(out.decode(errors="replace"))
     if proc.returncode != 0 or not found:
@@ -99,8 +114,10 @@ async def check_tool(name: str, bin_dir: str | None, server_major: int) -> str:
     path = tool_path(name, bin_dir)
     major = await tool_major(path)
     if major < server_major:
-        raise FatalError(f"{name} is version {major} but the server is version {server_major}: install "
-                         f"postgresql-client-{server_major} or point `pg_bin_dir` at it")
+        raise FatalError(
+            f"{name} is version {major} but the server is version {server_major}: install "
+            f"postgresql-client-{server_major} or point `pg_bin_dir` at it"
+        )
     return path
 
 
@@ -119,8 +136,7 @@ def tool_error(what: str, code: int, stderr: str) -> BackendError | FatalError:
     tail = " | ".join(line for line in stderr.splitlines()[-4:] if line.strip())[-600:]
     lowered = stderr.lower()
     if "permission denied" in lowered or "must be owner" in lowered:
-        return FatalError(f"{what}: permission denied (the role needs to own the database and have CREATEDB): "
-                          f"{tail}")
+        return FatalError(f"{what}: permission denied (the role needs to own the database and have CREATEDB): {tail}")
     if "connection refused" in lowered or "could not connect" in lowered:
         return BackendError("postgres", f"{what}: connection refused: {tail}", retryable=True)
     if "no space left" in lowered:
@@ -151,8 +167,9 @@ def map_pg_error(exc: BaseException, dsn: Dsn, database: str | None = None) -> E
 
 
 @contextlib.asynccontextmanager
-async def connect(dsn: Dsn, database: str | None = None, *, timeout: float = 10.0,
-                  settings: dict[str, str] | None = None) -> AsyncIterator[Any]:
+async def connect(
+    dsn: Dsn, database: str | None = None, *, timeout: float = 10.0, settings: dict[str, str] | None = None
+) -> AsyncIterator[Any]:
     """An asyncpg connection (``settings``: server settings such as lock_timeout); every asyncpg/OS error
     inside the block comes out translated."""
     import asyncpg

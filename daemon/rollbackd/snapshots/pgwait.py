@@ -28,8 +28,11 @@ _WAIT_TEXT = ("could not obtain lock", "lock timeout", "statement timeout", "Loc
 
 def settings(app_name: str, lock_timeout: float, statement_timeout: float) -> dict[str, str]:
     """Server settings for a bounded session (0 s statement_timeout: none)."""
-    return {"application_name": app_name, "lock_timeout": f"{int(lock_timeout * 1000)}ms",
-            "statement_timeout": f"{int(statement_timeout * 1000)}ms"}
+    return {
+        "application_name": app_name,
+        "lock_timeout": f"{int(lock_timeout * 1000)}ms",
+        "statement_timeout": f"{int(statement_timeout * 1000)}ms",
+    }
 
 
 def is_wait_failure(exc: BaseException) -> bool:
@@ -43,8 +46,10 @@ def is_wait_failure(exc: BaseException) -> bool:
 
 
 def describe(blockers: list[JSON]) -> str:
-    return "; ".join(f"pid {b['pid']} (application {b['application_name'] or '-'!r}, {b['state'] or '-'}, "
-                     f"query {b['query']!r})" for b in blockers)
+    return "; ".join(
+        f"pid {b['pid']} (application {b['application_name'] or '-'!r}, {b['state'] or '-'}, query {b['query']!r})"
+        for b in blockers
+    )
 
 
 class Blockers:
@@ -80,19 +85,24 @@ async def naming_blockers(dsn: Dsn, app_name: str, what: str, lock_timeout: floa
         if not is_wait_failure(exc):
             raise
         who = describe(blockers.seen) or "a session that is gone by now"
-        raise FatalError(f"{what} waited too long (lock_timeout {lock_timeout:g}s) and gave up; blocked by "
-                         f"{who}; nothing live changed") from exc
+        raise FatalError(
+            f"{what} waited too long (lock_timeout {lock_timeout:g}s) and gave up; blocked by "
+            f"{who}; nothing live changed"
+        ) from exc
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
-async def session(dsn: Dsn, database: str | None, *, app_name: str, lock_timeout: float, statement_timeout: float,
-                  what: str) -> AsyncIterator[Any]:
+async def session(
+    dsn: Dsn, database: str | None, *, app_name: str, lock_timeout: float, statement_timeout: float, what: str
+) -> AsyncIterator[Any]:
     """A bounded session (lock and statement timeouts) whose timeouts name the blockers."""
-    async with naming_blockers(dsn, app_name, what, lock_timeout), connect(
-            dsn, database, settings=settings(app_name, lock_timeout, statement_timeout)) as conn:
+    async with (
+        naming_blockers(dsn, app_name, what, lock_timeout),
+        connect(dsn, database, settings=settings(app_name, lock_timeout, statement_timeout)) as conn,
+    ):
         yield conn
 
 

@@ -1,15 +1,15 @@
 """The snapshots capability's hooks into the core (see rollbackd.plugins).
 
-    services:
-      rag:
-        snapshots:
-          dir: ./var/snapshots/rag
-          safety_snapshot: true               # before any restore (default on)
-          schedule: {interval: 6h}            # or {cron: "0 3 * * *"} (UTC); none: only by hand / in rollbacks
-          retention: {keep_last: 10, schedule: {interval: 1h}}
-          stores:
-            postgres: {type: postgres, dsn: "${RAG_PG_DSN}", jobs: 2, schema_version_sql: "SELECT ..."}
-            qdrant: {type: qdrant, url: "http://127.0.0.1:6333", api_key: "${QDRANT_API_KEY}", alias: docs}
+services:
+  rag:
+    snapshots:
+      dir: ./var/snapshots/rag
+      safety_snapshot: true               # before any restore (default on)
+      schedule: {interval: 6h}            # or {cron: "0 3 * * *"} (UTC); none: only by hand / in rollbacks
+      retention: {keep_last: 10, schedule: {interval: 1h}}
+      stores:
+        postgres: {type: postgres, dsn: "${RAG_PG_DSN}", jobs: 2, schema_version_sql: "SELECT ..."}
+        qdrant: {type: qdrant, url: "http://127.0.0.1:6333", api_key: "${QDRANT_API_KEY}", alias: docs}
 """
 
 from __future__ import annotations
@@ -77,8 +77,9 @@ def parse(raw: dict[str, Any], path: str) -> SnapshotsConfig:
     problems: list[str] = []
     for name, ref in cfg.stores.items():
         try:
-            validate_options(resolve(BACKENDS, ref.type, f"{path}.stores.{name}"), ref.options(),
-                             f"{path}.stores.{name}")
+            validate_options(
+                resolve(BACKENDS, ref.type, f"{path}.stores.{name}"), ref.options(), f"{path}.stores.{name}"
+            )
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -101,16 +102,21 @@ def shared_dirs(dirs: dict[str, str]) -> list[str]:
     for name, raw in dirs.items():
         where = Path(raw).expanduser().resolve()
         if where in seen:
-            problems.append(f"services.{name}.snapshots.dir: {where} is also services.{seen[where]}'s; two "
-                            "services may not share a snapshot directory")
+            problems.append(
+                f"services.{name}.snapshots.dir: {where} is also services.{seen[where]}'s; two "
+                "services may not share a snapshot directory"
+            )
         seen.setdefault(where, name)
     return problems
 
 
 def validate(settings: Any) -> list[str]:
     problems: list[str] = []
-    dirs = {name: str(svc.snapshots["dir"]) for name, svc in settings.services.items()
-            if isinstance(svc.snapshots, dict) and isinstance(svc.snapshots.get("dir"), str)}
+    dirs = {
+        name: str(svc.snapshots["dir"])
+        for name, svc in settings.services.items()
+        if isinstance(svc.snapshots, dict) and isinstance(svc.snapshots.get("dir"), str)
+    }
     problems += shared_dirs(dirs)
     for name, svc in settings.services.items():
         path = f"services.{name}.snapshots"
@@ -137,8 +143,13 @@ def build_dataset(runtime: ServiceRuntime, state: Any, on_success: Any = None) -
     for name, ref in cfg.stores.items():
         cls = resolve(BACKENDS, ref.type, f"{path}.stores.{name}")
         snapshotters[name] = cls(validate_options(cls, ref.options(), f"{path}.stores.{name}"), name=name)
-    data = DataSet(service=runtime.name, store=SnapshotStore(Path(cfg.dir).expanduser(), runtime.name),
-                   snapshotters=snapshotters, state=state, on_success=on_success)
+    data = DataSet(
+        service=runtime.name,
+        store=SnapshotStore(Path(cfg.dir).expanduser(), runtime.name),
+        snapshotters=snapshotters,
+        state=state,
+        on_success=on_success,
+    )
     data.safety_snapshot = cfg.safety_snapshot
     return data
 
@@ -147,6 +158,7 @@ def build(core: Core) -> None:
     for runtime in core.services.values():
         if runtime.config.snapshots is None:
             continue
+
         def on_success(store: str, ts: float, service: str = runtime.name) -> None:
             core.metrics.snapshot_last_success.labels(service, store).set(ts)
 
@@ -199,11 +211,18 @@ def jobs(core: Core, scheduler: Scheduler) -> None:
 
         async def snapshot(data: DataSet = data) -> None:
             snap = await data.create(reason="scheduled", kind="scheduled")
-            await core.store.append_event(Event(kind=EventKind.SNAPSHOT, service=data.service, actor="scheduler",
-                                                data={"why": "scheduled", "snapshot_set": snap.id}))
+            await core.store.append_event(
+                Event(
+                    kind=EventKind.SNAPSHOT,
+                    service=data.service,
+                    actor="scheduler",
+                    data={"why": "scheduled", "snapshot_set": snap.id},
+                )
+            )
 
-        async def retention(data: DataSet = data, keep: int = cfg.retention.keep_last,
-                            keep_kept: int = cfg.retention.keep_kept) -> None:
+        async def retention(
+            data: DataSet = data, keep: int = cfg.retention.keep_last, keep_kept: int = cfg.retention.keep_kept
+        ) -> None:
             async with data.lock:
                 await prune(data, keep_last=keep, keep_kept=keep_kept)
 
@@ -218,9 +237,18 @@ async def status(core: Core, runtime: ServiceRuntime) -> JSON:
         return {}
     sets = await data.list()
     latest = sets[0] if sets else None
-    return {"snapshots": {
-        "count": len(sets),
-        "latest": None if latest is None else {"id": latest.id, "created_at": iso(latest.created_at),
-                                               "release": latest.release, "verified": latest.verified,
-                                               "size_bytes": latest.size_bytes, "reason": latest.reason},
-    }}
+    return {
+        "snapshots": {
+            "count": len(sets),
+            "latest": None
+            if latest is None
+            else {
+                "id": latest.id,
+                "created_at": iso(latest.created_at),
+                "release": latest.release,
+                "verified": latest.verified,
+                "size_bytes": latest.size_bytes,
+                "reason": latest.reason,
+            },
+        }
+    }

@@ -79,9 +79,14 @@ class PostgresSnapshotter(RenameSwap):
     def bounded(self, database: str | None = None, what: str | None = None) -> AbstractAsyncContextManager[Any]:
         """A session on the live database (or another of the server) with lock and statement timeouts; a
         timeout names the sessions that blocked it."""
-        return pgwait.session(self.dsn, database, app_name=self.app_name, lock_timeout=self.options.lock_timeout,
-                              statement_timeout=self.options.statement_timeout,
-                              what=what or f"{self.name}: a statement on {self.dsn.where(database)}")
+        return pgwait.session(
+            self.dsn,
+            database,
+            app_name=self.app_name,
+            lock_timeout=self.options.lock_timeout,
+            statement_timeout=self.options.statement_timeout,
+            what=what or f"{self.name}: a statement on {self.dsn.where(database)}",
+        )
 
     def plain(self, database: str) -> AbstractAsyncContextManager[Any]:
         """A session on a copy rollbackd made (restore checks, VACUUM: no bound but the step's own)."""
@@ -107,9 +112,18 @@ class PostgresSnapshotter(RenameSwap):
             server = await self._server(conn)
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 snapshot_id = str(await conn.fetchval("SELECT pg_export_snapshot()"))
-                argv = [pg_dump, "-Fd", "-j", str(self.options.jobs), "--snapshot", snapshot_id,
-                        f"--lock-wait-timeout={int(self.options.lock_timeout * 1000)}",
-                        "-f", str(dest / DUMP_DIR), *self.dsn.argv(self.database)]
+                argv = [
+                    pg_dump,
+                    "-Fd",
+                    "-j",
+                    str(self.options.jobs),
+                    "--snapshot",
+                    snapshot_id,
+                    f"--lock-wait-timeout={int(self.options.lock_timeout * 1000)}",
+                    "-f",
+                    str(dest / DUMP_DIR),
+                    *self.dsn.argv(self.database),
+                ]
                 env = {**self.dsn.env(), "PGAPPNAME": self.app_name}
                 dump = asyncio.create_task(run_tool(argv, env, f"pg_dump of {self.dsn.where()}"))
                 try:  # counted in the dump's own snapshot while it runs: exact, and no extra wall time
@@ -120,13 +134,22 @@ class PostgresSnapshotter(RenameSwap):
                     await asyncio.gather(dump, return_exceptions=True)
                     raise
                 dump_s = await dump
-        return {"kind": self.kind, "store": self.name, "database": self.database, "server": server,
-                "server_version": server_version,
-                "server_major": major, "schema_version": schema_version, "tables": tables,
-                "database_properties": props, "database_locale": locale, "dump_format": "directory",
-                "jobs": self.options.jobs,
-                "bytes": sum(t["bytes"] for t in tables.values()),
-                "durations": {"dump_s": round(dump_s, 3), "total_s": round(time.monotonic() - started, 3)}}
+        return {
+            "kind": self.kind,
+            "store": self.name,
+            "database": self.database,
+            "server": server,
+            "server_version": server_version,
+            "server_major": major,
+            "schema_version": schema_version,
+            "tables": tables,
+            "database_properties": props,
+            "database_locale": locale,
+            "dump_format": "directory",
+            "jobs": self.options.jobs,
+            "bytes": sum(t["bytes"] for t in tables.values()),
+            "durations": {"dump_s": round(dump_s, 3), "total_s": round(time.monotonic() - started, 3)},
+        }
 
     async def _server(self, conn: Any) -> JSON:
         """Which server this is: its system identifier (the same for a server and its physical replicas,
@@ -144,8 +167,10 @@ class PostgresSnapshotter(RenameSwap):
             async with self.bounded() as conn:
                 now = (await self._server(conn))["system_identifier"]
             if now != then:
-                problems.append(f"PostgreSQL server {then} at {manifest['server'].get('address')} (this store's "
-                                f"is {now} at {self.dsn.host}:{self.dsn.port})")
+                problems.append(
+                    f"PostgreSQL server {then} at {manifest['server'].get('address')} (this store's "
+                    f"is {now} at {self.dsn.host}:{self.dsn.port})"
+                )
         return problems
 
     async def _schema_version(self, conn: Any) -> str | None:
@@ -167,8 +192,10 @@ class PostgresSnapshotter(RenameSwap):
         for _ in range(32):
             name = aside_name(self.database, set_id)
             if len(name.encode()) > 63:
-                raise FatalError(f"database name {name!r} is longer than PostgreSQL's 63 bytes; shorten the "
-                                 "database name or use in_place_tables")
+                raise FatalError(
+                    f"database name {name!r} is longer than PostgreSQL's 63 bytes; shorten the "
+                    "database name or use in_place_tables"
+                )
             if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
                 return name
         raise FatalError(f"no free restore-aside database name for set {set_id}")
@@ -190,12 +217,22 @@ class PostgresSnapshotter(RenameSwap):
         except BaseException:
             await self.discard({"database": target})
             raise
-        return {"kind": self.kind, "database": target, "live": self.database, "set_id": set_id,
-                "mode": "in_place" if self.options.in_place_tables else "rename", "locale": locale,
-                "expected": {"tables": {k: {"rows": v["rows"]} for k, v in manifest["tables"].items()}},
-                "counts_checked": counts, **properties,
-                "durations": {"restore_s": round(restore_s, 3), "vacuum_analyze_s": round(vacuum_s, 3),
-                              "total_s": round(time.monotonic() - started, 3)}}
+        return {
+            "kind": self.kind,
+            "database": target,
+            "live": self.database,
+            "set_id": set_id,
+            "mode": "in_place" if self.options.in_place_tables else "rename",
+            "locale": locale,
+            "expected": {"tables": {k: {"rows": v["rows"]} for k, v in manifest["tables"].items()}},
+            "counts_checked": counts,
+            **properties,
+            "durations": {
+                "restore_s": round(restore_s, 3),
+                "vacuum_analyze_s": round(vacuum_s, 3),
+                "total_s": round(time.monotonic() - started, 3),
+            },
+        }
 
     async def _snapshot_properties(self, target: str, manifest: JSON) -> JSON:
         """The snapshot's database properties onto the copy, off the downtime path (``properties: snapshot``,
@@ -230,8 +267,9 @@ class PostgresSnapshotter(RenameSwap):
             previous: dict[str, int] | None = None
             stable = 0
             for _ in range(40):
-                rows = await conn.fetch("SELECT schemaname || '.' || relname AS t, n_tup_ins - n_tup_del AS n "
-                                        "FROM pg_stat_user_tables")
+                rows = await conn.fetch(
+                    "SELECT schemaname || '.' || relname AS t, n_tup_ins - n_tup_del AS n FROM pg_stat_user_tables"
+                )
                 seen = {r["t"]: int(r["n"]) for r in rows}
                 if all(seen.get(t) == n for t, n in expected.items()):
                     return {"tables": len(expected), "by": "statistics"}
@@ -241,8 +279,11 @@ class PostgresSnapshotter(RenameSwap):
                 previous = seen
                 await asyncio.sleep(0.025)
             actual = await self._tables(conn)
-        wrong = [f"{t}: {actual.get(t, {}).get('rows')} rows, manifest {n}" for t, n in expected.items()
-                 if actual.get(t, {}).get("rows") != n]
+        wrong = [
+            f"{t}: {actual.get(t, {}).get('rows')} rows, manifest {n}"
+            for t, n in expected.items()
+            if actual.get(t, {}).get("rows") != n
+        ]
         if wrong:
             raise FatalError("restored copy does not match the snapshot manifest: " + "; ".join(wrong[:5]))
         return {"tables": len(expected), "by": "count(*)"}
@@ -259,8 +300,9 @@ class PostgresSnapshotter(RenameSwap):
         except Exception:  # not superuser, or another filesystem namespace: the restore will tell
             return
         if needed and free < needed * 1.1:
-            raise FatalError(f"too little disk for the restored copy: {free} bytes free in {data_dir}, "
-                             f"about {needed} needed")
+            raise FatalError(
+                f"too little disk for the restored copy: {free} bytes free in {data_dir}, about {needed} needed"
+            )
 
     async def is_prepared(self, restored: JSON) -> bool:
         async with self.bounded("postgres") as admin:
@@ -279,9 +321,13 @@ class PostgresSnapshotter(RenameSwap):
 
     async def live(self) -> JSON:
         async with self.bounded() as conn:
-            return {"kind": self.kind, "database": self.database, "tables": await self._tables(conn),
-                    "schema_version": await self._schema_version(conn),
-                    "bytes": int(await conn.fetchval("SELECT pg_database_size(current_database())"))}
+            return {
+                "kind": self.kind,
+                "database": self.database,
+                "tables": await self._tables(conn),
+                "schema_version": await self._schema_version(conn),
+                "bytes": int(await conn.fetchval("SELECT pg_database_size(current_database())")),
+            }
 
     async def copies(self) -> list[str]:
         """Restore-aside copies that exist now (for discarding orphans; a swapped-in one was renamed)."""
@@ -299,8 +345,10 @@ class PostgresSnapshotter(RenameSwap):
         prefix = f"{self.database}__{kind}_"
         async with self.bounded("postgres") as admin:
             pattern = prefix.replace("_", r"\_") + "%"
-            return [(r["datname"], r["datname"][len(prefix):]) for r in await admin.fetch(
-                "SELECT datname FROM pg_database WHERE datname LIKE $1", pattern)]
+            return [
+                (r["datname"], r["datname"][len(prefix) :])
+                for r in await admin.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1", pattern)
+            ]
 
     async def close(self) -> None:
         return None
@@ -312,8 +360,12 @@ async def drop_copy(admin: Any, live: str, database: str) -> None:
     Missing is fine."""
     if database == live or not database.startswith(f"{live}__"):
         raise FatalError(f"refusing to drop database {database!r}: it is not a copy of {live!r}")
-    row = await admin.fetchrow("SELECT d.oid, (SELECT l.oid FROM pg_database l WHERE l.datname = $2) AS live_oid"
-                               " FROM pg_database d WHERE d.datname = $1", database, live)
+    row = await admin.fetchrow(
+        "SELECT d.oid, (SELECT l.oid FROM pg_database l WHERE l.datname = $2) AS live_oid"
+        " FROM pg_database d WHERE d.datname = $1",
+        database,
+        live,
+    )
     if row is None:
         return
     if row["oid"] == row["live_oid"]:

@@ -47,8 +47,9 @@ class QdrantSnapshotter:
         self.options = options
         self.name = name
         self.alias = options.alias
-        self.http = QdrantHttp(options.url, options.api_key.get_secret_value() if options.api_key else None,
-                               options.timeout)
+        self.http = QdrantHttp(
+            options.url, options.api_key.get_secret_value() if options.api_key else None, options.timeout
+        )
 
     async def target(self) -> str | None:
         """The collection the alias points at (None when the alias does not exist)."""
@@ -81,13 +82,23 @@ class QdrantSnapshotter:
         finally:
             await self.http.delete_snapshot(collection, desc["name"])
         if desc.get("checksum") and desc["checksum"] != digest:
-            raise FatalError(f"qdrant snapshot {desc['name']}: downloaded sha256 {digest} differs from Qdrant's "
-                             f"checksum {desc['checksum']}")
-        return {"kind": self.kind, "store": self.name, "server": self.http.url, "alias": self.alias,
-                "collection": collection, "aliased": aliased,
-                "collections": {self.alias: {"points": points}}, "snapshot": desc["name"], "sha256": digest,
-                "bytes": size, "durations": {"create_s": round(created_s, 3),
-                                             "total_s": round(time.monotonic() - started, 3)}}
+            raise FatalError(
+                f"qdrant snapshot {desc['name']}: downloaded sha256 {digest} differs from Qdrant's "
+                f"checksum {desc['checksum']}"
+            )
+        return {
+            "kind": self.kind,
+            "store": self.name,
+            "server": self.http.url,
+            "alias": self.alias,
+            "collection": collection,
+            "aliased": aliased,
+            "collections": {self.alias: {"points": points}},
+            "snapshot": desc["name"],
+            "sha256": digest,
+            "bytes": size,
+            "durations": {"create_s": round(created_s, 3), "total_s": round(time.monotonic() - started, 3)},
+        }
 
     async def _fresh_name(self, set_id: str) -> str:
         """A restore-aside name no collection or alias has on the server now."""
@@ -113,10 +124,15 @@ class QdrantSnapshotter:
         except BaseException:
             await self.discard({"collection": target})
             raise
-        return {"kind": self.kind, "collection": target, "alias": self.alias, "set_id": set_id,
-                "previous": await self.target(),
-                "expected": {"collections": {self.alias: expected}},
-                "durations": {"restore_s": round(time.monotonic() - started, 3)}}
+        return {
+            "kind": self.kind,
+            "collection": target,
+            "alias": self.alias,
+            "set_id": set_id,
+            "previous": await self.target(),
+            "expected": {"collections": {self.alias: expected}},
+            "durations": {"restore_s": round(time.monotonic() - started, 3)},
+        }
 
     async def is_prepared(self, restored: JSON) -> bool:
         return await self.http.exists(restored["collection"])
@@ -129,9 +145,14 @@ class QdrantSnapshotter:
         (or kept for roll-forward) and is refused, whatever its name says. Missing is fine."""
         holders = await self.http.holders(name)
         if holders or name == self.alias:
-            raise FatalError(f"qdrant: refusing to delete collection {name!r}: "
-                             + (f"alias(es) {', '.join(holders)} point at it" if holders else
-                                "it is the collection the application reads"))
+            raise FatalError(
+                f"qdrant: refusing to delete collection {name!r}: "
+                + (
+                    f"alias(es) {', '.join(holders)} point at it"
+                    if holders
+                    else "it is the collection the application reads"
+                )
+            )
         if name in await self.http.collections():
             await self.http.delete_collection(name)
 
@@ -147,8 +168,10 @@ class QdrantSnapshotter:
     async def preflight(self, manifest: JSON, tag: str) -> None:
         """What would refuse the swap, checked before anything is written (no safety snapshot, no copy)."""
         if await self.target() is None and await self.http.exists(self.alias):
-            raise FatalError(f"qdrant: {self.alias!r} is a collection, not an alias; run "
-                             "`rollbackd snapshot adopt-alias` first (the application must read through an alias)")
+            raise FatalError(
+                f"qdrant: {self.alias!r} is a collection, not an alias; run "
+                "`rollbackd snapshot adopt-alias` first (the application must read through an alias)"
+            )
 
     async def check_swap(self, restored: JSON, tag: str = "") -> None:
         await self.preflight({}, tag)
@@ -173,9 +196,16 @@ class QdrantSnapshotter:
         started = time.monotonic()
         await self.http.update_aliases(point)
         downtime = time.monotonic() - started
-        return {"kind": self.kind, "alias": self.alias, "aliases": aliases, "previous": previous,
-                "current": restored["collection"], "kept": previous,
-                "kept_alias": marker if previous is not None else None, "downtime_s": round(downtime, 4)}
+        return {
+            "kind": self.kind,
+            "alias": self.alias,
+            "aliases": aliases,
+            "previous": previous,
+            "current": restored["collection"],
+            "kept": previous,
+            "kept_alias": marker if previous is not None else None,
+            "downtime_s": round(downtime, 4),
+        }
 
     async def is_swapped(self, restored: JSON, tag: str) -> bool:
         return bool(await self.target() == restored["collection"])
@@ -191,17 +221,28 @@ class QdrantSnapshotter:
         unmark = tuple(a for a in await self.http.holders(str(previous)) if a.startswith(marker))
         started = time.monotonic()
         await self.http.update_aliases(point, unmark)
-        return {"kind": self.kind, "alias": self.alias, "aliases": list(swapped.get("aliases") or [self.alias]),
-                "current": previous, "previous": current, "kept": current,
-                "downtime_s": round(time.monotonic() - started, 4)}
+        return {
+            "kind": self.kind,
+            "alias": self.alias,
+            "aliases": list(swapped.get("aliases") or [self.alias]),
+            "current": previous,
+            "previous": current,
+            "kept": current,
+            "downtime_s": round(time.monotonic() - started, 4),
+        }
 
     async def is_rolled_forward(self, swapped: JSON, tag: str) -> bool:
         return bool(swapped.get("previous")) and bool(await self.target() == swapped.get("previous"))
 
     async def live(self) -> JSON:
         collection, aliased = await self._live_collection()
-        return {"kind": self.kind, "alias": self.alias, "collection": collection, "aliased": aliased,
-                "collections": {self.alias: {"points": await self.http.points(collection)}}}
+        return {
+            "kind": self.kind,
+            "alias": self.alias,
+            "collection": collection,
+            "aliased": aliased,
+            "collections": {self.alias: {"points": await self.http.points(collection)}},
+        }
 
     async def adopt_alias(self, work_dir: Path) -> JSON:
         """Make ``alias`` an alias: copy the collection of that name to ``<alias>__v1`` (snapshot, upload),
@@ -219,8 +260,10 @@ class QdrantSnapshotter:
         points = await self.http.points(copy)
         if points != manifest["collections"][self.alias]["points"]:
             await self.http.delete_collection(copy)
-            raise FatalError(f"qdrant: the copy {copy} has {points} points, the original had "
-                             f"{manifest['collections'][self.alias]['points']}; nothing changed")
+            raise FatalError(
+                f"qdrant: the copy {copy} has {points} points, the original had "
+                f"{manifest['collections'][self.alias]['points']}; nothing changed"
+            )
         holders = await self.http.holders(self.alias)
         if holders:
             await self.http.delete_collection(copy)
@@ -229,8 +272,13 @@ class QdrantSnapshotter:
         await self.http.delete_collection(self.alias)
         await self.http.point_alias(self.alias, copy)
         window = time.monotonic() - started
-        return {"adopted": True, "alias": self.alias, "collection": copy, "points": points,
-                "window_s": round(window, 4)}
+        return {
+            "adopted": True,
+            "alias": self.alias,
+            "collection": copy,
+            "points": points,
+            "window_s": round(window, 4),
+        }
 
     async def copies(self) -> list[str]:
         """Restore-aside collections no alias points at (prepared, never swapped in): orphans to discard. A
@@ -242,8 +290,11 @@ class QdrantSnapshotter:
     async def kept(self) -> list[JSON]:
         """Collections kept for roll-forward, by their marker alias (``tag`` sorts by time)."""
         marker = kept_alias(self.alias, "")
-        return [{"name": a["collection_name"], "tag": a["alias_name"][len(marker):], "marker": a["alias_name"]}
-                for a in await self.http.aliases() if a["alias_name"].startswith(marker)]
+        return [
+            {"name": a["collection_name"], "tag": a["alias_name"][len(marker) :], "marker": a["alias_name"]}
+            for a in await self.http.aliases()
+            if a["alias_name"].startswith(marker)
+        ]
 
     async def drop_kept(self, kept: JSON) -> bool:
         """Let a kept collection go: its marker first, then the collection unless another alias (live) still
@@ -256,4 +307,3 @@ class QdrantSnapshotter:
 
     async def close(self) -> None:
         await self.http.close()
-

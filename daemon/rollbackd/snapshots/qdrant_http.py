@@ -46,8 +46,13 @@ class QdrantHttp:
 
             with warnings.catch_warnings():  # "api key over http": the operator's choice, named in the docs
                 warnings.filterwarnings("ignore", "Api key is used with an insecure connection")
-                self._client = AsyncQdrantClient(url=self.url, api_key=self.api_key, timeout=int(self.timeout),
-                                                 prefer_grpc=False, check_compatibility=False)
+                self._client = AsyncQdrantClient(
+                    url=self.url,
+                    api_key=self.api_key,
+                    timeout=int(self.timeout),
+                    prefer_grpc=False,
+                    check_compatibility=False,
+                )
         return self._client
 
     async def _call(self, endpoint: str, work: Awaitable[T]) -> T:
@@ -58,8 +63,9 @@ class QdrantHttp:
             return await work
         except UnexpectedResponse as exc:
             code = exc.status_code or 0
-            raise BackendError("qdrant", f"{endpoint}: {code} {_message(exc.content) or exc.reason_phrase}",
-                               retryable=code >= 500) from exc
+            raise BackendError(
+                "qdrant", f"{endpoint}: {code} {_message(exc.content) or exc.reason_phrase}", retryable=code >= 500
+            ) from exc
         except ResponseHandlingException as exc:
             raise BackendError("qdrant", f"{endpoint}: {exc.source!r}", retryable=True) from exc
         except (httpx.HTTPError, OSError, TimeoutError) as exc:
@@ -82,22 +88,29 @@ class QdrantHttp:
         return int(info.points_count or 0)
 
     async def create_snapshot(self, collection: str) -> dict[str, Any]:
-        desc = await self._call(f"POST /collections/{collection}/snapshots",
-                                self.client.create_snapshot(collection, wait=True))
+        desc = await self._call(
+            f"POST /collections/{collection}/snapshots", self.client.create_snapshot(collection, wait=True)
+        )
         if desc is None:
             raise BackendError("qdrant", f"POST /collections/{collection}/snapshots: no snapshot description")
         return {"name": desc.name, "checksum": desc.checksum, "size": desc.size}
 
     async def delete_snapshot(self, collection: str, name: str) -> None:
-        await self._call(f"DELETE /collections/{collection}/snapshots/{name}",
-                         self.client.delete_snapshot(collection, name, wait=True))
+        await self._call(
+            f"DELETE /collections/{collection}/snapshots/{name}",
+            self.client.delete_snapshot(collection, name, wait=True),
+        )
 
     async def recover(self, collection: str, location: str, checksum: str) -> None:
         """The node fetches ``location`` itself; priority snapshot, checksum checked before anything changes."""
         from qdrant_client import models
 
-        await self._call(f"PUT /collections/{collection}/snapshots/recover", self.client.recover_snapshot(
-            collection, location=location, checksum=checksum, priority=models.SnapshotPriority.SNAPSHOT, wait=True))
+        await self._call(
+            f"PUT /collections/{collection}/snapshots/recover",
+            self.client.recover_snapshot(
+                collection, location=location, checksum=checksum, priority=models.SnapshotPriority.SNAPSHOT, wait=True
+            ),
+        )
 
     async def delete_collection(self, name: str) -> None:
         await self._call(f"DELETE /collections/{name}", self.client.delete_collection(name))
@@ -111,11 +124,14 @@ class QdrantHttp:
         create_alias re-points in place, so readers of each alias see the old collection or the new one."""
         from qdrant_client import models
 
-        ops: list[Any] = [models.CreateAliasOperation(create_alias=models.CreateAlias(
-            collection_name=collection, alias_name=alias)) for alias, collection in point.items()]
+        ops: list[Any] = [
+            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=collection, alias_name=alias))
+            for alias, collection in point.items()
+        ]
         ops += [models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)) for alias in delete]
-        await self._call("POST /collections/aliases", self.client.update_collection_aliases(
-            change_aliases_operations=ops))
+        await self._call(
+            "POST /collections/aliases", self.client.update_collection_aliases(change_aliases_operations=ops)
+        )
 
     async def holders(self, collection: str) -> list[str]:
         """The aliases pointing at ``collection`` now, asked of the server (sorted)."""
@@ -126,8 +142,10 @@ class QdrantHttp:
         import aiohttp
 
         headers = {"api-key": self.api_key} if self.api_key else {}
-        return aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(
-            total=None, sock_connect=min(self.timeout, 30.0), sock_read=self.timeout))
+        return aiohttp.ClientSession(
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(self.timeout, 30.0), sock_read=self.timeout),
+        )
 
     async def _http(self, endpoint: str, work: Awaitable[T]) -> T:
         import aiohttp
@@ -145,8 +163,11 @@ class QdrantHttp:
             digest, size = hashlib.sha256(), 0
             async with self._session() as session, session.get(self.url + path) as resp:
                 if resp.status >= 300:
-                    raise BackendError("qdrant", f"GET {path}: {resp.status} {_message(await resp.read())}",
-                                       retryable=resp.status >= 500)
+                    raise BackendError(
+                        "qdrant",
+                        f"GET {path}: {resp.status} {_message(await resp.read())}",
+                        retryable=resp.status >= 500,
+                    )
                 with target.open("wb") as fh:
                     async for chunk in resp.content.iter_chunked(_CHUNK):
                         digest.update(chunk)
@@ -171,8 +192,11 @@ class QdrantHttp:
                     params = {"priority": "snapshot", "checksum": checksum, "wait": "true"}
                     async with session.post(self.url + path, data=form, params=params) as resp:
                         if resp.status >= 300:
-                            raise BackendError("qdrant", f"POST {path}: {resp.status} "
-                                               f"{_message(await resp.read())}", retryable=resp.status >= 500)
+                            raise BackendError(
+                                "qdrant",
+                                f"POST {path}: {resp.status} {_message(await resp.read())}",
+                                retryable=resp.status >= 500,
+                            )
 
         await self._http(f"POST {path}", work())
 

@@ -58,8 +58,12 @@ def plan_kept(kept: list[JSON], keep_kept: int, in_use: set[str]) -> tuple[list[
 def _used_sets(context: JSON) -> set[str]:
     data_target, prepared = facts.DATA_TARGET.of(context), facts.DATA_PREPARED.of(context)
     target, safety = facts.TARGET.of(context), facts.SAFETY_SNAPSHOT.of(context)
-    named = (data_target.snapshot_set if data_target else None, prepared.snapshot_set if prepared else None,
-             target.snapshot_set if target else None, safety)
+    named = (
+        data_target.snapshot_set if data_target else None,
+        prepared.snapshot_set if prepared else None,
+        target.snapshot_set if target else None,
+        safety,
+    )
     return {name for name in named if name}
 
 
@@ -98,10 +102,18 @@ async def prune(data: DataSet, *, keep_last: int, keep_kept: int = 2, dry_run: b
         await data.fs(data.store.sweep)
     orphans = await discard_orphans(data, owned, dry_run=dry_run)
     kept_dropped = await prune_kept(data, keep_kept, owned, dry_run=dry_run)
-    log.info("snapshot_prune", extra={"deleted": delete, "kept": len(keep), "dry_run": dry_run,
-                                      "kept_copies_dropped": kept_dropped})
-    return {"service": data.service, "dry_run": dry_run, "deleted": delete, "kept": keep,
-            "orphan_copies_dropped": orphans, "kept_copies_dropped": kept_dropped}
+    log.info(
+        "snapshot_prune",
+        extra={"deleted": delete, "kept": len(keep), "dry_run": dry_run, "kept_copies_dropped": kept_dropped},
+    )
+    return {
+        "service": data.service,
+        "dry_run": dry_run,
+        "deleted": delete,
+        "kept": keep,
+        "orphan_copies_dropped": orphans,
+        "kept_copies_dropped": kept_dropped,
+    }
 
 
 async def discard_orphans(data: DataSet, owned: set[str], *, dry_run: bool) -> list[str]:
@@ -129,8 +141,9 @@ async def prune_kept(data: DataSet, keep_kept: int, owned: set[str], *, dry_run:
                 try:
                     await snapshotter.drop_kept(kept)
                 except RollbackdError as exc:
-                    log.warning("snapshot_kept_copy_stays", extra={"store": name, "copy": kept["name"],
-                                                                   "error": str(exc)})
+                    log.warning(
+                        "snapshot_kept_copy_stays", extra={"store": name, "copy": kept["name"], "error": str(exc)}
+                    )
                     continue
             dropped.append(f"{name}:{kept['name']}")
     return dropped
@@ -138,5 +151,7 @@ async def prune_kept(data: DataSet, keep_kept: int, owned: set[str], *, dry_run:
 
 async def kept_copies(data: DataSet) -> JSON:
     """The kept copies of every store, newest first (for `snapshot list`)."""
-    return {name: sorted(await snapshotter.kept(), key=lambda k: str(k["tag"]), reverse=True)
-            for name, snapshotter in data.snapshotters.items()}
+    return {
+        name: sorted(await snapshotter.kept(), key=lambda k: str(k["tag"]), reverse=True)
+        for name, snapshotter in data.snapshotters.items()
+    }

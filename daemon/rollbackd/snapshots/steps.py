@@ -43,8 +43,10 @@ async def target_set(ctx: StepContext, data: DataSet) -> str | None:
     if chosen is None and not ctx.runtime.config.releases.track:
         good = await data.restore_target()
         if good is None:
-            raise FatalError(f"no verified snapshot set of {ctx.service} to restore (safety snapshots are "
-                             "restored only by explicit id)")
+            raise FatalError(
+                f"no verified snapshot set of {ctx.service} to restore (safety snapshots are "
+                "restored only by explicit id)"
+            )
         chosen = good.id
     await ctx.remember(facts.DATA_TARGET, facts.DataTarget(chosen))
     return chosen
@@ -82,8 +84,12 @@ class SafetySnapshot(BaseStep):
             return {"skipped": "safety_snapshot: false", "target": target}
         snap = await data.create(reason=f"safety snapshot before incident {ctx.incident.id}", kind=SAFETY)
         await ctx.remember(facts.SAFETY_SNAPSHOT, snap.id)
-        return {"snapshot_set": snap.id, "target": target, "bytes": snap.size_bytes,
-                "summary": f"safety snapshot {snap.id} ({snap.size_bytes} bytes)"}
+        return {
+            "snapshot_set": snap.id,
+            "target": target,
+            "bytes": snap.size_bytes,
+            "summary": f"safety snapshot {snap.id} ({snap.size_bytes} bytes)",
+        }
 
 
 async def _every_store(ctx: StepContext, check: Callable[[Any, JSON], Awaitable[bool]]) -> bool:
@@ -119,8 +125,11 @@ class PrepareData(BaseStep):
             restored = await data.prepare(target)
         prepared = facts.DataPrepared(target, restored)
         await ctx.remember(facts.DATA_PREPARED, prepared)
-        return {**prepared.to_json(), "summary": f"snapshot {target} restored aside: "
-                + ", ".join(f"{n} -> {r.get('database') or r.get('collection')}" for n, r in restored.items())}
+        return {
+            **prepared.to_json(),
+            "summary": f"snapshot {target} restored aside: "
+            + ", ".join(f"{n} -> {r.get('database') or r.get('collection')}" for n, r in restored.items()),
+        }
 
 
 class SwapData(BaseStep):
@@ -145,10 +154,13 @@ class SwapData(BaseStep):
         await ctx.remember(facts.DATA_SWAPPED, swapped)
         downtime = {n: s.get("downtime_s") for n, s in swapped.items()}
         changed = properties_changed(swapped)
-        return {"snapshot_set": prepared.snapshot_set, "swapped": swapped, "downtime_s": downtime,
-                "properties_changed": changed,
-                "summary": "swapped " + ", ".join(f"{n} ({d}s)" for n, d in downtime.items())
-                + describe_changes(changed)}
+        return {
+            "snapshot_set": prepared.snapshot_set,
+            "swapped": swapped,
+            "downtime_s": downtime,
+            "properties_changed": changed,
+            "summary": "swapped " + ", ".join(f"{n} ({d}s)" for n, d in downtime.items()) + describe_changes(changed),
+        }
 
 
 def properties_changed(swapped: JSON) -> JSON:
@@ -158,8 +170,11 @@ def properties_changed(swapped: JSON) -> JSON:
 
 def describe_changes(changed: JSON) -> str:
     """``; database properties changed (live -> snapshot): postgres settings [...] -> [...]`` or nothing."""
-    parts = [f"{store} {prop} {c['live']} -> {c['snapshot']}" for store, props in changed.items()
-             for prop, c in props.items()]
+    parts = [
+        f"{store} {prop} {c['live']} -> {c['snapshot']}"
+        for store, props in changed.items()
+        for prop, c in props.items()
+    ]
     return "; database properties changed (live -> snapshot): " + "; ".join(parts) if parts else ""
 
 

@@ -59,8 +59,10 @@ def fs_error(exc: OSError, root: Path) -> FatalError:
     """A file-system failure of the snapshot store, naming the path and the errno (a read-only or full
     snapshot directory must be a clear refusal, not a bare 500)."""
     code = errno.errorcode.get(exc.errno or 0, "?")
-    return FatalError(f"snapshot directory {root}: {exc.strerror or type(exc).__name__} ({code}, errno {exc.errno})"
-                      f" at {exc.filename or root}")
+    return FatalError(
+        f"snapshot directory {root}: {exc.strerror or type(exc).__name__} ({code}, errno {exc.errno})"
+        f" at {exc.filename or root}"
+    )
 
 
 def _kind_of(reason: str) -> str:
@@ -114,14 +116,32 @@ class SnapshotStore:
                 continue
         raise FileExistsError(f"no free snapshot set id in {self.root} after {attempts} attempts")
 
-    def commit(self, tmp: Path, set_id: str, *, created_at: float, release: str | None, reason: str,
-               manifests: dict[str, JSON], kind: str = "manual") -> SnapshotSet:
+    def commit(
+        self,
+        tmp: Path,
+        set_id: str,
+        *,
+        created_at: float,
+        release: str | None,
+        reason: str,
+        manifests: dict[str, JSON],
+        kind: str = "manual",
+    ) -> SnapshotSet:
         """Hash every file, write the manifest, rename the set into place (atomic)."""
         files = hash_tree(tmp)
         size = sum((tmp / rel).stat().st_size for rel in files)
-        manifest = {"id": set_id, "service": self.service, "created_at": created_at, "release": release,
-                    "reason": reason, "kind": kind, "stores": manifests, "files": files, "size_bytes": size,
-                    "format": 1}
+        manifest = {
+            "id": set_id,
+            "service": self.service,
+            "created_at": created_at,
+            "release": release,
+            "reason": reason,
+            "kind": kind,
+            "stores": manifests,
+            "files": files,
+            "size_bytes": size,
+            "format": 1,
+        }
         _write_json(tmp / MANIFEST, manifest)
         _write_json(tmp / STATE, {"verified": True, "verified_at": time.time(), "error": None})
         final = self.root / set_id
@@ -150,11 +170,19 @@ class SnapshotStore:
             state = json.loads((path / STATE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             state = {"verified": False}
-        return SnapshotSet(id=manifest["id"], service=manifest["service"], created_at=manifest["created_at"],
-                           release=manifest.get("release"), verified=bool(state.get("verified")),
-                           manifests=manifest["stores"], reason=manifest.get("reason", ""), path=path,
-                           size_bytes=int(manifest.get("size_bytes", 0)), files=manifest.get("files", {}),
-                           kind=manifest.get("kind") or _kind_of(manifest.get("reason", "")))
+        return SnapshotSet(
+            id=manifest["id"],
+            service=manifest["service"],
+            created_at=manifest["created_at"],
+            release=manifest.get("release"),
+            verified=bool(state.get("verified")),
+            manifests=manifest["stores"],
+            reason=manifest.get("reason", ""),
+            path=path,
+            size_bytes=int(manifest.get("size_bytes", 0)),
+            files=manifest.get("files", {}),
+            kind=manifest.get("kind") or _kind_of(manifest.get("reason", "")),
+        )
 
     def list(self) -> list[SnapshotSet]:
         """Every complete set, newest first (a set without a readable manifest is not listed)."""
@@ -180,11 +208,16 @@ class SnapshotStore:
         assert snap.path is not None
         actual = hash_tree(snap.path)
         problems = [f"{rel}: missing" for rel in snap.files if rel not in actual]
-        problems += [f"{rel}: sha256 mismatch" for rel, digest in snap.files.items()
-                     if rel in actual and actual[rel] != digest]
+        problems += [
+            f"{rel}: sha256 mismatch" for rel, digest in snap.files.items() if rel in actual and actual[rel] != digest
+        ]
         problems += [f"{rel}: not in the manifest" for rel in actual if rel not in snap.files]
-        result = {"verified": not problems, "verified_at": time.time(), "error": "; ".join(problems[:5]) or None,
-                  "files": len(snap.files)}
+        result = {
+            "verified": not problems,
+            "verified_at": time.time(),
+            "error": "; ".join(problems[:5]) or None,
+            "files": len(snap.files),
+        }
         _write_json(snap.path / STATE, result)
         return {"id": set_id, **result}
 
@@ -198,4 +231,3 @@ class SnapshotStore:
     def free_bytes(self) -> int:
         self.root.mkdir(parents=True, exist_ok=True)
         return shutil.disk_usage(self.root).free
-

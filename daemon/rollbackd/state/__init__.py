@@ -31,7 +31,6 @@ class Lifecycle(Protocol):
         ...
 
 
-
 class AlertJournal(Protocol):
     """Alerts as received, with the decision taken on each (the intake's store)."""
 
@@ -44,8 +43,13 @@ class AlertJournal(Protocol):
         ...
 
     async def journal_alert(
-        self, alert: Alert, service: str | None, received_at: float, decision: Decision,
-        incident: Incident | None, event: Event,
+        self,
+        alert: Alert,
+        service: str | None,
+        received_at: float,
+        decision: Decision,
+        incident: Incident | None,
+        event: Event,
     ) -> None:
         """Alert, decision, incident and journal line in one transaction (StateError if another
         incident of the service is active)."""
@@ -125,8 +129,9 @@ class ReleaseStore(Protocol):
     async def record_release(self, release: Release) -> Release: ...
     async def releases(self, service: str, limit: int = 100) -> list[Release]: ...
     async def update_release(self, release_id: int, **fields: Any) -> Release: ...
-    async def change_release(self, release_id: int, *, change: str, actor: str, note: str, ts: float,
-                             **fields: Any) -> Release:
+    async def change_release(
+        self, release_id: int, *, change: str, actor: str, note: str, ts: float, **fields: Any
+    ) -> Release:
         """Update a release and append ``change`` (a status, ``green`` or ``baseline``) to its history."""
         ...
 
@@ -148,14 +153,26 @@ class ReplicaView(Protocol):
         ...
 
 
-class StateStore(Lifecycle, AlertJournal, IncidentJournal, EventLog, ControlStore, ReleaseStore, KvStore, ReplicaView,
-                 Protocol):
+class StateStore(
+    Lifecycle, AlertJournal, IncidentJournal, EventLog, ControlStore, ReleaseStore, KvStore, ReplicaView, Protocol
+):
     """Everything: what the concrete stores implement and the wiring hands out. A caller annotates the
     narrow Protocol above that it uses."""
 
 
-__all__ = ["BACKENDS", "AlertJournal", "ControlStore", "EventLog", "IncidentJournal", "IncidentState", "KvStore",
-           "Lifecycle", "ReleaseStore", "ReplicaView", "StateStore"]
+__all__ = [
+    "BACKENDS",
+    "AlertJournal",
+    "ControlStore",
+    "EventLog",
+    "IncidentJournal",
+    "IncidentState",
+    "KvStore",
+    "Lifecycle",
+    "ReleaseStore",
+    "ReplicaView",
+    "StateStore",
+]
 
 if TYPE_CHECKING:  # mypy proves both concrete stores implement every Protocol above
     from rollbackd.state.postgres import PostgresStateStore

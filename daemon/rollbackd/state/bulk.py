@@ -13,28 +13,43 @@ from rollbackd.state.schema import dumps, event_data
 Statement = tuple[str, Sequence[Any]]
 
 
-_ALERT_INSERT = ("INSERT INTO rb_alerts (key, service, fingerprint, alertname, status, starts_at, received_at,"
-                 " labels, annotations, action, reason, incident_id) VALUES ")
+_ALERT_INSERT = (
+    "INSERT INTO rb_alerts (key, service, fingerprint, alertname, status, starts_at, received_at,"
+    " labels, annotations, action, reason, incident_id) VALUES "
+)
 _EVENT_INSERT = "INSERT INTO rb_events (ts, service, incident_id, kind, reason, actor, data) VALUES "
 _ROWS_PER_INSERT = 500  # 12 parameters a row: well under both drivers' limit on parameters
 
 
-def _alert_args(alert: Alert, service: str | None, received_at: float, decision: Decision,
-                incident: Incident | None) -> tuple[Any, ...]:
-    return (alert.key, service, alert.fingerprint, alert.alertname, alert.status, alert.starts_at.isoformat(),
-            received_at, dumps(dict(alert.labels)), dumps(dict(alert.annotations)), decision.action.value,
-            decision.reason.value, incident.id if incident else None)
+def _alert_args(
+    alert: Alert, service: str | None, received_at: float, decision: Decision, incident: Incident | None
+) -> tuple[Any, ...]:
+    return (
+        alert.key,
+        service,
+        alert.fingerprint,
+        alert.alertname,
+        alert.status,
+        alert.starts_at.isoformat(),
+        received_at,
+        dumps(dict(alert.labels)),
+        dumps(dict(alert.annotations)),
+        decision.action.value,
+        decision.reason.value,
+        incident.id if incident else None,
+    )
 
 
 def _event_args(event: Event) -> tuple[Any, ...]:
-    return (event.ts, event.service, event.incident_id, event.kind, event.reason, event.actor,
-            dumps(event_data(event)))
+    return (event.ts, event.service, event.incident_id, event.kind, event.reason, event.actor, dumps(event_data(event)))
 
 
-def alert_insert(alert: Alert, service: str | None, received_at: float, decision: Decision,
-                 incident: Incident | None) -> Statement:
+def alert_insert(
+    alert: Alert, service: str | None, received_at: float, decision: Decision, incident: Incident | None
+) -> Statement:
     return _ALERT_INSERT + f"({marks(1, 12)}) ON CONFLICT DO NOTHING", _alert_args(
-        alert, service, received_at, decision, incident)
+        alert, service, received_at, decision, incident
+    )
 
 
 def multi_insert(head: str, rows: Sequence[tuple[Any, ...]], tail: str = "") -> list[Statement]:
@@ -42,7 +57,7 @@ def multi_insert(head: str, rows: Sequence[tuple[Any, ...]], tail: str = "") -> 
     thousand round trips (Postgres runs each statement of a transaction as its own round trip)."""
     statements: list[Statement] = []
     for start in range(0, len(rows), _ROWS_PER_INSERT):
-        chunk = rows[start:start + _ROWS_PER_INSERT]
+        chunk = rows[start : start + _ROWS_PER_INSERT]
         width = len(chunk[0])
         values = ", ".join(f"({marks(1 + i * width, width)})" for i in range(len(chunk)))
         statements.append((head + values + tail, [arg for row in chunk for arg in row]))
@@ -68,18 +83,27 @@ class BulkJournal(abc.ABC):
 
     async def seen_alerts(self, keys: Sequence[str]) -> set[str]:
         """The keys among ``keys`` already journaled: one query per 500, not one per alert."""
-        chunks = [keys[i:i + 500] for i in range(0, len(keys), 500)]
-        return {r["key"] for c in chunks
-                for r in await self._fetch(f"SELECT key FROM rb_alerts WHERE key IN ({marks(1, len(c))})", *c)}
+        chunks = [keys[i : i + 500] for i in range(0, len(keys), 500)]
+        return {
+            r["key"]
+            for c in chunks
+            for r in await self._fetch(f"SELECT key FROM rb_alerts WHERE key IN ({marks(1, len(c))})", *c)
+        }
 
     async def journal_alerts(self, rows: Sequence[tuple[Alert, str | None, float, Decision, Event]]) -> None:
         """Alerts that open no incident, with decisions and journal lines: one commit per batch
         (a webhook body, or the bodies of concurrent requests: rollbackd.state.group)."""
         if rows:
-            alerts = [_alert_args(alert, service, received_at, decision, None)
-                      for alert, service, received_at, decision, _ in rows]
-            await self._atomic([*multi_insert(_ALERT_INSERT, alerts, " ON CONFLICT DO NOTHING"),
-                                *multi_insert(_EVENT_INSERT, [_event_args(row[4]) for row in rows])])
+            alerts = [
+                _alert_args(alert, service, received_at, decision, None)
+                for alert, service, received_at, decision, _ in rows
+            ]
+            await self._atomic(
+                [
+                    *multi_insert(_ALERT_INSERT, alerts, " ON CONFLICT DO NOTHING"),
+                    *multi_insert(_EVENT_INSERT, [_event_args(row[4]) for row in rows]),
+                ]
+            )
 
     async def prune_journal(self, before: float) -> dict[str, int]:
         """Delete alert and event rows older than ``before`` that no incident refers to (incidents, their
@@ -88,9 +112,12 @@ class BulkJournal(abc.ABC):
         unlinked = "received_at < $1 AND incident_id IS NULL"
         counts: dict[str, int] = {}
         for name, sql in (
-            ("alerts_firing", f"DELETE FROM rb_alerts WHERE {unlinked} AND status = 'firing' AND EXISTS (SELECT 1"
-                              " FROM rb_alerts r WHERE r.fingerprint = rb_alerts.fingerprint AND r.status = 'resolved'"
-                              " AND r.starts_at = rb_alerts.starts_at)"),
+            (
+                "alerts_firing",
+                f"DELETE FROM rb_alerts WHERE {unlinked} AND status = 'firing' AND EXISTS (SELECT 1"
+                " FROM rb_alerts r WHERE r.fingerprint = rb_alerts.fingerprint AND r.status = 'resolved'"
+                " AND r.starts_at = rb_alerts.starts_at)",
+            ),
             ("alerts_resolved", f"DELETE FROM rb_alerts WHERE {unlinked} AND status = 'resolved'"),
             ("events", "DELETE FROM rb_events WHERE ts < $1 AND incident_id IS NULL"),
         ):

@@ -89,7 +89,8 @@ class GroupCommit:
 
     def __init__(self, store: RowJournal, max_rows: int = 2000) -> None:
         self._batcher: Batcher[Row, None] = Batcher(
-            lambda rows: store.journal_alerts(rows), max_rows, "group-commit")  # looked up per call: wrappers work
+            lambda rows: store.journal_alerts(rows), max_rows, "group-commit"
+        )  # looked up per call: wrappers work
 
     @property
     def commits(self) -> int:
@@ -108,8 +109,7 @@ class GroupRead:
     """``seen_alerts`` of concurrent requests answered by one query."""
 
     def __init__(self, store: SeenReader, max_keys: int = 2000) -> None:
-        self._batcher: Batcher[str, set[str]] = Batcher(
-            lambda keys: store.seen_alerts(keys), max_keys, "group-read")
+        self._batcher: Batcher[str, set[str]] = Batcher(lambda keys: store.seen_alerts(keys), max_keys, "group-read")
 
     async def seen_alerts(self, keys: Sequence[str]) -> set[str]:
         return (await self._batcher.submit(keys)) & set(keys) if keys else set()

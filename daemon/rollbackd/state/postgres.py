@@ -54,8 +54,9 @@ class PostgresStateStore(SqlStateStore):
                 max_size=self.options.max_size,
                 timeout=self.options.timeout,
                 command_timeout=self.options.timeout,
-                server_settings={"idle_in_transaction_session_timeout":
-                                 str(int(self.options.idle_in_transaction_timeout * 1000))},
+                server_settings={
+                    "idle_in_transaction_session_timeout": str(int(self.options.idle_in_transaction_timeout * 1000))
+                },
             )
         except _DRIVER_ERRORS as exc:
             raise StateError(f"{self._where()}: cannot connect: {exc!r}") from exc
@@ -108,5 +109,6 @@ async def _check_fence(conn: asyncpg.Connection, token: int | None) -> None:
         return
     current = await conn.fetchval(f"SELECT token FROM rb_leader WHERE name = '{fence.LEADER_ROW}' FOR SHARE")
     if current != token:
-        raise FencedError(f"fenced: this replica's lease token {token} is stale (the lease is at {current}); "
-                          "another replica leads")
+        raise FencedError(
+            f"fenced: this replica's lease token {token} is stale (the lease is at {current}); another replica leads"
+        )

@@ -133,8 +133,17 @@ def event_from_row(row: Mapping[str, Any]) -> Event:
         # The verdict is kept in the data; rows written before Event.verdict existed carried it in `reason`.
         verdict = data.get(VERDICT_KEY) or reason
         reason = None
-    return Event(id=row["id"], ts=row["ts"], service=row["service"], incident_id=row["incident_id"],
-                 kind=row["kind"], reason=reason, actor=row["actor"], data=data, verdict=verdict)
+    return Event(
+        id=row["id"],
+        ts=row["ts"],
+        service=row["service"],
+        incident_id=row["incident_id"],
+        kind=row["kind"],
+        reason=reason,
+        actor=row["actor"],
+        data=data,
+        verdict=verdict,
+    )
 
 
 def event_data(event: Event) -> JSON:

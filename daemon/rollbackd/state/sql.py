@@ -11,13 +11,14 @@ from typing import Any
 from rollbackd import redact
 from rollbackd.errors import NotFoundError
 from rollbackd.reasons import ACTIVE_STATES, IncidentState, StepState
-from rollbackd.records import Alert, Decision, Event, Incident, Pause, PolicyView, Release, StepRecord, now
+from rollbackd.records import Alert, Decision, Event, Incident, Pause, PolicyView, StepRecord
 from rollbackd.state import schema
 from rollbackd.state.bulk import BulkJournal
 from rollbackd.state.bulk import Statement as Statement
 from rollbackd.state.bulk import alert_insert as _alert_insert
 from rollbackd.state.bulk import event_insert as _event_insert
 from rollbackd.state.bulk import marks as _marks
+from rollbackd.state.release_sql import ReleaseQueries
 from rollbackd.state.schema import dumps, loads
 from rollbackd.state.versions import Versioned, invalidates
 
@@ -32,7 +33,8 @@ _INCIDENT_UPDATABLE = {
 }
 # Incidents that count against the budget and start the cooldown: those that actually ran.
 _RAN_STATES = tuple(
-    s.value for s in IncidentState
+    s.value
+    for s in IncidentState
     if s not in ACTIVE_STATES and s not in (IncidentState.CANCELLED, IncidentState.DRY_RUN)
 )
 
@@ -41,9 +43,18 @@ def _incident_insert(incident: Incident) -> Statement:
     return (
         "INSERT INTO rb_incidents (id, service, state, active, auto, dry_run, trigger, created_at, plan,"
         " context) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
-        (incident.id, incident.service, incident.state.value, int(incident.active),
-         int(incident.trigger.kind == "alert"), int(incident.dry_run), dumps(incident.trigger.to_json()),
-         incident.created_at, dumps(incident.plan), dumps(incident.context)),
+        (
+            incident.id,
+            incident.service,
+            incident.state.value,
+            int(incident.active),
+            int(incident.trigger.kind == "alert"),
+            int(incident.dry_run),
+            dumps(incident.trigger.to_json()),
+            incident.created_at,
+            dumps(incident.plan),
+            dumps(incident.context),
+        ),
     )
 
 
@@ -62,7 +73,7 @@ def _assignments(fields: Mapping[str, Any], first: int) -> tuple[str, list[Any]]
     return ", ".join(sets), args
 
 
-class SqlStateStore(BulkJournal, Versioned):
+class SqlStateStore(ReleaseQueries, BulkJournal, Versioned):
     serial_type = "INTEGER PRIMARY KEY"
     epoch_now = schema.EPOCH_NOW
 
@@ -108,8 +119,13 @@ class SqlStateStore(BulkJournal, Versioned):
 
     @invalidates(lambda alert, service, received_at, decision, incident, event: incident and incident.service)
     async def journal_alert(
-        self, alert: Alert, service: str | None, received_at: float, decision: Decision,
-        incident: Incident | None, event: Event,
+        self,
+        alert: Alert,
+        service: str | None,
+        received_at: float,
+        decision: Decision,
+        incident: Incident | None,
+        event: Event,
     ) -> None:
         """The alert, its decision, the incident it opens and the journal line: all or nothing.
         Raises StateError when another active incident exists for the service (the store's own
@@ -123,14 +139,19 @@ class SqlStateStore(BulkJournal, Versioned):
     async def set_alert_decision(self, key: str, decision: Decision, incident_id: str | None) -> None:
         await self._execute(
             "UPDATE rb_alerts SET action = $2, reason = $3, incident_id = $4 WHERE key = $1",
-            key, decision.action.value, decision.reason.value, incident_id,
+            key,
+            decision.action.value,
+            decision.reason.value,
+            incident_id,
         )
 
     async def add_duplicates(self, counts: Mapping[str, int]) -> None:
         if counts:
             await self._atomic(
-                [("UPDATE rb_alerts SET duplicates = duplicates + $2 WHERE key = $1", (k, n))
-                 for k, n in counts.items()]
+                [
+                    ("UPDATE rb_alerts SET duplicates = duplicates + $2 WHERE key = $1", (k, n))
+                    for k, n in counts.items()
+                ]
             )
 
     async def recent_alerts(self, service: str | None, limit: int) -> list[dict[str, Any]]:
@@ -138,7 +159,8 @@ class SqlStateStore(BulkJournal, Versioned):
         rows = await self._fetch(
             "SELECT key, service, fingerprint, alertname, status, starts_at, received_at, labels, action,"
             f" reason, incident_id, duplicates FROM rb_alerts {where} ORDER BY received_at DESC LIMIT $1",
-            limit, *args,
+            limit,
+            *args,
         )
         for row in rows:
             row["labels"] = loads(row["labels"])
@@ -161,21 +183,22 @@ class SqlStateStore(BulkJournal, Versioned):
         marks = _marks(2 + len(args), len(from_states))
         rows = await self._fetch(
             f"UPDATE rb_incidents SET {sets} WHERE id = $1 AND state IN ({marks}) RETURNING id",
-            incident_id, *args, *(s.value for s in from_states),
+            incident_id,
+            *args,
+            *(s.value for s in from_states),
         )
         return await self.get_incident(incident_id) if rows else None
 
     async def get_incident(self, incident_id: str) -> Incident | None:
-        row = await self._fetchrow(
-            f"SELECT {schema.INCIDENT_COLUMNS} FROM rb_incidents WHERE id = $1", incident_id
-        )
+        row = await self._fetchrow(f"SELECT {schema.INCIDENT_COLUMNS} FROM rb_incidents WHERE id = $1", incident_id)
         return schema.incident_from_row(row) if row else None
 
     async def list_incidents(self, service: str | None, limit: int) -> list[Incident]:
         where, args = ("WHERE service = $2", [service]) if service else ("", [])
         rows = await self._fetch(
             f"SELECT {schema.INCIDENT_COLUMNS} FROM rb_incidents {where} ORDER BY created_at DESC LIMIT $1",
-            limit, *args,
+            limit,
+            *args,
         )
         return [schema.incident_from_row(r) for r in rows]
 
@@ -188,33 +211,49 @@ class SqlStateStore(BulkJournal, Versioned):
     @invalidates()
     async def update_incident(self, incident_id: str, **fields: Any) -> Incident:
         sets, args = _assignments(fields, first=2)
-        rows = await self._atomic([
-            (f"UPDATE rb_incidents SET {sets} WHERE id = $1", (incident_id, *args)),
-            (f"SELECT {schema.INCIDENT_COLUMNS} FROM rb_incidents WHERE id = $1", (incident_id,)),
-        ])
+        rows = await self._atomic(
+            [
+                (f"UPDATE rb_incidents SET {sets} WHERE id = $1", (incident_id, *args)),
+                (f"SELECT {schema.INCIDENT_COLUMNS} FROM rb_incidents WHERE id = $1", (incident_id,)),
+            ]
+        )
         if not rows:
             raise NotFoundError(f"no incident {incident_id}")
         return schema.incident_from_row(rows[0])
 
-    async def step_started(
-        self, incident_id: str, index: int, name: str, type_: str, attempt: int, ts: float
-    ) -> None:
+    async def step_started(self, incident_id: str, index: int, name: str, type_: str, attempt: int, ts: float) -> None:
         await self._execute(
             "INSERT INTO rb_steps (incident_id, idx, name, type, state, attempts, started_at, output)"
             " VALUES ($1,$2,$3,$4,$5,$6,$7,'{}') ON CONFLICT (incident_id, idx) DO UPDATE SET"
             " state = excluded.state, attempts = excluded.attempts, started_at = excluded.started_at,"
             " finished_at = NULL, error = NULL",
-            incident_id, index, name, type_, StepState.STARTED.value, attempt, ts,
+            incident_id,
+            index,
+            name,
+            type_,
+            StepState.STARTED.value,
+            attempt,
+            ts,
         )
 
     async def step_finished(
-        self, incident_id: str, index: int, state: StepState, ts: float,
-        output: Mapping[str, Any], error: str | None,
+        self,
+        incident_id: str,
+        index: int,
+        state: StepState,
+        ts: float,
+        output: Mapping[str, Any],
+        error: str | None,
     ) -> None:
         await self._execute(
             "UPDATE rb_steps SET state = $3, finished_at = $4, output = $5, error = $6"
             " WHERE incident_id = $1 AND idx = $2",
-            incident_id, index, state.value, ts, dumps(redact.data(dict(output))), error and redact.text(error, 2000),
+            incident_id,
+            index,
+            state.value,
+            ts,
+            dumps(redact.data(dict(output))),
+            error and redact.text(error, 2000),
         )
 
     async def steps(self, incident_id: str) -> list[StepRecord]:
@@ -231,8 +270,12 @@ class SqlStateStore(BulkJournal, Versioned):
         return int(row["id"])
 
     async def events(
-        self, *, service: str | None = None, kinds: tuple[str, ...] = (),
-        incident_id: str | None = None, limit: int = 50,
+        self,
+        *,
+        service: str | None = None,
+        kinds: tuple[str, ...] = (),
+        incident_id: str | None = None,
+        limit: int = 50,
     ) -> list[Event]:
         clauses: list[str] = []
         args: list[Any] = [limit]
@@ -261,7 +304,12 @@ class SqlStateStore(BulkJournal, Versioned):
             f"INSERT INTO rb_pauses ({schema.PAUSE_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7)"
             " ON CONFLICT (service, kind) DO UPDATE SET reason = excluded.reason, actor = excluded.actor,"
             " created_at = excluded.created_at, until = excluded.until, incident_id = excluded.incident_id",
-            pause.service, pause.kind, pause.reason, pause.actor, pause.created_at, pause.until,
+            pause.service,
+            pause.kind,
+            pause.reason,
+            pause.actor,
+            pause.created_at,
+            pause.until,
             pause.incident_id,
         )
 
@@ -269,7 +317,8 @@ class SqlStateStore(BulkJournal, Versioned):
     async def clear_pauses(self, service: str, kinds: tuple[str, ...] = ("pause", "hold")) -> int:
         rows = await self._fetch(
             f"DELETE FROM rb_pauses WHERE service = $1 AND kind IN ({_marks(2, len(kinds))}) RETURNING service",
-            service, *kinds,
+            service,
+            *kinds,
         )
         return len(rows)
 
@@ -283,7 +332,9 @@ class SqlStateStore(BulkJournal, Versioned):
         row = await self._fetchrow(  # one round trip: a decision under load waits for each one
             "SELECT (SELECT id FROM rb_incidents WHERE service = $1 AND active = 1 LIMIT 1) AS active,"
             f" (SELECT COUNT(*) {counted} AND created_at >= $2) AS n, (SELECT MAX(finished_at) {counted}) AS last_end",
-            service, now - window, *_RAN_STATES,
+            service,
+            now - window,
+            *_RAN_STATES,
         )
         assert row is not None
         pauses = [p for p in await self.pauses() if p.service in (service, "*") and p.in_force(now)]
@@ -297,96 +348,13 @@ class SqlStateStore(BulkJournal, Versioned):
             has_target=None,
         )
 
-    # ---- releases -------------------------------------------------------------------------------
-    @invalidates(lambda release: release.service)
-    async def record_release(self, release: Release) -> Release:
-        """Append a release; a ``deployed`` one supersedes the others (history appended, one transaction)."""
-        values = [getattr(release, f) for f in schema.RELEASE_FIELDS]
-        ts = release.live_at if release.live_at is not None else now()
-        actor = release.recorded_by or "rollbackd"
-        statements: list[Statement] = []
-        if release.status == "deployed":
-            statements += [
-                ("INSERT INTO rb_release_history (release_id, service, version, ts, change, actor, note)"
-                 " SELECT id, service, version, CAST($2 AS DOUBLE PRECISION), 'superseded', CAST($3 AS TEXT),"
-                 " CAST($4 AS TEXT) FROM rb_releases"
-                 " WHERE service = $1 AND status = 'deployed'",
-                 (release.service, float(ts), actor, f"superseded by {release.version}")),
-                ("UPDATE rb_releases SET status = 'superseded' WHERE service = $1 AND status = 'deployed'",
-                 (release.service,)),
-            ]
-        last = "(SELECT MAX(id) FROM rb_releases WHERE service = $1 AND version = $2)"
-        statements += [
-            (f"INSERT INTO rb_releases ({', '.join(schema.RELEASE_FIELDS)}) VALUES ({_marks(1, len(values))})",
-             values),
-            ("INSERT INTO rb_release_history (release_id, service, version, ts, change, actor, note)"
-             f" SELECT id, service, version, CAST($3 AS DOUBLE PRECISION), status, CAST($4 AS TEXT), CAST($5 AS TEXT)"
-             f" FROM rb_releases WHERE id = {last}",
-             (release.service, release.version, float(ts), actor, f"recorded ({release.source})")),
-            (f"SELECT {schema.RELEASE_COLUMNS} FROM rb_releases WHERE id = {last}",
-             (release.service, release.version)),
-        ]
-        rows = await self._atomic(statements)
-        return schema.release_from_row(rows[0])
-
-    async def releases(self, service: str, limit: int = 100) -> list[Release]:
-        rows = await self._fetch(
-            f"SELECT {schema.RELEASE_COLUMNS} FROM rb_releases WHERE service = $1 ORDER BY id DESC LIMIT $2",
-            service, limit,
-        )
-        return [schema.release_from_row(r) for r in rows]
-
-    @invalidates()
-    async def update_release(self, release_id: int, **fields: Any) -> Release:
-        unknown = set(fields) - set(schema.RELEASE_FIELDS)
-        if unknown:
-            raise ValueError(f"release fields {sorted(unknown)} cannot be updated")
-        names = list(fields)
-        sets = ", ".join(f"{n} = ${i + 2}" for i, n in enumerate(names))
-        rows = await self._atomic([
-            (f"UPDATE rb_releases SET {sets} WHERE id = $1", (release_id, *fields.values())),
-            (f"SELECT {schema.RELEASE_COLUMNS} FROM rb_releases WHERE id = $1", (release_id,)),
-        ])
-        if not rows:
-            raise NotFoundError(f"no release with id {release_id}")
-        return schema.release_from_row(rows[0])
-
-    @invalidates()
-    async def change_release(self, release_id: int, *, change: str, actor: str, note: str, ts: float,
-                             **fields: Any) -> Release:
-        """Update a release and append ``change`` (a status, ``green``, ``baseline``) to its history."""
-        unknown = set(fields) - set(schema.RELEASE_FIELDS)
-        if unknown:
-            raise ValueError(f"release fields {sorted(unknown)} cannot be updated")
-        if change in schema.RELEASE_STATUSES:
-            fields = {**fields, "status": change}
-        names = list(fields)
-        statements: list[Statement] = []
-        if names:
-            sets = ", ".join(f"{n} = ${i + 2}" for i, n in enumerate(names))
-            statements.append((f"UPDATE rb_releases SET {sets} WHERE id = $1", (release_id, *fields.values())))
-        statements += [
-            ("INSERT INTO rb_release_history (release_id, service, version, ts, change, actor, note)"
-             " SELECT id, service, version, CAST($2 AS DOUBLE PRECISION), CAST($3 AS TEXT), CAST($4 AS TEXT),"
-             " CAST($5 AS TEXT) FROM rb_releases WHERE id = $1",
-             (release_id, float(ts), change, actor, note)),
-            (f"SELECT {schema.RELEASE_COLUMNS} FROM rb_releases WHERE id = $1", (release_id,)),
-        ]
-        rows = await self._atomic(statements)
-        if not rows:
-            raise NotFoundError(f"no release with id {release_id}")
-        return schema.release_from_row(rows[0])
-
-    async def release_history(self, service: str, limit: int = 200) -> list[dict[str, Any]]:
-        sql = f"SELECT {schema.HISTORY_COLUMNS} FROM rb_release_history WHERE service = $1 ORDER BY id DESC LIMIT $2"
-        return await self._fetch(sql, service, limit)
-
     # ---- replicas (rollbackd.ha) ----------------------------------------------------------------
     async def replicas(self) -> dict[str, Any]:
         """The lease row (who leads, since, until; server epoch seconds) and every replica's heartbeat."""
         leader = await self._fetchrow("SELECT holder, token, since, expires_at FROM rb_leader WHERE name = 'leader'")
-        rows = await self._fetch("SELECT id, host, pid, listen, started_at, heartbeat_at, leader_since"
-                                 " FROM rb_replicas ORDER BY id")
+        rows = await self._fetch(
+            "SELECT id, host, pid, listen, started_at, heartbeat_at, leader_since FROM rb_replicas ORDER BY id"
+        )
         now = await self._fetchrow(f"SELECT {self.epoch_now} AS now")
         return {"leader": leader, "replicas": rows, "now": now["now"] if now else None}
 
@@ -398,5 +366,6 @@ class SqlStateStore(BulkJournal, Versioned):
     async def set_kv(self, key: str, value: Any) -> None:
         await self._execute(
             "INSERT INTO rb_kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            key, dumps(value),
+            key,
+            dumps(value),
         )

@@ -24,8 +24,9 @@ class CommandTrafficSwitch:
         self.options = options
 
     async def weight(self) -> int:
-        out = await run_argv(self.options.get_argv, timeout=self.options.timeout, env=self.options.env,
-                             what="traffic command")
+        out = await run_argv(
+            self.options.get_argv, timeout=self.options.timeout, env=self.options.env, what="traffic command"
+        )
         return check_weight(out, "traffic command")
 
     async def set_weight(self, percent: int) -> None:

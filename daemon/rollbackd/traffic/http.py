@@ -38,8 +38,9 @@ class HttpTrafficSwitch:
         self.options = options
 
     def _session(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.options.timeout),
-                                     headers=self.options.headers)
+        return aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.options.timeout), headers=self.options.headers
+        )
 
     async def weight(self) -> int:
         url = self.options.get_url
@@ -66,12 +67,17 @@ class HttpTrafficSwitch:
     async def set_weight(self, percent: int) -> None:
         url = self.options.set_url.replace("{weight}", str(percent))
         try:
-            async with self._session() as session, session.request(
-                    self.options.set_method, url, json=_fill(self.options.body, percent)) as resp:
+            async with (
+                self._session() as session,
+                session.request(self.options.set_method, url, json=_fill(self.options.body, percent)) as resp,
+            ):
                 text = await resp.text()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise BackendError("traffic http", f"{self.options.set_method} {url}: {exc}", retryable=True) from exc
         if not 200 <= status < 300:
-            raise BackendError("traffic http", f"{self.options.set_method} {url} answered {status}: {text[:200]}",
-                               retryable=status >= 500)
+            raise BackendError(
+                "traffic http",
+                f"{self.options.set_method} {url} answered {status}: {text[:200]}",
+                retryable=status >= 500,
+            )

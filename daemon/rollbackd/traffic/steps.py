@@ -38,8 +38,12 @@ class CutTraffic(BaseStep):
             before = await switch.weight()
             await ctx.remember(SAVED, before)
         await switch.set_weight(0)
-        return {"switch": switch.kind, "weight_before": before, "weight": 0,
-                "summary": f"traffic cut: weight {before} -> 0 ({switch.kind} switch)"}
+        return {
+            "switch": switch.kind,
+            "weight_before": before,
+            "weight": 0,
+            "summary": f"traffic cut: weight {before} -> 0 ({switch.kind} switch)",
+        }
 
 
 class RestoreTraffic(BaseStep):

@@ -68,16 +68,31 @@ class CheckResult:
     dry_run: bool = False  # reported, but not counted in the outcome
 
     def to_json(self) -> JSON:
-        return {"verifier": self.verifier, "type": self.type, "verdict": self.verdict.value, "summary": self.summary,
-                "figures": dict(self.figures), "details": self.details, "attempts": self.attempts,
-                "duration_s": round(self.duration_s, 3), "dry_run": self.dry_run}
+        return {
+            "verifier": self.verifier,
+            "type": self.type,
+            "verdict": self.verdict.value,
+            "summary": self.summary,
+            "figures": dict(self.figures),
+            "details": self.details,
+            "attempts": self.attempts,
+            "duration_s": round(self.duration_s, 3),
+            "dry_run": self.dry_run,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CheckResult:
-        return cls(verifier=data["verifier"], verdict=Verdict(data["verdict"]), summary=data.get("summary", ""),
-                   details=data.get("details") or {}, figures=data.get("figures") or {}, type=data.get("type", ""),
-                   attempts=data.get("attempts", 1), duration_s=data.get("duration_s", 0.0),
-                   dry_run=data.get("dry_run", False))
+        return cls(
+            verifier=data["verifier"],
+            verdict=Verdict(data["verdict"]),
+            summary=data.get("summary", ""),
+            details=data.get("details") or {},
+            figures=data.get("figures") or {},
+            type=data.get("type", ""),
+            attempts=data.get("attempts", 1),
+            duration_s=data.get("duration_s", 0.0),
+            dry_run=data.get("dry_run", False),
+        )
 
     def line(self) -> str:
         """``smoke: PASS 3/3 consecutive ok, p50 12ms`` - the form Slack and the CLI show."""
@@ -100,7 +115,8 @@ class VerifyContext:
     service_label: str = "service"
     rollback_alerts: tuple[str, ...] = ()
     log: logging.Logger | logging.LoggerAdapter[logging.Logger] = field(
-        default_factory=lambda: logging.getLogger("rollbackd.verify"))
+        default_factory=lambda: logging.getLogger("rollbackd.verify")
+    )
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
@@ -166,10 +182,22 @@ class BaseVerifier:
     def describe(self) -> str:
         return self.type
 
-    def result(self, verdict: Verdict, summary: str, *, details: JSON | None = None,
-               figures: Mapping[str, float | int | str] | None = None) -> CheckResult:
-        return CheckResult(verifier=self.name, verdict=verdict, summary=summary, details=details or {},
-                           figures=dict(figures or {}), type=self.type)
+    def result(
+        self,
+        verdict: Verdict,
+        summary: str,
+        *,
+        details: JSON | None = None,
+        figures: Mapping[str, float | int | str] | None = None,
+    ) -> CheckResult:
+        return CheckResult(
+            verifier=self.name,
+            verdict=verdict,
+            summary=summary,
+            details=details or {},
+            figures=dict(figures or {}),
+            type=self.type,
+        )
 
     async def close(self) -> None:
         return None

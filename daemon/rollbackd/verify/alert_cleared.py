@@ -67,8 +67,12 @@ class Poll:
     detail: str
 
 
-AT_DEADLINE = {"firing": Verdict.FAIL, "error": Verdict.ERROR, "no_evidence": Verdict.INCONCLUSIVE,
-               "clear": Verdict.INCONCLUSIVE}
+AT_DEADLINE = {
+    "firing": Verdict.FAIL,
+    "error": Verdict.ERROR,
+    "no_evidence": Verdict.INCONCLUSIVE,
+    "clear": Verdict.INCONCLUSIVE,
+}
 
 
 class AlertClearedVerifier(BaseVerifier):
@@ -77,8 +81,10 @@ class AlertClearedVerifier(BaseVerifier):
     options: AlertClearedOptions
 
     def describe(self) -> str:
-        return (f"alert_cleared: the triggering alert is not firing in Prometheus, on fresh samples of the "
-                f"service, for {self.options.stable_for:g}s")
+        return (
+            f"alert_cleared: the triggering alert is not firing in Prometheus, on fresh samples of the "
+            f"service, for {self.options.stable_for:g}s"
+        )
 
     async def verify(self, ctx: VerifyContext) -> CheckResult:
         if ctx.incident is None:
@@ -90,8 +96,12 @@ class AlertClearedVerifier(BaseVerifier):
             return self.result(Verdict.INCONCLUSIVE, f"no alert to clear: the incident was opened by {trig.kind}")
         hint = await self._hint(ctx)
         if not self.options.use_prometheus or ctx.prometheus is None:
-            return self.result(Verdict.INCONCLUSIVE, f"cannot tell whether {trig.alertname} cleared: no Prometheus "
-                               "to ask (a resolved notification is only a hint)", details={"hint": hint})
+            return self.result(
+                Verdict.INCONCLUSIVE,
+                f"cannot tell whether {trig.alertname} cleared: no Prometheus "
+                "to ask (a resolved notification is only a hint)",
+                details={"hint": hint},
+            )
         return await self._watch(ctx, trig.alertname, hint)
 
     async def _watch(self, ctx: VerifyContext, alertname: str, hint: str) -> CheckResult:
@@ -102,23 +112,32 @@ class AlertClearedVerifier(BaseVerifier):
             poll = await self._poll(ctx, alertname, since)
             figures: dict[str, float | int | str] = {"polls": polls}
             if cleared_at is not None and poll.state == "firing":
-                return self.result(Verdict.FAIL, f"{alertname} fired again {time.monotonic() - cleared_at:.0f}s "
-                                   f"after clearing (within stable_for {self.options.stable_for:g}s)",
-                                   details={"hint": hint}, figures=figures)
+                return self.result(
+                    Verdict.FAIL,
+                    f"{alertname} fired again {time.monotonic() - cleared_at:.0f}s "
+                    f"after clearing (within stable_for {self.options.stable_for:g}s)",
+                    details={"hint": hint},
+                    figures=figures,
+                )
             if poll.state != "clear":  # clear means continuously clear: a gap in the evidence starts over
                 cleared_at = None
             elif cleared_at is None:
                 cleared_at = time.monotonic()
             if poll.state == "clear" and time.monotonic() - (cleared_at or 0) >= self.options.stable_for:
-                return self.result(Verdict.PASS, f"{alertname} cleared and stayed clear for "
-                                   f"{self.options.stable_for:g}s ({poll.detail}) after {polls} polls",
-                                   details={"hint": hint}, figures=figures)
+                return self.result(
+                    Verdict.PASS,
+                    f"{alertname} cleared and stayed clear for "
+                    f"{self.options.stable_for:g}s ({poll.detail}) after {polls} polls",
+                    details={"hint": hint},
+                    figures=figures,
+                )
             if ctx.remaining() <= self.options.interval:
                 return self._at_deadline(alertname, poll, cleared_at, hint, figures)
             await asyncio.sleep(self.options.interval)
 
-    def _at_deadline(self, alertname: str, poll: Poll, cleared_at: float | None, hint: str,
-                     figures: dict[str, float | int | str]) -> CheckResult:
+    def _at_deadline(
+        self, alertname: str, poll: Poll, cleared_at: float | None, hint: str, figures: dict[str, float | int | str]
+    ) -> CheckResult:
         verdict = AT_DEADLINE[poll.state]
         polls = figures["polls"]
         if poll.state == "firing":
@@ -127,8 +146,9 @@ class AlertClearedVerifier(BaseVerifier):
             text = f"could not tell whether {alertname} cleared: {poll.detail}"
         elif poll.state == "clear":
             held = time.monotonic() - (cleared_at or time.monotonic())
-            text = (f"{alertname} clear for only {held:.0f}s of stable_for {self.options.stable_for:g}s before the "
-                    "deadline")
+            text = (
+                f"{alertname} clear for only {held:.0f}s of stable_for {self.options.stable_for:g}s before the deadline"
+            )
         else:
             text = f"cannot tell whether {alertname} cleared: {poll.detail}"
         return self.result(verdict, text, details={"hint": hint, "last_poll": poll.detail}, figures=figures)
@@ -150,8 +170,9 @@ class AlertClearedVerifier(BaseVerifier):
                 missing = await rule_not_evaluated(prom, alertname, since)
                 if missing:
                     return Poll("no_evidence", missing)
-            firing = await prom.query(selector("ALERTS", {ctx.service_label: service, "alertname": alertname,
-                                                          "alertstate": "firing"}))
+            firing = await prom.query(
+                selector("ALERTS", {ctx.service_label: service, "alertname": alertname, "alertstate": "firing"})
+            )
             if firing:
                 return Poll("firing", "Prometheus ALERTS shows it firing")
             exprs = [render(e, ctx.service_label, service) for e in self.options.evidence]
@@ -172,8 +193,11 @@ class AlertClearedVerifier(BaseVerifier):
             rows = await ctx.store.recent_alerts(ctx.service, 200)
         except Exception as exc:  # a hint is not worth an ERROR
             return f"notifications unreadable: {exc}"
-        mine = [r for r in rows if r.get("fingerprint") == trig.fingerprint
-                and float(r.get("received_at") or 0) >= ctx.incident.created_at]
+        mine = [
+            r
+            for r in rows
+            if r.get("fingerprint") == trig.fingerprint and float(r.get("received_at") or 0) >= ctx.incident.created_at
+        ]
         if not mine:
             return "no notification since the incident opened"
         latest = max(mine, key=lambda r: float(r.get("received_at") or 0))
@@ -185,8 +209,10 @@ class AlertClearedVerifier(BaseVerifier):
         if not ctx.rollback_alerts:
             return self.result(Verdict.INCONCLUSIVE, "no incident and no rollback alerts configured")
         names = "|".join(_regex_escape(a) for a in ctx.rollback_alerts)
-        expr = (f"ALERTS{{{ctx.service_label}={promql_string(ctx.service)},alertstate=\"firing\","
-                f"alertname=~{promql_string(names)}}}")
+        expr = (
+            f'ALERTS{{{ctx.service_label}={promql_string(ctx.service)},alertstate="firing",'
+            f"alertname=~{promql_string(names)}}}"
+        )
         try:
             firing = await ctx.prometheus.query(expr)
             names_firing = sorted({str(s.get("metric", {}).get("alertname")) for s in firing})
@@ -195,13 +221,20 @@ class AlertClearedVerifier(BaseVerifier):
         except BackendError as exc:
             return self.result(Verdict.ERROR, f"Prometheus: {exc}")
         if names_firing:
-            return self.result(Verdict.FAIL, f"rollback alerts firing now: {', '.join(names_firing)}",
-                               figures={"firing": len(names_firing)})
+            return self.result(
+                Verdict.FAIL,
+                f"rollback alerts firing now: {', '.join(names_firing)}",
+                figures={"firing": len(names_firing)},
+            )
         if missing:
-            return self.result(Verdict.INCONCLUSIVE, f"none of the rollback alerts fires, but {missing}",
-                               figures={"firing": 0})
-        return self.result(Verdict.PASS, f"none of {len(ctx.rollback_alerts)} rollback alerts firing, on fresh "
-                           "samples of the service", figures={"firing": 0})
+            return self.result(
+                Verdict.INCONCLUSIVE, f"none of the rollback alerts fires, but {missing}", figures={"firing": 0}
+            )
+        return self.result(
+            Verdict.PASS,
+            f"none of {len(ctx.rollback_alerts)} rollback alerts firing, on fresh samples of the service",
+            figures={"firing": 0},
+        )
 
 
 def _regex_escape(pattern: str) -> str:

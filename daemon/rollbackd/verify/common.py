@@ -22,7 +22,7 @@ def parse_path(path: str) -> list[str | int]:
     parts: list[str | int] = []
     pos = 0
     for match in _PART.finditer(path):
-        gap = path[pos:match.start()]
+        gap = path[pos : match.start()]
         if gap not in ("", "."):
             raise ValueError(f"bad JSON path {path!r} near {gap!r}")
         key, index = match.groups()
@@ -92,12 +92,26 @@ class Unreachable(Exception):
     """No HTTP answer at all: connection refused, DNS, timeout. The message says which."""
 
 
-async def call(session: aiohttp.ClientSession, method: str, url: str, *, timeout: float,
-               headers: Mapping[str, str] | None = None, json_body: Any = None, data: str | None = None) -> Reply:
+async def call(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+    json_body: Any = None,
+    data: str | None = None,
+) -> Reply:
     started = time.perf_counter()
     try:
-        async with session.request(method, url, headers=dict(headers or {}), json=json_body, data=data,
-                                   timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        async with session.request(
+            method,
+            url,
+            headers=dict(headers or {}),
+            json=json_body,
+            data=data,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as resp:
             text = await resp.text(errors="replace")
             return Reply(resp.status, text, time.perf_counter() - started)
     except aiohttp.ClientConnectorError as exc:

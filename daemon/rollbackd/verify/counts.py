@@ -125,8 +125,9 @@ class CountsVerifier(BaseVerifier):
 
     async def verify(self, ctx: VerifyContext) -> CheckResult:
         expected, source = await self.expected(ctx)
-        expected = {s: e for s, e in expected.items()
-                    if {k: v for k, v in e["counts"].items() if not self._excluded(k)}}
+        expected = {
+            s: e for s, e in expected.items() if {k: v for k, v in e["counts"].items() if not self._excluded(k)}
+        }
         if not expected:
             return self.result(Verdict.INCONCLUSIVE, "no manifest to compare with")
         rows: list[dict[str, Any]] = []
@@ -134,15 +135,26 @@ class CountsVerifier(BaseVerifier):
             for store, exp in expected.items():
                 conn = self.options.stores.get(store)
                 if conn is None:
-                    return self.result(Verdict.ERROR, f"store {store}: no connection configured under "
-                                       f"verify.checks[{self.name}].stores")
-                live = await (_count_postgres(conn, list(exp["counts"]), self.options.timeout)
-                              if exp["kind"] == "postgres" else
-                              _count_qdrant(conn, list(exp["counts"]), self.options.timeout))
+                    return self.result(
+                        Verdict.ERROR,
+                        f"store {store}: no connection configured under verify.checks[{self.name}].stores",
+                    )
+                live = await (
+                    _count_postgres(conn, list(exp["counts"]), self.options.timeout)
+                    if exp["kind"] == "postgres"
+                    else _count_qdrant(conn, list(exp["counts"]), self.options.timeout)
+                )
                 for name, want in exp["counts"].items():
                     if not self._excluded(name):
-                        rows.append({"store": store, "name": name, "expected": want, "live": live[name],
-                                     "ok": self.options.tolerance.allows(live[name], want)})
+                        rows.append(
+                            {
+                                "store": store,
+                                "name": name,
+                                "expected": want,
+                                "live": live[name],
+                                "ok": self.options.tolerance.allows(live[name], want),
+                            }
+                        )
         except CountFailed as exc:
             return self.result(Verdict.ERROR, str(exc))
         bad = [r for r in rows if not r["ok"]]
@@ -150,10 +162,12 @@ class CountsVerifier(BaseVerifier):
         details = {"against": source, "counts": rows, "tolerance": self.options.tolerance.model_dump()}
         if bad:
             text = "; ".join(f"{r['name']}: {r['live']} live, {r['expected']} expected" for r in bad)
-            return self.result(Verdict.FAIL, f"{text} (tolerance {self.options.tolerance.text()})",
-                               details=details, figures=figures)
-        return self.result(Verdict.PASS, f"{len(rows)} tables/collections match {source}", details=details,
-                           figures=figures)
+            return self.result(
+                Verdict.FAIL, f"{text} (tolerance {self.options.tolerance.text()})", details=details, figures=figures
+            )
+        return self.result(
+            Verdict.PASS, f"{len(rows)} tables/collections match {source}", details=details, figures=figures
+        )
 
 
 def _quote_table(name: str) -> str:
@@ -190,8 +204,9 @@ async def _count_qdrant(conn: StoreConnection, names: list[str], timeout: float)
     if not conn.url:
         raise CountFailed("a qdrant store needs `url`")
     api_key = conn.api_key.get_secret_value() if conn.api_key else None
-    client = AsyncQdrantClient(url=conn.url, api_key=api_key, timeout=int(timeout), prefer_grpc=False,
-                               check_compatibility=False)
+    client = AsyncQdrantClient(
+        url=conn.url, api_key=api_key, timeout=int(timeout), prefer_grpc=False, check_compatibility=False
+    )
     out: dict[str, int] = {}
     try:
         for name in names:

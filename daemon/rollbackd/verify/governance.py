@@ -119,17 +119,25 @@ class GovernanceVerifier(BaseVerifier):
             undeclared = sorted(found - declared)
             problems += [f"{name}: found in the corpus but not declared" for name in undeclared]
         critical = sum(1 for s in sources if s.get("critical"))
-        figures: dict[str, float | int | str] = {"sources": len(sources), "critical": critical,
-                                                 "violations": len(problems), "undeclared": len(undeclared)}
+        figures: dict[str, float | int | str] = {
+            "sources": len(sources),
+            "critical": critical,
+            "violations": len(problems),
+            "undeclared": len(undeclared),
+        }
         if problems:
-            return self.result(Verdict.FAIL, "; ".join(problems), details={"violations": problems},
-                               figures=figures)
+            return self.result(Verdict.FAIL, "; ".join(problems), details={"violations": problems}, figures=figures)
         if not critical:
-            return self.result(Verdict.INCONCLUSIVE, f"no source of {len(sources)} in {self.options.sources_file} "
-                               "is marked critical: nothing to hold to owner and review rules", figures=figures)
+            return self.result(
+                Verdict.INCONCLUSIVE,
+                f"no source of {len(sources)} in {self.options.sources_file} "
+                "is marked critical: nothing to hold to owner and review rules",
+                figures=figures,
+            )
         corpus = ", every corpus source declared" if self.options.corpus else ""
-        return self.result(Verdict.PASS, f"{critical} critical of {len(sources)} sources owned and reviewed{corpus}",
-                           figures=figures)
+        return self.result(
+            Verdict.PASS, f"{critical} critical of {len(sources)} sources owned and reviewed{corpus}", figures=figures
+        )
 
 
 async def _corpus_sources(corpus: CorpusQuery) -> set[str]:

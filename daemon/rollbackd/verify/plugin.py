@@ -90,14 +90,19 @@ def _plan_problems(name: str, svc: ServiceConfig, checks: list[Verifier]) -> lis
             if svc.verify is None:
                 problems.append(f"services.{name}.plan[{i}]: a `verify` step needs services.{name}.verify.checks")
             only = spec.options().get("only") or []
-            problems += [f"services.{name}.plan[{i}].only: unknown check {n!r}" for n in only
-                         if isinstance(n, str) and names and n not in names]
+            problems += [
+                f"services.{name}.plan[{i}].only: unknown check {n!r}"
+                for n in only
+                if isinstance(n, str) and names and n not in names
+            ]
             chosen = [c for c in checks if not only or c.name in only]
             slowest = max(chosen, key=lambda c: _longest(c, checks), default=None)
             if slowest is not None and _longest(slowest, checks) + GRACE_S > spec.timeout:
-                problems.append(f"services.{name}.plan[{i}].timeout: {spec.timeout:g}s is shorter than check "
-                                f"{slowest.name!r} may take ({_longest(slowest, checks) + GRACE_S:g}s with its delay "
-                                "and the checks it runs after)")
+                problems.append(
+                    f"services.{name}.plan[{i}].timeout: {spec.timeout:g}s is shorter than check "
+                    f"{slowest.name!r} may take ({_longest(slowest, checks) + GRACE_S:g}s with its delay "
+                    "and the checks it runs after)"
+                )
     return problems
 
 
@@ -105,8 +110,11 @@ def _order_problems(name: str, svc: ServiceConfig, checks: list[Verifier]) -> li
     """alert_cleared must run after traffic.restore: with the users cut off, the alert's rule has no
     traffic to judge, and a quiet rule is not a cleared alert."""
     cleared = {c.name for c in checks if c.type == "alert_cleared"}
-    specs = [(i, spec) for i, entry in enumerate(svc.plan)
-             for spec in (entry.parallel if hasattr(entry, "parallel") else [entry])]
+    specs = [
+        (i, spec)
+        for i, entry in enumerate(svc.plan)
+        for spec in (entry.parallel if hasattr(entry, "parallel") else [entry])
+    ]
     restore = next((i for i, spec in specs if spec.type == "traffic.restore"), None)
     if restore is None or not cleared:
         return []
@@ -114,8 +122,10 @@ def _order_problems(name: str, svc: ServiceConfig, checks: list[Verifier]) -> li
     for i, spec in specs:
         only = set(spec.options().get("only") or cleared) if spec.type == "verify" else set()
         if i < restore and only & cleared:
-            problems.append(f"services.{name}.plan[{i}].only: {', '.join(sorted(only & cleared))} runs before "
-                            f"traffic.restore (plan[{restore}]); give it its own verify step after it")
+            problems.append(
+                f"services.{name}.plan[{i}].only: {', '.join(sorted(only & cleared))} runs before "
+                f"traffic.restore (plan[{restore}]); give it its own verify step after it"
+            )
     return problems
 
 
@@ -144,8 +154,13 @@ def build(core: Core) -> None:
         if problems:
             raise ConfigError(problems[0].split(":")[0], problems[0], problems=problems)
         runtime.caps.verify = VerifySuite(
-            service=name, checks=checks, caps=runtime.caps, prometheus=core.prometheus, store=core.store,
-            metrics=core.metrics, service_label=core.settings.service_label,
+            service=name,
+            checks=checks,
+            caps=runtime.caps,
+            prometheus=core.prometheus,
+            store=core.store,
+            metrics=core.metrics,
+            service_label=core.settings.service_label,
             rollback_alerts=tuple(runtime.config.policy.rollback_alerts),
         )
 
@@ -189,12 +204,25 @@ async def post_verify(request: web.Request) -> web.Response:
     body = await body_of(request, VerifyBody)
     suite = _suite_for(core, body.service)
     if body.dry_run:
-        return web.json_response({"service": suite.service, "dry_run": True, "verdict": None,
-                                  "would_run": suite.describe(body.only), "results": []})
+        return web.json_response(
+            {
+                "service": suite.service,
+                "dry_run": True,
+                "verdict": None,
+                "would_run": suite.describe(body.only),
+                "results": [],
+            }
+        )
     results = await suite.run(only=body.only)
-    return web.json_response({"service": suite.service, "dry_run": False, "verdict": overall(results).value,
-                              "summary": "\n".join(r.line() for r in results),
-                              "results": [r.to_json() for r in results]})
+    return web.json_response(
+        {
+            "service": suite.service,
+            "dry_run": False,
+            "verdict": overall(results).value,
+            "summary": "\n".join(r.line() for r in results),
+            "results": [r.to_json() for r in results],
+        }
+    )
 
 
 def routes(app: web.Application) -> None:
@@ -204,7 +232,13 @@ def routes(app: web.Application) -> None:
 def openapi() -> tuple[dict[str, Any], list[type[BaseModel]]]:
     from rollbackd.api.openapi import op
 
-    paths = {"/v1/verify": {"post": op(
-        "Run the verification checks now (a deploy gate); changes nothing. `verdict` is pass, fail or "
-        "inconclusive; `results` has one CheckResult per check", body=VerifyBody)}}
+    paths = {
+        "/v1/verify": {
+            "post": op(
+                "Run the verification checks now (a deploy gate); changes nothing. `verdict` is pass, fail or "
+                "inconclusive; `results` has one CheckResult per check",
+                body=VerifyBody,
+            )
+        }
+    }
     return paths, [VerifyBody]

@@ -67,8 +67,9 @@ class RagasQuickOptions(CheckOptions):
     @model_validator(mode="after")
     def _enough(self) -> RagasQuickOptions:
         if self.limit < self.min_answered:
-            raise ValueError(f"limit {self.limit} is below min_answered {self.min_answered}: this check could "
-                             "never pass")
+            raise ValueError(
+                f"limit {self.limit} is below min_answered {self.min_answered}: this check could never pass"
+            )
         return self
 
     def required(self, questions: int) -> int:
@@ -104,12 +105,21 @@ def load_golden(path: str, limit: int | None = None) -> list[dict[str, Any]]:
         items = items.get("questions") or []
     out = []
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("question"), str) \
-                or not isinstance(item.get("ground_truth"), str):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("question"), str)
+            or not isinstance(item.get("ground_truth"), str)
+        ):
             raise GoldenError(f"{path}: item {i + 1}: needs `question` and `ground_truth` strings")
         sources = item.get("sources") or []
-        out.append({"id": str(item.get("id") or f"q{i + 1:02d}"), "question": item["question"],
-                    "ground_truth": item["ground_truth"], "sources": [str(s) for s in sources]})
+        out.append(
+            {
+                "id": str(item.get("id") or f"q{i + 1:02d}"),
+                "question": item["question"],
+                "ground_truth": item["ground_truth"],
+                "sources": [str(s) for s in sources],
+            }
+        )
     return out[:limit] if limit else out
 
 
@@ -130,8 +140,10 @@ class RagasQuickVerifier(BaseVerifier):
     options: RagasQuickOptions
 
     def describe(self) -> str:
-        return (f"ragas_quick: {self.options.limit} golden questions from {self.options.golden}, "
-                f"scorer {self.options.scorer.get('type', 'lexical')}")
+        return (
+            f"ragas_quick: {self.options.limit} golden questions from {self.options.golden}, "
+            f"scorer {self.options.scorer.get('type', 'lexical')}"
+        )
 
     async def _ask(self, http: aiohttp.ClientSession, item: dict[str, Any]) -> Sample | str:
         req = self.options.request
@@ -147,9 +159,16 @@ class RagasQuickVerifier(BaseVerifier):
             return f"no string at {self.options.answer_path}"
         contexts = [c for c in (contexts if isinstance(contexts, list) else []) if isinstance(c, str)]
         ids: Any = lookup(data, self.options.context_ids_path) if self.options.context_ids_path else []
-        return Sample(id=item["id"], question=item["question"], ground_truth=item["ground_truth"], answer=answer,
-                      contexts=contexts, context_ids=[str(i) for i in ids] if isinstance(ids, list) else [],
-                      sources=item["sources"], response=data)
+        return Sample(
+            id=item["id"],
+            question=item["question"],
+            ground_truth=item["ground_truth"],
+            answer=answer,
+            contexts=contexts,
+            context_ids=[str(i) for i in ids] if isinstance(ids, list) else [],
+            sources=item["sources"],
+            response=data,
+        )
 
     async def _ask_all(self, golden: list[dict[str, Any]]) -> list[Sample | str]:
         gate = asyncio.Semaphore(self.options.concurrency)
@@ -167,9 +186,12 @@ class RagasQuickVerifier(BaseVerifier):
         except GoldenError as exc:
             return self.result(Verdict.ERROR, str(exc))
         if len(golden) < self.options.min_answered:
-            return self.result(Verdict.INCONCLUSIVE, f"{len(golden)} golden question(s) in {self.options.golden}; "
-                               f"at least {self.options.min_answered} must be answered (min_answered)",
-                               figures={"questions": len(golden)})
+            return self.result(
+                Verdict.INCONCLUSIVE,
+                f"{len(golden)} golden question(s) in {self.options.golden}; "
+                f"at least {self.options.min_answered} must be answered (min_answered)",
+                figures={"questions": len(golden)},
+            )
         try:
             answers = await self._ask_all(golden)
         except Unreachable as exc:
@@ -183,28 +205,51 @@ class RagasQuickVerifier(BaseVerifier):
         try:
             scores = await scorer.score(samples) if samples else []
         except JudgeError as exc:
-            return self.result(Verdict.INCONCLUSIVE, f"the judge failed: {exc}",
-                               details={"errors": errors}, figures={"questions": len(golden)})
+            return self.result(
+                Verdict.INCONCLUSIVE,
+                f"the judge failed: {exc}",
+                details={"errors": errors},
+                figures={"questions": len(golden)},
+            )
         finally:
             await scorer.close()
         bad = invalid_scores(samples, scores)
         if bad:
-            return self.result(Verdict.ERROR, f"scorer {self.options.scorer.get('type', 'lexical')} gave an invalid "
-                               f"score: {bad} (scores must be finite numbers in [0, 1])",
-                               details={"errors": errors}, figures={"questions": len(golden)})
+            return self.result(
+                Verdict.ERROR,
+                f"scorer {self.options.scorer.get('type', 'lexical')} gave an invalid "
+                f"score: {bad} (scores must be finite numbers in [0, 1])",
+                details={"errors": errors},
+                figures={"questions": len(golden)},
+            )
         return self._judge(golden, samples, scores, errors)
 
-    def _judge(self, golden: list[dict[str, Any]], samples: list[Sample], scores: list[dict[str, float]],
-               errors: dict[str, str]) -> CheckResult:
+    def _judge(
+        self,
+        golden: list[dict[str, Any]],
+        samples: list[Sample],
+        scores: list[dict[str, float]],
+        errors: dict[str, str],
+    ) -> CheckResult:
         th = self.options.thresholds.model_dump()
-        per_q: list[dict[str, Any]] = [{"id": s.id, "question": s.question, **sc, "answer": short(s.answer, 120)}
-                                       for s, sc in zip(samples, scores, strict=True)]
+        per_q: list[dict[str, Any]] = [
+            {"id": s.id, "question": s.question, **sc, "answer": short(s.answer, 120)}
+            for s, sc in zip(samples, scores, strict=True)
+        ]
         per_q += [{"id": qid, "error": err} for qid, err in errors.items()]
         means = {m: round(sum(sc[m] for sc in scores) / len(scores), 4) if scores else 0.0 for m in METRICS}
-        figures: dict[str, float | int | str] = {**means, "questions": len(golden), "answered": len(samples),
-                                                 "errors": len(errors)}
-        details: dict[str, Any] = {"thresholds": th, "means": means, "questions": per_q,
-                                   "scorer": self.options.scorer.get("type", "lexical")}
+        figures: dict[str, float | int | str] = {
+            **means,
+            "questions": len(golden),
+            "answered": len(samples),
+            "errors": len(errors),
+        }
+        details: dict[str, Any] = {
+            "thresholds": th,
+            "means": means,
+            "questions": per_q,
+            "scorer": self.options.scorer.get("type", "lexical"),
+        }
         problems: list[str] = []
         if len(errors) > self.options.max_error_answers:
             first = next(iter(errors.items()))
@@ -216,15 +261,27 @@ class RagasQuickVerifier(BaseVerifier):
                 problems.append(f"{metric} {means[metric]:.2f} < {th[metric]:.2f} (worst: {names})")
         scored = ", ".join(f"{m} {means[m]:.2f}" for m in METRICS)
         if problems:
-            return self.result(Verdict.FAIL, "; ".join(problems) + f" [{len(samples)} scored: {scored}]",
-                               details=details, figures=figures)
+            return self.result(
+                Verdict.FAIL,
+                "; ".join(problems) + f" [{len(samples)} scored: {scored}]",
+                details=details,
+                figures=figures,
+            )
         needed = self.options.required(len(golden))
         if len(samples) < needed:
-            return self.result(Verdict.INCONCLUSIVE, f"only {len(samples)}/{len(golden)} questions answered; "
-                               f"{needed} needed for a verdict [{scored}]", details=details, figures=figures)
-        return self.result(Verdict.PASS, f"{len(samples)}/{len(golden)} questions: {scored} (thresholds "
-                           f"{th['faithfulness']:.2f}/{th['answer_relevancy']:.2f}/{th['context_recall']:.2f})",
-                           details=details, figures=figures)
+            return self.result(
+                Verdict.INCONCLUSIVE,
+                f"only {len(samples)}/{len(golden)} questions answered; {needed} needed for a verdict [{scored}]",
+                details=details,
+                figures=figures,
+            )
+        return self.result(
+            Verdict.PASS,
+            f"{len(samples)}/{len(golden)} questions: {scored} (thresholds "
+            f"{th['faithfulness']:.2f}/{th['answer_relevancy']:.2f}/{th['context_recall']:.2f})",
+            details=details,
+            figures=figures,
+        )
 
 
 def invalid_scores(samples: list[Sample], scores: list[dict[str, float]]) -> str | None:
@@ -235,7 +292,11 @@ def invalid_scores(samples: list[Sample], scores: list[dict[str, float]]) -> str
     for sample, sc in zip(samples, scores, strict=True):
         for metric in METRICS:
             value = sc.get(metric)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-                    or not 0.0 <= value <= 1.0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or not 0.0 <= value <= 1.0
+            ):
                 return f"{sample.id}: {metric} = {value!r}"
     return None

@@ -110,8 +110,15 @@ class SmokeVerifier(BaseVerifier):
         """(failure or None, whether every request got an HTTP answer)."""
         for req in self.options.requests:
             try:
-                reply = await call(http, req.method, req.url, timeout=req.timeout, headers=req.headers,
-                                   json_body=req.json_body, data=req.body)
+                reply = await call(
+                    http,
+                    req.method,
+                    req.url,
+                    timeout=req.timeout,
+                    headers=req.headers,
+                    json_body=req.json_body,
+                    data=req.body,
+                )
             except Unreachable as exc:
                 return str(exc), False
             if latencies is not None:
@@ -145,19 +152,37 @@ class SmokeVerifier(BaseVerifier):
                     await asyncio.sleep(opts.interval)
         measured = rounds - min(rounds, opts.warmup)
         figures: dict[str, float | int | str] = {
-            "attempts": measured, "successes": passes, "warmup": min(rounds, opts.warmup),
-            "p50_ms": ms(percentile(latencies, 50)), "max_ms": ms(max(latencies, default=0.0)),
+            "attempts": measured,
+            "successes": passes,
+            "warmup": min(rounds, opts.warmup),
+            "p50_ms": ms(percentile(latencies, 50)),
+            "max_ms": ms(max(latencies, default=0.0)),
         }
         tail = f"p50 {figures['p50_ms']}ms, max {figures['max_ms']}ms"
         details = {"last_failure": last_failure or warm_failure, "rounds": rounds}
         if streak >= opts.consecutive:
-            return self.result(Verdict.PASS, f"{streak}/{opts.consecutive} consecutive rounds ok "
-                               f"({passes}/{measured} rounds), {tail}", figures=figures)
+            return self.result(
+                Verdict.PASS,
+                f"{streak}/{opts.consecutive} consecutive rounds ok ({passes}/{measured} rounds), {tail}",
+                figures=figures,
+            )
         if answered == 0:
-            return self.result(Verdict.ERROR, f"no answer in {rounds} rounds: {last_failure or warm_failure}",
-                               details=details, figures=figures)
+            return self.result(
+                Verdict.ERROR,
+                f"no answer in {rounds} rounds: {last_failure or warm_failure}",
+                details=details,
+                figures=figures,
+            )
         if last_failure is None:
-            return self.result(Verdict.INCONCLUSIVE, f"the deadline ended after {measured} measured rounds "
-                               f"({opts.consecutive} consecutive needed)", details=details, figures=figures)
-        return self.result(Verdict.FAIL, f"{last_failure} ({passes}/{measured} rounds ok, "
-                           f"{opts.consecutive} consecutive needed), {tail}", details=details, figures=figures)
+            return self.result(
+                Verdict.INCONCLUSIVE,
+                f"the deadline ended after {measured} measured rounds ({opts.consecutive} consecutive needed)",
+                details=details,
+                figures=figures,
+            )
+        return self.result(
+            Verdict.FAIL,
+            f"{last_failure} ({passes}/{measured} rounds ok, {opts.consecutive} consecutive needed), {tail}",
+            details=details,
+            figures=figures,
+        )

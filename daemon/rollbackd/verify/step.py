@@ -45,8 +45,7 @@ class Verify(BaseStep):
         suite = ctx.runtime.caps.verify
         if not isinstance(suite, VerifySuite):
             output: JSON = {"verdict": Verdict.INCONCLUSIVE.value, "summary": "no verify checks configured"}
-            raise VerificationInconclusive(f"verification inconclusive: no checks configured for {ctx.service}",
-                                           output)
+            raise VerificationInconclusive(f"verification inconclusive: no checks configured for {ctx.service}", output)
         results = await suite.run(only=self.options.only, incident=ctx.incident, outputs=ctx.outputs)
         verdict = overall(results)
         summary = "\n".join(r.line() for r in results)
@@ -59,5 +58,6 @@ class Verify(BaseStep):
         bad = sum(1 for r in results if r.verdict is not Verdict.PASS and not r.dry_run)
         if verdict is Verdict.FAIL:
             raise VerificationFailed(f"verification failed ({bad} of {len(results)} checks):\n{summary}", output)
-        raise VerificationInconclusive(f"verification inconclusive ({bad} of {len(results)} checks):\n{summary}",
-                                       output)
+        raise VerificationInconclusive(
+            f"verification inconclusive ({bad} of {len(results)} checks):\n{summary}", output
+        )

@@ -32,9 +32,19 @@ def last_key(service: str) -> str:
 
 
 class VerifySuite:
-    def __init__(self, *, service: str, checks: list[Verifier], caps: Capabilities | None = None,
-                 prometheus: Any = None, store: Any = None, metrics: Any = None, service_label: str = "service",
-                 rollback_alerts: tuple[str, ...] = (), clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        service: str,
+        checks: list[Verifier],
+        caps: Capabilities | None = None,
+        prometheus: Any = None,
+        store: Any = None,
+        metrics: Any = None,
+        service_label: str = "service",
+        rollback_alerts: tuple[str, ...] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.service = service
         self.checks = checks
         self.caps = caps if caps is not None else Capabilities()
@@ -61,8 +71,13 @@ class VerifySuite:
     def describe(self, only: list[str] | None = None) -> list[str]:
         return [c.describe() for c in self.select(only)]
 
-    async def run(self, *, only: list[str] | None = None, incident: Incident | None = None,
-                  outputs: Mapping[str, JSON] | None = None) -> list[CheckResult]:
+    async def run(
+        self,
+        *,
+        only: list[str] | None = None,
+        incident: Incident | None = None,
+        outputs: Mapping[str, JSON] | None = None,
+    ) -> list[CheckResult]:
         """Run the selected checks (all by default), in parallel but for ``after``; never raises for a
         check's own failure. Results come back in configuration order."""
         chosen = self.select(only)
@@ -95,29 +110,48 @@ class VerifySuite:
             result = await self._attempt(check, incident, outputs, deadline)
             if result.verdict in counts:
                 counts[result.verdict] += 1
-            if (result.verdict not in counts or counts[result.verdict] >= limits[result.verdict]
-                    or deadline - time.monotonic() <= opts.interval):
+            if (
+                result.verdict not in counts
+                or counts[result.verdict] >= limits[result.verdict]
+                or deadline - time.monotonic() <= opts.interval
+            ):
                 break
-            log.info("verify_retry", extra={"check": check.name, "verdict": result.verdict.value,
-                                            "summary": result.summary})
+            log.info(
+                "verify_retry", extra={"check": check.name, "verdict": result.verdict.value, "summary": result.summary}
+            )
             await asyncio.sleep(opts.interval)
-        return dataclasses.replace(result, attempts=attempts, duration_s=time.monotonic() - started,
-                                   dry_run=opts.dry_run, type=check.type)
+        return dataclasses.replace(
+            result, attempts=attempts, duration_s=time.monotonic() - started, dry_run=opts.dry_run, type=check.type
+        )
 
-    async def _attempt(self, check: Verifier, incident: Incident | None, outputs: Mapping[str, JSON],
-                       deadline: float) -> CheckResult:
-        ctx = VerifyContext(service=self.service, deadline=deadline, incident=incident, outputs=outputs,
-                            caps=self.caps, prometheus=self.prometheus, store=self.store,
-                            service_label=self.service_label, rollback_alerts=self.rollback_alerts)
+    async def _attempt(
+        self, check: Verifier, incident: Incident | None, outputs: Mapping[str, JSON], deadline: float
+    ) -> CheckResult:
+        ctx = VerifyContext(
+            service=self.service,
+            deadline=deadline,
+            incident=incident,
+            outputs=outputs,
+            caps=self.caps,
+            prometheus=self.prometheus,
+            store=self.store,
+            service_label=self.service_label,
+            rollback_alerts=self.rollback_alerts,
+        )
         try:
             return await asyncio.wait_for(check.verify(ctx), max(0.1, deadline - time.monotonic()) + self.grace)
         except TimeoutError:
-            return CheckResult(check.name, Verdict.ERROR, f"did not finish within its {check.options.deadline:g}s "
-                               "deadline", type=check.type)
+            return CheckResult(
+                check.name,
+                Verdict.ERROR,
+                f"did not finish within its {check.options.deadline:g}s deadline",
+                type=check.type,
+            )
         except Exception as exc:  # a bug in a verifier is an ERROR of that check, not a crash of the step
             log.exception("verifier_crashed", extra={"check": check.name})
-            return CheckResult(check.name, Verdict.ERROR, f"verifier crashed: {type(exc).__name__}: {exc}",
-                               type=check.type)
+            return CheckResult(
+                check.name, Verdict.ERROR, f"verifier crashed: {type(exc).__name__}: {exc}", type=check.type
+            )
 
     async def _record(self, results: list[CheckResult], incident: Incident | None) -> None:
         """Metrics, the last verification (status) and journal events; a failure here is logged only."""
@@ -130,10 +164,16 @@ class VerifySuite:
             await self.store.set_kv(last_key(self.service), await self._merged_last(results, incident))
             for r in results if incident is not None else ():
                 assert incident is not None
-                await self.store.append_event(Event(
-                    kind=EventKind.VERIFICATION, service=self.service, incident_id=incident.id, verdict=r.verdict.value,
-                    actor="rollbackd", data={"sentence": r.line(), "verifier": r.verifier, "figures": r.figures},
-                ))
+                await self.store.append_event(
+                    Event(
+                        kind=EventKind.VERIFICATION,
+                        service=self.service,
+                        incident_id=incident.id,
+                        verdict=r.verdict.value,
+                        actor="rollbackd",
+                        data={"sentence": r.line(), "verifier": r.verifier, "figures": r.figures},
+                    )
+                )
         except Exception:
             log.exception("verify_record_failed")
 
@@ -145,10 +185,15 @@ class VerifySuite:
         if incident is not None and previous and previous.get("incident_id") == incident.id:
             for old in previous.get("results") or []:
                 merged.setdefault(old["verifier"], CheckResult.from_json(old))
-        ordered = sorted(merged.values(), key=lambda r: self.names.index(r.verifier)
-                         if r.verifier in self.names else len(self.names))
-        return {"at": self.clock(), "incident_id": incident.id if incident else None,
-                "verdict": overall(ordered).value, "results": [r.to_json() for r in ordered]}
+        ordered = sorted(
+            merged.values(), key=lambda r: self.names.index(r.verifier) if r.verifier in self.names else len(self.names)
+        )
+        return {
+            "at": self.clock(),
+            "incident_id": incident.id if incident else None,
+            "verdict": overall(ordered).value,
+            "results": [r.to_json() for r in ordered],
+        }
 
     async def close(self) -> None:
         for check in self.checks:

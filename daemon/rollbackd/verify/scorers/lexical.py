@@ -115,8 +115,7 @@ def faithfulness(answer: str, contexts: Sequence[str]) -> float:
         ctx_negated |= negated
         ctx_stated |= stated
     claims = [token_seq(c) for c in _CLAIM_END.split(answer.strip())]
-    supports = [0.0 if contradicts(c, ctx, ctx_negated, ctx_stated) else coverage(set(c), ctx)
-                for c in claims if c]
+    supports = [0.0 if contradicts(c, ctx, ctx_negated, ctx_stated) else coverage(set(c), ctx) for c in claims if c]
     return sum(supports) / len(supports) if supports else 0.0
 
 

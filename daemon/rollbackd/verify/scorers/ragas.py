@@ -76,10 +76,12 @@ class RagasScorer:
             return {"faithfulness": 0.0, "answer_relevancy": 0.0, "context_recall": 0.0}
         calls: dict[str, Callable[[], Awaitable[Any]]] = {
             "faithfulness": lambda: self._faithfulness.ascore(
-                user_input=sample.question, response=sample.answer, retrieved_contexts=sample.contexts),
+                user_input=sample.question, response=sample.answer, retrieved_contexts=sample.contexts
+            ),
             "answer_relevancy": lambda: self._relevancy.ascore(user_input=sample.question, response=sample.answer),
             "context_recall": lambda: self._recall.ascore(
-                user_input=sample.question, retrieved_contexts=sample.contexts, reference=sample.ground_truth),
+                user_input=sample.question, retrieved_contexts=sample.contexts, reference=sample.ground_truth
+            ),
         }
         out: dict[str, float] = {}
         for metric, call in calls.items():
@@ -88,8 +90,9 @@ class RagasScorer:
                     warnings.simplefilter("ignore", DeprecationWarning)
                     result = await asyncio.wait_for(call(), self.options.timeout)
             except TimeoutError as exc:
-                raise JudgeError(f"{sample.id}: {metric}: the judge did not answer within "
-                                 f"{self.options.timeout:g}s") from exc
+                raise JudgeError(
+                    f"{sample.id}: {metric}: the judge did not answer within {self.options.timeout:g}s"
+                ) from exc
             except Exception as exc:  # ragas/openai/instructor raise many types; all mean "the judge failed"
                 raise JudgeError(f"{sample.id}: {metric}: {type(exc).__name__}: {str(exc)[:200]}") from exc
             value = float(result.value)
