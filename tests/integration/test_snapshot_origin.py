@@ -40,7 +40,7 @@ async def test_a_set_of_another_service_and_database_is_refused_unless_named(
 ) -> None:
     await create_corpus(pg_dsn, docs=120)
     await create_corpus(other_dsn, docs=80)
-    a, b = service("a", pg_dsn, tmp_path / "shared"), service("b", other_dsn, tmp_path / "shared")
+    a, b = service("a", pg_dsn, tmp_path / "one_dir"), service("b", other_dsn, tmp_path / "one_dir")
     snap = await a.create(reason="a's green data")
     assert snap.manifests["postgres"]["server"]["system_identifier"]
     assert snap.manifests["postgres"]["store"] == "postgres"
