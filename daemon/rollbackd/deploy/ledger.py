@@ -12,11 +12,12 @@ History is append-only (rb_release_history); every write is also a journal event
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from rollbackd import release_diff, releases
 from rollbackd.capabilities import Capabilities
@@ -97,6 +98,9 @@ class Ledger:
         self._observed_at = -OBSERVE_CACHE_S
         self._observed_image: str | None = None
         self._known: set[str] = set()  # digests of recorded releases (append-only: never stale)
+        # record and observe are check-then-write: one at a time, or observe (which read the history before a
+        # rollout recorded its release) records the same running image again and supersedes the real record
+        self._writing = asyncio.Lock()
 
     # ---- reading --------------------------------------------------------------------------------
     async def history(self) -> list[Release]:
@@ -180,25 +184,36 @@ class Ledger:
     ) -> Release:
         """Append a deployed release. A tag alone is refused unless the deployer resolves its digest; a
         deployer that runs images (docker) must find the image on its host (else it could never deploy it)."""
-        problem = releases.version_problem(version)
+        spec = {"image": image, "digest": digest, "config_digest": config_digest, "schema_version": schema_version}
+        async with self._writing:
+            return await self._append(self._new(version, source, actor, live_at=live_at, **spec), reason)
+
+    async def record_unless_live(self, release: Release, *, source: str, actor: str, reason: str) -> Release:
+        """Record ``release`` as deployed unless the live record already is that version (a resumed step, or the
+        observe job that saw it run first under its label); one check-then-write."""
+        async with self._writing:
+            live = await self.live()
+            if live is not None and live.version == release.version:
+                return live
+            r = release
+            spec = {"image": r.image, "digest": r.digest, "config_digest": r.config_digest}
+            return await self._append(
+                self._new(r.version, source, actor, schema_version=r.schema_version, **spec), reason
+            )
+
+    def _new(self, version: str, source: str, actor: str, **fields: Any) -> Release:
+        return Release(service=self.service, version=version, source=cast(Any, source), recorded_by=actor, **fields)
+
+    async def _append(self, release: Release, reason: str) -> Release:
+        problem = releases.version_problem(release.version)
         if problem is not None:
             raise PayloadError("version", problem)
-        digest = await self._resolve(image, digest)
+        digest = await self._resolve(release.image, release.digest)
+        live_at = release.live_at if release.live_at is not None else self.clock()
         release = await self.store.record_release(
-            Release(
-                service=self.service,
-                version=version,
-                image=image,
-                digest=digest,
-                config_digest=config_digest,
-                schema_version=schema_version,
-                source=source,  # type: ignore[arg-type]
-                recorded_by=actor,
-                live_at=live_at if live_at is not None else self.clock(),
-                status="deployed",
-            )
+            replace(release, service=self.service, digest=digest, live_at=live_at, status="deployed")
         )
-        await self._event(EventKind.RELEASE_RECORDED, actor, reason, release)
+        await self._event(EventKind.RELEASE_RECORDED, release.recorded_by or "rollbackd", reason, release)
         return await self.capture(release)
 
     async def _resolve(self, image: str | None, digest: str | None) -> str:
@@ -290,7 +305,11 @@ class Ledger:
         """Record the running image as an ``observed`` release when no release describes it."""
         if self.deployer is None:
             return None
-        current = await self.deployer.current()
+        async with self._writing:
+            return await self._observe(self.deployer)
+
+    async def _observe(self, deployer: Deployer) -> Release | None:
+        current = await deployer.current()
         if not current.image_id:
             return None
         known = next((r for r in await self.history() if r.digest and same_digest(r.digest, current.image_id)), None)
@@ -302,16 +321,8 @@ class Ledger:
         if version is None or releases.version_problem(version) is not None:
             version = current.image_id.removeprefix("sha256:")[:12]
         log.info("release_observed", extra={"service": self.service, "version": version})
-        return await self.record(
-            version=version,
-            image=current.image,
-            digest=current.image_id,
-            config_digest=None,
-            schema_version=None,
-            source="observed",
-            actor="rollbackd",
-            reason="a running image that no release described",
-        )
+        found = self._new(version, "observed", "rollbackd", image=current.image, digest=current.image_id)
+        return await self._append(found, "a running image that no release described")
 
     async def observe_now(self) -> None:
         """At decision time: record an unrecorded live container before it is judged. One container

@@ -234,18 +234,9 @@ async def _record_green(ctx: StepContext, release: Release) -> JSON:
     ledger = ctx.runtime.caps.releases
     if ledger is None:
         return {"recorded": False}
-    live = await ledger.live()
-    if live is None or live.version != release.version:  # a resumed step records it once
-        await ledger.record(
-            version=release.version,
-            image=release.image,
-            digest=release.digest,
-            config_digest=release.config_digest,
-            schema_version=release.schema_version,
-            source="pipeline",
-            actor="rollbackd rollout",
-            reason=f"rollout {ctx.incident.id}",
-        )
+    await ledger.record_unless_live(
+        release, source="pipeline", actor="rollbackd rollout", reason=f"rollout {ctx.incident.id}"
+    )
     green = await ledger.mark_green(
         release.version, actor="rollbackd rollout", reason=f"rollout {ctx.incident.id}: every phase passed its gates"
     )
