@@ -174,19 +174,42 @@ def _pids(proc_root: Path) -> Iterable[str]:
 async def kill_leftover(pgid: int, marker: str, grace: float = DEFAULT_GRACE_S) -> list[int]:
     """Make sure the group a crashed daemon started is gone: TERM, then KILL, only processes that carry
     the marker. Returns the pids that were still alive."""
-    alive = members(pgid, marker)
+    return await _kill_until_gone(lambda: members(pgid, marker), grace)
+
+
+async def kill_marked(marker: str, grace: float = DEFAULT_GRACE_S) -> list[int]:
+    """Every process of this host carrying ``marker``, whatever its group: a daemon killed between the
+    spawn and the journal line of its group id leaves a step process no journaled group names (and its
+    direct child dies with the daemon, but a grandchild does not)."""
+    return await _kill_until_gone(lambda: marked(marker), grace)
+
+
+def marked(marker: str, proc_root: Path = Path("/proc")) -> list[int]:
+    wanted = f"{MARKER_ENV}={marker}".encode()
+    found: list[int] = []
+    for entry in _pids(proc_root):
+        try:
+            if wanted in (proc_root / entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry))
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to read
+    return [pid for pid in found if pid != os.getpid()]
+
+
+async def _kill_until_gone(find: Callable[[], list[int]], grace: float) -> list[int]:
+    alive = find()
     if not alive:
         return []
     for pid in alive:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while members(pgid, marker) and time.monotonic() < deadline:
+    while find() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    for pid in members(pgid, marker):
+    for pid in find():
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + grace
-    while members(pgid, marker) and time.monotonic() < deadline:  # SIGKILL takes a moment to land
+    while find() and time.monotonic() < deadline:  # SIGKILL takes a moment to land
         await asyncio.sleep(0.01)
     return alive

@@ -54,6 +54,9 @@ class Stack:
     # ---- bring-up, in dependency order -------------------------------------------------------------
     def start(self, rollbackd_config: Any) -> Stack:
         self.dir.mkdir(parents=True, exist_ok=True)
+        # the stack's containers (the service, its canary, the ones a revert kept) go with the stack: left
+        # running until the session ends, every later test would share the cores with them
+        self.exit.callback(self.podman.remove_containers, predicate=self._mine)
         self.dsn = fresh_database_sync("e2e")
         self.exit.callback(drop_database_sync, self.dsn)
         asyncio.run(corpus.create_corpus(self.dsn))
@@ -93,6 +96,10 @@ class Stack:
         self.daemon.start()
         self.exit.callback(self.daemon.stop)
         return self
+
+    def _mine(self, summary: dict[str, Any]) -> bool:
+        names = [n.lstrip("/") for n in summary.get("Names") or []]
+        return any(n == self.container_name or n.startswith(self.container_name + "__") for n in names)
 
     def stop(self) -> None:
         self.exit.close()

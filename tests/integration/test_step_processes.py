@@ -4,6 +4,7 @@ race-free, and a daemon killed within milliseconds of a step's start leaves no s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -130,6 +131,66 @@ def test_kill9_within_milliseconds_of_a_step_start_leaves_no_step_process(tmp_pa
                 os.kill(pid, signal.SIGKILL)
     assert survivors == []
     assert spawned.exists() and len(spawned.read_text().split()) >= 5  # the kills did land around the forks
+
+
+def test_a_grandchild_left_by_a_kill_before_its_group_was_journaled_never_races_the_resumed_step(
+    tmp_path: Path,
+) -> None:
+    """The step's shell dies with the daemon, its `sleep` does not and holds the step's lock. Killed 0-25 ms
+    after each start, the daemon sometimes dies between the spawn and the journal line naming the group:
+    the next start must still find that sleeper (by its marker) and kill it before the step runs again."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    script = (
+        f"echo $$ >> {root}/spawned; exec 9>{root}/lock; "
+        f'flock -n 9 || {{ echo "$ROLLBACKD_ATTEMPT" >> {root}/concurrent; exit 1; }}; sleep 30; true'
+    )
+    plan = [{"type": "command", "name": "locks", "crash_resumes": 100, "argv": ["/bin/sh", "-c", script]}]
+    daemon = DaemonProcess(write_config(tmp_path, services={"rag": command_service(plan)}))
+    rng = random.Random(secrets.randbits(32))
+    marker = f"{procs.MARKER_ENV}={tmp_path}"
+    try:
+        daemon.start()
+        status, body = daemon.api.call("POST", "/v1/trigger", {"reason": "test: kill loop", "service": "rag"})
+        assert status == 202, body
+        marker = f"{procs.MARKER_ENV}={body['id']}/0"
+        for _ in range(15):
+            time.sleep(rng.uniform(0, 0.025))
+            daemon.kill9()
+            daemon.start()
+        deadline = time.monotonic() + 10  # the last start's attempt holds the lock: it started
+        while len((root / "spawned").read_text().split()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.kill9()
+        for pid in processes_with(marker):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    assert not (root / "concurrent").exists(), (root / "concurrent").read_text()
+    assert len((root / "spawned").read_text().split()) >= 5  # the kills did land around the forks
+
+
+def test_kill_marked_finds_a_marked_process_in_any_group() -> None:
+    """What the resume uses when no journaled group names the leftover: the marker alone."""
+    sleep = unique_sleep()
+    marker = f"test-{random.randrange(10**9)}/0"
+    env = {"PATH": "/usr/bin:/bin", procs.MARKER_ENV: marker}
+    shell = subprocess.Popen(["/bin/sh", "-c", f"sleep {sleep} & wait"], env=env, start_new_session=True)
+    bystander = subprocess.Popen(["sleep", sleep], env={"PATH": "/usr/bin:/bin"})
+    try:
+        deadline = time.monotonic() + 5
+        while len(procs.marked(marker)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(procs.marked(marker)) == 2  # the shell and its sleep
+        killed = asyncio.run(procs.kill_marked(marker, grace=1.0))
+        assert shell.pid in killed and len(killed) == 2
+        shell.wait(5)
+        assert procs.marked(marker) == [] and bystander.poll() is None  # only what carries the marker
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 async def test_a_group_that_ignores_sigterm_is_killed_after_the_grace() -> None:

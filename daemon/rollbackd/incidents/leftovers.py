@@ -2,7 +2,9 @@
 
 Every process a step starts runs in a group of its own whose id is journaled (``step_process``)
 the moment it runs. A step found ``started`` on resume was interrupted: before it runs again (or is
-asked ``is_done``), the groups journaled for it are killed, so no leftover races the new attempt.
+asked ``is_done``), the groups journaled for it are killed, and so is any process of this host carrying
+its marker (a daemon killed between the spawn and that journal line leaves one no group names), so no
+leftover races the new attempt.
 The interruption is journaled (``step_interrupted``) and does not count against ``retries``;
 ``crash_resumes`` bounds how many a step may have. A group is journaled with its host: a replica
 taking over on another host cannot see (or kill) it, and a pgid there may be anything else here.
@@ -68,6 +70,7 @@ async def resume_interrupted(
     here = [e for e in events if e.kind == PROCESS and e.data.get("host", HOST) == HOST]
     for pgid in sorted({int(e.data["pgid"]) for e in here}):
         killed += await procs.kill_leftover(pgid, marker(incident.id, index), grace)
+    killed += await procs.kill_marked(marker(incident.id, index), grace)  # spawned, its group not yet journaled
     resumes = 1 + sum(1 for e in events if e.kind == INTERRUPTED)
     await journal.append_event(
         Event(
