@@ -292,6 +292,7 @@ def run_kill_loop(daemon: DaemonProcess, kills: int, seed: int) -> list[str]:
 TERMINAL = ("resolved", "failed", "aborted", "cancelled", "verification_failed", "verification_inconclusive")
 
 
+@pytest.mark.timeout(600)  # 32 kills and restarts: about a minute alone, more on a busy machine
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_kill_loop_every_incident_ends_no_step_twice_or_twice_at_once(tmp_path: Path, store: str) -> None:
     seed = random.randrange(2**32)

@@ -124,6 +124,7 @@ def _metrics(replica: object) -> str:
     return body.decode() if isinstance(body, bytes) else str(body)
 
 
+@pytest.mark.timeout(600)  # 30 takeovers of a 2 s lease: about two minutes alone, more on a busy machine
 def test_kill9_of_the_leader_mid_rollback_30_cycles(tmp_path: Path, dsn: str) -> None:
     """3 replicas; 30 times: an alert to every replica, SIGKILL of the leader at a random point of the
     rollback, a follower takes over and finishes it, the dead one comes back as a follower."""
