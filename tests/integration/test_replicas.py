@@ -26,6 +26,7 @@ from tests.support.failover import (
     STEPS,
     TERMINAL,
     failover_plan,
+    incident_thread,
     journaled_fingerprints,
     percentile,
     run_cycles,
@@ -200,6 +201,11 @@ def test_a_leader_stopped_past_its_lease_never_writes_a_step_again(
         status, body = old.api.call("POST", "/v1/trigger", {"reason": "sigstop", "service": "rag"})
         assert status == 202, body
         _wait_line(root / "pids", f"{old.pid} {body['id']} long")
+        # the thread's root is posted and its ts journaled before the stop: a leader stopped between the
+        # two leaves the next one no thread to reply in (its messages then start a thread of their own)
+        deadline = time.monotonic() + 10
+        while incident_thread(dsn, body["id"]) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         old.pause()
         new = rs.wait_leader(exclude=old)
         _wait_line(root / "pids", f"{new.pid} {body['id']} long")  # resumed there, mid-step

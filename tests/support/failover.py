@@ -126,6 +126,20 @@ def journaled_fingerprints(dsn: str) -> set[str]:
     return asyncio.run(fetch())
 
 
+def incident_thread(dsn: str, incident_id: str) -> str | None:
+    """The Slack thread reference the journal holds for an incident (JSON text), if any."""
+
+    async def fetch() -> str | None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            found = await conn.fetchval("SELECT thread FROM rb_incidents WHERE id = $1", incident_id)
+            return str(found) if found and found != "null" else None
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
