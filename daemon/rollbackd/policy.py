@@ -25,7 +25,10 @@ def decide(
     now: float,
     duplicate: bool,
     global_dry_run: bool = False,
+    kind: Action | None = None,
 ) -> Decision:
+    """The decision for one alert. ``kind`` is ``classify(alert.alertname, policy)`` when the caller knows it
+    already (intake caches it per service and name: a storm repeats a few names thousands of times)."""
     if duplicate:
         return Decision(Action.SUPPRESSED, Reason.DUPLICATE, service)
     if service is None or policy is None or view is None:
@@ -35,7 +38,8 @@ def decide(
         return Decision(Action.IGNORE, Reason.TEST_ALERT, service, alert.labels.get(TEST_ID_LABEL, ""))
     if alert.status == "resolved":
         return Decision(Action.IGNORE, Reason.RESOLVED, service)
-    kind = classify(alert.alertname, policy)
+    if kind is None:
+        kind = classify(alert.alertname, policy)
     if kind is not Action.ROLLBACK:
         reason = Reason.NOTIFY_RULE if kind is Action.NOTIFY else Reason.NOT_IN_POLICY
         return Decision(kind, reason, service)

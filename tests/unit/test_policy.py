@@ -113,6 +113,10 @@ def test_decision_table(
 ) -> None:
     decision = decide(a, service="rag", policy=POLICY, view=v, now=NOW, duplicate=dup, global_dry_run=dry)
     assert (decision.action, decision.reason) == (action, reason)
+    # intake hands over the alert's list, cached per service and name: the same decision, row by row
+    known = classify(a.alertname, POLICY)
+    again = decide(a, service="rag", policy=POLICY, view=v, now=NOW, duplicate=dup, global_dry_run=dry, kind=known)
+    assert again == decision
 
 
 def test_unknown_service_is_recorded_not_acted_on() -> None:

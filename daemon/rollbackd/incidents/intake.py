@@ -122,15 +122,17 @@ class Intake:
 
     def _needs_view(self, alert: Alert, runtime: ServiceRuntime) -> bool:
         """Only an alert the policy would roll back for reads the view: notify-only and ignored ones cost no read."""
-        if alert.status != "firing":
-            return False
+        return alert.status == "firing" and self._kind(alert, runtime) is Action.ROLLBACK
+
+    def _kind(self, alert: Alert, runtime: ServiceRuntime) -> Action:
+        """policy.classify, cached: shell patterns cost, and a storm repeats a few names thousands of times."""
         key = (runtime.name, alert.alertname)
         kind = self._classes.get(key)
-        if kind is None:  # shell patterns cost: a storm repeats a few names thousands of times
+        if kind is None:
             if len(self._classes) > _SEEN_MAX:
                 self._classes.clear()
             kind = self._classes[key] = policy.classify(alert.alertname, runtime.config.policy)
-        return kind is Action.ROLLBACK
+        return kind
 
     def _settle(self, body: Body, error: BaseException | None) -> None:
         body.settle(error)
@@ -197,6 +199,7 @@ class Intake:
             now=self.clock(),
             duplicate=False,
             global_dry_run=self.settings.mode == "dry_run",
+            kind=self._kind(alert, runtime) if runtime is not None else None,
         )
         if runtime is not None and view is not None and decision.reason is Reason.INCIDENT_ACTIVE:
             from rollbackd.rollout.alerts import during_rollout  # a rollout decides it (not a second incident)
