@@ -10,8 +10,8 @@
 - Die with the parent, race-free: ``PR_SET_PDEATHSIG`` is set in the child after fork, then the
   child checks that its parent is still the daemon (it may have died in between) and exits if not.
 - ``SpawnHook`` (a contextvar set by the step executor) is told each group id as soon as the
-  process runs, and stamps the child's environment with a marker, so a restarted daemon can find
-  and kill what a crashed one left behind (``kill_leftover``), and only that.
+  process runs, and stamps the child's environment with a marker that every descendant inherits, so a
+  restarted daemon can find and kill what a crashed one left behind (``kill_marked``), and only that.
 """
 
 from __future__ import annotations
@@ -144,26 +144,6 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def members(pgid: int, marker: str | None = None, proc_root: Path = Path("/proc")) -> list[int]:
-    """Live processes of group ``pgid`` (carrying ``MARKER_ENV=marker`` when given: a group id of a
-    crashed daemon's child may since belong to an unrelated program)."""
-    found: list[int] = []
-    for entry in _pids(proc_root):
-        try:
-            stat = (proc_root / entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) != pgid or fields[0] == "Z":
-                continue
-            if marker is not None and f"{MARKER_ENV}={marker}".encode() not in (
-                proc_root / entry / "environ"
-            ).read_bytes().split(b"\0"):
-                continue
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile, or not ours to read
-        found.append(int(entry))
-    return found
-
-
 def _pids(proc_root: Path) -> Iterable[str]:
     try:
         return [name for name in os.listdir(proc_root) if name.isdigit()]
@@ -171,16 +151,11 @@ def _pids(proc_root: Path) -> Iterable[str]:
         return []
 
 
-async def kill_leftover(pgid: int, marker: str, grace: float = DEFAULT_GRACE_S) -> list[int]:
-    """Make sure the group a crashed daemon started is gone: TERM, then KILL, only processes that carry
-    the marker. Returns the pids that were still alive."""
-    return await _kill_until_gone(lambda: members(pgid, marker), grace)
-
-
 async def kill_marked(marker: str, grace: float = DEFAULT_GRACE_S) -> list[int]:
-    """Every process of this host carrying ``marker``, whatever its group: a daemon killed between the
-    spawn and the journal line of its group id leaves a step process no journaled group names (and its
-    direct child dies with the daemon, but a grandchild does not)."""
+    """Make sure what a crashed daemon left of a step is gone: every process of this host carrying ``marker``
+    (its direct child dies with the daemon, a grandchild does not), whatever its group, journaled or not (a
+    daemon killed between the spawn and that journal line leaves one no journaled group names): TERM, then
+    KILL after ``grace``. Returns the pids that were still alive."""
     return await _kill_until_gone(lambda: marked(marker), grace)
 
 

@@ -4,13 +4,14 @@ with the service's traffic and verify steps around them when its plan has them."
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from rollbackd import facts
 from rollbackd.errors import NotFoundError
 from rollbackd.incidents.controls import Refused
-from rollbackd.reasons import EventKind, IncidentState, Reason
-from rollbackd.records import Event, Incident, Trigger, new_incident_id
+from rollbackd.reasons import EventKind, Reason
+from rollbackd.records import Incident, Trigger
 
 if TYPE_CHECKING:
     from rollbackd.plan import ServiceRuntime
@@ -57,30 +58,15 @@ async def open_rollforward(core: Core, incident_id: str, *, actor: str, reason: 
             why=f"roll-forward of incident {incident_id}: back to what ran before it",
         ),
     )
-    now = core.runner.clock()
     async with core.intake.lock(runtime.name):
-        incident = Incident(
-            id=new_incident_id(now),
-            service=runtime.name,
-            state=IncidentState.PENDING,
-            trigger=Trigger(
-                kind="manual", reason=f"roll forward {incident_id}: {reason}", requested_by=actor, received_at=now
-            ),
-            dry_run=False,
-            created_at=now,
-            plan=rollforward_plan(runtime),
-            context=context,
+        trigger = Trigger(
+            kind="manual",
+            reason=f"roll forward {incident_id}: {reason}",
+            requested_by=actor,
+            received_at=core.runner.clock(),
         )
-        if not await core.store.create_incident(incident):
-            raise Refused(Reason.INCIDENT_ACTIVE)
-        await core.store.append_event(
-            Event(
-                kind=EventKind.ROLLFORWARD,
-                service=runtime.name,
-                incident_id=incident.id,
-                actor=actor,
-                data={"why": reason, "rollforward_of": incident_id},
-            )
-        )
+        incident = await core.intake.new_incident(runtime, trigger, dry_run=False, found=(None, None))
+        incident = dataclasses.replace(incident, plan=rollforward_plan(runtime), context=context)
+        await core.controls.opened(incident, EventKind.ROLLFORWARD, actor, reason, {"rollforward_of": incident_id})
     core.runner.start(incident.id)
     return incident

@@ -71,18 +71,20 @@ class Controls:
                 raise Refused(
                     Reason(refusal.get("reason", Reason.NOTHING_TO_ROLL_BACK_TO.value)), refusal.get("detail", "")
                 )
-            if not await self.store.create_incident(incident):
-                raise Refused(Reason.INCIDENT_ACTIVE)
-            await self._event(
-                EventKind.TRIGGER,
-                runtime.name,
-                actor,
-                reason,
-                incident_id=incident.id,
-                data={"dry_run": dry_run, "to_release": to_release},
+            await self.opened(
+                incident, EventKind.TRIGGER, actor, reason, {"dry_run": dry_run, "to_release": to_release}
             )
         self.runner.start(incident.id)
         return incident
+
+    async def opened(
+        self, incident: Incident, kind: EventKind, actor: str, reason: str, data: dict[str, object]
+    ) -> None:
+        """Journal an incident a human opened and why (the caller holds the service's lock); refused when
+        another incident of the service became active meanwhile (the store's one-active constraint)."""
+        if not await self.store.create_incident(incident):
+            raise Refused(Reason.INCIDENT_ACTIVE)
+        await self._event(kind, incident.service, actor, reason, incident_id=incident.id, data=data)
 
     async def abort(self, incident_id: str, *, actor: str, reason: str) -> Incident:
         incident = await self.runner.abort(incident_id)

@@ -1,13 +1,13 @@
 """What a crashed or stopped daemon leaves of a step, and how often a step may be resumed.
 
-Every process a step starts runs in a group of its own whose id is journaled (``step_process``)
-the moment it runs. A step found ``started`` on resume was interrupted: before it runs again (or is
-asked ``is_done``), the groups journaled for it are killed, and so is any process of this host carrying
-its marker (a daemon killed between the spawn and that journal line leaves one no group names), so no
-leftover races the new attempt.
+Every process a step starts runs in a group of its own, and carries the step's marker in its environment
+(inherited by all it forks); the group id is journaled (``step_process``, with the host) the moment it
+runs. A step found ``started`` on resume was interrupted: before it runs again (or is asked ``is_done``),
+every process of this host carrying its marker is killed, journaled group or not (a daemon killed between
+the spawn and that journal line leaves one no group names), so no leftover races the new attempt. A
+replica taking over on another host cannot see them; a pgid journaled there means nothing here.
 The interruption is journaled (``step_interrupted``) and does not count against ``retries``;
-``crash_resumes`` bounds how many a step may have. A group is journaled with its host: a replica
-taking over on another host cannot see (or kill) it, and a pgid there may be anything else here.
+``crash_resumes`` bounds how many a step may have.
 """
 
 from __future__ import annotations
@@ -65,13 +65,9 @@ async def resume_interrupted(
     journal: Journal, incident: Incident, step: Step, index: int, record: StepRecord, grace: float
 ) -> None:
     """Kill what is left of the interrupted attempt, journal the interruption, enforce the bound."""
-    events = [e for e in await journal.events(incident.id, (PROCESS, INTERRUPTED)) if e.data.get("index") == index]
-    killed: list[int] = []
-    here = [e for e in events if e.kind == PROCESS and e.data.get("host", HOST) == HOST]
-    for pgid in sorted({int(e.data["pgid"]) for e in here}):
-        killed += await procs.kill_leftover(pgid, marker(incident.id, index), grace)
-    killed += await procs.kill_marked(marker(incident.id, index), grace)  # spawned, its group not yet journaled
-    resumes = 1 + sum(1 for e in events if e.kind == INTERRUPTED)
+    killed = await procs.kill_marked(marker(incident.id, index), grace)
+    earlier = await journal.events(incident.id, (INTERRUPTED,))
+    resumes = 1 + sum(1 for e in earlier if e.data.get("index") == index)
     await journal.append_event(
         Event(
             kind=INTERRUPTED,

@@ -19,6 +19,7 @@ from rollbackd.prom import promql_string
 from rollbackd.records import JSON, Event, Release
 from rollbackd.rollout.config import Canary, Gate, RolloutConfig
 from rollbackd.rollout.decide import Reading, reading
+from rollbackd.state import EventReader
 
 CONTROL = "rollout_control"  # the event kind of a human's promote / hold / resume / alert
 
@@ -30,17 +31,6 @@ class CanaryBackend(Protocol):
 
 class Scalar(Protocol):
     async def scalar(self, expr: str) -> float | None: ...
-
-
-class EventLog(Protocol):
-    async def events(
-        self,
-        *,
-        service: str | None = None,
-        kinds: tuple[str, ...] = (),
-        incident_id: str | None = None,
-        limit: int = 50,
-    ) -> list[Event]: ...
 
 
 def expression(gate: Gate, *, service: str, version: str, window: float) -> str:
@@ -95,7 +85,7 @@ def _render(argv: list[str], values: dict[str, str]) -> list[str]:
 class Kit:
     config: RolloutConfig
     prometheus: Scalar | None
-    events: EventLog
+    events: EventReader  # the controls and alerts it reads
     canary: CanaryBackend
     notify: Callable[[Message], None] = lambda message: None  # a reply in the rollout's thread
     clock: Callable[[], float] = time.time

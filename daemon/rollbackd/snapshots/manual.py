@@ -5,12 +5,13 @@ runner resumes it from the journal), and `rollbackd rollforward <incident>` undo
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from rollbackd import facts
 from rollbackd.incidents.controls import Refused
-from rollbackd.reasons import EventKind, IncidentState, Reason
-from rollbackd.records import Event, Incident, Trigger, new_incident_id
+from rollbackd.reasons import EventKind, Reason
+from rollbackd.records import Incident, Trigger
 
 if TYPE_CHECKING:
     from rollbackd.snapshots.dataset import DataSet
@@ -25,39 +26,25 @@ async def open_restore(
     """Check what can refuse the restore now (set, origin, swap blockers; the re-hash runs in the safety
     step), then open the incident and start it. Refused while another incident of the service is active."""
     runtime = core.services[data.service]
-    now = core.runner.clock()
     async with core.intake.lock(runtime.name):
         view = await core.intake.view(runtime)
         if view.active_incident:
             raise Refused(Reason.INCIDENT_ACTIVE, view.active_incident)
-        incident_id = new_incident_id(now)
-        await data.preflight(set_id, incident_id, allow_foreign=allow_foreign, rehash=False)
+        trigger = Trigger(
+            kind="manual",
+            reason=f"restore snapshot {set_id}: {reason}",
+            requested_by=actor,
+            received_at=core.runner.clock(),
+        )
+        incident = await core.intake.new_incident(runtime, trigger, dry_run=False, found=(None, None))
+        await data.preflight(set_id, incident.id, allow_foreign=allow_foreign, rehash=False)
         context = facts.new_context()
         facts.TARGET.put(context, facts.TargetFact(snapshot_set=set_id, why=f"restore by hand: {reason}"))
         if allow_foreign:
             facts.ALLOW_FOREIGN.put(context, allow_foreign)
-        incident = Incident(
-            id=incident_id,
-            service=runtime.name,
-            state=IncidentState.PENDING,
-            trigger=Trigger(
-                kind="manual", reason=f"restore snapshot {set_id}: {reason}", requested_by=actor, received_at=now
-            ),
-            dry_run=False,
-            created_at=now,
-            plan=[dict(step) for step in RESTORE_PLAN],
-            context=context,
-        )
-        if not await core.store.create_incident(incident):
-            raise Refused(Reason.INCIDENT_ACTIVE)
-        await core.store.append_event(
-            Event(
-                kind=EventKind.SNAPSHOT_RESTORE_STARTED,
-                service=runtime.name,
-                incident_id=incident.id,
-                actor=actor,
-                data={"why": reason, "snapshot_set": set_id},
-            )
+        incident = dataclasses.replace(incident, plan=[dict(step) for step in RESTORE_PLAN], context=context)
+        await core.controls.opened(
+            incident, EventKind.SNAPSHOT_RESTORE_STARTED, actor, reason, {"snapshot_set": set_id}
         )
     core.runner.start(incident.id)
     return incident

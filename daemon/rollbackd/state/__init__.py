@@ -100,10 +100,9 @@ class IncidentJournal(Protocol):
     async def steps(self, incident_id: str) -> list[StepRecord]: ...
 
 
-class EventLog(Protocol):
+class EventReader(Protocol):
     """Journal events (decisions, pauses, releases marked green, verdicts...), newest first."""
 
-    async def append_event(self, event: Event) -> int: ...
     async def events(
         self,
         *,
@@ -112,6 +111,10 @@ class EventLog(Protocol):
         incident_id: str | None = None,
         limit: int = 50,
     ) -> list[Event]: ...
+
+
+class EventLog(EventReader, Protocol):
+    async def append_event(self, event: Event) -> int: ...
 
 
 class ControlStore(Protocol):
@@ -165,6 +168,7 @@ __all__ = [
     "AlertJournal",
     "ControlStore",
     "EventLog",
+    "EventReader",
     "IncidentJournal",
     "IncidentState",
     "KvStore",
