@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from rollbackd import logs, plugins, sdnotify, status
+from rollbackd import heap, logs, plugins, sdnotify, status
 from rollbackd.api.app import create_app
 from rollbackd.config import Settings, split_listen
 from rollbackd.ha.node import Node
@@ -140,6 +140,7 @@ async def serve(settings: Settings, *, listen: str | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await daemon.start()
+    heap.settle()  # start-up's objects out of every collection (heap.py)
     try:
         await stop.wait()
     finally:

@@ -54,6 +54,23 @@ class AlertJournalContract:
         (row,) = await store.recent_alerts(None, 10)
         assert row["duplicates"] == 7
 
+    async def test_a_batch_says_which_rows_were_new_and_logs_only_those(self, store: StateStore) -> None:
+        notify = Decision(Action.NOTIFY, Reason.NOTIFY_RULE, "rag")
+
+        def row(fp: str, marker: str) -> Any:
+            return (alert(fp), "rag", NOW, notify, Event(kind="decision", service="rag", reason=marker, data={}))
+
+        await store.journal_alert(alert("old"), "rag", NOW - 60, ROLLBACK, None, decision_event())
+        before = await store.recent_alerts(None, 10)
+        new = await store.journal_alerts([row("a", "a"), row("old", "old-again"), row("b", "b"), row("a", "a-again")])
+        assert new == [True, False, True, False]  # journaled before, or earlier in the same batch: not new
+        rows = {r["fingerprint"]: r for r in await store.recent_alerts(None, 10)}
+        assert rows["old"] == before[0]  # left exactly as it was
+        assert set(rows) == {"old", "a", "b"}
+        reasons = sorted(e.reason or "" for e in await store.events(kinds=("decision",), limit=10))
+        assert reasons == ["a", "b", "rollback_rule"]  # no journal line for a row that was not new
+        assert await store.journal_alerts([]) == []
+
     async def test_retention_prunes_old_unlinked_alerts_and_events_only(self, store: StateStore) -> None:
         old, young = NOW - 100 * 86400, NOW - 3600
         notify = Decision(Action.NOTIFY, Reason.NOTIFY_RULE, "rag")

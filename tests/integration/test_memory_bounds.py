@@ -29,9 +29,9 @@ def test_the_cache_is_bounded_by_bytes_least_recently_used_first() -> None:
         cache.add(digest(n), [], 3000)
         assert cache.size <= cache.max_bytes
     assert len(cache) == 3  # 3 x 3000 fit in 10,000; the two oldest went
-    assert cache.get(digest(0)) is None and cache.get(digest(2)) == []
+    assert cache.get(digest(0)) is None and cache.get(digest(2)).alerts == []
     cache.add(digest(5), [], 3000)  # 2 was used last: 3 goes, not 2
-    assert cache.get(digest(2)) == [] and cache.get(digest(3)) is None
+    assert cache.get(digest(2)).alerts == [] and cache.get(digest(3)) is None
     cache.add(digest(6), [], 10_001)  # alone over the bound: never kept, nothing evicted for it
     assert cache.get(digest(6)) is None and len(cache) == 3
     assert cache.size == sum(3000 * COST_PER_BODY_BYTE for _ in range(3))

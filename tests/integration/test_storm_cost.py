@@ -179,3 +179,31 @@ async def test_storm_batches_take_the_bulk_lane_and_an_actionable_body_does_not(
     assert status == 202 and answer["decisions"][0]["reason"] == "rollback_rule", answer
     assert {name for name, _, _ in lanes} >= {"seen_alerts", "journal_alert", "policy_view"}
     assert not any(bulk for _, _, bulk in lanes), lanes
+
+
+async def test_an_alert_journaled_in_an_earlier_life_is_a_duplicate_found_by_the_insert(daemon: Any) -> None:
+    store, intake = daemon.core.store, daemon.core.intake
+    reads = count_calls(store, ("seen_alerts", "seen_alert"))
+    status, first = await post(daemon, body("life0001"))
+    assert status == 202 and first["decisions"][0]["reason"] == "notify_rule", first
+    intake._seen.clear()  # as after a restart: the memory forgot, the journal did not
+    again = json.loads(body("life0001"))
+    again["groupKey"] = "another group"  # other bytes: parsed and decided afresh, not the body cache's
+    status, second = await post(daemon, json.dumps(again).encode())
+    assert status == 202 and second["decisions"][0]["reason"] == "duplicate", second
+    assert sum(reads.values()) == 0  # firing alerts that cannot act: no read before the insert
+    await intake.flush_duplicates()
+    (row,) = [r for r in await store.recent_alerts("rag", 100) if r["fingerprint"] == "life0001"]
+    assert (row["reason"], row["duplicates"]) == ("notify_rule", 1)  # kept as it was, counted once more
+    lines = [e for e in await store.events(kinds=("decision",), limit=100) if e.data["fingerprint"] == "life0001"]
+    assert len(lines) == 1  # one journal line: the duplicate wrote none
+
+
+async def test_a_body_with_a_resolution_reads_before_it_decides(daemon: Any) -> None:
+    reads = count_calls(daemon.core.store, ("seen_alerts",))
+    resolved = json.loads(body("res0001"))
+    for alert in resolved["alerts"]:
+        alert["status"] = "resolved"
+    status, answer = await post(daemon, json.dumps(resolved).encode())
+    assert status == 202 and answer["decisions"][0]["status"] == "resolved", answer
+    assert reads["seen_alerts"] == 1  # a resolution may cancel a pending rollback: decided on what is journaled

@@ -7,8 +7,10 @@ Alertmanager times out and re-sends, so duplicates are normal input and cost no 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -17,13 +19,20 @@ from rollbackd.api import auth
 from rollbackd.api.keys import CORE
 from rollbackd.api.problems import problem
 from rollbackd.errors import PayloadError
-from rollbackd.reasons import WebhookResult
-from rollbackd.records import Alert
+from rollbackd.reasons import Reason, WebhookResult
+from rollbackd.records import Alert, Decision
 
 MAX_BODY = 1_048_576
 _SEEN_BODIES = 4096
 # What a parsed body costs in memory, per byte of the body (measured: a 1 MiB body's alerts hold ~3.1 MB).
 COST_PER_BODY_BYTE = 3
+
+
+@dataclass(slots=True)
+class SeenBody:
+    alerts: list[Alert]
+    cost: int
+    duplicate_answer: str | None = None  # the 202 body once every alert of it is a duplicate (it stays so)
 
 
 class SeenBodies:
@@ -37,27 +46,26 @@ class SeenBodies:
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         self.size = 0
-        self._bodies: OrderedDict[bytes, tuple[list[Alert], int]] = OrderedDict()
+        self._bodies: OrderedDict[bytes, SeenBody] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._bodies)
 
-    def get(self, digest: bytes) -> list[Alert] | None:
+    def get(self, digest: bytes) -> SeenBody | None:
         found = self._bodies.get(digest)
-        if found is None:
-            return None
-        self._bodies.move_to_end(digest)
-        return found[0]
+        if found is not None:
+            self._bodies.move_to_end(digest)
+        return found
 
     def add(self, digest: bytes, alerts: list[Alert], body_size: int) -> None:
         cost = body_size * COST_PER_BODY_BYTE
         if cost > self.max_bytes or digest in self._bodies:
             return
-        self._bodies[digest] = (alerts, cost)
+        self._bodies[digest] = SeenBody(alerts, cost)
         self.size += cost
         while self.size > self.max_bytes or len(self._bodies) > self.max_entries:
-            _, (_, freed) = self._bodies.popitem(last=False)
-            self.size -= freed
+            _, freed = self._bodies.popitem(last=False)
+            self.size -= freed.cost
 
 
 SEEN = web.AppKey("seen_bodies", SeenBodies)
@@ -115,7 +123,7 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
     seen = request.app[SEEN]
     known = seen.get(digest)
     if known is not None:
-        alerts = known
+        alerts = known.alerts
     else:
         try:
             _, alerts = parse_webhook(body)
@@ -123,10 +131,20 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
             count(WebhookResult.BAD_REQUEST)
             return problem(400, str(exc), field=exc.field)
     decisions = await core.intake.receive(alerts, received_at)
+    count(WebhookResult.ACCEPTED)
     if known is None:
         seen.add(digest, alerts, len(body))
-    count(WebhookResult.ACCEPTED)
-    return web.json_response(
+        return _accepted(answer(alerts, decisions))
+    if not all(d.reason is Reason.DUPLICATE for d in decisions):
+        return _accepted(answer(alerts, decisions))
+    if known.duplicate_answer is None:  # a re-sent body's answer is the same every time: encoded once
+        known.duplicate_answer = answer(alerts, decisions)
+    return _accepted(known.duplicate_answer)
+
+
+def answer(alerts: list[Alert], decisions: list[Decision]) -> str:
+    """The 202 body: what was decided for each alert (Alertmanager ignores it; people and tests read it)."""
+    return json.dumps(
         {
             "accepted": len(alerts),
             "decisions": [
@@ -139,6 +157,9 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
                 }
                 for a, d in zip(alerts, decisions, strict=True)
             ],
-        },
-        status=202,
+        }
     )
+
+
+def _accepted(text: str) -> web.Response:
+    return web.Response(text=text, status=202, content_type="application/json")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from rollbackd.errors import StateError
 from rollbackd.records import Incident
@@ -21,21 +20,28 @@ from rollbackd.state import StateStore
 from rollbackd.state.group import Row, RowJournal, SeenReader
 
 
-@dataclass
 class Body:
-    known: set[str]
-    active: list[Incident] | None = None
-    rows: list[Row] = field(default_factory=list)
-    reports: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)
-    # Resolved once this body's rows are committed (or failed). A concurrent request that sees one of
-    # its alerts as a duplicate waits for it: its 202 must not come before the original is journaled.
-    settled: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    waits: set[asyncio.Future[None]] = field(default_factory=set)
+    """The pending rows of one webhook body (a plain slotted class: one is made per request)."""
+
+    __slots__ = ("active", "already", "keys", "known", "reports", "rows", "settled", "waits")
+
+    def __init__(self, known: set[str]) -> None:
+        self.known = known
+        self.active: list[Incident] | None = None
+        self.rows: list[Row] = []
+        self.reports: list[Callable[[], Awaitable[None]]] = []
+        self.keys: list[str] = []
+        # Resolved once this body's rows are committed (or failed). A concurrent request that sees one of
+        # its alerts as a duplicate waits for it: its 202 must not come before the original is journaled.
+        self.settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waits: set[asyncio.Future[None]] = set()
+        self.already: set[str] = set()  # found journaled by the insert itself (flush)
 
     @classmethod
-    async def read(cls, store: SeenReader, keys: list[str]) -> Body:
-        return cls(known=await store.seen_alerts(keys) if keys else set())
+    async def read(cls, store: SeenReader | None, keys: list[str]) -> Body:
+        """The keys among ``keys`` journaled before; with no reader, none are read now and the insert
+        finds them instead (``already``): one round trip per batch, not two."""
+        return cls(known=await store.seen_alerts(keys) if keys and store is not None else set())
 
     def defer(self, row: Row, report: Callable[[], Awaitable[None]]) -> None:
         self.rows.append(row)
@@ -68,9 +74,12 @@ class Body:
 
     async def flush(self, journal: RowJournal) -> None:
         """Write the pending rows in one transaction (shared with concurrent bodies: GroupCommit),
-        then report them (never before they are stored)."""
+        then report the new ones (never before they are stored); the others were journaled already."""
         rows, reports = self.rows, self.reports
         self.rows, self.reports = [], []
-        await journal.journal_alerts(rows)
-        for report in reports:
-            await report()
+        new = await journal.journal_alerts(rows)
+        for row, report, is_new in zip(rows, reports, new, strict=True):
+            if is_new:
+                await report()
+            else:
+                self.already.add(row[0].key)

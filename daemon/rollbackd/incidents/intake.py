@@ -84,7 +84,11 @@ class Intake:
         if not may_act:
             if self.runner.starts:
                 await self.runner.starts.step_aside()  # an incident is starting: it goes first (starts.py)
-            return await self._receive(alerts, received_at, self.seen_reads)
+            # Firing alerts that cannot act are decided without a store read; the insert finds the ones
+            # journaled before (Body.already). A resolution may cancel a pending incident before it is
+            # journaled, so a body holding one reads first.
+            fresh = all(a.status == "firing" for a in alerts if a.key not in self._seen)
+            return await self._receive(alerts, received_at, None if fresh else self.seen_reads)
         token = f"body-{id(alerts)}"  # from now until its incident's first step, the storm steps aside
         self.runner.starts.begin(token)
         try:  # a body that may open an incident reads on its own, in the store's first lane (lanes.py)
@@ -92,7 +96,7 @@ class Intake:
         finally:
             self.runner.starts.end(token)
 
-    async def _receive(self, alerts: list[Alert], received_at: float, reader: SeenReader) -> list[Decision]:
+    async def _receive(self, alerts: list[Alert], received_at: float, reader: SeenReader | None) -> list[Decision]:
         unknown = [a.key for a in alerts if a.key not in self._seen]
         body = await Body.read(reader, unknown)
         try:
@@ -105,6 +109,12 @@ class Intake:
             raise
         self._settle(body, None)
         await body.journaled_elsewhere()
+        if body.already:  # decided as new, found journaled by the insert: a duplicate after all
+            label = self.settings.service_label
+            return [
+                self._duplicate(a, self.services.get(a.labels.get(label) or "")) if a.key in body.already else d
+                for a, d in zip(alerts, decisions, strict=True)
+            ]
         return decisions
 
     async def _duplicates_only(self, alerts: list[Alert]) -> list[Decision]:

@@ -55,8 +55,9 @@ class AlertJournal(Protocol):
         incident of the service is active)."""
         ...
 
-    async def journal_alerts(self, rows: Sequence[tuple[Alert, str | None, float, Decision, Event]]) -> None:
-        """Alerts that open no incident, with their decisions and journal lines, in one transaction."""
+    async def journal_alerts(self, rows: Sequence[tuple[Alert, str | None, float, Decision, Event]]) -> list[bool]:
+        """Alerts that open no incident, with their decisions and journal lines, in one transaction;
+        per row, whether it was new (False: the journal held that alert already, and keeps it as it was)."""
         ...
 
     async def prune_journal(self, before: float) -> dict[str, int]:

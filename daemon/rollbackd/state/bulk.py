@@ -4,7 +4,8 @@ already journaled, one transaction for the rows) and the statements both drivers
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rollbackd.records import Alert, Decision, Event, Incident
@@ -56,12 +57,19 @@ def multi_insert(head: str, rows: Sequence[tuple[Any, ...]], tail: str = "") -> 
     """One INSERT of many rows per chunk: a batch of a thousand alerts is a few statements, not a
     thousand round trips (Postgres runs each statement of a transaction as its own round trip)."""
     statements: list[Statement] = []
+    if not rows:
+        return statements
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start : start + _ROWS_PER_INSERT]
-        width = len(chunk[0])
-        values = ", ".join(f"({marks(1 + i * width, width)})" for i in range(len(chunk)))
-        statements.append((head + values + tail, [arg for row in chunk for arg in row]))
+        statements.append((_multi_sql(head, len(chunk[0]), len(chunk), tail), [arg for row in chunk for arg in row]))
     return statements
+
+
+@functools.lru_cache(maxsize=1024)
+def _multi_sql(head: str, width: int, count: int, tail: str) -> str:
+    """The text of a ``count``-row INSERT: the same few texts again and again in a storm (and the same
+    string object, whose hash and rewrite the SQLite driver caches)."""
+    return head + ", ".join(f"({marks(1 + i * width, width)})" for i in range(count)) + tail
 
 
 def event_insert(event: Event) -> Statement:
@@ -90,20 +98,35 @@ class BulkJournal(abc.ABC):
             for r in await self._fetch(f"SELECT key FROM rb_alerts WHERE key IN ({marks(1, len(c))})", *c)
         }
 
-    async def journal_alerts(self, rows: Sequence[tuple[Alert, str | None, float, Decision, Event]]) -> None:
+    @abc.abstractmethod
+    async def _atomic_then(
+        self, first: Sequence[Statement], then: Callable[[list[dict[str, Any]]], Sequence[Statement]]
+    ) -> list[dict[str, Any]]:
+        """In one transaction: ``first``, then the statements ``then`` makes of all their rows; returns those rows."""
+
+    async def journal_alerts(self, rows: Sequence[tuple[Alert, str | None, float, Decision, Event]]) -> list[bool]:
         """Alerts that open no incident, with decisions and journal lines: one commit per batch
-        (a webhook body, or the bodies of concurrent requests: rollbackd.state.group)."""
-        if rows:
-            alerts = [
-                _alert_args(alert, service, received_at, decision, None)
-                for alert, service, received_at, decision, _ in rows
-            ]
-            await self._atomic(
-                [
-                    *multi_insert(_ALERT_INSERT, alerts, " ON CONFLICT DO NOTHING"),
-                    *multi_insert(_EVENT_INSERT, [_event_args(row[4]) for row in rows]),
-                ]
-            )
+        (a webhook body, or the bodies of concurrent requests: rollbackd.state.group). Returns, per
+        row, whether it was new: an alert the journal already held (an earlier life of the daemon, an
+        HA peer, or a row earlier in the batch) is left as it was and gets no journal line, so the
+        caller learns it is a duplicate from this very insert, without reading first."""
+        if not rows:
+            return []
+        first_of: dict[str, int] = {}
+        for at, row in enumerate(rows):
+            first_of.setdefault(row[0].key, at)
+        unique = [rows[at] for at in first_of.values()]
+
+        def lines(inserted: list[dict[str, Any]]) -> list[Statement]:
+            new = {r["key"] for r in inserted}
+            return multi_insert(_EVENT_INSERT, [_event_args(row[4]) for row in unique if row[0].key in new])
+
+        alerts = [_alert_args(alert, service, at, decision, None) for alert, service, at, decision, _ in unique]
+        inserted = await self._atomic_then(
+            multi_insert(_ALERT_INSERT, alerts, " ON CONFLICT DO NOTHING RETURNING key"), lines
+        )
+        new = {r["key"] for r in inserted}
+        return [first_of[row[0].key] == at and row[0].key in new for at, row in enumerate(rows)]
 
     async def prune_journal(self, before: float) -> dict[str, int]:
         """Delete alert and event rows older than ``before`` that no incident refers to (incidents, their

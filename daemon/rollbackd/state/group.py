@@ -25,7 +25,7 @@ R = TypeVar("R")
 
 
 class RowJournal(Protocol):
-    async def journal_alerts(self, rows: Sequence[Row]) -> None: ...
+    async def journal_alerts(self, rows: Sequence[Row]) -> list[bool]: ...
 
 
 @dataclass
@@ -45,13 +45,15 @@ class Batcher(Generic[T, R]):
         self._waiting: deque[_Batch[T, R]] = deque()
         self._worker: asyncio.Task[None] | None = None
 
-    async def submit(self, items: Sequence[T]) -> R:
+    async def submit(self, items: Sequence[T]) -> tuple[R, int]:
+        """The result of the call that held ``items``, and where in that call's items they start."""
         batch = self._open_batch()
+        start = len(batch.items)
         batch.items.extend(items)
         if self._worker is None:
             self._worker = asyncio.create_task(self._work(), name=f"rollbackd-{self.name}")
         # shield: a caller that goes away (client hung up) must not cancel the others' round trip
-        return await asyncio.shield(batch.done)
+        return await asyncio.shield(batch.done), start
 
     def _open_batch(self) -> _Batch[T, R]:
         if not self._waiting or len(self._waiting[-1].items) >= self.max_items:
@@ -88,7 +90,7 @@ class GroupCommit:
     """A RowJournal whose transactions hold the rows of every request that arrived meanwhile."""
 
     def __init__(self, store: RowJournal, max_rows: int = 2000) -> None:
-        self._batcher: Batcher[Row, None] = Batcher(
+        self._batcher: Batcher[Row, list[bool]] = Batcher(
             lambda rows: store.journal_alerts(rows), max_rows, "group-commit"
         )  # looked up per call: wrappers work
 
@@ -96,9 +98,12 @@ class GroupCommit:
     def commits(self) -> int:
         return self._batcher.calls
 
-    async def journal_alerts(self, rows: Sequence[Row]) -> None:
-        if rows:
-            await self._batcher.submit(rows)
+    async def journal_alerts(self, rows: Sequence[Row]) -> list[bool]:
+        """Per row, whether it was new (see StateStore.journal_alerts)."""
+        if not rows:
+            return []
+        new, start = await self._batcher.submit(rows)
+        return new[start : start + len(rows)]
 
 
 class SeenReader(Protocol):
@@ -112,7 +117,7 @@ class GroupRead:
         self._batcher: Batcher[str, set[str]] = Batcher(lambda keys: store.seen_alerts(keys), max_keys, "group-read")
 
     async def seen_alerts(self, keys: Sequence[str]) -> set[str]:
-        return (await self._batcher.submit(keys)) & set(keys) if keys else set()
+        return (await self._batcher.submit(keys))[0] & set(keys) if keys else set()
 
 
 def _retrieve(done: asyncio.Future[R]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -90,13 +90,32 @@ class PostgresStateStore(SqlStateStore):
             raise _translate(self._where(), exc) from exc
 
     async def _atomic(self, statements: Sequence[Statement]) -> list[dict[str, Any]]:
+        async def run(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+            rows: list[dict[str, Any]] = []
+            for sql, args in statements:
+                rows = [dict(r) for r in await conn.fetch(sql, *args)]
+            return rows
+
+        return await self._transaction(run)
+
+    async def _atomic_then(
+        self, first: Sequence[Statement], then: Callable[[list[dict[str, Any]]], Sequence[Statement]]
+    ) -> list[dict[str, Any]]:
+        async def run(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+            rows = [dict(r) for sql, args in first for r in await conn.fetch(sql, *args)]
+            for sql, args in then(rows):
+                await conn.execute(sql, *args)
+            return rows
+
+        return await self._transaction(run)
+
+    async def _transaction(
+        self, work: Callable[[asyncpg.Connection], Awaitable[list[dict[str, Any]]]]
+    ) -> list[dict[str, Any]]:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 await _check_fence(conn, fence.current.get())
-                rows: list[dict[str, Any]] = []
-                for sql, args in statements:
-                    rows = [dict(r) for r in await conn.fetch(sql, *args)]
-                return rows
+                return await work(conn)
         except _DRIVER_ERRORS as exc:
             raise _translate(self._where(), exc) from exc
 

@@ -82,8 +82,12 @@ RELEASE_STATUSES = ("deployed", "superseded", "failed", "rolled_back")
 HISTORY_COLUMNS = "id, release_id, service, version, ts, change, actor, note"
 
 
+# One encoder for every row: json.dumps with options builds a new one per call (a storm writes three a row).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return _ENCODER.encode(value)
 
 
 def loads(text: str | None) -> Any:
