@@ -12,6 +12,7 @@ Each row: req/s, ratio to bare, p50 and p99. Then act latency under noise: a rol
 
     .venv/bin/python bench/webhook_storm/run.py [--seconds 8] [--connections 32] [--stores sqlite,postgres]
     .venv/bin/python bench/webhook_storm/run.py --big-body [--runs 5]   # one 1 MiB body: see big_body.py
+    .venv/bin/python bench/webhook_storm/run.py --ladder               # where the time goes: see ladder.py
 
 Goals: identical >= 0.5x, distinct >= 0.25x, p99 <= 20 ms for every mode; act latency p99 <= 50 ms.
 """
@@ -206,7 +207,13 @@ def main() -> None:
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--big-body", action="store_true", help="time one 1 MiB body of 4,000 alerts instead")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--ladder", action="store_true", help="where a distinct alert's time goes: see ladder.py")
     args = ap.parse_args()
+    if args.ladder:
+        from bench.webhook_storm import ladder
+
+        ladder.main(args.seconds, args.connections)
+        return
     if args.big_body:
         from bench.webhook_storm import big_body
 

@@ -33,7 +33,9 @@ def _authorised(request: web.Request) -> str | None:
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """One middleware (each costs per request): path hygiene, API auth, errors as JSON, 405 counted.
     Auth runs inside the guard, so even a failure there is a JSON problem, never aiohttp's text 500."""
-    if request.raw_path != WEBHOOK_PATH and problems.suspicious(request.raw_path):  # the storm's path is fine
+    if request.raw_path == WEBHOOK_PATH and request.method == "POST":  # the storm's path: it checks its own token
+        return await problems.guarded(request, handler)
+    if problems.suspicious(request.raw_path):
         return problem(404, "no such path")
     response = await problems.guarded(request, functools.partial(_authorised_call, handler=handler))
     if response.status == 405 and request.path == WEBHOOK_PATH:
