@@ -72,3 +72,40 @@ async def test_the_constraint_is_not_an_outage() -> None:
     with pytest.raises(IncidentActiveError):
         await journal.call("journal_alert", constraint)
     assert journal.outage.since is None
+
+
+async def test_a_call_cancelled_while_it_waits_out_an_outage_stops_being_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A leader stepping down cancels its incident while the journal waits between two tries: /readyz
+    must not go on reporting that wait (it did: the follower stayed unready until some write succeeded)."""
+    monkeypatch.setattr(journal_module, "BACKOFF_FIRST_S", 10.0)  # cancelled during the first wait
+
+    async def down() -> None:
+        raise StateError("postgres state store: unexpected connection_lost() call")
+
+    journal = Journal(object(), limit=60)  # type: ignore[arg-type]
+    waiting = asyncio.create_task(journal.call("append_event", down))
+    await asyncio.sleep(0.05)
+    assert journal.outage.describe(journal.clock()) is not None
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert journal.outage.describe(journal.clock()) is None and journal.outage.waiting == {}
+
+
+async def test_two_waiting_calls_one_cancelled_the_other_still_reported() -> None:
+    async def down() -> None:
+        raise StateError("postgres state store: connection refused")
+
+    journal = Journal(object(), limit=60)  # type: ignore[arg-type]
+    first = asyncio.create_task(journal.call("append_event", down))
+    second = asyncio.create_task(journal.call("step_finished", down))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    described = journal.outage.describe(journal.clock())
+    assert described is not None and "step_finished" in described and "append_event" not in described
+    second.cancel()
+    await asyncio.gather(second, return_exceptions=True)
+    assert journal.outage.describe(journal.clock()) is None

@@ -64,37 +64,39 @@ class Journal:
         self.outage = Outage()
 
     async def call(self, what: str, fn: Callable[[], Awaitable[T]], *, bounded: bool = True) -> T:
-        """``fn()`` until it does not raise StateError; up to ``limit`` seconds, or for ever if not ``bounded``."""
+        """``fn()`` until it does not raise StateError; up to ``limit`` seconds, or for ever if not ``bounded``.
+        However the call ends (an answer, the limit, a cancellation while it waits: a leader stepping
+        down), it stops counting as waiting, so /readyz never reports a wait nobody is doing."""
         first: float | None = None
         delay = BACKOFF_FIRST_S
-        while True:
-            try:
-                result = await fn()
-            except IncidentActiveError:
-                raise
-            except StateError as exc:
-                now = time.monotonic()
-                if first is None:
-                    first = now
-                    self._begin(what, exc)
-                elif bounded and now - first > self.limit:
-                    self._end(what, recovered=False)
-                    raise StoreUnavailable(
-                        f"state store unreachable for {now - first:.0f}s (limit {self.limit:g}s) at {what}: {exc}"
-                    ) from exc
-                if self.outage.since is None:
-                    self.outage.since = self.clock()
-                self.outage.error = str(exc)
-                await asyncio.sleep(delay)
+        try:
+            while True:
+                try:
+                    result = await fn()
+                except IncidentActiveError:
+                    raise
+                except StateError as exc:
+                    now = time.monotonic()
+                    if first is None:
+                        first = now
+                        self._begin(what, exc)
+                    elif bounded and now - first > self.limit:
+                        raise StoreUnavailable(
+                            f"state store unreachable for {now - first:.0f}s (limit {self.limit:g}s) at {what}: {exc}"
+                        ) from exc
+                    if self.outage.since is None:
+                        self.outage.since = self.clock()
+                    self.outage.error = str(exc)
+                else:
+                    if first is not None:
+                        first = None
+                        self._end(what, recovered=True)
+                    return result
+                await asyncio.sleep(delay)  # outside the handler: a cancellation here reaches the finally
                 delay = min(delay * 2, BACKOFF_MAX_S)
-                continue
-            except BaseException:
-                if first is not None:
-                    self._end(what, recovered=False)
-                raise
+        finally:
             if first is not None:
-                self._end(what, recovered=True)
-            return result
+                self._end(what, recovered=False)
 
     def _begin(self, what: str, exc: StateError) -> None:
         self.outage.waiting[what] = self.outage.waiting.get(what, 0) + 1
