@@ -369,20 +369,21 @@ class Intake:
         # A storm's noise (notify-only, ignored, quiet) is in the journal and the metrics; one log line
         # per such alert costs more than deciding it, so those lines are debug.
         level = logging.DEBUG if decision.reason in _NOISE else logging.INFO
-        log.log(
-            level,
-            "alert_decided",
-            extra={
-                "alertname": alert.alertname,
-                "status": alert.status,
-                "fingerprint": alert.fingerprint,
-                "service": decision.service,
-                "decision": decision.action.value,
-                "reason": decision.reason.value,
-                "detail": decision.detail,
-                "incident_id": incident.id if incident else None,
-            },
-        )
+        if log.isEnabledFor(level):  # the line's fields cost even when the level drops it
+            log.log(
+                level,
+                "alert_decided",
+                extra={
+                    "alertname": alert.alertname,
+                    "status": alert.status,
+                    "fingerprint": alert.fingerprint,
+                    "service": decision.service,
+                    "decision": decision.action.value,
+                    "reason": decision.reason.value,
+                    "detail": decision.detail,
+                    "incident_id": incident.id if incident else None,
+                },
+            )
         if decision.reason in _QUIET or decision.acts or alert.status == "resolved":
             return
         held_back = self.coalesce.admit(decision.service or "", decision.reason)
@@ -413,5 +414,7 @@ def _decision_event(alert: Alert, decision: Decision, incident: Incident | None)
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def _empty_view(service: str) -> PolicyView:
+    """What a decision that reads nothing sees (frozen: one per service serves every such alert)."""
     return PolicyView(service, None, None, None, 0, None, None)
