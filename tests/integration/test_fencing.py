@@ -237,6 +237,13 @@ async def test_leftover_groups_are_killed_only_on_the_host_that_started_them(hos
     mark = {procs.MARKER_ENV: marker} if host is None else {}
     child = await asyncio.create_subprocess_exec("sleep", "30", start_new_session=True, env={**os.environ, **mark})
     try:
+        # a leftover runs its program: until the exec, the child's environment is still this process's
+        # (no marker), and a loaded machine can take a while to get there
+        cmdline = Path(f"/proc/{child.pid}/cmdline")
+        for _ in range(500):
+            if cmdline.read_bytes().startswith(b"sleep"):
+                break
+            await asyncio.sleep(0.01)
         data: dict[str, Any] = {"index": 0, "step": "s1", "attempt": 1, "pgid": child.pid, "program": "sleep"}
         if host is not None:
             data["host"] = host
