@@ -4,14 +4,13 @@ with the service's traffic and verify steps around them when its plan has them."
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from rollbackd import facts
 from rollbackd.errors import NotFoundError
 from rollbackd.incidents.controls import Refused
 from rollbackd.reasons import EventKind, Reason
-from rollbackd.records import Incident, Trigger
+from rollbackd.records import Incident
 
 if TYPE_CHECKING:
     from rollbackd.plan import ServiceRuntime
@@ -59,14 +58,9 @@ async def open_rollforward(core: Core, incident_id: str, *, actor: str, reason: 
         ),
     )
     async with core.intake.lock(runtime.name):
-        trigger = Trigger(
-            kind="manual",
-            reason=f"roll forward {incident_id}: {reason}",
-            requested_by=actor,
-            received_at=core.runner.clock(),
+        incident = await core.controls.by_hand(
+            runtime, f"roll forward {incident_id}: {reason}", actor, plan=rollforward_plan(runtime), context=context
         )
-        incident = await core.intake.new_incident(runtime, trigger, dry_run=False, found=(None, None))
-        incident = dataclasses.replace(incident, plan=rollforward_plan(runtime), context=context)
         await core.controls.opened(incident, EventKind.ROLLFORWARD, actor, reason, {"rollforward_of": incident_id})
     core.runner.start(incident.id)
     return incident

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from rollbackd import facts
 from rollbackd.errors import NotFoundError, PayloadError
@@ -76,6 +78,15 @@ class Controls:
             )
         self.runner.start(incident.id)
         return incident
+
+    async def by_hand(
+        self, runtime: ServiceRuntime, reason: str, actor: str, *, plan: list[dict[str, Any]], context: dict[str, Any]
+    ) -> Incident:
+        """An incident a human asks for with a plan and facts of its own (a roll-forward, a snapshot
+        restore): no rollback target is looked up. Not journaled yet (``opened``)."""
+        trigger = Trigger(kind="manual", reason=reason, requested_by=actor, received_at=self.clock())
+        incident = await self.intake.new_incident(runtime, trigger, dry_run=False, found=(None, None))
+        return dataclasses.replace(incident, plan=plan, context=context)
 
     async def opened(
         self, incident: Incident, kind: EventKind, actor: str, reason: str, data: dict[str, object]

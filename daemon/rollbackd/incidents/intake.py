@@ -23,7 +23,7 @@ from rollbackd.incidents import escalate, messages
 from rollbackd.incidents.batch import Body
 from rollbackd.incidents.coalesce import Coalescer
 from rollbackd.incidents.runner import Runner
-from rollbackd.incidents.views import ViewCache
+from rollbackd.incidents.views import ViewCache, empty_view
 from rollbackd.metrics import Metrics
 from rollbackd.notify.queue import NotifyQueue
 from rollbackd.plan import ServiceRuntime, plan_to_json
@@ -110,24 +110,26 @@ class Intake:
         self._settle(body, None)
         await body.journaled_elsewhere()
         if body.already:  # decided as new, found journaled by the insert: a duplicate after all
-            label = self.settings.service_label
             return [
-                self._duplicate(a, self.services.get(a.labels.get(label) or "")) if a.key in body.already else d
+                self._duplicate(a, self._runtime(a)) if a.key in body.already else d
                 for a, d in zip(alerts, decisions, strict=True)
             ]
         return decisions
 
     async def _duplicates_only(self, alerts: list[Alert]) -> list[Decision]:
-        label = self.settings.service_label
-        decisions = [self._duplicate(a, self.services.get(a.labels.get(label) or "")) for a in alerts]
+        decisions = [self._duplicate(a, self._runtime(a)) for a in alerts]
         for key in {a.key for a in alerts}:
             settled = self._unsettled.get(key)
             if settled is not None:  # the original's commit is in flight: a 202 waits for it
                 await asyncio.shield(settled)
         return decisions
 
+    def _runtime(self, alert: Alert) -> ServiceRuntime | None:
+        """The guarded service the alert names (its service label), if any."""
+        return self.services.get(alert.labels.get(self.settings.service_label) or "")
+
     def _may_act(self, alert: Alert) -> bool:
-        runtime = self.services.get(alert.labels.get(self.settings.service_label) or "")
+        runtime = self._runtime(alert)
         return runtime is not None and self._needs_view(alert, runtime)
 
     def _needs_view(self, alert: Alert, runtime: ServiceRuntime) -> bool:
@@ -151,8 +153,7 @@ class Intake:
                 del self._unsettled[key]
 
     async def one(self, alert: Alert, received_at: float, body: Body | None = None) -> Decision:
-        label = alert.labels.get(self.settings.service_label)
-        runtime = self.services.get(label) if label is not None else None
+        runtime = self._runtime(alert)
         if alert.key in self._seen:
             return self._duplicate(alert, runtime, body)
         async with self._locks[runtime.name if runtime else ""]:
@@ -205,7 +206,7 @@ class Intake:
             alert,
             service=runtime.name if runtime else None,
             policy=runtime.config.policy if runtime else None,
-            view=view or (_empty_view(runtime.name) if runtime else None),
+            view=view or (empty_view(runtime.name) if runtime else None),
             now=self.clock(),
             duplicate=False,
             global_dry_run=self.settings.mode == "dry_run",
@@ -412,9 +413,3 @@ def _decision_event(alert: Alert, decision: Decision, incident: Incident | None)
             "sentence": decision.reason.sentence,
         },
     )
-
-
-@functools.lru_cache(maxsize=1024)
-def _empty_view(service: str) -> PolicyView:
-    """What a decision that reads nothing sees (frozen: one per service serves every such alert)."""
-    return PolicyView(service, None, None, None, 0, None, None)

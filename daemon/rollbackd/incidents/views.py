@@ -9,6 +9,7 @@ and the passing of time (the budget window, a pause's end) are then seen within 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,3 +48,9 @@ class ViewCache:
         view = value[1]
         ends = [p.until for p in (view.pause, view.hold) if p is not None and p.until is not None]
         self._entries[service] = _Entry(version, min([self.clock() + self.ttl, *ends]), value)
+
+
+@functools.lru_cache(maxsize=1024)
+def empty_view(service: str) -> PolicyView:
+    """What a decision that reads nothing sees (frozen: one per service serves every such alert)."""
+    return PolicyView(service, None, None, None, 0, None, None)

@@ -5,13 +5,12 @@ runner resumes it from the journal), and `rollbackd rollforward <incident>` undo
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
 from rollbackd import facts
 from rollbackd.incidents.controls import Refused
 from rollbackd.reasons import EventKind, Reason
-from rollbackd.records import Incident, Trigger
+from rollbackd.records import Incident
 
 if TYPE_CHECKING:
     from rollbackd.snapshots.dataset import DataSet
@@ -30,19 +29,18 @@ async def open_restore(
         view = await core.intake.view(runtime)
         if view.active_incident:
             raise Refused(Reason.INCIDENT_ACTIVE, view.active_incident)
-        trigger = Trigger(
-            kind="manual",
-            reason=f"restore snapshot {set_id}: {reason}",
-            requested_by=actor,
-            received_at=core.runner.clock(),
-        )
-        incident = await core.intake.new_incident(runtime, trigger, dry_run=False, found=(None, None))
-        await data.preflight(set_id, incident.id, allow_foreign=allow_foreign, rehash=False)
         context = facts.new_context()
         facts.TARGET.put(context, facts.TargetFact(snapshot_set=set_id, why=f"restore by hand: {reason}"))
         if allow_foreign:
             facts.ALLOW_FOREIGN.put(context, allow_foreign)
-        incident = dataclasses.replace(incident, plan=[dict(step) for step in RESTORE_PLAN], context=context)
+        incident = await core.controls.by_hand(
+            runtime,
+            f"restore snapshot {set_id}: {reason}",
+            actor,
+            plan=[dict(step) for step in RESTORE_PLAN],
+            context=context,
+        )
+        await data.preflight(set_id, incident.id, allow_foreign=allow_foreign, rehash=False)
         await core.controls.opened(
             incident, EventKind.SNAPSHOT_RESTORE_STARTED, actor, reason, {"snapshot_set": set_id}
         )

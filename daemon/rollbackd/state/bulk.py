@@ -57,8 +57,6 @@ def multi_insert(head: str, rows: Sequence[tuple[Any, ...]], tail: str = "") -> 
     """One INSERT of many rows per chunk: a batch of a thousand alerts is a few statements, not a
     thousand round trips (Postgres runs each statement of a transaction as its own round trip)."""
     statements: list[Statement] = []
-    if not rows:
-        return statements
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start : start + _ROWS_PER_INSERT]
         statements.append((_multi_sql(head, len(chunk[0]), len(chunk), tail), [arg for row in chunk for arg in row]))

@@ -90,10 +90,7 @@ class SqliteStateStore(SqlStateStore):
         await self._run(self.conn.execute, self._sql(sql), args)
 
     async def _fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        def fetch() -> list[dict[str, Any]]:
-            return [dict(r) for r in self.conn.execute(self._sql(sql), args).fetchall()]
-
-        result: list[dict[str, Any]] = await self._run(fetch)
+        result: list[dict[str, Any]] = await self._run(self._rows, sql, args)
         return result
 
     async def _atomic(self, statements: Sequence[Statement]) -> list[dict[str, Any]]:
