@@ -228,7 +228,9 @@ def test_no_go_when_the_scratch_container_is_unhealthy(stack: Stack, tmp_path: P
     config["listen"] = f"127.0.0.1:{free_port()}"
     config["state"] = {"type": "sqlite", "path": str(tmp_path / "state.db")}
     config["prometheus"] = {"url": stack.prometheus.url, "timeout": "3s"}
-    config["services"]["rag"]["drill"].update(health_url="http://127.0.0.1:{port}/no-such-page", health_timeout="3s")
+    # long enough for the scratch container to listen on a loaded machine (3 s once ended on a refused
+    # connection, not the 404): the drill polls until the deadline and reports the last answer
+    config["services"]["rag"]["drill"].update(health_url="http://127.0.0.1:{port}/no-such-page", health_timeout="10s")
     path = tmp_path / "rollbackd.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     env = {
