@@ -228,9 +228,10 @@ def test_no_go_when_the_scratch_container_is_unhealthy(stack: Stack, tmp_path: P
     config["listen"] = f"127.0.0.1:{free_port()}"
     config["state"] = {"type": "sqlite", "path": str(tmp_path / "state.db")}
     config["prometheus"] = {"url": stack.prometheus.url, "timeout": "3s"}
-    # long enough for the scratch container to listen on a loaded machine (3 s once ended on a refused
-    # connection, not the 404): the drill polls until the deadline and reports the last answer
-    config["services"]["rag"]["drill"].update(health_url="http://127.0.0.1:{port}/no-such-page", health_timeout="10s")
+    # long enough for the scratch container to listen on a loaded machine (3 s and 10 s each once ended on a
+    # refused connection in CI, not the 404; here it listens after 0.5 s): the drill polls until the deadline
+    # and reports the last answer and the container's condition
+    config["services"]["rag"]["drill"].update(health_url="http://127.0.0.1:{port}/no-such-page", health_timeout="30s")
     path = tmp_path / "rollbackd.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     env = {
@@ -251,7 +252,8 @@ def test_no_go_when_the_scratch_container_is_unhealthy(stack: Stack, tmp_path: P
     assert run.returncode == 4, (run.stdout, run.stderr)
     report = json.loads(run.stdout)
     assert report["verdict"] == "NO-GO" and report["reason"].startswith("deploy: ")
-    assert "no-such-page" in report["reason"] and "HTTP 404" in report["reason"]
+    assert "no-such-page" in report["reason"] and "HTTP 404" in report["reason"], report["reason"]
+    assert "(container running; last log lines: " in report["reason"] and "listening on" in report["reason"]
     assert [(s["name"], s["ok"]) for s in report["stages"]] == [
         ("pick", True),
         ("prepare", True),

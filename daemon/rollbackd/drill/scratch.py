@@ -210,6 +210,24 @@ class ScratchContainer:
         except _DOCKER_ERRORS as exc:
             raise self._fail(exc, "-", "removing the scratch container") from exc
 
+    async def condition(self) -> str:
+        """What the container is doing, for a NO-GO reason: its state and its last log lines (a crash on
+        start and a slow start look alike from the health URL: refused)."""
+
+        def run() -> str:
+            api = self.deployer.api()
+            state = api.inspect_container(self.name).get("State") or {}
+            status = str(state.get("Status") or "unknown")
+            if not state.get("Running"):
+                status += f", exit code {state.get('ExitCode')}" + (", OOM-killed" if state.get("OOMKilled") else "")
+            logs = api.logs(self.name, tail=3).decode(errors="replace").strip().replace("\n", " | ")
+            return f"container {status}" + (f"; last log lines: {logs[-300:]}" if logs else "; no log lines")
+
+        try:
+            return await asyncio.to_thread(run)
+        except _DOCKER_ERRORS as exc:
+            return f"container state unknown ({type(exc).__name__}: {exc})"
+
     async def exists(self) -> bool:
         return await asyncio.to_thread(self.deployer._inspect, self.name) is not None
 

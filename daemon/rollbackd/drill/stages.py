@@ -12,6 +12,7 @@ from rollbackd.deploy.docker import DockerDeployer
 from rollbackd.drill import isolation, journal, scratch
 from rollbackd.drill.options import render, values_of
 from rollbackd.drill.runner import COUNTS_NOTE, StageFailed
+from rollbackd.errors import BackendError
 from rollbackd.releases import live_release
 from rollbackd.verify import overall
 from rollbackd.verify.suite import VerifySuite
@@ -134,9 +135,12 @@ async def deploy(drill: Drill, state: DrillState) -> str:
     await journal.write(drill, state)
     started = await container.start(image_id, body, port)
     state.scratch["container"] = {**started, "health_url": url, "live_container": live["Id"]}
-    health = await wait_urls(
-        [url], time.monotonic() + opts.health_timeout, opts.health_interval, f"scratch container {container.name}"
-    )
+    try:
+        health = await wait_urls(
+            [url], time.monotonic() + opts.health_timeout, opts.health_interval, f"scratch container {container.name}"
+        )
+    except BackendError as exc:
+        raise StageFailed(f"{exc} ({await container.condition()})") from exc
     return (
         f"{container.name} on port {port} from image {started['image_id'][:19]}, healthy after "
         f"{health['healthy_after_s']:g}s at {url}"
