@@ -23,16 +23,21 @@ def digest(n: int) -> bytes:
     return hashlib.blake2b(str(n).encode(), digest_size=16).digest()
 
 
+def add_twice(cache: SeenBodies, n: int, size: int) -> None:
+    cache.add(digest(n), [], size)  # the first time only the digest is kept
+    cache.add(digest(n), [], size)
+
+
 def test_the_cache_is_bounded_by_bytes_least_recently_used_first() -> None:
     cache = SeenBodies(max_bytes=10_000 * COST_PER_BODY_BYTE)
     for n in range(5):
-        cache.add(digest(n), [], 3000)
+        add_twice(cache, n, 3000)
         assert cache.size <= cache.max_bytes
     assert len(cache) == 3  # 3 x 3000 fit in 10,000; the two oldest went
     assert cache.get(digest(0)) is None and cache.get(digest(2)).alerts == []
-    cache.add(digest(5), [], 3000)  # 2 was used last: 3 goes, not 2
+    add_twice(cache, 5, 3000)  # 2 was used last: 3 goes, not 2
     assert cache.get(digest(2)).alerts == [] and cache.get(digest(3)) is None
-    cache.add(digest(6), [], 10_001)  # alone over the bound: never kept, nothing evicted for it
+    add_twice(cache, 6, 10_001)  # alone over the bound: never kept, nothing evicted for it
     assert cache.get(digest(6)) is None and len(cache) == 3
     assert cache.size == sum(3000 * COST_PER_BODY_BYTE for _ in range(3))
 
@@ -40,8 +45,20 @@ def test_the_cache_is_bounded_by_bytes_least_recently_used_first() -> None:
 def test_the_cache_is_bounded_by_count_too() -> None:
     cache = SeenBodies(max_bytes=10**9, max_entries=2)
     for n in range(4):
-        cache.add(digest(n), [], 10)
+        add_twice(cache, n, 10)
     assert len(cache) == 2 and cache.size == 20 * COST_PER_BODY_BYTE
+
+
+def test_a_body_seen_once_costs_a_digest_not_a_parse() -> None:
+    """A storm of distinct bodies keeps no parse: only the digests, themselves bounded (oldest first)."""
+    cache = SeenBodies(max_bytes=10**9, max_entries=4)
+    for n in range(100):
+        cache.add(digest(n), [], 1000)
+    assert len(cache) == 0 and cache.size == 0 and len(cache._once) == cache.max_once == 16
+    cache.add(digest(99), [], 1000)  # its second time: kept from now on
+    assert cache.get(digest(99)) is not None and len(cache._once) == 15
+    cache.add(digest(0), [], 1000)  # forgotten as seen-once long ago: its first time again
+    assert cache.get(digest(0)) is None
 
 
 async def test_the_daemon_keeps_its_configured_bound(tmp_path: Path) -> None:
@@ -54,9 +71,10 @@ async def test_the_daemon_keeps_its_configured_bound(tmp_path: Path) -> None:
         seen = d._runner.app[SEEN]
         assert seen.max_bytes == limit
         for n in range(4):
-            status, _ = await post(d, many_alerts(2000, seed=f"c{n}"))  # ~0.5 MiB each
-            assert status == 202
-            assert seen.size <= limit
+            for _ in range(2):  # a parse is kept from a body's second time
+                status, _ = await post(d, many_alerts(2000, seed=f"c{n}"))  # ~0.5 MiB each
+                assert status == 202
+                assert seen.size <= limit
         assert len(seen) == 2
 
 

@@ -26,6 +26,7 @@ MAX_BODY = 1_048_576
 _SEEN_BODIES = 4096
 # What a parsed body costs in memory, per byte of the body (measured: a 1 MiB body's alerts hold ~3.1 MB).
 COST_PER_BODY_BYTE = 3
+_FIRST = object()
 
 
 @dataclass(slots=True)
@@ -38,15 +39,19 @@ class SeenBody:
 class SeenBodies:
     """Bodies already parsed and journaled, by digest. Alertmanager re-sends the very same bytes
     (retries, HA peers), so a storm of duplicates skips parsing and validation: the alerts of an
-    identical body are known, and every one of them is a duplicate now. Bounded by the memory the
-    parsed bodies take (``max_bytes``, estimated from their size) and by count; least recently used
-    first out; a body that alone would exceed the bound is not kept."""
+    identical body are known, and every one of them is a duplicate now. A body's parse is kept when
+    its bytes come a second time; the first time only its digest is (a storm of distinct bodies
+    would fill the cache with parses that never serve, and its memory slows every request). Bounded
+    by the memory the parsed bodies take (``max_bytes``, estimated from their size) and by count;
+    least recently used first out; a body that alone would exceed the bound is not kept."""
 
     def __init__(self, max_bytes: int = 64 * MAX_BODY, max_entries: int = _SEEN_BODIES) -> None:
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         self.size = 0
         self._bodies: OrderedDict[bytes, SeenBody] = OrderedDict()
+        self._once: OrderedDict[bytes, None] = OrderedDict()  # digests seen once, oldest first
+        self.max_once = 4 * max_entries
 
     def __len__(self) -> int:
         return len(self._bodies)
@@ -58,8 +63,14 @@ class SeenBodies:
         return found
 
     def add(self, digest: bytes, alerts: list[Alert], body_size: int) -> None:
+        """Remember a parsed body; its parse is kept from its second time on."""
         cost = body_size * COST_PER_BODY_BYTE
         if cost > self.max_bytes or digest in self._bodies:
+            return
+        if self._once.pop(digest, _FIRST) is _FIRST:
+            self._once[digest] = None
+            if len(self._once) > self.max_once:
+                self._once.popitem(last=False)
             return
         self._bodies[digest] = SeenBody(alerts, cost)
         self.size += cost
