@@ -19,27 +19,21 @@ from typing import Any
 from rollbackd import facts, policy, releases
 from rollbackd.config import Settings
 from rollbackd.errors import IncidentActiveError
-from rollbackd.incidents import escalate, messages
 from rollbackd.incidents.batch import Body
-from rollbackd.incidents.coalesce import Coalescer
 from rollbackd.incidents.runner import Runner
+from rollbackd.incidents.told import Teller, decision_event
 from rollbackd.incidents.views import ViewCache, empty_view
 from rollbackd.metrics import Metrics
 from rollbackd.notify.queue import NotifyQueue
 from rollbackd.plan import ServiceRuntime, plan_to_json
-from rollbackd.reasons import Action, EventKind, IncidentState, Reason
-from rollbackd.records import Alert, Decision, Event, Incident, Pause, PolicyView, Trigger, new_incident_id
+from rollbackd.reasons import Action, IncidentState, Reason
+from rollbackd.records import Alert, Decision, Incident, Pause, PolicyView, Trigger, new_incident_id
 from rollbackd.state import StateStore
 from rollbackd.state.group import GroupCommit, GroupRead, SeenReader
 
 log = logging.getLogger(__name__)
 
 _SEEN_MAX = 20_000  # alert keys known to be journaled: duplicates answered without a write
-_QUIET = frozenset(
-    {Reason.DUPLICATE, Reason.INCIDENT_ACTIVE, Reason.RESOLVED, Reason.NOT_IN_POLICY, Reason.TEST_ALERT}
-)  # `doctor --send-test-alert`: recorded, never posted
-_NOISE = _QUIET | {Reason.NOTIFY_RULE, Reason.UNKNOWN_SERVICE}
-_PAGED = frozenset({Reason.BUDGET_EXHAUSTED})  # a refusal a human must hear about now (held pages at failure)
 
 
 class Intake:
@@ -65,9 +59,15 @@ class Intake:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._unsettled: dict[str, asyncio.Future[None]] = {}  # decided, their body's commit not yet done
         self._duplicates: Counter[str] = Counter()
-        self._counters: dict[tuple[str, ...], Any] = {}
         self._classes: dict[tuple[str, str], Action] = {}  # (service, alertname) -> its policy list
-        self.coalesce = Coalescer(settings.notify_coalesce_window, clock)
+        self.told = Teller(
+            services=services,
+            notify=notify,
+            metrics=metrics,
+            pager=runner.pager,
+            coalesce_window=settings.notify_coalesce_window,
+            clock=clock,
+        )
         self.views = ViewCache(store, clock)
         self.group = GroupCommit(store)  # rows of concurrent webhook requests share one commit
         self.seen_reads = GroupRead(store)  # and one "journaled already?" query
@@ -164,8 +164,8 @@ class Intake:
             if incident is None and body is not None:
                 service = runtime.name if runtime else None
                 body.defer(
-                    (alert, service, received_at, decision, _decision_event(alert, decision, None)),
-                    functools.partial(self._report, alert, decision, None),
+                    (alert, service, received_at, decision, decision_event(alert, decision, None)),
+                    functools.partial(self.told.tell, alert, decision, None),
                 )
                 self._unsettled[alert.key] = body.settled
             else:
@@ -174,7 +174,7 @@ class Intake:
             if alert.status == "resolved" and runtime is not None:
                 await self._cancel_pending(runtime.name, alert, body)
         if incident is not None or body is None:
-            await self._report(alert, decision, incident)
+            await self.told.tell(alert, decision, incident)
         if incident is not None:
             self.runner.start(incident.id)
         return decision
@@ -298,7 +298,7 @@ class Intake:
             body.changed(service)
         try:
             await self.store.journal_alert(
-                alert, service, received_at, decision, incident, _decision_event(alert, decision, incident)
+                alert, service, received_at, decision, incident, decision_event(alert, decision, incident)
             )
         except IncidentActiveError:
             if incident is None:
@@ -309,7 +309,7 @@ class Intake:
             decision = Decision(Action.SUPPRESSED, Reason.INCIDENT_ACTIVE, service, "opened concurrently")
             incident = None
             await self.store.journal_alert(
-                alert, service, received_at, decision, None, _decision_event(alert, decision, None)
+                alert, service, received_at, decision, None, decision_event(alert, decision, None)
             )
         return decision, incident
 
@@ -345,7 +345,7 @@ class Intake:
         if settled is not None and body is not None and settled is not body.settled:
             body.waits.add(settled)  # the original is still being committed by another request
         self._duplicates[alert.key] += 1
-        self._counter(runtime.name if runtime else "", Action.SUPPRESSED.value, Reason.DUPLICATE.value).inc()
+        self.told.count(runtime.name if runtime else None, Action.SUPPRESSED, Reason.DUPLICATE)
         return Decision(Action.SUPPRESSED, Reason.DUPLICATE, runtime.name if runtime else None)
 
     async def flush_duplicates(self) -> None:
@@ -354,62 +354,7 @@ class Intake:
         if counts:
             await self.store.add_duplicates(counts)
 
-    def _counter(self, *labels: str) -> Any:
-        counter = self._counters.get(labels)
-        if counter is None:  # label lookups cost; a storm takes this path thousands of times a second
-            counter = self._counters[labels] = self.metrics.alerts.labels(*labels)
-        return counter
-
     def _remember(self, key: str) -> None:
         self._seen[key] = None
         if len(self._seen) > _SEEN_MAX:
             self._seen.popitem(last=False)
-
-    async def _report(self, alert: Alert, decision: Decision, incident: Incident | None) -> None:
-        self._counter(decision.service or "", decision.action.value, decision.reason.value).inc()
-        # A storm's noise (notify-only, ignored, quiet) is in the journal and the metrics; one log line
-        # per such alert costs more than deciding it, so those lines are debug.
-        level = logging.DEBUG if decision.reason in _NOISE else logging.INFO
-        if log.isEnabledFor(level):  # the line's fields cost even when the level drops it
-            log.log(
-                level,
-                "alert_decided",
-                extra={
-                    "alertname": alert.alertname,
-                    "status": alert.status,
-                    "fingerprint": alert.fingerprint,
-                    "service": decision.service,
-                    "decision": decision.action.value,
-                    "reason": decision.reason.value,
-                    "detail": decision.detail,
-                    "incident_id": incident.id if incident else None,
-                },
-            )
-        if decision.reason in _QUIET or decision.acts or alert.status == "resolved":
-            return
-        held_back = self.coalesce.admit(decision.service or "", decision.reason)
-        if held_back is None:  # announced already in this window: counted, told with the next one
-            return
-        runtime = self.services.get(decision.service or "")
-        mention = runtime.config.escalate_mention if runtime else None
-        self.notify.post(messages.decision(alert, decision, mention, held_back))
-        if runtime is not None and decision.reason in _PAGED:
-            await self.runner.pager.page(runtime.name, escalate.refusal_body(alert, decision, self.clock()))
-
-
-def _decision_event(alert: Alert, decision: Decision, incident: Incident | None) -> Event:
-    return Event(
-        kind=EventKind.DECISION,
-        service=decision.service,
-        incident_id=incident.id if incident else None,
-        reason=decision.reason.value,
-        actor="alertmanager",
-        data={
-            "alertname": alert.alertname,
-            "status": alert.status,
-            "fingerprint": alert.fingerprint,
-            "action": decision.action.value,
-            "detail": decision.detail,
-            "sentence": decision.reason.sentence,
-        },
-    )
