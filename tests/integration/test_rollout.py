@@ -210,11 +210,35 @@ async def test_human_hold_promote_and_abort_are_journaled(
     body = await wait_phase(api, rollout["id"], 0, "promote")
     assert body["rollout"]["phases"]["0"]["last"]["why"] == "promoted by tester"
     await wait_phase(api, rollout["id"], 1, "wait")
+    assert w.canary() == "v2"
+    status, body = await call(api, "POST", f"/v1/rollouts/{rollout['id']}/abort", {"reason": "kill switch"})
+    assert status == 202 and w.weight() == 0 and body["state"] == "aborted", body
+    assert w.canary() is None  # no users, and no canary left running the release's background work
+    events = (await call(api, "GET", f"/v1/incidents/{rollout['id']}"))[1]["events"]
+    controls = [(e["actor"], e["data"]["kind"]) for e in events if e["kind"] == "rollout_control"]
+    assert {("tester", "hold"), ("tester", "promote"), ("tester", "abort"), ("rollbackd", "canary_removed")} <= set(
+        controls
+    )
+
+
+async def test_an_abort_whose_canary_cannot_be_removed_still_aborts_and_says_so(
+    daemon: Any, exporter: MetricsExporter, prom: PrometheusServer, slack_recorder: SlackRecorder
+) -> None:
+    w, api = daemon.world, daemon.api
+    prom.wait_for('rag_canary_errors{service="rag"}')
+    rollout = await start(api)
+    await wait_phase(api, rollout["id"], 0, "wait")
+    w.canary_file.unlink()
+    (w.canary_file / "pinned").mkdir(parents=True)  # the remove command fails on it (a directory)
     status, body = await call(api, "POST", f"/v1/rollouts/{rollout['id']}/abort", {"reason": "kill switch"})
     assert status == 202 and w.weight() == 0 and body["state"] == "aborted", body
     events = (await call(api, "GET", f"/v1/incidents/{rollout['id']}"))[1]["events"]
-    controls = [(e["actor"], e["data"]["kind"]) for e in events if e["kind"] == "rollout_control"]
-    assert {("tester", "hold"), ("tester", "promote"), ("tester", "abort")} <= set(controls)
+    (removal,) = [e["data"] for e in events if e["data"].get("kind") == "canary_removed"]
+    assert removal["removed"] is False and "rollout canary remove" in removal["error"], removal
+    await daemon.core.notify.drain()
+    (root,) = [m for m in slack_recorder.roots() if "Rolling out" in m.text]
+    told = [m.text for m in slack_recorder.thread(root.ts) if "could NOT be removed" in m.text]
+    assert told and "v2" in told[0] and "remove it by hand" in told[0], told
 
 
 async def test_a_rollback_alert_during_a_rollout_rolls_it_back_not_a_second_incident(

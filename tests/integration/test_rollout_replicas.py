@@ -65,3 +65,47 @@ def test_a_rollout_runs_on_the_leader_and_survives_its_death(tmp_path: Path, dsn
     assert body["rollout"]["phases"]["0"]["state"]["started_at"] < body["rollout"]["phases"]["1"]["state"]["started_at"]
     assert [r["version"] for r in releases].count("v2") == 1 and w.live() == "v2" and w.canary() is None
     assert any(e["kind"] == "rollout_start" for e in events)
+
+
+def test_an_abort_sent_to_a_follower_stops_the_rollout_and_the_leader_removes_the_canary(
+    tmp_path: Path, dsn: str
+) -> None:
+    w = ro.world(tmp_path / "world")
+    with (
+        MetricsExporter() as exporter,
+        PrometheusServer(targets=[ScrapeTarget("rag", exporter.address, labels={"service": "rag"})]) as prom,
+    ):
+        ro.feed(exporter, w, errors=lambda w: 0.0, p95=lambda w: 0.5)
+        prom.wait_for('rag_live_p95{service="rag"}')
+        configs = replica_configs(
+            tmp_path,
+            2,
+            services={"rag": ro.service(w, window="60s", interval="300ms")},
+            dsn=dsn,
+            prometheus={"url": prom.url},
+        )
+        with Replicas(configs) as rs:
+            leader = rs.wait_leader()
+            (follower,) = rs.followers(leader)
+            assert follower.api.call("POST", "/v1/releases", {"version": "v1", "digest": DIGEST1})[0] == 201
+            assert follower.api.call("POST", "/v1/releases/v1/green", {"reason": "green"})[0] == 200
+            status, rollout = follower.api.call("POST", "/v1/rollouts", {"version": "v2", "digest": DIGEST2})
+            assert status == 202, rollout
+            deadline = time.monotonic() + 30
+            while w.weight() != 1 or w.canary() != "v2":  # the leader runs phase 1 (a 60 s window)
+                assert time.monotonic() < deadline, (w.weight(), w.canary())
+                time.sleep(0.05)
+            path = f"/v1/rollouts/{rollout['id']}/abort"
+            status, body = follower.api.call("POST", path, {"reason": "kill switch"})
+            assert status == 202 and w.weight() == 0, body  # weight 0 at once, wherever the abort lands
+            deadline = time.monotonic() + 30
+            while (body := leader.api.call("GET", f"/v1/incidents/{rollout['id']}")[1])["state"] == "running":
+                assert time.monotonic() < deadline, body["state"]
+                time.sleep(0.1)
+            while w.canary() is not None:  # removed by the leader, which ended it
+                assert time.monotonic() < deadline, w.canary()
+                time.sleep(0.1)
+            events = leader.api.call("GET", f"/v1/incidents/{rollout['id']}")[1]["events"]
+    assert body["state"] == "aborted" and w.live() == "v1"
+    removals = [e for e in events if e["data"].get("kind") == "canary_removed"]
+    assert [(e["actor"], e["data"]["removed"]) for e in removals] == [("rollbackd", True)]

@@ -61,7 +61,7 @@ _ACTIONS = {
     "promote": "skip the rest of this phase's window (a hard gate failing still rolls back)",
     "hold": "stay at this weight until `rollout resume` or `rollout promote`",
     "resume": "lift a hold",
-    "abort": "the kill switch: the new release's weight goes to 0 now, the rollout stops",
+    "abort": "the kill switch: the new release's weight goes to 0 now, the rollout stops, its canary is removed",
 }
 
 

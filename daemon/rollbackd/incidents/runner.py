@@ -76,6 +76,8 @@ class Runner:
         # Only the leader runs incidents (rollbackd.ha); a follower leaves what its intake opened to it.
         self.leadership: Leadership = leadership or SingleNode()
         self.on_fenced: Callable[[str, int | None], Coroutine[Any, Any, None]] | None = None
+        # What a capability does once an incident of its has ended (a rollout's canary after an abort)
+        self.on_finished: list[Callable[[Incident], Coroutine[Any, Any, None]]] = []
         self._background: set[asyncio.Task[None]] = set()
 
     # ---- scheduling ---------------------------------------------------------------------------
@@ -341,6 +343,11 @@ class Runner:
         mention = runtime.config.escalate_mention if runtime else None
         self.notify.update_root(messages.finished(incident, steps, mention))
         log.info("incident_finished", extra={"outcome": incident.state.value, "error": incident.error})
+        for hook in self.on_finished:
+            try:
+                await hook(incident)
+            except Exception:  # a hook's failure is its own: the incident has ended either way
+                log.exception("incident_finished_hook_failed", extra={"incident_id": incident.id})
 
     async def abort(self, incident_id: str) -> Incident | None:
         """Ask a running incident to stop after its current step; a pending one stops at once."""

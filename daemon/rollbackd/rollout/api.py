@@ -100,7 +100,7 @@ def openapi() -> tuple[dict[str, Any], list[type[BaseModel]]]:
         "/v1/rollouts/current": {"get": op("The service's running rollout (or ?id=)", params=[service])},
         "/v1/rollouts/{id}/{action}": {
             "post": op(
-                "Promote (skip the wait), hold, resume, or abort (weight 0 now)",
+                "Promote (skip the wait), hold, resume, or abort (weight 0 now, then the canary goes)",
                 body=ControlBody,
                 ok="202",
                 params=[ident, action],

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from rollbackd import facts, releases
 from rollbackd.errors import NotFoundError, PayloadError
 from rollbackd.incidents.controls import Refused
+from rollbackd.notify import Message
 from rollbackd.plan import ServiceRuntime, plan_to_json
-from rollbackd.reasons import Reason
+from rollbackd.reasons import IncidentState, Reason
 from rollbackd.records import Event, Incident, Release, Trigger
 from rollbackd.rollout.kit import CONTROL
 from rollbackd.rollout.plan import entries
+from rollbackd.rollout.steps import release_of
 
 if TYPE_CHECKING:
     from rollbackd.wiring import Core
@@ -123,13 +125,47 @@ async def control(core: Core, rollout: Incident, action: Control, *, actor: str,
 
 
 async def abort(core: Core, rollout: Incident, *, actor: str, reason: str) -> Incident:
-    """The kill switch: the new release's weight goes to 0 before anything else, then the rollout stops."""
+    """The kill switch: the new release's weight goes to 0 before anything else, then the rollout stops,
+    then the canary goes (with no users it could still run the release's background work: consumers,
+    schedules). A canary that cannot be removed is journaled and told, never an error of the abort."""
     switch = core.services[rollout.service].caps.traffic
     if switch is not None:
         await switch.set_weight(0)
     await _event(core, rollout, "abort", actor, reason, {"action": "abort", "weight": 0})
-    ended = await core.runner.abort(rollout.id)
+    ended = await core.runner.abort(rollout.id)  # the canary goes when it has ended (remove_after_abort)
     return ended or rollout
+
+
+async def remove_after_abort(core: Core, rollout: Incident) -> None:
+    """The runner's hook when an incident ends, on the replica that ended it (with ``ha:``, a follower
+    only asks the leader to abort): an aborted rollout's canary is removed once its steps have stopped,
+    so no canary deploy is under way any more."""
+    if rollout.trigger.kind != "rollout" or rollout.state is not IncidentState.ABORTED:
+        return
+    kit = core.services[rollout.service].caps.rollout if rollout.service in core.services else None
+    ro = facts.ROLLOUT.of(rollout.context)
+    if kit is None or not ro or ro.get("outcome") or not ro.get("release"):
+        return  # promoted or rolled back: the plan's own steps removed it
+    release = release_of(ro, rollout.service)
+    try:
+        removed = await kit.canary.remove(release, rollout_id=rollout.id, service=rollout.service)
+        told, why = f"the canary of {release.version} is removed", ""
+    except Exception as exc:  # any failure is the canary's, reported with the abort
+        removed = {"removed": False, "error": f"{type(exc).__name__}: {exc}"}
+        told, why = f"the canary of {release.version} could NOT be removed: remove it by hand", f"```{exc}```"
+    kit.notify(
+        Message(
+            kind="step",
+            title=f"{rollout.service} rollout aborted: {told}",
+            service=rollout.service,
+            incident_id=rollout.id,
+            text=why,
+            severity="warning" if why else "info",
+        )
+    )
+    await _event(
+        core, rollout, "canary_removed", "rollbackd", "after the abort", {"action": "remove_canary", **removed}
+    )
 
 
 async def _event(core: Core, rollout: Incident, kind: str, actor: str, reason: str, data: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@ service's rollout steps use (``runtime.caps.rollout``), and the ``/v1/rollouts``
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from rollbackd.config import Settings
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from aiohttp import web
     from pydantic import BaseModel
 
+    from rollbackd.records import Incident
     from rollbackd.wiring import Core
 
 
@@ -38,6 +40,13 @@ def build(core: Core) -> None:
             notify=core.notify.reply,
             clock=core.runner.clock,
         )
+    core.runner.on_finished.append(functools.partial(_after_abort, core))
+
+
+async def _after_abort(core: Core, incident: Incident) -> None:
+    from rollbackd.rollout.control import remove_after_abort
+
+    await remove_after_abort(core, incident)
 
 
 def _canary(options: config.Canary, deployer: Any) -> CanaryBackend:
