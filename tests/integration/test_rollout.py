@@ -74,13 +74,8 @@ async def wait_phase(api: Api, rollout_id: str, phase: int, decision: str, timeo
     raise AssertionError(f"phase {phase} never decided {decision}: {body}")
 
 
-@pytest.fixture
-async def daemon(
-    tmp_path: Path, prom: PrometheusServer, exporter: MetricsExporter, slack_recorder: SlackRecorder, monkeypatch: Any
-) -> AsyncIterator[Any]:
-    monkeypatch.setenv("SLACK_BOT_TOKEN", slack_recorder.token)
-    w = ro.world(tmp_path / "world")
-    cfg = write_config(
+def config(tmp_path: Path, w: ro.World, prom: PrometheusServer, slack_recorder: SlackRecorder) -> Path:
+    return write_config(
         tmp_path,
         services={"rag": ro.service(w)},
         prometheus={"url": prom.url},
@@ -93,7 +88,15 @@ async def daemon(
             "timeout": 2,
         },
     )
-    async with running_daemon(cfg) as d:
+
+
+@pytest.fixture
+async def daemon(
+    tmp_path: Path, prom: PrometheusServer, exporter: MetricsExporter, slack_recorder: SlackRecorder, monkeypatch: Any
+) -> AsyncIterator[Any]:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", slack_recorder.token)
+    w = ro.world(tmp_path / "world")
+    async with running_daemon(config(tmp_path, w, prom, slack_recorder)) as d:
         d.world = w
         d.api = Api(d.url)
         ro.feed(exporter, w, errors=lambda w: 0.0, p95=lambda w: 0.5)
@@ -273,3 +276,29 @@ async def test_a_rollout_without_prometheus_is_refused(tmp_path: Path) -> None:
         status, body = await call(api, "POST", "/v1/rollouts", {"version": "v2", "digest": DIGEST2})
         assert status == 400 and "prometheus.url" in json.dumps(body), body
         assert (await call(api, "GET", "/v1/incidents"))[1]["incidents"] == []
+
+
+async def test_a_canary_a_crash_left_after_an_abort_goes_at_the_next_start(
+    tmp_path: Path, prom: PrometheusServer, exporter: MetricsExporter, slack_recorder: SlackRecorder, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", slack_recorder.token)
+    w = ro.world(tmp_path / "world")
+    cfg = config(tmp_path, w, prom, slack_recorder)
+    ro.feed(exporter, w, errors=lambda w: 0.0, p95=lambda w: 0.5)
+    async with running_daemon(cfg) as d:
+        api = Api(d.url)
+        prom.wait_for('rag_canary_errors{service="rag"}')
+        await green_v1(api)
+        rollout = await start(api)
+        await wait_phase(api, rollout["id"], 0, "wait")
+        d.core.runner.on_finished.clear()  # as if killed between the rollout's end and the canary's removal
+        status, body = await call(api, "POST", f"/v1/rollouts/{rollout['id']}/abort", {"reason": "kill switch"})
+        assert status == 202 and body["state"] == "aborted" and w.canary() == "v2", body
+    async with running_daemon(cfg) as d:
+        api = Api(d.url)
+        assert w.canary() is None  # removed at the start, before the API listened
+        events = (await call(api, "GET", f"/v1/incidents/{rollout['id']}"))[1]["events"]
+        assert [e["data"]["removed"] for e in events if e["data"].get("kind") == "canary_removed"] == [True]
+    async with running_daemon(cfg) as d:  # tried once: a third start does not try again
+        events = (await call(Api(d.url), "GET", f"/v1/incidents/{rollout['id']}"))[1]["events"]
+        assert len([e for e in events if e["data"].get("kind") == "canary_removed"]) == 1

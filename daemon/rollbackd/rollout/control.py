@@ -139,13 +139,16 @@ async def abort(core: Core, rollout: Incident, *, actor: str, reason: str) -> In
 async def remove_after_abort(core: Core, rollout: Incident) -> None:
     """The runner's hook when an incident ends, on the replica that ended it (with ``ha:``, a follower
     only asks the leader to abort): an aborted rollout's canary is removed once its steps have stopped,
-    so no canary deploy is under way any more."""
+    so no canary deploy is under way any more. Tried once per rollout, journaled either way."""
     if rollout.trigger.kind != "rollout" or rollout.state is not IncidentState.ABORTED:
         return
     kit = core.services[rollout.service].caps.rollout if rollout.service in core.services else None
     ro = facts.ROLLOUT.of(rollout.context)
     if kit is None or not ro or ro.get("outcome") or not ro.get("release"):
         return  # promoted or rolled back: the plan's own steps removed it
+    done = await core.store.events(kinds=(CONTROL,), incident_id=rollout.id, limit=500)
+    if any(e.data.get("kind") == "canary_removed" for e in done):
+        return  # tried already (the hook runs again at resume, after a crash)
     release = release_of(ro, rollout.service)
     try:
         removed = await kit.canary.remove(release, rollout_id=rollout.id, service=rollout.service)
