@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -367,3 +368,19 @@ def test_check_options_are_scanned_for_live_references_but_not_sql_table_names()
         "requests[0].url reaches the live service at 127.0.0.1:8000",
         "corpus.dsn points at the live database rag",
     ]
+
+
+def test_the_drill_port_is_free_and_below_the_ephemeral_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An outgoing connection takes its local port from the ephemeral range: one that took the drill's
+    port before the scratch container bound it would kill the container ("address in use")."""
+    low = scratch.ephemeral_low()
+    ports = {scratch.free_port() for _ in range(20)}
+    assert all(max(1024, low - 20_000) <= p < low for p in ports), (low, ports)
+    with socket.socket() as taken:  # a port in use is passed over
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        offered = iter([busy, min(ports)])
+        monkeypatch.setattr(scratch.random, "randrange", lambda a, b: next(offered))
+        monkeypatch.setattr(scratch, "ephemeral_low", lambda: 65_000)
+        assert scratch.free_port() == min(ports)
