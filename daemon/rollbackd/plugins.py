@@ -5,6 +5,8 @@ drills. Each is a module with any of these functions (all optional):
     build(core) -> None                             fill each ServiceRuntime.caps (typed handles)
     async start(core) / async close(core)           open and close what build made
     async stopping(core)                            the daemon is stopping: cancel long work first
+    async lead(core) / async follow(core)           this replica took / lost the lead (a single node
+                                                    leads from its start): the leader's own work
     routes(app) -> None                             extra API routes (aiohttp)
     openapi() -> (paths: dict, models: list)        their part of /v1/openapi.json
     jobs(core, scheduler) -> None                   scheduled jobs (APScheduler 3.x)

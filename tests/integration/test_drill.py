@@ -130,12 +130,16 @@ def fingerprint(stack: Stack) -> dict[str, Any]:
     return before
 
 
+def scratch_containers(stack: Stack) -> list[str]:
+    """This stack's scratch containers (Podman's storage is shared with the other test workers' stacks)."""
+    return [n for n in stack.podman.container_names() if n.startswith(f"{stack.container_name}__drill_")]
+
+
 def assert_scratch_gone(stack: Stack, report: dict[str, Any]) -> None:
     assert report["torn_down"] is True
     teardown = report["stages"][-1]
     assert teardown["name"] == "teardown" and teardown["ok"], teardown
-    names = stack.podman.container_names()
-    assert not [n for n in names if "__drill_" in n], names
+    assert scratch_containers(stack) == []
     assert asyncio.run(_databases_like(db_name(stack.dsn).replace("_", r"\_") + r"\_\_%")) == []
     collections = [c["name"] for c in _qdrant(stack, "/collections")["collections"]]
     assert collections == ["docs__v1"], collections
@@ -295,5 +299,4 @@ def test_an_incident_preempts_a_running_drill_and_refuses_new_ones(stack: Stack)
     assert status == 409 and body["reason"] == "incident_active" and incident["id"] in body["detail"], body
     steps = [(s["name"], s["state"], s["error"]) for s in final["steps"]]
     assert final["state"] in ("resolved", "verification_inconclusive"), json.dumps(steps)  # manual: no alert
-    names = stack.podman.container_names()
-    assert not [n for n in names if "__drill_" in n]
+    assert scratch_containers(stack) == []

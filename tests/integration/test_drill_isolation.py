@@ -5,12 +5,16 @@ Qdrant test server, the RAG service on Podman, `rollbackd serve`): v1 green with
 - the live data changing while a drill runs is a NO-GO with a page;
 - SIGTERM cancels a running drill at once, tears down and reports it NO-GO "interrupted";
 - after kill -9 (during prepare, during deploy) the next start sweeps every scratch copy and container
-  the drill journaled and reports the drill NO-GO "interrupted".
+  the drill journaled and reports the drill NO-GO "interrupted";
+- a start sweeps only its own installation's leftover containers, never another daemon's drill;
+- with replicas, a follower's restart leaves the leader's running drill alone; after kill -9 of the
+  leader the new leader sweeps it and reports it NO-GO "interrupted".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -24,6 +28,7 @@ import asyncpg
 import pytest
 import yaml
 
+from rollbackd.drill import scratch
 from tests.e2e.config import rollbackd_config
 from tests.e2e.stack import Stack, wait_until
 from tests.e2e.test_three_am import api, deploy_v2, green_v1_with_snapshot
@@ -34,9 +39,10 @@ from tests.integration.test_drill import (
     assert_untouched,
     cli,
     fingerprint,
+    scratch_containers,
 )
-from tests.support.daemon import API_TOKEN, DaemonProcess, free_port
-from tests.support.pg import db_name
+from tests.support.daemon import API_TOKEN, DaemonProcess, Replicas, free_port, replica_configs
+from tests.support.pg import db_name, drop_database_sync, fresh_database_sync
 from tests.support.podman import PodmanService
 
 pytestmark = [pytest.mark.timeout(300)]
@@ -79,10 +85,6 @@ def register_green(daemon: DaemonProcess, stack: Stack) -> None:
     ):
         status, body = daemon.api.call(*call)
         assert status < 300, body
-
-
-def scratch_containers(stack: Stack) -> list[str]:
-    return [n for n in stack.podman.container_names() if "__drill_" in n]
 
 
 def scratch_databases(stack: Stack) -> list[str]:
@@ -141,7 +143,8 @@ def test_checks_the_rewrite_missed_would_verify_the_live_service(stack: Stack, t
     """A `drill.rewrite` that misses the checks' URLs: they would verify the live service and call it
     the rehearsal's GO. NO-GO before they run."""
     before = fingerprint(stack)
-    with other_daemon(stack, tmp_path, rewrite={"http://127.0.0.1:1": "http://127.0.0.1:{port}"}) as other:
+    # a rewrite that misses: it maps a base URL no check uses, so the checks' live URLs stay as they are
+    with other_daemon(stack, tmp_path, rewrite={"http://no-such-host:1": "http://127.0.0.1:{port}"}) as other:
         register_green(other, stack)
         run = cli(stack, "drill", "--json", url=other.url)
     report = json.loads(run.stdout)
@@ -253,6 +256,104 @@ def test_after_kill9_the_next_start_sweeps_and_reports_interrupted(stack: Stack,
     assert report["torn_down"] is True, report["stages"]
     assert "dropped" in report["stages"][-1]["detail"], report["stages"]
     assert scratch_containers(stack) == [] and scratch_databases(stack) == [] and scratch_collections(stack) == []
+    assert_untouched(stack, before)
+
+
+def _installation(state_db: Path) -> str:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(state_db)) as conn:
+        (value,) = conn.execute("SELECT value FROM rb_kv WHERE key = 'rollbackd.installation'").fetchone()
+    return str(json.loads(value))
+
+
+def test_a_start_sweeps_its_own_installations_leftovers_never_another_daemons(stack: Stack, tmp_path: Path) -> None:
+    """Podman is shared: another daemon (another installation, another state) may be drilling on it right
+    now. A start removes the scratch containers its own installation left, and nothing else."""
+    other = other_daemon(stack, tmp_path)
+    with other:
+        pass  # its first start makes its installation id
+    mine = _installation(tmp_path / "state.db")
+    client = stack.podman.client()
+
+    def leftover(suffix: str, installation: str) -> str:
+        name = f"{stack.container_name}__drill_{suffix}"
+        labels = {
+            **stack.podman.labels,
+            scratch.LABEL: suffix,
+            scratch.SERVICE_LABEL: "rag",
+            scratch.INSTALLATION_LABEL: installation,
+        }
+        client.containers.create(stack.image_v1, name=name, labels=labels, command=["true"])
+        return name
+
+    own = leftover("left_by_me", mine)
+    foreign = leftover("drilling_elsewhere", "another-installation")
+    try:
+        with other:
+            wait_until(lambda: own not in scratch_containers(stack), 30, "the own leftover removed")
+            assert foreign in scratch_containers(stack)  # another installation's: left alone
+    finally:
+        client.api.remove_container(foreign, force=True)
+
+
+# ---- replicas ---------------------------------------------------------------------------------------
+@pytest.fixture
+def journal_dsn() -> Iterator[str]:
+    dsn = fresh_database_sync("drill_ha")
+    yield dsn
+    drop_database_sync(dsn)
+
+
+def test_with_replicas_a_follower_never_sweeps_the_leaders_drill_and_a_new_leader_does(
+    stack: Stack, tmp_path: Path, journal_dsn: str
+) -> None:
+    """The running drill's record is in the shared journal: a follower that restarts leaves it alone
+    (it is the leader's, running); after kill -9 of the leader, the new leader sweeps what it left and
+    reports it NO-GO "interrupted"."""
+    before = fingerprint(stack)
+    base = rollbackd_config(stack)
+    service = base["services"]["rag"]
+    service["drill"].update(health_url="http://127.0.0.1:{port}/no-such-page", health_timeout="120s")
+    configs = replica_configs(
+        tmp_path,
+        2,
+        services={"rag": service},
+        dsn=journal_dsn,
+        prometheus={"url": stack.prometheus.url, "timeout": "3s"},
+        notify=base["notify"],
+    )
+    env = {
+        "DOCKER_HOST": stack.podman.docker_host,
+        "CONTAINERS_CONF": str(stack.podman.conf_path),
+        "SLACK_BOT_TOKEN": stack.slack.token,
+    }
+    drill: subprocess.Popen[str] | None = None
+    with Replicas(configs, env=env) as rs:
+        leader = rs.wait_leader()
+        (follower,) = rs.followers(leader)
+        register_green(leader, stack)
+        try:
+            drill = drill_in_background(leader.url)
+            wait_until(lambda: scratch_containers(stack), 120, "the scratch container")
+            running = scratch_containers(stack)
+            follower.stop()
+            follower.start()  # a follower's start: the running drill is the leader's, not a leftover
+            time.sleep(1)
+            assert scratch_containers(stack) == running and drills(follower) == []
+            leader.kill9()
+            assert rs.wait_leader(exclude=leader) is follower
+            wait_until(lambda: drills(follower), 60, "the interrupted drill's report")
+            wait_until(lambda: not scratch_containers(stack), 30, "the scratch container swept")
+            (report,) = drills(follower)
+        finally:
+            if drill is not None:
+                if drill.poll() is None:
+                    drill.kill()
+                drill.communicate(timeout=10)
+    assert report["verdict"] == "NO-GO" and report["reason"].startswith("interrupted: "), report
+    assert report["torn_down"] is True, report["stages"]
+    assert (scratch_databases(stack), scratch_collections(stack)) == ([], []), report["stages"]
     assert_untouched(stack, before)
 
 

@@ -28,19 +28,12 @@ from typing import Any
 
 import yaml
 
+from rollbackd.ports import free_port  # below the ephemeral range: see rollbackd.ports
+
 REPO = Path(__file__).resolve().parents[2]
 WEBHOOK_TOKEN = "test-webhook-token-0123456789"
 API_TOKEN = "test-api-token-0123456789abcdef"
 TEST_ENV = {"ROLLBACKD_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "ROLLBACKD_API_TOKEN": API_TOKEN}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def config_dict(tmp_path: Path, *, services: Mapping[str, Any], **top: Any) -> dict[str, Any]:
@@ -261,8 +254,8 @@ def replica_configs(
 class Replicas:
     """Several `rollbackd serve` processes (DaemonProcess each) on one journal."""
 
-    def __init__(self, configs: list[Path]) -> None:
-        self.all = [DaemonProcess(c) for c in configs]
+    def __init__(self, configs: list[Path], env: Mapping[str, str] | None = None) -> None:
+        self.all = [DaemonProcess(c, env=env) for c in configs]
 
     def __enter__(self) -> Replicas:
         for replica in self.all:

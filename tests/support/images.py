@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -34,6 +33,7 @@ from typing import Any
 from docker.models.containers import Container
 from docker.types import Mount
 
+from rollbackd.ports import free_port  # below the ephemeral range: see rollbackd.ports
 from tests.support.podman import PodmanService, die_with_parent
 
 WEB_PORT = 8080
@@ -305,13 +305,6 @@ def wait_http(url: str, *, timeout: float = 20.0, status: int = 200) -> bytes:
             last = repr(exc)
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer {status} within {timeout}s: {last}")
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RagServiceProcess:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -33,6 +32,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import yaml
+
+from rollbackd.ports import free_port  # below the ephemeral range: see rollbackd.ports
 
 from .components import require_binary
 
@@ -53,14 +54,6 @@ _PORT_ATTEMPTS = 3  # a port picked by free_port() can be taken before the serve
 
 class PrometheusError(RuntimeError):
     """A server failed to start, or an API call answered an error."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # --------------------------------------------------------------------------------------------- exporter

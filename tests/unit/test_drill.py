@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
 from typing import Any
 
 import pytest
@@ -147,7 +146,7 @@ LIVE = {
 def test_the_scratch_container_never_takes_the_live_port_alias_or_restart_policy() -> None:
     from rollbackd.deploy.docker import creation_body
 
-    container = scratch.ScratchContainer(None, "rag", "d1", "rag")  # type: ignore[arg-type]
+    container = scratch.ScratchContainer(None, "rag", "d1", "rag", "inst1")  # type: ignore[arg-type]
     body = container.body(
         creation_body(copy.deepcopy(LIVE), {}, "sha256:green"),
         {"RAG_PORT": "4321", "RAG_PG_DSN": "postgresql://h/rag__rb_s1"},
@@ -156,7 +155,12 @@ def test_the_scratch_container_never_takes_the_live_port_alias_or_restart_policy
     )
     assert body["Image"] == "sha256:green"
     assert sorted(body["Env"]) == ["KEEP=1", "RAG_PG_DSN=postgresql://h/rag__rb_s1", "RAG_PORT=4321"]
-    assert body["Labels"] == {"team": "rag", scratch.LABEL: "d1", scratch.SERVICE_LABEL: "rag"}
+    assert body["Labels"] == {
+        "team": "rag",
+        scratch.LABEL: "d1",
+        scratch.SERVICE_LABEL: "rag",
+        scratch.INSTALLATION_LABEL: "inst1",  # a sweep takes only its own installation's leftovers
+    }
     assert "PortBindings" not in body["HostConfig"] and "RestartPolicy" not in body["HostConfig"]
     assert body["HostConfig"]["Binds"] == ["/data:/data:ro"] and "Hostname" not in body
     assert body["NetworkingConfig"]["EndpointsConfig"]["ragnet"]["Aliases"] == []
@@ -368,19 +372,3 @@ def test_check_options_are_scanned_for_live_references_but_not_sql_table_names()
         "requests[0].url reaches the live service at 127.0.0.1:8000",
         "corpus.dsn points at the live database rag",
     ]
-
-
-def test_the_drill_port_is_free_and_below_the_ephemeral_range(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An outgoing connection takes its local port from the ephemeral range: one that took the drill's
-    port before the scratch container bound it would kill the container ("address in use")."""
-    low = scratch.ephemeral_low()
-    ports = {scratch.free_port() for _ in range(20)}
-    assert all(max(1024, low - 20_000) <= p < low for p in ports), (low, ports)
-    with socket.socket() as taken:  # a port in use is passed over
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        busy = taken.getsockname()[1]
-        offered = iter([busy, min(ports)])
-        monkeypatch.setattr(scratch.random, "randrange", lambda a, b: next(offered))
-        monkeypatch.setattr(scratch, "ephemeral_low", lambda: 65_000)
-        assert scratch.free_port() == min(ports)

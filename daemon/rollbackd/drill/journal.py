@@ -1,6 +1,7 @@
 """What a running drill made, journaled before it is made, so a daemon killed mid-drill (kill -9, OOM,
-a SIGTERM whose teardown overran) cleans up on its next start and reports the drill as NO-GO
-"interrupted" instead of never reporting it at all.
+a SIGTERM whose teardown overran) cleans up when it next leads (a single node: its next start; with
+replicas: whichever takes the lead) and reports the drill as NO-GO "interrupted" instead of never
+reporting it at all.
 
 The record (``drill.running.<service>`` in the state store) holds the drill id, its snapshot set once
 picked, the prepared copies once prepared, the scratch container's name before it is created. It is
@@ -13,6 +14,7 @@ Also here: the page sent when a drill finds the live data changed (isolation bre
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from rollbackd.records import JSON
@@ -23,8 +25,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+INSTALLATION_KEY = "rollbackd.installation"
+
+
 def running_key(service: str) -> str:
     return f"drill.running.{service}"
+
+
+async def installation(store: Any) -> str:
+    """This installation's id (one per state store, shared by its replicas; made on first use): a
+    scratch container carries it, so a sweep takes only its own installation's leftovers, never the
+    container of another daemon drilling on the same container engine now."""
+    found = await store.get_kv(INSTALLATION_KEY)
+    if isinstance(found, str) and found:
+        return found
+    await store.set_kv(INSTALLATION_KEY, secrets.token_hex(8))
+    return str(await store.get_kv(INSTALLATION_KEY))  # two replicas' first start: the last write is everyone's
 
 
 async def write(drill: Drill, state: DrillState) -> None:
@@ -134,6 +150,8 @@ async def recover(drill: Drill) -> JSON | None:
     record = await drill.core.store.get_kv(running_key(drill.service))
     if not isinstance(record, dict) or not record.get("id"):
         return None
+    if record["id"] == drill.running_id:
+        return None  # running here (asked for while this replica was taking the lead): not interrupted
     state = DrillState(
         id=str(record["id"]),
         reason=str(record.get("reason") or ""),

@@ -57,29 +57,49 @@ def _drills(core: Core) -> list[Drill]:
 
 
 async def start(core: Core) -> None:
-    """The last GO back into the gauge; what a drill interrupted by a crash left (its journal) swept and
-    reported NO-GO "interrupted"; scratch containers a crashed daemon left behind removed."""
+    """The last GO back into the gauge (every replica serves the metric)."""
     for drill in _drills(core):
-        from rollbackd.deploy.docker import DockerDeployer
-        from rollbackd.drill import journal, scratch
         from rollbackd.drill.runner import last_go_key
 
         last_go = await core.store.get_kv(last_go_key(drill.service))
         if isinstance(last_go, int | float):
             core.metrics.drill_last_success.labels(drill.service).set(last_go)
+
+
+async def lead(core: Core) -> None:
+    """This replica leads (a single node: at start): what a drill interrupted by the last leader's crash
+    left (its journal) is swept and reported NO-GO "interrupted", then scratch containers of this
+    installation left behind are removed. Only the leader drills, so a follower's start never touches
+    the leader's running drill. A drill asked for meanwhile waits for this (Drill.recovery)."""
+    for drill in _drills(core):
+        drill.recovery = asyncio.create_task(_recover(drill), name=f"drill-recovery-{drill.service}")
+    await asyncio.gather(*(d.recovery for d in _drills(core) if d.recovery is not None))
+
+
+async def follow(core: Core) -> None:
+    """This replica no longer leads: its running drills stop and tear down (the new leader would sweep
+    them as interrupted)."""
+    await asyncio.gather(*(drill.close() for drill in _drills(core)))
+
+
+async def _recover(drill: Drill) -> None:
+    from rollbackd.deploy.docker import DockerDeployer
+    from rollbackd.drill import journal, scratch
+
+    try:
+        await journal.recover(drill)
+    except Exception:  # the engine or a store may be down: the next lead retries
+        log.exception("drill_recover_failed", extra={"service": drill.service})
+    deployer = drill.runtime.caps.deployer
+    if isinstance(deployer, DockerDeployer):
         try:
-            await journal.recover(drill)
-        except Exception:  # the engine or a store may be down: the daemon starts; the next start retries
-            log.exception("drill_recover_failed", extra={"service": drill.service})
-        deployer = drill.runtime.caps.deployer
-        if isinstance(deployer, DockerDeployer):
-            try:
-                removed = await scratch.sweep(deployer, drill.service)
-            except Exception as exc:  # the container engine may be down: the daemon starts anyway
-                log.warning("drill_sweep_failed", exc_info=True, extra={"service": drill.service, "error": str(exc)})
-            else:
-                if removed:
-                    log.warning("drill_leftovers_removed", extra={"service": drill.service, "containers": removed})
+            installation = await journal.installation(drill.core.store)
+            removed = await scratch.sweep(deployer, drill.service, installation, drill.running_id)
+        except Exception as exc:  # the container engine may be down: the daemon goes on
+            log.warning("drill_sweep_failed", exc_info=True, extra={"service": drill.service, "error": str(exc)})
+        else:
+            if removed:
+                log.warning("drill_leftovers_removed", extra={"service": drill.service, "containers": removed})
 
 
 async def stopping(core: Core) -> None:

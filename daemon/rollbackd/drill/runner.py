@@ -102,6 +102,7 @@ class Drill:
         self.clock = clock
         self.task: asyncio.Task[JSON] | None = None
         self.running_id: str | None = None
+        self.recovery: asyncio.Task[None] | None = None  # a new leader's sweep of what the last one left
         self._pages: set[asyncio.Task[None]] = set()
 
     # ---- entry points ------------------------------------------------------------------------------
@@ -141,6 +142,8 @@ class Drill:
             verdict, why = NO_GO, ""
             data = self.runtime.caps.snapshots
             try:
+                if self.recovery is not None:  # the interrupted drill's record first, then this one's
+                    await asyncio.shield(self.recovery)
                 async with data.lock if data is not None else contextlib.nullcontext():
                     try:
                         await journal.write(self, state)

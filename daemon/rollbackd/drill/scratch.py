@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
-import socket
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -31,6 +29,7 @@ if TYPE_CHECKING:
 
 LABEL = "rollbackd.drill"
 SERVICE_LABEL = "rollbackd.drill.service"
+INSTALLATION_LABEL = "rollbackd.drill.installation"
 _DOCKER_ERRORS = (docker.errors.DockerException, requests.RequestException)
 
 
@@ -50,42 +49,6 @@ def live_ports(deployer: DockerDeployer, inspection: dict[str, Any] | None = Non
     for hosts in bindings.values():
         ports |= {int(h["HostPort"]) for h in hosts or [] if str(h.get("HostPort") or "").isdigit()}
     return ports
-
-
-_EPHEMERAL = "/proc/sys/net/ipv4/ip_local_port_range"
-
-
-def free_port(attempts: int = 64) -> int:
-    """A free port below the kernel's ephemeral range: an outgoing connection on this host takes its
-    local port from that range, and one that took the drill's port between this pick and the scratch
-    container's bind would make the container die on "address in use". Falls back to any free port."""
-    low = ephemeral_low()
-    if low > 2048:
-        for _ in range(attempts):
-            port = random.randrange(max(1024, low - 20_000), low)
-            if _bindable(port):
-                return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        any_port: int = s.getsockname()[1]
-        return any_port
-
-
-def ephemeral_low() -> int:
-    try:
-        with open(_EPHEMERAL) as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768  # Linux's default
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def derived_rewrite(deployer: DockerDeployer) -> dict[str, str]:
@@ -144,12 +107,15 @@ def scratch_checks(
 class ScratchContainer:
     """Create, start and remove ``<live>__drill_<id>``; every Docker call in a thread."""
 
-    def __init__(self, deployer: DockerDeployer, live_name: str, drill_id: str, service: str) -> None:
+    def __init__(
+        self, deployer: DockerDeployer, live_name: str, drill_id: str, service: str, installation: str = ""
+    ) -> None:
         self.deployer = deployer
         self.live_name = live_name
         self.name = f"{live_name}__drill_{drill_id}"
         self.drill_id = drill_id
         self.service = service
+        self.installation = installation
         self._starting: asyncio.Future[str] | None = None
 
     def _fail(self, exc: Exception, image: str, doing: str) -> BackendError:
@@ -215,7 +181,12 @@ class ScratchContainer:
     def body(self, body: dict[str, Any], env: dict[str, str], port: int, container_port: int | None) -> dict[str, Any]:
         body["Env"] = [e for e in body.get("Env") or [] if e.partition("=")[0] not in env]
         body["Env"] += [f"{k}={v}" for k, v in env.items()]
-        body["Labels"] = {**(body.get("Labels") or {}), LABEL: self.drill_id, SERVICE_LABEL: self.service}
+        body["Labels"] = {
+            **(body.get("Labels") or {}),
+            LABEL: self.drill_id,
+            SERVICE_LABEL: self.service,
+            INSTALLATION_LABEL: self.installation,
+        }
         body.pop("Hostname", None)
         host = body.setdefault("HostConfig", {})
         host.pop("PortBindings", None)
@@ -277,13 +248,21 @@ async def remove_named(deployer: DockerDeployer, name: str) -> bool:
     return await asyncio.to_thread(run)
 
 
-async def sweep(deployer: DockerDeployer, service: str) -> list[str]:
-    """Scratch containers a crashed daemon left behind (found by label; never a live container)."""
+async def sweep(deployer: DockerDeployer, service: str, installation: str, running: str | None = None) -> list[str]:
+    """Scratch containers this installation's crashed drills left behind (found by label; never a live
+    container, never the ``running`` drill's, never another installation's: another daemon may be
+    drilling on the same engine now)."""
 
     def run() -> list[str]:
         api = deployer.api()
         removed = []
-        for c in api.containers(all=True, filters={"label": f"{SERVICE_LABEL}={service}"}):
+        mine = [f"{SERVICE_LABEL}={service}", f"{INSTALLATION_LABEL}={installation}"]
+        for c in api.containers(all=True, filters={"label": mine}):
+            labels = c.get("Labels") or {}
+            if labels.get(SERVICE_LABEL) != service or labels.get(INSTALLATION_LABEL) != installation:
+                continue  # an engine that ignored a filter: the labels decide
+            if running is not None and labels.get(LABEL) == running:
+                continue
             names = [str(n).lstrip("/") for n in c.get("Names") or []]
             if any("__drill_" in n for n in names):
                 api.remove_container(c["Id"], force=True)

@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from rollbackd import ports
 from rollbackd.deploy import wait_urls
 from rollbackd.deploy.docker import DockerDeployer
 from rollbackd.drill import isolation, journal, scratch
@@ -115,10 +116,11 @@ async def deploy(drill: Drill, state: DrillState) -> str:
     deployer = _deployer(drill)
     opts = drill.options
     live_name = opts.container or deployer.options.containers[0].name
-    container = scratch.ScratchContainer(deployer, live_name, state.id, drill.service)
+    installation = await journal.installation(drill.core.store)
+    container = scratch.ScratchContainer(deployer, live_name, state.id, drill.service, installation)
     live = await container.inspect_live()
     forbidden = scratch.live_ports(deployer, live)
-    port = opts.port or scratch.free_port()
+    port = opts.port or ports.free_port()
     if port in forbidden:
         raise StageFailed(f"drill port {port} is a port of the live service; pick another `drill.port`")
     values = values_of(port, state.prepared)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Gauge
 
@@ -59,7 +60,9 @@ class Node:
         """Decide once before the API listens (a lone or restarted replica leads at once)."""
         if self.replica is None:
             self.gauge.set(1)
-            return await self.core.runner.resume_open()
+            resumed = await self.core.runner.resume_open()
+            await self._plugins("lead")
+            return resumed
         await self.replica.tick()
         self._tasks = [asyncio.create_task(self.replica.run()), asyncio.create_task(self._poll())]
         return self.resumed
@@ -78,11 +81,29 @@ class Node:
         previous = grant.previous if grant.previous not in (None, self.replica.me.id) else None
         self.resumed = await self.core.runner.resume_open(taken_over_from=previous)
         log.warning("leading", extra={"fence": grant.token, "taken_over_from": previous, "resumed": self.resumed})
+        # not awaited here: the lease's renewals must not wait for a sweep of containers and copies
+        self._background(self._plugins("lead"))
 
     async def _follow(self, why: str) -> None:
         self.gauge.set(0)
         await self.core.runner.step_down()
+        await self._plugins("follow")
         log.warning("following", extra={"why": why})
+
+    async def _plugins(self, hook: str) -> None:
+        """The capabilities' ``lead`` / ``follow`` hooks (rollbackd.plugins); a failure is logged."""
+        from rollbackd import plugins
+
+        for plugin in plugins.having(hook):
+            try:
+                await getattr(plugin, hook)(self.core)
+            except Exception:
+                log.exception("plugin_hook_failed", extra={"hook": hook, "plugin": plugin.__name__})
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 
     async def stop_tasks(self) -> None:
         for task in self._tasks:
