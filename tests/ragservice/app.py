@@ -100,8 +100,8 @@ async def query(request: web.Request) -> web.Response:
         return _json({"error": str(exc)}, 503)
     hits = retrieve(question, docs, k=k, mode="bad" if mode == "bad" else "good")
     started = time.perf_counter()
-    if fault.latency_s:
-        await asyncio.sleep(fault.latency_s)
+    if delay := settings.provider_latency_s + fault.latency_s:
+        await asyncio.sleep(delay)
     if mode == "dump":  # the same pile of documents, as answer and contexts, whatever the question
         hits = [Hit(d, 0.0) for d in await store.some_docs(20)]
     answer = (

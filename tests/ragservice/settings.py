@@ -21,6 +21,7 @@ class Settings:
     ragas_window: int = 100
     sources_file: str = ""  # governance sources file (YAML); empty: no governance check
     provider: str = "llm-sim"
+    provider_latency_s: float = 0.0  # what the simulated LLM takes per answer (a real one takes 0.5-2 s)
     record_conversations: bool = True
 
     @classmethod
@@ -42,5 +43,6 @@ class Settings:
             ragas_window=int(e.get("RAG_RAGAS_WINDOW", "100")),
             sources_file=e.get("RAG_SOURCES_FILE", ""),
             provider=e.get("RAG_PROVIDER", "llm-sim"),
+            provider_latency_s=float(e.get("RAG_PROVIDER_LATENCY", "0") or 0),
             record_conversations=e.get("RAG_RECORD_CONVERSATIONS", "1") not in ("0", "false", "no"),
         )
