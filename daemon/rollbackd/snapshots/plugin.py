@@ -184,6 +184,33 @@ async def start(core: Core) -> None:
                 data.on_success(store, latest.created_at)
 
 
+async def lead(core: Core) -> None:
+    """This replica leads: the newest set the journal says was taken must be in its ``snapshots.dir``
+    (retention never deletes the newest). When it is not, the replicas do not share the directory and
+    a rollback run here could not restore it: said now (log, Slack), not at 3 AM."""
+    from rollbackd.notify import Message
+
+    for data in datasets(core).values():
+        taken = await core.store.events(service=data.service, kinds=(EventKind.SNAPSHOT.value,), limit=1)
+        newest = str(taken[0].data.get("snapshot_set") or "") if taken else ""
+        if not newest or newest in {s.id for s in await data.list()}:
+            continue
+        where = str(data.store.root)
+        log.error("snapshot_set_missing", extra={"service": data.service, "snapshot_set": newest, "dir": where})
+        core.notify.post(
+            Message(
+                kind="escalation",
+                title=f"{data.service}: snapshot set {newest} is journaled but not in this replica's {where}",
+                service=data.service,
+                text=(
+                    "This replica leads now, and a rollback run here could not restore the newest set. With "
+                    "replicas, `snapshots.dir` must be storage every replica shares (the same NFS or volume)."
+                ),
+                severity="danger",
+            )
+        )
+
+
 async def close(core: Core) -> None:
     for data in datasets(core).values():
         await data.close()
