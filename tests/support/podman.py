@@ -207,7 +207,7 @@ class PodmanService:
 
         removed = self.remove_containers(predicate=lambda c: dead((c.get("Labels") or {}).get(PID_LABEL, "")))
         api = self.client().api
-        for image in api.images():
+        for image in _images(api):
             matches = [m for t in image.get("RepoTags") or [] if (m := _STALE_TAG.match(t))]
             if matches and all(dead(m.group(1)) for m in matches):
                 with contextlib.suppress(docker.errors.APIError):
@@ -263,3 +263,16 @@ def podman() -> Iterator[PodmanService]:
     """A private Podman API service for the whole session; everything labelled with it is removed after."""
     with PodmanService() as service:
         yield service
+
+
+def _images(api: Any, attempts: int = 5) -> list[dict[str, Any]]:
+    """Every image. Podman's list answers 500 "image not known" when another session removes an image
+    while it lists (the storage is shared): listed again."""
+    for attempt in range(attempts):
+        try:
+            return list(api.images())
+        except docker.errors.APIError as exc:
+            if "image not known" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2)
+    return []
