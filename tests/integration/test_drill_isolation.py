@@ -322,6 +322,7 @@ def test_with_replicas_a_follower_never_sweeps_the_leaders_drill_and_a_new_leade
         dsn=journal_dsn,
         prometheus={"url": stack.prometheus.url, "timeout": "3s"},
         notify=base["notify"],
+        lease="10s",  # a loaded machine must not move the lead by itself while the drill runs
     )
     env = {
         "DOCKER_HOST": stack.podman.docker_host,
@@ -335,14 +336,17 @@ def test_with_replicas_a_follower_never_sweeps_the_leaders_drill_and_a_new_leade
         register_green(leader, stack)
         try:
             drill = drill_in_background(leader.url)
-            wait_until(lambda: scratch_containers(stack), 120, "the scratch container")
-            running = scratch_containers(stack)
+            deadline = time.monotonic() + 120
+            while not (running := scratch_containers(stack)):
+                assert drill.poll() is None, ("the drill ended before its container started", drill.communicate())
+                assert time.monotonic() < deadline, "no scratch container after 120 s"
+                time.sleep(0.2)
             follower.stop()
             follower.start()  # a follower's start: the running drill is the leader's, not a leftover
             time.sleep(1)
             assert scratch_containers(stack) == running and drills(follower) == []
             leader.kill9()
-            assert rs.wait_leader(exclude=leader) is follower
+            assert rs.wait_leader(exclude=leader, timeout=45) is follower
             wait_until(lambda: drills(follower), 60, "the interrupted drill's report")
             wait_until(lambda: not scratch_containers(stack), 30, "the scratch container swept")
             (report,) = drills(follower)
