@@ -4,7 +4,9 @@ beyond tmp_path."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -48,8 +50,10 @@ def test_commit_is_atomic_and_lists_newest_first(tmp_path: Path) -> None:
     assert snap.verified and snap.release == "v1" and snap.files["postgres/toc.dat"]
     manifest = json.loads((tmp_path / "20260101_000000_aa" / "manifest.json").read_text())
     assert set(manifest["files"]) == {"postgres/toc.dat"}
-    assert store.sweep() == [".tmp-20260103_000000_cc"]
-    assert not half.exists()
+    assert store.sweep() == []  # still held by its writer (this store)
+    os.close(store._held.pop(half.name))  # the writer dies: its lock goes with it
+    assert SnapshotStore(tmp_path, "rag").sweep() == [".tmp-20260103_000000_cc"]
+    assert not half.exists() and not list(tmp_path.glob(".lock*"))
 
 
 def test_verify_refuses_changed_missing_and_extra_files(tmp_path: Path) -> None:
@@ -393,3 +397,45 @@ async def test_the_green_releases_set_is_never_a_safety_snapshot_labelled_with_i
     assert found is not None and found.id == "good-v1"
     newest = await data.latest(verified_only=False, include_safety=True)
     assert newest is not None and newest.id == "safety-later"
+
+
+_HOLDER = """
+import sys, time
+from pathlib import Path
+from rollbackd.snapshots.store import SnapshotStore
+store = SnapshotStore(Path(sys.argv[1]), "rag")
+store.begin("20261205_000000_ab")
+print("writing", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_set_another_process_is_writing_is_never_swept(tmp_path: Path) -> None:
+    """A replica sharing the directory (or any other process) that writes a set holds its lock: a sweep
+    leaves it alone, and takes it once its writer is gone."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "writing"
+        store = SnapshotStore(tmp_path, "rag")
+        assert store.sweep() == [] and (tmp_path / ".tmp-20261205_000000_ab").is_dir()
+        with pytest.raises(FileExistsError, match="being written"):
+            store.begin("20261205_000000_ab")
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert store.sweep() == [".tmp-20261205_000000_ab"]  # its writer died: a leftover now
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_committed_or_aborted_set_leaves_no_lock(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path, "rag")
+    set_id, tmp = store.reserve(time.time())
+    (tmp / "data").write_text("x")
+    store.commit(tmp, set_id, created_at=time.time(), release=None, reason="r", manifests={})
+    _, other = store.reserve(time.time())
+    assert store.sweep() == []  # this process's own set under way is held too
+    store.abort(other)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [set_id]

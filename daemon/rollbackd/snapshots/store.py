@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ from rollbackd.snapshots import JSON, SAFETY, SnapshotSet
 MANIFEST = "manifest.json"
 STATE = "state.json"
 TMP_PREFIX = ".tmp-"
+LOCK_PREFIX = ".lock"  # + the temporary directory's name: flock'ed by its writer
 _CHUNK = 1 << 20
 
 
@@ -93,6 +95,7 @@ class SnapshotStore:
     def __init__(self, root: Path, service: str) -> None:
         self.root = root
         self.service = service
+        self._held: dict[str, int] = {}  # temporary directory name -> its lock file, flock'ed while written
 
     # ---- writing ----------------------------------------------------------------------------------
     def begin(self, set_id: str) -> Path:
@@ -102,7 +105,19 @@ class SnapshotStore:
         if (self.root / set_id).exists():
             raise FileExistsError(f"snapshot set {set_id} exists")
         tmp = self.root / f"{TMP_PREFIX}{set_id}"
-        tmp.mkdir()
+        # the lock first, then the directory: a sweep (any process, any replica sharing the directory)
+        # that finds the directory finds it held until the set is committed or aborted
+        fd = os.open(self._lock_path(tmp.name), os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            tmp.mkdir()
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise FileExistsError(f"snapshot set {set_id} is being written") from exc
+        except BaseException:
+            os.close(fd)
+            raise
+        self._held[tmp.name] = fd
         return tmp
 
     def reserve(self, created_at: float, attempts: int = 64) -> tuple[str, Path]:
@@ -149,18 +164,55 @@ class SnapshotStore:
             raise FileExistsError(f"snapshot set {set_id} exists")
         os.rename(tmp, final)
         _fsync_dir(self.root)
+        self._release(tmp.name)
         return self._read(final)
 
     def abort(self, tmp: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
+        self._release(tmp.name)
+
+    def _lock_path(self, name: str) -> Path:
+        return self.root / f"{LOCK_PREFIX}{name}"
+
+    def _release(self, name: str) -> None:
+        fd = self._held.pop(name, None)
+        if fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._lock_path(name))
+            os.close(fd)
+
+    def _being_written(self, name: str) -> bool:
+        """Whether a writer (this process or another, on any host sharing the directory) holds ``name``."""
+        if name in self._held:
+            return True
+        try:
+            fd = os.open(self._lock_path(name), os.O_RDWR)
+        except FileNotFoundError:
+            return False  # no writer: a crash's, or a set being deleted (its own rmtree runs too)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._lock_path(name))  # its writer is gone
+        return False
 
     def sweep(self) -> list[str]:
-        """Remove temporary directories left by an interrupted snapshot."""
+        """Remove temporary directories left by an interrupted snapshot: never one a writer still holds
+        (a snapshot under way in another process or on another replica sharing the directory)."""
         if not self.root.is_dir():
             return []
-        gone = [p.name for p in self.root.iterdir() if p.name.startswith(TMP_PREFIX)]
+        gone = [
+            p.name for p in self.root.iterdir() if p.name.startswith(TMP_PREFIX) and not self._being_written(p.name)
+        ]
         for name in gone:
             shutil.rmtree(self.root / name, ignore_errors=True)
+        for lock in self.root.glob(f"{LOCK_PREFIX}*"):  # a writer's lock whose directory never came
+            name = lock.name.removeprefix(LOCK_PREFIX)
+            if not (self.root / name).exists():
+                self._being_written(name)
         return gone
 
     # ---- reading ----------------------------------------------------------------------------------
