@@ -260,7 +260,9 @@ def test_a_leader_cut_from_postgres_steps_down_and_rejoins_as_a_follower(tmp_pat
             cut = time.time()
             getattr(proxy, fault)()
             assert rs.wait_leader(exclude=old) is other
-            _wait_line(root / "pids", f"{other.pid} {body['id']} long")
+            # the takeover resumes the step once the old leader's process of it has ended; a loaded
+            # machine (three test workers on two cores) once took longer than 20 s
+            _wait_line(root / "pids", f"{other.pid} {body['id']} long", timeout=60)
             proxy.restore()
             final = other.api.wait_incident(body["id"], TERMINAL, timeout=30)
             deadline = time.monotonic() + 15
