@@ -64,7 +64,8 @@ class Node:
             await self._plugins("lead")
             return resumed
         await self.replica.tick()
-        self._tasks = [asyncio.create_task(self.replica.run()), asyncio.create_task(self._poll())]
+        # extended, not replaced: the first tick may have started the lead hooks (_background)
+        self._tasks += [asyncio.create_task(self.replica.run()), asyncio.create_task(self._poll())]
         return self.resumed
 
     async def _poll(self) -> None:

@@ -52,7 +52,6 @@ class Intake:
         self.store = store
         self.services = services
         self.runner = runner
-        self.notify = notify
         self.metrics = metrics
         self.clock = clock
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)

@@ -76,8 +76,8 @@ class Runner:
         # Only the leader runs incidents (rollbackd.ha); a follower leaves what its intake opened to it.
         self.leadership: Leadership = leadership or SingleNode()
         self.on_fenced: Callable[[str, int | None], Coroutine[Any, Any, None]] | None = None
-        # What a capability does once an incident of its has ended (a rollout's canary after an abort).
-        # Idempotent: a crash may cut them, so each service's newest ended incident gets them again at resume.
+        # What a capability does once an incident of its has ended (a rollout's canary after an abort); what
+        # a crash cut short, the capability makes good when its replica next leads (its plugin's ``lead``).
         self.on_finished: list[Callable[[Incident], Coroutine[Any, Any, None]]] = []
         self._background: set[asyncio.Task[None]] = set()
 
@@ -111,11 +111,6 @@ class Runner:
             if taken_over_from is not None:
                 self.notify.reply(messages.taken_over(incident, taken_over_from))
             self.start(incident.id)
-        if self.on_finished:  # a crash between an incident's end and its hooks: they run again
-            for service in self.services:
-                newest = await self.store.list_incidents(service, 1)
-                if newest and not newest[0].active:
-                    await self._finished_hooks(newest[0])
         return [incident.id for incident in active]
 
     async def adopt_active(self) -> list[str]:
@@ -349,9 +344,6 @@ class Runner:
         mention = runtime.config.escalate_mention if runtime else None
         self.notify.update_root(messages.finished(incident, steps, mention))
         log.info("incident_finished", extra={"outcome": incident.state.value, "error": incident.error})
-        await self._finished_hooks(incident)
-
-    async def _finished_hooks(self, incident: Incident) -> None:
         for hook in self.on_finished:
             try:
                 await hook(incident)

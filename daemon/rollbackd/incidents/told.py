@@ -19,10 +19,10 @@ from rollbackd.records import Alert, Decision, Event, Incident
 
 log = logging.getLogger(__name__)
 
-QUIET = frozenset(
+_QUIET = frozenset(
     {Reason.DUPLICATE, Reason.INCIDENT_ACTIVE, Reason.RESOLVED, Reason.NOT_IN_POLICY, Reason.TEST_ALERT}
 )  # `doctor --send-test-alert`: recorded, never posted
-_NOISE = QUIET | {Reason.NOTIFY_RULE, Reason.UNKNOWN_SERVICE}
+_NOISE = _QUIET | {Reason.NOTIFY_RULE, Reason.UNKNOWN_SERVICE}
 _PAGED = frozenset({Reason.BUDGET_EXHAUSTED})  # a refusal a human must hear about now (held pages at failure)
 
 
@@ -72,7 +72,7 @@ class Teller:
                     "incident_id": incident.id if incident else None,
                 },
             )
-        if decision.reason in QUIET or decision.acts or alert.status == "resolved":
+        if decision.reason in _QUIET or decision.acts or alert.status == "resolved":
             return
         held_back = self.coalesce.admit(decision.service or "", decision.reason)
         if held_back is None:  # announced already in this window: counted, told with the next one

@@ -49,6 +49,15 @@ async def _after_abort(core: Core, incident: Incident) -> None:
     await remove_after_abort(core, incident)
 
 
+async def lead(core: Core) -> None:
+    """This replica leads: a rollout aborted just before a crash may still have its canary (the removal
+    runs after the end, and is tried once per rollout: remove_after_abort says whether it was)."""
+    for name in core.services:
+        newest = await core.store.list_incidents(name, 1)
+        if newest and not newest[0].active:
+            await _after_abort(core, newest[0])
+
+
 def _canary(options: config.Canary, deployer: Any) -> CanaryBackend:
     """Commands when configured; else a docker service's second container; else only the record."""
     if options.deploy_argv is None and getattr(deployer, "resolves_images", False):
