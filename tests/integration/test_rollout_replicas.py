@@ -95,10 +95,11 @@ def test_an_abort_sent_to_a_follower_stops_the_rollout_and_the_leader_removes_th
         while (body := leader.api.call("GET", f"/v1/incidents/{rollout['id']}")[1])["state"] == "running":
             assert time.monotonic() < deadline, body["state"]
             time.sleep(0.1)
-        while w.canary() is not None:  # removed by the leader, which ended it
+        removals: list[dict[str, Any]] = []
+        while not removals:  # removed by the leader, which ended it, and journaled after the removal
             assert time.monotonic() < deadline, w.canary()
             time.sleep(0.1)
-        events = leader.api.call("GET", f"/v1/incidents/{rollout['id']}")[1]["events"]
-    assert body["state"] == "aborted" and w.live() == "v1"
-    removals = [e for e in events if e["data"].get("kind") == "canary_removed"]
+            events = leader.api.call("GET", f"/v1/incidents/{rollout['id']}")[1]["events"]
+            removals = [e for e in events if e["data"].get("kind") == "canary_removed"]
+    assert body["state"] == "aborted" and w.live() == "v1" and w.canary() is None
     assert [(e["actor"], e["data"]["removed"]) for e in removals] == [("rollbackd", True)]
