@@ -12,7 +12,7 @@ the `distinct` mode against the bare aiohttp handler run just before it:
 A rung's ratio is the ceiling the parts left in it allow: when even `no-store` misses a goal, no work
 on the journal reaches it. Stand-ins live here, never in the daemon.
 
-    .venv/bin/python bench/webhook_storm/run.py --ladder [--seconds 6]
+    .venv/bin/python bench/webhook_storm/run.py --ladder [--seconds 6] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -95,32 +95,46 @@ def _take_away(rung: str, core: Any) -> None:
         webhook.parse_webhook = lambda body: parsed  # type: ignore[assignment]
 
 
-def main(seconds: int, connections: int) -> None:
-    from bench.webhook_storm import load, run
-    from tests.support.daemon import free_port
+def main(seconds: int, connections: int, repeat: int = 1) -> None:
+    from bench.webhook_storm import run
 
     work = Path(tempfile.mkdtemp(prefix="ladder-"))
-    print(f"distinct alerts, in-process app, {seconds}s per rung x {connections} connections, wrk -t2", flush=True)
+    print(
+        f"distinct alerts, in-process app, {seconds}s per rung x {connections} connections, wrk -t2, "
+        f"{repeat} run(s) per rung (the row: the run of median ratio)",
+        flush=True,
+    )
     opts: dict[str, Any] = {"services": run.SERVICES, "seconds": seconds, "connections": connections, "workdir": work}
     for rung in RUNGS:
-        tag = f"la{rung[:3]}{int(time.time() * 1000) % 10**8}"
-        with run.bare_handler() as bare:
-            base = load.wrk(bare, run.MODES["distinct"], run=tag + "b", **opts)
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, __file__, rung, str(port), str(work / rung)], stdout=subprocess.PIPE, text=True
-        )
-        try:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-            got = load.wrk(f"http://127.0.0.1:{port}", run.MODES["distinct"], run=tag, **opts)
-        finally:
-            proc.terminate()
-            proc.wait()
+        runs = sorted((_side_by_side(rung, rep, work, opts) for rep in range(repeat)), key=lambda r: r[1].rps / r[0])
+        base, got = runs[(len(runs) - 1) // 2]  # the median; of an even count, the lower
+        spread = f" ({runs[0][1].rps / runs[0][0]:.2f}-{runs[-1][1].rps / runs[-1][0]:.2f})" if repeat > 1 else ""
         print(
-            f"  {rung:13s} bare {base.rps:7.0f} req/s  app {got.rps:7.0f} req/s  ratio {got.rps / base.rps:5.2f}  "
+            f"  {rung:13s} bare {base:7.0f} req/s  app {got.rps:7.0f} req/s  ratio {got.rps / base:5.2f}{spread}  "
             f"{1e6 / got.rps:6.1f} us/req  p99 {got.p99_ms:6.2f} ms  errors {got.errors}",
             flush=True,
         )
+
+
+def _side_by_side(rung: str, rep: int, work: Path, opts: dict[str, Any]) -> tuple[float, Any]:
+    """The bare handler's req/s, then this rung's result, run just after it."""
+    from bench.webhook_storm import load, run
+    from rollbackd.ports import free_port
+
+    tag = f"la{rung[:3]}{rep}{int(time.time() * 1000) % 10**8}"
+    with run.bare_handler() as bare:
+        base = load.wrk(bare, run.MODES["distinct"], run=tag + "b", **opts)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, __file__, rung, str(port), str(work / f"{rung}-{rep}")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        got = load.wrk(f"http://127.0.0.1:{port}", run.MODES["distinct"], run=tag, **opts)
+    finally:
+        proc.terminate()
+        proc.wait()
+    return base.rps, got
 
 
 if __name__ == "__main__":
