@@ -9,9 +9,9 @@ script building each request's body (load.py):
 
 Each row: req/s, ratio to bare, p50 and p99. With ``--repeat N`` each mode runs N times (bare handler,
 then a fresh rollbackd, each time): the row is the run of median ratio, with the range of ratios and
-the worst p99 (single runs vary by about 20 % here). Then act latency under noise: a rollback alert
-mixed about 1 in 1000 into a distinct-alert storm across the 50 services; webhook received -> first
-step started.
+the median and worst p99 (single runs vary by about 20 % here); goals are judged on the medians.
+Then act latency under noise: a rollback alert mixed about 1 in 1000 into a distinct-alert storm
+across the 50 services; webhook received -> first step started.
 
     .venv/bin/python bench/webhook_storm/run.py [--seconds 8] [--connections 32] [--stores sqlite,postgres] [--repeat 3]
     .venv/bin/python bench/webhook_storm/run.py --big-body [--runs 5]   # one 1 MiB body: see big_body.py
@@ -127,18 +127,21 @@ def bare_handler() -> Iterator[str]:
 
 def table(args: argparse.Namespace, store: str, work: Path, modes: dict[str, str]) -> dict[str, load.Result]:
     """Each mode ``--repeat`` times, bare handler then a fresh rollbackd each time; the row is the run
-    of median ratio, with the range of ratios and the worst p99 of all runs."""
+    of median ratio, with the range of ratios, the median p99 and the worst; the goals are judged on
+    the medians."""
     results: dict[str, load.Result] = {}
     for mode, body in modes.items():
         runs = sorted((side_by_side(args, store, work, mode, body, rep) for rep in range(args.repeat)), key=_ratio)
         base, got = runs[(len(runs) - 1) // 2]  # the median; of an even count, the lower
         results[mode] = got
-        ratio, worst_p99 = _ratio((base, got)), max(run[1].p99_ms for run in runs)
+        p99s = sorted(run[1].p99_ms for run in runs)
+        ratio, p99 = _ratio((base, got)), p99s[(len(p99s) - 1) // 2]
         spread = f" ({_ratio(runs[0]):.2f}-{_ratio(runs[-1]):.2f})" if len(runs) > 1 else ""
-        ok = ratio >= GOAL_RATIO[mode] and worst_p99 <= 20
+        worst = f" (worst {p99s[-1]:.2f})" if len(runs) > 1 else ""
+        ok = ratio >= GOAL_RATIO[mode] and p99 <= 20
         print(
             f"  {store:8s} {mode:12s} bare {base.rps:7.0f} req/s  rollbackd {got.rps:7.0f} req/s  "
-            f"ratio {ratio:5.2f}{spread}  p50 {got.p50_ms:6.2f} ms  p99 {worst_p99:6.2f} ms  "
+            f"ratio {ratio:5.2f}{spread}  p50 {got.p50_ms:6.2f} ms  p99 {p99:6.2f} ms{worst}  "
             f"errors {sum(run[1].errors for run in runs)}  {'OK' if ok else 'MISSED'}",
             flush=True,
         )
