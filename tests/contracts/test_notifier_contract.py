@@ -76,6 +76,10 @@ class NotifierContract:
     async def test_post_returns_a_ref_or_none(self, notifier: Notifier) -> None:
         assert is_ref(await notifier.post(opened(), None))
 
+    async def test_threads_says_whether_a_root_post_returns_a_ref(self, notifier: Notifier) -> None:
+        # the queue re-posts a lost root only where a thread can exist (rollbackd.notify.queue)
+        assert notifier.threads is ((await notifier.post(opened(), None)) is not None)
+
     async def test_post_in_thread(self, notifier: Notifier, rendered: Callable[[], str]) -> None:
         root = await notifier.post(opened(), None)
         reply = await notifier.post(step("cut_traffic"), root)

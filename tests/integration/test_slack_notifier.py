@@ -291,7 +291,10 @@ async def test_queue_absorbs_a_slack_outage(
     queue.reply(step("verify"))
     await queue.drain(timeout=30)
     await queue.stop()
-    assert [r.text for r in slack_recorder.messages()] == [":white_check_mark: verify done"]
+    # the incident's next message brings its lost root first, and threads under it
+    (root,) = slack_recorder.roots()
+    assert "Rollback of rag started" in (root.text or "")
+    assert [r.text for r in slack_recorder.thread(root.ts or "")] == [":white_check_mark: verify done"]
 
 
 async def test_full_queue_drops_and_counts(

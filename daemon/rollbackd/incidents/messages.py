@@ -144,12 +144,21 @@ def decision(alert: Alert, dec: Decision, mention: str | None = None, held_back:
 
 def taken_over(incident: Incident, previous: str) -> Message:
     """A replica took the lead while the incident was in progress (rollbackd.ha)."""
+    return _resumes(incident, f"⇄ takeover: replica {previous} stopped leading; another replica resumes the rollback")
+
+
+def resumed(incident: Incident) -> Message:
+    """rollbackd restarted (a crash, an upgrade of rollbackd) while the incident was in progress."""
+    return _resumes(incident, "↻ rollbackd restarted and resumes the rollback")
+
+
+def _resumes(incident: Incident, title: str) -> Message:
     return Message(
         kind="step",
         service=incident.service,
         incident_id=incident.id,
         severity="warning",
-        title=f"⇄ takeover: replica {previous} stopped leading; another replica resumes the rollback",
+        title=title,
         text=f"Incident {incident.id} ({incident.state.value}) resumes where the journal left it: "
         "finished steps are not run again.",
     )

@@ -108,8 +108,11 @@ class Runner:
         active = await self.store.active_incidents()
         for incident in active:
             log.info("incident_resumed", extra={"incident_id": incident.id, "taken_over_from": taken_over_from})
-            if taken_over_from is not None:
-                self.notify.reply(messages.taken_over(incident, taken_over_from))
+            note = messages.taken_over(incident, taken_over_from) if taken_over_from else messages.resumed(incident)
+            if incident.state is R:  # its root was posted, or queued by the process that died: a thread either way
+                self.notify.reply(note, root=messages.opened(incident))
+            elif taken_over_from is not None:  # a pending incident's root comes when it starts
+                self.notify.reply(note)
             self.start(incident.id)
         return [incident.id for incident in active]
 

@@ -32,6 +32,7 @@ class Message:
 
 class Notifier(Protocol):
     name: str
+    threads: bool  # post returns a reference replies thread under (Slack's bot mode); else all is flat
 
     async def post(self, message: Message, thread: ThreadRef | None) -> ThreadRef | None:
         """Post a message (in ``thread`` when given); returns a reference replies can thread under."""

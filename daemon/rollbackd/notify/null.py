@@ -9,6 +9,7 @@ from rollbackd.notify import Message, ThreadRef
 
 class NullNotifier:
     name = "null"
+    threads = True
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)

@@ -3,11 +3,15 @@ notifier (channel) has its own queue and worker, so one that is slow or rate-lim
 another, nor the daemon's shutdown (a channel in backoff is not waited for).
 
 Root messages create a thread whose reference is kept on the incident (so replies after a restart
-land in the same thread). Each channel has two queues: an incident's own messages (root, replies,
-outcome) go before any other (decisions of an alert storm, coalesced suppressions), and each queue
-has its own bound, so a storm never fills the room an incident's messages need. When a queue is full
-the new message is dropped, counted (by priority) and logged: a notifier outage must never hold up
-or fail a rollback."""
+land in the same thread). A root that could not be posted (Slack down at the time) is posted late,
+before the incident's next message; after a restart, the runner hands the incident's root with its
+"resumed" note, so an incident whose thread was never journaled (the process died before) still
+gets one thread, and its outcome edits that root.
+
+Each channel has two queues: an incident's own messages (root, replies, outcome) go before any
+other (decisions of an alert storm, coalesced suppressions), and each queue has its own bound, so a
+storm never fills the room an incident's messages need. When a queue is full the new message is
+dropped, counted (by priority) and logged: a notifier outage must never hold up or fail a rollback."""
 
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ class _Item:
     op: Literal["root", "reply", "update", "plain"]
     service: str | None
     message: Message
+    root: Message | None = None  # the thread's root, to post first when no thread is known yet
 
     @property
     def priority(self) -> Priority:
@@ -123,6 +128,7 @@ class NotifyQueue:
             id(n): _Channel(n, maxsize, backoff_max) for n in [*self._notifiers.values(), default]
         }
         self._threads: dict[str, ThreadRef] = {}
+        self._roots: dict[str, Message] = {}  # roots queued or failed, not posted yet, by incident
         self._save_thread = save_thread
         self._load_thread = load_thread
         self._on_failure = on_failure or (lambda name: None)
@@ -133,8 +139,9 @@ class NotifyQueue:
     def opened(self, message: Message) -> None:
         self._put(_Item("root", message.service, message))
 
-    def reply(self, message: Message) -> None:
-        self._put(_Item("reply", message.service, message))
+    def reply(self, message: Message, *, root: Message | None = None) -> None:
+        """A message in the incident's thread; ``root`` starts that thread if none is known."""
+        self._put(_Item("reply", message.service, message, root))
 
     def update_root(self, message: Message) -> None:
         self._put(_Item("update", message.service, message))
@@ -143,7 +150,12 @@ class NotifyQueue:
         self._put(_Item("plain", message.service, message))
 
     def _put(self, item: _Item) -> None:
-        item = dataclasses.replace(item, message=_redacted(item.message))  # one sink for every notifier
+        # one sink for every notifier
+        item = dataclasses.replace(
+            item, message=_redacted(item.message), root=_redacted(item.root) if item.root else None
+        )
+        if item.op == "root" and item.message.incident_id:
+            self._roots[item.message.incident_id] = item.message
         if not self._channel(item.service).put(item):
             self.dropped += 1
             self._on_drop(item.priority)
@@ -233,16 +245,30 @@ class NotifyQueue:
     async def _send(self, notifier: Notifier, item: _Item) -> None:
         incident_id = item.message.incident_id
         if item.op == "root":
-            ref = await notifier.post(item.message, None)
-            if ref and incident_id:
-                self._threads[incident_id] = ref
-                if self._save_thread is not None:
-                    await self._save_thread(incident_id, ref)
+            if incident_id is None or incident_id in self._roots:  # else posted late already
+                await self._post_root(notifier, item.message)
             return
         thread = await self._thread(incident_id) if item.op != "plain" else None
+        if thread is None and incident_id is not None and item.op != "plain" and notifier.threads:
+            root = self._roots.get(incident_id) or item.root
+            if root is not None:  # the thread's root was lost (failed, or queued by a process that died)
+                thread = await self._post_root(notifier, root)
         if item.op == "update":
+            self._roots.pop(incident_id or "", None)  # the outcome: the incident's last message
             if thread is not None:
                 await notifier.update(thread, item.message)
             await notifier.post(item.message, thread)  # the outcome also lands in the thread
             return
         await notifier.post(item.message, thread)
+
+    async def _post_root(self, notifier: Notifier, root: Message) -> ThreadRef | None:
+        ref = await notifier.post(root, None)
+        incident_id = root.incident_id
+        if incident_id is None:
+            return ref
+        self._roots.pop(incident_id, None)
+        if ref:
+            self._threads[incident_id] = ref
+            if self._save_thread is not None:
+                await self._save_thread(incident_id, ref)
+        return ref

@@ -110,6 +110,7 @@ class SlackNotifier:
 
     def __init__(self, options: SlackNotifier.Options) -> None:
         self._options = options
+        self.threads = options.bot_token is not None  # an incoming webhook cannot thread
         self._http: aiohttp.ClientSession | None = None  # created in the running loop, on first use
         self._web: AsyncWebClient | None = None
         self._hook: AsyncWebhookClient | None = None
