@@ -155,7 +155,7 @@ async def kill_marked(marker: str, grace: float = DEFAULT_GRACE_S) -> list[int]:
     """Make sure what a crashed daemon left of a step is gone: every process of this host carrying ``marker``
     (its direct child dies with the daemon, a grandchild does not), whatever its group, journaled or not (a
     daemon killed between the spawn and that journal line leaves one no journaled group names): TERM, then
-    KILL after ``grace``. Returns the pids that were still alive."""
+    KILL after ``grace``. Returns every pid found alive (by any of its scans)."""
     return await _kill_until_gone(lambda: marked(marker), grace)
 
 
@@ -172,14 +172,23 @@ def marked(marker: str, proc_root: Path = Path("/proc")) -> list[int]:
 
 
 async def _kill_until_gone(find: Callable[[], list[int]], grace: float) -> list[int]:
-    alive = find()
-    if not alive:
+    # Each pass TERMs what it finds that no pass found before: a process can be missed by one scan
+    # (its environ reads empty while it execs) or appear after it (a fork under way).
+    seen: list[int] = []
+
+    def term_new() -> list[int]:
+        found = find()
+        for pid in found:
+            if pid not in seen:
+                seen.append(pid)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGTERM)
+        return found
+
+    if not term_new():
         return []
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while find() and time.monotonic() < deadline:
+    while term_new() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     for pid in find():
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -187,4 +196,4 @@ async def _kill_until_gone(find: Callable[[], list[int]], grace: float) -> list[
     deadline = time.monotonic() + grace
     while find() and time.monotonic() < deadline:  # SIGKILL takes a moment to land
         await asyncio.sleep(0.01)
-    return alive
+    return seen

@@ -20,8 +20,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from rollbackd import release_diff
+from rollbackd.facts import TargetFact
 from rollbackd.reasons import Reason
-from rollbackd.records import JSON, Release
+from rollbackd.records import JSON, Release, iso
 
 if TYPE_CHECKING:
     from rollbackd.deploy.ledger import Ledger
@@ -204,3 +205,36 @@ async def _with_changes(target: Target, live: Release | None, ledger: Ledger | N
         bad, green = await ledger.with_spec(live), await ledger.with_spec(green)
     data = {"set": target.snapshot_set, "counts": list(target.data_counts)} if target.snapshot_set else None
     return replace(target, what_changed=tuple(release_diff.changes(bad, green, data)))
+
+
+def release_json(r: Release) -> JSON:
+    """A release as the API answers it and the journal's release events carry it."""
+    return {
+        "id": r.id,
+        "version": r.version,
+        "image": r.image,
+        "digest": r.digest,
+        "config_digest": r.config_digest,
+        "schema_version": r.schema_version,
+        "source": r.source,
+        "recorded_by": r.recorded_by,
+        "live_at": iso(r.live_at),
+        "status": r.status,
+        "green": r.green,
+        "green_at": iso(r.green_at),
+        "green_by": r.green_by,
+        "green_reason": r.green_reason,
+        "baseline_p95_s": r.baseline_p95,
+    }
+
+
+def release_from_target(service: str, target: TargetFact) -> Release:
+    """The release an incident's target names (its context's ``target`` fact)."""
+    return Release(
+        service=service,
+        version=str(target.version),
+        image=target.image,
+        digest=target.digest,
+        schema_version=target.schema_version,
+        id=target.release_id,
+    )

@@ -191,8 +191,9 @@ def test_kill_marked_finds_a_marked_process_in_any_group() -> None:
         shell.wait(5)
         assert procs.marked(marker) == [] and bystander.poll() is None  # only what carries the marker
     finally:
-        bystander.kill()
-        bystander.wait()
+        for proc in (bystander, shell):  # reaped even when an assertion failed: no warning in a later test
+            proc.kill()
+            proc.wait()
 
 
 async def test_a_group_that_ignores_sigterm_is_killed_after_the_grace() -> None:

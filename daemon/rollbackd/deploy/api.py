@@ -11,11 +11,12 @@ from rollbackd import releases, status
 from rollbackd.api.keys import CORE
 from rollbackd.api.openapi import op
 from rollbackd.api.v1 import ACTOR, body_of, query_int
-from rollbackd.deploy.ledger import Ledger, release_json
+from rollbackd.deploy.ledger import Ledger
 from rollbackd.deploy.rollforward import open_rollforward
 from rollbackd.errors import PayloadError
 from rollbackd.reasons import EventKind
 from rollbackd.records import Event
+from rollbackd.releases import release_json
 from rollbackd.traffic import Weight
 
 Reason = Annotated[str, Field(min_length=1, max_length=500)]

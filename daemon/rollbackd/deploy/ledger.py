@@ -24,46 +24,15 @@ from rollbackd.capabilities import Capabilities
 from rollbackd.deploy import BaselineOptions, Deployer, same_digest
 from rollbackd.deploy.baseline import measure, verification_passed, window_text
 from rollbackd.errors import NotFoundError, PayloadError, RollbackdError
-from rollbackd.facts import TargetFact
 from rollbackd.metrics import Metrics
 from rollbackd.prom import Prometheus, selector
 from rollbackd.reasons import EventKind
 from rollbackd.records import JSON, Event, Release, iso
+from rollbackd.releases import release_json
 from rollbackd.state import EventLog, IncidentJournal, KvStore, ReleaseStore
 
 log = logging.getLogger(__name__)
 OBSERVE_CACHE_S = 0.2  # one inspect per alert burst; a deploy is never within 0.2 s of its alert
-
-
-def release_json(r: Release) -> JSON:
-    return {
-        "id": r.id,
-        "version": r.version,
-        "image": r.image,
-        "digest": r.digest,
-        "config_digest": r.config_digest,
-        "schema_version": r.schema_version,
-        "source": r.source,
-        "recorded_by": r.recorded_by,
-        "live_at": iso(r.live_at),
-        "status": r.status,
-        "green": r.green,
-        "green_at": iso(r.green_at),
-        "green_by": r.green_by,
-        "green_reason": r.green_reason,
-        "baseline_p95_s": r.baseline_p95,
-    }
-
-
-def release_from_target(service: str, target: TargetFact) -> Release:
-    return Release(
-        service=service,
-        version=str(target.version),
-        image=target.image,
-        digest=target.digest,
-        schema_version=target.schema_version,
-        id=target.release_id,
-    )
 
 
 class LedgerStore(ReleaseStore, EventLog, KvStore, IncidentJournal, Protocol):

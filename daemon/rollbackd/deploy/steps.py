@@ -10,10 +10,11 @@ import time
 from rollbackd import facts
 from rollbackd.config import Duration
 from rollbackd.deploy import DeployedRelease, Deployer
-from rollbackd.deploy.ledger import Ledger, release_from_target
+from rollbackd.deploy.ledger import Ledger
 from rollbackd.errors import FatalError
 from rollbackd.plan import BaseStep, StepContext, StepOptions
 from rollbackd.records import JSON, Release
+from rollbackd.releases import release_from_target
 
 
 class DeployStepOptions(StepOptions):
