@@ -103,12 +103,26 @@ async def run(
                 await hook.started(proc.pid, argv[0])
             return await proc.wait()
 
+        # Not wait_for: a cancelled wait_for waits for its work to finish cancelling, and a journal
+        # write on a blackholed store link takes its whole timeout to do so; the group dies first.
+        work = asyncio.ensure_future(finish())
         try:
-            code = await asyncio.wait_for(finish(), timeout)
+            done, _ = await asyncio.wait({work}, timeout=timeout)
+            if not done:
+                raise TimeoutError
+            code = work.result()  # the hook's error, if its journal write failed
         except BaseException:
             await terminate_group(proc.pid, grace, proc)
+            if not work.done():
+                work.cancel()
+                work.add_done_callback(_retrieve)  # its cancellation may end later: nobody waits for it
             raise
         return Completed(code, _tail(out, keep), _tail(err, keep), proc.pid)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _tail(file: IO[bytes], keep: int) -> bytes:

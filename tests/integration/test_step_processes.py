@@ -208,3 +208,32 @@ async def test_a_group_that_ignores_sigterm_is_killed_after_the_grace() -> None:
         )
     assert time.monotonic() - began < 10
     assert processes_with(f"sleep {sleep}") == []  # SIGTERM was ignored (inherited), SIGKILL was not
+
+
+async def test_a_cancelled_step_kills_its_group_while_the_pgid_journal_write_hangs() -> None:
+    """A leader that steps down cancels its step while the step's group id is being journaled on a
+    blackholed store link (whose cancellation takes the link's whole timeout): the group dies within
+    the grace, not when the journal write gives up."""
+    sleep = unique_sleep()
+    link_timeout = asyncio.Event()
+    writing = asyncio.Event()
+
+    async def journal_pgid(pgid: int, program: str) -> None:
+        writing.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await link_timeout.wait()  # like asyncpg's ROLLBACK on a dead link: cancelling waits for it
+            raise
+
+    procs.spawn_hook.set(procs.SpawnHook(marker=f"test-{secrets.token_hex(4)}/0", started=journal_pgid, grace=0.5))
+    step = asyncio.create_task(procs.run(["sleep", sleep], env={"PATH": "/usr/bin:/bin"}))
+    await asyncio.wait_for(writing.wait(), 10)
+    assert len(processes_with(sleep)) == 1
+    began = time.monotonic()
+    step.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(step, 10)
+    assert time.monotonic() - began < 5 and processes_with(sleep) == []  # not left running for the journal
+    link_timeout.set()
+    await asyncio.sleep(0.05)  # the abandoned journal write ends its cancellation in the background
