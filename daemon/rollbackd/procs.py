@@ -113,9 +113,8 @@ async def run(
             code = work.result()  # the hook's error, if its journal write failed
         except BaseException:
             await terminate_group(proc.pid, grace, proc)
-            if not work.done():
-                work.cancel()
-                work.add_done_callback(_retrieve)  # its cancellation may end later: nobody waits for it
+            work.cancel()  # a no-op once it is done
+            work.add_done_callback(_retrieve)  # its end may come later, or went unread: nobody waits for it
             raise
         return Completed(code, _tail(out, keep), _tail(err, keep), proc.pid)
 
@@ -205,6 +204,8 @@ async def _kill_until_gone(find: Callable[[], list[int]], grace: float) -> list[
     while term_new() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     for pid in find():
+        if pid not in seen:
+            seen.append(pid)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + grace
