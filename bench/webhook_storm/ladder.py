@@ -96,7 +96,7 @@ def _take_away(rung: str, core: Any) -> None:
 
 
 def main(seconds: int, connections: int, repeat: int = 1) -> None:
-    from bench.webhook_storm import run
+    from bench.webhook_storm import load, run
 
     work = Path(tempfile.mkdtemp(prefix="ladder-"))
     print(
@@ -106,18 +106,17 @@ def main(seconds: int, connections: int, repeat: int = 1) -> None:
     )
     opts: dict[str, Any] = {"services": run.SERVICES, "seconds": seconds, "connections": connections, "workdir": work}
     for rung in RUNGS:
-        runs = sorted((_side_by_side(rung, rep, work, opts) for rep in range(repeat)), key=lambda r: r[1].rps / r[0])
-        base, got = runs[(len(runs) - 1) // 2]  # the median; of an even count, the lower
-        spread = f" ({runs[0][1].rps / runs[0][0]:.2f}-{runs[-1][1].rps / runs[-1][0]:.2f})" if repeat > 1 else ""
+        (base, got), spread = load.by_median([_side_by_side(rung, rep, work, opts) for rep in range(repeat)])
         print(
-            f"  {rung:13s} bare {base:7.0f} req/s  app {got.rps:7.0f} req/s  ratio {got.rps / base:5.2f}{spread}  "
+            f"  {rung:13s} bare {base.rps:7.0f} req/s  app {got.rps:7.0f} req/s  ratio {load.ratio((base, got)):5.2f}"
+            f"{spread}  "
             f"{1e6 / got.rps:6.1f} us/req  p99 {got.p99_ms:6.2f} ms  errors {got.errors}",
             flush=True,
         )
 
 
-def _side_by_side(rung: str, rep: int, work: Path, opts: dict[str, Any]) -> tuple[float, Any]:
-    """The bare handler's req/s, then this rung's result, run just after it."""
+def _side_by_side(rung: str, rep: int, work: Path, opts: dict[str, Any]) -> Any:
+    """The bare handler's result, then this rung's, run just after it (a load.Pair)."""
     from bench.webhook_storm import load, run
     from rollbackd.ports import free_port
 
@@ -134,7 +133,7 @@ def _side_by_side(rung: str, rep: int, work: Path, opts: dict[str, Any]) -> tupl
     finally:
         proc.terminate()
         proc.wait()
-    return base.rps, got
+    return base, got
 
 
 if __name__ == "__main__":

@@ -41,6 +41,20 @@ class Result:
     errors: int  # non-2xx answers and socket errors
 
 
+Pair = tuple[Result, Result]  # the bare handler's run, then the app's, run just after it
+
+
+def ratio(pair: Pair) -> float:
+    return pair[1].rps / pair[0].rps
+
+
+def by_median(pairs: list[Pair]) -> tuple[Pair, str]:
+    """The pair of median ratio (of an even count, the lower) and, of more than one, the ratios' range."""
+    ranked = sorted(pairs, key=ratio)
+    spread = f" ({ratio(ranked[0]):.2f}-{ratio(ranked[-1]):.2f})" if len(ranked) > 1 else ""
+    return ranked[(len(ranked) - 1) // 2], spread
+
+
 def lua(template: str, services: int, run: str) -> str:
     pieces: list[str] = []
     for piece in re.split(r"(@@TAG@@|@@SVC@@)", template):

@@ -131,12 +131,11 @@ def table(args: argparse.Namespace, store: str, work: Path, modes: dict[str, str
     the medians."""
     results: dict[str, load.Result] = {}
     for mode, body in modes.items():
-        runs = sorted((side_by_side(args, store, work, mode, body, rep) for rep in range(args.repeat)), key=_ratio)
-        base, got = runs[(len(runs) - 1) // 2]  # the median; of an even count, the lower
+        runs = [side_by_side(args, store, work, mode, body, rep) for rep in range(args.repeat)]
+        (base, got), spread = load.by_median(runs)
         results[mode] = got
         p99s = sorted(run[1].p99_ms for run in runs)
-        ratio, p99 = _ratio((base, got)), p99s[(len(p99s) - 1) // 2]
-        spread = f" ({_ratio(runs[0]):.2f}-{_ratio(runs[-1]):.2f})" if len(runs) > 1 else ""
+        ratio, p99 = load.ratio((base, got)), p99s[(len(p99s) - 1) // 2]
         worst = f" (worst {p99s[-1]:.2f})" if len(runs) > 1 else ""
         ok = ratio >= GOAL_RATIO[mode] and p99 <= 20
         print(
@@ -148,9 +147,7 @@ def table(args: argparse.Namespace, store: str, work: Path, modes: dict[str, str
     return results
 
 
-def side_by_side(
-    args: argparse.Namespace, store: str, work: Path, mode: str, body: str, rep: int
-) -> tuple[load.Result, load.Result]:
+def side_by_side(args: argparse.Namespace, store: str, work: Path, mode: str, body: str, rep: int) -> load.Pair:
     run = f"{store[:2]}{mode[:2]}{rep}{int(time.time() * 1000) % 10**8}"
     opts = {"services": SERVICES, "seconds": args.seconds, "connections": args.connections, "workdir": work}
     with bare_handler() as bare:
@@ -158,10 +155,6 @@ def side_by_side(
     with daemon(work / f"{store}-{mode}-{rep}", store) as d:
         got = load.wrk(d.url, body, run=run, **opts)  # type: ignore[arg-type]
     return base, got
-
-
-def _ratio(run: tuple[load.Result, load.Result]) -> float:
-    return run[1].rps / run[0].rps
 
 
 def act_under_noise(args: argparse.Namespace, store: str, work: Path, storm_rps: float) -> list[float]:
