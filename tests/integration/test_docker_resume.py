@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -207,4 +208,93 @@ def test_kill_9_of_the_daemon_during_the_revert_resumes_to_one_container(world: 
         world.assert_one_serving_v1(name, port, inc["id"])
     finally:
         daemon.stop()
+        world.podman.remove_containers()
+
+
+class Cancellable:
+    """A deployer whose revert thread can be held at a sub-operation, and whose end can be awaited."""
+
+    def __init__(self, deployer: DockerDeployer, hold_at: str) -> None:
+        self.deployer, self.hold_at, self.seen = deployer, hold_at, list[str]()
+        self.holding, self.go_on, self.thread_done = threading.Event(), threading.Event(), threading.Event()
+        deployer.engine.hook = self._hook
+        recreate = deployer._recreate
+
+        def tracked(*args: Any) -> Any:
+            try:
+                return recreate(*args)
+            finally:
+                self.thread_done.set()
+
+        deployer._recreate = tracked  # type: ignore[method-assign]
+
+    def _hook(self, op: str) -> None:
+        self.seen.append(op)
+        if op == self.hold_at:
+            self.holding.set()
+            self.go_on.wait(30)
+
+    async def cancel_while_held(self, release: Release, incident: str) -> None:
+        """Start the revert, cancel it while its thread is held, then let the thread go on to its end."""
+        task = asyncio.create_task(self.deployer.deploy(release, incident=incident))
+        assert await asyncio.to_thread(self.holding.wait, 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        self.go_on.set()
+        assert await asyncio.to_thread(self.thread_done.wait, 60)
+
+
+async def test_a_cancelled_revert_makes_no_engine_call_after_the_one_in_flight(world: World) -> None:
+    """A leader that steps down (or an abort) cancels the step, but cannot stop its thread. Before, the
+    thread went on with the stop and the start of the swap while the new leader resumed the same revert
+    on the same engine. Now nothing follows the call in flight, and the next owner finishes the revert."""
+    name, port = world.start_v2()
+    held = Cancellable(world.deployer(name, port), hold_at="create")
+    release = Release(service="web", version="v1", digest=world.v1)
+    try:
+        await held.cancel_while_held(release, "x1")
+        assert held.seen == ["rename", "create"]
+        state = world.state(name)
+        assert state[f"{name}__pre_x1"] == (world.v2, "running"), state  # v2 still serves, nothing stopped it
+        assert state[name][1] != "running", state
+        await held.deployer.close()
+        next_owner = world.deployer(name, port)
+        await next_owner.deploy(release, incident="x1")
+        await next_owner.close()
+        world.assert_one_serving_v1(name, port, "x1")
+    finally:
+        world.podman.remove_containers()
+
+
+async def test_a_revert_cancelled_during_its_health_wait_puts_nothing_back(world: World) -> None:
+    """Cancelled while it waits for the new container's health (here: never healthy), the thread stops
+    waiting. Before, it waited out the health timeout and then put the previous container back: it
+    removed the container the new leader was judging."""
+    name, port = world.start_v2()
+    closed = images.free_port()
+    options = {**world.options(name, port), "health_timeout": 3, "health_interval": 0.1}
+    options["containers"] = [{"name": name, "health_url": f"http://127.0.0.1:{closed}/health"}]
+    held = Cancellable(DockerDeployer(DockerDeployer.Options.model_validate(options)), hold_at="start")
+    release = Release(service="web", version="v1", digest=world.v1)
+    try:
+        held.go_on.set()  # nothing to hold: the cancel comes during the health wait that follows the start
+        task = asyncio.create_task(held.deployer.deploy(release, incident="h1"))
+        assert await asyncio.to_thread(held.holding.wait, 30)
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await asyncio.to_thread(held.thread_done.wait, 60)
+        await asyncio.sleep(3.5)  # past the health timeout: the old code put v2 back by now
+        assert held.seen == ["rename", "create", "stop", "start"]
+        state = world.state(name)
+        assert state[name] == (world.v1, "running"), state
+        assert state[f"{name}__pre_h1"][1] != "running", state
+        await held.deployer.close()
+        next_owner = world.deployer(name, port)
+        await next_owner.deploy(release, incident="h1")
+        await next_owner.close()
+        world.assert_one_serving_v1(name, port, "h1")
+    finally:
         world.podman.remove_containers()

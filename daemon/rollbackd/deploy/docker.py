@@ -27,7 +27,7 @@ from pydantic import Field
 
 from rollbackd.config import Duration
 from rollbackd.deploy import DeployedRelease, DeployOptions, _Strict, same_digest, wait_urls
-from rollbackd.deploy.engine import Engine, transport_error
+from rollbackd.deploy.engine import Engine, in_thread, transport_error
 from rollbackd.deploy.inferred import creation_body, operator_env
 from rollbackd.deploy.serving import await_healthy, put_back
 from rollbackd.deploy.spec import creation_body as spec_body
@@ -87,7 +87,7 @@ class DockerDeployer:
             self._client = None
 
     async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.to_thread(fn, *args)
+        return await in_thread(fn, *args)
 
     def _error(self, exc: Exception, container: str, image: str, doing: str) -> BackendError:
         """A library error as a BackendError naming the container, the image and the API's message."""

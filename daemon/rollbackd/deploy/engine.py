@@ -5,14 +5,23 @@ A transport error can hide an operation that succeeded (the answer was lost), so
 world before it fails: a create whose name now holds a container of the same image adopts it, a rename
 whose target name already holds the container is done, a remove of a container that is gone is done.
 ``hook(op)`` runs after each mutating sub-operation: tests raise from it to crash between two of them.
+
+A step runs its sub-operations in a thread (``in_thread``). Cancelling the step (its leader stepped
+down, the incident was aborted) cannot stop a thread, so the thread stops itself: before each call and
+in each wait it checks whether the step that started it was cancelled, and if so makes no further call
+(``Abandoned``). Only the call already in flight finishes; the step's next owner (the new leader, the
+resumed attempt) works from what the engine then shows, which every sub-operation is built for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import docker
@@ -21,6 +30,44 @@ import requests
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 LIBPOD = "/v4.0.0/libpod/containers/{}/json"
+
+
+_cancelled: ContextVar[threading.Event | None] = ContextVar("rollbackd_engine_step_cancelled", default=None)
+
+
+class Abandoned(BaseException):
+    """The step these calls belong to was cancelled: its thread makes no further call. A BaseException,
+    like asyncio's CancelledError, so that no handler on the way takes it for an engine error (a
+    failed start must not put the previous container back under a new leader's feet)."""
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a worker thread that stops at its next engine call or wait once this is cancelled."""
+    cancelled = threading.Event()
+    token = _cancelled.set(cancelled)  # asyncio.to_thread runs fn in a copy of this context
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+    finally:
+        _cancelled.reset(token)
+
+
+def checkpoint() -> None:
+    """Raise Abandoned when the step running in this thread was cancelled."""
+    cancelled = _cancelled.get()
+    if cancelled is not None and cancelled.is_set():
+        raise Abandoned("the step was cancelled: no further engine call")
+
+
+def pause(seconds: float) -> None:
+    """Sleep, waking at once (Abandoned) when the step running in this thread is cancelled."""
+    cancelled = _cancelled.get()
+    if cancelled is None:
+        time.sleep(seconds)
+    elif cancelled.wait(seconds):
+        raise Abandoned("the step was cancelled while it waited")
 
 
 def transport_error(exc: BaseException) -> bool:
@@ -40,13 +87,14 @@ class Engine:
     def call(self, op: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args)``, retried on transport errors (backoff doubling from ``backoff`` seconds)."""
         for attempt in range(self.retries + 1):
+            checkpoint()
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:
                 if not transport_error(exc) or attempt >= self.retries:
                     raise
                 log.warning("docker_retry", extra={"op": op, "attempt": attempt + 1, "error": str(exc)})
-                time.sleep(self.backoff * 2**attempt)
+                pause(self.backoff * 2**attempt)
         raise AssertionError("unreachable")
 
     def _done(self, op: str) -> None:

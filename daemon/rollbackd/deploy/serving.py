@@ -19,7 +19,7 @@ from typing import Any
 import docker
 import requests
 
-from rollbackd.deploy.engine import Engine
+from rollbackd.deploy.engine import Engine, pause
 
 
 def http_status(url: str, timeout: float = 2.0) -> int | None:
@@ -59,7 +59,7 @@ def await_healthy(engine: Engine, ident: str, url: str | None, deadline: float, 
             )
         if time.monotonic() >= deadline:
             return Verdict(False, f"was not healthy within its health timeout: {url}: {last}")
-        time.sleep(interval)
+        pause(interval)
 
 
 def _start_when_port_free(engine: Engine, ident: str, deadline: float) -> str | None:
@@ -72,7 +72,7 @@ def _start_when_port_free(engine: Engine, ident: str, deadline: float) -> str | 
             message = str(getattr(exc, "explanation", None) or exc)
             if "address already in use" not in message.lower() or time.monotonic() >= deadline:
                 return message
-            time.sleep(0.2)
+            pause(0.2)
 
 
 def _serving(url: str | None, deadline: float, interval: float) -> Verdict:
@@ -84,7 +84,7 @@ def _serving(url: str | None, deadline: float, interval: float) -> Verdict:
             return Verdict(True, f"serving: {url} answered HTTP {status}")
         if time.monotonic() >= deadline:
             return Verdict(False, f"{url} does not answer")
-        time.sleep(interval)
+        pause(interval)
 
 
 def put_back(
