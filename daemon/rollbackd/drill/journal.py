@@ -39,8 +39,7 @@ async def installation(store: Any) -> str:
     found = await store.get_kv(INSTALLATION_KEY)
     if isinstance(found, str) and found:
         return found
-    await store.set_kv(INSTALLATION_KEY, secrets.token_hex(8))
-    return str(await store.get_kv(INSTALLATION_KEY))  # two replicas' first start: the last write is everyone's
+    return str(await store.add_kv(INSTALLATION_KEY, secrets.token_hex(8)))  # two replicas' first start: one id
 
 
 async def write(drill: Drill, state: DrillState) -> None:

@@ -149,6 +149,10 @@ class KvStore(Protocol):
 
     async def get_kv(self, key: str) -> Any: ...
     async def set_kv(self, key: str, value: Any) -> None: ...
+    async def add_kv(self, key: str, value: Any) -> Any:
+        """``value`` stored under ``key`` unless the key holds one already; the value the key holds after
+        (the first writer's, for every writer racing on any replica)."""
+        ...
 
 
 class ReplicaView(Protocol):

@@ -369,3 +369,9 @@ class SqlStateStore(ReleaseQueries, BulkJournal, Versioned):
             key,
             dumps(value),
         )
+
+    async def add_kv(self, key: str, value: Any) -> Any:
+        await self._execute(
+            "INSERT INTO rb_kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", key, dumps(value)
+        )
+        return await self.get_kv(key)  # a kv key is never removed: the row read is the first writer's
