@@ -298,3 +298,30 @@ async def test_a_revert_cancelled_during_its_health_wait_puts_nothing_back(world
         world.assert_one_serving_v1(name, port, "h1")
     finally:
         world.podman.remove_containers()
+
+
+async def test_a_retry_waits_until_the_cancelled_attempts_call_in_flight_ends(world: World) -> None:
+    """A step that timed out is retried at once, in the same process. Its cancelled attempt's thread may
+    still be inside an engine call: the retry makes no call before that thread has stopped, so the two
+    attempts never interleave on one container; then it finishes the revert."""
+    name, port = world.start_v2()
+    held = Cancellable(world.deployer(name, port), hold_at="create")
+    release = Release(service="web", version="v1", digest=world.v1)
+    try:
+        first = asyncio.create_task(held.deployer.deploy(release, incident="r1"))
+        assert await asyncio.to_thread(held.holding.wait, 30)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        retry = asyncio.create_task(held.deployer.deploy(release, incident="r1"))
+        await asyncio.sleep(1.0)
+        assert not retry.done()
+        assert held.seen == ["rename", "create"]  # the retry waits for the create still in flight
+        held.go_on.set()
+        result = await asyncio.wait_for(retry, 60)
+        assert held.seen == ["rename", "create", "stop", "start"]
+        assert result["containers"][0]["resumed"] is True, result
+        world.assert_one_serving_v1(name, port, "r1")
+    finally:
+        await held.deployer.close()
+        world.podman.remove_containers()

@@ -89,6 +89,12 @@ class DockerDeployer:
     async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await in_thread(fn, *args)
 
+    async def _change(self, fn: Callable[..., T], *args: Any) -> T:
+        """A sequence of engine changes (a revert, a roll-forward, a canary), one at a time: a retry after
+        a timeout, or a resume after an abort, waits until the cancelled sequence's thread has stopped
+        (its call in flight ended), so two sequences never interleave their calls on one container."""
+        return await in_thread(self.engine.exclusive, fn, *args)
+
     def _error(self, exc: Exception, container: str, image: str, doing: str) -> BackendError:
         """A library error as a BackendError naming the container, the image and the API's message."""
         where = f"container {container}, image {image}"
@@ -203,7 +209,7 @@ class DockerDeployer:
         results = []
         for container in self.options.containers:
             spec = (release.spec or {}).get(container.name)
-            results.append(await self._thread(self._recreate, container.name, ref, incident, spec))
+            results.append(await self._change(self._recreate, container.name, ref, incident, spec))
         gaps = sorted({g for r in results for g in r.get("gaps") or []})
         return {
             "containers": results,
@@ -332,7 +338,7 @@ class DockerDeployer:
     async def roll_forward(self, of_incident: str, release: Release | None, *, incident: str) -> JSON:
         results = []
         for spec in self.options.containers:
-            results.append(await self._thread(self._forward, spec.name, of_incident, incident, release))
+            results.append(await self._change(self._forward, spec.name, of_incident, incident, release))
         return {"containers": results, "noop": all(r["action"] == "noop" for r in results)}
 
     def _forward(self, name: str, of_incident: str, incident: str, release: Release | None) -> JSON:

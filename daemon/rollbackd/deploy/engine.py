@@ -83,6 +83,17 @@ class Engine:
         self.retries = retries
         self.backoff = backoff
         self.hook: Callable[[str], None] | None = None
+        self._changing = threading.Lock()
+
+    def exclusive(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` (run in a step's thread) while no other sequence of changes runs on this engine."""
+        while not self._changing.acquire(timeout=0.1):
+            checkpoint()  # cancelled while it waited: it never starts
+        try:
+            checkpoint()
+            return fn(*args)
+        finally:
+            self._changing.release()
 
     def call(self, op: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args)``, retried on transport errors (backoff doubling from ``backoff`` seconds)."""

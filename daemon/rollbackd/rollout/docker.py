@@ -71,7 +71,7 @@ class DockerCanary:
         return {"canary": self.name, "action": "created", "image_id": image_id, "id": new_id}
 
     async def deploy(self, release: Release, *, rollout_id: str, service: str) -> JSON:
-        out = await self.deployer._thread(self._create, release)
+        out = await self.deployer._change(self._create, release)
         if self.options.health_url:
             out.update(
                 await wait_urls(
@@ -91,4 +91,4 @@ class DockerCanary:
         return {"canary": self.name, "removed": True}
 
     async def remove(self, release: Release, *, rollout_id: str, service: str) -> JSON:
-        return await self.deployer._thread(self._remove)
+        return await self.deployer._change(self._remove)
