@@ -80,6 +80,14 @@ class NotifierContract:
         # the queue re-posts a lost root only where a thread can exist (rollbackd.notify.queue)
         assert notifier.threads is ((await notifier.post(opened(), None)) is not None)
 
+    async def test_find_knows_the_root_posted_for_an_incident_and_no_other(self, notifier: Notifier) -> None:
+        # the queue asks before it posts a root again (rollbackd.notify.queue): a backend that threads and
+        # can look finds the very root it posted; one that cannot says None, never another thread
+        root = await notifier.post(opened("inc-find"), None)
+        assert await notifier.find(opened("inc-find")) in (None, root)
+        assert await notifier.find(opened("inc-never-posted")) is None
+        assert await notifier.find(Message(kind="opened", title="no incident")) is None
+
     async def test_post_in_thread(self, notifier: Notifier, rendered: Callable[[], str]) -> None:
         root = await notifier.post(opened(), None)
         reply = await notifier.post(step("cut_traffic"), root)
@@ -123,6 +131,13 @@ class NotifierContract:
         text = rendered()
         assert UNICODE[:12] in text
         text.encode("utf-8")  # no lone surrogate left by a cut
+
+    async def test_find_raises_only_backend_error(self, notifier: Notifier, break_backend: Callable[[], None]) -> None:
+        break_backend()
+        try:
+            assert await notifier.find(opened("inc-find")) is None
+        except BackendError as exc:
+            assert exc.backend == notifier.name and exc.retryable  # "cannot tell now", never "cannot look"
 
     async def test_post_raises_only_backend_error(self, notifier: Notifier, break_backend: Callable[[], None]) -> None:
         break_backend()
@@ -175,6 +190,12 @@ class SlackContract(NotifierContract):
 
 
 class TestSlackBotNotifier(SlackContract):
+    async def test_find_reads_the_root_back_from_the_history(self, notifier: SlackNotifier) -> None:
+        root = await notifier.post(opened("inc-find"), None)
+        await notifier.post(step("restore"), root)
+        await notifier.post(opened("inc-other"), None)
+        assert root is not None and await notifier.find(opened("inc-find")) == root
+
     @pytest.fixture
     def updated(self, recorder: SlackRecorder) -> Callable[[], str | None]:
         def last() -> str | None:

@@ -60,6 +60,16 @@ async def test_slack_token_and_channel(tmp_path: Path, slack_recorder: SlackReco
     )
     assert (good.status, good.subject) == (Status.OK, "rag"), good
     assert "token valid" in good.detail and "#channel-c0rag reachable" in good.detail
+    slack_recorder.scopes = "chat:write"  # a root whose answer is lost could not be found again
+    (no_history,) = await check(
+        slack_settings(tmp_path, slack_recorder, token=slack_recorder.token, channel="C0RAG"), backends.check_slack
+    )
+    assert no_history.status is Status.WARN and "channels:history" in no_history.fix, no_history
+    slack_recorder.scopes = "chat:write,groups:history"
+    (private,) = await check(
+        slack_settings(tmp_path, slack_recorder, token=slack_recorder.token, channel="C0RAG"), backends.check_slack
+    )
+    assert private.status is Status.OK, private
     (bad_token,) = await check(
         slack_settings(tmp_path, slack_recorder, token="xoxb-wrong", channel="C0RAG"), backends.check_slack
     )

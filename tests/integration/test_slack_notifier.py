@@ -194,8 +194,69 @@ async def test_rate_limited_call_is_retried_after_retry_after(
 
 async def test_server_error_is_retried(make: Make, slack_recorder: SlackRecorder) -> None:
     slack_recorder.fail_next(2, status=500)
-    assert await make(max_retries=2).post(OPENED, None) is not None
+    assert await make(max_retries=2).post(step("cut_traffic"), {"channel": "C1", "ts": "1.1"}) is not None
     assert statuses(slack_recorder) == [500, 500, 200]
+
+
+# ---- an incident's root: one per incident, whatever the far end does -----------------------------
+def methods(recorder: SlackRecorder) -> list[tuple[str, int]]:
+    return [(r.method, r.status) for r in recorder.requests]
+
+
+async def test_a_root_whose_answer_was_lost_is_found_not_posted_again(
+    make: Make, slack_recorder: SlackRecorder
+) -> None:
+    """Slack posted the root but answered 500 (or the connection dropped after it): slack-sdk's retry
+    would post a second root and split the incident's thread. The root carries its incident id as
+    message metadata; the history finds it, and its reference is the answer."""
+    slack_recorder.fail_next(1, status=500, landed=True)
+    ref = await make(max_retries=2).post(OPENED, None)
+    (root,) = slack_recorder.roots()
+    assert ref == {"channel": "C1", "ts": root.ts} and not root.answered
+    assert root.body["metadata"] == {"event_type": "rollbackd_incident", "event_payload": {"incident_id": "inc-1"}}
+    assert methods(slack_recorder) == [("chat.postMessage", 200), ("conversations.history", 200)]
+
+
+async def test_a_root_that_did_not_land_is_posted_again_after_the_history_says_so(
+    make: Make, slack_recorder: SlackRecorder
+) -> None:
+    slack_recorder.fail_next(1, status=503)
+    ref = await make(max_retries=2).post(OPENED, None)
+    (root,) = slack_recorder.roots()
+    assert ref == {"channel": "C1", "ts": root.ts}
+    assert methods(slack_recorder) == [
+        ("chat.postMessage", 503),
+        ("conversations.history", 200),
+        ("chat.postMessage", 200),
+    ]
+
+
+async def test_a_root_is_not_posted_again_while_the_history_cannot_tell(
+    make: Make, slack_recorder: SlackRecorder
+) -> None:
+    """The search fails too (Slack still failing, or no channels:history scope): the root may have
+    landed, so the failure stands and the queue tries later (find first); nothing is posted twice."""
+    slack_recorder.fail_next(2, status=500)
+    with pytest.raises(BackendError, match="HTTP 500"):
+        await make(max_retries=2).post(OPENED, None)
+    assert methods(slack_recorder) == [("chat.postMessage", 500), ("conversations.history", 500)]
+    slack_recorder.reset()
+    slack_recorder.history_scope = False
+    notifier = make(max_retries=2)
+    assert await notifier.find(OPENED) is None  # find says "none known", and logs why
+    slack_recorder.fail_next(1, status=500, landed=True)
+    with pytest.raises(BackendError, match="HTTP 500"):
+        await notifier.post(OPENED, None)
+    assert len(slack_recorder.roots()) == 1
+
+
+async def test_a_rate_limited_root_is_retried_without_a_search(
+    make: Make, slack_recorder: SlackRecorder, sleeps: list[float]
+) -> None:
+    slack_recorder.fail_next(1, status=429, retry_after=2)  # a 429 posted nothing: no history to ask
+    assert await make().post(OPENED, None) is not None
+    assert methods(slack_recorder) == [("chat.postMessage", 429), ("chat.postMessage", 200)]
+    assert 2 in sleeps
 
 
 async def test_webhook_server_error_is_retried_by_our_loop(make: Make, slack_recorder: SlackRecorder) -> None:
@@ -218,7 +279,7 @@ async def test_webhook_rate_limit_honours_retry_after(
 async def test_retries_are_bounded(make: Make, slack_recorder: SlackRecorder, webhook: bool, status: int) -> None:
     slack_recorder.fail_next(10, status=status, retry_after=0)
     with pytest.raises(BackendError) as caught:
-        await make(webhook=webhook, max_retries=2).post(OPENED, None)
+        await make(webhook=webhook, max_retries=2).post(step("cut_traffic"), {"channel": "C1", "ts": "1.1"})
     assert statuses(slack_recorder) == [status] * 3
     assert caught.value.retryable and f"HTTP {status}" in str(caught.value)
 

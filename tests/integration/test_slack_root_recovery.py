@@ -83,6 +83,39 @@ async def test_a_resumed_note_starts_the_thread_only_when_none_is_known() -> Non
     assert len(replies) == 2 and "resumed (lost)" in replies[0] and "swap done" in replies[1], replies
 
 
+async def test_a_root_that_landed_before_the_process_died_keeps_the_incident_in_its_thread() -> None:
+    """The daemon died after Slack had the root but before it journaled the root's reference (or Slack's
+    answer was lost on the way). After the restart the incident's thread is unknown to the journal, but
+    Slack's history knows it: the resumed note, the steps and the outcome go there; no second root."""
+    async with SlackRecorder() as slack:
+        ended = NotifyQueue({}, default=bot(slack))  # the life that ended: its root landed, nothing journaled
+        ended.start()
+        ended.opened(message("Rolling back rag", "opened"))
+        await ended.drain(timeout=10)
+        await ended.stop()
+        saved: dict[str, dict[str, str]] = {}
+
+        async def save(incident_id: str, ref: dict[str, str]) -> None:
+            saved[incident_id] = ref
+
+        async def nothing_journaled(incident_id: str) -> None:
+            return None
+
+        queue = NotifyQueue({}, default=bot(slack), load_thread=nothing_journaled, save_thread=save)
+        queue.start()
+        queue.reply(message("resumed"), root=message("Rolling back rag", "opened"))
+        queue.reply(message("swap done"))
+        queue.update_root(message("resolved", "finished"))
+        await queue.drain(timeout=20)
+        await queue.stop()
+    root = only_root(slack)
+    assert saved == {"inc1": {"channel": "C1", "ts": root.ts}}
+    replies = [r.text or "" for r in slack.thread(root.ts or "")]
+    assert ["resumed" in replies[0], "swap done" in replies[1], "resolved" in replies[2]] == [True] * 3, replies
+    (update,) = slack.updates(root.ts)
+    assert "resolved" in (update.text or "")
+
+
 async def test_webhook_mode_never_reposts_a_root() -> None:
     async with SlackRecorder() as slack:
         hook = SlackNotifier(SlackNotifier.Options.model_validate({"webhook_url": slack.webhook_url}))

@@ -1,7 +1,7 @@
-"""A Slack stand-in on 127.0.0.1 for tests: enough of the Web API (chat.postMessage, chat.update, and
-the read-only auth.test and conversations.info) and of incoming webhooks for slack-sdk; records every
-request; fails on demand. It runs in its own thread with its own event loop, so sync and async tests
-use it alike.
+"""A Slack stand-in on 127.0.0.1 for tests: enough of the Web API (chat.postMessage with message
+metadata, chat.update, and the read-only auth.test, conversations.info and conversations.history) and
+of incoming webhooks for slack-sdk; records every request; fails on demand. It runs in its own thread
+with its own event loop, so sync and async tests use it alike.
 
     with SlackRecorder() as slack:                     # or: async with SlackRecorder() as slack
         options = {"bot_token": slack.token, "channel": "C1", "base_url": slack.base_url}
@@ -19,15 +19,21 @@ SlackRecorder(token=TOKEN, webhook_path=WEBHOOK_PATH, channels=None)
     .updates(ts=None)    delivered chat.update calls (of root ts)
     .wait_for(predicate, timeout=10) / await .wait_for_async(...)   predicate(recorder) -> bool;
                          raises TimeoutError when it stays false
-    .fail_next(n=1, status=429, retry_after=1, error=None)   the next n requests fail with ``status``;
-                         429 carries Retry-After (whole seconds, as Slack sends it); status=200 with
-                         error="channel_not_found" answers ok:false
+    .fail_next(n=1, status=429, retry_after=1, error=None, landed=False)   the next n requests fail with
+                         ``status``; 429 carries Retry-After (whole seconds, as Slack sends it); status=200
+                         with error="channel_not_found" answers ok:false; ``landed``: a post is delivered
+                         all the same (in the channel, in its history), only its answer is the failure
+    .scopes              what read answers give as ``x-oauth-scopes`` (None: no such header)
+    .history_scope       False: conversations.history answers missing_scope (a token without
+                         channels:history); the history holds delivered top-level posts, newest first,
+                         their ``metadata`` only with include_all_metadata, ``oldest`` exclusive
     .set_down(True|False)   refuse connections (listening socket closed, open connections dropped)
     .channels            the channel ids conversations.info knows (None: any id; a "#name" never, as
                          in Slack, where conversations.info takes ids only)
     .reset()             forget requests and pending failures
 Recorded: .method ("chat.postMessage" | "chat.update" | "webhook" | the unknown name), .status, .ok,
-    .error, .token, .body (dict), .channel, .text, .blocks, .thread_ts, .ts (assigned or updated), .at
+    .error, .token, .body (dict), .channel, .text, .blocks, .thread_ts, .ts (assigned or updated), .at,
+    .answered (False: delivered, but the client got a failure instead of its answer)
 Like Slack it rejects blocks over the limits (header 150, section text 3000, 10 fields of 2000, 50
 blocks; counted in UTF-16 units) with invalid_blocks, and a post without text or blocks with no_text.
 The pytest fixture ``slack_recorder`` yields a started recorder (import it, or list this module in
@@ -53,7 +59,7 @@ from aiohttp import web
 TOKEN = "xoxb-recorder-0000-secret"
 WEBHOOK_PATH = "/services/T000/B000/XXX"
 _FAIL_CODES = {429: "ratelimited", 500: "internal_error", 503: "service_unavailable"}
-_READ_METHODS = ("auth.test", "conversations.info")
+_READ_METHODS = ("auth.test", "conversations.info", "conversations.history")
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class Recorded:
     body: dict[str, Any]
     ts: str | None = None
     at: float = field(default_factory=time.monotonic)
+    answered: bool = True
 
     @property
     def channel(self) -> str | None:
@@ -128,7 +135,9 @@ class SlackRecorder:
         self.webhook_path = webhook_path
         self.channels = channels
         self._requests: list[Recorded] = []
-        self._failures: list[tuple[int, float, str | None]] = []
+        self._failures: list[tuple[int, float, str | None, bool]] = []
+        self.history_scope = True
+        self.scopes: str | None = "chat:write,channels:history"  # the x-oauth-scopes header (None: none)
         self._cond = threading.Condition(threading.RLock())
         self._seq = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -210,9 +219,11 @@ class SlackRecorder:
             await asyncio.sleep(0.02)
 
     # ---- what tests program ---------------------------------------------------------------------
-    def fail_next(self, n: int = 1, *, status: int = 429, retry_after: float = 1, error: str | None = None) -> None:
+    def fail_next(
+        self, n: int = 1, *, status: int = 429, retry_after: float = 1, error: str | None = None, landed: bool = False
+    ) -> None:
         with self._cond:
-            self._failures.extend([(status, retry_after, error)] * n)
+            self._failures.extend([(status, retry_after, error, landed)] * n)
 
     def set_down(self, down: bool = True) -> None:
         self._run(self._go_down() if down else self._go_up())
@@ -262,12 +273,14 @@ class SlackRecorder:
         token: str | None,
         body: dict[str, Any],
         ts: str | None = None,
+        answered: bool = True,
     ) -> None:
         with self._cond:
-            self._requests.append(Recorded(method, status, error is None and status < 300, error, token, body, ts))
+            ok = error is None and status < 300
+            self._requests.append(Recorded(method, status, ok, error, token, body, ts, answered=answered))
             self._cond.notify_all()
 
-    def _take_failure(self) -> tuple[int, float, str | None] | None:
+    def _take_failure(self) -> tuple[int, float, str | None, bool] | None:
         with self._cond:
             return self._failures.pop(0) if self._failures else None
 
@@ -282,23 +295,31 @@ class SlackRecorder:
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else body.get("token")
         failure = self._take_failure()
+        if failure is not None and failure[3] and method == "chat.postMessage":  # landed: only the answer fails
+            delivered, _, ts = self._answer(method, body, token, None)
+            self._record(method, 200, delivered, token, body, ts, answered=delivered is not None)
+            status, _, error, _ = failure
+            return web.json_response(
+                {"ok": False, "error": error or _FAIL_CODES.get(status, "internal_error")}, status=status
+            )
         error, status, ts = self._answer(method, body, token, failure)
         self._record(method, status, error, token, body, ts)
         headers = {"Retry-After": str(math.ceil(failure[1]))} if failure and status == 429 else None
         if error is not None:
             return web.json_response({"ok": False, "error": error}, status=status, headers=headers)
-        if method in _READ_METHODS:
-            return web.json_response({"ok": True, **self._read(method, body)})
+        if method in _READ_METHODS:  # Slack names the token's scopes on its answers
+            scopes = {"x-oauth-scopes": self.scopes} if self.scopes is not None else None
+            return web.json_response({"ok": True, **self._read(method, body)}, headers=scopes)
         message = {k: body.get(k) for k in ("text", "blocks", "thread_ts") if k in body}
         return web.json_response(
             {"ok": True, "channel": body.get("channel"), "ts": ts, "message": {"type": "message", "ts": ts, **message}}
         )
 
     def _answer(
-        self, method: str, body: dict[str, Any], token: str | None, failure: tuple[int, float, str | None] | None
+        self, method: str, body: dict[str, Any], token: str | None, failure: tuple[int, float, str | None, bool] | None
     ) -> tuple[str | None, int, str | None]:
         if failure is not None:
-            status, _, error = failure
+            status, _, error, _ = failure
             return error or _FAIL_CODES.get(status, "internal_error"), status, None
         if not token:
             return "not_authed", 200, None
@@ -320,8 +341,10 @@ class SlackRecorder:
         return None, 200, self._next_ts()
 
     def _read_problem(self, method: str, body: dict[str, Any]) -> str | None:
-        if method != "conversations.info":
+        if method == "auth.test":
             return None
+        if method == "conversations.history" and not self.history_scope:
+            return "missing_scope"
         channel = str(body.get("channel") or "")
         known = self.channels is None or channel in self.channels
         return None if channel and not channel.startswith("#") and known else "channel_not_found"
@@ -337,15 +360,32 @@ class SlackRecorder:
                 "bot_id": "B0ROLLBACKD",
             }
         channel = str(body["channel"])
+        if method == "conversations.history":
+            return {"messages": self._history(channel, body), "has_more": False}
         return {
             "channel": {"id": channel, "name": f"channel-{channel.lower()}", "is_member": True, "is_archived": False}
         }
+
+    def _history(self, channel: str, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """Delivered top-level posts of ``channel``, newest first, after ``oldest``, at most ``limit``."""
+        oldest = float(query.get("oldest") or 0)
+        limit = int(query.get("limit") or 100)
+        metadata = str(query.get("include_all_metadata", "")).lower() in ("1", "true")
+        found = []
+        for posted in reversed(self.messages(channel)):
+            if posted.method != "chat.postMessage" or posted.thread_ts or float(posted.ts or 0) <= oldest:
+                continue
+            message = {"type": "message", "ts": posted.ts, "text": posted.text, "bot_id": "B0ROLLBACKD"}
+            if metadata and isinstance(posted.body.get("metadata"), dict):
+                message["metadata"] = posted.body["metadata"]
+            found.append(message)
+        return found[:limit]
 
     async def _webhook(self, request: web.Request) -> web.Response:
         body = await _body(request)
         failure = self._take_failure()
         if failure is not None:
-            status, retry_after, error = failure
+            status, retry_after, error, _ = failure
             error = error or ("rate_limited" if status == 429 else "internal_error")
             headers = {"Retry-After": str(math.ceil(retry_after))} if status == 429 else None
         elif request.path != self.webhook_path:

@@ -67,7 +67,24 @@ async def _slack_one(kind: str, options: dict[str, Any], subject: str) -> Findin
             f"invite the bot: /invite @{who.get('user')} in #{name}",
             subject,
         )
+    scopes = _scopes(who.headers)
+    if scopes is not None and not scopes & {"channels:history", "groups:history"}:
+        return warn(
+            "slack",
+            f"token valid ({who.get('user')}), but without channels:history: a root message whose answer is lost "
+            "cannot be found again, and a second root would split the incident's thread",
+            "add the channels:history scope (groups:history for a private channel) to the Slack app, reinstall it",
+            subject,
+        )
     return ok("slack", f"token valid (bot {who.get('user')} of {who.get('team')}), channel #{name} reachable", subject)
+
+
+def _scopes(headers: Any) -> set[str] | None:
+    """The token's scopes from Slack's ``x-oauth-scopes`` answer header; None when it is not given."""
+    found = next((v for k, v in dict(headers or {}).items() if k.lower() == "x-oauth-scopes"), None)
+    if isinstance(found, list):
+        found = ",".join(found)
+    return None if found is None else {s.strip() for s in str(found).split(",") if s.strip()}
 
 
 def _slack_refused(error: str, channel: str, subject: str) -> Finding:

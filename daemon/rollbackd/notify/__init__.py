@@ -42,4 +42,10 @@ class Notifier(Protocol):
         """Replace the root message of a thread (no-op where the backend cannot)."""
         ...
 
+    async def find(self, root: Message) -> ThreadRef | None:
+        """The thread ``root``'s incident already has at the far end (a root posted whose answer, or whose
+        journaling, was lost), or None: there is none, or the backend cannot look. Raises BackendError
+        when it could look but the far end fails just now (then no root is posted again yet)."""
+        ...
+
     async def close(self) -> None: ...

@@ -6,7 +6,8 @@ Root messages create a thread whose reference is kept on the incident (so replie
 land in the same thread). A root that could not be posted (Slack down at the time) is posted late,
 before the incident's next message; after a restart, the runner hands the incident's root with its
 "resumed" note, so an incident whose thread was never journaled (the process died before) still
-gets one thread, and its outcome edits that root.
+gets one thread, and its outcome edits that root. A late root is first looked for at the far end
+(``Notifier.find``): when the first one landed after all, the incident keeps that one.
 
 Each channel has two queues: an incident's own messages (root, replies, outcome) go before any
 other (decisions of an alert storm, coalesced suppressions), and each queue has its own bound, so a
@@ -252,7 +253,7 @@ class NotifyQueue:
         if thread is None and incident_id is not None and item.op != "plain" and notifier.threads:
             root = self._roots.get(incident_id) or item.root
             if root is not None:  # the thread's root was lost (failed, or queued by a process that died)
-                thread = await self._post_root(notifier, root)
+                thread = await self._post_root(notifier, root, late=True)
         if item.op == "update":
             self._roots.pop(incident_id or "", None)  # the outcome: the incident's last message
             if thread is not None:
@@ -261,8 +262,9 @@ class NotifyQueue:
             return
         await notifier.post(item.message, thread)
 
-    async def _post_root(self, notifier: Notifier, root: Message) -> ThreadRef | None:
-        ref = await notifier.post(root, None)
+    async def _post_root(self, notifier: Notifier, root: Message, *, late: bool = False) -> ThreadRef | None:
+        # late: it may have landed after all (its answer, or the process that journals it, was lost)
+        ref = (await notifier.find(root) if late else None) or await notifier.post(root, None)
         incident_id = root.incident_id
         if incident_id is None:
             return ref

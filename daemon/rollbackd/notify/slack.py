@@ -4,7 +4,7 @@ root edited with the outcome) or an incoming webhook (flat messages, no threads)
     notify:
       type: slack
       options:
-        bot_token: ${SLACK_BOT_TOKEN}      # bot mode (chat:write); or webhook_url: ${SLACK_WEBHOOK_URL}
+        bot_token: ${SLACK_BOT_TOKEN}      # bot mode (chat:write, channels:history); or webhook_url: ...
         channel: C0123ABCD                 # bot mode only
         base_url: null                     # bot mode only: Web API base, e.g. an Enterprise proxy
         timeout: 10                        # seconds per HTTP request
@@ -12,14 +12,7 @@ root edited with the outcome) or an incoming webhook (flat messages, no threads)
         retry_after_max: 10                # seconds: a longer Retry-After is cut to this (the queue backs off)
         mention_on_escalation: "<!subteam^S0123>"
 
-Rendering (Block Kit): a header with the title, prefixed by an emoji for the severity (the colour:
-info :information_source:, good :white_check_mark:, warning :warning:,
-danger :rotating_light:; an emoji, not a legacy attachment colour, so the fallback text
-and webhooks show it too); the text as a mrkdwn section; ``Message.fields`` as mrkdwn fields (10 per
-section); a context line with service and incident id. ``text`` (the notification fallback) is always
-set and starts with the mention on escalations. User-supplied text is escaped (``& < >``) so an error
-message cannot ping ``<!channel>``; everything is clipped to Slack's limits (header 150, section 3000,
-field 2000, counted in UTF-16 units) with "…", never splitting a surrogate pair or an ``&entity;``.
+Rendering: rollbackd.notify.slack_blocks.
 
 Webhook mode: ``post`` returns None (a webhook cannot thread), so NotifyQueue posts replies and the
 outcome as new messages; ``update`` is a no-op (nothing to edit, and the queue posts the outcome anyway).
@@ -27,10 +20,12 @@ outcome as new messages; ``update`` is a no-op (nothing to edit, and the queue p
 Retries are bounded by ``max_retries``: the Web API client gets slack-sdk's connection and server-error
 handlers and a rate-limit handler that honours Retry-After up to ``retry_after_max`` (slack-sdk's own
 sleeps whatever Slack says: one ``Retry-After: 3600`` stalled every later notification); webhook sends
-get our own loop, because AsyncWebhookClient never retries a 5xx. Every failure leaves as
-``BackendError("slack", "<method>: <error code or HTTP status>")``; neither the token nor the webhook
-URL appears in errors or logs (slack-sdk logs URLs at DEBUG, so its clients get a logger of their own
-held at WARNING).
+get our own loop, because AsyncWebhookClient never retries a 5xx. An incident's root is the
+exception: it carries the incident id as message metadata and is never re-sent blindly (a 5xx or a
+lost connection may hide a root that landed); ``find`` reads the channel's history for it first.
+Every failure leaves as ``BackendError("slack", "<method>: <error code or HTTP status>")``; neither
+the token nor the webhook URL appears in errors or logs (slack-sdk logs URLs at DEBUG, so its clients
+get a logger of their own held at WARNING).
 """
 
 from __future__ import annotations
@@ -39,12 +34,14 @@ import asyncio
 import logging
 import math
 import re
-from collections.abc import Mapping
-from typing import Any, Final, Self
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final, Self, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -57,27 +54,19 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from rollbackd.errors import BackendError
-from rollbackd.notify import Message, Severity, ThreadRef
+from rollbackd.notify import Message, ThreadRef
+from rollbackd.notify.slack_blocks import render
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 _sdk_log = logging.getLogger(f"{__name__}.sdk")
 _sdk_log.setLevel(logging.WARNING)  # slack-sdk's DEBUG lines carry the webhook URL
 
-SEVERITY_EMOJI: Final[Mapping[Severity, str]] = {
-    "info": ":information_source:",
-    "good": ":white_check_mark:",
-    "warning": ":warning:",
-    "danger": ":rotating_light:",
-}
-HEADER_MAX: Final = 150
-SECTION_MAX: Final = 3000
-FIELD_MAX: Final = 2000
-FIELDS_PER_SECTION: Final = 10
-MAX_FIELDS: Final = 40  # 4 sections: well under the 50-block limit
 RETRY_AFTER_MAX: Final = 10.0
+ROOT_EVENT: Final = "rollbackd_incident"  # the metadata event type of an incident's root message
+HISTORY_LIMIT: Final = 200  # messages read back when looking for a root
 BACKOFF_S: Final = 0.5
 _CODE = re.compile(r"[a-z0-9_.\-]{1,64}")
-_OPEN_TAIL = re.compile(r"(&[a-z]{0,5}|<[^<>]{0,200})$")
 
 
 class SlackNotifier:
@@ -113,43 +102,96 @@ class SlackNotifier:
         self.threads = options.bot_token is not None  # an incoming webhook cannot thread
         self._http: aiohttp.ClientSession | None = None  # created in the running loop, on first use
         self._web: AsyncWebClient | None = None
+        self._roots_web: AsyncWebClient | None = None
         self._hook: AsyncWebhookClient | None = None
         retries = options.max_retries
         if options.bot_token is not None:
-            self._web = AsyncWebClient(
-                token=options.bot_token.get_secret_value(),
-                base_url=options.base_url or AsyncWebClient.BASE_URL,
-                timeout=math.ceil(options.timeout),
-                logger=_sdk_log,
-                retry_handlers=[
-                    AsyncConnectionErrorRetryHandler(max_retry_count=retries),
-                    CappedRateLimitHandler(max_retry_count=retries, cap=options.retry_after_max),
-                    AsyncServerErrorRetryHandler(max_retry_count=retries),
-                ],
+            self._web = self._web_client(
+                AsyncConnectionErrorRetryHandler(max_retry_count=retries),
+                CappedRateLimitHandler(max_retry_count=retries, cap=options.retry_after_max),
+                AsyncServerErrorRetryHandler(max_retry_count=retries),
             )
+            # roots: retried by _with_retries, which looks for a root that landed before it sends another
+            self._roots_web = self._web_client()
         else:
             self._hook = AsyncWebhookClient(
                 url=_secret(options.webhook_url),
                 timeout=math.ceil(options.timeout),
                 logger=_sdk_log,
-                retry_handlers=[],  # _send_webhook retries; two layers would multiply attempts
+                retry_handlers=[],  # _with_retries retries; two layers would multiply attempts
             )
+
+    def _web_client(self, *retry_handlers: AsyncRetryHandler) -> AsyncWebClient:
+        options = self._options
+        assert options.bot_token is not None
+        return AsyncWebClient(
+            token=options.bot_token.get_secret_value(),
+            base_url=options.base_url or AsyncWebClient.BASE_URL,
+            timeout=math.ceil(options.timeout),
+            logger=_sdk_log,
+            retry_handlers=list(retry_handlers),
+        )
 
     async def post(self, message: Message, thread: ThreadRef | None) -> ThreadRef | None:
         """Post ``message`` (under ``thread`` in bot mode); returns the thread's root reference."""
         text, blocks = render(message, self._mention(message))
         if self._hook is not None:
-            await self._send_webhook(text, blocks)
+            await self._with_retries("webhook", lambda: self._send_webhook(text, blocks))
             return None
         channel = (thread or {}).get("channel") or self._options.channel or ""
         thread_ts = (thread or {}).get("ts")
+        if thread_ts is None and message.incident_id:
+            return await self._post_root(message, channel, text, blocks)
         data = await self._call("chat.postMessage", channel=channel, text=text, blocks=blocks, thread_ts=thread_ts)
         if thread_ts:
             return {"channel": channel, "ts": thread_ts}
-        ts = data.get("ts")
-        if not isinstance(ts, str) or not ts:
-            raise BackendError("slack", "chat.postMessage: answer without ts")
-        return {"channel": str(data.get("channel") or channel), "ts": ts}
+        return _ref(data, channel)
+
+    async def _post_root(self, root: Message, channel: str, text: str, blocks: list[dict[str, Any]]) -> ThreadRef:
+        """An incident's root carries the incident id (message metadata). A failure that may hide a root
+        that landed (5xx, a lost connection) asks Slack's history before the next try, so a thread is
+        never split by a second root."""
+        metadata = {"event_type": ROOT_EVENT, "event_payload": {"incident_id": root.incident_id}}
+
+        async def send() -> ThreadRef:
+            data = await self._call(
+                "chat.postMessage", web=self._roots_web, channel=channel, text=text, blocks=blocks, metadata=metadata
+            )
+            return _ref(data, channel)
+
+        return await self._with_retries("chat.postMessage", send, landed=lambda: self._search(root))
+
+    async def find(self, root: Message) -> ThreadRef | None:
+        """The root rollbackd posted for ``root``'s incident, from the channel's recent history (needs the
+        ``channels:history`` scope, ``groups:history`` for a private channel); None without one, or when
+        the history cannot be read at all (no scope): then a root is posted as if none were there."""
+        try:
+            return await self._search(root)
+        except BackendError as exc:
+            if exc.retryable:
+                raise  # Slack fails just now: whether the root landed is unknown, so none is posted yet
+            log.warning("slack_root_search_failed", extra={"incident_id": root.incident_id, "error": str(exc)})
+            return None
+
+    async def _search(self, root: Message) -> ThreadRef | None:
+        """As ``find``, but a failed search raises: a root may have landed, so none is posted again yet."""
+        if self._web is None or not root.incident_id:
+            return None
+        channel = self._options.channel or ""
+        data = await self._call(
+            "conversations.history",
+            web=self._roots_web,  # one try: what it answers decides; the post's own retries come after
+            channel=channel,
+            limit=HISTORY_LIMIT,
+            oldest=_opened_after(root.incident_id),
+            include_all_metadata=True,
+        )
+        for found in data.get("messages") or []:
+            meta = (found.get("metadata") or {}) if isinstance(found, dict) else {}
+            payload = meta.get("event_payload") or {}
+            if meta.get("event_type") == ROOT_EVENT and payload.get("incident_id") == root.incident_id:
+                return _ref(found, channel)
+        return None
 
     async def update(self, thread: ThreadRef, message: Message) -> None:
         """Edit the root of ``thread``; a no-op in webhook mode or for a reference without ``ts``."""
@@ -173,19 +215,22 @@ class SlackNotifier:
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._options.timeout))
-            for client in (self._web, self._hook):
+            for client in (self._web, self._roots_web, self._hook):
                 if client is not None:
                     client.session = self._http
         return self._http
 
-    async def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
-        assert self._web is not None
+    async def _call(self, method: str, *, web: AsyncWebClient | None = None, **kwargs: Any) -> dict[str, Any]:
+        client = web or self._web
+        assert client is not None
         self._session()
         try:
             if method == "chat.update":
-                response = await self._web.chat_update(**kwargs)
+                response = await client.chat_update(**kwargs)
+            elif method == "conversations.history":
+                response = await client.conversations_history(**kwargs)
             else:
-                response = await self._web.chat_postMessage(**kwargs)
+                response = await client.chat_postMessage(**kwargs)
         except Exception as exc:  # the boundary: only BackendError leaves this module
             raise translate(method, exc) from None
         return response.data if isinstance(response.data, dict) else {}
@@ -193,27 +238,42 @@ class SlackNotifier:
     async def _send_webhook(self, text: str, blocks: list[dict[str, Any]]) -> None:
         assert self._hook is not None
         self._session()
+        try:
+            response = await self._hook.send(text=text, blocks=blocks)
+        except Exception as exc:
+            raise translate("webhook", exc) from None
+        status = response.status_code
+        if not 200 <= status < 300:
+            asked = retry_after(response.headers.get("Retry-After"), math.inf) if status == 429 else None
+            raise BackendError(
+                "slack", describe("webhook", status, response.body), retryable=_retryable(status), retry_after=asked
+            )
+
+    async def _with_retries(
+        self, method: str, send: Callable[[], Awaitable[T]], landed: Callable[[], Awaitable[T | None]] | None = None
+    ) -> T:
+        """``send()``, retried after a retryable failure, at most ``max_retries`` times: after a 429's
+        Retry-After (a longer one fails at once: the queue's channel backs off), else a doubling backoff.
+        Where a failure may hide a send that landed (a 5xx, a lost connection), ``landed()`` is asked
+        first: what it finds is the answer; when it cannot tell (it raises), the failure stands."""
         attempt = 0
         while True:
-            wait = min(BACKOFF_S * 2**attempt, 8.0)
             try:
-                response = await self._hook.send(text=text, blocks=blocks)
-            except Exception as exc:
-                error = translate("webhook", exc)
-            else:
-                status = response.status_code
-                if 200 <= status < 300:
-                    return
-                asked = retry_after(response.headers.get("Retry-After"), math.inf) if status == 429 else None
-                error = BackendError(
-                    "slack", describe("webhook", status, response.body), retryable=_retryable(status), retry_after=asked
-                )
-                wait = asked if asked is not None else wait
-            cap = self._options.retry_after_max  # a longer wait is the queue's (per channel), not ours
-            if not error.retryable or attempt >= self._options.max_retries or wait > cap:
-                raise error
+                return await send()
+            except BackendError as error:
+                if landed is not None and error.retryable and error.retry_after is None:
+                    try:
+                        found = await landed()
+                    except BackendError:
+                        raise error from None
+                    if found is not None:
+                        log.info("slack_found_landed", extra={"method": method, "after": str(error)})
+                        return found
+                wait = error.retry_after if error.retry_after is not None else min(BACKOFF_S * 2**attempt, 8.0)
+                if not error.retryable or attempt >= self._options.max_retries or wait > self._options.retry_after_max:
+                    raise
             attempt += 1
-            log.info("slack_retry", extra={"method": "webhook", "attempt": attempt, "wait_s": round(wait, 2)})
+            log.info("slack_retry", extra={"method": method, "attempt": attempt, "wait_s": round(wait, 2)})
             await asyncio.sleep(wait)
 
 
@@ -232,7 +292,7 @@ def translate(method: str, exc: Exception) -> BackendError:
             "slack",
             describe(method, status, code),
             retryable=_retryable(status),
-            retry_after=None if asked is None else retry_after(asked, math.inf),
+            retry_after=retry_after(asked, math.inf) if status == 429 else None,  # absent: 1 s
         )
     if isinstance(exc, aiohttp.ClientError | TimeoutError | OSError):
         return BackendError("slack", f"{method}: connection failed ({type(exc).__name__})", retryable=True)
@@ -300,55 +360,26 @@ def _asked_wait(response: HttpResponse) -> float:
     return retry_after(header, math.inf)
 
 
+def _ref(data: Mapping[str, Any], channel: str) -> ThreadRef:
+    ts = data.get("ts")
+    if not isinstance(ts, str) or not ts:
+        raise BackendError("slack", "chat.postMessage: answer without ts")
+    return {"channel": str(data.get("channel") or channel), "ts": ts}
+
+
+def _opened_after(incident_id: str) -> str | None:
+    """Slack's ``oldest`` for the history holding an incident's root: a little before the time its id
+    carries (``20261122-031502-a1b2``), or None (the whole recent history) for another id."""
+    try:
+        opened = datetime.strptime(incident_id[:15], "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return f"{opened.timestamp() - 300:.6f}"
+
+
 def _given(secret: SecretStr | None) -> bool:
     return secret is not None and bool(secret.get_secret_value().strip())
 
 
 def _secret(secret: SecretStr | None) -> str:
     return "" if secret is None else secret.get_secret_value().strip()
-
-
-# ---- rendering ---------------------------------------------------------------------------------
-def render(message: Message, mention: str | None = None) -> tuple[str, list[dict[str, Any]]]:
-    """``(fallback text, blocks)`` for ``message``; every text within Slack's limits."""
-    emoji = SEVERITY_EMOJI.get(message.severity, SEVERITY_EMOJI["info"])
-    title = message.title.strip() or message.kind
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": clip(f"{emoji} {title}", HEADER_MAX), "emoji": True}}
-    ]
-    body = " ".join(part for part in (mention, escape(message.text)) if part)
-    if body.strip():
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip(body, SECTION_MAX)}})
-    fields = [
-        {"type": "mrkdwn", "text": clip(f"*{escape(key)}*\n{escape(value)}", FIELD_MAX)}
-        for key, value in message.fields[:MAX_FIELDS]
-    ]
-    for start in range(0, len(fields), FIELDS_PER_SECTION):
-        blocks.append({"type": "section", "fields": fields[start : start + FIELDS_PER_SECTION]})
-    context = [
-        f"{label}: *{escape(value)}*"
-        for label, value in (("service", message.service), ("incident", message.incident_id))
-        if value
-    ]
-    if context:
-        elements = [{"type": "mrkdwn", "text": clip("  ·  ".join(context), SECTION_MAX)}]
-        blocks.append({"type": "context", "elements": elements})
-    fallback = " ".join(part for part in (mention, emoji, escape(title)) if part)
-    if message.text.strip():
-        fallback = f"{fallback}\n{escape(message.text)}"
-    return clip(fallback, SECTION_MAX), blocks
-
-
-def escape(text: str) -> str:
-    """Slack's mrkdwn escaping: user text cannot form links or mentions."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def clip(text: str, limit: int) -> str:
-    """At most ``limit`` UTF-16 code units (Slack's count), ending in "…" when cut; never splits a
-    surrogate pair, an ``&entity;`` or a ``<link>``."""
-    units = text.encode("utf-16-le", errors="surrogatepass")
-    if len(units) <= 2 * limit:
-        return text
-    cut = units[: 2 * (limit - 1)].decode("utf-16-le", errors="ignore")
-    return _OPEN_TAIL.sub("", cut) + "…"
