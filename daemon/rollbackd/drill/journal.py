@@ -143,7 +143,8 @@ async def recover(drill: Drill) -> JSON | None:
     """On start: sweep what an interrupted drill left (container, copies) and report it NO-GO
     "interrupted"; None when no drill was running. The record stays when the sweep failed."""
     from rollbackd.drill import scratch
-    from rollbackd.drill.runner import NO_GO, DrillState
+    from rollbackd.drill.report import NO_GO, record_report
+    from rollbackd.drill.runner import DrillState
     from rollbackd.drill.stages import deployer_or_none
 
     record = await drill.core.store.get_kv(running_key(drill.service))
@@ -177,7 +178,7 @@ async def recover(drill: Drill) -> JSON | None:
     report = drill.report(
         state, NO_GO, "interrupted: the daemon stopped during the drill (swept on the next start)", not errors
     )
-    await drill.record(report)
+    await record_report(drill.core, report, drill.clock())
     if not errors:
         await clear(drill)
     log.warning("drill_interrupted_swept", extra={"drill_id": state.id, "swept": done, "errors": errors})

@@ -59,7 +59,7 @@ def _drills(core: Core) -> list[Drill]:
 async def start(core: Core) -> None:
     """The last GO back into the gauge (every replica serves the metric)."""
     for drill in _drills(core):
-        from rollbackd.drill.runner import last_go_key
+        from rollbackd.drill.report import last_go_key
 
         last_go = await core.store.get_kv(last_go_key(drill.service))
         if isinstance(last_go, int | float):
@@ -120,7 +120,8 @@ def jobs(core: Core, scheduler: Scheduler) -> None:
 
 
 async def status(core: Core, runtime: ServiceRuntime) -> dict[str, Any]:
-    from rollbackd.drill.runner import Drill, last_key
+    from rollbackd.drill.report import last_key
+    from rollbackd.drill.runner import Drill
 
     drill = runtime.caps.drill
     if not isinstance(drill, Drill):
@@ -196,7 +197,7 @@ async def post_drill(request: web.Request) -> web.StreamResponse:
         current = asyncio.current_task()
         if not task.cancelled() or (current is not None and current.cancelling()):
             raise
-        from rollbackd.drill.runner import last_key
+        from rollbackd.drill.report import last_key
 
         report = await core.store.get_kv(last_key(drill.service))  # the daemon stopped it: its NO-GO report
     return web.json_response(report)

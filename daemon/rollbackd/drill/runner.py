@@ -37,27 +37,17 @@ from typing import TYPE_CHECKING, Any
 from rollbackd import logs
 from rollbackd.drill import isolation, journal, scratch
 from rollbackd.drill.options import DrillOptions
-from rollbackd.reasons import EventKind
-from rollbackd.records import JSON, Event, iso
+from rollbackd.drill.report import GO, NO_GO, build_report, record_report
+from rollbackd.records import JSON
 
 if TYPE_CHECKING:
     from rollbackd.plan import ServiceRuntime
     from rollbackd.wiring import Core
 
 log = logging.getLogger(__name__)
-GO, NO_GO = "GO", "NO-GO"
-RESTORE_STAGES = ("prepare", "deploy", "verify")
 COUNTS_NOTE = (
     "row and point counts were checked against the snapshot manifest by prepare (the `counts` check is not run again)"
 )
-
-
-def last_key(service: str) -> str:
-    return f"drill.last.{service}"
-
-
-def last_go_key(service: str) -> str:
-    return f"drill.last_go.{service}"
 
 
 def new_drill_id(ts: float) -> str:
@@ -183,7 +173,7 @@ class Drill:
 
     async def _finish(self, state: DrillState, report: JSON) -> None:
         """Record the report; forget the journaled leftovers only when the teardown completed."""
-        await self.record(report)
+        await record_report(self.core, report, self.clock())
         if report["torn_down"]:
             try:
                 await journal.clear(self)
@@ -350,63 +340,5 @@ class Drill:
         (log.info if ok else log.error)("drill_teardown", extra={"drill_id": state.id, "ok": ok, "detail": detail})
         return ok
 
-    # ---- report ----------------------------------------------------------------------------------
     def report(self, state: DrillState, verdict: str, reason: str, torn_down: bool) -> JSON:
-        stages = [{k: v for k, v in s.items() if not k.startswith("_") and k != "running"} for s in state.stages]
-        timed = {s["name"]: s for s in stages}
-        restore = (
-            round(sum(timed[n]["seconds"] for n in RESTORE_STAGES), 3)
-            if all(n in timed and timed[n]["ok"] for n in RESTORE_STAGES)
-            else None
-        )
-        finished = self.clock()
-        return {
-            "id": state.id,
-            "service": self.service,
-            "verdict": verdict,
-            "reason": reason,
-            "snapshot_set": state.snapshot_set,
-            "release": state.release,
-            "stages": stages,
-            "time_to_restore_s": restore,
-            "results": state.results,
-            "torn_down": torn_down,
-            "scratch": state.scratch,
-            "notes": state.notes,
-            "requested_by": state.actor,
-            "isolation": state.isolation,
-            "why": state.reason,
-            "started_at": iso(state.started_at),
-            "finished_at": iso(finished),
-            "duration_s": round(finished - state.started_at, 3),
-        }
-
-    async def record(self, report: JSON) -> None:
-        """The last drill (status), a journal event (history), the metric on GO; failures logged only."""
-        log.info(
-            "drill_finished",
-            extra={
-                "drill_id": report["id"],
-                "verdict": report["verdict"],
-                "reason": report["reason"],
-                "time_to_restore_s": report["time_to_restore_s"],
-                "torn_down": report["torn_down"],
-            },
-        )
-        try:
-            await self.core.store.set_kv(last_key(self.service), report)
-            await self.core.store.append_event(
-                Event(
-                    kind=EventKind.DRILL,
-                    service=self.service,
-                    data=report,
-                    verdict=report["verdict"],
-                    actor=report["requested_by"],
-                )
-            )
-            if report["verdict"] == GO:
-                now = self.clock()
-                await self.core.store.set_kv(last_go_key(self.service), now)
-                self.core.metrics.drill_last_success.labels(self.service).set(now)
-        except Exception:
-            log.exception("drill_record_failed", extra={"drill_id": report["id"]})
+        return build_report(self.service, state, verdict, reason, torn_down, self.clock())
