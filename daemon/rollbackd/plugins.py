@@ -7,6 +7,8 @@ drills. Each is a module with any of these functions (all optional):
     async stopping(core)                            the daemon is stopping: cancel long work first
     async lead(core) / async follow(core)           this replica took / lost the lead (a single node
                                                     leads from its start): the leader's own work
+    async finished(core, incident)                  an incident ended on this replica (after its outcome
+                                                    is journaled and told; a failure is logged only)
     routes(app) -> None                             extra API routes (aiohttp)
     openapi() -> (paths: dict, models: list)        their part of /v1/openapi.json
     jobs(core, scheduler) -> None                   scheduled jobs (APScheduler 3.x)

@@ -3,6 +3,7 @@ backend validation behind `rollbackd check-config` (every `type:` known, every o
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -189,6 +190,8 @@ def build_core(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     )
     for plugin in plugins.having("build"):
         plugin.build(core)
+    for plugin in plugins.having("finished"):  # the end of an incident, on the replica that ended it
+        runner.on_finished.append(functools.partial(plugin.finished, core))
     for name, runtime in services.items():
         drill = runtime.caps.drill
         metrics.drill_scheduled.labels(name).set(1 if drill is not None and drill.options.schedule is not None else 0)

@@ -3,7 +3,6 @@ service's rollout steps use (``runtime.caps.rollout``), and the ``/v1/rollouts``
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Any
 
 from rollbackd.config import Settings
@@ -40,10 +39,10 @@ def build(core: Core) -> None:
             notify=core.notify.reply,
             clock=core.runner.clock,
         )
-    core.runner.on_finished.append(functools.partial(_after_abort, core))
 
 
-async def _after_abort(core: Core, incident: Incident) -> None:
+async def finished(core: Core, incident: Incident) -> None:
+    """An incident ended here: an aborted rollout's canary is removed (on the replica that ended it)."""
     from rollbackd.rollout.control import remove_after_abort
 
     await remove_after_abort(core, incident)
@@ -55,7 +54,7 @@ async def lead(core: Core) -> None:
     for name in core.services:
         newest = await core.store.list_incidents(name, 1)
         if newest and not newest[0].active:
-            await _after_abort(core, newest[0])
+            await finished(core, newest[0])
 
 
 def _canary(options: config.Canary, deployer: Any) -> CanaryBackend:
