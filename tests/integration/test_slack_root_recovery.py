@@ -138,10 +138,8 @@ def wait_file(path: Path, timeout: float = 20) -> None:
         time.sleep(0.02)
 
 
-def test_kill9_before_the_root_was_posted_still_gives_one_thread_with_the_outcome(
-    tmp_path: Path, slack_recorder: SlackRecorder, firing_payload: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("SLACK_BOT_TOKEN", slack_recorder.token)
+def slow_incident_daemon(tmp_path: Path, slack: SlackRecorder, *, timeout: float) -> tuple[DaemonProcess, Path, Path]:
+    """A daemon whose rollback waits in its second step until ``gate`` exists (``sleeping`` says it does)."""
     gate, sleeping = tmp_path / "gate", tmp_path / "sleeping"
     plan = [
         {"type": "command", "name": "first", "argv": ["/bin/true"]},
@@ -155,12 +153,19 @@ def test_kill9_before_the_root_was_posted_still_gives_one_thread_with_the_outcom
         "type": "slack",
         "bot_token": "${SLACK_BOT_TOKEN}",
         "channel": "C0INCIDENT",
-        "base_url": slack_recorder.base_url,
+        "base_url": slack.base_url,
         "max_retries": 0,
-        "timeout": 1,
+        "timeout": timeout,
     }
     cfg = write_config(tmp_path, services={"rag": command_service(plan)}, notify=notify)
-    daemon = DaemonProcess(cfg)
+    return DaemonProcess(cfg), gate, sleeping
+
+
+def test_kill9_before_the_root_was_posted_still_gives_one_thread_with_the_outcome(
+    tmp_path: Path, slack_recorder: SlackRecorder, firing_payload: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", slack_recorder.token)
+    daemon, gate, sleeping = slow_incident_daemon(tmp_path, slack_recorder, timeout=1)
     try:
         slack_recorder.set_down(True)  # the root cannot be posted before this life of the daemon ends
         daemon.start()
@@ -181,6 +186,41 @@ def test_kill9_before_the_root_was_posted_still_gives_one_thread_with_the_outcom
         daemon.stop()
     root = only_root(slack_recorder)  # one thread, started by the restarted daemon
     assert "Rolling back rag" in (root.text or "") and incident["id"] in json.dumps(root.blocks)
+    thread = [r.text or "" for r in slack_recorder.thread(root.ts or "")]
+    assert "restarted and resumes" in thread[0], thread
+    assert any("slow" in t for t in thread[1:]), thread
+    (update,) = slack_recorder.updates(root.ts)
+    assert "resolved" in (update.text or "").lower(), update.text
+
+
+def test_kill9_after_slack_had_the_root_but_before_it_was_journaled_keeps_that_root(
+    tmp_path: Path, slack_recorder: SlackRecorder, firing_payload: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 while Slack holds the root's answer: the root is in the channel, its ts never reached the
+    journal. The restarted daemon finds that root in the channel's history (its incident id is in the
+    message metadata): the "resumed" note and the steps go into its thread, the outcome edits it, and
+    there is no second root."""
+    monkeypatch.setenv("SLACK_BOT_TOKEN", slack_recorder.token)
+    daemon, gate, sleeping = slow_incident_daemon(tmp_path, slack_recorder, timeout=30)
+    try:
+        slack_recorder.hold_next(60)  # delivered at once, answered long after this life of the daemon
+        daemon.start()
+        status, body = daemon.api.webhook(firing_payload)
+        assert status == 202 and body["decisions"][0]["action"] == "rollback", body
+        wait_file(sleeping)
+        slack_recorder.wait_for(lambda s: len(s.roots()) == 1)
+        daemon.kill9()
+        gate.touch()
+        daemon.start()
+        (incident,) = daemon.api.call("GET", "/v1/incidents")[1]["incidents"]
+        final = daemon.api.wait_incident(incident["id"], ("resolved", "failed"))
+        assert final["state"] == "resolved", final
+        slack_recorder.wait_for(lambda s: bool(s.updates()), timeout=20)
+    finally:
+        daemon.stop()
+    root = only_root(slack_recorder)
+    assert incident["id"] in json.dumps(root.blocks)
+    assert [r.method for r in slack_recorder.requests].count("conversations.history") >= 1
     thread = [r.text or "" for r in slack_recorder.thread(root.ts or "")]
     assert "restarted and resumes" in thread[0], thread
     assert any("slow" in t for t in thread[1:]), thread

@@ -27,6 +27,7 @@ SlackRecorder(token=TOKEN, webhook_path=WEBHOOK_PATH, channels=None)
     .history_scope       False: conversations.history answers missing_scope (a token without
                          channels:history); the history holds delivered top-level posts, newest first,
                          their ``metadata`` only with include_all_metadata, ``oldest`` exclusive
+    .hold_next(seconds)  the next chat.postMessage is delivered at once, answered only after ``seconds``
     .set_down(True|False)   refuse connections (listening socket closed, open connections dropped)
     .channels            the channel ids conversations.info knows (None: any id; a "#name" never, as
                          in Slack, where conversations.info takes ids only)
@@ -137,6 +138,7 @@ class SlackRecorder:
         self._requests: list[Recorded] = []
         self._failures: list[tuple[int, float, str | None, bool]] = []
         self.history_scope = True
+        self._holds: list[float] = []
         self.scopes: str | None = "chat:write,channels:history"  # the x-oauth-scopes header (None: none)
         self._cond = threading.Condition(threading.RLock())
         self._seq = 0
@@ -158,6 +160,7 @@ class SlackRecorder:
         if self._loop is None or self._thread is None:
             return
         if self._runner is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)  # answers still held go out now
             self._run(self._runner.cleanup())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
@@ -225,6 +228,12 @@ class SlackRecorder:
         with self._cond:
             self._failures.extend([(status, retry_after, error, landed)] * n)
 
+    def hold_next(self, seconds: float) -> None:
+        """The next chat.postMessage is delivered at once (in the channel and its history) but answered
+        only after ``seconds``: a client that dies meanwhile never learns its ts."""
+        with self._cond:
+            self._holds.append(seconds)
+
     def set_down(self, down: bool = True) -> None:
         self._run(self._go_down() if down else self._go_up())
 
@@ -239,6 +248,7 @@ class SlackRecorder:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
     async def _start(self) -> None:
+        self._stopping = asyncio.Event()
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
         app.router.add_get("/api/{method}", self._api)  # slack-sdk sends conversations.info as a GET
@@ -285,19 +295,22 @@ class SlackRecorder:
             return self._failures.pop(0) if self._failures else None
 
     def _next_ts(self) -> str:
+        """As Slack's: the epoch time of the post in microseconds, unique and increasing."""
         with self._cond:
-            self._seq += 1
-            return f"1700000000.{self._seq:06d}"
+            self._seq = max(self._seq + 1, int(time.time() * 1_000_000))
+            return f"{self._seq // 1_000_000}.{self._seq % 1_000_000:06d}"
 
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         body = await _body(request)
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else body.get("token")
+        with self._cond:
+            hold = self._holds.pop(0) if self._holds and method == "chat.postMessage" else None
         failure = self._take_failure()
         if failure is not None and failure[3] and method == "chat.postMessage":  # landed: only the answer fails
-            delivered, _, ts = self._answer(method, body, token, None)
-            self._record(method, 200, delivered, token, body, ts, answered=delivered is not None)
+            refused, _, ts = self._answer(method, body, token, None)
+            self._record(method, 200, refused, token, body, ts, answered=refused is not None)
             status, _, error, _ = failure
             return web.json_response(
                 {"ok": False, "error": error or _FAIL_CODES.get(status, "internal_error")}, status=status
@@ -310,6 +323,9 @@ class SlackRecorder:
         if method in _READ_METHODS:  # Slack names the token's scopes on its answers
             scopes = {"x-oauth-scopes": self.scopes} if self.scopes is not None else None
             return web.json_response({"ok": True, **self._read(method, body)}, headers=scopes)
+        if hold is not None:  # delivered (recorded above), answered only now, or as the recorder stops
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), hold)
         message = {k: body.get(k) for k in ("text", "blocks", "thread_ts") if k in body}
         return web.json_response(
             {"ok": True, "channel": body.get("channel"), "ts": ts, "message": {"type": "message", "ts": ts, **message}}
