@@ -8,6 +8,8 @@ import json
 import logging
 from typing import Any
 
+import pytest
+
 from rollbackd import logs
 
 
@@ -57,3 +59,27 @@ def test_an_explicit_error_field_is_kept_and_plain_lines_have_no_traceback() -> 
     assert line["error"] == "slack: HTTP 500" and "_deep_failure" in line["traceback"]
     plain = _capture(lambda logger: logger.info("step_started", extra={"attempt": 1}))
     assert "traceback" not in plain and "error" not in plain
+
+
+def test_asyncpgs_lost_cancel_request_is_a_warning_and_anything_else_unhandled_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """asyncpg leaks ConnectionError("unexpected connection_lost() call") from the cancel request of a query
+    cut short on a dead link (MagicStack/asyncpg#1310): known and harmless, so not an unhandled error."""
+    import asyncio
+
+    from rollbackd.daemon import _loop_exception
+
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.WARNING, logger="rollbackd.daemon"):
+            lost = ConnectionError("unexpected connection_lost() call")
+            _loop_exception(loop, {"message": "Task exception was never retrieved", "exception": lost})
+            other = ConnectionError("connection refused")
+            _loop_exception(loop, {"message": "Task exception was never retrieved", "exception": other})
+    finally:
+        loop.close()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "store_cancel_request_lost"),
+        ("ERROR", "unhandled_exception"),
+    ]
