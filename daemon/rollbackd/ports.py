@@ -16,7 +16,7 @@ def free_port(attempts: int = 64) -> int:
     if low > 2048:
         for _ in range(attempts):
             port = random.randrange(max(1024, low - 20_000), low)
-            if _bindable(port):
+            if bindable(port):
                 return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -32,7 +32,7 @@ def ephemeral_low() -> int:
         return 32768  # Linux's default
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))

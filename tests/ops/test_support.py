@@ -43,6 +43,22 @@ def test_free_port_is_bindable() -> None:
         assert sock.getsockname() == ("127.0.0.1", port)
 
 
+def test_each_xdist_worker_picks_ports_from_its_own_slice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port one worker's test frees for a moment (a daemon killed and restarted on it) is never another
+    worker's pick: the slices of the range below the ephemeral ports do not overlap."""
+    from tests.support import ports
+
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
+    slices = []
+    for worker in ("gw0", "gw1", "gw2"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        low, high = ports.worker_slice()
+        picked = {ports.free_port() for _ in range(10)}
+        assert all(low <= p < high for p in picked), (worker, low, high, picked)
+        slices.append((low, high))
+    assert slices[0][1] <= slices[1][0] and slices[1][1] <= slices[2][0], slices
+
+
 def test_metrics_exporter_serves_settable_text() -> None:
     with MetricsExporter("a 1\n") as exporter:
         with urllib.request.urlopen(exporter.url, timeout=5) as response:

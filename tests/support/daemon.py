@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from rollbackd.ports import free_port  # below the ephemeral range: see rollbackd.ports
+from tests.support.ports import free_port  # below the ephemeral range, in this worker's slice
 
 REPO = Path(__file__).resolve().parents[2]
 WEBHOOK_TOKEN = "test-webhook-token-0123456789"

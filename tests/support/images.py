@@ -33,8 +33,8 @@ from typing import Any
 from docker.models.containers import Container
 from docker.types import Mount
 
-from rollbackd.ports import free_port  # below the ephemeral range: see rollbackd.ports
 from tests.support.podman import PodmanService, die_with_parent
+from tests.support.ports import free_port  # below the ephemeral range, in this worker's slice
 
 WEB_PORT = 8080
 RAG_PORT = 8000

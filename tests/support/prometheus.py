@@ -33,7 +33,7 @@ from typing import Any, Self
 
 import yaml
 
-from rollbackd.ports import free_port  # below the ephemeral range: see rollbackd.ports
+from tests.support.ports import free_port  # below the ephemeral range, in this worker's slice
 
 from .components import require_binary
 
