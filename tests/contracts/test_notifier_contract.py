@@ -196,6 +196,13 @@ class TestSlackBotNotifier(SlackContract):
         await notifier.post(opened("inc-other"), None)
         assert root is not None and await notifier.find(opened("inc-find")) == root
 
+    async def test_find_reads_past_a_storms_messages_posted_after_the_root(self, notifier: SlackNotifier) -> None:
+        root = await notifier.post(opened("inc-deep"), None)
+        for n in range(450):  # top-level messages after the root: three pages of 200 back
+            await notifier.post(Message(kind="decision", title=f"noise {n}", service="rag"), None)
+        assert root is not None and await notifier.find(opened("inc-deep")) == root
+        assert await notifier.find(opened("inc-never-posted")) is None  # every page read, then none
+
     @pytest.fixture
     def updated(self, recorder: SlackRecorder) -> Callable[[], str | None]:
         def last() -> str | None:

@@ -26,7 +26,8 @@ SlackRecorder(token=TOKEN, webhook_path=WEBHOOK_PATH, channels=None)
     .scopes              what read answers give as ``x-oauth-scopes`` (None: no such header)
     .history_scope       False: conversations.history answers missing_scope (a token without
                          channels:history); the history holds delivered top-level posts, newest first,
-                         their ``metadata`` only with include_all_metadata, ``oldest`` exclusive
+                         their ``metadata`` only with include_all_metadata, ``oldest`` exclusive, in
+                         pages of ``limit`` with a ``next_cursor``
     .hold_next(seconds)  the next chat.postMessage is delivered at once, answered only after ``seconds``
     .set_down(True|False)   refuse connections (listening socket closed, open connections dropped)
     .channels            the channel ids conversations.info knows (None: any id; a "#name" never, as
@@ -376,16 +377,20 @@ class SlackRecorder:
                 "bot_id": "B0ROLLBACKD",
             }
         channel = str(body["channel"])
-        if method == "conversations.history":
-            return {"messages": self._history(channel, body), "has_more": False}
+        if method == "conversations.history":  # pages as Slack's: newest first, a cursor to the next
+            found = self._history(channel, body)
+            start = int(str(body.get("cursor") or "0").removeprefix("page:") or 0)
+            end = start + int(body.get("limit") or 100)
+            more = end < len(found)
+            page = {"messages": found[start:end], "has_more": more}
+            return {**page, "response_metadata": {"next_cursor": f"page:{end}" if more else ""}}
         return {
             "channel": {"id": channel, "name": f"channel-{channel.lower()}", "is_member": True, "is_archived": False}
         }
 
     def _history(self, channel: str, query: dict[str, Any]) -> list[dict[str, Any]]:
-        """Delivered top-level posts of ``channel``, newest first, after ``oldest``, at most ``limit``."""
+        """Delivered top-level posts of ``channel``, newest first, after ``oldest``."""
         oldest = float(query.get("oldest") or 0)
-        limit = int(query.get("limit") or 100)
         metadata = str(query.get("include_all_metadata", "")).lower() in ("1", "true")
         found = []
         for posted in reversed(self.messages(channel)):
@@ -395,7 +400,7 @@ class SlackRecorder:
             if metadata and isinstance(posted.body.get("metadata"), dict):
                 message["metadata"] = posted.body["metadata"]
             found.append(message)
-        return found[:limit]
+        return found
 
     async def _webhook(self, request: web.Request) -> web.Response:
         body = await _body(request)

@@ -64,7 +64,8 @@ _sdk_log.setLevel(logging.WARNING)  # slack-sdk's DEBUG lines carry the webhook 
 
 RETRY_AFTER_MAX: Final = 10.0
 ROOT_EVENT: Final = "rollbackd_incident"  # the metadata event type of an incident's root message
-HISTORY_LIMIT: Final = 200  # messages read back when looking for a root
+HISTORY_LIMIT: Final = 200  # messages per page read back when looking for a root
+HISTORY_PAGES: Final = 5  # a storm's own top-level messages may follow the root: up to 1,000 read back
 BACKOFF_S: Final = 0.5
 _CODE = re.compile(r"[a-z0-9_.\-]{1,64}")
 
@@ -178,19 +179,25 @@ class SlackNotifier:
         if self._web is None or not root.incident_id:
             return None
         channel = self._options.channel or ""
-        data = await self._call(
-            "conversations.history",
-            web=self._roots_web,  # one try: what it answers decides; the post's own retries come after
-            channel=channel,
-            limit=HISTORY_LIMIT,
-            oldest=_opened_after(root.incident_id),
-            include_all_metadata=True,
-        )
-        for found in data.get("messages") or []:
-            meta = (found.get("metadata") or {}) if isinstance(found, dict) else {}
-            payload = meta.get("event_payload") or {}
-            if meta.get("event_type") == ROOT_EVENT and payload.get("incident_id") == root.incident_id:
-                return _ref(found, channel)
+        cursor: str | None = None
+        for _ in range(HISTORY_PAGES):
+            data = await self._call(
+                "conversations.history",
+                web=self._roots_web,  # one try: what it answers decides; the post's own retries come after
+                channel=channel,
+                limit=HISTORY_LIMIT,
+                oldest=_opened_after(root.incident_id),
+                include_all_metadata=True,
+                cursor=cursor,
+            )
+            for found in data.get("messages") or []:
+                meta = (found.get("metadata") or {}) if isinstance(found, dict) else {}
+                payload = meta.get("event_payload") or {}
+                if meta.get("event_type") == ROOT_EVENT and payload.get("incident_id") == root.incident_id:
+                    return _ref(found, channel)
+            cursor = (data.get("response_metadata") or {}).get("next_cursor") or None
+            if not data.get("has_more") or not cursor:
+                return None
         return None
 
     async def update(self, thread: ThreadRef, message: Message) -> None:
