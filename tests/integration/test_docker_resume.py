@@ -21,7 +21,9 @@ import requests
 
 from rollbackd.deploy.docker import DockerDeployer
 from rollbackd.deploy.ledger import OBSERVE_CACHE_S
+from rollbackd.errors import FencedError
 from rollbackd.records import Release
+from rollbackd.state import fence
 from tests.support import images
 from tests.support.daemon import DaemonProcess, write_config
 from tests.support.podman import PodmanService
@@ -324,4 +326,36 @@ async def test_a_retry_waits_until_the_cancelled_attempts_call_in_flight_ends(wo
         world.assert_one_serving_v1(name, port, "r1")
     finally:
         await held.deployer.close()
+        world.podman.remove_containers()
+
+
+async def test_a_revert_whose_lease_ran_out_makes_no_further_engine_call_and_ends_fenced(world: World) -> None:
+    """A leader paused past its lease (SIGSTOP, a VM pause) wakes up: its revert's thread may run on
+    before the event loop notices and cancels the step. The thread asks the lease's local bound before
+    each engine call: it makes none once the bound has passed, and the step ends as fenced (the runner
+    steps down; the step stays started for the new leader), instead of swapping under the new leader."""
+    name, port = world.start_v2()
+    held = Cancellable(world.deployer(name, port), hold_at="create")
+    release = Release(service="web", version="v1", digest=world.v1)
+    lease = {"holds": True}
+    token = fence.holding.set(lambda: lease["holds"])  # as the runner sets it for an incident's task
+    try:
+        task = asyncio.create_task(held.deployer.deploy(release, incident="f1"))
+    finally:
+        fence.holding.reset(token)
+    try:
+        assert await asyncio.to_thread(held.holding.wait, 30)
+        lease["holds"] = False  # the pause outlasted the lease; nothing has cancelled the step
+        held.go_on.set()
+        with pytest.raises(FencedError, match="lease"):
+            await asyncio.wait_for(task, 30)
+        assert held.seen == ["rename", "create"]
+        state = world.state(name)
+        assert state[f"{name}__pre_f1"] == (world.v2, "running"), state
+        await held.deployer.close()
+        next_owner = world.deployer(name, port)
+        await next_owner.deploy(release, incident="f1")
+        await next_owner.close()
+        world.assert_one_serving_v1(name, port, "f1")
+    finally:
         world.podman.remove_containers()

@@ -133,6 +133,9 @@ class Stale:
     token = 1
     replica_id = "replica-a"
 
+    def holds(self, token: int | None) -> bool:
+        return True  # by its own clock: it slept through the lease without noticing
+
 
 async def test_a_runner_with_a_stale_token_stops_at_its_first_write_and_steps_down(
     tmp_path: Path, pg_dsn: str, lease: PostgresLease, caplog: pytest.LogCaptureFixture
@@ -192,6 +195,9 @@ async def test_a_follower_runs_nothing_it_journals(tmp_path: Path, pg_dsn: str) 
             leading = False
             token = None
             replica_id = "f"
+
+            def holds(self, token: int | None) -> bool:
+                return False
 
         core.runner.leadership = Follower()
         inc = incident()

@@ -159,6 +159,25 @@ def test_steps_down_when_the_lease_cannot_be_renewed_in_time_or_a_write_was_fenc
     ]
 
 
+def test_holds_answers_by_the_local_bound_before_the_loop_has_noticed() -> None:
+    """A step's thread asks ``holds`` before each engine call: it turns false the moment the local bound
+    passes (woken from SIGSTOP), before any tick or watch has run, and for any other term's token."""
+    clock, said = Clock(), []  # type: ignore[var-annotated]
+    script = Script(clock)
+    r = replica(script, clock, said)
+
+    async def go() -> None:
+        script.answer = Grant(token=7, since=1.0, previous=None)
+        await r.tick()
+
+    asyncio.run(go())
+    assert r.holds(7) and not r.holds(6) and not r.holds(None)
+    clock.now += 1.9  # within two thirds of the 3 s lease
+    assert r.holds(7)
+    clock.now += 0.2  # past it, nothing has run yet: still "leading", but the lease may be gone
+    assert r.leading and not r.holds(7)
+
+
 def test_a_clean_stop_hands_the_lease_over() -> None:
     script, clock, said = Script(), Clock(), []  # type: ignore[var-annotated]
     r = replica(script, clock, said)

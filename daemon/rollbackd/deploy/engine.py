@@ -8,9 +8,11 @@ whose target name already holds the container is done, a remove of a container t
 
 A step runs its sub-operations in a thread (``in_thread``). Cancelling the step (its leader stepped
 down, the incident was aborted) cannot stop a thread, so the thread stops itself: before each call and
-in each wait it checks whether the step that started it was cancelled, and if so makes no further call
-(``Abandoned``). Only the call already in flight finishes; the step's next owner (the new leader, the
-resumed attempt) works from what the engine then shows, which every sub-operation is built for.
+in each wait it checks whether the step that started it was cancelled, or whether the lease it runs
+under ran out by the replica's own bound (a leader woken from SIGSTOP or a VM pause, before its loop
+noticed: the step then ends as fenced), and if so makes no further call (``Abandoned``). Only the
+call already in flight finishes; the step's next owner (the new leader, the resumed attempt) works
+from what the engine then shows, which every sub-operation is built for.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from typing import Any, TypeVar
 
 import docker
 import requests
+
+from rollbackd.errors import FencedError
+from rollbackd.state import fence
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -50,15 +55,21 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     except asyncio.CancelledError:
         cancelled.set()
         raise
+    except Abandoned as exc:  # not cancelled, so the lease ran out: a fencing, as a refused write is
+        raise FencedError(f"docker: {exc}") from None
     finally:
         _cancelled.reset(token)
 
 
 def checkpoint() -> None:
-    """Raise Abandoned when the step running in this thread was cancelled."""
+    """Raise Abandoned when the step running in this thread was cancelled, or when the lease it runs
+    under has run out by this replica's own bound (woken from a pause: the loop has not noticed yet)."""
     cancelled = _cancelled.get()
     if cancelled is not None and cancelled.is_set():
         raise Abandoned("the step was cancelled: no further engine call")
+    holding = fence.holding.get()
+    if holding is not None and not holding():
+        raise Abandoned("the lease this step runs under may have run out: no further engine call")
 
 
 def pause(seconds: float) -> None:
@@ -68,6 +79,7 @@ def pause(seconds: float) -> None:
         time.sleep(seconds)
     elif cancelled.wait(seconds):
         raise Abandoned("the step was cancelled while it waited")
+    checkpoint()
 
 
 def transport_error(exc: BaseException) -> bool:

@@ -34,6 +34,10 @@ class Leadership(Protocol):
     @property
     def replica_id(self) -> str: ...
 
+    def holds(self, token: int | None) -> bool:
+        """The lease under ``token`` still holds by the local bound (safe to call from any thread)."""
+        ...
+
 
 class SingleNode:
     """SQLite: the only daemon leads, always; nothing to fence."""
@@ -41,6 +45,9 @@ class SingleNode:
     leading = True
     token: int | None = None
     replica_id = "single"
+
+    def holds(self, token: int | None) -> bool:
+        return True
 
 
 def identity(replica_id: str | None, listen: str) -> Identity:

@@ -65,6 +65,10 @@ class Replica:
     def replica_id(self) -> str:
         return self.me.id
 
+    def holds(self, token: int | None) -> bool:
+        """Reads two attributes and the clock, no lock: a step's thread asks it before each engine call."""
+        return token is not None and token == self.token and self.clock() <= self._valid_until
+
     async def run(self) -> None:
         """Renew every third of the lease (the first decision is the caller's ``tick``), and watch the
         local bound in between: a renewal hanging on a dead link must not keep a stale leader running."""

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -92,6 +93,7 @@ class Runner:
         if task is None or task.done():
             ctx = contextvars.copy_context()
             ctx.run(fence.current.set, self.leadership.token)
+            ctx.run(fence.holding.set, functools.partial(self.leadership.holds, self.leadership.token))
             task = asyncio.create_task(self._fenced_run(incident_id), name=f"incident-{incident_id}", context=ctx)
             self._tasks[incident_id] = task
             self.starts.begin(incident_id)
