@@ -434,3 +434,23 @@ async def test_recorder_waits_from_an_async_test(make: Make, slack_recorder: Sla
     (root,) = slack_recorder.roots()
     (reply,) = slack_recorder.thread(root.ts)
     assert reply.text is not None and "cut_traffic" in reply.text
+
+
+async def test_a_search_takes_no_shape_of_anothers_metadata_on_trust(make: Make, slack_recorder: SlackRecorder) -> None:
+    """Anyone may post message metadata to the channel: odd shapes (and the same event type from someone
+    else, for another incident) are passed over, never a crash; the real root is still found."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    other = AsyncWebClient(token=slack_recorder.token, base_url=slack_recorder.base_url)
+    notifier = make()
+    root = await notifier.post(OPENED, None)
+    odd: list[Any] = [
+        {"event_type": "rollbackd_incident", "event_payload": "inc-1"},
+        {"event_type": "rollbackd_incident", "event_payload": {"incident_id": "inc-other"}},
+        {"event_type": "something_else", "event_payload": {"incident_id": "inc-1"}},
+        {"event_type": ["rollbackd_incident"], "event_payload": {}},
+    ]
+    for metadata in odd:
+        await other.chat_postMessage(channel="C1", text="not a root", metadata=metadata)
+    assert await notifier.find(OPENED) == root
+    assert await notifier.find(step("x", incident_id="inc-none")) is None

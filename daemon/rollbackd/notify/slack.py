@@ -191,9 +191,7 @@ class SlackNotifier:
                 cursor=cursor,
             )
             for found in data.get("messages") or []:
-                meta = (found.get("metadata") or {}) if isinstance(found, dict) else {}
-                payload = meta.get("event_payload") or {}
-                if meta.get("event_type") == ROOT_EVENT and payload.get("incident_id") == root.incident_id:
+                if _root_of(found) == root.incident_id:
                     return _ref(found, channel)
             cursor = (data.get("response_metadata") or {}).get("next_cursor") or None
             if not data.get("has_more") or not cursor:
@@ -372,6 +370,16 @@ def _ref(data: Mapping[str, Any], channel: str) -> ThreadRef:
     if not isinstance(ts, str) or not ts:
         raise BackendError("slack", "chat.postMessage: answer without ts")
     return {"channel": str(data.get("channel") or channel), "ts": ts}
+
+
+def _root_of(message: object) -> object:
+    """The incident id a history message carries as a root's metadata; None for any other message
+    (anyone may post metadata to the channel: nothing in it is trusted to have a shape)."""
+    meta = message.get("metadata") if isinstance(message, dict) else None
+    if not isinstance(meta, dict) or meta.get("event_type") != ROOT_EVENT:
+        return None
+    payload = meta.get("event_payload")
+    return payload.get("incident_id") if isinstance(payload, dict) else None
 
 
 def _opened_after(incident_id: str) -> str | None:
