@@ -236,15 +236,25 @@ class Cancellable:
             self.holding.set()
             self.go_on.wait(30)
 
-    async def cancel_while_held(self, release: Release, incident: str) -> None:
-        """Start the revert, cancel it while its thread is held, then let the thread go on to its end."""
+    async def cancel_while_held(self, release: Release, incident: str, *, after: float = 0.0) -> None:
+        """Start the revert, cancel it ``after`` seconds past the hold point (while held, unless ``go_on``
+        was set before), then let the thread go on to its end."""
         task = asyncio.create_task(self.deployer.deploy(release, incident=incident))
         assert await asyncio.to_thread(self.holding.wait, 30)
+        await asyncio.sleep(after)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         self.go_on.set()
         assert await asyncio.to_thread(self.thread_done.wait, 60)
+
+    async def next_owner_finishes(self, world: World, name: str, port: int, release: Release, incident: str) -> None:
+        """The new leader (or the resumed attempt), with a deployer of its own, ends with one container on v1."""
+        await self.deployer.close()
+        next_owner = world.deployer(name, port)
+        await next_owner.deploy(release, incident=incident)
+        await next_owner.close()
+        world.assert_one_serving_v1(name, port, incident)
 
 
 async def test_a_cancelled_revert_makes_no_engine_call_after_the_one_in_flight(world: World) -> None:
@@ -260,11 +270,7 @@ async def test_a_cancelled_revert_makes_no_engine_call_after_the_one_in_flight(w
         state = world.state(name)
         assert state[f"{name}__pre_x1"] == (world.v2, "running"), state  # v2 still serves, nothing stopped it
         assert state[name][1] != "running", state
-        await held.deployer.close()
-        next_owner = world.deployer(name, port)
-        await next_owner.deploy(release, incident="x1")
-        await next_owner.close()
-        world.assert_one_serving_v1(name, port, "x1")
+        await held.next_owner_finishes(world, name, port, release, "x1")
     finally:
         world.podman.remove_containers()
 
@@ -281,23 +287,13 @@ async def test_a_revert_cancelled_during_its_health_wait_puts_nothing_back(world
     release = Release(service="web", version="v1", digest=world.v1)
     try:
         held.go_on.set()  # nothing to hold: the cancel comes during the health wait that follows the start
-        task = asyncio.create_task(held.deployer.deploy(release, incident="h1"))
-        assert await asyncio.to_thread(held.holding.wait, 30)
-        await asyncio.sleep(0.5)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert await asyncio.to_thread(held.thread_done.wait, 60)
+        await held.cancel_while_held(release, "h1", after=0.5)
         await asyncio.sleep(3.5)  # past the health timeout: the old code put v2 back by now
         assert held.seen == ["rename", "create", "stop", "start"]
         state = world.state(name)
         assert state[name] == (world.v1, "running"), state
         assert state[f"{name}__pre_h1"][1] != "running", state
-        await held.deployer.close()
-        next_owner = world.deployer(name, port)
-        await next_owner.deploy(release, incident="h1")
-        await next_owner.close()
-        world.assert_one_serving_v1(name, port, "h1")
+        await held.next_owner_finishes(world, name, port, release, "h1")
     finally:
         world.podman.remove_containers()
 
@@ -352,10 +348,6 @@ async def test_a_revert_whose_lease_ran_out_makes_no_further_engine_call_and_end
         assert held.seen == ["rename", "create"]
         state = world.state(name)
         assert state[f"{name}__pre_f1"] == (world.v2, "running"), state
-        await held.deployer.close()
-        next_owner = world.deployer(name, port)
-        await next_owner.deploy(release, incident="f1")
-        await next_owner.close()
-        world.assert_one_serving_v1(name, port, "f1")
+        await held.next_owner_finishes(world, name, port, release, "f1")
     finally:
         world.podman.remove_containers()

@@ -161,6 +161,29 @@ def slow_incident_daemon(tmp_path: Path, slack: SlackRecorder, *, timeout: float
     return DaemonProcess(cfg), gate, sleeping
 
 
+def restart_until_resolved(daemon: DaemonProcess, gate: Path, slack: SlackRecorder) -> dict[str, Any]:
+    """Start the daemon again with its slow step let go; its one incident resolved and its outcome told."""
+    gate.touch()
+    daemon.start()
+    (incident,) = daemon.api.call("GET", "/v1/incidents")[1]["incidents"]
+    final = daemon.api.wait_incident(incident["id"], ("resolved", "failed"))
+    assert final["state"] == "resolved", final
+    slack.wait_for(lambda s: bool(s.updates()), timeout=20)
+    return incident
+
+
+def one_resumed_thread(slack: SlackRecorder, incident: dict[str, Any]) -> Recorded:
+    """One root for the incident, "resumed" first in its thread, the slow step in it, the outcome on it."""
+    root = only_root(slack)
+    assert incident["id"] in json.dumps(root.blocks)
+    thread = [r.text or "" for r in slack.thread(root.ts or "")]
+    assert "restarted and resumes" in thread[0], thread
+    assert any("slow" in t for t in thread[1:]), thread
+    (update,) = slack.updates(root.ts)
+    assert "resolved" in (update.text or "").lower(), update.text
+    return root
+
+
 def test_kill9_before_the_root_was_posted_still_gives_one_thread_with_the_outcome(
     tmp_path: Path, slack_recorder: SlackRecorder, firing_payload: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -176,21 +199,11 @@ def test_kill9_before_the_root_was_posted_still_gives_one_thread_with_the_outcom
         assert slack_recorder.messages() == []
 
         slack_recorder.set_down(False)
-        gate.touch()
-        daemon.start()
-        (incident,) = daemon.api.call("GET", "/v1/incidents")[1]["incidents"]
-        final = daemon.api.wait_incident(incident["id"], ("resolved", "failed"))
-        assert final["state"] == "resolved", final
-        slack_recorder.wait_for(lambda s: bool(s.updates()), timeout=20)
+        incident = restart_until_resolved(daemon, gate, slack_recorder)
     finally:
         daemon.stop()
-    root = only_root(slack_recorder)  # one thread, started by the restarted daemon
-    assert "Rolling back rag" in (root.text or "") and incident["id"] in json.dumps(root.blocks)
-    thread = [r.text or "" for r in slack_recorder.thread(root.ts or "")]
-    assert "restarted and resumes" in thread[0], thread
-    assert any("slow" in t for t in thread[1:]), thread
-    (update,) = slack_recorder.updates(root.ts)
-    assert "resolved" in (update.text or "").lower(), update.text
+    root = one_resumed_thread(slack_recorder, incident)  # started by the restarted daemon
+    assert "Rolling back rag" in (root.text or "")
 
 
 def test_kill9_after_slack_had_the_root_but_before_it_was_journaled_keeps_that_root(
@@ -210,19 +223,8 @@ def test_kill9_after_slack_had_the_root_but_before_it_was_journaled_keeps_that_r
         wait_file(sleeping)
         slack_recorder.wait_for(lambda s: len(s.roots()) == 1)
         daemon.kill9()
-        gate.touch()
-        daemon.start()
-        (incident,) = daemon.api.call("GET", "/v1/incidents")[1]["incidents"]
-        final = daemon.api.wait_incident(incident["id"], ("resolved", "failed"))
-        assert final["state"] == "resolved", final
-        slack_recorder.wait_for(lambda s: bool(s.updates()), timeout=20)
+        incident = restart_until_resolved(daemon, gate, slack_recorder)
     finally:
         daemon.stop()
-    root = only_root(slack_recorder)
-    assert incident["id"] in json.dumps(root.blocks)
+    one_resumed_thread(slack_recorder, incident)
     assert [r.method for r in slack_recorder.requests].count("conversations.history") >= 1
-    thread = [r.text or "" for r in slack_recorder.thread(root.ts or "")]
-    assert "restarted and resumes" in thread[0], thread
-    assert any("slow" in t for t in thread[1:]), thread
-    (update,) = slack_recorder.updates(root.ts)
-    assert "resolved" in (update.text or "").lower(), update.text
