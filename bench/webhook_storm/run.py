@@ -86,7 +86,7 @@ def services(**policy: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def daemon(work: Path, store: str, **policy: Any) -> Iterator[DaemonProcess]:
+def daemon(work: Path, store: str, acceptors: int, **policy: Any) -> Iterator[DaemonProcess]:
     dsn = fresh_database_sync("storm") if store == "postgres" else None
     state = (
         {"type": "postgres", "dsn": secret_ref("STORM_STATE_DSN", dsn), "max_size": 4}
@@ -94,15 +94,30 @@ def daemon(work: Path, store: str, **policy: Any) -> Iterator[DaemonProcess]:
         else {"type": "sqlite", "path": str(work / "state.db")}
     )
     proc = DaemonProcess(
-        write_config(work, services=services(**policy), state=state), env={"ROLLBACKD_LOG_LEVEL": "warning"}
+        write_config(work, services=services(**policy), state=state, webhook={"acceptors": acceptors}),
+        env={"ROLLBACKD_LOG_LEVEL": "warning"},
     )
     proc.start()
     try:
+        serving(proc, acceptors)
         yield proc
     finally:
         proc.stop()
         if dsn:
             drop_database_sync(dsn)
+
+
+def serving(proc: DaemonProcess, acceptors: int, timeout: float = 30) -> None:
+    """Wait until the daemon's acceptors serve (it answers alone until then: wrk's connections, made
+    once at its start, would all be the daemon's)."""
+    deadline = time.monotonic() + timeout
+    while acceptors and time.monotonic() < deadline:
+        _, text = proc.api.call("GET", "/metrics")
+        if f"\nrollbackd_acceptors {float(acceptors)}\n" in text.decode():
+            return
+        time.sleep(0.1)
+    if acceptors:
+        raise SystemExit(f"the daemon's {acceptors} acceptor(s) did not serve within {timeout}s")
 
 
 @contextmanager
@@ -152,7 +167,7 @@ def side_by_side(args: argparse.Namespace, store: str, work: Path, mode: str, bo
     opts = {"services": SERVICES, "seconds": args.seconds, "connections": args.connections, "workdir": work}
     with bare_handler() as bare:
         base = load.wrk(bare, body, run=run + "b", **opts)  # type: ignore[arg-type]
-    with daemon(work / f"{store}-{mode}-{rep}", store) as d:
+    with daemon(work / f"{store}-{mode}-{rep}", store, args.acceptors) as d:
         got = load.wrk(d.url, body, run=run, **opts)  # type: ignore[arg-type]
     return base, got
 
@@ -160,7 +175,9 @@ def side_by_side(args: argparse.Namespace, store: str, work: Path, mode: str, bo
 def act_under_noise(args: argparse.Namespace, store: str, work: Path, storm_rps: float) -> list[float]:
     """Rollback alerts for the 50 services in turn, about 1 per 1,000 storm requests, during a storm."""
     interval = max(0.05, 1000.0 / max(storm_rps, 1.0))
-    with daemon(work / f"{store}-act", store, cooldown="0s", budget={"max": 100000}, rollback_alerts=["ActNow"]) as d:
+    with daemon(
+        work / f"{store}-act", store, args.acceptors, cooldown="0s", budget={"max": 100000}, rollback_alerts=["ActNow"]
+    ) as d:
         storm = load.start(
             d.url,
             MODES["groups-50"],
@@ -220,6 +237,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=1, help="runs per mode; the row is the median (single runs vary)")
     ap.add_argument("--stores", default="sqlite,postgres")
+    ap.add_argument("--acceptors", type=int, default=1, help="webhook.acceptors of the daemon (0: its loop alone)")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--big-body", action="store_true", help="time one 1 MiB body of 4,000 alerts instead")
     ap.add_argument("--runs", type=int, default=5)
@@ -241,7 +259,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="storm-"))
     print(
         f"webhook storm: {args.seconds}s per mode x {args.connections} connections, wrk -t2, loopback; "
-        f"load average {os.getloadavg()[0]:.2f}",
+        f"rollbackd with webhook.acceptors: {args.acceptors}; load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
     for store in args.stores.split(","):

@@ -191,6 +191,10 @@ class JournalRetention(Strict):
 class WebhookConfig(Strict):
     # Bodies already journaled, kept parsed so a re-sent copy costs no parsing; bounded by their size.
     body_cache_bytes: Annotated[int, Field(ge=0)] = 64 * 1_048_576
+    # Processes beside the daemon's own that take webhook requests on its listen address (rollbackd.acceptor):
+    # each decides and journals the storm's alerts that cannot act, and hands everything else to the daemon.
+    # 0: the daemon alone. One per spare core lifts a storm of distinct alerts (README, Benchmarks).
+    acceptors: Annotated[int, Field(ge=0, le=16)] = 0
 
 
 class HaConfig(Strict):

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -22,6 +23,9 @@ from rollbackd.ha.node import Node
 from rollbackd.scheduler import Scheduler
 from rollbackd.state import retention
 from rollbackd.wiring import Core, build_core
+
+if TYPE_CHECKING:
+    from rollbackd.acceptor.pool import Acceptors
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,8 @@ class Daemon:
         self.port: int | None = None
         self.scheduler: Scheduler | None = None
         self.node: Node | None = None
+        self.acceptors: Acceptors | None = None
+        self._port_lock: int | None = None
 
     async def start(self) -> Core:
         core = build_core(self.settings)
@@ -61,11 +67,13 @@ class Daemon:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         host, port = split_listen(self.listen)
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        if self.settings.webhook.acceptors:
+            await self._serve_with_acceptors(core, host, port)
+        else:
+            site = web.TCPSite(self._runner, host, port, reuse_address=True)
+            await site.start()
+            sockets = getattr(site._server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1] if sockets else port
         self._tasks = [
             asyncio.create_task(_every(1.0, core.intake.flush_duplicates, "flush_duplicates")),
             asyncio.create_task(_every(5.0, self._refresh_gauges, "refresh_gauges")),
@@ -88,6 +96,19 @@ class Daemon:
         )
         return core
 
+    async def _serve_with_acceptors(self, core: Core, host: str, port: int) -> None:
+        """The daemon and its acceptor processes each accept on their own socket of the port (rollbackd.acceptor)."""
+        from rollbackd.acceptor import listening
+        from rollbackd.acceptor.pool import Acceptors
+
+        assert self._runner is not None
+        self._port_lock = listening.claim(host, port)
+        sock = listening.bind(host, port)
+        await web.SockSite(self._runner, sock).start()
+        self.port = sock.getsockname()[1]
+        self.acceptors = Acceptors(core, host, self.port, self.settings.webhook.acceptors)
+        await self.acceptors.start(self._runner)  # serving (bounded) before the daemon says it is started
+
     async def _refresh_gauges(self) -> None:
         assert self.core is not None
         core = self.core
@@ -98,8 +119,7 @@ class Daemon:
         await self.core.store.ping()  # only a daemon whose journal answers is alive
         sdnotify.notify("WATCHDOG=1")
 
-    async def stop(self) -> None:
-        sdnotify.notify("STOPPING=1")
+    async def _stop_housekeeping(self) -> None:
         if self.scheduler is not None:
             self.scheduler.stop()
         for task in self._tasks:
@@ -107,6 +127,12 @@ class Daemon:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def stop(self) -> None:
+        sdnotify.notify("STOPPING=1")
+        await self._stop_housekeeping()
+        if self.acceptors is not None:  # they hand requests to the daemon: they stop first
+            await self.acceptors.stop()
         if self.core is not None:  # before the API drains: an open request may be waiting for this work
             for plugin in plugins.having("stopping"):
                 await plugin.stopping(self.core)

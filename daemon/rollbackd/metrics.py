@@ -95,6 +95,17 @@ class Metrics:
         self.drill_scheduled = Gauge(
             "rollbackd_drill_scheduled", "1 when the service's drill runs on a schedule", ["service"], registry=r
         )
+        self.acceptors = Gauge(
+            "rollbackd_acceptors", "Acceptor processes taking webhook requests beside the daemon", registry=r
+        )
+        self.acceptor_exits = Counter(
+            "rollbackd_acceptor_exits", "Acceptor processes that exited unasked (each is started again)", registry=r
+        )
+        self.acceptor_handoffs = Counter(
+            "rollbackd_acceptor_handoffs",
+            "Requests an acceptor handed to the daemon (bodies that may act or resolve, the API)",
+            registry=r,
+        )
         self._initialise(list(services))
 
     def _initialise(self, services: list[str]) -> None:
@@ -114,6 +125,9 @@ class Metrics:
                 gauge.labels(svc).set(0)  # drill 0 = never: stale where a drill is scheduled (drill_scheduled)
         self.alerts.labels("", Action.IGNORE.value, Reason.UNKNOWN_SERVICE.value)
         self.alerts.labels("", Action.SUPPRESSED.value, Reason.DUPLICATE.value)
+
+    def webhook_results(self, result: WebhookResult, n: int) -> None:
+        self._webhook_children[result].inc(n)
 
     def webhook_result(self, result: WebhookResult) -> None:
         self._webhook_children[result].inc()  # children cached: this runs for every webhook request

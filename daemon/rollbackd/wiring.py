@@ -17,6 +17,7 @@ from rollbackd.incidents.confirm import Confirmer
 from rollbackd.incidents.controls import Controls
 from rollbackd.incidents.intake import Intake
 from rollbackd.incidents.runner import Runner
+from rollbackd.incidents.told import Teller
 from rollbackd.metrics import Metrics
 from rollbackd.notify import BACKENDS as NOTIFY_BACKENDS
 from rollbackd.notify import Notifier
@@ -76,11 +77,7 @@ def validate_backends(settings: Settings) -> list[str]:
             problems.append(
                 f"services.{name}.policy.confirm: `required` needs `prometheus.url` (or set confirm: best_effort | off)"
             )
-    if settings.ha.replicas > 1 and settings.state.type != "postgres":
-        problems.append(
-            f"ha.replicas: {settings.ha.replicas} replicas need the postgres state store "
-            f"(state.type: postgres); {settings.state.type} is single node"
-        )
+    problems.extend(_journal_problems(settings))
     if settings.state.type == "postgres" and settings.incidents.kill_grace >= settings.ha.lease / 3:
         # A leader that steps down has a third of its lease before another replica takes over: its steps'
         # process groups must be dead by then, or a step could run on two hosts at once.
@@ -93,6 +90,27 @@ def validate_backends(settings: Settings) -> list[str]:
     return problems
 
 
+def _journal_problems(settings: Settings) -> list[str]:
+    """What the state store must allow: more than one replica, or acceptor processes beside the daemon."""
+    problems: list[str] = []
+    if settings.webhook.acceptors and settings.state.type == "sqlite" and _in_memory(settings.state.options()):
+        problems.append(
+            f"webhook.acceptors: {settings.webhook.acceptors} acceptor processes need a journal they can "
+            "open too; an in-memory SQLite database is the daemon's alone (give state.path a file)"
+        )
+    if settings.ha.replicas > 1 and settings.state.type != "postgres":
+        problems.append(
+            f"ha.replicas: {settings.ha.replicas} replicas need the postgres state store "
+            f"(state.type: postgres); {settings.state.type} is single node"
+        )
+    return problems
+
+
+def _in_memory(options: Mapping[str, Any]) -> bool:
+    path = str(options.get("path", ""))
+    return path == ":memory:" or path.startswith("file::memory:")
+
+
 @dataclass
 class Core:
     settings: Settings
@@ -101,6 +119,7 @@ class Core:
     metrics: Metrics
     notify: NotifyQueue
     runner: Runner
+    told: Teller
     intake: Intake
     controls: Controls
     prometheus: Prometheus | None
@@ -172,8 +191,16 @@ def build_core(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         store_outage_limit=settings.incidents.store_outage_limit,
         kill_grace=settings.incidents.kill_grace,
     )
+    told = Teller(
+        services=services,
+        notify=notify,
+        metrics=metrics,
+        pager=runner.pager,
+        coalesce_window=settings.notify_coalesce_window,
+        clock=clock,
+    )
     intake = Intake(
-        settings=settings, store=store, services=services, runner=runner, notify=notify, metrics=metrics, clock=clock
+        settings=settings, store=store, services=services, runner=runner, told=told, metrics=metrics, clock=clock
     )
     controls = Controls(store=store, services=services, intake=intake, runner=runner, metrics=metrics, clock=clock)
     core = Core(
@@ -183,6 +210,7 @@ def build_core(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         metrics=metrics,
         notify=notify,
         runner=runner,
+        told=told,
         intake=intake,
         controls=controls,
         prometheus=prometheus,

@@ -11,7 +11,7 @@ from rollbackd import plugins
 from rollbackd.api import auth, openapi, problems, v1
 from rollbackd.api.keys import CORE
 from rollbackd.api.problems import problem
-from rollbackd.api.webhook import SEEN, SeenBodies, alertmanager_webhook
+from rollbackd.api.webhook import SEEN, WEBHOOK, SeenBodies, alertmanager_webhook
 from rollbackd.errors import StateError
 from rollbackd.reasons import WebhookResult
 from rollbackd.wiring import Core
@@ -77,6 +77,7 @@ async def metrics(request: web.Request) -> web.Response:
 def create_app(core: Core) -> web.Application:
     app = web.Application(middlewares=[api_middleware], client_max_size=1_048_576 + 1)
     app[CORE] = core
+    app[WEBHOOK] = core
     app[SEEN] = SeenBodies(core.settings.webhook.body_cache_bytes)
     app.router.add_post(WEBHOOK_PATH, alertmanager_webhook)
     app.router.add_get("/healthz", healthz)

@@ -10,15 +10,18 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 
 from rollbackd.alertmanager import parse_webhook
 from rollbackd.api import auth
-from rollbackd.api.keys import CORE
 from rollbackd.api.problems import problem
+from rollbackd.config import Settings
 from rollbackd.errors import PayloadError
+from rollbackd.incidents.intake import Intake
 from rollbackd.reasons import Reason, WebhookResult
 from rollbackd.records import Alert, Decision
 
@@ -82,6 +85,29 @@ class SeenBodies:
 SEEN = web.AppKey("seen_bodies", SeenBodies)
 
 
+class ResultCounter(Protocol):
+    def webhook_result(self, result: WebhookResult) -> None: ...
+
+
+class WebhookCore(Protocol):
+    """What the webhook handler uses: the daemon's Core, or an acceptor process's (rollbackd.acceptor)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def metrics(self) -> ResultCounter: ...
+
+    @property
+    def intake(self) -> Intake: ...
+
+
+WEBHOOK = web.AppKey("webhook_core", WebhookCore)
+# An acceptor hands a body it may not decide alone (rollbackd.acceptor) to the daemon: its answer is the answer.
+Handoff = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
+HANDOFF: web.AppKey[Handoff] = web.AppKey("webhook_handoff")
+
+
 async def read_limited(request: web.Request, limit: int = MAX_BODY) -> bytes | None:
     """The body, or None when it is longer than ``limit`` (exactly ``limit`` bytes is fine)."""
     if request.content_length is not None and request.content_length > limit:
@@ -112,9 +138,8 @@ def media_problem(request: web.Request) -> str | None:
     return None
 
 
-async def alertmanager_webhook(request: web.Request) -> web.Response:
-    received_at = time.time()
-    core = request.app[CORE]
+async def _checked_body(request: web.Request, core: WebhookCore) -> bytes | web.Response:
+    """The body, or the problem answered instead (counted): token, media type, size."""
     count = core.metrics.webhook_result
     token = core.settings.auth.webhook_token
     if auth.match(auth.bearer(request), [("alertmanager", token)]) is None:
@@ -130,6 +155,16 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
     if body is None:
         count(WebhookResult.TOO_LARGE)
         return problem(413, f"body larger than {MAX_BODY} bytes")
+    return body
+
+
+async def alertmanager_webhook(request: web.Request) -> web.StreamResponse:
+    received_at = time.time()
+    core = request.app[WEBHOOK]
+    count = core.metrics.webhook_result
+    body = await _checked_body(request, core)
+    if isinstance(body, web.Response):
+        return body
     digest = hashlib.blake2b(body, digest_size=16).digest()
     seen = request.app[SEEN]
     known = seen.get(digest)
@@ -141,6 +176,14 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         except PayloadError as exc:
             count(WebhookResult.BAD_REQUEST)
             return problem(400, str(exc), field=exc.field)
+    handoff = request.app.get(HANDOFF)
+    if handoff is not None and not core.intake.decides_alone(alerts):
+        handed = await handoff(request, body)
+        if handed.status == 202:  # journaled by the daemon: a copy sent again is a duplicate here too
+            core.intake.journaled(alerts)
+            if known is None:
+                seen.add(digest, alerts, len(body))
+        return handed
     decisions = await core.intake.receive(alerts, received_at)
     count(WebhookResult.ACCEPTED)
     if known is None:

@@ -14,17 +14,16 @@ import logging
 import time
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from rollbackd import facts, policy, releases
 from rollbackd.config import Settings
 from rollbackd.errors import IncidentActiveError
 from rollbackd.incidents.batch import Body
-from rollbackd.incidents.runner import Runner
-from rollbackd.incidents.told import Teller, decision_event
+from rollbackd.incidents.starts import Starts
+from rollbackd.incidents.told import Tells, decision_event
 from rollbackd.incidents.views import ViewCache, empty_view
 from rollbackd.metrics import Metrics
-from rollbackd.notify.queue import NotifyQueue
 from rollbackd.plan import ServiceRuntime, plan_to_json
 from rollbackd.reasons import Action, IncidentState, Reason
 from rollbackd.records import Alert, Decision, Incident, Pause, PolicyView, Trigger, new_incident_id
@@ -36,6 +35,17 @@ log = logging.getLogger(__name__)
 _SEEN_MAX = 20_000  # alert keys known to be journaled: duplicates answered without a write
 
 
+class IntakeRunner(Protocol):
+    """What intake asks of the incident runner (rollbackd.incidents.runner.Runner; an acceptor's stand-in)."""
+
+    @property
+    def starts(self) -> Starts: ...
+
+    def start(self, incident_id: str) -> Any: ...
+
+    async def finish(self, incident: Incident, state: IncidentState, error: str | None) -> IncidentState: ...
+
+
 class Intake:
     def __init__(
         self,
@@ -43,8 +53,8 @@ class Intake:
         settings: Settings,
         store: StateStore,
         services: Mapping[str, ServiceRuntime],
-        runner: Runner,
-        notify: NotifyQueue,
+        runner: IntakeRunner,
+        told: Tells,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -59,14 +69,7 @@ class Intake:
         self._unsettled: dict[str, asyncio.Future[None]] = {}  # decided, their body's commit not yet done
         self._duplicates: Counter[str] = Counter()
         self._classes: dict[tuple[str, str], Action] = {}  # (service, alertname) -> its policy list
-        self.told = Teller(
-            services=services,
-            notify=notify,
-            metrics=metrics,
-            pager=runner.pager,
-            coalesce_window=settings.notify_coalesce_window,
-            clock=clock,
-        )
+        self.told = told
         self.views = ViewCache(store, clock)
         self.group = GroupCommit(store)  # rows of concurrent webhook requests share one commit
         self.seen_reads = GroupRead(store)  # and one "journaled already?" query
@@ -122,6 +125,17 @@ class Intake:
             if settled is not None:  # the original's commit is in flight: a 202 waits for it
                 await asyncio.shield(settled)
         return decisions
+
+    def decides_alone(self, alerts: list[Alert]) -> bool:
+        """Whether these alerts need nothing but config and the journal's insert: all firing, none may act.
+        An acceptor process (rollbackd.acceptor) decides those itself and hands the others to the daemon;
+        one known journaled (a copy sent again) is a duplicate, decided alone too."""
+        return all(a.key in self._seen or (a.status == "firing" and not self._may_act(a)) for a in alerts)
+
+    def journaled(self, alerts: list[Alert]) -> None:
+        """Journaled by another process (the daemon, for an acceptor): copies sent again are duplicates."""
+        for alert in alerts:
+            self._remember(alert.key)
 
     def _runtime(self, alert: Alert) -> ServiceRuntime | None:
         """The guarded service the alert names (its service label), if any."""
