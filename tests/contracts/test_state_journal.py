@@ -71,6 +71,18 @@ class AlertJournalContract:
         assert reasons == ["a", "b", "rollback_rule"]  # no journal line for a row that was not new
         assert await store.journal_alerts([]) == []
 
+    @pytest.mark.parametrize("count", [3, 250])  # Postgres: one statement for a storm's batch, a transaction above 200
+    async def test_a_batch_logs_its_new_rows_in_order(self, store: StateStore, count: int) -> None:
+        notify = Decision(Action.NOTIFY, Reason.NOTIFY_RULE, "rag")
+        await store.journal_alert(alert("f1"), "rag", NOW - 60, notify, None, decision_event())
+        rows = [
+            (alert(f"f{n}"), "rag", NOW, notify, Event(kind="decision", service="rag", reason=f"r{n:04d}", data={}))
+            for n in range(count)
+        ]
+        assert await store.journal_alerts(rows) == [n != 1 for n in range(count)]
+        lines = await store.events(kinds=("decision",), limit=count + 5)
+        assert [e.reason for e in reversed(lines)][1:] == [f"r{n:04d}" for n in range(count) if n != 1]
+
     async def test_retention_prunes_old_unlinked_alerts_and_events_only(self, store: StateStore) -> None:
         old, young = NOW - 100 * 86400, NOW - 3600
         notify = Decision(Action.NOTIFY, Reason.NOTIFY_RULE, "rag")
