@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -50,7 +51,7 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.node: Node | None = None
         self.acceptors: Acceptors | None = None
-        self._port_lock: int | None = None
+        self._port_claim: socket.socket | None = None
 
     async def start(self) -> Core:
         core = build_core(self.settings)
@@ -102,7 +103,7 @@ class Daemon:
         from rollbackd.acceptor.pool import Acceptors
 
         assert self._runner is not None
-        self._port_lock = listening.claim(host, port)
+        self._port_claim = listening.claim(host, port)
         sock = listening.bind(host, port)
         await web.SockSite(self._runner, sock).start()
         self.port = sock.getsockname()[1]

@@ -1,37 +1,33 @@
 """The listen address shared by the daemon and its acceptors: one SO_REUSEPORT socket each, so the
 kernel spreads new connections evenly (one shared socket would let the first process to wake take a
 whole burst of connections). SO_REUSEPORT would also let a second daemon started by mistake share the
-port unnoticed, so the daemon first claims the address with a lock only one process can hold."""
+port unnoticed, so the daemon first claims the address: an abstract unix socket named after it, which
+only one process of the host's network namespace can bind and which goes with that process, even
+killed -9 (no file to leave behind, and systemd's PrivateTmp= does not hide it from another unit)."""
 
 from __future__ import annotations
 
-import fcntl
-import os
-import re
 import socket
-import tempfile
-from pathlib import Path
 
 from rollbackd.errors import ConfigError
 
 _BACKLOG = 1024
 
 
-def claim(host: str, port: int) -> int | None:
-    """Hold the address's lock for the daemon's life (its fd; released when the process ends)."""
+def claim(host: str, port: int) -> socket.socket | None:
+    """Hold the address for the daemon's life (the socket returned; children do not inherit it)."""
     if port == 0:  # an ephemeral port is this process's alone
         return None
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"rollbackd-listen-{host}-{port}.lock")
-    path = Path(tempfile.gettempdir()) / name
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    name = f"rollbackd-listen-{host}:{port}"
+    claimed = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+        claimed.bind("\0" + name)
+    except OSError:
+        claimed.close()
         raise ConfigError(
-            "listen", f"another rollbackd with acceptors already listens on {host}:{port} (lock {path} is held)"
+            "listen", f"another rollbackd with acceptors already listens on {host}:{port} (it holds @{name})"
         ) from None
-    return fd
+    return claimed
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -37,7 +37,7 @@ from rollbackd.records import Incident
 from rollbackd.state import BACKENDS as STATE_BACKENDS
 from rollbackd.state import StateStore
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("rollbackd.acceptor.worker")  # run as __main__
 
 WEBHOOK_PATH = "/v1/webhook/alertmanager"
 REPORT_EVERY_S = 0.05
