@@ -109,3 +109,33 @@ def test_frames_carry_a_report_across_a_socketpair_and_end_with_the_other_side()
     assert serving == channel.Serving(123)
     assert report.alerts == {("rag", Action.NOTIFY, Reason.NOTIFY_RULE): 1}
     assert end is None
+
+
+def test_a_report_the_daemon_cannot_apply_is_logged_and_the_next_one_applies(caplog: Any) -> None:
+    from types import SimpleNamespace
+
+    from rollbackd.acceptor.pool import Acceptors
+
+    clock = [1000.0]
+    told, posts, metrics = teller(clock)
+    failing = [True]
+
+    def post(message: Any) -> None:
+        if failing.pop() if failing else False:
+            raise RuntimeError("the queue refused it")
+        posts.messages.append(message)
+
+    told.notify = SimpleNamespace(post=post)  # type: ignore[assignment]
+    pool = Acceptors(SimpleNamespace(metrics=metrics, told=told), "127.0.0.1", 0, 1)  # type: ignore[arg-type]
+
+    def report() -> channel.Report:
+        relay = channel.Relay()
+        asyncio.run(relay.tell(alert(len(posts.messages)), NOTIFY, None))
+        return relay.take()
+
+    asyncio.run(pool._apply_logged(0, report()))
+    assert "acceptor_report_failed" in caplog.text
+    clock[0] += 61
+    asyncio.run(pool._apply_logged(0, report()))
+    assert len(posts.messages) == 1
+    assert counted(metrics, Action.NOTIFY, Reason.NOTIFY_RULE) == 2

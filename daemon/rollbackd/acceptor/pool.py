@@ -94,7 +94,7 @@ class Acceptors:
                     self._serving[index].set()
                     log.info("acceptor_serving", extra={"acceptor": index, "pid": message.pid})
                 else:
-                    await self._apply(message)
+                    await self._apply_logged(index, message)
         finally:
             if serving:
                 self.core.metrics.acceptors.dec()
@@ -102,6 +102,12 @@ class Acceptors:
             code = await proc.wait()
             self._procs.pop(index, None)
         return code
+
+    async def _apply_logged(self, index: int, report: channel.Report) -> None:
+        try:
+            await self._apply(report)
+        except Exception:  # a page or a post that failed: the acceptor and its next reports go on
+            log.exception("acceptor_report_failed", extra={"acceptor": index})
 
     async def _apply(self, report: channel.Report) -> None:
         """An acceptor's decisions, counted and posted as the daemon's own (one coalescing for all)."""
