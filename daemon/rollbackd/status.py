@@ -114,6 +114,9 @@ async def build(core: Core, *, now: float, update_metrics: bool = False) -> dict
         "services": {},
         "ha": await replicas_json(core.store, core.runner.leadership),
     }
+    if core.settings.webhook.acceptors:  # rollbackd.acceptor: how many take webhooks beside the daemon
+        serving = core.metrics.registry.get_sample_value("rollbackd_acceptors") or 0
+        out["acceptors"] = {"configured": core.settings.webhook.acceptors, "serving": int(serving)}
     metrics = core.metrics if update_metrics else None
     for name, runtime in core.services.items():
         svc = await service_status(core, runtime, now)

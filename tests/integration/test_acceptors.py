@@ -164,6 +164,7 @@ def test_what_may_act_and_the_api_are_the_daemons_whichever_process_takes_them(t
         assert {a["decisions"][0]["reason"] for _, a in again} == {"duplicate"}
         assert len(daemon.api.call("GET", "/v1/incidents")[1]["incidents"]) == 6  # no second incident
         assert daemon.api.call("GET", "/v1/status", token="wrong")[0] == 401  # auth is the daemon's too
+        assert daemon.api.call("GET", "/v1/status")[1]["acceptors"] == {"configured": 1, "serving": 1}
         wait_for(lambda: metric(daemon, "rollbackd_acceptor_handoffs_total") >= 1, what="a handoff")
     finally:
         daemon.stop()

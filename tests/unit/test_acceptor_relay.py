@@ -139,3 +139,13 @@ def test_a_report_the_daemon_cannot_apply_is_logged_and_the_next_one_applies(cap
     asyncio.run(pool._apply_logged(0, report()))
     assert len(posts.messages) == 1
     assert counted(metrics, Action.NOTIFY, Reason.NOTIFY_RULE) == 2
+
+
+def test_status_says_how_many_acceptors_serve() -> None:
+    from rollbackd.cli.render import status
+
+    body: dict[str, Any] = {"mode": "auto", "paused": None, "services": {}}
+    assert "acceptors" not in status(body)  # none configured: no line
+    assert "acceptors:    1 of 1 serving" in status({**body, "acceptors": {"configured": 1, "serving": 1}})
+    missing = status({**body, "acceptors": {"configured": 2, "serving": 1}})
+    assert "acceptors:    1 of 2 serving  (the daemon takes their share; log: acceptor_exited)" in missing

@@ -49,9 +49,18 @@ def _serving(svc: dict[str, Any]) -> list[str]:
     return [f"  serving:      {', '.join(running['serving']) or running.get('note')}"] if "serving" in running else []
 
 
+def _acceptors(acc: dict[str, Any] | None) -> list[str]:
+    if not acc:
+        return []
+    line = f"acceptors:    {acc['serving']} of {acc['configured']} serving"
+    if acc["serving"] < acc["configured"]:
+        line += "  (the daemon takes their share; log: acceptor_exited)"
+    return [line]
+
+
 def status(body: dict[str, Any]) -> str:
     out = [f"mode: {body['mode']}    global pause: {_pause_text(body.get('paused'))}"]
-    out += [*(ha_view.render(body["ha"]) if "ha" in body else []), ""]
+    out += [*(ha_view.render(body["ha"]) if "ha" in body else []), *_acceptors(body.get("acceptors")), ""]
     for name, svc in body["services"].items():
         out.append(f"service {name}")
         out.append(f"  paused:       {_pause_text(svc.get('paused'))}")
