@@ -113,7 +113,10 @@ async def test_a_clean_release_reaches_100_and_is_marked_green(
     prom.wait_for('rag_canary_errors{service="rag"}')
     rollout = await start(api)
     weights_seen: set[int] = set()
-    while (state := (await call(api, "GET", f"/v1/incidents/{rollout['id']}"))[1]["state"]) == "running":
+    deadline = time.monotonic() + 90
+    # pending until the runner takes it (a moment after the 202): both mean "not ended yet"
+    while (state := (await call(api, "GET", f"/v1/incidents/{rollout['id']}"))[1]["state"]) in ("pending", "running"):
+        assert time.monotonic() < deadline, state
         weights_seen.add(w.weight())
         await asyncio.sleep(0.1)
     body = (await call(api, "GET", f"/v1/rollouts/current?id={rollout['id']}"))[1]
