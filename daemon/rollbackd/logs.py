@@ -33,6 +33,10 @@ def _masked(value: Any) -> Any:
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, process: str | None = None) -> None:
+        super().__init__()
+        self.process = process  # a helper process's name on every line ("acceptor-0"); the daemon's: none
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "ts": round(record.created, 3),
@@ -40,6 +44,8 @@ class JsonFormatter(logging.Formatter):
             "event": record.getMessage(),
             "logger": record.name,
         }
+        if self.process is not None:
+            out["process"] = self.process
         for var, name in ((incident_id, "incident_id"), (service, "service"), (step, "step")):
             value = var.get()
             if value is not None:
@@ -56,9 +62,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, separators=(",", ":"))
 
 
-def setup(level: str = "info", stream: Any = None) -> None:
+def setup(level: str = "info", stream: Any = None, *, process: str | None = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(process))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -28,6 +28,7 @@ from tests.integration.test_group_commit import client, journaled_postgres, jour
 from tests.support.daemon import WEBHOOK_TOKEN, DaemonProcess, command_service, secret_ref, write_config
 from tests.support.pg import drop_database_sync, fresh_database_sync
 from tests.support.slack_recorder import SlackRecorder
+from tests.support.tcp_proxy import ThreadedProxy
 
 NOOP = [{"type": "command", "name": "noop", "argv": ["/bin/true"]}]
 TRIES = 16  # new connections: the chance that none lands on the acceptor is 2**-16
@@ -200,6 +201,50 @@ def test_a_killed_acceptor_starts_again_and_a_killed_daemon_takes_its_acceptor(t
     missing = set(accepted) - journaled_sqlite(tmp_path / "state.db")
     assert not missing, f"{len(missing)} of {len(accepted)} answered 202 but not journaled"
     assert '"acceptor_exited"' in daemon.log.read_text()
+
+
+def statuses(daemon: DaemonProcess, tags: list[str]) -> dict[str, int]:
+    """Each alert on a new connection: its answer's status (0: no answer)."""
+    out = {}
+    for tag in tags:
+        try:
+            out[tag] = daemon.api.call(
+                "POST", "/v1/webhook/alertmanager", raw=storm_body(tag), token=WEBHOOK_TOKEN, timeout=20
+            )[0]
+        except OSError:
+            out[tag] = 0
+    return out
+
+
+def test_the_journal_cut_from_both_processes_is_a_503_never_a_lost_202(tmp_path: Path) -> None:
+    dsn = fresh_database_sync("acceptorcut")
+    try:
+        with ThreadedProxy("127.0.0.1", 5432) as proxy:
+            proxied = dsn.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+            state = {"type": "postgres", "dsn": secret_ref("ACCEPTOR_CUT_DSN", proxied), "timeout": 2}
+            daemon = daemon_with_acceptor(tmp_path, state)
+            start(daemon)
+            try:
+                before = statuses(daemon, [f"before{n}" for n in range(TRIES)])
+                proxy.cut()
+                during = statuses(daemon, [f"during{n}" for n in range(TRIES)])
+                proxy.restore()
+                after: dict[str, int] = {}
+                wait_for(lambda: after.update(statuses(daemon, [f"after{len(after)}"])) or 202 in after.values())
+                after.update(statuses(daemon, [f"later{n}" for n in range(TRIES)]))
+            finally:
+                daemon.stop()
+        journaled = journaled_postgres(dsn)
+    finally:
+        drop_database_sync(dsn)
+    assert set(before.values()) == {202}
+    assert set(during.values()) == {503}, during  # refused out loud by whichever process took it
+    assert [t for t, s in after.items() if t.startswith("later") and s != 202] == []
+    accepted = {t for answers in (before, during, after) for t, s in answers.items() if s == 202}
+    assert accepted <= journaled
+    log = daemon.log.read_text()
+    assert '"process":"acceptor-0"' in log and '"store_error"' in log
+    assert any('"store_error"' in line and '"process":"acceptor-0"' in line for line in log.splitlines())
 
 
 def test_a_second_daemon_with_acceptors_on_the_port_is_refused_by_name(tmp_path: Path) -> None:

@@ -199,7 +199,7 @@ class Acceptor:
 def main(argv: list[str]) -> None:
     link = socket.socket(fileno=int(argv[0]))
     hello = channel.read_blocking(link)
-    logs.setup(hello.settings.log.level)
+    logs.setup(hello.settings.log.level, process=f"acceptor-{hello.index}")
     started = time.monotonic()
     try:
         asyncio.run(Acceptor(hello, link).run())
