@@ -11,6 +11,7 @@ connections as the kernel spreads them. What a client sees must not depend on wh
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -38,6 +39,7 @@ def daemon_with_acceptor(tmp_path: Path, state: dict[str, Any], **top: Any) -> D
     services = {
         "rag": command_service(NOOP, notify_alerts=["StormNoise"], rollback_alerts=["ActNow"], cooldown="0s"),
         **{f"svc{n}": command_service(NOOP, rollback_alerts=["ActNow"]) for n in range(6)},
+        "slow": command_service(NOOP, notify_alerts=["StormNoise"], rollback_alerts=["ActNow"], start_delay="60s"),
     }
     cfg = write_config(tmp_path, services=services, state=state, webhook={"acceptors": 1}, **top)
     return DaemonProcess(cfg, env={"ROLLBACKD_LOG_LEVEL": "info"})
@@ -167,6 +169,52 @@ def test_what_may_act_and_the_api_are_the_daemons_whichever_process_takes_them(t
         assert daemon.api.call("GET", "/v1/status", token="wrong")[0] == 401  # auth is the daemon's too
         assert daemon.api.call("GET", "/v1/status")[1]["acceptors"] == {"configured": 1, "serving": 1}
         wait_for(lambda: metric(daemon, "rollbackd_acceptor_handoffs_total") >= 1, what="a handoff")
+    finally:
+        daemon.stop()
+
+
+def resolved_body(tag: str, alertname: str, service: str, fingerprint: str) -> bytes:
+    body = relabel(load_fixture("alertmanager-0.25-resolved.json"), alertname=alertname, service=service)
+    body["groupKey"] = f'{{}}:{{alertname="{alertname}", n="{tag}"}}'
+    body["alerts"][0]["fingerprint"] = fingerprint
+    return json.dumps(body).encode()
+
+
+def posted(daemon: DaemonProcess, bodies: list[bytes], timeout: float) -> list[int]:
+    """Each body on a new connection: the statuses answered (a request that timed out has none)."""
+    answered = []
+    for body in bodies:
+        with contextlib.suppress(OSError):
+            answered.append(
+                daemon.api.call("POST", "/v1/webhook/alertmanager", raw=body, token=WEBHOOK_TOKEN, timeout=timeout)[0]
+            )
+    return answered
+
+
+def test_resolutions_are_the_acceptors_unless_they_may_cancel_a_pending_rollback(tmp_path: Path) -> None:
+    daemon = daemon_with_acceptor(tmp_path, {"type": "sqlite", "path": str(tmp_path / "state.db")})
+    start(daemon)
+    try:
+        firing = relabel(load_fixture("alertmanager-0.25-firing.json"), alertname="ActNow", service="slow")
+        status, answer = daemon.api.webhook(firing)
+        assert status == 202 and answer["decisions"][0]["action"] == "rollback", answer
+        (incident,) = daemon.api.call("GET", "/v1/incidents")[1]["incidents"]
+        assert incident["state"] == "pending"  # start_delay: 60 s
+        opened_by = firing["alerts"][0]["fingerprint"]
+        assert daemon.proc is not None
+        os.kill(daemon.proc.pid, signal.SIGSTOP)  # only the acceptor answers, and only what it may decide
+        try:
+            quiet = posted(daemon, [resolved_body(f"q{n}", "StormNoise", "rag", f"q{n}") for n in range(TRIES)], 1.0)
+            # notify-only too, but its fingerprint opened the pending rollback: the daemon's to cancel
+            cancelling = posted(
+                daemon, [resolved_body(f"c{n}", "StormNoise", "slow", opened_by) for n in range(8)], 1.0
+            )
+        finally:
+            os.kill(daemon.proc.pid, signal.SIGCONT)
+        assert quiet and set(quiet) == {202}, quiet
+        assert cancelling == []  # never decided alone, never a 202 without the daemon
+        final = daemon.api.wait_incident(incident["id"], ("cancelled", "resolved", "failed"))
+        assert final["state"] == "cancelled", final
     finally:
         daemon.stop()
 

@@ -177,7 +177,7 @@ async def alertmanager_webhook(request: web.Request) -> web.StreamResponse:
             count(WebhookResult.BAD_REQUEST)
             return problem(400, str(exc), field=exc.field)
     handoff = request.app.get(HANDOFF)
-    if handoff is not None and not core.intake.decides_alone(alerts):
+    if handoff is not None and not await core.intake.decides_alone(alerts):
         handed = await handoff(request, body)
         if handed.status == 202:  # journaled by the daemon: a copy sent again is a duplicate here too
             core.intake.journaled(alerts)

@@ -126,11 +126,23 @@ class Intake:
                 await asyncio.shield(settled)
         return decisions
 
-    def decides_alone(self, alerts: list[Alert]) -> bool:
-        """Whether these alerts need nothing but config and the journal's insert: all firing, none may act.
-        An acceptor process (rollbackd.acceptor) decides those itself and hands the others to the daemon;
-        one known journaled (a copy sent again) is a duplicate, decided alone too."""
-        return all(a.key in self._seen or (a.status == "firing" and not self._may_act(a)) for a in alerts)
+    async def decides_alone(self, alerts: list[Alert]) -> bool:
+        """Whether these alerts need nothing but config and the journal: an acceptor process
+        (rollbackd.acceptor) decides those itself and hands the others to the daemon. None may ever
+        roll back (notify-only, ignored, unknown service) or it is a copy known journaled; and a
+        resolution must have no active incident its alert opened (only the daemon cancels one). An
+        incident opened meanwhile cannot be its: only an alert that may roll back opens one."""
+        if not all(a.key in self._seen or not self._rolls_back(a) for a in alerts):
+            return False
+        resolving = {
+            (runtime.name, a.fingerprint)
+            for a in alerts
+            if a.status == "resolved" and a.key not in self._seen and (runtime := self._runtime(a)) is not None
+        }
+        if not resolving:
+            return True
+        opened_by = {(i.service, i.trigger.fingerprint) for i in await self.store.active_incidents()}
+        return not resolving & opened_by
 
     def journaled(self, alerts: list[Alert]) -> None:
         """Journaled by another process (the daemon, for an acceptor): copies sent again are duplicates."""
@@ -140,6 +152,11 @@ class Intake:
     def _runtime(self, alert: Alert) -> ServiceRuntime | None:
         """The guarded service the alert names (its service label), if any."""
         return self.services.get(alert.labels.get(self.settings.service_label) or "")
+
+    def _rolls_back(self, alert: Alert) -> bool:
+        """The alert's kind is a rollback for a guarded service, firing or resolved."""
+        runtime = self._runtime(alert)
+        return runtime is not None and self._kind(alert, runtime) is Action.ROLLBACK
 
     def _may_act(self, alert: Alert) -> bool:
         runtime = self._runtime(alert)
