@@ -12,7 +12,6 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -21,6 +20,7 @@ from rollbackd import heap, logs, plugins, sdnotify, status
 from rollbackd.api.app import create_app
 from rollbackd.config import Settings, split_listen
 from rollbackd.ha.node import Node
+from rollbackd.periodic import every
 from rollbackd.scheduler import Scheduler
 from rollbackd.state import retention
 from rollbackd.wiring import Core, build_core
@@ -29,15 +29,6 @@ if TYPE_CHECKING:
     from rollbackd.acceptor.pool import Acceptors
 
 log = logging.getLogger(__name__)
-
-
-async def _every(seconds: float, job: Callable[[], Awaitable[None]], name: str) -> None:
-    while True:
-        await asyncio.sleep(seconds)
-        try:
-            await job()
-        except Exception:  # a housekeeping job must never stop the daemon
-            log.exception("periodic_job_failed", extra={"job": name})
 
 
 class Daemon:
@@ -76,12 +67,12 @@ class Daemon:
             sockets = getattr(site._server, "sockets", None) or []
             self.port = sockets[0].getsockname()[1] if sockets else port
         self._tasks = [
-            asyncio.create_task(_every(1.0, core.intake.flush_duplicates, "flush_duplicates")),
-            asyncio.create_task(_every(5.0, self._refresh_gauges, "refresh_gauges")),
+            asyncio.create_task(every(1.0, core.intake.flush_duplicates, "flush_duplicates")),
+            asyncio.create_task(every(5.0, self._refresh_gauges, "refresh_gauges")),
         ]
         interval = sdnotify.watchdog_interval()
         if interval:
-            self._tasks.append(asyncio.create_task(_every(interval, self._watchdog, "watchdog")))
+            self._tasks.append(asyncio.create_task(every(interval, self._watchdog, "watchdog")))
         await self._refresh_gauges()
         sdnotify.notify(f"READY=1\nSTATUS=listening on {host}:{self.port}")
         log.info(

@@ -82,17 +82,26 @@ def gone(pid: int) -> bool:
         return True
 
 
+def answers(daemon: DaemonProcess, bodies: dict[str, bytes], timeout: float) -> dict[str, int]:
+    """Each body on a new connection: its answer's status by name (0: no answer in ``timeout``)."""
+    out = {}
+    for name, body in bodies.items():
+        try:
+            out[name] = daemon.api.call(
+                "POST", "/v1/webhook/alertmanager", raw=body, token=WEBHOOK_TOKEN, timeout=timeout
+            )[0]
+        except OSError:
+            out[name] = 0
+    return out
+
+
+def storm(tags: list[str]) -> dict[str, bytes]:
+    return {tag: storm_body(tag) for tag in tags}
+
+
 def post_storm(daemon: DaemonProcess, tags: list[str], timeout: float) -> list[str]:
-    """Each alert on a new connection; the tags answered 202."""
-    accepted = []
-    for tag in tags:
-        with contextlib.suppress(OSError):
-            status, _ = daemon.api.call(
-                "POST", "/v1/webhook/alertmanager", raw=storm_body(tag), token=WEBHOOK_TOKEN, timeout=timeout
-            )
-            if status == 202:
-                accepted.append(tag)
-    return accepted
+    """The tags answered 202."""
+    return [tag for tag, status in answers(daemon, storm(tags), timeout).items() if status == 202]
 
 
 def store_state(tmp_path: Path, store: str) -> tuple[dict[str, Any], str | None]:
@@ -181,14 +190,8 @@ def resolved_body(tag: str, alertname: str, service: str, fingerprint: str) -> b
 
 
 def posted(daemon: DaemonProcess, bodies: list[bytes], timeout: float) -> list[int]:
-    """Each body on a new connection: the statuses answered (a request that timed out has none)."""
-    answered = []
-    for body in bodies:
-        with contextlib.suppress(OSError):
-            answered.append(
-                daemon.api.call("POST", "/v1/webhook/alertmanager", raw=body, token=WEBHOOK_TOKEN, timeout=timeout)[0]
-            )
-    return answered
+    """The statuses answered (a request that timed out has none)."""
+    return [status for status in answers(daemon, {str(n): b for n, b in enumerate(bodies)}, timeout).values() if status]
 
 
 def test_resolutions_are_the_acceptors_unless_they_may_cancel_a_pending_rollback(tmp_path: Path) -> None:
@@ -252,16 +255,7 @@ def test_a_killed_acceptor_starts_again_and_a_killed_daemon_takes_its_acceptor(t
 
 
 def statuses(daemon: DaemonProcess, tags: list[str]) -> dict[str, int]:
-    """Each alert on a new connection: its answer's status (0: no answer)."""
-    out = {}
-    for tag in tags:
-        try:
-            out[tag] = daemon.api.call(
-                "POST", "/v1/webhook/alertmanager", raw=storm_body(tag), token=WEBHOOK_TOKEN, timeout=20
-            )[0]
-        except OSError:
-            out[tag] = 0
-    return out
+    return answers(daemon, storm(tags), timeout=20)
 
 
 def test_the_journal_cut_from_both_processes_is_a_503_never_a_lost_202(tmp_path: Path) -> None:

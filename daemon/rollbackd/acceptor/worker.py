@@ -26,11 +26,12 @@ from yarl import URL
 from rollbackd import heap, logs
 from rollbackd.acceptor import channel, listening
 from rollbackd.api import problems
-from rollbackd.api.webhook import HANDOFF, MAX_BODY, SEEN, WEBHOOK, SeenBodies, alertmanager_webhook
+from rollbackd.api.webhook import HANDOFF, MAX_BODY, SEEN, WEBHOOK, WEBHOOK_PATH, SeenBodies, alertmanager_webhook
 from rollbackd.config import Settings
 from rollbackd.incidents.intake import Intake
 from rollbackd.incidents.starts import Starts
 from rollbackd.metrics import Metrics
+from rollbackd.periodic import every
 from rollbackd.plan import ServiceRuntime
 from rollbackd.reasons import IncidentState
 from rollbackd.records import Incident
@@ -39,7 +40,6 @@ from rollbackd.state import StateStore
 
 log = logging.getLogger("rollbackd.acceptor.worker")  # run as __main__
 
-WEBHOOK_PATH = "/v1/webhook/alertmanager"
 REPORT_EVERY_S = 0.05
 DRAIN_S = 10.0  # requests taken before a stop finish within this
 # Per hop (RFC 9110 7.6.1) or recomputed for the body passed on: never copied across the handoff.
@@ -114,7 +114,7 @@ class Acceptor:
         log.info("acceptor_started", extra={"acceptor": self.hello.index})
         tasks = [
             asyncio.create_task(self._report(writer)),
-            asyncio.create_task(self._every(1.0, intake.flush_duplicates)),
+            asyncio.create_task(every(1.0, intake.flush_duplicates, "flush_duplicates")),
             asyncio.create_task(self._until_closed(reader)),
         ]
         await self.stop.wait()
@@ -186,14 +186,6 @@ class Acceptor:
         await reader.read()
         log.warning("acceptor_daemon_gone", extra={"acceptor": self.hello.index})
         self.stop.set()
-
-    async def _every(self, seconds: float, job: Any) -> None:
-        while True:
-            await asyncio.sleep(seconds)
-            try:
-                await job()
-            except Exception:  # the journal is down: the next flush carries the counts
-                log.exception("acceptor_job_failed", extra={"acceptor": self.hello.index})
 
 
 def main(argv: list[str]) -> None:

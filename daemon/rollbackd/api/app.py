@@ -11,12 +11,11 @@ from rollbackd import plugins
 from rollbackd.api import auth, openapi, problems, v1
 from rollbackd.api.keys import CORE
 from rollbackd.api.problems import problem
-from rollbackd.api.webhook import SEEN, WEBHOOK, SeenBodies, alertmanager_webhook
+from rollbackd.api.webhook import SEEN, WEBHOOK, WEBHOOK_PATH, SeenBodies, alertmanager_webhook
 from rollbackd.errors import StateError
 from rollbackd.reasons import WebhookResult
 from rollbackd.wiring import Core
 
-WEBHOOK_PATH = "/v1/webhook/alertmanager"
 _OPEN = frozenset({"/healthz", "/readyz", "/metrics", "/v1/openapi.json", WEBHOOK_PATH})
 
 

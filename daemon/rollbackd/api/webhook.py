@@ -25,6 +25,7 @@ from rollbackd.incidents.intake import Intake
 from rollbackd.reasons import Reason, WebhookResult
 from rollbackd.records import Alert, Decision
 
+WEBHOOK_PATH = "/v1/webhook/alertmanager"
 MAX_BODY = 1_048_576
 _SEEN_BODIES = 4096
 # What a parsed body costs in memory, per byte of the body (measured: a 1 MiB body's alerts hold ~3.1 MB).
