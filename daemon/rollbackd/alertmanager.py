@@ -10,6 +10,7 @@ Labels are data: kept exactly as sent (no case folding, no normalisation).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -41,6 +42,13 @@ _SUSPECT_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
 def parse_time(value: Any) -> datetime:
     if not isinstance(value, str):
         raise ValueError("expected an RFC 3339 time string")
+    return _rfc3339(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _rfc3339(value: str) -> datetime:
+    """Cached: every firing alert's endsAt is Go's zero time, and the alerts of one rule evaluation
+    share their startsAt (a datetime is immutable; a refused value raises and is not cached)."""
     m = _RFC3339.match(value)
     if not m:
         raise ValueError(f"not an RFC 3339 time with offset: {value[:64]!r}")
@@ -109,12 +117,19 @@ def _present(value: Any) -> Any:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise PayloadError("", f"duplicate key {key[:64]!r}")
-        out[key] = value
+    out = dict(pairs)  # built in C; a shorter dict than the pairs means a key came twice
+    if len(out) != len(pairs):
+        raise PayloadError("", f"duplicate key {_first_repeated(pairs)[:64]!r}")
     return out
+
+
+def _first_repeated(pairs: list[tuple[str, Any]]) -> str:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            return key
+        seen.add(key)
+    raise AssertionError("no key repeats")
 
 
 def _reject_constant(name: str) -> Any:
@@ -148,19 +163,19 @@ def _depth(root: Any) -> int:
     return deepest
 
 
+# One decoder, made once (json.loads with hooks builds a decoder and its scanner on every call).
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates, parse_constant=_reject_constant, parse_float=_finite, parse_int=_bounded_int
+)
+
+
 def loads_strict(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PayloadError("", f"body is not valid UTF-8 (byte {exc.start})") from exc
     try:
-        data = json.loads(
-            text,
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_reject_constant,
-            parse_float=_finite,
-            parse_int=_bounded_int,
-        )
+        data = _DECODER.decode(text)
     except PayloadError:
         raise
     except RecursionError as exc:

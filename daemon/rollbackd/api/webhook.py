@@ -6,6 +6,7 @@ Alertmanager times out and re-sends, so duplicates are normal input and cost no 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -111,8 +112,14 @@ HANDOFF: web.AppKey[Handoff] = web.AppKey("webhook_handoff")
 
 async def read_limited(request: web.Request, limit: int = MAX_BODY) -> bytes | None:
     """The body, or None when it is longer than ``limit`` (exactly ``limit`` bytes is fine)."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
+    length = request.content_length
+    if length is not None:  # what Alertmanager sends: one read of a body already buffered
+        if length > limit:
+            return None
+        try:
+            return await request.content.readexactly(length)
+        except asyncio.IncompleteReadError as cut:  # the client hung up early: the parse refuses what came
+            return cut.partial
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -187,7 +187,9 @@ class Intake:
         if alert.key in self._seen:
             return self._duplicate(alert, runtime, body)
         async with self._locks[runtime.name if runtime else ""]:
-            if await self._known(alert, body):
+            if alert.key in self._seen or (  # journaled meanwhile, or before (read once per body)
+                alert.key in body.known if body is not None else await self.store.seen_alert(alert.key)
+            ):
                 self._remember(alert.key)
                 return self._duplicate(alert, runtime, body)
             decision, incident = await self._decide(alert, runtime, received_at)
@@ -208,11 +210,6 @@ class Intake:
         if incident is not None:
             self.runner.start(incident.id)
         return decision
-
-    async def _known(self, alert: Alert, body: Body | None) -> bool:
-        if alert.key in self._seen:
-            return True
-        return alert.key in body.known if body is not None else await self.store.seen_alert(alert.key)
 
     async def _found_view(self, runtime: ServiceRuntime) -> tuple[Any, PolicyView]:
         """The rollback target and policy view, from memory while no write changed them (views.py)."""

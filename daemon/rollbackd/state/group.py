@@ -30,8 +30,20 @@ class RowJournal(Protocol):
 
 @dataclass
 class _Batch(Generic[T, R]):
-    done: asyncio.Future[R]
     items: list[T] = field(default_factory=list)
+    # One future per caller, so a caller that goes away (client hung up) cancels only its own wait,
+    # never the round trip the others wait for (cheaper than an asyncio.shield per caller).
+    waiters: list[asyncio.Future[R]] = field(default_factory=list)
+
+    def resolve(self, result: R) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():  # done: its caller was cancelled
+                waiter.set_result(result)
+
+    def fail(self, error: Exception) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
 
 
 class Batcher(Generic[T, R]):
@@ -50,16 +62,15 @@ class Batcher(Generic[T, R]):
         batch = self._open_batch()
         start = len(batch.items)
         batch.items.extend(items)
+        waiter: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        batch.waiters.append(waiter)
         if self._worker is None:
             self._worker = asyncio.create_task(self._work(), name=f"rollbackd-{self.name}")
-        # shield: a caller that goes away (client hung up) must not cancel the others' round trip
-        return await asyncio.shield(batch.done), start
+        return await waiter, start
 
     def _open_batch(self) -> _Batch[T, R]:
         if not self._waiting or len(self._waiting[-1].items) >= self.max_items:
-            done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-            done.add_done_callback(_retrieve)
-            self._waiting.append(_Batch(done))
+            self._waiting.append(_Batch())
         return self._waiting[-1]
 
     async def _work(self) -> None:
@@ -70,20 +81,22 @@ class Batcher(Generic[T, R]):
                 try:
                     result = await self.call(batch.items)
                 except asyncio.CancelledError:  # shutdown: nobody waiting is told "done"
-                    batch.done.cancel()
-                    self._cancel_waiting()
+                    self._cancel(batch)
+                    while self._waiting:
+                        self._cancel(self._waiting.popleft())
                     raise
                 except Exception as exc:
-                    batch.done.set_exception(exc)
+                    batch.fail(exc)
                 else:
                     self.calls += 1
-                    batch.done.set_result(result)
+                    batch.resolve(result)
         finally:
             self._worker = None
 
-    def _cancel_waiting(self) -> None:
-        while self._waiting:
-            self._waiting.popleft().done.cancel()
+    @staticmethod
+    def _cancel(batch: _Batch[T, R]) -> None:
+        for waiter in batch.waiters:
+            waiter.cancel()
 
 
 class GroupCommit:
@@ -118,9 +131,3 @@ class GroupRead:
 
     async def seen_alerts(self, keys: Sequence[str]) -> set[str]:
         return (await self._batcher.submit(keys))[0] & set(keys) if keys else set()
-
-
-def _retrieve(done: asyncio.Future[R]) -> None:
-    # a caller that went away never reads its batch's error: read it here, so it is not reported as lost
-    if not done.cancelled():
-        done.exception()
