@@ -23,6 +23,7 @@ from rollbackd.api.problems import problem
 from rollbackd.config import Settings
 from rollbackd.errors import PayloadError
 from rollbackd.incidents.intake import Intake
+from rollbackd.jsontext import one_shot
 from rollbackd.reasons import Reason, WebhookResult
 from rollbackd.records import Alert, Decision
 
@@ -204,9 +205,12 @@ async def alertmanager_webhook(request: web.Request) -> web.StreamResponse:
     return _accepted(known.duplicate_answer)
 
 
+_encode = one_shot(json.JSONEncoder())  # json.dumps's text, set up once (rollbackd.jsontext)
+
+
 def answer(alerts: list[Alert], decisions: list[Decision]) -> str:
     """The 202 body: what was decided for each alert (Alertmanager ignores it; people and tests read it)."""
-    return json.dumps(
+    return _encode(
         {
             "accepted": len(alerts),
             "decisions": [

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from rollbackd.jsontext import one_shot
 from rollbackd.reasons import VERDICT_KINDS, IncidentState, StepState
 from rollbackd.records import JSON, Event, Incident, Pause, Release, StepRecord, Trigger
 
@@ -82,12 +83,8 @@ RELEASE_STATUSES = ("deployed", "superseded", "failed", "rolled_back")
 HISTORY_COLUMNS = "id, release_id, service, version, ts, change, actor, note"
 
 
-# One encoder for every row: json.dumps with options builds a new one per call (a storm writes three a row).
-_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
-
-
-def dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
+# One encoder for every row, set up once (a storm writes three a row): rollbackd.jsontext.
+dumps: Callable[[Any], str] = one_shot(json.JSONEncoder(separators=(",", ":"), sort_keys=True))
 
 
 def loads(text: str | None) -> Any:
