@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from rollbackd.config import Duration
 from rollbackd.errors import IncidentActiveError, StateError
+from rollbackd.state.checkpoint import BACKSTOP_PAGES, Checkpointer
 from rollbackd.state.lanes import LaneExecutor
 from rollbackd.state.sql import SqlStateStore, Statement
 
@@ -84,6 +85,7 @@ class SqliteStateStore(SqlStateStore):
         self.options = options
         self._conn: sqlite3.Connection | None = None
         self._writer: WriterLock | None = None
+        self.checkpointer: Checkpointer | None = None
         self._executor = LaneExecutor("rollbackd-sqlite")  # storm batches never ahead of an incident (lanes.py)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -109,11 +111,18 @@ class SqliteStateStore(SqlStateStore):
             conn.execute(f"PRAGMA busy_timeout={int(self.options.busy_timeout * 1000)}")
             if str(path) != ":memory:":
                 self._writer = WriterLock(f"{path}-writer.lock")
+                conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")  # the checkpointer's job (checkpoint.py)
+                if self.checkpointer is None:
+                    self.checkpointer = Checkpointer(str(path))
+                    self.checkpointer.start()
             return conn
 
         self._conn = await self._run(connect)
 
     async def _close(self) -> None:
+        if self.checkpointer is not None:
+            await asyncio.to_thread(self.checkpointer.stop)  # it may be in the middle of a copy
+            self.checkpointer = None
         if self._conn is not None:
             await self._run(self._conn.close)
             self._conn = None
