@@ -38,10 +38,12 @@ class Checkpointer:
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=2)  # it never waits on a lock (timeout 0): a copy in progress at most
 
     def _loop(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # timeout 0: it never waits for a lock (a writer's, or the recovery after a process killed
+        # mid-commit); it tries again next time. Waiting (sqlite3's default is 5 s) only delayed a stop.
+        conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
         failing = False
         try:
             while not self._stop.wait(self.every):
