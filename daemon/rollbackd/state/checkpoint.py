@@ -27,7 +27,6 @@ class Checkpointer:
     def __init__(self, path: str, every: float = CHECKPOINT_EVERY_S) -> None:
         self.path = path
         self.every = every
-        self.runs = 0  # checkpoints made (tests read it)
         self.last: tuple[int, int, int] | None = None  # (busy, WAL frames, frames copied) of the last one
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rollbackd-sqlite-checkpoint", daemon=True)
@@ -55,7 +54,6 @@ class Checkpointer:
                     failing = True
                     continue
                 failing = False
-                self.runs += 1
                 self.last = (busy, frames, copied)
         finally:
             conn.close()
